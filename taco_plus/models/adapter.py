@@ -1,0 +1,113 @@
+"""TACO's text adapter: the Injector and Extractor blocks of the analysis transform.
+
+Lee et al., "Neural Image Compression with Text-guided Encoding for both Pixel-level
+and Perceptual Fidelity", ICML 2024. Parameter names follow the official code
+(``text_feature_dim_proj``, ``image_norm``, ``text_norm``, ``cross_attn``, ``gamma``)
+so official checkpoints load unchanged.
+
+Token weights (B, L) reach the adapter in one of two ways, chosen by the model's
+``token_weight_mode``:
+
+* ``"attention"`` (default): the Injector, where text tokens are keys/values, adds
+  ``log w`` to the logits of each text key, so a token's attention mass scales with
+  its weight. In the Extractor text tokens are *queries*: a softmax over image keys
+  has nothing to reweight, so the weight scales the residual update each text token
+  receives, ``text' = LN(text) + w * attn``. Salient tokens thus both absorb more image
+  evidence and, in the next Injector, pull more attention.
+* ``"embedding_scale"``: the naive variant, the embeddings are multiplied by ``w``
+  before the adapter (done by the model, not here); nearly inert because LayerNorm
+  is scale-invariant.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from taco_plus.models.attention import AttentionFactory, FullCrossAttention
+
+
+class Injector(nn.Module):
+    """Injects text into image features: image tokens query text tokens.
+
+    ``out = LN(img) + gamma * Attn(LN(img), LN(W text))``, ``gamma`` a per-channel
+    vector initialised to 0 so a new adapter starts as the identity on LN(img).
+
+    Args:
+        dim: image feature width (N).
+        text_dim: text feature width (CLIP width, 512 for ViT-B/32).
+        num_heads: attention heads.
+        attention: factory ``(dim, num_heads) -> CrossAttention``; full attention by default.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        text_dim: int,
+        num_heads: int = 8,
+        attention: Optional[AttentionFactory] = None,
+    ) -> None:
+        super().__init__()
+        self.text_feature_dim_proj = nn.Linear(text_dim, dim)
+        nn.init.kaiming_normal_(self.text_feature_dim_proj.weight)
+        self.image_norm = nn.LayerNorm(dim)
+        self.text_norm = nn.LayerNorm(dim)
+        self.cross_attn = (attention or FullCrossAttention)(dim, num_heads)
+        self.gamma = nn.Parameter(torch.zeros(dim))
+
+    def forward(
+        self,
+        image: Tensor,
+        text: Tensor,
+        text_mask: Optional[Tensor] = None,
+        text_weights: Optional[Tensor] = None,
+    ) -> Tensor:
+        b, c, h, w = image.shape
+        img = self.image_norm(image.flatten(2).transpose(1, 2))  # (B, HW, N)
+        txt = self.text_norm(self.text_feature_dim_proj(text))  # (B, L, N)
+        attn = self.cross_attn(img, txt, context_mask=text_mask, context_weights=text_weights)
+        out = img + self.gamma * attn
+        return out.transpose(1, 2).reshape(b, c, h, w)
+
+
+class Extractor(nn.Module):
+    """Updates text tokens from image features: text tokens query image tokens.
+
+    ``text' = LN(text) + w * Attn(LN(text), LN(W img))`` with ``w`` the token weights
+    (1 when not given).
+
+    Args:
+        dim: image feature width (N).
+        text_dim: text feature width.
+        num_heads: attention heads.
+        attention: factory ``(text_dim, num_heads) -> CrossAttention``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        text_dim: int,
+        num_heads: int = 8,
+        attention: Optional[AttentionFactory] = None,
+    ) -> None:
+        super().__init__()
+        self.image_feature_dim_proj = nn.Linear(dim, text_dim)
+        nn.init.kaiming_normal_(self.image_feature_dim_proj.weight)
+        self.image_norm = nn.LayerNorm(text_dim)
+        self.text_norm = nn.LayerNorm(text_dim)
+        self.cross_attn = (attention or FullCrossAttention)(text_dim, num_heads)
+
+    def forward(
+        self,
+        text: Tensor,
+        image: Tensor,
+        text_weights: Optional[Tensor] = None,
+    ) -> Tensor:
+        img = self.image_norm(self.image_feature_dim_proj(image.flatten(2).transpose(1, 2)))
+        txt = self.text_norm(text)  # (B, L, text_dim)
+        attn = self.cross_attn(txt, img)  # image tokens are never padded
+        if text_weights is not None:
+            attn = attn * text_weights.unsqueeze(-1).to(attn.dtype)
+        return txt + attn

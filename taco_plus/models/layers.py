@@ -1,0 +1,91 @@
+"""ELIC building blocks, with the parameter names of the official TACO code.
+
+He et al., "ELIC: Efficient Learned Image Compression with Unevenly Grouped
+Space-Channel Contextual Adaptive Coding", CVPR 2022. The attention block is
+CompressAI's; the rest are small enough to define here, named so that official
+TACO state dicts (``branch``, ``fushion`` [sic], ``fusion``) load unchanged.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+
+def conv(in_ch: int, out_ch: int, kernel_size: int = 5, stride: int = 2) -> nn.Conv2d:
+    """Strided convolution with 'same' padding (downsamples by ``stride``)."""
+    return nn.Conv2d(in_ch, out_ch, kernel_size, stride=stride, padding=kernel_size // 2)
+
+
+def deconv(in_ch: int, out_ch: int, kernel_size: int = 5, stride: int = 2) -> nn.ConvTranspose2d:
+    """Transposed convolution that upsamples exactly by ``stride``."""
+    return nn.ConvTranspose2d(
+        in_ch, out_ch, kernel_size, stride=stride, output_padding=stride - 1, padding=kernel_size // 2
+    )
+
+
+class ResidualBottleneck(nn.Module):
+    """``x + (1x1 -> act -> 3x3 -> act -> 1x1)(x)`` with a half-width bottleneck.
+
+    Args:
+        N: channels.
+        act: activation class.
+    """
+
+    def __init__(self, N: int, act: type[nn.Module] = nn.ReLU) -> None:
+        super().__init__()
+        self.branch = nn.Sequential(
+            nn.Conv2d(N, N // 2, 1),
+            act(),
+            nn.Conv2d(N // 2, N // 2, 3, padding=1),
+            act(),
+            nn.Conv2d(N // 2, N, 1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.branch(x)
+
+
+class ChannelContext(nn.Module):
+    """Channel context g_ch: three 5x5 convs over previously decoded groups.
+
+    Widths 224 and 128 are fixed in ELIC/TACO regardless of N and M.
+
+    Args:
+        in_ch: channels of all previously decoded groups.
+        out_ch: 2 * channels of the current group.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, act: type[nn.Module] = nn.ReLU) -> None:
+        super().__init__()
+        self.fushion = nn.Sequential(  # official spelling, kept for checkpoint compatibility
+            nn.Conv2d(in_ch, 224, 5, padding=2),
+            act(),
+            nn.Conv2d(224, 128, 5, padding=2),
+            act(),
+            nn.Conv2d(128, out_ch, 5, padding=2),
+        )
+
+    def forward(self, y_hat_previous: Tensor) -> Tensor:
+        return self.fushion(y_hat_previous)
+
+
+class EntropyParameters(nn.Module):
+    """Three 1x1 convs mapping context + hyper features to (scales, means).
+
+    Args:
+        in_ch: concatenated input channels.
+        out_ch: 2 * channels of the group (scales then means).
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, act: type[nn.Module] = nn.ReLU) -> None:
+        super().__init__()
+        self.fusion = nn.Sequential(
+            nn.Conv2d(in_ch, out_ch * 5 // 3, 1),
+            act(),
+            nn.Conv2d(out_ch * 5 // 3, out_ch * 4 // 3, 1),
+            act(),
+            nn.Conv2d(out_ch * 4 // 3, out_ch, 1),
+        )
+
+    def forward(self, params: Tensor) -> Tensor:
+        return self.fusion(params)

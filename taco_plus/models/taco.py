@@ -1,0 +1,241 @@
+"""TACO: Text-Adaptive COmpression on an ELIC backbone.
+
+Lee et al., "Neural Image Compression with Text-guided Encoding for both
+Pixel-level and Perceptual Fidelity", ICML 2024 (arXiv 2403.02944).
+
+``g_a`` (with the text adapter) -> ``y``; ``h_a`` -> ``z`` coded by an
+``EntropyBottleneck``; ``h_s(z_hat)`` -> hyper parameters (2M channels); ``y`` is
+split into uneven channel groups, each coded with a checkerboard + channel context
+by a ``GaussianConditional``; ``g_s(y_hat)`` -> ``x_hat``. Text reaches the encoder
+only: :meth:`TACO.decompress` takes no text.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional, Sequence
+
+import torch
+from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+from compressai.models import CompressionModel
+from compressai.ops import quantize_ste
+from torch import Tensor, nn
+
+from taco_plus.models.attention import AttentionFactory
+from taco_plus.models.checkerboard import (
+    DecodingCoder,
+    EncodingCoder,
+    LatentCoder,
+    RoundingCoder,
+    code_group,
+)
+from taco_plus.models.layers import ChannelContext, EntropyParameters
+from taco_plus.models.transforms import (
+    AnalysisTransform,
+    HyperAnalysis,
+    HyperSynthesis,
+    SynthesisTransform,
+)
+
+TOKEN_WEIGHT_MODES = ("attention", "embedding_scale")
+
+
+class TACO(CompressionModel):
+    """TACO codec.
+
+    Args:
+        N: width of the transforms and of z (192 in the paper).
+        M: channels of y (320).
+        slice_ch: uneven channel groups of y, summing to M ([16, 16, 32, 64, 192]).
+        text_dim: width of the text features (512 for CLIP ViT-B/32).
+        num_heads: heads of every adapter attention block.
+        injector_attention / extractor_attention: attention factories for the
+            adapter blocks (``taco_plus.models.attention``); full attention by default.
+        mask_padding: honour the text padding mask (default). Official checkpoints
+            were trained attending to padding tokens; :meth:`from_official` sets False.
+        token_weight_mode: where per-token text weights act: ``"attention"`` (log-weight
+            on the attention logits, see ``adapter.py``) or ``"embedding_scale"``
+            (the naive multiplication of embeddings, kept as an ablation).
+    """
+
+    def __init__(
+        self,
+        N: int = 192,
+        M: int = 320,
+        slice_ch: Sequence[int] = (16, 16, 32, 64, 192),
+        text_dim: int = 512,
+        num_heads: int = 8,
+        injector_attention: Optional[AttentionFactory] = None,
+        extractor_attention: Optional[AttentionFactory] = None,
+        mask_padding: bool = True,
+        token_weight_mode: str = "attention",
+    ) -> None:
+        super().__init__()
+        slice_ch = [int(c) for c in slice_ch]
+        if sum(slice_ch) != M:
+            raise ValueError(f"slice_ch {slice_ch} must sum to M={M}")
+        if token_weight_mode not in TOKEN_WEIGHT_MODES:
+            raise ValueError(f"token_weight_mode must be one of {TOKEN_WEIGHT_MODES}")
+        self.N, self.M, self.slice_ch, self.text_dim = N, M, slice_ch, text_dim
+        self.mask_padding = mask_padding
+        self.token_weight_mode = token_weight_mode
+
+        self.g_a = AnalysisTransform(
+            N, M, text_dim, num_heads, injector_attention, extractor_attention
+        )
+        self.g_s = SynthesisTransform(N, M)
+        self.h_a = HyperAnalysis(N, M)
+        self.h_s = HyperSynthesis(N, M)
+
+        # Group i sees the hyper parameters (2M), the channel context of groups < i
+        # (2 c_i, i > 0) and, for non-anchors, the local context of its anchors (2 c_i).
+        self.local_context = nn.ModuleList(nn.Conv2d(c, 2 * c, 5, padding=2) for c in slice_ch)
+        self.channel_context = nn.ModuleList(
+            ChannelContext(sum(slice_ch[:i]), 2 * c) if i else None for i, c in enumerate(slice_ch)
+        )
+        self.entropy_parameters_anchor = nn.ModuleList(
+            EntropyParameters(2 * M + (2 * c if i else 0), 2 * c) for i, c in enumerate(slice_ch)
+        )
+        self.entropy_parameters_nonanchor = nn.ModuleList(
+            EntropyParameters(2 * M + (4 * c if i else 2 * c), 2 * c) for i, c in enumerate(slice_ch)
+        )
+        self.entropy_bottleneck = EntropyBottleneck(N)
+        self.gaussian_conditional = GaussianConditional(None)
+
+    # ------------------------------------------------------------------ text
+    def _prepare_text(
+        self, text: Tensor, text_mask: Optional[Tensor], text_weights: Optional[Tensor]
+    ) -> tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+        if text.dim() != 3 or text.shape[-1] != self.text_dim:
+            raise ValueError(
+                f"text_embeddings must be (B, L, {self.text_dim}), got {tuple(text.shape)}"
+            )
+        mask = text_mask if self.mask_padding else None
+        if mask is not None and not mask.any(dim=1).all():
+            raise ValueError("every caption needs at least one unmasked token (its SOT/EOT)")
+        if text_weights is not None and self.token_weight_mode == "embedding_scale":
+            return text * text_weights.unsqueeze(-1).to(text.dtype), mask, None
+        return text, mask, text_weights
+
+    def analysis(
+        self,
+        x: Tensor,
+        text_embeddings: Tensor,
+        text_mask: Optional[Tensor] = None,
+        text_weights: Optional[Tensor] = None,
+    ) -> Tensor:
+        """g_a with the text adapter: x (B, 3, H, W) -> y (B, M, H/16, W/16)."""
+        text, mask, weights = self._prepare_text(text_embeddings, text_mask, text_weights)
+        return self.g_a(x, text, mask, weights)
+
+    # --------------------------------------------------------------- latents
+    def _code_latents(
+        self, coder: LatentCoder, hyper: Tensor, y: Optional[Tensor]
+    ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+        """Codes every channel group in order; returns y_hat and per-group scales/means."""
+        bounds = [sum(self.slice_ch[:i]) for i in range(len(self.slice_ch) + 1)]
+        y_hat_slices: list[Tensor] = []
+        scales, means = [], []
+        for i in range(len(self.slice_ch)):
+            y_slice = None if y is None else y[:, bounds[i] : bounds[i + 1]]
+            context = [hyper]
+            if i:
+                context.insert(0, self.channel_context[i](torch.cat(y_hat_slices, dim=1)))
+            y_hat_slice, s, m = code_group(
+                coder,
+                y_slice,
+                context,
+                self.entropy_parameters_anchor[i],
+                self.entropy_parameters_nonanchor[i],
+                self.local_context[i],
+            )
+            y_hat_slices.append(y_hat_slice)
+            scales.append(s)
+            means.append(m)
+        return torch.cat(y_hat_slices, dim=1), scales, means
+
+    # ------------------------------------------------------------- contract
+    def forward(
+        self,
+        x: Tensor,
+        text_embeddings: Tensor,
+        text_mask: Optional[Tensor] = None,
+        text_weights: Optional[Tensor] = None,
+    ) -> dict[str, Any]:
+        """Returns ``{"x_hat", "likelihoods": {"y", "z"}}`` (CompressAI's contract)."""
+        y = self.analysis(x, text_embeddings, text_mask, text_weights)
+        z = self.h_a(y)
+        _, z_likelihoods = self.entropy_bottleneck(z)
+        z_offset = self.entropy_bottleneck._get_medians()
+        z_hat = quantize_ste(z - z_offset) + z_offset
+        hyper = self.h_s(z_hat)
+
+        y_hat, scales, means = self._code_latents(RoundingCoder(), hyper, y)
+        bounds = [sum(self.slice_ch[:i]) for i in range(len(self.slice_ch) + 1)]
+        y_likelihoods = torch.cat(
+            [
+                self.gaussian_conditional(y[:, bounds[i] : bounds[i + 1]], s, m)[1]
+                for i, (s, m) in enumerate(zip(scales, means))
+            ],
+            dim=1,
+        )
+        x_hat = self.g_s(y_hat)
+        return {"x_hat": x_hat, "y": y, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
+
+    @torch.no_grad()
+    def compress(
+        self,
+        x: Tensor,
+        text_embeddings: Tensor,
+        text_mask: Optional[Tensor] = None,
+        text_weights: Optional[Tensor] = None,
+    ) -> dict[str, Any]:
+        """Returns ``{"strings": [y_strings, z_strings], "shape": z.shape[-2:]}``.
+
+        One string per batch item in each list. Requires :meth:`update` first.
+        """
+        y = self.analysis(x, text_embeddings, text_mask, text_weights)
+        z = self.h_a(y)
+        z_strings = self.entropy_bottleneck.compress(z)
+        z_hat = self.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
+        coder = EncodingCoder(self.gaussian_conditional, y.shape[0])
+        self._code_latents(coder, self.h_s(z_hat), y)
+        return {"strings": [coder.flush(), z_strings], "shape": z.shape[-2:]}
+
+    @torch.no_grad()
+    def decompress(self, strings: Sequence[Sequence[bytes]], shape: Sequence[int]) -> dict[str, Tensor]:
+        """Returns ``{"x_hat"}``. The decoder never sees text."""
+        y_strings, z_strings = strings
+        if len(y_strings) != len(z_strings):
+            raise ValueError("y and z string lists differ in length")
+        z_hat = self.entropy_bottleneck.decompress(list(z_strings), tuple(shape))
+        coder = DecodingCoder(self.gaussian_conditional, list(y_strings))
+        y_hat, _, _ = self._code_latents(coder, self.h_s(z_hat), None)
+        return {"x_hat": self.g_s(y_hat)}
+
+    # ------------------------------------------------------------- loading
+    @classmethod
+    def from_official(cls, checkpoint: Mapping[str, Any], **overrides: Any) -> "TACO":
+        """Builds a model from an official TACO checkpoint and loads its weights.
+
+        Accepts a plain state dict, one wrapped under ``"state_dict"``, and DDP
+        ``module.`` prefixes. Sizes are inferred from tensor shapes. The model
+        attends to padding tokens, as the official one does (``mask_padding=False``).
+        """
+        from taco_plus.models.official import infer_official_config, normalise_state_dict
+
+        state_dict = normalise_state_dict(checkpoint)
+        config = {**infer_official_config(state_dict), "mask_padding": False, **overrides}
+        model = cls(**config)
+        model.load_state_dict(state_dict)
+        return model
+
+    def adapter_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the text adapter (Injector/Extractor blocks)."""
+        from taco_plus.models.adapter import Extractor, Injector
+
+        return [
+            p
+            for m in self.g_a.modules()
+            if isinstance(m, (Injector, Extractor))
+            for p in m.parameters()
+        ]

@@ -1,0 +1,129 @@
+"""TACO's transforms: text-guided analysis g_a, synthesis g_s, hyperprior h_a / h_s.
+
+Only g_a sees text. Module indices inside the ``nn.Sequential`` containers follow
+the official code so that ``g_a.analysis_transform.8.gamma`` etc. load unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from compressai.layers import AttentionBlock
+from torch import Tensor, nn
+
+from taco_plus.models.adapter import Extractor, Injector
+from taco_plus.models.attention import AttentionFactory
+from taco_plus.models.layers import ResidualBottleneck, conv, deconv
+
+
+def _res3(N: int) -> list[nn.Module]:
+    return [ResidualBottleneck(N) for _ in range(3)]
+
+
+class AnalysisTransform(nn.Module):
+    """g_a: image (B, 3, H, W) + text (B, L, D) -> y (B, M, H/16, W/16).
+
+    ::
+
+        conv/2, 3xRB, conv/2, 3xRB            (H/4, N)
+        Injector                              image queries text
+        AttentionBlock, conv/2, 3xRB          (H/8, N)
+        Extractor                             text queries image -> updated text
+        Injector                              with the updated text
+        conv/2, AttentionBlock(M)             (H/16, M)
+
+    Args:
+        N, M: channel widths.
+        text_dim: width of the text features.
+        num_heads: attention heads in every adapter block.
+        injector_attention / extractor_attention: attention factories (full by default).
+    """
+
+    def __init__(
+        self,
+        N: int,
+        M: int,
+        text_dim: int,
+        num_heads: int = 8,
+        injector_attention: Optional[AttentionFactory] = None,
+        extractor_attention: Optional[AttentionFactory] = None,
+    ) -> None:
+        super().__init__()
+        self.analysis_transform = nn.Sequential(
+            conv(3, N), *_res3(N),
+            conv(N, N), *_res3(N),
+            Injector(N, text_dim, num_heads, injector_attention),  # 8
+            AttentionBlock(N),
+            conv(N, N), *_res3(N),
+            Extractor(N, text_dim, num_heads, extractor_attention),  # 14
+            Injector(N, text_dim, num_heads, injector_attention),  # 15
+            conv(N, M),
+            AttentionBlock(M),
+        )  # fmt: skip
+
+    def forward(
+        self,
+        x: Tensor,
+        text: Tensor,
+        text_mask: Optional[Tensor] = None,
+        text_weights: Optional[Tensor] = None,
+    ) -> Tensor:
+        for layer in self.analysis_transform:
+            if isinstance(layer, Injector):
+                x = layer(x, text, text_mask, text_weights)
+            elif isinstance(layer, Extractor):
+                text = layer(text, x, text_weights)
+            else:
+                x = layer(x)
+        return x
+
+
+class SynthesisTransform(nn.Module):
+    """g_s: y_hat (B, M, h, w) -> x_hat (B, 3, 16h, 16w). Takes no text."""
+
+    def __init__(self, N: int, M: int) -> None:
+        super().__init__()
+        self.synthesis_transform = nn.Sequential(
+            AttentionBlock(M),
+            deconv(M, N), *_res3(N),
+            deconv(N, N),
+            AttentionBlock(N), *_res3(N),
+            deconv(N, N), *_res3(N),
+            deconv(N, 3),
+        )  # fmt: skip
+
+    def forward(self, y_hat: Tensor) -> Tensor:
+        return self.synthesis_transform(y_hat)
+
+
+class HyperAnalysis(nn.Module):
+    """h_a: y (B, M, h, w) -> z (B, N, h/4, w/4)."""
+
+    def __init__(self, N: int, M: int) -> None:
+        super().__init__()
+        self.reduction = nn.Sequential(
+            conv(M, N, kernel_size=3, stride=1), nn.ReLU(),
+            conv(N, N), nn.ReLU(),
+            conv(N, N),
+        )  # fmt: skip
+
+    def forward(self, y: Tensor) -> Tensor:
+        return self.reduction(y)
+
+
+class HyperSynthesis(nn.Module):
+    """h_s: z_hat (B, N, h/4, w/4) -> hyper parameters (B, 2M, h, w).
+
+    TACO/ELIC output 2M channels here (CompressAI's ELIC outputs 2N).
+    """
+
+    def __init__(self, N: int, M: int) -> None:
+        super().__init__()
+        self.increase = nn.Sequential(
+            deconv(N, M), nn.ReLU(),
+            deconv(M, M * 3 // 2), nn.ReLU(),
+            deconv(M * 3 // 2, M * 2, kernel_size=3, stride=1),
+        )  # fmt: skip
+
+    def forward(self, z_hat: Tensor) -> Tensor:
+        return self.increase(z_hat)
