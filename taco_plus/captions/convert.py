@@ -1,0 +1,165 @@
+"""Converters from the original caption files to the caption-set format.
+
+Two originals are supported:
+
+* TACO's OFA caption files (``materials/kodak_ofa.json``, ``clic_ofa.json`` in
+  github.com/effl-lab/TACO): ``{"kodim01.png": "a brick building ...", ...}``. Any
+  plain ``{file: caption}`` or ``{file: [captions]}`` JSON converts the same way.
+* The official MS-COCO captions files (``annotations/captions_{train,val}2017.json``
+  from cocodataset.org's ``annotations_trainval2017.zip``): five human captions per
+  image, keyed here by image file name.
+
+Converters keep captions verbatim (reproducing TACO needs its exact inputs) but report
+broken ones -- kodim17's OFA caption contains U+FFFD garbage -- in the result and in
+the set's ``issues``; ``drop_bad=True`` removes them instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from taco_plus.captions.checks import find_problems
+from taco_plus.captions.format import CaptionSet, Provenance, build_caption_set
+from taco_plus.captions.sources import CaptionSetSource, CocoCaptionsSource
+
+OFA_SOURCE = "OFA captions released with TACO (github.com/effl-lab/TACO, materials/)"
+COCO_SOURCE = "MS-COCO 2017 human captions (cocodataset.org, annotations_trainval2017.zip)"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+
+
+@dataclass
+class Conversion:
+    """The result of a conversion.
+
+    Args:
+        caption_set: the converted set (statistics included).
+        problems: image id -> problems found in its captions.
+        dropped: images removed because of those problems (``drop_bad=True``).
+        uncaptioned: images known to exist (listed in the COCO file, or found in the
+            image directory) that have no caption.
+    """
+
+    caption_set: CaptionSet
+    problems: dict[str, list[str]] = field(default_factory=dict)
+    dropped: list[str] = field(default_factory=list)
+    uncaptioned: list[str] = field(default_factory=list)
+
+    def report(self) -> str:
+        """Human-readable summary of what was found."""
+        lines = [f"{self.caption_set.name}: {len(self.caption_set.captions)} images, "
+                 f"{self.caption_set.stats['num_captions']} captions"]
+        for image_id, msgs in self.problems.items():
+            verb = "dropped" if image_id in self.dropped else "kept, flagged in issues"
+            lines.append(f"  suspicious caption ({verb}): {image_id}: {'; '.join(msgs)}")
+        if self.uncaptioned:
+            shown = ", ".join(self.uncaptioned[:5]) + (" ..." if len(self.uncaptioned) > 5 else "")
+            lines.append(f"  {len(self.uncaptioned)} images without captions: {shown}")
+        return "\n".join(lines)
+
+
+def file_sha256(path: os.PathLike | str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def list_images(image_dir: os.PathLike | str) -> list[str]:
+    """Image file names (relative POSIX paths, sorted) under ``image_dir``, recursively."""
+    root = Path(image_dir)
+    if not root.is_dir():
+        raise NotADirectoryError(f"image directory not found: {root}")
+    return sorted(
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+
+
+def _finish(
+    name: str,
+    captions: dict[str, list[str]],
+    provenance: Provenance,
+    drop_bad: bool,
+    uncaptioned: list[str],
+) -> Conversion:
+    problems = find_problems(captions)
+    dropped = sorted(problems) if drop_bad else []
+    for image_id in dropped:
+        del captions[image_id]
+    if dropped:
+        provenance.notes.append(f"dropped {len(dropped)} images with broken captions: {dropped}")
+    issues = {k: v for k, v in problems.items() if k not in dropped}
+    if uncaptioned:
+        provenance.missing_images = list(uncaptioned)
+    caption_set = build_caption_set(name, captions, provenance, issues)
+    return Conversion(caption_set, problems, dropped, list(uncaptioned))
+
+
+def convert_ofa(
+    path: os.PathLike | str,
+    *,
+    name: Optional[str] = None,
+    source: str = OFA_SOURCE,
+    model: Optional[str] = "OFA",
+    drop_bad: bool = False,
+) -> Conversion:
+    """Convert a plain ``{file: caption}`` JSON (TACO's OFA files) to a caption set.
+
+    Args:
+        path: the original file.
+        name: set name; defaults to the file's stem (``kodak_ofa``).
+        source: provenance ``source`` text.
+        model: the captioning model, or None for human captions.
+        drop_bad: drop images whose caption has problems instead of flagging them.
+    """
+    path = Path(path)
+    original = CaptionSetSource(path)
+    if original.caption_set is not None:
+        raise ValueError(f"{path} is already a taco-plus caption set")
+    captions = {k: original.captions(k) for k in original.ids()}
+    provenance = Provenance(
+        source=source,
+        model=model,
+        origin={"file": path.name, "sha256": file_sha256(path)},
+    )
+    return _finish(name or path.stem, captions, provenance, drop_bad, [])
+
+
+def convert_coco(
+    annotations_json: os.PathLike | str,
+    *,
+    name: Optional[str] = None,
+    image_dir: Optional[os.PathLike | str] = None,
+    drop_bad: bool = False,
+) -> Conversion:
+    """Convert an official COCO captions file to a caption set keyed by file name.
+
+    Args:
+        annotations_json: ``captions_{train,val}2017.json``.
+        name: set name; defaults to ``coco_<stem>`` (``coco_captions_val2017``).
+        image_dir: optional folder of the split's images: files there without a
+            caption are reported (and listed under ``provenance.missing_images``).
+        drop_bad: drop images with broken captions instead of flagging them.
+    """
+    path = Path(annotations_json)
+    source = CocoCaptionsSource(path)
+    captions = {k: source.captions(k) for k in source.ids()}
+    uncaptioned = set(source.uncaptioned)
+    parameters = {}
+    if image_dir is not None:
+        on_disk = list_images(image_dir)
+        uncaptioned |= set(on_disk) - set(captions)
+        parameters["images_on_disk"] = len(on_disk)
+    provenance = Provenance(
+        source=COCO_SOURCE,
+        model=None,
+        origin={"file": path.name, "sha256": file_sha256(path)},
+        parameters=parameters,
+    )
+    return _finish(name or f"coco_{path.stem}", captions, provenance, drop_bad, sorted(uncaptioned))

@@ -1,0 +1,79 @@
+"""Real photographs shipped with scikit-image, for the offline quickstart.
+
+``skimage.data`` bundles a handful of RGB photographs inside the package, so they load
+with no download. :func:`export_skimage_photos` writes them as PNG files whose names
+are the image ids of ``captions/skimage_quickstart.json`` (one hand-written caption
+per photo), giving the quickstart a real, captioned image set on any machine.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Iterable, Optional
+
+import numpy as np
+
+# captions/skimage_quickstart.json at the repository root.
+QUICKSTART_CAPTIONS = Path(__file__).resolve().parents[2] / "captions" / "skimage_quickstart.json"
+
+
+def _loaders() -> dict[str, Callable[[], np.ndarray]]:
+    from skimage import data
+
+    # Only the RGB photographs that ship inside the scikit-image wheel (grayscale,
+    # synthetic and download-on-demand images are left out).
+    return {
+        "astronaut.png": data.astronaut,  # 512x512
+        "chelsea.png": data.chelsea,  # 451x300
+        "coffee.png": data.coffee,  # 600x400
+        "rocket.png": data.rocket,  # 640x427
+        "hubble_deep_field.png": data.hubble_deep_field,  # 1000x872
+        "immunohistochemistry.png": data.immunohistochemistry,  # 512x512
+        "retina.png": data.retina,  # 1411x1411
+        "motorcycle_left.png": lambda: data.stereo_motorcycle()[0],  # 741x500
+    }
+
+
+SKIMAGE_PHOTO_IDS = (
+    "astronaut.png",
+    "chelsea.png",
+    "coffee.png",
+    "rocket.png",
+    "hubble_deep_field.png",
+    "immunohistochemistry.png",
+    "retina.png",
+    "motorcycle_left.png",
+)
+
+
+def export_skimage_photos(out_dir: os.PathLike | str, ids: Optional[Iterable[str]] = None) -> list[Path]:
+    """Write scikit-image's bundled RGB photos as ``<out_dir>/<id>`` PNG files.
+
+    Existing files with the same name are overwritten (the content is deterministic).
+
+    Args:
+        out_dir: destination folder (created if needed).
+        ids: subset of :data:`SKIMAGE_PHOTO_IDS` to write; all by default.
+
+    Returns:
+        The written paths, in the order of ``ids``.
+    """
+    from PIL import Image
+
+    loaders = _loaders()
+    wanted = list(SKIMAGE_PHOTO_IDS if ids is None else ids)
+    unknown = [i for i in wanted if i not in loaders]
+    if unknown:
+        raise KeyError(f"not a bundled scikit-image photo: {unknown}; choose from {list(SKIMAGE_PHOTO_IDS)}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for image_id in wanted:
+        pixels = loaders[image_id]()
+        if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8:
+            raise ValueError(f"{image_id}: expected an 8-bit RGB image, got {pixels.dtype} {pixels.shape}")
+        path = out / image_id
+        Image.fromarray(pixels).save(path)
+        paths.append(path)
+    return paths

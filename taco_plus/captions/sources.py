@@ -1,0 +1,163 @@
+"""Caption sources: image id -> captions, as used by training and evaluation.
+
+The Hydra ``captions`` config group instantiates one of these with ``_target_``::
+
+    _target_: taco_plus.captions.sources.CaptionSetSource
+    path: captions/kodak_ofa.json
+
+Image ids are file names relative to the image root (``"kodim01.png"``,
+``"000000397133.jpg"``). Sources only read files; nothing here touches the network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Iterator
+
+from taco_plus.captions.format import (
+    CaptionFormatError,
+    is_caption_set,
+    parse_caption_mapping,
+    parse_caption_set,
+    read_json,
+)
+
+
+class UnknownImageError(KeyError):
+    """Raised by :meth:`CaptionSource.captions` for an image id the source lacks."""
+
+    def __str__(self) -> str:  # KeyError would print the message in quotes
+        return str(self.args[0]) if self.args else ""
+
+
+def captions_fingerprint(captions: dict[str, list[str]]) -> str:
+    """sha256 of the canonical JSON of ``{image_id: [captions]}`` (sorted keys, UTF-8).
+
+    Two sources with the same captions have the same fingerprint whatever their file
+    format; fitted artefacts (TF-IDF statistics, NER caches) store it to detect a
+    caption set that changed under them.
+    """
+    canonical = json.dumps(captions, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+class CaptionSource:
+    """Read-only mapping from image id to its captions.
+
+    Subclasses fill ``self._captions`` (image id -> non-empty list of captions) and
+    ``self.name``; everything else is shared.
+    """
+
+    name: str
+    _captions: dict[str, list[str]]
+
+    def ids(self) -> list[str]:
+        """Image ids with at least one caption, in a stable order."""
+        return list(self._captions)
+
+    def captions(self, image_id: str) -> list[str]:
+        """All captions of ``image_id`` (a copy); :class:`UnknownImageError` if absent."""
+        try:
+            return list(self._captions[image_id])
+        except KeyError:
+            raise UnknownImageError(self._unknown_message(image_id)) from None
+
+    def _unknown_message(self, image_id: str) -> str:
+        return f"no captions for image {image_id!r} in caption source {self.name!r}"
+
+    def __contains__(self, image_id: object) -> bool:
+        return image_id in self._captions
+
+    def __len__(self) -> int:
+        return len(self._captions)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._captions)
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the canonical serialisation of the captions (see :func:`captions_fingerprint`)."""
+        if getattr(self, "_fingerprint", None) is None:
+            self._fingerprint = captions_fingerprint(self._captions)
+        return self._fingerprint
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, images={len(self)})"
+
+
+class CaptionSetSource(CaptionSource):
+    """Captions from a file: a versioned caption set or a plain JSON mapping.
+
+    Accepted files: the taco-plus caption-set format (``captions/FORMAT.md``), or a
+    plain ``{"file.png": "caption"}`` / ``{"file.png": ["c1", "c2"]}`` object such as
+    TACO's ``kodak_ofa.json``. Malformed files raise :class:`CaptionFormatError`.
+
+    Args:
+        path: the JSON file.
+    """
+
+    def __init__(self, path: os.PathLike | str) -> None:
+        self.path = Path(path)
+        data = read_json(self.path)
+        if is_caption_set(data):
+            caption_set = parse_caption_set(data, self.path)
+            self.name = caption_set.name
+            self.caption_set = caption_set
+            self._captions = caption_set.captions
+        else:
+            self.name = self.path.stem
+            self.caption_set = None
+            self._captions = parse_caption_mapping(data, self.path)
+
+
+class CocoCaptionsSource(CaptionSource):
+    """Captions from an official MS-COCO captions file, keyed by image file name.
+
+    Captions of each image are ordered by annotation id. Images listed in the file
+    without any caption annotation are not in :meth:`ids`; asking for one raises
+    :class:`UnknownImageError` saying so.
+
+    Args:
+        annotations_json: ``captions_{train,val}2017.json`` (``images`` and ``annotations``).
+    """
+
+    def __init__(self, annotations_json: os.PathLike | str) -> None:
+        self.path = Path(annotations_json)
+        self.name = self.path.stem
+        data = read_json(self.path)
+        if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(
+            data.get("annotations"), list
+        ):
+            raise CaptionFormatError(self.path, 'not a COCO captions file: needs "images" and "annotations" arrays')
+        file_names: dict[int, str] = {}
+        for i, image in enumerate(data["images"]):
+            try:
+                file_names[image["id"]] = image["file_name"]
+            except (TypeError, KeyError):
+                raise CaptionFormatError(self.path, f"images[{i}] lacks an id or file_name") from None
+        by_image: dict[str, list[tuple[int, str]]] = defaultdict(list)
+        for i, ann in enumerate(data["annotations"]):
+            try:
+                image_id, caption = ann["image_id"], ann["caption"]
+            except (TypeError, KeyError):
+                raise CaptionFormatError(self.path, f"annotations[{i}] lacks image_id or caption") from None
+            if image_id not in file_names:
+                raise CaptionFormatError(self.path, f"annotations[{i}] refers to unknown image id {image_id}")
+            if not isinstance(caption, str) or not caption.strip():
+                raise CaptionFormatError(self.path, f"annotations[{i}] has an empty caption")
+            by_image[file_names[image_id]].append((ann.get("id", i), caption.strip()))
+        self._captions = {
+            name: [c for _, c in sorted(by_image[name])] for name in sorted(by_image)
+        }
+        # Images present in the file without any caption (COCO val2017 has a few).
+        self.uncaptioned: list[str] = sorted(set(file_names.values()) - set(self._captions))
+        self._uncaptioned = frozenset(self.uncaptioned)
+
+    def _unknown_message(self, image_id: str) -> str:
+        if image_id in self._uncaptioned:
+            return f"image {image_id!r} is listed in {self.path.name} but has no caption annotations"
+        return super()._unknown_message(image_id)
