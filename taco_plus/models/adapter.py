@@ -69,7 +69,9 @@ class Injector(nn.Module):
         txt = self.text_norm(self.text_feature_dim_proj(text))  # (B, L, N)
         attn = self.cross_attn(img, txt, context_mask=text_mask, context_weights=text_weights)
         out = img + self.gamma * attn
-        return out.transpose(1, 2).reshape(b, c, h, w)
+        # contiguous NCHW: a channels-last view here would make later convs pick other
+        # kernels in training/forward than in compress, breaking bit-exact round trips
+        return out.transpose(1, 2).reshape(b, c, h, w).contiguous()
 
 
 class Extractor(nn.Module):

@@ -133,6 +133,10 @@ class TACO(CompressionModel):
     ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
         """Codes every channel group in order; returns y_hat and per-group scales/means."""
         bounds = [sum(self.slice_ch[:i]) for i in range(len(self.slice_ch) + 1)]
+        # One memory layout on every path, so forward, compress and decompress run
+        # the same conv kernels and reconstruct bit-identical latents.
+        y = None if y is None else y.contiguous()
+        hyper = hyper.contiguous()
         y_hat_slices: list[Tensor] = []
         scales, means = [], []
         for i in range(len(self.slice_ch)):
@@ -189,17 +193,19 @@ class TACO(CompressionModel):
         text_mask: Optional[Tensor] = None,
         text_weights: Optional[Tensor] = None,
     ) -> dict[str, Any]:
-        """Returns ``{"strings": [y_strings, z_strings], "shape": z.shape[-2:]}``.
+        """Returns ``{"strings": [y_strings, z_strings], "shape": z.shape[-2:], "y_hat"}``.
 
-        One string per batch item in each list. Requires :meth:`update` first.
+        One string per batch item in each list; ``y_hat`` is the latent the decoder
+        will reconstruct (so ``g_s(y_hat)`` is the decoded image). Requires
+        :meth:`update` first.
         """
         y = self.analysis(x, text_embeddings, text_mask, text_weights)
         z = self.h_a(y)
         z_strings = self.entropy_bottleneck.compress(z)
         z_hat = self.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
         coder = EncodingCoder(self.gaussian_conditional, y.shape[0])
-        self._code_latents(coder, self.h_s(z_hat), y)
-        return {"strings": [coder.flush(), z_strings], "shape": z.shape[-2:]}
+        y_hat, _, _ = self._code_latents(coder, self.h_s(z_hat), y)
+        return {"strings": [coder.flush(), z_strings], "shape": z.shape[-2:], "y_hat": y_hat}
 
     @torch.no_grad()
     def decompress(self, strings: Sequence[Sequence[bytes]], shape: Sequence[int]) -> dict[str, Tensor]:

@@ -2,5 +2,14 @@
 
 from taco_plus.models.attention.base import AttentionFactory, CrossAttention, context_bias
 from taco_plus.models.attention.full import FullCrossAttention
+from taco_plus.models.attention.linformer import LinformerCrossAttention
+from taco_plus.models.attention.pooled import PooledLinformerCrossAttention
 
-__all__ = ["AttentionFactory", "CrossAttention", "FullCrossAttention", "context_bias"]
+__all__ = [
+    "AttentionFactory",
+    "CrossAttention",
+    "FullCrossAttention",
+    "LinformerCrossAttention",
+    "PooledLinformerCrossAttention",
+    "context_bias",
+]

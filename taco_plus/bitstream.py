@@ -1,0 +1,128 @@
+"""The ``.tacoz`` file format: a checked container for one compressed image.
+
+Layout (all integers big-endian)::
+
+    offset  size  field
+    0       4     magic  b"TACZ"
+    4       1     format version (1)
+    5       1     flags (reserved, 0)
+    6       4     original height H (>= 1)
+    10      4     original width W (>= 1)
+    14      16    model fingerprint: first 16 bytes of SHA-256 over the model's state dict
+    30      4     length of the y string
+    34      4     length of the z string
+    38      ...   y string, z string (rANS streams of compressai's coders)
+    end-4   4     CRC-32 of every preceding byte
+
+The latent shape is not stored: z is (ceil(H/64), ceil(W/64)) by construction.
+Decoding validates magic, version, sizes, lengths, CRC and fingerprint before any
+entropy decoding, so truncated, corrupted, foreign or wrong-model files raise
+:class:`BitstreamError` instead of crashing, hanging or yielding garbage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import zlib
+from dataclasses import dataclass
+
+import torch
+
+MAGIC = b"TACZ"
+VERSION = 1
+_HEADER = struct.Struct(">4sBBII16sII")
+HEADER_BYTES = _HEADER.size + 4  # + trailing CRC
+MAX_SIDE = 1 << 16  # refuse absurd sizes before allocating anything
+
+
+class BitstreamError(ValueError):
+    """A file that is not a valid ``.tacoz`` stream for this model."""
+
+
+@dataclass(frozen=True)
+class Payload:
+    """The decoded container: original size, model fingerprint, entropy-coded strings."""
+
+    height: int
+    width: int
+    fingerprint: bytes
+    y_string: bytes
+    z_string: bytes
+
+    @property
+    def z_shape(self) -> tuple[int, int]:
+        return (-(-self.height // 64), -(-self.width // 64))
+
+
+def model_fingerprint(model: torch.nn.Module) -> bytes:
+    """16-byte digest of every tensor in the state dict (names, dtypes, shapes, values).
+
+    Includes the entropy coders' CDF tables: decoding with different tables would
+    silently produce garbage.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(name.encode())
+        digest.update(str(t.dtype).encode())
+        digest.update(str(tuple(t.shape)).encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.digest()[:16]
+
+
+def pack(payload: Payload) -> bytes:
+    """Serialises a payload (see the module docstring for the layout)."""
+    if not (1 <= payload.height <= MAX_SIDE and 1 <= payload.width <= MAX_SIDE):
+        raise ValueError(f"image size {payload.height}x{payload.width} out of range")
+    if len(payload.fingerprint) != 16:
+        raise ValueError("fingerprint must be 16 bytes")
+    body = _HEADER.pack(
+        MAGIC,
+        VERSION,
+        0,
+        payload.height,
+        payload.width,
+        payload.fingerprint,
+        len(payload.y_string),
+        len(payload.z_string),
+    )
+    body += payload.y_string + payload.z_string
+    return body + struct.pack(">I", zlib.crc32(body))
+
+
+def unpack(data: bytes, expected_fingerprint: bytes | None = None) -> Payload:
+    """Parses and validates a ``.tacoz`` stream.
+
+    Args:
+        data: the file's bytes.
+        expected_fingerprint: the decoding model's fingerprint; a mismatch is an error.
+    """
+    if len(data) < 4 or data[:4] != MAGIC:
+        raise BitstreamError("not a .tacoz file (bad magic bytes)")
+    if len(data) < HEADER_BYTES:
+        raise BitstreamError(f"truncated file: {len(data)} bytes, header needs {HEADER_BYTES}")
+    _, version, flags, height, width, fingerprint, y_len, z_len = _HEADER.unpack_from(data)
+    if version != VERSION:
+        raise BitstreamError(f"unsupported .tacoz version {version} (this build reads {VERSION})")
+    expected_len = _HEADER.size + y_len + z_len + 4
+    if len(data) != expected_len:
+        kind = "truncated" if len(data) < expected_len else "trailing bytes in"
+        raise BitstreamError(f"{kind} file: {len(data)} bytes, header announces {expected_len}")
+    (crc,) = struct.unpack_from(">I", data, len(data) - 4)
+    if zlib.crc32(data[:-4]) != crc:
+        raise BitstreamError("corrupted file: CRC-32 mismatch")
+    if flags != 0:
+        raise BitstreamError(f"unknown flags {flags:#x}")
+    if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):
+        raise BitstreamError(f"invalid image size {height}x{width}")
+    if expected_fingerprint is not None and fingerprint != expected_fingerprint:
+        raise BitstreamError(
+            "this file was encoded by a different model (weights fingerprint "
+            f"{fingerprint.hex()} != {expected_fingerprint.hex()}): decode it with the "
+            "checkpoint that encoded it"
+        )
+    start = _HEADER.size
+    y_string = data[start : start + y_len]
+    z_string = data[start + y_len : start + y_len + z_len]
+    return Payload(height, width, fingerprint, y_string, z_string)

@@ -1,0 +1,97 @@
+"""``taco-plus compress`` and ``taco-plus decompress``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+from taco_plus.cli import CLIError
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _load(checkpoint: str):
+    from taco_plus.checkpoint import load_codec
+    from taco_plus.codec import TacoCodec
+
+    try:
+        return TacoCodec(load_codec(checkpoint))
+    except (FileNotFoundError, ValueError) as err:
+        raise CLIError(str(err)) from err
+
+
+def compress(args: argparse.Namespace) -> int:
+    from taco_plus.images import ImageReadError, load_image
+
+    if args.caption is None and args.caption_file is None:
+        raise CLIError("give the image's caption with --caption TEXT or --caption-file FILE")
+    caption = args.caption
+    if args.caption_file is not None:
+        try:
+            caption = Path(args.caption_file).read_text(encoding="utf-8").strip()
+        except OSError as err:
+            raise CLIError(f"cannot read caption file: {err}") from err
+    try:
+        image = load_image(args.image)
+    except (FileNotFoundError, ImageReadError) as err:
+        raise CLIError(str(err)) from err
+    codec = _load(args.checkpoint)
+    try:
+        result = codec.encode(image, caption)
+    except RuntimeError as err:  # e.g. text-encoder weights missing offline
+        raise CLIError(str(err)) from err
+    out = Path(args.output or Path(args.image).with_suffix(".tacoz"))
+    _write_atomic(out, result.data)
+    print(
+        f"{out}: {len(result.data)} bytes, {result.height}x{result.width}, "
+        f"{result.bpp:.4f} bpp, {result.encode_ms:.0f} ms"
+    )
+    return 0
+
+
+def decompress(args: argparse.Namespace) -> int:
+    from taco_plus.bitstream import BitstreamError
+    from taco_plus.images import save_png
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise CLIError(f"file not found: {path}")
+    data = path.read_bytes()
+    codec = _load(args.checkpoint)
+    try:
+        x_hat = codec.decode(data)
+    except BitstreamError as err:
+        raise CLIError(f"{path}: {err}") from err
+    out = Path(args.output or path.with_suffix(".png"))
+    save_png(x_hat, out)
+    h, w = x_hat.shape[-2:]
+    print(f"{out}: {h}x{w}, {8 * len(data) / (h * w):.4f} bpp")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("compress", help="compress an image with its caption to a .tacoz file")
+    p.add_argument("image", help="input image (PNG, JPEG, ...; any size and mode)")
+    p.add_argument("--caption", help="the image's caption (used by the encoder only)")
+    p.add_argument("--caption-file", help="read the caption from a UTF-8 text file")
+    p.add_argument("--checkpoint", required=True, help="taco-plus or official TACO checkpoint")
+    p.add_argument("-o", "--output", help="output file (default: IMAGE with .tacoz)")
+    p.set_defaults(func=compress)
+
+    p = subparsers.add_parser("decompress", help="decode a .tacoz file to PNG (no caption needed)")
+    p.add_argument("file", help="input .tacoz file")
+    p.add_argument("--checkpoint", required=True, help="the checkpoint that encoded the file")
+    p.add_argument("-o", "--output", help="output PNG (default: FILE with .png)")
+    p.set_defaults(func=decompress)

@@ -1,0 +1,103 @@
+"""Reading, writing and padding images for the codec.
+
+Conversion rule (every input becomes 8-bit-per-channel RGB, the precision of the
+decoded output):
+
+* EXIF orientation is applied first.
+* Grayscale (``L``, ``1``) is replicated to three channels.
+* 16-bit samples keep their most significant byte (``v >> 8``): Pillow already does
+  this for 16-bit RGB PNGs, and 16-bit grayscale (``I;16``/``I``) follows the same rule.
+  32-bit float images (``F``) are clipped to [0, 255].
+* Palette images are expanded through their palette (transparency included).
+* Alpha (``RGBA``, ``LA``, ``PA``) is composited over white — what a viewer shows —
+  and is not coded.
+* Other modes (``CMYK``, ``YCbCr``, ``LAB``, ``HSV``) are converted by Pillow.
+
+Sizes: any H×W ≥ 1×1. The codec pads bottom/right with zeros to a multiple of 64
+(:func:`pad_to_multiple`) and crops back (:func:`crop`), as TACO's evaluation does.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch import Tensor
+
+
+class ImageReadError(ValueError):
+    """An input file that cannot be read as an image."""
+
+
+def to_rgb8(img: Image.Image) -> np.ndarray:
+    """Converts a PIL image of any mode to a (H, W, 3) uint8 array by the rule above."""
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        values = np.asarray(img).astype(np.int64)
+        if img.mode == "I" and values.max(initial=0) <= 255:
+            gray = values.clip(0, 255).astype(np.uint8)  # 8-bit data stored as int32
+        else:
+            gray = (values.clip(0, 65535) >> 8).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if img.mode == "F":
+        gray = np.asarray(img).clip(0, 255).round().astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+def load_image(path: str | os.PathLike) -> Tensor:
+    """Reads an image file as a float32 tensor (3, H, W) in [0, 1]."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            array = to_rgb8(img)
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise ImageReadError(f"cannot read image {path}: {err}") from err
+    if array.shape[0] < 1 or array.shape[1] < 1:
+        raise ImageReadError(f"image {path} has no pixels")
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+def to_uint8(x: Tensor) -> Tensor:
+    """[0, 1] float (…, 3, H, W) -> uint8, rounding to the nearest 8-bit level."""
+    return x.detach().clamp(0, 1).mul(255).round().to(torch.uint8)
+
+
+def save_png(x: Tensor, path: str | os.PathLike) -> None:
+    """Writes a (3, H, W) or (1, 3, H, W) [0, 1] tensor as an 8-bit RGB PNG."""
+    if x.dim() == 4:
+        if x.shape[0] != 1:
+            raise ValueError("save_png takes one image")
+        x = x[0]
+    array = to_uint8(x).permute(1, 2, 0).cpu().numpy()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array, mode="RGB").save(path, format="PNG")
+
+
+def pad_to_multiple(x: Tensor, multiple: int = 64) -> Tensor:
+    """Zero-pads (B, C, H, W) at the bottom/right so H and W are multiples of ``multiple``."""
+    h, w = x.shape[-2:]
+    pad_h, pad_w = (-h) % multiple, (-w) % multiple
+    if pad_h == 0 and pad_w == 0:
+        return x
+    return F.pad(x, (0, pad_w, 0, pad_h), mode="constant", value=0.0)
+
+
+def crop(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """Crops (…, H', W') back to the top-left ``size`` = (H, W)."""
+    h, w = size
+    return x[..., :h, :w]

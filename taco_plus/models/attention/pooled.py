@@ -1,0 +1,111 @@
+"""Linformer-style cross-attention with a resolution-independent, content-based projection.
+
+For the Extractor, whose keys/values are image tokens: H/8·W/8 of them, 1,024 for a
+256×256 training crop, 6,144 for a Kodak image, 45,056 for a 2048×1365 CLIC image
+(padded to 2048×1408). Linformer's learned ``(seq_len, k)`` projection indexes token
+*positions*: trained on crops, rows beyond 1,024 would never receive a gradient, and
+a row's meaning would change with the image width (raster order). Instead, the
+projection here is computed from *content*, with the same parameters at every length
+(the pooling of Perceiver, Jaegle et al., ICML 2021, used as Linformer's ``E``)::
+
+    A = softmax_over_tokens( X P^T / sqrt(D) )     X (B, Lk, D), P (k, D) learned, A (B, Lk, k)
+    X_bar = A^T X                                  (B, k, D): k convex mixtures of tokens
+    out = Attn(Q = query W_q, K = X_bar W_k, V = X_bar W_v) W_o
+
+Each summary is a weighted mean, so its scale does not depend on how many tokens it
+pools: a model trained on 256 crops sees the same kind of summaries at 45,056 tokens,
+and every parameter is trained at every resolution. Full cross-attention over image
+tokens is permutation-invariant (TACO adds no positional encoding in the adapter), and
+so is this pooling: nothing positional is lost relative to the full variant. Cost is
+O(Lk·k·D) for the pooling plus O(Lq·k·D) for the attention, linear in the number of
+image tokens and independent of it in parameters. (A parameter-free adaptive average
+pooling of the token grid would need the grid's height and width, which the
+cross-attention interface does not carry.)
+
+Mask and weights act on the pooling softmax, where tokens compete: a padded token gets
+``-inf`` (zero pooling weight, contents zeroed first), and token ``j``'s pooling mass
+is multiplied by ``w_j`` before renormalisation (``+ log w_j``), the same rule as full
+attention's, applied one level down.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from taco_plus.models.attention.base import CrossAttention, merge_heads, split_heads
+
+
+class PooledLinformerCrossAttention(CrossAttention):
+    """Cross-attention to ``k`` content-pooled summaries of an any-length context.
+
+    Layers are named like ``linformer.LinformerSelfAttention``'s (``to_q``, ``to_k``,
+    ``to_v`` without bias, ``to_out``); the positional ``proj_k``/``proj_v`` are
+    replaced by ``pool_queries`` (k, D).
+
+    Args:
+        dim: feature width of queries and context.
+        num_heads: attention heads; must divide ``dim``.
+        k: number of summaries the context is pooled to.
+        dropout: dropout on the attention probabilities (training only).
+    """
+
+    def __init__(self, dim: int, num_heads: int = 8, k: int = 64, dropout: float = 0.0) -> None:
+        super().__init__(dim, num_heads)
+        if not isinstance(k, int) or k < 1:
+            raise ValueError(f"pooled linformer k must be a positive int, got {k!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.k = k
+        self.dropout = dropout
+        self.to_q = nn.Linear(dim, dim, bias=False)
+        self.to_k = nn.Linear(dim, dim, bias=False)
+        self.to_v = nn.Linear(dim, dim, bias=False)
+        self.to_out = nn.Linear(dim, dim)
+        # Unit-variance entries: against a LayerNormed context, scores start ~N(0, 1),
+        # so each summary starts as a mildly different weighted mean of all tokens.
+        self.pool_queries = nn.Parameter(torch.randn(k, dim))
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, num_heads={self.num_heads}, k={self.k}"
+
+    def pooling(
+        self,
+        context: Tensor,
+        context_mask: Optional[Tensor] = None,
+        context_weights: Optional[Tensor] = None,
+    ) -> Tensor:
+        """Pooling matrix A (B, Lk, k); each column sums to 1 over the real tokens."""
+        scores = context @ self.pool_queries.to(context.dtype).t() / math.sqrt(self.dim)  # (B, Lk, k)
+        if context_weights is not None:
+            scores = scores + context_weights.to(scores.dtype).log().unsqueeze(-1)
+        if context_mask is not None:
+            scores = scores.masked_fill(~context_mask.unsqueeze(-1), float("-inf"))
+        return scores.softmax(dim=1)
+
+    def forward(
+        self,
+        query: Tensor,
+        context: Tensor,
+        context_mask: Optional[Tensor] = None,
+        context_weights: Optional[Tensor] = None,
+    ) -> Tensor:
+        if context_mask is not None:
+            context_mask = context_mask.to(torch.bool)
+            if not context_mask.any(dim=1).all():
+                raise ValueError("every context needs at least one unmasked token")
+            context = context.masked_fill(~context_mask.unsqueeze(-1), 0.0)
+        if context_weights is not None and (context_weights <= 0).any():
+            raise ValueError("context_weights must be strictly positive")
+
+        pooled = self.pooling(context, context_mask, context_weights).transpose(1, 2) @ context  # (B, k, D)
+        q = split_heads(self.to_q(query), self.num_heads)  # (B, h, Lq, d)
+        k = split_heads(self.to_k(pooled), self.num_heads)  # (B, h, k, d)
+        v = split_heads(self.to_v(pooled), self.num_heads)
+        p = self.dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # (B, h, Lq, d)
+        return self.to_out(merge_heads(out))
