@@ -1,0 +1,148 @@
+"""``taco-plus weights``: inspect token weights of a caption, or fit a weighting artefact.
+
+::
+
+    taco-plus weights "A golden retriever runs past the Eiffel Tower in Paris."
+    taco-plus weights --weighting tfidf --tfidf tfidf.json --json "A caption"
+    taco-plus weights fit --weighting tfidf --captions SET.json --out tfidf.json
+    taco-plus weights fit --weighting ner --captions SET.json --out ner_cache.json
+
+The first positional argument is the caption, unless it is exactly ``fit``: then the
+command fits an artefact instead (one parser, so ``--help`` lists both uses).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from taco_plus.cli import CLIError
+
+FIT = "fit"
+
+
+def _max_tokens(value: str) -> Any:
+    if value == "chunked":
+        return value
+    if value in ("38", "77"):
+        return int(value)
+    raise argparse.ArgumentTypeError(f"must be 38, 77 or chunked, not {value!r}")
+
+
+def _build_weighting(args: argparse.Namespace) -> Any:
+    from taco_plus.weighting import NerWeighting, NoWeighting, TfidfNerWeighting, TfidfWeighting
+
+    kind = args.weighting or "ner"
+    if kind in ("tfidf", "tfidf_ner") and not args.tfidf:
+        raise CLIError(
+            f"--weighting {kind} needs --tfidf ARTEFACT "
+            "(build one with `taco-plus weights fit --captions SET.json --out tfidf.json`)"
+        )
+    if kind == "none":
+        return NoWeighting(args.max_weight)
+    if kind == "tfidf":
+        return TfidfWeighting(args.tfidf, args.max_weight)
+    if kind == "ner":
+        return NerWeighting(args.pipeline, args.max_weight, cache=args.ner_cache)
+    return TfidfNerWeighting(args.tfidf, args.pipeline, args.max_weight, ner_cache=args.ner_cache)
+
+
+def inspect(args: argparse.Namespace) -> int:
+    """Prints one row per CLIP token of the caption: token, weight, reason."""
+    from taco_plus.text.tokenizer import tokenize
+    from taco_plus.weighting import ArtefactError, PipelineNotInstalledError
+
+    if args.captions or args.out:
+        raise CLIError("--captions and --out belong to `taco-plus weights fit`")
+    try:
+        weighting = _build_weighting(args)
+        layout = tokenize(args.caption, args.max_tokens)
+        rows = weighting.layout_rows(layout, args.caption)
+    except (ArtefactError, PipelineNotInstalledError, ValueError) as err:
+        raise CLIError(str(err)) from err
+    if args.json:
+        print(json.dumps(
+            [
+                {"position": i, "token": r.token, "weight": r.weight, "special": r.special,
+                 "reason": r.reason, "start": r.start, "end": r.end}
+                for i, r in enumerate(rows)
+            ],
+            ensure_ascii=False,
+            indent=1,
+        ))
+        return 0
+    width = max(len(r.token) for r in rows)
+    print(f"{'pos':>4}  {'token':<{width}}  weight  why")
+    for i, r in enumerate(rows):
+        print(f"{i:>4}  {r.token:<{width}}  {r.weight:6.3f}  {r.reason}".rstrip())
+    note = f", {layout.truncated} BPE pieces truncated" if layout.truncated else ""
+    print(f"# {weighting!r}; {len(rows)} tokens (max_tokens={args.max_tokens}){note}")
+    return 0
+
+
+def fit(args: argparse.Namespace) -> int:
+    """Fits a TF-IDF artefact or builds an NER cache over a caption set."""
+    from taco_plus.captions.format import CaptionFormatError
+    from taco_plus.weighting import PipelineNotInstalledError, TfidfStatistics, load_corpus
+    from taco_plus.weighting.ner import EntityRecognizer
+
+    kind = args.weighting or "tfidf"
+    if kind not in ("tfidf", "ner"):
+        raise CLIError(f"fit builds a tfidf or ner artefact, not {kind!r}")
+    if not args.captions or not args.out:
+        raise CLIError("fit needs --captions SET.json and --out FILE")
+    try:
+        corpus = load_corpus(args.captions)
+        if kind == "tfidf":
+            stats = TfidfStatistics.fit(corpus)
+            stats.save(args.out)
+            what = f"{len(stats.idf)} terms"
+        else:
+            recognizer = EntityRecognizer(args.pipeline)
+            recognizer.save_cache(args.out, corpus)
+            what = f"entities of {len(set(corpus.captions))} distinct captions ({args.pipeline})"
+    except (FileNotFoundError, CaptionFormatError, PipelineNotInstalledError, ValueError) as err:
+        raise CLIError(str(err)) from err
+    print(
+        f"{args.out}: {kind} artefact, {what} from {len(corpus.captions)} captions "
+        f"(caption set {corpus.fingerprint[:16]}…)"
+    )
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.caption is None:
+        raise CLIError('give a caption to inspect, or `fit` to fit an artefact (see --help)')
+    return fit(args) if args.caption == FIT else inspect(args)
+
+
+def register(subparsers: Any) -> None:
+    from taco_plus.weighting.ner import DEFAULT_PIPELINE
+
+    p = subparsers.add_parser(
+        "weights",
+        help="inspect a caption's token weights, or fit a tf-idf/NER artefact",
+        description=(
+            "Inspect: taco-plus weights [options] CAPTION prints one row per CLIP token "
+            "(token, weight, why). Fit: taco-plus weights fit --captions SET.json --out FILE "
+            "[--weighting tfidf|ner]. A caption that is exactly 'fit' selects fitting."
+        ),
+    )
+    p.add_argument("caption", nargs="?", help="the caption to inspect, or 'fit'")
+    p.add_argument(
+        "--weighting", choices=("none", "ner", "tfidf", "tfidf_ner"), default=None,
+        help="weighting to inspect (default ner) or artefact to fit (tfidf or ner; default tfidf)",
+    )
+    p.add_argument("--tfidf", metavar="ARTEFACT", help="tf-idf artefact (tfidf, tfidf_ner)")
+    p.add_argument("--ner-cache", metavar="FILE", help="NER cache artefact (optional)")
+    p.add_argument("--pipeline", default=DEFAULT_PIPELINE, help="spaCy pipeline (default %(default)s)")
+    p.add_argument("--max-weight", type=float, default=1.5, help="largest weight (default 1.5)")
+    p.add_argument(
+        "--max-tokens", type=_max_tokens, default=38, metavar="{38,77,chunked}",
+        help="token layout, as the text encoder uses it (default 38, TACO's)",
+    )
+    p.add_argument("--json", action="store_true", help="print a JSON list, one object per token")
+    p.add_argument("--captions", metavar="SET.json", help="fit: caption set, plain mapping or COCO file")
+    p.add_argument("--out", metavar="FILE", help="fit: where to write the artefact")
+    p.set_defaults(func=run)

@@ -1,0 +1,171 @@
+"""Character spans of CLIP's BPE pieces in the *original* caption.
+
+Token weights are decided on words of the caption as the user wrote it (tf-idf
+terms, spaCy entities, both with character offsets into the original string) and
+must land on CLIP's byte-level BPE pieces. open_clip's tokenizer (Radford et al.,
+"Learning Transferable Visual Models From Natural Language Supervision", 2021)
+first *cleans* the text — ``ftfy.fix_text`` (NFC, ligatures, full-width forms,
+curly quotes, mojibake), HTML unescaping, whitespace collapsing, lower-casing — then
+splits the cleaned text with a regex (letters, single digits, punctuation runs,
+``'s``/``'t``… clitics) and BPE-encodes each match's UTF-8 bytes.
+
+:func:`align` reruns exactly those steps with the project's tokenizer object
+(``taco_plus.text.tokenizer.simple_tokenizer``), records the
+regex match spans on the cleaned text and the byte range each BPE piece covers,
+and maps cleaned positions back to the original string with a
+:class:`difflib.SequenceMatcher` alignment (cleaning only edits locally, so the
+matcher finds the unchanged runs; edited runs map proportionally). A piece made of
+part of a multi-byte character (an emoji, U+FFFD) gets that character's span.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+from taco_plus.text.tokenizer import simple_tokenizer
+
+_END_OF_WORD = "</w>"
+_NON_SPACE = re.compile(r"\S+")
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One CLIP BPE piece of a caption.
+
+    Args:
+        id: open_clip BPE id (no SOT/EOT: those are added by the layout).
+        text: the piece decoded to text (``</w>`` dropped; a piece holding part of a
+            multi-byte character decodes to U+FFFD).
+        start: first character of the piece in the original caption.
+        end: one past its last character (``start == end`` only for text that the
+            cleaner inserted and that has no original counterpart).
+    """
+
+    id: int
+    text: str
+    start: int
+    end: int
+
+
+def _lowered_with_sources(original: str) -> tuple[str, list[int]]:
+    """``original.lower()`` and, per lowered character, its index in ``original``.
+
+    ``str.lower`` may lengthen a character ("İ" -> "i̇"), so positions are tracked
+    per source character rather than assumed equal.
+    """
+    chars: list[str] = []
+    sources: list[int] = []
+    for i, ch in enumerate(original):
+        low = ch.lower()
+        chars.append(low)
+        sources.extend([i] * len(low))
+    return "".join(chars), sources
+
+
+def cleaned_to_original(original: str, cleaned: str) -> list[tuple[int, int]]:
+    """Original character span ``(start, end)`` for every character of ``cleaned``.
+
+    Args:
+        original: the caption as given.
+        cleaned: open_clip's cleaned, lower-cased version of it.
+    """
+    lowered, sources = _lowered_with_sources(original)
+    n_orig = len(original)
+
+    def orig_span(i0: int, i1: int) -> tuple[int, int]:
+        # Lowered range [i0, i1) -> original range; empty ranges stay empty.
+        if i1 <= i0:
+            pos = sources[i0] if i0 < len(sources) else n_orig
+            return pos, pos
+        return sources[i0], sources[i1 - 1] + 1
+
+    # Fast path: usually cleaning only lower-cases and collapses whitespace.
+    words = [m for m in _NON_SPACE.finditer(lowered)]
+    if " ".join(m.group() for m in words) == cleaned:
+        spans = []
+        for wi, m in enumerate(words):
+            if wi:
+                spans.append(orig_span(m.start() - 1, m.start() - 1))  # the joining space
+            spans.extend(orig_span(i, i + 1) for i in range(m.start(), m.end()))
+        return spans
+
+    spans = [(0, 0)] * len(cleaned)
+    # autojunk off: its popularity heuristic would discard spaces and common letters
+    # in captions longer than 200 characters.
+    matcher = difflib.SequenceMatcher(None, lowered, cleaned, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            for k in range(j2 - j1):
+                spans[j1 + k] = orig_span(i1 + k, i1 + k + 1)
+        elif tag in ("replace", "insert"):
+            # Spread the cleaned run over the original run proportionally, so an
+            # unchanged length ("ﬁ" -> "fi" is not, "é" NFC is) maps one to one.
+            n_src, n_dst = i2 - i1, j2 - j1
+            for k in range(n_dst):
+                a = i1 + (k * n_src) // n_dst
+                b = i1 + math.ceil((k + 1) * n_src / n_dst)
+                spans[j1 + k] = orig_span(a, max(b, a + 1) if n_src else a)
+        # "delete": original characters with no cleaned counterpart (spaces).
+    return spans
+
+
+def _piece_text(piece: str) -> str:
+    """Decodes one BPE piece (byte-level unicode) to text."""
+    byte_chars = piece[: -len(_END_OF_WORD)] if piece.endswith(_END_OF_WORD) else piece
+    decoder = simple_tokenizer().byte_decoder
+    if not all(c in decoder for c in byte_chars):  # a special token such as <end_of_text>
+        return byte_chars
+    return bytes(decoder[c] for c in byte_chars).decode("utf-8", errors="replace")
+
+
+@lru_cache(maxsize=65536)
+def align(caption: str) -> tuple[Piece, ...]:
+    """CLIP BPE pieces of ``caption`` with their character spans in it.
+
+    The ids equal ``taco_plus.text.tokenizer.bpe_ids(caption)`` (tested), the pieces
+    that ``taco_plus.text.tokenizer.tokenize`` lays out. Results are cached: training
+    sees the same captions every epoch.
+
+    Args:
+        caption: any string; an empty or whitespace-only caption has no pieces.
+    """
+    if not isinstance(caption, str):
+        raise TypeError(f"caption must be a str, got {type(caption).__name__}")
+    tok = simple_tokenizer()
+    cleaned = tok.clean_fn(caption)
+    spans = cleaned_to_original(caption, cleaned)
+    pieces: list[Piece] = []
+    for match in tok.pat.finditer(cleaned):
+        word = match.group()
+        # Byte index -> character index within the regex match.
+        char_of_byte: list[int] = []
+        for ci, ch in enumerate(word):
+            char_of_byte.extend([ci] * len(ch.encode("utf-8")))
+        byte_word = "".join(tok.byte_encoder[b] for b in word.encode("utf-8"))
+        byte_pos = 0
+        for piece in tok.bpe(byte_word).split(" "):
+            n_bytes = len(piece) - (len(_END_OF_WORD) if piece.endswith(_END_OF_WORD) else 0)
+            if byte_pos + n_bytes > len(char_of_byte):  # special token: one piece, whole match
+                c0, c1 = 0, len(word)
+            else:
+                c0 = char_of_byte[byte_pos]
+                c1 = char_of_byte[byte_pos + n_bytes - 1] + 1
+            byte_pos += n_bytes
+            # Cleaned span [start + c0, start + c1) -> union of its original spans.
+            orig = [spans[match.start() + c] for c in range(c0, c1)]
+            nonempty = [s for s in orig if s[1] > s[0]]
+            if nonempty:
+                start, end = min(s[0] for s in nonempty), max(s[1] for s in nonempty)
+                # A replaced run may drag in a collapsed space; pieces never hold one.
+                while end - start > 1 and caption[start].isspace():
+                    start += 1
+                while end - start > 1 and caption[end - 1].isspace():
+                    end -= 1
+            else:
+                start = end = orig[0][0]
+            pieces.append(Piece(tok.encoder[piece], _piece_text(piece), start, end))
+    return tuple(pieces)
