@@ -1,0 +1,133 @@
+"""Bjøntegaard delta rate (BD-rate) between two RD curves.
+
+G. Bjøntegaard, "Calculation of average PSNR differences between RD-curves",
+VCEG-M33, 2001. Log-rate is fitted as a function of the quality metric for each
+curve, both fits are integrated over the metric interval the curves share, and the
+mean log-rate difference becomes a percentage: ``BD-rate = exp(Δ) − 1``. Negative
+means the test curve needs fewer bits than the anchor for the same quality.
+
+Two interpolations:
+
+* ``"pchip"`` (default): piecewise cubic Hermite interpolation, as in the JVET
+  common-test-conditions spreadsheet (VCEG-AL22); works from 2 points per curve.
+* ``"cubic"``: the original least-squares cubic polynomial; needs 4 points.
+
+The metric may improve upwards (PSNR) or downwards (LPIPS): only the shared
+interval matters. Each curve must be monotonic in the metric.
+
+Usage::
+
+    python -m taco_plus.results.bdrate anchor.json test.json --metric psnr-rgb
+    python -m taco_plus.results.bdrate elic_paper mine.json   # shipped reference as anchor
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from scipy.interpolate import PchipInterpolator
+
+from taco_plus.results.format import curve, load_results
+from taco_plus.results.reference_curves import list_references, load_reference
+
+METHODS = ("pchip", "cubic")
+
+
+def _prepare(rate: Sequence[float], metric: Sequence[float], method: str, which: str):
+    rate, metric = np.asarray(rate, dtype=np.float64), np.asarray(metric, dtype=np.float64)
+    if rate.shape != metric.shape or rate.ndim != 1:
+        raise ValueError(f"{which}: rate and metric must be 1-D arrays of the same length")
+    if not (np.isfinite(rate).all() and np.isfinite(metric).all()):
+        raise ValueError(f"{which}: non-finite values")
+    if (rate <= 0).any():
+        raise ValueError(f"{which}: rates must be positive")
+    needed = 4 if method == "cubic" else 2
+    if len(rate) < needed:
+        raise ValueError(f"{which}: {method!r} BD-rate needs at least {needed} points, got {len(rate)}")
+    order = np.argsort(metric)
+    metric, log_rate = metric[order], np.log(rate[order])
+    if np.any(np.diff(metric) == 0):
+        raise ValueError(f"{which}: repeated metric values; the curve is not monotonic")
+    if not (np.all(np.diff(log_rate) > 0) or np.all(np.diff(log_rate) < 0)):
+        raise ValueError(f"{which}: rate is not monotonic in the metric")
+    return metric, log_rate
+
+
+def _integral(metric: np.ndarray, log_rate: np.ndarray, lo: float, hi: float, method: str) -> float:
+    """∫_lo^hi log-rate(metric) d metric under the chosen interpolation."""
+    if method == "cubic":
+        antiderivative = np.polyint(np.polyfit(metric, log_rate, 3))
+        return float(np.polyval(antiderivative, hi) - np.polyval(antiderivative, lo))
+    return float(PchipInterpolator(metric, log_rate).integrate(lo, hi))
+
+
+def bd_rate(
+    rate_anchor: Sequence[float],
+    metric_anchor: Sequence[float],
+    rate_test: Sequence[float],
+    metric_test: Sequence[float],
+    method: str = "pchip",
+) -> float:
+    """BD-rate of the test curve against the anchor, in percent.
+
+    Args:
+        rate_anchor / metric_anchor: anchor rate points (bpp) and quality values.
+        rate_test / metric_test: test rate points and quality values.
+        method: ``"pchip"`` or ``"cubic"`` (see module docstring).
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    m_a, r_a = _prepare(rate_anchor, metric_anchor, method, "anchor")
+    m_t, r_t = _prepare(rate_test, metric_test, method, "test")
+    lo, hi = max(m_a[0], m_t[0]), min(m_a[-1], m_t[-1])
+    if lo >= hi:
+        raise ValueError(
+            f"the curves share no metric interval (anchor {m_a[0]:.4g}..{m_a[-1]:.4g}, "
+            f"test {m_t[0]:.4g}..{m_t[-1]:.4g})"
+        )
+    mean_diff = (_integral(m_t, r_t, lo, hi, method) - _integral(m_a, r_a, lo, hi, method)) / (hi - lo)
+    return float((np.exp(mean_diff) - 1.0) * 100.0)
+
+
+def load_curve_source(source: str | Path) -> dict[str, Any]:
+    """A results file path, or the name of a shipped reference curve."""
+    if str(source) in list_references() and not Path(source).exists():
+        return load_reference(str(source))
+    return load_results(source)
+
+
+def bd_rate_results(
+    anchor: Mapping[str, Any], test: Mapping[str, Any], metric: str = "psnr-rgb", method: str = "pchip"
+) -> float:
+    """BD-rate (percent) between two loaded results dicts on ``metric``."""
+    rate_a, values_a = curve(anchor, metric)
+    rate_t, values_t = curve(test, metric)
+    return bd_rate(rate_a, values_a, rate_t, values_t, method)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m taco_plus.results.bdrate",
+        description="BD-rate (percent) of TEST against ANCHOR; negative = TEST saves bits.",
+    )
+    parser.add_argument("anchor", help=f"results JSON or a reference name ({', '.join(list_references())})")
+    parser.add_argument("test", help="results JSON or a reference name")
+    parser.add_argument("--metric", default="psnr-rgb", help="quality metric key (default psnr-rgb)")
+    parser.add_argument("--method", choices=METHODS, default="pchip")
+    args = parser.parse_args(argv)
+    try:
+        anchor, test = load_curve_source(args.anchor), load_curve_source(args.test)
+        value = bd_rate_results(anchor, test, args.metric, args.method)
+    except (OSError, KeyError, ValueError) as err:
+        print(f"bdrate: error: {err.args[0] if isinstance(err, KeyError) else err}", file=sys.stderr)
+        return 2
+    print(f"BD-rate ({args.metric}, {args.method}) of {test['name']} vs {anchor['name']}: {value:+.2f}%")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
