@@ -215,3 +215,30 @@ def test_empty_and_unicode_captions(clip):
     assert feats.layouts[0].ids == [49406, 49407]
     assert feats.mask.sum(1).tolist() == [len(layout) for layout in feats.layouts]
     assert torch.isfinite(feats.tokens).all()
+
+
+def _tiny_custom_text(**text_overrides):
+    import json
+
+    from taco_plus.text.clip_loading import MODEL_CONFIG_DIR
+
+    text_cfg = {**json.loads((MODEL_CONFIG_DIR / "taco-tiny-clip.json").read_text())["text_cfg"], **text_overrides}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return open_clip.create_model("taco-tiny-clip", force_custom_text=True, text_cfg=text_cfg).eval()
+
+
+def test_custom_text_clip_tower(clip):
+    """CustomTextCLIP keeps the tower on model.text; per-token states still pool to encode_text."""
+    custom = _tiny_custom_text()
+    assert type(custom).__name__ == "CustomTextCLIP"
+    enc = ClipTextEncoder.from_model(custom, max_tokens=77, pad="eot")
+    feats = enc(CAPTIONS)
+    ids = torch.tensor([layout.ids for layout in feats.layouts])
+    torch.testing.assert_close(enc.eot_embedding(feats), custom.encode_text(ids), atol=1e-5, rtol=0)
+    assert "unknown origin" in enc.describe()
+
+
+def test_tower_without_causal_mask_is_refused():
+    with pytest.raises(ValueError, match="causal mask"):
+        ClipTextEncoder.from_model(_tiny_custom_text(no_causal_mask=True))
