@@ -237,7 +237,7 @@ def parse_caption_set(data: Any, path: os.PathLike | str) -> CaptionSet:
         raise fail(f'"stats" must be an object, got {_kind(stats)}')
     missing = [k for k in STATS_KEYS if k not in stats]
     if missing:
-        raise fail(f"stats is missing {missing} (recompute with `taco-plus captions stats --write`)")
+        raise fail(f"stats is missing {missing}")
     if stats["num_images"] != len(captions):
         raise fail(f'stats["num_images"] is {stats["num_images"]} but there are {len(captions)} images')
     n_caps = sum(len(v) for v in captions.values())

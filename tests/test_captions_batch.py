@@ -1,0 +1,123 @@
+"""Batch mode: files split under the limits, upload, create, poll, download, merge, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from captions_support import (  # noqa: F401 - fixtures
+    api_key,
+    assert_key_absent,
+    caption_size,
+    expected_size,
+    fake_server,
+    fast_config,
+    make_images,
+)
+from test_captions_resume import journal_records, run_and_kill
+
+from taco_plus.captions import load_caption_set
+from taco_plus.captions.prompts import load_prompt
+from taco_plus.captions.regenerate import regenerate
+from taco_plus.captions.regenerate.batch_files import write_request_files
+from taco_plus.captions.regenerate.jobs import collect_jobs, job_request, request_signature
+from taco_plus.captions.regenerate.journal import Journal
+
+
+def test_write_request_files_respects_both_limits(tmp_path):
+    items = [(f"id{i}", {"n": "x" * (10 * i)}) for i in range(7)]
+    files = list(write_request_files(iter(items), tmp_path, "r", max_requests=3, max_bytes=10_000))
+    assert [ids for _, ids in files] == [["id0", "id1", "id2"], ["id3", "id4", "id5"], ["id6"]]
+    sizes = [len(json.dumps({"custom_id": i, "method": "POST", "url": "/v1/chat/completions", "body": b},
+                            separators=(",", ":"))) + 1 for i, b in items]
+    limit = sizes[0] + sizes[1]  # room for two short lines, then one line per file
+    files = list(write_request_files(iter(items), tmp_path, "s", max_requests=100, max_bytes=limit))
+    assert [ids for _, ids in files][0] == ["id0", "id1"]
+    for path, ids in files:
+        assert path.stat().st_size <= limit
+        lines = [json.loads(x) for x in path.read_text().splitlines()]
+        assert [x["custom_id"] for x in lines] == ids and lines[0]["url"] == "/v1/chat/completions"
+    skipped = []
+    files = list(write_request_files(iter(items), tmp_path, "t", 100, sizes[3], lambda i, n: skipped.append(i)))
+    assert skipped == ["id4", "id5", "id6"]
+    assert [ids for _, ids in files] == [["id0"], ["id1"], ["id2"], ["id3"]]
+    with pytest.raises(ValueError, match="over the 10-byte file limit"):
+        list(write_request_files(iter(items), tmp_path, "u", 100, 10))
+
+
+def test_batch_round_trip_with_failed_lines(tmp_path, fake_server, api_key):
+    ids = make_images(tmp_path / "images", 5)
+    fake_server.add_faults("refusal", "500", "hang")  # the first three lines of the first batch
+    cfg = fast_config(tmp_path, fake_server, mode="batch", batch_max_requests=2)
+    report = regenerate(cfg)
+    assert report.captioned == 5 and report.missing == {}
+    assert len(fake_server.batches) == 5  # 3 files in round one, 2 for the three re-asked images
+    assert all(f["purpose"] in ("batch", "batch_output") for f in fake_server.files.values())
+    inputs = sorted(cfg.batch_dir.glob("requests-*.jsonl"))
+    assert [len(p.read_text().splitlines()) for p in inputs] == [2, 2, 1, 2, 1]
+    assert len(list(cfg.batch_dir.glob("output-*.jsonl"))) == 5
+    assert len(list(cfg.batch_dir.glob("errors-*.jsonl"))) == 1  # the 500 line
+    caption_set = load_caption_set(cfg.out)
+    assert list(caption_set.captions) == ids
+    for image_id, (caption,) in caption_set.captions.items():
+        assert caption_size(caption) == expected_size(image_id)
+    assert caption_set.provenance.parameters["modes"] == ["batch"]
+    kinds = [r["type"] for r in journal_records(cfg.journal_path)]
+    assert kinds.count("upload") == kinds.count("batch") == kinds.count("batch_done") == 5
+    assert kinds.count("caption") == 5 and kinds.count("failure") == 3
+    assert_key_absent(tmp_path)
+
+
+def test_expired_batch_resubmits_the_rest(tmp_path, fake_server, api_key):
+    make_images(tmp_path / "images", 4)
+    fake_server.expire_next_batches = 1
+    report = regenerate(fast_config(tmp_path, fake_server, mode="batch"))
+    assert report.captioned == 4
+    assert [b["status"] for b in fake_server.batches.values()] == ["expired", "completed"]
+    assert fake_server.batches["batch_2"]["request_counts"]["total"] == 2
+
+
+def test_rounds_are_bounded(tmp_path, fake_server, api_key):
+    make_images(tmp_path / "images", 1)
+    fake_server.add_faults("short", "short")
+    report = regenerate(fast_config(tmp_path, fake_server, mode="batch", max_answer_retries=1))
+    assert "answer too short" in report.missing["im00.png"]
+    assert len(fake_server.batches) == 2
+
+
+@pytest.mark.slow
+def test_killed_batch_run_resumes_by_batch_id(tmp_path, fake_server, api_key):
+    make_images(tmp_path / "images", 3)
+    fake_server.batch_polls = 10**9  # the batch stays in progress while the first run waits
+    cfg = fast_config(tmp_path, fake_server, mode="batch", poll_interval=0.05)
+    run_and_kill(cfg, until=lambda text: '"type":"batch"' in text)
+    assert len(fake_server.batches) == 1 and not cfg.out.exists()
+
+    fake_server.batch_polls = 1
+    report = regenerate(fast_config(tmp_path, fake_server, mode="batch", resume=True))
+    assert report.captioned == 3
+    assert len(fake_server.batches) == 1  # collected, not submitted again
+    assert [r["type"] for r in journal_records(cfg.journal_path)].count("caption") == 3
+
+
+def test_upload_without_journaled_batch_finds_the_existing_batch(tmp_path, fake_server, api_key):
+    """A crash between creating a batch and journaling its id must not create a second one."""
+    make_images(tmp_path / "images", 2)
+    cfg = fast_config(tmp_path, fake_server, mode="batch", resume=True)
+    prompt = load_prompt(cfg.prompt)
+    jobs = collect_jobs(cfg)
+    (path, ids), = write_request_files(
+        ((j.image_id, job_request(j, cfg, prompt)[0]) for j in jobs), tmp_path, "pre", 100, 10**8
+    )
+    import openai
+
+    client = openai.OpenAI(api_key=os.environ["OPENAI_API_KEY"], base_url=fake_server.base_url)
+    with open(path, "rb") as fh:
+        uploaded = client.files.create(file=fh, purpose="batch")
+    client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
+    with Journal.open(cfg.journal_path, request_signature(cfg, prompt, None), resume=False) as journal:
+        journal.append({"type": "upload", "file_id": uploaded.id, "file": path.name, "image_ids": ids})
+
+    report = regenerate(cfg)
+    assert report.captioned == 2 and len(fake_server.batches) == 1

@@ -1,0 +1,94 @@
+"""Converters on the real originals, the command line around them, and the quickstart set."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import REPO_ROOT, shared_path
+from PIL import Image
+
+from taco_plus.captions import CaptionSetSource, load_caption_set
+from taco_plus.captions.checks import caption_problems
+from taco_plus.captions.convert import convert_coco, convert_ofa
+from taco_plus.captions.skimage_photos import SKIMAGE_PHOTO_IDS, export_skimage_photos
+from taco_plus.cli import main
+
+
+def test_kodak_ofa_flags_kodim17():
+    result = convert_ofa(shared_path("data", "captions", "kodak_ofa.json"))
+    caption_set = result.caption_set
+    assert caption_set.name == "kodak_ofa" and len(caption_set.captions) == 24
+    assert list(result.problems) == ["kodim17.png"]
+    assert "U+FFFD" in result.problems["kodim17.png"][0]
+    assert caption_set.issues == result.problems
+    assert "\ufffd" in caption_set.captions["kodim17.png"][0]  # kept verbatim by default
+    assert caption_set.provenance.model == "OFA"
+    assert len(caption_set.provenance.origin["sha256"]) == 64
+    assert caption_set.stats["share_over_38_tokens"] == 0.0
+
+
+def test_drop_bad_removes_broken_captions():
+    result = convert_ofa(shared_path("data", "captions", "kodak_ofa.json"), drop_bad=True)
+    assert result.dropped == ["kodim17.png"]
+    assert "kodim17.png" not in result.caption_set.captions and len(result.caption_set.captions) == 23
+    assert result.caption_set.issues == {}
+
+
+def test_clic_ofa_converts():
+    result = convert_ofa(shared_path("data", "captions", "clic_ofa.json"))
+    assert len(result.caption_set.captions) == 428
+    assert all(caption_problems(c[0]) for i, c in result.caption_set.captions.items() if i in result.problems)
+
+
+def test_coco_val_reports_images_without_captions():
+    root = shared_path("data", "coco_mini")
+    result = convert_coco(root / "annotations" / "captions_val2017.json", image_dir=root / "val2017")
+    assert result.caption_set.name == "coco_captions_val2017"
+    assert len(result.caption_set.captions) == 79
+    assert result.caption_set.stats["num_captions"] == 395
+    assert len(result.uncaptioned) == 80
+    assert result.caption_set.provenance.missing_images == result.uncaptioned
+    assert "80 images without captions" in result.report()
+
+
+def test_cli_convert_then_stats(tmp_path, capsys):
+    out = tmp_path / "kodak.json"
+    assert main(["captions", "convert", "ofa", str(shared_path("data", "captions", "kodak_ofa.json")),
+                 "--out", str(out)]) == 0
+    assert "kodim17.png" in capsys.readouterr().out
+    assert CaptionSetSource(out).captions("kodim01.png") == ["a brick building with red doors and windows"]
+    assert main(["captions", "stats", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "caption set 'kodak_ofa'" in text and "images: 24" in text and "suspicious caption: kodim17.png" in text
+
+
+def test_cli_convert_bad_input_is_a_clean_error(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{nope")
+    assert main(["captions", "convert", "ofa", str(bad), "--out", str(tmp_path / "o.json")]) == 2
+    assert "bad.json: not valid JSON" in capsys.readouterr().err
+    assert not (tmp_path / "o.json").exists()
+
+
+def test_quickstart_set_matches_exported_photos(tmp_path):
+    caption_set = load_caption_set(REPO_ROOT / "captions" / "skimage_quickstart.json")
+    assert list(caption_set.captions) == list(SKIMAGE_PHOTO_IDS)
+    assert caption_set.provenance.source == "written for taco-plus"
+    assert caption_set.issues == {}
+    paths = export_skimage_photos(tmp_path, ids=["chelsea.png", "coffee.png"])
+    assert [p.name for p in paths] == ["chelsea.png", "coffee.png"]
+    with Image.open(paths[0]) as img:
+        assert img.mode == "RGB" and img.size == (451, 300)
+    with pytest.raises(KeyError, match="not a bundled"):
+        export_skimage_photos(tmp_path, ids=["lena.png"])
+
+
+@pytest.mark.slow
+def test_every_quickstart_photo_exports_as_rgb(tmp_path):
+    paths = export_skimage_photos(tmp_path)
+    assert [p.name for p in paths] == list(SKIMAGE_PHOTO_IDS)
+    for path in paths:
+        pixels = np.asarray(Image.open(path))
+        assert pixels.ndim == 3 and pixels.shape[2] == 3 and pixels.std() > 10
