@@ -1,0 +1,208 @@
+"""Structured schemas for the training configuration (Hydra ConfigStore).
+
+Each config-group option (``configs/<group>/<option>.yaml``) starts its defaults list
+with the schema of its group, e.g. ``model/taco.yaml``::
+
+    defaults:
+      - schema_taco
+      - _self_
+
+so the option's keys are merged into a typed dataclass: a misspelt key
+(``lmdba: 0.01``), a wrong type (``N: big``) or an override of a key that does not
+exist fails when the config is composed, not in the middle of run 37. The
+top-level :class:`TrainConfig` does the same for ``train.yaml``. Groups whose
+options vary in shape (``attention``, ``weighting``) are typed ``Any`` here; their
+owners validate them in their own schemas.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+from omegaconf import MISSING
+
+
+# ---------------------------------------------------------------- model
+@dataclass
+class TacoModelConfig:
+    """``taco_plus.models.TACO`` constructor arguments."""
+
+    _target_: str = "taco_plus.models.TACO"
+    N: int = 192
+    M: int = 320
+    slice_ch: List[int] = field(default_factory=lambda: [16, 16, 32, 64, 192])
+    # Follows the text encoder's token width, so any model option combines with any
+    # text_encoder option (the resolver reads open_clip's model config, no weights).
+    text_dim: int = "${clip_text_width:${text_encoder.model_name}}"  # type: ignore[assignment]
+    num_heads: int = 8
+    injector_attention: Any = "${attention.injector}"
+    extractor_attention: Any = "${attention.extractor}"
+    mask_padding: bool = True
+    token_weight_mode: str = "${weighting.mode}"
+
+
+# --------------------------------------------------------- text encoder
+@dataclass
+class ClipTextEncoderConfig:
+    """``taco_plus.text.ClipTextEncoder``: frozen CLIP per-token text features."""
+
+    _target_: str = "taco_plus.text.ClipTextEncoder"
+    model_name: str = "ViT-B-32"
+    pretrained: Optional[str] = "openai"
+    max_tokens: Any = 38  # int (38 = TACO, 77 = CLIP's limit) or "chunked"
+    pad: str = "eot"
+
+
+# ------------------------------------------------------------- captions
+@dataclass
+class CaptionSetConfig:
+    """``CaptionSetSource``: a caption-set JSON (versioned, or ``{"file.png": caption(s)}``)."""
+
+    _target_: str = "taco_plus.captions.sources.CaptionSetSource"
+    path: str = MISSING
+
+
+@dataclass
+class CocoCaptionsConfig:
+    """``CocoCaptionsSource``: the official COCO captions JSON, keyed by file name."""
+
+    _target_: str = "taco_plus.captions.sources.CocoCaptionsSource"
+    annotations_json: str = MISSING
+
+
+# ----------------------------------------------------------------- data
+@dataclass
+class DataConfig:
+    """``taco_plus.data.CaptionedImageData``: images in a folder + a caption source."""
+
+    _target_: str = "taco_plus.data.CaptionedImageData"
+    image_dir: str = MISSING
+    captions: Any = "${captions}"
+    crop_size: int = 256
+    small_images: str = "upscale"  # "upscale" | "reflect" | "skip"
+    min_side: int = 0  # drop images whose shorter side is below this (TACO: 256)
+    batch_size: int = 8
+    num_workers: int = 4
+    train_caption: str = "random"  # "random" (seeded, per step) | "first"
+    missing_caption: str = "skip"  # image without caption: "error" | "skip" | "empty"
+    bad_caption: str = "skip"  # empty/garbage caption: "error" | "skip" | "empty" | "keep"
+    missing_image: str = "warn"  # caption without image: "error" | "warn"
+    limit: Optional[int] = None  # keep the first N images (sorted by id), for smoke runs
+
+
+@dataclass
+class SkimagePhotosConfig(DataConfig):
+    """``SkimagePhotosData``: scikit-image's bundled photos, exported on first use."""
+
+    _target_: str = "taco_plus.data.SkimagePhotosData"
+
+
+# ----------------------------------------------------------------- loss
+@dataclass
+class LpipsConfig:
+    """``taco_plus.losses.build_lpips``."""
+
+    _target_: str = "taco_plus.losses.build_lpips"
+    net: str = "alex"
+    convention: str = "correct"  # "correct" ([0,1] -> [-1,1]) | "reference" (TACO's)
+    pretrained: bool = True  # False: random backbone stand-in (tests, offline demo)
+
+
+@dataclass
+class ClipJointConfig:
+    """``taco_plus.losses.ClipJointLoss``: TACO's joint image-text loss."""
+
+    _target_: str = "taco_plus.losses.ClipJointLoss"
+    model_name: str = "ViT-B-32"
+    pretrained: Optional[str] = "openai"
+    beta: float = 40.0
+    logit_scale: float = 2.6592  # log of the constant temperature, exp() applied
+    context_length: Optional[int] = 38
+
+
+@dataclass
+class TacoLossConfig:
+    """``taco_plus.losses.TacoLoss``: bpp + λ·255²·MSE + k_P·LPIPS + k_J·L_joint."""
+
+    _target_: str = "taco_plus.losses.TacoLoss"
+    lmbda: float = 0.0016
+    k_p: float = 3.5
+    k_j: float = 0.0025
+    lpips: Optional[LpipsConfig] = field(default_factory=LpipsConfig)
+    joint: Optional[ClipJointConfig] = field(default_factory=ClipJointConfig)
+
+
+# ---------------------------------------------------------------- optim
+@dataclass
+class AdamConfig:
+    """A ``torch.optim`` optimiser class, called later with the parameters."""
+
+    _target_: str = "torch.optim.Adam"
+    _partial_: bool = True
+    lr: float = 1e-4
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+
+
+@dataclass
+class MultiStepLRConfig:
+    """``torch.optim.lr_scheduler.MultiStepLR``, called later with the optimiser."""
+
+    _target_: str = "torch.optim.lr_scheduler.MultiStepLR"
+    _partial_: bool = True
+    milestones: List[int] = field(default_factory=lambda: [45, 48])
+    gamma: float = 0.1
+
+
+@dataclass
+class OptimConfig:
+    """Adam for the codec, a second Adam for the entropy-bottleneck quantiles.
+
+    ``scheduler_unit`` says whether the milestones count epochs (TACO) or steps.
+    """
+
+    optimizer: AdamConfig = field(default_factory=AdamConfig)
+    aux_optimizer: AdamConfig = field(default_factory=lambda: AdamConfig(lr=1e-3))
+    scheduler: MultiStepLRConfig = field(default_factory=MultiStepLRConfig)
+    scheduler_unit: str = "epoch"  # "epoch" | "step"
+    clip_max_norm: float = 1.0  # 0 disables clipping
+
+
+# -------------------------------------------------------------- trainer
+@dataclass
+class TrainerConfig:
+    """``taco_plus.train.Trainer``: length, device, precision, logging, checkpoints."""
+
+    _target_: str = "taco_plus.train.Trainer"
+    epochs: int = 50
+    max_steps: Optional[int] = None  # stop after this many steps (wins over epochs)
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:1" ...
+    precision: str = "fp32"  # "fp32" | "bf16" (autocast)
+    seed: int = 0
+    trainable: str = "all"  # "all" | "adapter" (model.adapter_parameters())
+    init_from: Optional[str] = None  # official TACO or taco-plus checkpoint
+    resume: Optional[str] = None  # a taco-plus training checkpoint, or "auto"
+    log_every: int = 50
+    checkpoint_every: int = 1000  # steps; the end of every epoch also checkpoints
+    tensorboard: bool = True
+    progress_bar: bool = True
+
+
+# ---------------------------------------------------------------- root
+@dataclass
+class TrainConfig:
+    """``configs/train.yaml``."""
+
+    model: Any = MISSING
+    text_encoder: Any = MISSING
+    attention: Any = MISSING
+    weighting: Any = MISSING
+    captions: Any = MISSING
+    data: Any = MISSING
+    loss: Any = MISSING
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    name: str = "train"
+    run_dir: Optional[str] = None  # default: Hydra's output directory

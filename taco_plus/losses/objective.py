@@ -1,0 +1,94 @@
+"""TACO's training objective: rate + distortion + perceptual + joint image-text.
+
+Lee et al., ICML 2024:
+
+    L = bpp + lambda * 255^2 * MSE(x_hat, x) + k_P * LPIPS(x_hat, x) + k_J * L_joint
+
+* ``bpp = sum(-log2 p) / (B * H * W)`` over the likelihoods of y and z;
+* ``MSE`` is the mean over every element of the batch (images in [0, 1]);
+* ``LPIPS`` is the batch mean of :func:`~taco_plus.losses.lpips.build_lpips`'s per-image values;
+* ``L_joint`` is :class:`~taco_plus.losses.joint.ClipJointLoss`.
+
+TACO's recipe: k_P = 3.5, k_J = 0.0025, lambda in {0.0004 ... 0.015}. A term whose
+coefficient is 0 is not computed (and its module may be omitted): ``k_P = k_J = 0``
+is the plain rate-distortion loss of CompressAI.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+def bpp_from_likelihoods(likelihoods: Mapping[str, Tensor], num_pixels: int) -> Tensor:
+    """Estimated bits per pixel: ``sum over all latents of -log2(p) / num_pixels``."""
+    if num_pixels <= 0:
+        raise ValueError(f"num_pixels must be positive, got {num_pixels}")
+    bits = sum(torch.log(lk.float()).sum() for lk in likelihoods.values())
+    return bits / (-math.log(2) * num_pixels)
+
+
+class TacoLoss(nn.Module):
+    """Rate-distortion-perceptual-joint loss; returns every term separately.
+
+    Args:
+        lmbda: rate-distortion trade-off lambda (scales ``255^2 * MSE``).
+        k_p: LPIPS coefficient (TACO: 3.5).
+        k_j: joint image-text coefficient (TACO: 0.0025).
+        lpips: module (x_hat, x) -> (B,) LPIPS; required when ``k_p > 0``.
+        joint: :class:`ClipJointLoss`; required when ``k_j > 0``.
+    """
+
+    def __init__(
+        self,
+        lmbda: float = 0.0016,
+        k_p: float = 3.5,
+        k_j: float = 0.0025,
+        lpips: Optional[nn.Module] = None,
+        joint: Optional[nn.Module] = None,
+    ) -> None:
+        super().__init__()
+        for name, value in (("lmbda", lmbda), ("k_p", k_p), ("k_j", k_j)):
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+        if k_p > 0 and lpips is None:
+            raise ValueError("k_p > 0 needs an LPIPS module (loss.lpips)")
+        if k_j > 0 and joint is None:
+            raise ValueError("k_j > 0 needs a joint CLIP loss module (loss.joint)")
+        self.lmbda, self.k_p, self.k_j = float(lmbda), float(k_p), float(k_j)
+        self.lpips = lpips if k_p > 0 else None
+        self.joint = joint if k_j > 0 else None
+
+    def forward(self, output: Mapping, x: Tensor, captions: Optional[Sequence[str]] = None) -> dict[str, Tensor]:
+        """Terms of one batch.
+
+        Args:
+            output: the model's ``{"x_hat", "likelihoods": {"y", "z"}}``.
+            x: the target batch (B, 3, H, W) in [0, 1].
+            captions: the B captions (needed by the joint term).
+
+        Returns:
+            ``loss``, ``bpp``, ``mse``, and when computed ``lpips``, ``joint``,
+            ``contrastive``, ``embedding_distance`` (scalar tensors).
+        """
+        B, _, H, W = x.shape
+        x_hat = output["x_hat"].float()
+        terms = {"bpp": bpp_from_likelihoods(output["likelihoods"], B * H * W)}
+        terms["mse"] = torch.mean((x_hat - x) ** 2)
+        loss = terms["bpp"] + self.lmbda * 255**2 * terms["mse"]
+        if self.lpips is not None:
+            terms["lpips"] = self.lpips(x_hat, x).mean()
+            loss = loss + self.k_p * terms["lpips"]
+        if self.joint is not None:
+            if captions is None:
+                raise ValueError("the joint image-text term needs the batch's captions")
+            terms.update(self.joint(x_hat, x, captions))
+            loss = loss + self.k_j * terms["joint"]
+        terms["loss"] = loss
+        return terms
+
+    def extra_repr(self) -> str:
+        return f"lmbda={self.lmbda}, k_p={self.k_p}, k_j={self.k_j}"

@@ -1,0 +1,47 @@
+"""Hydra entry point: ``python -m taco_plus.train [group=option ...] [key=value ...]``.
+
+Examples::
+
+    python -m taco_plus.train experiment=taco_baseline loss.lmbda=0.0004
+    python -m taco_plus.train -m experiment=taco_baseline \\
+        loss.lmbda=0.0004,0.0008,0.0016,0.004,0.009,0.015
+    torchrun --nproc_per_node=4 -m taco_plus.train experiment=taco_baseline
+"""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+import taco_plus.config  # noqa: F401  (registers the schemas before Hydra composes)
+from taco_plus.train.run import train
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that are the user's to fix: printed as one line, no traceback."""
+    from taco_plus.data import DatasetPairingError
+    from taco_plus.losses import LpipsBackboneUnavailableError
+    from taco_plus.text import ClipWeightsUnavailableError
+    from taco_plus.train.trainer import NonFiniteLossError
+
+    return (FileNotFoundError, DatasetPairingError, LpipsBackboneUnavailableError,
+            ClipWeightsUnavailableError, NonFiniteLossError)
+
+
+@hydra.main(config_path="../../configs", config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    run_dir = cfg.get("run_dir") or HydraConfig.get().runtime.output_dir
+    try:
+        result = train(cfg, run_dir)
+    except _user_errors() as err:
+        print(f"taco-plus train: error: {err}", file=sys.stderr)
+        sys.exit(1)
+    if result.final_checkpoint is not None:
+        print(f"final checkpoint: {result.final_checkpoint}")
+
+
+if __name__ == "__main__":
+    main()

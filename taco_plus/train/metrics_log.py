@@ -1,0 +1,89 @@
+"""Training logs: a CSV file (one row per logged step) and TensorBoard scalars.
+
+CSV columns: ``step, epoch, loss, bpp, mse, lpips, joint, aux, lr, time`` — each loss
+value is the mean over the steps since the previous row, ``lr`` the codec learning
+rate at the row's step, ``time`` seconds since the run (or resumed run) started. A
+term the loss does not compute (``lpips`` when ``k_P = 0``) is left empty.
+A resumed run appends to the same CSV.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Mapping, Optional
+
+CSV_COLUMNS = ("step", "epoch", "loss", "bpp", "mse", "lpips", "joint", "aux", "lr", "time")
+# Extra terms that go to TensorBoard only.
+TB_ONLY = ("contrastive", "embedding_distance")
+
+
+class MetricLog:
+    """Accumulates per-step terms and writes averaged rows.
+
+    Args:
+        run_dir: the run folder; ``train_log.csv`` and ``tensorboard/`` go there.
+        tensorboard: also write TensorBoard event files.
+        enabled: False on non-zero ranks (nothing is written).
+    """
+
+    def __init__(self, run_dir: Path, tensorboard: bool = True, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.path = Path(run_dir) / "train_log.csv"
+        self.rows: list[dict[str, float]] = []
+        self._sums: dict[str, float] = defaultdict(float)
+        self._count = 0
+        self._start = time.perf_counter()
+        self._writer = None
+        if not enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():
+            with self.path.open("w", newline="") as f:
+                csv.writer(f).writerow(CSV_COLUMNS)
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+
+    def accumulate(self, terms: Mapping[str, float]) -> None:
+        """Adds one step's terms (plain floats)."""
+        for key, value in terms.items():
+            self._sums[key] += value
+        self._count += 1
+
+    def flush(self, step: int, epoch: int, lr: float) -> Optional[dict[str, float]]:
+        """Writes the mean of the accumulated steps as one row; returns it."""
+        if self._count == 0:
+            return None
+        means = {k: v / self._count for k, v in self._sums.items()}
+        row = {"step": step, "epoch": epoch, **means, "lr": lr, "time": time.perf_counter() - self._start}
+        self._sums.clear()
+        self._count = 0
+        self.rows.append(row)
+        if not self.enabled:
+            return row
+        with self.path.open("a", newline="") as f:
+            csv.writer(f).writerow([_cell(row.get(c)) for c in CSV_COLUMNS])
+        if self._writer is not None:
+            for key in (*CSV_COLUMNS[2:-1], *TB_ONLY):
+                if key in row:
+                    self._writer.add_scalar(f"train/{key}", row[key], step)
+            self._writer.flush()
+        return row
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def _cell(value: Optional[float]) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.6g}" if math.isfinite(value) else str(value)

@@ -1,0 +1,107 @@
+"""``train(cfg)``: builds every component of a composed config and trains.
+
+The plain function behind ``python -m taco_plus.train`` (tests and the quickstart
+call it directly). Components come from their config groups with ``_target_``:
+nothing here branches on which option was chosen.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Optional
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from taco_plus.config import to_container
+from taco_plus.train.distributed import init_distributed, shutdown_distributed
+from taco_plus.train.state import seed_everything
+from taco_plus.train.trainer import Components, Trainer, TrainResult
+
+logger = logging.getLogger(__name__)
+
+
+def build_loss(loss_cfg: DictConfig):
+    """The loss, without building the LPIPS or CLIP modules of a zero-weight term."""
+    node = loss_cfg.copy()
+    with open_dict(node):
+        if node.get("k_p", 0) == 0:
+            node.lpips = None
+        if node.get("k_j", 0) == 0:
+            node.joint = None
+    return instantiate(node, _convert_="all")
+
+
+def build_weighting(weighting_cfg: Optional[DictConfig], captions):
+    """The token weighting (None when the option has no ``_target_``), checked
+    against the caption set in use when it was fitted on one."""
+    if weighting_cfg is None or weighting_cfg.get("_target_") is None:
+        return None
+    weighting = instantiate(weighting_cfg, _convert_="all")
+    if hasattr(weighting, "check_caption_set") and hasattr(captions, "fingerprint"):
+        weighting.check_caption_set(captions.fingerprint)
+    return weighting
+
+
+def build_components(cfg: DictConfig) -> Components:
+    """Instantiates model, text encoder, weighting, data, loss and optimiser factories."""
+    text_encoder = instantiate(cfg.text_encoder, _convert_="all")
+    data = instantiate(cfg.data, _convert_="all")
+    weighting = build_weighting(cfg.get("weighting"), data.captions)
+    model = instantiate(cfg.model, _convert_="all")
+    if getattr(model, "text_dim", text_encoder.width) != text_encoder.width:
+        raise ValueError(
+            f"model.text_dim={model.text_dim} but the text encoder gives width {text_encoder.width}"
+        )
+    loss = build_loss(cfg.loss)
+    for part in (text_encoder, getattr(loss, "lpips", None), getattr(loss, "joint", None)):
+        if part is not None:
+            logger.info("%s", part.describe() if hasattr(part, "describe") else part.extra_repr())
+    weighting_node = cfg.get("weighting")
+    weighting_config = to_container(weighting_node) if weighting is not None else None
+    return Components(
+        model=model,
+        text_encoder=text_encoder,
+        weighting=weighting,
+        data=data,
+        loss=loss,
+        optimizer=instantiate(cfg.optim.optimizer, _convert_="all"),
+        aux_optimizer=instantiate(cfg.optim.aux_optimizer, _convert_="all"),
+        scheduler=instantiate(cfg.optim.scheduler, _convert_="all"),
+        scheduler_unit=cfg.optim.scheduler_unit,
+        clip_max_norm=float(cfg.optim.clip_max_norm),
+        model_config=to_container(cfg.model),
+        text_encoder_config=to_container(cfg.text_encoder),
+        weighting_config=weighting_config,
+        config=to_container(cfg),
+    )
+
+
+def train(cfg: DictConfig, run_dir: Optional[str | os.PathLike] = None) -> TrainResult:
+    """Trains the codec described by a composed ``train`` config.
+
+    Args:
+        cfg: the composed config (``taco_plus.config.compose([...])`` or Hydra's).
+        run_dir: output folder; defaults to ``cfg.run_dir``.
+
+    Returns:
+        The :class:`~taco_plus.train.trainer.TrainResult` (final checkpoint path on rank 0).
+    """
+    run_dir = run_dir or cfg.get("run_dir")
+    if not run_dir:
+        raise ValueError("no run folder: pass run_dir or set run_dir=... in the config")
+    if cfg.optim.scheduler_unit not in ("epoch", "step"):
+        raise ValueError(f"optim.scheduler_unit must be 'epoch' or 'step', got {cfg.optim.scheduler_unit!r}")
+    ctx = init_distributed()
+    try:
+        trainer: Trainer = instantiate(cfg.trainer, _convert_="all")
+        seed_everything(trainer.seed + ctx.rank)
+        parts = build_components(cfg)
+        if ctx.is_main:
+            Path(run_dir).mkdir(parents=True, exist_ok=True)
+            (Path(run_dir) / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        return trainer.fit(parts, Path(run_dir), ctx)
+    finally:
+        shutdown_distributed(ctx)
