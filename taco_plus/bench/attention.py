@@ -1,0 +1,240 @@
+"""Adapter attention efficiency: full vs Linformer over caption length and image size.
+
+Measures TACO's text adapter (Injector at H/4, Extractor and Injector at H/8) alone
+(``part=adapter``) and the whole analysis transform g_a (``part=encoder``) with each
+attention option of the ``attention`` config group, at official sizes (N=192, M=320,
+text width 512, 8 heads) with random weights and random caption features::
+
+    python -m taco_plus.bench.attention --quick
+    python -m taco_plus.bench.attention --variants full,linformer --tokens 38,77,2464 \
+        --sizes 256x256,768x512 --repeat 5 --csv out.csv --plot out.png
+
+Forward passes run under ``torch.no_grad()``; forward+backward is timed at the
+training crop size(s) (``--train-sizes``, 256x256). Every figure is the median of
+``--repeat`` runs, variants interleaved inside each repeat so that load drifts hit
+both alike. Sizes are ``WIDTHxHEIGHT`` and are zero-padded to a multiple of 64 as
+the codec does. The CSV has one row per (variant, tokens, size, part); the
+conclusions printed at the end are computed from those rows (see ``report.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import platform
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+from omegaconf import OmegaConf
+from torch import Tensor, nn
+
+from taco_plus.bench import measure, report
+from taco_plus.models.adapter import Extractor, Injector
+from taco_plus.models.transforms import AnalysisTransform
+
+TOKENS = (38, 77, 154, 308, 616, 1232, 2464)
+SIZES = ("256x256", "768x512", "2048x1365")
+QUICK = dict(tokens=(38, 77, 308, 1232, 2464), sizes=("256x256", "768x512"), repeat=3)
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+COLUMNS = [
+    "variant", "tokens", "height", "width", "image_tokens", "part", "fwd_ms", "fwd_bwd_ms",
+    "peak_mb", "fwd_bwd_peak_mb", "gflops", "device",
+]  # fmt: skip
+
+
+def attention_factories(variant: str, config_dir: Path = CONFIG_DIR) -> tuple[Callable, Callable]:
+    """(injector, extractor) factories from ``configs/attention/<variant>.yaml``."""
+    from hydra.utils import instantiate
+
+    path = Path(config_dir) / "attention" / f"{variant}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"unknown attention variant {variant!r}: {path} not found")
+    node = OmegaConf.load(path)
+    return instantiate(node.injector), instantiate(node.extractor)
+
+
+def padded(size: int) -> int:
+    return -(-size // 64) * 64
+
+
+class AdapterPath(nn.Module):
+    """The adapter blocks of a g_a, run on features of the shapes they see in g_a."""
+
+    def __init__(self, g_a: AnalysisTransform) -> None:
+        super().__init__()
+        blocks = [m for m in g_a.analysis_transform if isinstance(m, (Injector, Extractor))]
+        self.injector_h4, self.extractor, self.injector_h8 = blocks
+
+    def forward(self, image_h4: Tensor, image_h8: Tensor, text: Tensor) -> Tensor:
+        out_h4 = self.injector_h4(image_h4, text)  # (1, N, H/4, W/4)
+        text = self.extractor(text, image_h8)  # (1, L, text_dim)
+        out_h8 = self.injector_h8(image_h8, text)  # (1, N, H/8, W/8)
+        return out_h4.sum() + out_h8.sum()
+
+
+def case_inputs(part: str, tokens: int, height: int, width: int, dims: dict[str, int], device) -> list[Tensor]:
+    h, w = padded(height), padded(width)
+    text = torch.randn(1, tokens, dims["text_dim"], device=device)
+    if part == "encoder":
+        return [torch.rand(1, 3, h, w, device=device), text]
+    n = dims["N"]
+    return [torch.randn(1, n, h // 4, w // 4, device=device), torch.randn(1, n, h // 8, w // 8, device=device), text]
+
+
+def run_case(
+    modules: dict[str, nn.Module], inputs: list[Tensor], repeat: int, warmup: int, train: bool, device
+) -> dict[str, dict[str, float]]:
+    """Interleaved medians for every variant on the same inputs."""
+
+    def fwd(m: nn.Module) -> Callable[[], Any]:
+        def call() -> Any:
+            with torch.no_grad():
+                return m(*inputs)
+
+        return call
+
+    def fwd_bwd(m: nn.Module) -> Callable[[], Any]:
+        def call() -> None:
+            m.zero_grad(set_to_none=True)
+            m(*inputs).sum().backward()
+
+        return call
+
+    passes = {"fwd": fwd} | ({"fwd_bwd": fwd_bwd} if train else {})
+    times: dict[str, dict[str, list[float]]] = {v: {p: [] for p in passes} for v in modules}
+    results: dict[str, dict[str, float]] = {v: {} for v in modules}
+    for name, make in passes.items():
+        for _ in range(warmup):
+            for m in modules.values():
+                make(m)()
+        for _ in range(repeat):
+            for v, m in modules.items():
+                times[v][name].append(measure.time_ms(make(m), device))
+        for v, m in modules.items():
+            results[v][f"{name}_ms"] = measure.median(times[v][name])
+            key = "peak_mb" if name == "fwd" else "fwd_bwd_peak_mb"
+            results[v][key] = measure.peak_memory_mb(make(m), device)
+    for v, m in modules.items():
+        results[v]["gflops"] = measure.forward_gflops(m, *inputs)
+    return results
+
+
+def run_benchmark(
+    variants: Sequence[str],
+    tokens: Sequence[int],
+    sizes: Sequence[tuple[int, int]],
+    train_sizes: Sequence[tuple[int, int]] = ((256, 256),),
+    repeat: int = 3,
+    warmup: int = 1,
+    dims: Optional[dict[str, int]] = None,
+    device: Optional[torch.device] = None,
+    config_dir: Path = CONFIG_DIR,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """Runs the grid; returns one row (dict with :data:`COLUMNS`) per measurement."""
+    dims = dims or dict(N=192, M=320, text_dim=512, num_heads=8)
+    device = device or measure.default_device()
+    encoders: dict[str, AnalysisTransform] = {}
+    for v in variants:
+        torch.manual_seed(0)
+        injector, extractor = attention_factories(v, config_dir)
+        encoders[v] = AnalysisTransform(
+            dims["N"], dims["M"], dims["text_dim"], dims["num_heads"], injector, extractor
+        ).to(device)
+    rows = []
+    for width, height in sizes:
+        for n_tokens in tokens:
+            for part in ("adapter", "encoder"):
+                modules = {v: g if part == "encoder" else AdapterPath(g) for v, g in encoders.items()}
+                inputs = case_inputs(part, n_tokens, height, width, dims, device)
+                train = (width, height) in set(map(tuple, train_sizes))
+                results = run_case(modules, inputs, repeat, warmup, train, device)
+                for v in variants:
+                    row = dict(
+                        variant=v, tokens=n_tokens, height=height, width=width,
+                        image_tokens=(padded(height) // 8) * (padded(width) // 8), part=part,
+                        fwd_bwd_ms=float("nan"), fwd_bwd_peak_mb=float("nan"), device=str(device),
+                    )  # fmt: skip
+                    row.update(results[v])
+                    rows.append(row)
+                    log(report.format_row(row))
+    return rows
+
+
+def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()})
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(t) for t in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be WIDTHxHEIGHT, e.g. 768x512, got {text!r}") from None
+    if width < 1 or height < 1:
+        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
+    return width, height
+
+
+def parse_list(item: Callable[[str], Any]) -> Callable[[str], list]:
+    return lambda text: [item(t) for t in text.split(",") if t]
+
+
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m taco_plus.bench.attention", description=__doc__.split("\n")[0])
+    p.add_argument("--variants", type=parse_list(str), default=["full", "linformer"])
+    p.add_argument("--tokens", type=parse_list(positive_int), default=None, help=f"default {TOKENS}")
+    p.add_argument("--sizes", type=parse_list(parse_size), default=None, help=f"WxH list, default {SIZES}")
+    p.add_argument("--train-sizes", type=parse_list(parse_size), default=[(256, 256)],
+                   help="sizes at which forward+backward is timed (training crops)")  # fmt: skip
+    p.add_argument("--repeat", type=positive_int, default=None, help="timed runs per figure (median), default 5")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--quick", action="store_true", help=f"smaller grid: {QUICK}")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--config-dir", type=Path, default=CONFIG_DIR)
+    p.add_argument("--csv", type=Path, default=Path("outputs/bench/attention.csv"))
+    p.add_argument("--plot", type=Path, default=Path("outputs/bench/attention.png"))
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    base = QUICK if args.quick else dict(tokens=TOKENS, sizes=SIZES, repeat=5)
+    tokens = args.tokens or base["tokens"]
+    sizes = args.sizes or [parse_size(s) for s in base["sizes"]]
+    repeat = args.repeat or base["repeat"]
+    device = torch.device(args.device) if args.device else measure.default_device()
+    print(
+        f"# device={device} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads), "
+        f"repeat={repeat}, memory: {measure.memory_method(device)}, FLOPs: FlopCounterMode (forward)"
+    )
+    print(report.header())
+    try:
+        rows = run_benchmark(args.variants, tokens, sizes, args.train_sizes, repeat, args.warmup,
+                             device=device, config_dir=args.config_dir)  # fmt: skip
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    write_csv(rows, args.csv)
+    print(f"\nwrote {args.csv}")
+    if report.plot(rows, args.plot):
+        print(f"wrote {args.plot}")
+    print()
+    print("\n".join(report.conclusions(rows)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
