@@ -1,0 +1,67 @@
+"""Provenance recorded in results files: which checkpoint, captions, code and machine.
+
+A results file must say what produced it so that a curve can be traced back and
+re-run: the checkpoint's path and sha256, the caption set's fingerprint, the git
+commit of the code (``+dirty`` when the working tree has changes), library
+versions and the device.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Optional
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def git_commit(repo: str | os.PathLike = REPO_ROOT) -> Optional[str]:
+    """``HEAD`` of the repository holding the code (``+dirty`` if modified), or None
+    when this is not a git checkout (an installed package) or git is missing."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=repo, capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+dirty" if dirty else "") if commit else None
+
+
+def environment(device: Any = None) -> dict[str, Any]:
+    """Library versions, host and device of the run, and the time it was written."""
+    import compressai
+    import torch
+
+    import taco_plus
+
+    env = {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "taco_plus": taco_plus.__version__,
+        "git_commit": git_commit(),
+        "torch": torch.__version__,
+        "compressai": compressai.__version__,
+        "python": platform.python_version(),
+        "host": platform.node(),
+    }
+    if device is not None:
+        env["device"] = str(device)
+        if str(device).startswith("cuda") and torch.cuda.is_available():
+            env["device_name"] = torch.cuda.get_device_name(torch.device(device))
+    return env
