@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import urllib.error
+import warnings
 from pathlib import Path
 
 import torch
@@ -73,7 +74,9 @@ class LpipsDistance(nn.Module):
         if pretrained and not path.is_file() and _offline():
             raise LpipsBackboneUnavailableError(f"offline and not cached: {hint}")
         try:
-            self.metric = lpips.LPIPS(net=net, pnet_rand=not pretrained, verbose=False)
+            with warnings.catch_warnings():  # lpips calls torchvision's deprecated `pretrained=`
+                warnings.filterwarnings("ignore", category=UserWarning, module="torchvision")
+                self.metric = lpips.LPIPS(net=net, pnet_rand=not pretrained, verbose=False)
         except (urllib.error.URLError, OSError, RuntimeError) as err:
             if not pretrained:
                 raise

@@ -1,0 +1,189 @@
+"""Captioned image datasets: pairing policies on real edge cases, crops, ordering."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import shared_path
+from taco_plus.captions.sources import CaptionSetSource, CocoCaptionsSource
+from taco_plus.data import (
+    CaptionedImageData,
+    CaptionedImageDataset,
+    DatasetPairingError,
+    ResumableSampler,
+    SkimagePhotosData,
+    collate_items,
+    fit_to_crop,
+    random_crop,
+)
+
+
+def _write_images(folder, sizes):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for name, (h, w) in sizes.items():
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(folder / name)
+
+
+@pytest.fixture
+def small_set(tmp_path):
+    """Four images, captions as a string, a list, one missing, one for a missing file."""
+    _write_images(tmp_path / "img", {"a.png": (40, 50), "b.png": (70, 90), "c.png": (64, 64), "d.jpg": (30, 80)})
+    captions = {
+        "a.png": "a red square",
+        "b.png": ["first of b", "second of b", "third of b"],
+        "d.jpg": "a wide strip",
+        "gone.png": "an image that is not there",
+    }
+    path = tmp_path / "captions.json"
+    path.write_text(json.dumps(captions))
+    return tmp_path / "img", CaptionSetSource(path)
+
+
+def test_items_and_report(small_set, caplog):
+    folder, source = small_set
+    with caplog.at_level(logging.WARNING):
+        ds = CaptionedImageDataset(folder, source, crop_size=32)
+    assert len(ds) == 3 and ds.report.images == 4
+    assert ds.report.without_caption == ["c.png"]
+    assert ds.report.without_image == ["gone.png"]
+    assert "1 images have no caption: c.png" in caplog.text
+    assert "gone.png" in caplog.text
+    item = ds[0]
+    assert set(item) == {"image", "caption", "id"}
+    assert item["id"] == "a.png" and item["caption"] == "a red square"
+    assert item["image"].shape == (3, 32, 32) and item["image"].dtype == torch.float32
+    assert 0.0 <= item["image"].min() and item["image"].max() <= 1.0
+
+
+def test_policies(small_set):
+    folder, source = small_set
+    with pytest.raises(DatasetPairingError, match="no caption"):
+        CaptionedImageDataset(folder, source, missing_caption="error")
+    with pytest.raises(DatasetPairingError, match="no image file"):
+        CaptionedImageDataset(folder, source, missing_image="error")
+    empty = CaptionedImageDataset(folder, source, missing_caption="empty")
+    assert [e[0] for e in empty.entries] == ["a.png", "b.png", "c.png", "d.jpg"]
+    assert empty[2]["caption"] == ""
+    with pytest.raises(ValueError, match="missing_caption"):
+        CaptionedImageDataset(folder, source, missing_caption="ignore")
+
+
+def test_kodak_garbage_caption_policies():
+    kodak = shared_path("data", "kodak")
+    source = CaptionSetSource(shared_path("data", "captions", "kodak_ofa.json"))
+    skip = CaptionedImageDataset(kodak, source)
+    assert len(skip) == 23 and "kodim17.png" in skip.report.bad_captions
+    assert "U+FFFD" in skip.report.bad_captions["kodim17.png"][0]
+    assert "kodim17.png" not in [e[0] for e in skip.entries]
+    keep = CaptionedImageDataset(kodak, source, bad_caption="keep")
+    assert dict(keep.entries)["kodim17.png"][0].endswith("\ufffd")
+    empty = CaptionedImageDataset(kodak, source, bad_caption="empty")
+    assert dict(empty.entries)["kodim17.png"] == [""]
+    with pytest.raises(DatasetPairingError, match="kodim17"):
+        CaptionedImageDataset(kodak, source, bad_caption="error")
+
+
+def test_coco_val_images_without_captions():
+    root = shared_path("data", "coco_mini")
+    source = CocoCaptionsSource(root / "annotations" / "captions_val2017.json")
+    ds = CaptionedImageDataset(root / "val2017", source)
+    assert ds.report.images == 159 and len(ds.report.without_caption) == 80 and len(ds) == 79
+    with pytest.raises(DatasetPairingError, match="80 images have no caption"):
+        CaptionedImageDataset(root / "val2017", source, missing_caption="error")
+    # Evaluation caption: the first by annotation id, for every image.
+    ev = CaptionedImageDataset(root / "val2017", source, caption_choice="first")
+    image_id, caps = ev.entries[0]
+    assert len(caps) == 5 and caps[0] == source.captions(image_id)[0]
+
+
+def test_caption_draw_is_seeded_per_epoch(small_set):
+    folder, source = small_set
+    ds = CaptionedImageDataset(folder, source, crop_size=16, seed=3)
+    b = [e[0] for e in ds.entries].index("b.png")
+    draws = []
+    for epoch in range(8):
+        ds.set_epoch(epoch)
+        first, second = ds[b], ds[b]
+        assert first["caption"] == second["caption"]  # same epoch, same draw
+        assert torch.equal(first["image"], second["image"])
+        draws.append(first["caption"])
+    assert len(set(draws)) > 1  # different epochs draw different captions
+    again = CaptionedImageDataset(folder, source, crop_size=16, seed=3)
+    again.set_epoch(5)
+    assert again[b]["caption"] == draws[5]
+
+
+def test_small_images_are_upscaled_or_reflected():
+    x = torch.rand(3, 30, 80)
+    up = fit_to_crop(x, 64, "upscale")
+    assert up.shape == (3, 64, 171) and 0 <= up.min() and up.max() <= 1
+    refl = fit_to_crop(x, 64, "reflect")
+    assert refl.shape == (3, 64, 80)
+    assert torch.equal(refl[:, :30], x) and torch.equal(refl[:, 30:59], x.flip(1)[:, 1:])
+    tiny = fit_to_crop(torch.rand(3, 1, 5), 8, "reflect")
+    assert tiny.shape == (3, 8, 8)
+    g = torch.Generator().manual_seed(0)
+    assert random_crop(torch.rand(3, 100, 120), 64, g).shape == (3, 64, 64)
+
+
+def test_min_side_filter_and_limit(small_set):
+    folder, source = small_set
+    ds = CaptionedImageDataset(folder, source, min_side=40)
+    assert [e[0] for e in ds.entries] == ["a.png", "b.png"] and ds.report.too_small == ["d.jpg"]
+    assert len(CaptionedImageDataset(folder, source, limit=1)) == 1
+
+
+def test_resumable_sampler_order():
+    data = list(range(10))
+    full = ResumableSampler(data, seed=7)
+    full.set_epoch(2)
+    order = list(full)
+    assert sorted(order) == data
+    tail = ResumableSampler(data, seed=7)
+    tail.set_epoch(2, start=4)
+    assert list(tail) == order[4:] and len(tail) == 6
+    other = ResumableSampler(data, seed=7)
+    other.set_epoch(3)
+    assert list(other) != order
+    shards = []
+    for rank in range(3):
+        s = ResumableSampler(data, num_replicas=3, rank=rank, seed=7)
+        s.set_epoch(2)
+        shards.append(list(s))
+    flat = [i for shard in shards for i in shard]
+    assert len(flat) == 9 and len(set(flat)) == 9  # disjoint shards, remainder dropped
+
+
+def test_loaders_and_collate(small_set):
+    folder, source = small_set
+    data = CaptionedImageData(folder, source, crop_size=24, batch_size=2, num_workers=0)
+    ds = data.train_dataset(seed=1)
+    loader, sampler = data.train_loader(ds, seed=1)
+    sampler.set_epoch(0)
+    batches = list(loader)
+    assert len(batches) == 1  # 3 images, batch 2, last partial batch dropped
+    assert batches[0]["image"].shape == (2, 3, 24, 24) and len(batches[0]["caption"]) == 2
+    ev = list(data.eval_loader())
+    assert [b["image"].shape[-2:] for b in ev] == [(40, 50), (70, 90), (30, 80)]
+    assert ev[1]["caption"] == ["first of b"]
+    with pytest.raises(ValueError, match="differ in size"):
+        collate_items([{"image": torch.zeros(3, 2, 2), "caption": "", "id": "x"},
+                       {"image": torch.zeros(3, 2, 3), "caption": "", "id": "y"}])
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        CaptionedImageData(folder, source, batch_size=8, num_workers=0).train_loader(ds)
+
+
+def test_skimage_photos_are_exported(tmp_path):
+    from taco_plus.captions.skimage_photos import QUICKSTART_CAPTIONS
+
+    data = SkimagePhotosData(tmp_path / "photos", CaptionSetSource(QUICKSTART_CAPTIONS), crop_size=64, num_workers=0)
+    ds = data.train_dataset()
+    assert len(ds) == 8 and not ds.report.without_caption and not ds.report.bad_captions
+    assert ds[0]["image"].shape == (3, 64, 64)
