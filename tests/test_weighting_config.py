@@ -1,0 +1,125 @@
+"""The ``weighting`` config group and the ablation-2 experiment files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError
+
+from taco_plus.captions.sources import CaptionSetSource
+from taco_plus.weighting import (
+    FingerprintMismatchError,
+    NerWeighting,
+    NoWeighting,
+    TfidfNerWeighting,
+    TfidfStatistics,
+    TfidfWeighting,
+    load_corpus,
+)
+from taco_plus.weighting.schema import OPTION_SCHEMAS
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+EXPERIMENTS = ["weighting_tfidf", "weighting_ner", "weighting_tfidf_ner"]
+# A stand-in primary config holding only what the weighting group refers to, so these
+# tests exercise this group's files whatever the rest of configs/ looks like.
+STUB = """
+defaults:
+  - weighting: none
+  - _self_
+  - optional experiment: null
+captions:
+  path: null
+name: train
+"""
+
+
+@pytest.mark.parametrize("option", sorted(OPTION_SCHEMAS))
+def test_option_matches_its_schema(option):
+    node = OmegaConf.load(CONFIGS / "weighting" / f"{option}.yaml")
+    merged = OmegaConf.merge(OmegaConf.structured(OPTION_SCHEMAS[option]), node)
+    assert set(node) == set(merged)  # every schema key is spelt out in the yaml
+    assert merged.mode == "attention"
+    with pytest.raises(ConfigKeyError):
+        OmegaConf.merge(merged, {"max_wieght": 2.0})
+
+
+@pytest.fixture
+def config_dir(tmp_path):
+    root = tmp_path / "configs"
+    shutil.copytree(CONFIGS / "weighting", root / "weighting")
+    (root / "experiment").mkdir()
+    for name in EXPERIMENTS:
+        shutil.copy(CONFIGS / "experiment" / f"{name}.yaml", root / "experiment")
+    (root / "train.yaml").write_text(STUB, encoding="utf-8")
+    return root
+
+
+@pytest.fixture
+def fitted(tmp_path):
+    captions = tmp_path / "captions.json"
+    captions.write_text(json.dumps({"a.png": "a red bus", "b.png": "a blue car"}), "utf-8")
+    artefact = tmp_path / "tfidf.json"
+    TfidfStatistics.fit(load_corpus(captions)).save(artefact)
+    return captions, artefact
+
+
+def compose_in(config_dir, overrides):
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)
+
+
+def test_default_is_unweighted(config_dir):
+    cfg = compose_in(config_dir, [])
+    weighting = instantiate(cfg.weighting)
+    assert isinstance(weighting, NoWeighting) and weighting.mode == "attention"
+
+
+@pytest.mark.parametrize(
+    "experiment, cls, artefact_key",
+    [
+        ("weighting_tfidf", TfidfWeighting, "artefact"),
+        ("weighting_ner", NerWeighting, None),
+        ("weighting_tfidf_ner", TfidfNerWeighting, "tfidf_artefact"),
+    ],
+)
+def test_experiments_instantiate(config_dir, fitted, experiment, cls, artefact_key):
+    captions, artefact = fitted
+    overrides = [f"experiment={experiment}", f"captions.path={captions}", "weighting.mode=embedding_scale"]
+    if artefact_key:
+        overrides.append(f"weighting.{artefact_key}={artefact}")
+    cfg = compose_in(config_dir, overrides)
+    assert cfg.name == experiment
+    weighting = instantiate(cfg.weighting)
+    assert isinstance(weighting, cls) and weighting.mode == "embedding_scale"
+    assert weighting.max_weight == 1.5
+    weighting.check_caption_set(CaptionSetSource(captions).fingerprint)  # what training does
+
+
+def test_artefact_of_other_captions_is_refused(config_dir, fitted, tmp_path):
+    _, artefact = fitted
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"c.png": "a green tram"}), "utf-8")
+    cfg = compose_in(config_dir, ["experiment=weighting_tfidf", f"weighting.artefact={artefact}"])
+    weighting = instantiate(cfg.weighting)
+    with pytest.raises(FingerprintMismatchError, match="fitted on caption set"):
+        weighting.check_caption_set(CaptionSetSource(other).fingerprint)
+    cfg.weighting.caption_set = str(other)  # checked at construction when given
+    with pytest.raises(Exception, match="fitted on caption set"):
+        instantiate(cfg.weighting)
+
+
+def test_project_config_composes_each_experiment():
+    if not (CONFIGS / "train.yaml").is_file():
+        pytest.skip("configs/train.yaml is not written yet")
+    from taco_plus.config import compose as project_compose
+
+    for name in EXPERIMENTS:
+        cfg = project_compose([f"experiment={name}", "weighting.mode=embedding_scale"])
+        assert cfg.name == name and cfg.weighting._target_.startswith("taco_plus.weighting.")
+        assert cfg.model.token_weight_mode == "embedding_scale"  # the model follows the group

@@ -1,0 +1,125 @@
+"""Token weights inside the model: hand-computed attention, exact no-op, inert embedding scale."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from taco_plus.models import TACO
+from taco_plus.models.adapter import Injector
+from taco_plus.models.attention import FullCrossAttention
+from taco_plus.text.tokenizer import tokenize
+from taco_plus.weighting import NoWeighting, TfidfStatistics, TfidfWeighting
+
+TINY = dict(N=32, M=64, slice_ch=(4, 4, 8, 16, 32), text_dim=64, num_heads=4)
+CAPTIONS = ["A golden retriever runs past the Eiffel Tower in Paris.", "a red bus"]
+
+
+def tiny_model(mode: str = "attention") -> TACO:
+    torch.manual_seed(0)
+    model = TACO(**TINY, token_weight_mode=mode).eval()
+    for name, p in model.named_parameters():
+        if name.endswith("gamma"):  # 0 at init: make the text matter
+            torch.nn.init.normal_(p, std=0.5)
+    return model
+
+
+def text_inputs(max_tokens=38):
+    """Random CLIP-like features in the real layout, with its mask and tf-idf weights."""
+    layouts = [tokenize(c, max_tokens) for c in CAPTIONS]
+    stats = TfidfStatistics({"golden": 3.0, "retriever": 4.0, "bus": 2.0, "red": 1.5}, 10, "0" * 64)
+    weights = TfidfWeighting(stats).weights(layouts, CAPTIONS)
+    mask = torch.tensor([layout.mask for layout in layouts])
+    torch.manual_seed(1)
+    text = torch.randn(len(CAPTIONS), len(layouts[0].ids), TINY["text_dim"])
+    return text, mask, weights
+
+
+def test_weighted_attention_matches_hand_computation():
+    torch.manual_seed(0)
+    attn = FullCrossAttention(dim=8, num_heads=2)
+    query, context = torch.randn(1, 3, 8), torch.randn(1, 4, 8)
+    weights = torch.tensor([[1.0, 1.5, 1.2, 1.0]])
+    mask = torch.tensor([[True, True, True, False]])  # last key is padding
+    out = attn(query, context, context_mask=mask, context_weights=weights)
+
+    w_q, w_k, w_v = attn.in_proj_weight.detach().chunk(3)
+    b_q, b_k, b_v = attn.in_proj_bias.detach().chunk(3)
+    expected_heads = []
+    for h in range(2):
+        cols = slice(4 * h, 4 * h + 4)
+        q = (query[0] @ w_q.T + b_q)[:, cols]  # (3, 4)
+        k = (context[0] @ w_k.T + b_k)[:, cols]  # (4, 4)
+        v = (context[0] @ w_v.T + b_v)[:, cols]
+        p = torch.softmax(q @ k.T / math.sqrt(4), dim=-1)  # unweighted, unmasked
+        # Weighting = each key's attention mass times w, masked keys 0, renormalised.
+        p = p * weights[0] * mask[0]
+        p = p / p.sum(dim=-1, keepdim=True)
+        expected_heads.append(p @ v)
+        assert torch.allclose(
+            attn.attention_probs(query, context, mask, weights)[0, h], p, atol=1e-6
+        )
+    expected = attn.out_proj(torch.cat(expected_heads, dim=-1).unsqueeze(0))
+    assert torch.allclose(out, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["attention", "embedding_scale"])
+def test_none_reproduces_the_unweighted_model_exactly(mode):
+    model = tiny_model(mode)
+    text, mask, _ = text_inputs()
+    layouts = [tokenize(c, 38) for c in CAPTIONS]
+    ones = NoWeighting(mode=mode).weights(layouts, CAPTIONS)
+    assert bool((ones == 1.0).all()) and ones.shape == mask.shape
+    torch.manual_seed(2)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        plain = model(x, text, mask)
+        weighted = model(x, text, mask, ones)
+    assert torch.equal(weighted["y"], plain["y"])
+    assert torch.equal(weighted["x_hat"], plain["x_hat"])
+    assert torch.equal(weighted["likelihoods"]["y"], plain["likelihoods"]["y"])
+
+
+def test_weights_change_the_encoding_in_attention_mode():
+    model = tiny_model("attention")
+    text, mask, weights = text_inputs()
+    assert float(weights.max()) == 1.5
+    torch.manual_seed(2)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        plain = model.analysis(x, text, mask)
+        weighted = model.analysis(x, text, mask, weights)
+    assert ((weighted - plain).norm() / plain.norm()).item() > 1e-3
+
+
+def relative_changes(seed: int, zero_bias: bool = False) -> tuple[float, float]:
+    """Relative change of the Injector output: (attention mode, embedding scaling)."""
+    torch.manual_seed(seed)
+    injector = Injector(32, 64, num_heads=4).eval()
+    torch.nn.init.ones_(injector.gamma)
+    if zero_bias:
+        torch.nn.init.zeros_(injector.text_feature_dim_proj.bias)
+    text, mask, weights = text_inputs()
+    image = torch.randn(2, 32, 8, 8)
+    with torch.no_grad():
+        base = injector(image, text, mask)
+        attention = injector(image, text, mask, weights)
+        scaled = injector(image, text * weights.unsqueeze(-1), mask)
+    return (
+        ((attention - base).norm() / base.norm()).item(),
+        ((scaled - base).norm() / base.norm()).item(),
+    )
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_embedding_scale_is_nearly_inert(seed):
+    # Linear-then-LayerNorm keeps only the bias's share of a scaled token: the naive
+    # variant moves the Injector output an order of magnitude less than log-weights.
+    attention, scaled = relative_changes(seed)
+    assert attention > 1e-2
+    assert scaled / attention < 0.2
+    # Without the bias, LayerNorm cancels the scaling entirely (up to its epsilon).
+    attention, scaled = relative_changes(seed, zero_bias=True)
+    assert scaled < 1e-5 < attention
