@@ -367,7 +367,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="eval", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    run(cfg)
+    from taco_plus.data import DatasetPairingError
+
+    try:
+        run(cfg)
+    except (FileNotFoundError, LpipsBackboneUnavailableError, ClipWeightsUnavailableError, DatasetPairingError) as err:
+        logger.error("%s", err)  # what is missing and where to put it; no traceback needed
+        raise SystemExit(2) from err
 
 
 if __name__ == "__main__":

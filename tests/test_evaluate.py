@@ -121,6 +121,7 @@ def test_evaluate_dataset_real_files_and_metrics(tmp_path, codec, dataset, lpips
     assert r["fid"][0] >= 0 and loaded["meta"]["skipped"] == {}
     assert loaded["meta"]["lpips"]["convention"] == "correct" and "RANDOM" in loaded["meta"]["lpips"]["describe"]
     assert loaded["meta"]["decode_vs_encoder_max_abs_diff"] < 1e-4
+    assert loaded["meta"]["clip_score"].startswith("UNTRAINED")
     parsed = parse_json_file(tmp_path / "results.json", "psnr")
     assert parsed["xs"] == r["bpp"] and parsed["name"] == "tiny"
 
@@ -165,3 +166,64 @@ def test_bad_items_are_rejected(tmp_path, codec):
     with pytest.raises(ValueError, match="at least two"):
         evaluate_dataset(codec, [{"image": torch.rand(3, 8, 8), "caption": "c", "id": "a"}], tmp_path, name="x",
                          caption_mode="other")
+
+
+def _folder(tmp_path, dataset, n=2):
+    """The first ``n`` test images as PNG files + a caption file."""
+    from taco_plus.images import save_png
+
+    captions = {}
+    for item in dataset[:n]:
+        save_png(item["image"], tmp_path / "images" / item["id"])
+        captions[item["id"]] = item["caption"]
+    (tmp_path / "captions.json").write_text(json.dumps(captions))
+    return [
+        "data=folder", f"data.image_dir={tmp_path / 'images'}", "captions=file", f"captions.path={tmp_path / 'captions.json'}",
+        "device=cpu", "metrics.lpips.pretrained=false", "metrics.clip_score.model_name=taco-tiny-clip",
+        "metrics.clip_score.pretrained=null", f"metrics.fid.weights={tmp_path / 'no_inception.pth'}",
+    ]
+
+
+def test_run_from_eval_config_with_checkpoint(tmp_path, dataset):
+    from taco_plus.checkpoint import save_codec
+    from taco_plus.config import compose
+    from taco_plus.evaluate import run
+    from taco_plus.results.provenance import file_sha256
+
+    model = tiny_model()
+    model_config = {"_target_": "taco_plus.models.TACO", "N": 32, "M": 64, "slice_ch": [4, 4, 8, 16, 32],
+                    "text_dim": 64, "num_heads": 4}
+    save_codec(tmp_path / "tiny.pt", model, model_config, TINY_TEXT, None)
+    out = tmp_path / "out"
+    cfg = compose(
+        _folder(tmp_path, dataset) + [f"checkpoint={tmp_path / 'tiny.pt'}", f"out_dir={out}", "name=tiny-ckpt"],
+        config_name="eval",
+    )
+    results = run(cfg)
+    assert load_results(out / "results.json") == json.loads(json.dumps(results))
+    meta = results["meta"]
+    assert meta["checkpoint_sha256"] == file_sha256(tmp_path / "tiny.pt") and meta["checkpoint_format"] == "taco-plus"
+    assert "no_inception.pth" in meta["skipped"]["fid"] and "fid" not in results["results"]
+    assert meta["caption_set"]["fingerprint"] and meta["config"]["name"] == "tiny-ckpt"
+    assert "git_commit" in meta["environment"]
+    rows = read_per_image_csv(out / "per_image.csv")
+    assert [r["id"] for r in rows] == ["kodim01.png", "kodim04.png"]
+    assert all((out / "bitstreams" / f"{r['id']}.tacoz").stat().st_size == r["bytes"] for r in rows)
+    # The loaded checkpoint codes exactly like the in-memory model.
+    codec = TacoCodec(LoadedCodec(tiny_model(), dict(TINY_TEXT)))
+    image = load_image(tmp_path / "images" / "kodim04.png")
+    assert (out / "bitstreams" / "kodim04.png.tacoz").read_bytes() == codec.encode(image, dataset[1]["caption"]).data
+
+
+def test_run_without_checkpoint_is_a_labelled_random_init_smoke(tmp_path, dataset):
+    from taco_plus.config import compose
+    from taco_plus.evaluate import run
+
+    overrides = _folder(tmp_path, dataset) + [
+        "model=tiny", "text_encoder=tiny", f"out_dir={tmp_path / 'out'}", "metrics.lpips=null",
+        "metrics.clip_score=null", "metrics.fid.enabled=false", "save_bitstreams=false",
+    ]
+    results = run(compose(overrides, config_name="eval"))
+    assert results["meta"]["random_init"] is True and results["meta"]["checkpoint"] is None
+    assert set(results["results"]) == {"bpp", "psnr-rgb", "ms-ssim-rgb", "encoding_time", "decoding_time"}
+    assert results["meta"]["skipped"]["fid"].startswith("disabled")

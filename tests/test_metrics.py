@@ -21,6 +21,16 @@ from taco_plus.metrics import (
 )
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Small convolutions gain nothing from threads; on a shared 2-core machine
+    # thread contention makes them many times slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_psnr_hand_values_on_8bit():
     x = torch.zeros(3, 8, 8)
     assert psnr(x, x + 1 / 255) == pytest.approx(20 * math.log10(255))  # MSE = 1 level²

@@ -54,10 +54,12 @@ class ClipScore(nn.Module):
         """
         import open_clip
 
-        from taco_plus.text.clip_loading import load_clip
+        from taco_plus.text.clip_loading import clip_source, load_clip
 
         model = load_clip(model_name, pretrained, device)
-        return cls(model, open_clip.get_tokenizer(model_name), name=f"{model_name}/{pretrained}")
+        source = clip_source(model)
+        name = source.describe() if source is not None else f"{model_name} pretrained={pretrained!r}"
+        return cls(model, open_clip.get_tokenizer(model_name), name=name)
 
     @property
     def device(self) -> torch.device:
