@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Iterable, Optional
 
 import numpy as np
 
@@ -18,33 +18,26 @@ import numpy as np
 QUICKSTART_CAPTIONS = Path(__file__).resolve().parents[2] / "captions" / "skimage_quickstart.json"
 
 
-def _loaders() -> dict[str, Callable[[], np.ndarray]]:
+# Image id -> ``skimage.data`` function: the RGB photographs that ship inside the
+# scikit-image wheel (grayscale, synthetic and download-on-demand images are left out).
+_SOURCES = {
+    "astronaut.png": "astronaut",  # 512x512
+    "chelsea.png": "chelsea",  # 451x300
+    "coffee.png": "coffee",  # 600x400
+    "rocket.png": "rocket",  # 640x427
+    "hubble_deep_field.png": "hubble_deep_field",  # 1000x872
+    "immunohistochemistry.png": "immunohistochemistry",  # 512x512
+    "retina.png": "retina",  # 1411x1411
+    "motorcycle_left.png": "stereo_motorcycle",  # 741x500, left image of the stereo pair
+}
+SKIMAGE_PHOTO_IDS = tuple(_SOURCES)
+
+
+def _load(image_id: str) -> np.ndarray:
     from skimage import data
 
-    # Only the RGB photographs that ship inside the scikit-image wheel (grayscale,
-    # synthetic and download-on-demand images are left out).
-    return {
-        "astronaut.png": data.astronaut,  # 512x512
-        "chelsea.png": data.chelsea,  # 451x300
-        "coffee.png": data.coffee,  # 600x400
-        "rocket.png": data.rocket,  # 640x427
-        "hubble_deep_field.png": data.hubble_deep_field,  # 1000x872
-        "immunohistochemistry.png": data.immunohistochemistry,  # 512x512
-        "retina.png": data.retina,  # 1411x1411
-        "motorcycle_left.png": lambda: data.stereo_motorcycle()[0],  # 741x500
-    }
-
-
-SKIMAGE_PHOTO_IDS = (
-    "astronaut.png",
-    "chelsea.png",
-    "coffee.png",
-    "rocket.png",
-    "hubble_deep_field.png",
-    "immunohistochemistry.png",
-    "retina.png",
-    "motorcycle_left.png",
-)
+    pixels = getattr(data, _SOURCES[image_id])()
+    return pixels[0] if isinstance(pixels, tuple) else pixels  # stereo_motorcycle: (left, right, disparity)
 
 
 def export_skimage_photos(out_dir: os.PathLike | str, ids: Optional[Iterable[str]] = None) -> list[Path]:
@@ -61,16 +54,15 @@ def export_skimage_photos(out_dir: os.PathLike | str, ids: Optional[Iterable[str
     """
     from PIL import Image
 
-    loaders = _loaders()
     wanted = list(SKIMAGE_PHOTO_IDS if ids is None else ids)
-    unknown = [i for i in wanted if i not in loaders]
+    unknown = [i for i in wanted if i not in _SOURCES]
     if unknown:
         raise KeyError(f"not a bundled scikit-image photo: {unknown}; choose from {list(SKIMAGE_PHOTO_IDS)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for image_id in wanted:
-        pixels = loaders[image_id]()
+        pixels = _load(image_id)
         if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8:
             raise ValueError(f"{image_id}: expected an 8-bit RGB image, got {pixels.dtype} {pixels.shape}")
         path = out / image_id

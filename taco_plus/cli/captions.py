@@ -66,6 +66,7 @@ def _add_regenerate(sub: argparse._SubParsersAction) -> None:
         description="Caption images with a vision chat model. The API key is read from the environment "
         "(--api-key-env, default OPENAI_API_KEY). Progress is journaled: re-run with --resume after "
         "an interruption.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     what = p.add_argument_group("what to caption")
     what.add_argument("--images", "--image-root", dest="images", type=Path, required=True,

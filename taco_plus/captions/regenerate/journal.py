@@ -171,14 +171,29 @@ class Journal:
 
     def append(self, record: dict) -> None:
         """Write one record and make it durable before returning."""
-        if record.get("type") == "caption" and record["image_id"] in self.state.captions:
-            raise JournalError(f"refusing to journal a second caption for {record['image_id']!r}")
-        line = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+        self.append_many([record])
+
+    def append_many(self, records: list[dict]) -> None:
+        """Write records with a single ``fsync`` (group commit); durable on return.
+
+        Raises :class:`JournalError`, writing nothing, if a record would give an image a
+        second caption.
+        """
+        seen = set(self.state.captions)
+        for record in records:
+            if record.get("type") == "caption":
+                if record["image_id"] in seen:
+                    raise JournalError(f"refusing to journal a second caption for {record['image_id']!r}")
+                seen.add(record["image_id"])
+        data = b"".join(
+            json.dumps(r, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n" for r in records
+        )
         self._fh.seek(0, os.SEEK_END)
-        self._fh.write(line)
+        self._fh.write(data)
         self._fh.flush()
         os.fsync(self._fh.fileno())
-        self.state.apply(record)
+        for record in records:
+            self.state.apply(record)
 
     def close(self) -> None:
         if not self._fh.closed:

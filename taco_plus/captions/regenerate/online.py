@@ -4,7 +4,8 @@
 errors with exponential backoff and jitter (``Retry-After`` wins when the server
 sends one, and then pauses every worker, since a 429 is about the whole account),
 and re-asked a bounded number of times when the answer is a refusal, empty or too
-short. Each accepted caption is journaled (fsync) as soon as it arrives.
+short. Each accepted caption is journaled (fsync, grouped with captions finishing at
+the same moment) as soon as it arrives.
 """
 
 from __future__ import annotations
@@ -23,6 +24,49 @@ from taco_plus.captions.regenerate.journal import Journal
 from taco_plus.captions.regenerate.progress import Progress
 from taco_plus.captions.regenerate.request import answer_problem, clean_caption, parse_completion
 from taco_plus.captions.regenerate.retry import FatalAPIError, RetryPolicy, classify_error
+
+
+class GroupCommit:
+    """Journal appends from many workers, one ``fsync`` per group, off the event loop.
+
+    An fsync costs milliseconds; done inline it would stall every worker, and done per
+    record it caps throughput. Records arriving while a write is in progress are
+    written together next. :meth:`append` returns once its record is durable.
+
+    Args:
+        journal: the open journal.
+    """
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self._pending: list[tuple[dict, asyncio.Future]] = []
+        self._writer: asyncio.Task | None = None
+
+    async def append(self, record: dict) -> None:
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append((record, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write())
+        await asyncio.shield(future)  # a cancelled worker still gets its record written
+
+    async def _write(self) -> None:
+        while self._pending:
+            group, self._pending = self._pending, []
+            try:
+                await asyncio.to_thread(self.journal.append_many, [record for record, _ in group])
+            except BaseException as err:  # noqa: BLE001 - handed to every waiting worker
+                for _, future in group:
+                    if not future.done():
+                        future.set_exception(err)
+                raise
+            for _, future in group:
+                if not future.done():
+                    future.set_result(None)
+
+    async def drain(self) -> None:
+        """Wait for every pending record to be written."""
+        if self._writer is not None:
+            await asyncio.gather(self._writer, return_exceptions=True)
 
 
 class OnlineRunner:
@@ -57,10 +101,12 @@ class OnlineRunner:
         self.rng = rng
         self.policy = RetryPolicy(cfg.max_attempts, cfg.backoff_base, cfg.backoff_max, cfg.max_retry_after)
         self._pause_until = 0.0  # loop time before which no worker sends (Retry-After)
+        self._commit: GroupCommit | None = None
 
     async def run(self, jobs: list[Job]) -> None:
         """Caption every job; returns when all are journaled as captioned or failed."""
         queue = deque(jobs)
+        self._commit = GroupCommit(self.journal)
 
         async def worker() -> None:
             while queue:
@@ -73,9 +119,10 @@ class OnlineRunner:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await self._commit.drain()
 
-    def _fail(self, job: Job, reason: str, attempts: int) -> None:
-        self.journal.append(
+    async def _fail(self, job: Job, reason: str, attempts: int) -> None:
+        await self._commit.append(
             {"type": "failure", "image_id": job.image_id, "reason": self.redact(reason),
              "attempts": attempts, "mode": "online", "time": utc_now()}
         )
@@ -90,7 +137,7 @@ class OnlineRunner:
         try:
             body, _, _ = await asyncio.to_thread(job_request, job, self.cfg, self.prompt)
         except OSError as err:  # unreadable or not an image (PIL raises OSError subclasses)
-            self._fail(job, f"cannot read image: {err}", 0)
+            await self._fail(job, f"cannot read image: {err}", 0)
             return
         attempts = transport_failures = bad_answers = 0
         while True:
@@ -105,11 +152,11 @@ class OnlineRunner:
                 if decision.kind == "fatal":
                     raise FatalAPIError(reason) from None
                 if decision.kind == "skip":
-                    self._fail(job, reason, attempts)
+                    await self._fail(job, reason, attempts)
                     return
                 transport_failures += 1
                 if transport_failures >= self.policy.max_attempts:
-                    self._fail(job, f"gave up after {attempts} attempts; last error: {reason}", attempts)
+                    await self._fail(job, f"gave up after {attempts} attempts; last error: {reason}", attempts)
                     return
                 if decision.retry_after is not None:
                     delay = min(decision.retry_after, self.policy.max_retry_after)
@@ -123,7 +170,7 @@ class OnlineRunner:
             self.progress.add_usage(answer.usage)
             problem = answer_problem(answer, self.cfg.min_words)
             if problem is None:
-                self.journal.append(
+                await self._commit.append(
                     {"type": "caption", "image_id": job.image_id, "caption": clean_caption(answer.text),
                      "usage": answer.usage, "attempts": attempts, "mode": "online",
                      "finish_reason": answer.finish_reason, "response_id": answer.response_id,
@@ -133,6 +180,6 @@ class OnlineRunner:
                 return
             bad_answers += 1
             if bad_answers > self.cfg.max_answer_retries:
-                self._fail(job, f"{problem} ({bad_answers} answers rejected)", attempts)
+                await self._fail(job, f"{problem} ({bad_answers} answers rejected)", attempts)
                 return
             self.progress.retry()

@@ -102,6 +102,11 @@ def regenerate(cfg: RegenerateConfig) -> RegenerateReport:
     originals = originals_fingerprint(all_jobs) if cfg.with_original else None
     jobs = all_jobs[: cfg.limit] if cfg.limit is not None else all_jobs
     signature = request_signature(cfg, prompt, originals)
+    if prompt.expected_words(cfg.target_words) < cfg.min_words:
+        raise RegenerateError(
+            f"the prompt asks for about {prompt.expected_words(cfg.target_words)} words but answers under "
+            f"--min-words {cfg.min_words} are rejected; lower --min-words"
+        )
     if cfg.dry_run:
         return dry_run(cfg, prompt, jobs)
 
