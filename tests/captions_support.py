@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +17,8 @@ from PIL import Image
 
 from taco_plus.captions.regenerate import RegenerateConfig
 from taco_plus.captions.regenerate.fake_server import FakeOpenAIServer
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # A key that must never show up in any file a run writes.
 SENTINEL_KEY = "sk-taco-plus-test-SENTINEL-7f3c9a2b"
@@ -77,3 +85,35 @@ def fake_server():
 def api_key(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", SENTINEL_KEY)
     return SENTINEL_KEY
+
+
+# A regeneration run in a child process (the library directly: fast to start).
+CHILD = (
+    "import json, sys\n"
+    "from taco_plus.captions.regenerate import RegenerateConfig, regenerate\n"
+    "regenerate(RegenerateConfig(**json.loads(sys.argv[1])))\n"
+)
+
+
+def journal_records(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def run_and_kill(cfg, until, timeout=60.0):
+    """Start ``regenerate(cfg)`` in a subprocess and SIGKILL it once ``until(journal_text)``."""
+    settings = {k: (str(v) if isinstance(v, os.PathLike) else v) for k, v in vars(cfg).items()}
+    env = dict(os.environ, OPENAI_API_KEY=SENTINEL_KEY, PYTHONPATH=str(REPO_ROOT))
+    child = subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(settings)], env=env)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            text = cfg.journal_path.read_text() if cfg.journal_path.exists() else ""
+            if until(text) or child.poll() is not None:
+                break
+            time.sleep(0.01)
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == -signal.SIGKILL, "the run ended before it could be interrupted"

@@ -13,9 +13,10 @@ from captions_support import (  # noqa: F401 - fixtures
     expected_size,
     fake_server,
     fast_config,
+    journal_records,
     make_images,
+    run_and_kill,
 )
-from test_captions_resume import journal_records, run_and_kill
 
 from taco_plus.captions import load_caption_set
 from taco_plus.captions.prompts import load_prompt

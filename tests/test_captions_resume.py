@@ -3,57 +3,22 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 from captions_support import (  # noqa: F401 - fixtures
-    SENTINEL_KEY,
     api_key,
     caption_size,
     expected_size,
     fake_server,
     fast_config,
+    journal_records,
     make_images,
+    run_and_kill,
 )
-from conftest import REPO_ROOT
 
 from taco_plus.captions import load_caption_set
 from taco_plus.captions.regenerate import regenerate
 from taco_plus.captions.regenerate.journal import Journal, JournalError, read_journal
-
-CHILD = (
-    "import json, sys\n"
-    "from taco_plus.captions.regenerate import RegenerateConfig, regenerate\n"
-    "regenerate(RegenerateConfig(**json.loads(sys.argv[1])))\n"
-)
-
-
-def journal_records(path):
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def run_and_kill(cfg, until, timeout=60.0):
-    """Start ``regenerate(cfg)`` in a subprocess and SIGKILL it once ``until(journal_text)``."""
-    settings = {k: (str(v) if isinstance(v, os.PathLike) else v) for k, v in vars(cfg).items()}
-    env = dict(os.environ, OPENAI_API_KEY=SENTINEL_KEY, PYTHONPATH=str(REPO_ROOT))
-    child = subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(settings)], env=env)
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            text = cfg.journal_path.read_text() if cfg.journal_path.exists() else ""
-            if until(text) or child.poll() is not None:
-                break
-            time.sleep(0.01)
-        child.send_signal(signal.SIGKILL)
-        child.wait(10)
-    finally:
-        if child.poll() is None:
-            child.kill()
-    assert child.returncode == -signal.SIGKILL, "the run ended before it could be interrupted"
 
 
 @pytest.mark.slow

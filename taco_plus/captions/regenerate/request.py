@@ -19,9 +19,9 @@ _REFUSAL_START = re.compile(
     r"i am unable|i['’]m not able|i won['’]t\b|unfortunately,? i\b|as an ai\b)",
     re.IGNORECASE,
 )
+# Only unambiguous refusals: a caption may legitimately say "I cannot identify the brand".
 _REFUSAL_ANYWHERE = re.compile(
-    r"\bi (?:can(?:no|['’])t|am unable to|['’]m unable to) (?:help|assist|comply|describe|"
-    r"identify|provide)\b",
+    r"\bi (?:can(?:no|['’])t|am unable to|['’]m unable to) (?:help|assist|comply) with\b",
     re.IGNORECASE,
 )
 
