@@ -39,15 +39,15 @@ class Progress:
 
     def caption_done(self) -> None:
         self.done += 1
-        if self._bar is not None:
-            self._bar.update(1)
         self._refresh()
+        if self._bar is not None:
+            self._bar.update(1)  # redraws, postfix included
 
     def caption_failed(self) -> None:
         self.failed += 1
+        self._refresh()
         if self._bar is not None:
             self._bar.update(1)
-        self._refresh()
 
     def retry(self) -> None:
         self.retried += 1
