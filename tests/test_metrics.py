@@ -15,6 +15,7 @@ from taco_plus.metrics import (
     FidUnavailable,
     InceptionFeatures,
     frechet_distance,
+    frechet_distance_from_features,
     ms_ssim,
     psnr,
     split_patches,
@@ -92,6 +93,22 @@ def test_frechet_distance_hand_case():
     assert frechet_distance(mu1, s1, mu1, s1) == pytest.approx(0.0, abs=1e-9)
 
 
+@pytest.mark.parametrize("n", [5, 40])  # fewer and more samples than dimensions
+def test_frechet_distance_from_features_matches_covariance_form(n):
+    rng = np.random.default_rng(0)
+    real, fake = rng.normal(size=(n, 12)), rng.normal(0.3, 1.5, size=(n + 3, 12))
+    expected = frechet_distance(real.mean(0), np.cov(real, rowvar=False), fake.mean(0), np.cov(fake, rowvar=False))
+    assert frechet_distance_from_features(real, fake) == pytest.approx(expected, rel=1e-6)
+    # Against scipy's general matrix square root, on full-rank covariances.
+    if n > 12:
+        from scipy.linalg import sqrtm
+
+        s1, s2 = np.cov(real, rowvar=False), np.cov(fake, rowvar=False)
+        diff = real.mean(0) - fake.mean(0)
+        by_sqrtm = diff @ diff + np.trace(s1 + s2 - 2 * np.real(sqrtm(s1 @ s2)))
+        assert expected == pytest.approx(by_sqrtm, rel=1e-6)
+
+
 def test_split_patches():
     x = torch.arange(2 * 3 * 5 * 9, dtype=torch.float32).reshape(2, 3, 5, 9)
     patches = split_patches(x, 4)
@@ -117,3 +134,20 @@ def test_fid_accumulator_with_small_feature_net():
 def test_inception_features_without_weights_say_what_to_download(tmp_path):
     with pytest.raises(FidUnavailable, match="inception_v3_google-0cc3c7bd.pth"):
         InceptionFeatures(tmp_path / "missing.pth")
+
+
+@pytest.mark.slow
+def test_inception_features_from_a_local_weights_file(tmp_path):
+    # A random-init Inception-v3 saved in torchvision's layout stands in for the real
+    # weights file: loading, the 2048-d pool features and the FID path all run.
+    from torchvision.models import inception_v3
+
+    torch.manual_seed(0)
+    path = tmp_path / "inception.pth"
+    torch.save(inception_v3(weights=None, aux_logits=True, init_weights=False).state_dict(), path)
+    features = InceptionFeatures(path)
+    x = torch.rand(2, 3, 64, 80)
+    assert features(x).shape == (2, 2048)
+    fid = FidAccumulator(features, patch_size=None)
+    fid.update(x, x)
+    assert fid.num_samples == 2 and fid.compute() == pytest.approx(0.0, abs=1e-6)

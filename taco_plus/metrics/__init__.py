@@ -14,6 +14,7 @@ from taco_plus.metrics.fid import (
     FidUnavailable,
     InceptionFeatures,
     frechet_distance,
+    frechet_distance_from_features,
     inception_weights_path,
     split_patches,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "FidUnavailable",
     "InceptionFeatures",
     "frechet_distance",
+    "frechet_distance_from_features",
     "inception_weights_path",
     "ms_ssim",
     "ms_ssim_supported",

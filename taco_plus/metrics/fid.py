@@ -67,22 +67,45 @@ class InceptionFeatures(nn.Module):
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
-    """``‖μ1 − μ2‖² + tr(Σ1 + Σ2 − 2 (Σ1 Σ2)^{1/2})`` with scipy's ``sqrtm``.
+    """``‖μ1 − μ2‖² + tr(Σ1 + Σ2 − 2 (Σ1 Σ2)^{1/2})`` from means and covariances.
 
-    Singular products (fewer samples than feature dimensions) get a small ridge
-    before the square root, as in ``pytorch-fid``.
+    ``tr (Σ1 Σ2)^{1/2}`` is computed exactly with symmetric eigendecompositions:
+    it equals ``tr (Σ1^{1/2} Σ2 Σ1^{1/2})^{1/2}``, a PSD matrix, so no complex parts
+    or ridge are needed for singular covariances (unlike ``scipy.linalg.sqrtm``).
     """
     mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
     sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
         raise ValueError("mean and covariance shapes differ between the two sets")
+    w, v = linalg.eigh(sigma1)
+    sqrt_sigma1 = (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+    inner = linalg.eigvalsh(sqrt_sigma1 @ sigma2 @ sqrt_sigma1)
+    tr_covmean = float(np.sqrt(np.clip(inner, 0.0, None)).sum())
     diff = mu1 - mu2
-    covmean = linalg.sqrtm(sigma1 @ sigma2)
-    if not np.isfinite(covmean).all():
-        offset = np.eye(sigma1.shape[0]) * 1e-6
-        covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
-    covmean = np.real(covmean)  # numerical noise can leave tiny imaginary parts
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * tr_covmean)
+
+
+def frechet_distance_from_features(real: np.ndarray, fake: np.ndarray) -> float:
+    """FID of two feature sets, (n1, D) and (n2, D), with sample covariances.
+
+    With fewer samples than dimensions (the usual case here: a few hundred patches,
+    D = 2048) the covariances have rank < n and the trace term has a cheap exact form:
+    with ``A = (X1 − μ1)/√(n1−1)`` and ``B = (X2 − μ2)/√(n2−1)``, ``Σ1 Σ2 = AᵀA BᵀB``
+    has the non-zero eigenvalues of ``(ABᵀ)(ABᵀ)ᵀ``, so ``tr (Σ1 Σ2)^{1/2}`` is the sum
+    of the singular values of the n1×n2 matrix ``ABᵀ``. Otherwise the D×D form is used.
+    """
+    real, fake = np.asarray(real, dtype=np.float64), np.asarray(fake, dtype=np.float64)
+    if real.ndim != 2 or fake.ndim != 2 or real.shape[1] != fake.shape[1]:
+        raise ValueError(f"feature sets must be (n, D) with the same D, got {real.shape} and {fake.shape}")
+    if min(len(real), len(fake)) < 2:
+        raise FidUnavailable(f"FID needs at least 2 samples per set, got {len(real)} and {len(fake)}")
+    if max(len(real), len(fake)) > real.shape[1]:
+        return frechet_distance(real.mean(0), np.cov(real, rowvar=False), fake.mean(0), np.cov(fake, rowvar=False))
+    a = (real - real.mean(0)) / np.sqrt(len(real) - 1)
+    b = (fake - fake.mean(0)) / np.sqrt(len(fake) - 1)
+    tr_covmean = float(np.linalg.svd(a @ b.T, compute_uv=False).sum())
+    diff = real.mean(0) - fake.mean(0)
+    return float(diff @ diff + (a * a).sum() + (b * b).sum() - 2.0 * tr_covmean)
 
 
 def split_patches(x: Tensor, patch_size: Optional[int]) -> Tensor:
@@ -127,7 +150,4 @@ class FidAccumulator:
     def compute(self) -> float:
         if self.num_samples < 2:
             raise FidUnavailable(f"FID needs at least 2 samples, got {self.num_samples}")
-        real, fake = np.concatenate(self._real), np.concatenate(self._fake)
-        return frechet_distance(
-            real.mean(0), np.cov(real, rowvar=False), fake.mean(0), np.cov(fake, rowvar=False)
-        )
+        return frechet_distance_from_features(np.concatenate(self._real), np.concatenate(self._fake))
