@@ -24,6 +24,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
+from taco_plus.text.tokenizer import simple_tokenizer
 from taco_plus.weighting.alignment import Piece, align
 
 MODES = ("attention", "embedding_scale")
@@ -107,7 +108,7 @@ class TokenWeighting(ABC):
         """Weights of the BPE pieces of ``caption`` given its scored words.
 
         A piece takes the largest weight of the words it overlaps, so a word split
-        into several pieces ("retriever" -> "retri", "ever") weighs every piece, and
+        into several pieces ("coconacci" -> "cocon", "acci") weighs every piece, and
         an apostrophe piece inside a word ("don" "'t") follows the word.
         """
         pieces: tuple[Piece, ...] = align(caption)
@@ -153,6 +154,7 @@ class TokenWeighting(ABC):
             rows = self.piece_rows(caption, words)
             ids = as_list(layouts[b].ids)
             pieces = align(caption)
+            row = [1.0] * len(index[b])
             for pos, k in enumerate(index[b]):
                 if k < 0:
                     continue
@@ -161,7 +163,8 @@ class TokenWeighting(ABC):
                         f"layout of caption {b} does not match its BPE pieces at position "
                         f"{pos} (piece {k}): was it tokenised from this caption?"
                     )
-                out[b, pos] = rows[k].weight
+                row[pos] = rows[k].weight
+            out[b, : len(row)] = torch.tensor(row, dtype=torch.float32)
         return out
 
     def __call__(self, layouts: Sequence[Any], captions: Sequence[str]) -> Tensor:
@@ -186,9 +189,7 @@ class TokenWeighting(ABC):
 
 
 def _special_name(token_id: int) -> str:
-    from open_clip.tokenizer import _tokenizer
-
-    return _tokenizer.decoder.get(token_id, f"<id {token_id}>")
+    return simple_tokenizer().decoder.get(token_id, f"<id {token_id}>")
 
 
 def check_weight(value: float, max_weight: float, what: str) -> float:
