@@ -36,7 +36,7 @@ from taco_plus.codec import TacoCodec
 from taco_plus.config import CONFIG_DIR, to_container
 from taco_plus.config.schema import LpipsConfig
 from taco_plus.losses.lpips import LpipsBackboneUnavailableError, build_lpips
-from taco_plus.metrics import ClipScore, FidAccumulator, FidUnavailable, InceptionFeatures, ms_ssim, psnr, to_8bit
+from taco_plus.metrics import ClipScore, FidAccumulator, FidUnavailable, InceptionFeatures, image_metrics
 from taco_plus.metrics.distortion import MS_SSIM_MIN_SIDE
 from taco_plus.results.format import make_results, save_results
 from taco_plus.results.per_image import read_per_image_csv, summarize, write_per_image_csv
@@ -68,7 +68,7 @@ def _sync(device: torch.device) -> None:
 
 
 def evaluate_dataset(
-    codec,
+    codec: TacoCodec,
     dataset: Iterable[Mapping[str, Any]],
     out_dir: str | Path,
     *,
@@ -117,9 +117,12 @@ def evaluate_dataset(
         others = {i: captions[j] for i, j in derangement(list(captions)).items()}
 
     device = codec.device
-    rows, mismatch = [], 0.0
+    rows, mismatch, seen = [], 0.0, set()
     for item in dataset:
         x, caption, image_id = _check_item(item)
+        if image_id in seen:
+            raise ValueError(f"image id {image_id!r} appears twice in the dataset")
+        seen.add(image_id)
         coded = {"real": caption, "empty": "", "other": others.get(image_id, "")}[caption_mode]
         encoded = codec.encode(x, coded)
         data = encoded.data
@@ -136,23 +139,10 @@ def evaluate_dataset(
         dec_ms = 1000 * (time.perf_counter() - start)
         mismatch = max(mismatch, float((x_hat - encoded.x_hat).abs().max()))
 
-        # Every metric sees the 8-bit images a user gets from the PNG.
-        x8 = to_8bit(x.unsqueeze(0).cpu()) / 255.0
-        x_hat8 = to_8bit(x_hat.cpu()) / 255.0
+        row = image_metrics(x, x_hat, caption, lpips=lpips, clip=clip, fid=fid, ms_ssim_enabled=ms_ssim_enabled)
         h, w = x.shape[-2:]
-        row = dict(
-            id=image_id, height=h, width=w, bytes=n_bytes, bpp=8 * n_bytes / (h * w),
-            psnr=psnr(x8, x_hat8), ms_ssim=ms_ssim(x8, x_hat8) if ms_ssim_enabled else None,
-            lpips=None, clip_score=None, enc_ms=encoded.encode_ms, dec_ms=dec_ms,
-        )
-        with torch.no_grad():
-            if lpips is not None:
-                lp_device = next(lpips.parameters()).device
-                row["lpips"] = float(lpips(x_hat8.to(lp_device), x8.to(lp_device)).mean())
-            if clip is not None:
-                row["clip_score"] = float(clip(x_hat8, [caption])[0])
-        if fid is not None:
-            fid.update(x8, x_hat8)
+        row.update(id=image_id, height=h, width=w, bytes=n_bytes, bpp=8 * n_bytes / (h * w),
+                   enc_ms=encoded.encode_ms, dec_ms=dec_ms)
         rows.append(row)
         logger.info("%s: %d bytes, %.4f bpp, %.2f dB", image_id, n_bytes, row["bpp"], row["psnr"])
 
@@ -195,7 +185,7 @@ def evaluate_dataset(
 
 
 def caption_sensitivity(
-    codec,
+    codec: TacoCodec,
     dataset: Iterable[Mapping[str, Any]],
     out_dir: str | Path,
     *,

@@ -163,6 +163,11 @@ def test_bad_items_are_rejected(tmp_path, codec):
         evaluate_dataset(codec, [{"image": torch.rand(3, 8, 8), "caption": "c", "id": "../a"}], tmp_path, name="x")
     with pytest.raises(ValueError, match="caption_mode"):
         evaluate_dataset(codec, [], tmp_path, name="x", caption_mode="none")
+    with pytest.raises(ValueError, match="no images"):
+        evaluate_dataset(codec, [], tmp_path, name="x")
+    item = {"image": torch.rand(3, 8, 8), "caption": "c", "id": "a"}
+    with pytest.raises(ValueError, match="appears twice"):
+        evaluate_dataset(codec, [item, item], tmp_path, name="x")
     with pytest.raises(ValueError, match="at least two"):
         evaluate_dataset(codec, [{"image": torch.rand(3, 8, 8), "caption": "c", "id": "a"}], tmp_path, name="x",
                          caption_mode="other")

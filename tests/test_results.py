@@ -13,7 +13,6 @@ from PIL import Image
 from taco_plus.results import (
     CSV_COLUMNS,
     bd_rate,
-    bd_rate_results,
     derangement,
     list_references,
     load_reference,

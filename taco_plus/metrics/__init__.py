@@ -18,6 +18,7 @@ from taco_plus.metrics.fid import (
     inception_weights_path,
     split_patches,
 )
+from taco_plus.metrics.image_metrics import image_metrics
 
 __all__ = [
     "MS_SSIM_MIN_SIDE",
@@ -27,6 +28,7 @@ __all__ = [
     "InceptionFeatures",
     "frechet_distance",
     "frechet_distance_from_features",
+    "image_metrics",
     "inception_weights_path",
     "ms_ssim",
     "ms_ssim_supported",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 
-import torch
 from pytorch_msssim import ms_ssim as _ms_ssim
 from torch import Tensor
 
