@@ -186,6 +186,14 @@ def parse_list(item: Callable[[str], Any]) -> Callable[[str], list]:
     return lambda text: [item(t) for t in text.split(",") if t]
 
 
+def parse_dims(text: str) -> dict[str, int]:
+    try:
+        n, m, text_dim, heads = (int(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"dims must be N,M,TEXT_DIM,HEADS, got {text!r}") from None
+    return dict(N=n, M=m, text_dim=text_dim, num_heads=heads)
+
+
 def positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
@@ -202,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=positive_int, default=None, help="timed runs per figure (median), default 5")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--quick", action="store_true", help=f"smaller grid: {QUICK}")
+    p.add_argument("--dims", type=parse_dims, default=dict(N=192, M=320, text_dim=512, num_heads=8),
+                   help="N,M,TEXT_DIM,HEADS (default: official 192,320,512,8)")  # fmt: skip
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     p.add_argument("--config-dir", type=Path, default=CONFIG_DIR)
     p.add_argument("--csv", type=Path, default=Path("outputs/bench/attention.csv"))
@@ -218,12 +228,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     device = torch.device(args.device) if args.device else measure.default_device()
     print(
         f"# device={device} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads), "
-        f"repeat={repeat}, memory: {measure.memory_method(device)}, FLOPs: FlopCounterMode (forward)"
+        f"repeat={repeat}, dims={args.dims}, memory: {measure.memory_method(device)}, "
+        "FLOPs: FlopCounterMode (forward)"
     )
     print(report.header())
     try:
         rows = run_benchmark(args.variants, tokens, sizes, args.train_sizes, repeat, args.warmup,
-                             device=device, config_dir=args.config_dir)  # fmt: skip
+                             args.dims, device, args.config_dir)  # fmt: skip
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,8 +1,9 @@
 """The text adapter's codec overhead: TACO vs CompressAI's ELIC, encode and decode time.
 
 TACO (Lee et al., ICML 2024) claims its text adapter adds about 10% to the codec's
-compute. This measures it on real images: TACO at official sizes (N=192, M=320) and
-``compressai.models.Elic2022Official`` (He et al., CVPR 2022), both randomly
+compute. This measures it on real images: TACO at official sizes (N=192, M=320;
+``--widths`` for others) and ``compressai.models.Elic2022Official`` (He et al.,
+CVPR 2022) with the same widths and channel groups, both randomly
 initialised with CDF tables built (``update()``), on the same Kodak images zero-padded
 to a multiple of 64::
 
@@ -49,10 +50,15 @@ def kodak_images(folder: Path, count: int) -> list[Path]:
     return paths[:count]
 
 
-def build_models(device: torch.device, tokens: int) -> tuple[dict[str, torch.nn.Module], torch.Tensor]:
-    """Official-size TACO and ELIC, random init, CDFs built; and TACO's caption features."""
+def build_models(
+    device: torch.device, tokens: int, N: int = 192, M: int = 320
+) -> tuple[dict[str, torch.nn.Module], torch.Tensor]:
+    """TACO and ELIC (same N, M and channel groups), random init, CDFs built; caption features."""
+    if M <= 128 or N % 8:
+        raise ValueError(f"need M > 128 (ELIC's groups 16,16,32,64,M-128) and N divisible by 8, got N={N}, M={M}")
     torch.manual_seed(0)
-    models = {"taco": TACO(), "elic": Elic2022Official(N=192, M=320)}
+    groups = [16, 16, 32, 64, M - 128]
+    models = {"taco": TACO(N, M, groups), "elic": Elic2022Official(N=N, M=M, groups=groups)}
     for m in models.values():
         m.to(device).eval().update(force=True)
     text = torch.randn(1, tokens, models["taco"].text_dim, device=device)
@@ -92,11 +98,12 @@ def run_benchmark(
     tokens: int = 38,
     crop: Optional[tuple[int, int]] = None,
     device: Optional[torch.device] = None,
+    widths: tuple[int, int] = (192, 320),
     log=print,
 ) -> list[dict[str, Any]]:
     """One row per (image, model); see :data:`COLUMNS`."""
     device = device or measure.default_device()
-    models, text = build_models(device, tokens)
+    models, text = build_models(device, tokens, *widths)
     rows = []
     for path in image_paths:
         x = load_image(path)  # (3, H, W) in [0, 1]
@@ -142,6 +149,14 @@ def summary(rows: Sequence[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def parse_widths(text: str) -> tuple[int, int]:
+    try:
+        n, m = (int(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"widths must be N,M, got {text!r}") from None
+    return n, m
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m taco_plus.bench.codec", description=__doc__.split("\n")[0])
     p.add_argument("--kodak", type=Path, default=DEFAULT_KODAK, help="folder of Kodak PNGs")
@@ -149,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=positive_int, default=3)
     p.add_argument("--tokens", type=positive_int, default=38, help="caption length fed to TACO")
     p.add_argument("--crop", type=parse_size, default=None, help="WxH top-left crop, for quick runs")
+    p.add_argument("--widths", type=parse_widths, default=(192, 320), help="N,M (default: official 192,320)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     p.add_argument("--csv", type=Path, default=Path("outputs/bench/codec.csv"))
     return p
@@ -157,13 +173,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     device = torch.device(args.device) if args.device else measure.default_device()
+    print(
+        f"# device={device} ({platform.machine()}, {torch.get_num_threads()} threads), repeat={args.repeat}, "
+        f"N,M={args.widths}"
+    )
     try:
         paths = kodak_images(args.kodak, args.images)
-    except FileNotFoundError as err:
+        rows = run_benchmark(paths, args.repeat, args.tokens, args.crop, device, args.widths)
+    except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"# device={device} ({platform.machine()}, {torch.get_num_threads()} threads), repeat={args.repeat}")
-    rows = run_benchmark(paths, args.repeat, args.tokens, args.crop, device)
     args.csv.parent.mkdir(parents=True, exist_ok=True)
     with open(args.csv, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")

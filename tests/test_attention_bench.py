@@ -1,0 +1,100 @@
+"""Benchmark scripts: smoke runs on a tiny grid, CSV validity, computed conclusions."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import pytest
+
+from taco_plus.bench import attention, codec, report
+from tests.conftest import shared_path
+
+
+def read_rows(path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+def test_attention_benchmark_smoke(tmp_path, capsys):
+    out_csv, out_png = tmp_path / "a.csv", tmp_path / "a.png"
+    argv = ["--tokens", "38,77", "--sizes", "64x64", "--train-sizes", "64x64", "--repeat", "1", "--warmup", "0",
+            "--dims", "32,64,64,4", "--device", "cpu", "--csv", str(out_csv), "--plot", str(out_png)]  # fmt: skip
+    assert attention.main(argv) == 0
+    rows = read_rows(out_csv)
+    assert list(rows[0]) == attention.COLUMNS
+    assert {(r["variant"], r["tokens"], r["part"]) for r in rows} == {
+        (v, t, p) for v in ("full", "linformer") for t in ("38", "77") for p in ("adapter", "encoder")
+    }
+    for r in rows:
+        assert (r["height"], r["width"], r["image_tokens"]) == ("64", "64", "64")
+        for key in ("fwd_ms", "fwd_bwd_ms", "gflops"):
+            assert float(r[key]) > 0 and math.isfinite(float(r[key]))
+        assert float(r["peak_mb"]) >= 0 or math.isnan(float(r["peak_mb"]))
+    # The adapter is part of the encoder: fewer FLOPs.
+    by = {(r["variant"], r["tokens"], r["part"]): float(r["gflops"]) for r in rows}
+    assert all(by[(v, t, "adapter")] < by[(v, t, "encoder")] for v, t, _ in by)
+    assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    printed = capsys.readouterr().out
+    assert "crossover (FLOPs)" in printed and "adapter share of g_a time" in printed
+
+
+def test_attention_benchmark_rejects_unknown_variant(tmp_path, capsys):
+    argv = ["--variants", "sparse", "--tokens", "38", "--sizes", "64x64", "--csv", str(tmp_path / "x.csv")]
+    assert attention.main(argv) == 2
+    assert "unknown attention variant 'sparse'" in capsys.readouterr().err
+
+
+def test_size_parsing():
+    assert attention.parse_size("2048x1365") == (2048, 1365)
+    with pytest.raises(Exception, match="WIDTHxHEIGHT"):
+        attention.parse_size("2048")
+
+
+def fake_rows() -> list[dict]:
+    """Rows shaped like the benchmark's: full grows with length, linformer is flat."""
+    rows = []
+    for n in (38, 77, 308, 2464):
+        for variant, adapter_ms in (("full", 10.0 + 0.1 * n), ("linformer", 17.0 + 0.001 * n)):
+            for part, ms in (("adapter", adapter_ms), ("encoder", adapter_ms + 100.0)):
+                rows.append(dict(variant=variant, tokens=n, width=256, height=256, part=part,
+                                 fwd_ms=ms, gflops=ms / 10))  # fmt: skip
+    return rows
+
+
+def test_conclusions_are_computed_from_rows():
+    lines = report.conclusions(fake_rows())
+    text = "\n".join(lines)
+    # linformer 2464 vs 77: (17 + 2.464) / (17 + 0.077)
+    assert f"{(17 + 2.464) / (17 + 0.077):.2f}x its time at 77 tokens" in text and "within 1.2x" in text
+    # full is cheaper at 38 (13.8 < 17.04) and 77 (17.7 > 17.08): crossover at 77
+    assert "crossover (time): linformer cheaper from 77 tokens on" in text
+    assert f"full: 38: {100 * 13.8 / 113.8:.0f}%" in text
+
+
+def test_crossover_requires_every_longer_length():
+    full = {n: {"fwd_ms": ms} for n, ms in ((38, 5.0), (77, 9.0), (154, 7.0), (308, 20.0))}
+    lin = {n: {"fwd_ms": 8.0} for n in full}
+    assert report.crossover(full, lin, "fwd_ms") == 308
+    assert report.crossover(full, {n: {"fwd_ms": 99.0} for n in full}, "fwd_ms") is None
+
+
+@pytest.mark.slow
+def test_codec_benchmark_smoke(tmp_path, capsys):
+    kodak = shared_path("data", "kodak")
+    out_csv = tmp_path / "c.csv"
+    argv = ["--kodak", str(kodak), "--images", "1", "--crop", "64x64", "--repeat", "1",
+            "--widths", "32,192", "--device", "cpu", "--csv", str(out_csv)]  # fmt: skip
+    assert codec.main(argv) == 0
+    rows = read_rows(out_csv)
+    assert [r["model"] for r in rows] == ["taco", "elic"]
+    for r in rows:
+        assert r["image"] == "kodim01.png" and (r["height"], r["width"]) == ("64", "64")
+        assert all(float(r[k]) > 0 for k in ("encode_ms", "decode_ms", "g_a_ms", "bytes", "bpp"))
+    assert "g_a only" in capsys.readouterr().out
+
+
+def test_codec_benchmark_missing_images(tmp_path, capsys):
+    assert codec.main(["--kodak", str(tmp_path), "--images", "1"]) == 2
+    assert "no PNG images" in capsys.readouterr().err
