@@ -18,6 +18,7 @@ is touched, leaving the last good checkpoint in place.
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -205,7 +206,9 @@ class Trainer:
                     progress.epoch += 1
                     progress.batch_in_epoch = 0
                     if parts.scheduler_unit == "epoch":
-                        scheduler.step()
+                        with warnings.catch_warnings():  # right after a resume no step was taken yet
+                            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+                            scheduler.step()
                     last_path = self._save(ckpt_dir / "last.pt", parts, model, optimizer, aux_optimizer,
                                            scheduler, progress, ctx)
                     continue

@@ -1,0 +1,90 @@
+"""Hydra switchboard: every option composes and resolves, schemas reject misspellings."""
+
+from __future__ import annotations
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from taco_plus.config import CONFIG_DIR, compose, to_container
+
+GROUPS = ("model", "text_encoder", "attention", "weighting", "captions", "data", "loss", "optim", "trainer")
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+EXPERIMENTS = _options("experiment")
+# Row i picks option i (cyclically) of every group: a few compositions cover every option,
+# each time combined with options of the other groups.
+ROWS = max(len(_options(g)) for g in GROUPS)
+
+
+def test_every_group_has_options_and_the_paper_defaults():
+    for group in GROUPS:
+        assert _options(group), f"configs/{group}/ is empty"
+    cfg = compose()
+    assert OmegaConf.select(cfg, "model._target_") == "taco_plus.models.TACO"
+    assert (cfg.model.N, cfg.model.M, list(cfg.model.slice_ch)) == (192, 320, [16, 16, 32, 64, 192])
+    assert cfg.loss.k_p == 3.5 and cfg.loss.k_j == 0.0025 and cfg.loss.joint.beta == 40.0
+    assert cfg.optim.optimizer.lr == 1e-4 and cfg.optim.aux_optimizer.lr == 1e-3
+    assert list(cfg.optim.scheduler.milestones) == [45, 48] and cfg.optim.clip_max_norm == 1.0
+    assert cfg.data.crop_size == 256 and cfg.data.batch_size == 8 and cfg.trainer.epochs == 50
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_and_resolves(experiment):
+    cfg = compose([f"experiment={experiment}"])
+    resolved = to_container(cfg)
+    for group in GROUPS:
+        assert group in resolved
+    model = resolved["model"]
+    assert model["injector_attention"] == resolved["attention"]["injector"]
+    assert model["token_weight_mode"] == resolved["weighting"]["mode"]
+
+
+@pytest.mark.parametrize("row", range(ROWS))
+def test_every_option_composes_with_other_groups(row):
+    picks = {g: _options(g)[row % len(_options(g))] for g in GROUPS}
+    overrides = [f"{g}={o}" for g, o in picks.items()]
+    overrides += ["data.image_dir=somewhere"] if picks["data"] == "folder" else []
+    overrides += ["captions.path=somewhere"] if picks["captions"] == "file" else []
+    resolved = to_container(compose(overrides))
+    for group in GROUPS:
+        if group not in ("attention", "optim"):
+            assert "_target_" in resolved[group], f"{group}={picks[group]} instantiates nothing"
+
+
+def test_text_dim_follows_the_text_encoder():
+    assert compose(["text_encoder=tiny"]).model.text_dim == 64
+    assert compose(["text_encoder=clip_vit_b32", "model=tiny"]).model.text_dim == 512
+
+
+def test_data_reads_the_captions_group():
+    cfg = compose(["captions=kodak_ofa", "data=kodak"])
+    assert to_container(cfg)["data"]["captions"] == to_container(cfg)["captions"]
+
+
+@pytest.mark.parametrize("override", ["loss.lmdba=0.01", "model.n=64", "trainer.max_step=3", "optim.lr=1e-3"])
+def test_misspelt_override_fails_at_composition(override):
+    with pytest.raises(ConfigCompositionException):
+        compose([override])
+
+
+def test_misspelt_key_in_an_option_file_fails(tmp_path):
+    (tmp_path / "loss").mkdir()
+    (tmp_path / "loss" / "typo.yaml").write_text("defaults:\n  - schema_taco\n  - _self_\n\nlmdba: 0.01\n")
+    (tmp_path / "trainer").mkdir()
+    (tmp_path / "trainer" / "badtype.yaml").write_text("defaults:\n  - schema_trainer\n  - _self_\n\nepochs: many\n")
+    search = f"hydra.searchpath=[file://{tmp_path}]"
+    with pytest.raises(ConfigCompositionException, match="lmdba"):
+        compose([search, "loss=typo"])
+    with pytest.raises(ConfigCompositionException, match="epochs"):
+        compose([search, "trainer=badtype"])
+    assert compose([search]).loss.lmbda == 0.0016  # the search path itself is harmless
+
+
+def test_experiment_value_overrides_win_over_the_experiment():
+    cfg = compose(["experiment=taco_baseline", "loss.lmbda=0.0004", "data=folder", "data.image_dir=x"])
+    assert cfg.loss.lmbda == 0.0004 and cfg.data.image_dir == "x" and cfg.data.crop_size == 256

@@ -1,0 +1,250 @@
+"""Training on a tiny config: every experiment steps, exact resume, atomic checkpoints,
+NaN stop, adapter-only fine-tuning, official initialisation, logs, DDP and sweeps."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from taco_plus.checkpoint import load_codec, read_checkpoint
+from taco_plus.config import CONFIG_DIR, compose
+from taco_plus.losses import TacoLoss
+from taco_plus.train import NonFiniteLossError, train
+from tests.conftest import REPO_ROOT, shared_path
+
+EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
+CAPTIONS = {
+    "a.png": "a red bus parked on a street in Paris",
+    "b.png": ["two cats asleep on a blue sofa", "a pair of sleeping cats"],
+    "c.png": "a lighthouse on a rocky island near the sea",
+    "d.png": "a bowl of green apples on a wooden table",
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """Four smooth 72x80 photos-like images and their captions."""
+    root = tmp_path_factory.mktemp("tiny_data")
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:72, 0:80] / 80.0
+    for i, name in enumerate(CAPTIONS):
+        phase = rng.uniform(0, 6, 3)
+        img = 0.5 + 0.4 * np.sin(np.stack([xx * (3 + i), yy * (2 + i), (xx + yy) * 4], -1) + phase)
+        Image.fromarray((img * 255).astype(np.uint8)).save(root / name)
+    (root / "captions.json").write_text(json.dumps(CAPTIONS))
+    return root
+
+
+def tiny_overrides(data: Path, *extra: str) -> list[str]:
+    return ["debug=tiny", "data=folder", f"data.image_dir={data}", "captions=file",
+            f"captions.path={data / 'captions.json'}", *extra]
+
+
+def run_tiny(data: Path, run_dir: Path, *extra: str):
+    return train(compose(tiny_overrides(data, *extra)), run_dir)
+
+
+def _weighting_overrides(experiment: str, data: Path) -> list[str]:
+    """Fits the TF-IDF artefact an experiment needs on the tiny captions."""
+    from taco_plus.weighting import TfidfStatistics, load_corpus
+
+    node = compose([f"experiment={experiment}"]).weighting
+    keys = [k for k in ("artefact", "tfidf_artefact") if k in node]
+    if not keys:
+        return []
+    artefact = data / "tfidf.json"
+    if not artefact.exists():
+        TfidfStatistics.fit(load_corpus(data / "captions.json")).save(artefact)
+    return [f"weighting.{keys[0]}={artefact}"]
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_runs_one_step(experiment, tiny_data, tmp_path):
+    extra = [f"experiment={experiment}", "trainer.max_steps=1", *_weighting_overrides(experiment, tiny_data)]
+    result = run_tiny(tiny_data, tmp_path, *extra)
+    assert result.steps == 1 and result.final_checkpoint.is_file()
+    row = result.history[-1]
+    assert all(np.isfinite(row[k]) for k in ("loss", "bpp", "mse", "lpips", "joint", "aux"))
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_data, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    result = run_tiny(tiny_data, run_dir, "trainer.max_steps=4", "trainer.log_every=2",
+                      "trainer.checkpoint_every=2", "trainer.tensorboard=true")
+    return result
+
+
+def test_logs_and_checkpoints(trained):
+    with (trained.run_dir / "train_log.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["step", "epoch", "loss", "bpp", "mse", "lpips", "joint", "aux", "lr", "time"]
+    assert [r["step"] for r in rows] == ["2", "4"] and [r["epoch"] for r in rows] == ["0", "1"]
+    assert all(float(r["loss"]) > 0 for r in rows)
+    assert list((trained.run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert (trained.run_dir / "config.yaml").is_file()
+    ckpt = read_checkpoint(trained.final_checkpoint)  # weights_only=True
+    assert ckpt["step"] == 4 and ckpt["epoch"] == 1 and ckpt["final"] is True
+    assert ckpt["model_config"]["N"] == 32 and ckpt["text_encoder_config"]["model_name"] == "taco-tiny-clip"
+    rng = ckpt["rng"][0]
+    assert rng["torch"].dtype == torch.uint8 and rng["numpy"]["keys"].shape == (624,)
+    assert isinstance(ckpt["scheduler"]["milestones"], dict)
+
+
+def test_final_checkpoint_codes_real_bitstreams(trained, tiny_data):
+    from taco_plus.codec import TacoCodec
+    from taco_plus.images import load_image
+
+    codec = TacoCodec(load_codec(trained.final_checkpoint))
+    x = load_image(tiny_data / "a.png")
+    encoded = codec.encode(x, CAPTIONS["a.png"])
+    assert len(encoded.data) > 0
+    assert torch.equal(codec.decode(encoded.data), encoded.x_hat)
+
+
+def _final_state(run_dir: Path) -> dict:
+    return read_checkpoint(run_dir / "checkpoints" / "final.pt")
+
+
+def test_resume_is_exact(tiny_data, tmp_path):
+    common = ["trainer.checkpoint_every=1", "trainer.seed=5", "optim.scheduler_unit=step",
+              "optim.scheduler.milestones=[2,3]", "optim.scheduler.gamma=0.5"]
+    # 4 images, batch 2: epoch 0 = steps 1-2, epoch 1 = steps 3-4.
+    run_tiny(tiny_data, tmp_path / "a", *common, "trainer.max_steps=4")
+    run_tiny(tiny_data, tmp_path / "b", *common, "trainer.max_steps=3")  # stops mid-epoch 1
+    interrupted = read_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")
+    assert (interrupted["step"], interrupted["epoch"], interrupted["batch_in_epoch"]) == (3, 1, 1)
+    run_tiny(tiny_data, tmp_path / "c", *common, "trainer.max_steps=4",
+             f"trainer.resume={tmp_path / 'b' / 'checkpoints' / 'last.pt'}")
+    a, c = _final_state(tmp_path / "a"), _final_state(tmp_path / "c")
+    assert a["state_dict"].keys() == c["state_dict"].keys()
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, c["state_dict"][key]), key
+    for name in ("optimizer", "aux_optimizer"):
+        for pid, state in a[name]["state"].items():
+            assert all(torch.equal(state[k], c[name]["state"][pid][k]) for k in state)
+    assert a["scheduler"] == c["scheduler"]
+    assert torch.equal(a["rng"][0]["torch"], c["rng"][0]["torch"])
+    # Sanity: the interrupted run really is behind (a no-op resume would pass the above too).
+    b = _final_state(tmp_path / "b")
+    assert not all(torch.equal(v, b["state_dict"][k]) for k, v in a["state_dict"].items())
+
+
+def test_resume_auto_and_wrong_model(tiny_data, tmp_path):
+    run_tiny(tiny_data, tmp_path, "trainer.max_steps=2")
+    again = run_tiny(tiny_data, tmp_path, "trainer.max_steps=3", "trainer.resume=auto")
+    assert again.steps == 3 and [r["step"] for r in again.history] == [3]  # steps 1-2 not redone
+    with pytest.raises(ValueError, match="model config"):
+        run_tiny(tiny_data, tmp_path / "other", "trainer.max_steps=3", "model.num_heads=2",
+                 f"trainer.resume={tmp_path / 'checkpoints' / 'last.pt'}")
+
+
+def test_crash_during_checkpoint_keeps_the_old_one(tiny_data, tmp_path, monkeypatch):
+    real_save = torch.save
+    calls = {"n": 0}
+
+    def flaky_save(obj, f, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the step-2 checkpoint
+            real_save({"partial": torch.zeros(3)}, f)  # bytes reach the temp file, then:
+            raise OSError("disk full (simulated)")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", flaky_save)
+    with pytest.raises(OSError, match="simulated"):
+        run_tiny(tiny_data, tmp_path, "trainer.max_steps=3", "trainer.checkpoint_every=1")
+    ckpt_dir = tmp_path / "checkpoints"
+    assert read_checkpoint(ckpt_dir / "last.pt")["step"] == 1
+    assert sorted(p.name for p in ckpt_dir.iterdir()) == ["last.pt"]  # no temp file left
+
+
+def test_non_finite_loss_stops_with_last_good_checkpoint(tiny_data, tmp_path, monkeypatch):
+    real_forward = TacoLoss.forward
+    calls = {"n": 0}
+
+    def poisoned(self, *args, **kwargs):
+        terms = real_forward(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            terms["loss"] = terms["loss"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(TacoLoss, "forward", poisoned)
+    with pytest.raises(NonFiniteLossError, match="step 3") as err:
+        run_tiny(tiny_data, tmp_path, "trainer.max_steps=4", "trainer.checkpoint_every=1")
+    assert "last.pt" in str(err.value)
+    last = read_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert last["step"] == 2 and all(torch.isfinite(v).all() for v in last["state_dict"].values()
+                                     if v.is_floating_point())
+    assert not (tmp_path / "checkpoints" / "final.pt").exists()
+
+
+def test_adapter_only_fine_tuning_from_a_checkpoint(trained, tiny_data, tmp_path):
+    from taco_plus.checkpoint import build_model
+    from taco_plus.train.state import adapter_prefixes
+
+    start = read_checkpoint(trained.final_checkpoint)["state_dict"]
+    run_tiny(tiny_data, tmp_path, "trainer.max_steps=1", "trainer.trainable=adapter",
+             f"trainer.init_from={trained.final_checkpoint}")
+    end = _final_state(tmp_path)["state_dict"]
+    built = build_model(read_checkpoint(trained.final_checkpoint)["model_config"])
+    prefixes = tuple(adapter_prefixes(built))
+    params = {n for n, _ in built.named_parameters()}
+    changed = {k for k in params if not torch.equal(start[k], end[k])}
+    assert changed and all(k.startswith(prefixes) or k.endswith(".quantiles") for k in changed)
+
+
+def test_initialise_from_an_official_checkpoint(tiny_data, tmp_path):
+    golden = torch.load(shared_path("reference", "taco_golden_small.pt"), weights_only=False)
+    official = tmp_path / "official.pth.tar"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in golden["state_dict"].items()}}, official)
+    run_tiny(tiny_data, tmp_path / "run", "trainer.max_steps=1", "optim.optimizer.lr=0",
+             "optim.aux_optimizer.lr=0", f"trainer.init_from={official}", "model.num_heads=8")
+    end = _final_state(tmp_path / "run")["state_dict"]
+    for key, value in golden["state_dict"].items():
+        if value.is_floating_point() and key in end and "_quantized_cdf" not in key and "_offset" not in key \
+                and "_cdf_length" not in key and "scale_table" not in key:
+            assert torch.equal(end[key], value), key
+    with pytest.raises(ValueError, match="cannot initialise|outside the text adapter"):
+        run_tiny(tiny_data, tmp_path / "bad", "trainer.max_steps=1", f"trainer.init_from={official}",
+                 "model=small")
+
+
+def _subprocess_env() -> dict:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT))
+    return env
+
+
+@pytest.mark.slow
+def test_hydra_entry_point_sweeps_lambda(tiny_data, tmp_path):
+    cmd = [sys.executable, "-m", "taco_plus.train", "-m", *tiny_overrides(tiny_data), "trainer.max_steps=1",
+           "loss.lmbda=0.001,0.01", f"hydra.sweep.dir={tmp_path}"]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=_subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    finals = sorted(tmp_path.glob("*/checkpoints/final.pt"))
+    assert [p.parts[-3] for p in finals] == ["0_lmbda0.001", "1_lmbda0.01"]
+    assert read_checkpoint(finals[1])["config"]["loss"]["lmbda"] == 0.01
+
+
+@pytest.mark.slow
+def test_torchrun_ddp_on_cpu(tiny_data, tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+           "-m", "taco_plus.train", *tiny_overrides(tiny_data), "trainer.max_steps=2", "data.batch_size=1",
+           f"run_dir={tmp_path}"]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=_subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = read_checkpoint(tmp_path / "checkpoints" / "final.pt")
+    assert ckpt["world_size"] == 2 and len(ckpt["rng"]) == 2 and ckpt["step"] == 2
+    assert not torch.equal(ckpt["rng"][0]["torch"], ckpt["rng"][1]["torch"])  # per-rank streams
+    # 4 images over 2 ranks with batch 1: 2 steps per epoch, one CSV row per step.
+    with (tmp_path / "train_log.csv").open() as f:
+        assert [r["epoch"] for r in csv.DictReader(f)] == ["0", "0"]
