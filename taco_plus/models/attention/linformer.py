@@ -172,7 +172,9 @@ class LinformerCrossAttention(CrossAttention):
         h = self.num_heads
         q = split_heads(lin.to_q(query), h)  # (B, h, Lq, d)
         # (B, k, h*d) -> (B, h, k, d); one_kv_head: (B, k, d) -> broadcast over heads.
-        keys, values = (t.view(b, self.k, -1, lin.dim_head).transpose(1, 2).expand(-1, h, -1, -1) for t in (keys, values))
+        keys, values = (
+            t.view(b, self.k, -1, lin.dim_head).transpose(1, 2).expand(-1, h, -1, -1) for t in (keys, values)
+        )
         bias = self.summary_bias(rows_k, context_mask, context_weights).to(q.dtype)
         p = lin.dropout.p if self.training else 0.0
         out = F.scaled_dot_product_attention(q, keys, values, attn_mask=bias, dropout_p=p)  # (B, h, Lq, d)
