@@ -98,3 +98,16 @@ def test_codec_benchmark_smoke(tmp_path, capsys):
 def test_codec_benchmark_missing_images(tmp_path, capsys):
     assert codec.main(["--kodak", str(tmp_path), "--images", "1"]) == 2
     assert "no PNG images" in capsys.readouterr().err
+
+
+def test_measure_primitives():
+    import torch
+
+    from taco_plus.bench import measure
+
+    cpu = torch.device("cpu")
+    peak = measure.peak_memory_mb(lambda: torch.ones(512, 1024) + torch.ones(512, 1024), cpu)
+    assert 5.9 <= peak <= 7.0  # two inputs + the sum, 2 MiB each
+    layer = torch.nn.Linear(64, 32, bias=False)
+    assert measure.forward_gflops(layer, torch.randn(10, 64)) == pytest.approx(2 * 10 * 64 * 32 / 1e9)
+    assert measure.time_ms(lambda: None, cpu) >= 0

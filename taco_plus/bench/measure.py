@@ -3,10 +3,10 @@
 * Time: ``time.perf_counter`` around the call, with ``torch.cuda.synchronize`` on a GPU.
 * Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` growth over the call (the
   caching allocator's own count). On a CPU, ``tracemalloc`` does not see torch's
-  allocations, so the Linux kernel's count is used: the peak resident set
-  (``VmHWM``) is reset through ``/proc/self/clear_refs`` before the call and the
-  growth over the resident set at that moment is reported. It includes everything
-  the process touched during the call (allocator slack too). Elsewhere: NaN.
+  allocations and the resident set hides reused memory, so ``torch.profiler`` records
+  every allocation and free of torch's CPU allocator during the call (kernel
+  workspaces included); the peak of their running sum is reported: the most tensor
+  memory the call held at once beyond what existed before it.
 * FLOPs: ``torch.utils.flop_counter.FlopCounterMode`` (a multiply-add counts 2) on a
   copy of the module on the ``meta`` device, so counting costs no compute.
 """
@@ -15,18 +15,18 @@ from __future__ import annotations
 
 import copy
 import math
-import re
+import os
 import statistics
 import time
-from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 from torch import nn
+from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
-PROC_STATUS = Path("/proc/self/status")
-PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
+# Kineto logs a spurious "gpuGetDeviceCount failed" error on CPU-only machines.
+os.environ.setdefault("KINETO_LOG_LEVEL", "5")
 
 
 def default_device() -> torch.device:
@@ -52,20 +52,11 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else math.nan
 
 
-def _proc_kib(key: str) -> int:
-    match = re.search(rf"^{key}:\s+(\d+) kB", PROC_STATUS.read_text(), re.M)
-    if match is None:
-        raise OSError(f"{key} not in {PROC_STATUS}")
-    return int(match.group(1))
-
-
 def memory_method(device: torch.device) -> str:
     """A short statement of how :func:`peak_memory_mb` measures on ``device``."""
     if device.type == "cuda":
         return "torch.cuda.max_memory_allocated growth"
-    if PROC_CLEAR_REFS.exists():
-        return "peak RSS growth (VmHWM reset via /proc/self/clear_refs)"
-    return "not measured on this platform"
+    return "peak of torch.profiler CPU allocation events (running sum of allocs - frees)"
 
 
 def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> float:
@@ -77,14 +68,14 @@ def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> float:
         fn()
         synchronize(device)
         return (torch.cuda.max_memory_allocated(device) - base) / 2**20
-    try:
-        PROC_CLEAR_REFS.write_text("5")  # resets VmHWM to the current resident set
-        base = _proc_kib("VmRSS")
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
-        return max(_proc_kib("VmHWM") - base, 0) / 1024
-    except OSError:
-        fn()
-        return math.nan
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    live = peak = 0
+    for event in sorted(events, key=lambda e: e.start_ns()):
+        live += event.nbytes()  # negative for frees
+        peak = max(peak, live)
+    return peak / 2**20
 
 
 def forward_gflops(module: nn.Module, *inputs: torch.Tensor) -> float:
