@@ -1,7 +1,7 @@
 """Multi-process training with ``torchrun``: process group, devices, rank-0 duties.
 
 ``torchrun --nproc_per_node=K -m taco_plus.train ...`` sets ``WORLD_SIZE``, ``RANK``
-and ``LOCAL_RANK``; with ``WORLD_SIZE > 1`` :func:`init_distributed` joins the group
+and ``LOCAL_RANK`` (a SLURM job with several tasks gets them from submitit); with ``WORLD_SIZE > 1`` :func:`init_distributed` joins the group
 (NCCL on GPUs, Gloo on CPUs), the model is wrapped in DistributedDataParallel, each
 rank reads its shard of every epoch (:class:`~taco_plus.data.ResumableSampler`), and
 only rank 0 logs and writes checkpoints.
@@ -34,8 +34,22 @@ class DistContext:
         return self.rank == 0
 
 
+def _export_slurm_environment() -> None:
+    """Under SLURM with several tasks (hydra-submitit-launcher ``tasks_per_node > 1``),
+    sets the ``torchrun``-style variables from the job environment."""
+    if "WORLD_SIZE" in os.environ or int(os.environ.get("SLURM_NTASKS", "1")) <= 1:
+        return
+    if "SLURM_PROCID" not in os.environ:
+        return
+    from submitit.helpers import TorchDistributedEnvironment
+
+    TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+
+
 def init_distributed() -> DistContext:
-    """Joins the process group when launched with ``WORLD_SIZE > 1``."""
+    """Joins the process group when launched with ``WORLD_SIZE > 1`` (torchrun, or a
+    multi-task SLURM job)."""
+    _export_slurm_environment()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return DistContext()

@@ -97,8 +97,9 @@ def train(cfg: DictConfig, run_dir: Optional[str | os.PathLike] = None) -> Train
     ctx = init_distributed()
     try:
         trainer: Trainer = instantiate(cfg.trainer, _convert_="all")
-        seed_everything(trainer.seed + ctx.rank)
+        seed_everything(trainer.seed)  # same initial weights (and loss stand-ins) on every rank
         parts = build_components(cfg)
+        seed_everything(trainer.seed + ctx.rank)  # then one noise stream per rank
         if ctx.is_main:
             Path(run_dir).mkdir(parents=True, exist_ok=True)
             (Path(run_dir) / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
