@@ -20,7 +20,8 @@ def read_rows(path) -> list[dict[str, str]]:
 def test_attention_benchmark_smoke(tmp_path, capsys):
     out_csv, out_png = tmp_path / "a.csv", tmp_path / "a.png"
     argv = ["--tokens", "38,77", "--sizes", "64x64", "--train-sizes", "64x64", "--repeat", "1", "--warmup", "0",
-            "--dims", "32,64,64,4", "--device", "cpu", "--csv", str(out_csv), "--plot", str(out_png)]  # fmt: skip
+            "--dims", "32,64,64,4", "--device", "cpu", "--clock", "cpu", "--threads", "1",
+            "--csv", str(out_csv), "--plot", str(out_png)]  # fmt: skip
     assert attention.main(argv) == 0
     rows = read_rows(out_csv)
     assert list(rows[0]) == attention.COLUMNS

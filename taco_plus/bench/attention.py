@@ -40,7 +40,7 @@ QUICK = dict(tokens=(38, 77, 308, 1232, 2464), sizes=("256x256", "768x512"), rep
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 COLUMNS = [
     "variant", "tokens", "height", "width", "image_tokens", "part", "fwd_ms", "fwd_bwd_ms",
-    "peak_mb", "fwd_bwd_peak_mb", "gflops", "device",
+    "peak_mb", "fwd_bwd_peak_mb", "gflops", "device", "clock",
 ]  # fmt: skip
 
 
@@ -84,7 +84,13 @@ def case_inputs(part: str, tokens: int, height: int, width: int, dims: dict[str,
 
 
 def run_case(
-    modules: dict[str, nn.Module], inputs: list[Tensor], repeat: int, warmup: int, train: bool, device
+    modules: dict[str, nn.Module],
+    inputs: list[Tensor],
+    repeat: int,
+    warmup: int,
+    train: bool,
+    device: torch.device,
+    clock: str = "wall",
 ) -> dict[str, dict[str, float]]:
     """Interleaved medians for every variant on the same inputs."""
 
@@ -111,7 +117,7 @@ def run_case(
                 make(m)()
         for _ in range(repeat):
             for v, m in modules.items():
-                times[v][name].append(measure.time_ms(make(m), device))
+                times[v][name].append(measure.time_ms(make(m), device, clock))
         for v, m in modules.items():
             results[v][f"{name}_ms"] = measure.median(times[v][name])
             key = "peak_mb" if name == "fwd" else "fwd_bwd_peak_mb"
@@ -131,6 +137,7 @@ def run_benchmark(
     dims: Optional[dict[str, int]] = None,
     device: Optional[torch.device] = None,
     config_dir: Path = CONFIG_DIR,
+    clock: str = "wall",
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
     """Runs the grid; returns one row (dict with :data:`COLUMNS`) per measurement."""
@@ -150,12 +157,12 @@ def run_benchmark(
                 modules = {v: g if part == "encoder" else AdapterPath(g) for v, g in encoders.items()}
                 inputs = case_inputs(part, n_tokens, height, width, dims, device)
                 train = (width, height) in set(map(tuple, train_sizes))
-                results = run_case(modules, inputs, repeat, warmup, train, device)
+                results = run_case(modules, inputs, repeat, warmup, train, device, clock)
                 for v in variants:
                     row = dict(
                         variant=v, tokens=n_tokens, height=height, width=width,
                         image_tokens=(padded(height) // 8) * (padded(width) // 8), part=part,
-                        fwd_bwd_ms=float("nan"), fwd_bwd_peak_mb=float("nan"), device=str(device),
+                        fwd_bwd_ms=float("nan"), fwd_bwd_peak_mb=float("nan"), device=str(device), clock=clock,
                     )  # fmt: skip
                     row.update(results[v])
                     rows.append(row)
@@ -213,6 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dims", type=parse_dims, default=dict(N=192, M=320, text_dim=512, num_heads=8),
                    help="N,M,TEXT_DIM,HEADS (default: official 192,320,512,8)")  # fmt: skip
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--clock", choices=measure.CLOCKS, default="wall",
+                   help="wall time, or process CPU time (CPU only; for machines shared with other jobs)")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--config-dir", type=Path, default=CONFIG_DIR)
     p.add_argument("--csv", type=Path, default=Path("outputs/bench/attention.csv"))
     p.add_argument("--plot", type=Path, default=Path("outputs/bench/attention.png"))
@@ -226,15 +236,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sizes = args.sizes or [parse_size(s) for s in base["sizes"]]
     repeat = args.repeat or base["repeat"]
     device = torch.device(args.device) if args.device else measure.default_device()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(
         f"# device={device} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads), "
-        f"repeat={repeat}, dims={args.dims}, memory: {measure.memory_method(device)}, "
+        f"clock={args.clock}, repeat={repeat}, dims={args.dims}, memory: {measure.memory_method(device)}, "
         "FLOPs: FlopCounterMode (forward)"
     )
     print(report.header())
     try:
         rows = run_benchmark(args.variants, tokens, sizes, args.train_sizes, repeat, args.warmup,
-                             args.dims, device, args.config_dir)  # fmt: skip
+                             args.dims, device, args.config_dir, args.clock)  # fmt: skip
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -38,7 +38,7 @@ from taco_plus.images import load_image, pad_to_multiple
 from taco_plus.models import TACO
 
 DEFAULT_KODAK = Path(__file__).resolve().parents[3] / "shared" / "data" / "kodak"
-COLUMNS = ["image", "model", "height", "width", "encode_ms", "decode_ms", "g_a_ms", "bytes", "bpp", "device"]
+COLUMNS = ["image", "model", "height", "width", "encode_ms", "decode_ms", "g_a_ms", "bytes", "bpp", "device", "clock"]
 
 
 def kodak_images(folder: Path, count: int) -> list[Path]:
@@ -66,7 +66,12 @@ def build_models(
 
 
 def bench_image(
-    models: dict[str, torch.nn.Module], text: torch.Tensor, x: torch.Tensor, repeat: int, device: torch.device
+    models: dict[str, torch.nn.Module],
+    text: torch.Tensor,
+    x: torch.Tensor,
+    repeat: int,
+    device: torch.device,
+    clock: str = "wall",
 ) -> dict[str, dict[str, float]]:
     """Median encode / decode / g_a times (ms) and bitstream size per model for one image."""
 
@@ -81,12 +86,14 @@ def bench_image(
             # compressai's ELIC compress() is not no_grad-decorated (its in-place latent
             # writes fail under autograd); inference never needs gradients anyway.
             with torch.no_grad():
-                times[name]["encode"].append(measure.time_ms(lambda: out.update(m.compress(*args(name))), device))
+                times[name]["encode"].append(
+                    measure.time_ms(lambda: out.update(m.compress(*args(name))), device, clock)
+                )
                 sizes[name] = sum(len(s) for strings in out["strings"] for s in strings)
                 times[name]["decode"].append(
-                    measure.time_ms(lambda: m.decompress(out["strings"], out["shape"]), device)
+                    measure.time_ms(lambda: m.decompress(out["strings"], out["shape"]), device, clock)
                 )
-                times[name]["g_a"].append(measure.time_ms(lambda: m.g_a(*args(name)), device))
+                times[name]["g_a"].append(measure.time_ms(lambda: m.g_a(*args(name)), device, clock))
     return {
         n: {f"{k}_ms": measure.median(v) for k, v in t.items()} | {"bytes": sizes[n]} for n, t in times.items()
     }
@@ -99,6 +106,7 @@ def run_benchmark(
     crop: Optional[tuple[int, int]] = None,
     device: Optional[torch.device] = None,
     widths: tuple[int, int] = (192, 320),
+    clock: str = "wall",
     log=print,
 ) -> list[dict[str, Any]]:
     """One row per (image, model); see :data:`COLUMNS`."""
@@ -112,9 +120,9 @@ def run_benchmark(
         height, width = x.shape[-2:]
         x = pad_to_multiple(x[None], 64).to(device)
         # Warm-up: first calls allocate buffers and pick kernels.
-        bench_image(models, text, x, 1, device)
-        for name, r in bench_image(models, text, x, repeat, device).items():
-            row = dict(image=path.name, model=name, height=height, width=width, device=str(device), **r)
+        bench_image(models, text, x, 1, device, clock)
+        for name, r in bench_image(models, text, x, repeat, device, clock).items():
+            row = dict(image=path.name, model=name, height=height, width=width, device=str(device), clock=clock, **r)
             row["bpp"] = 8 * r["bytes"] / (height * width)
             rows.append(row)
             log(
@@ -166,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crop", type=parse_size, default=None, help="WxH top-left crop, for quick runs")
     p.add_argument("--widths", type=parse_widths, default=(192, 320), help="N,M (default: official 192,320)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--clock", choices=measure.CLOCKS, default="wall",
+                   help="wall time, or process CPU time (CPU only; for machines shared with other jobs)")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--csv", type=Path, default=Path("outputs/bench/codec.csv"))
     return p
 
@@ -173,13 +184,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     device = torch.device(args.device) if args.device else measure.default_device()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(
-        f"# device={device} ({platform.machine()}, {torch.get_num_threads()} threads), repeat={args.repeat}, "
-        f"N,M={args.widths}"
+        f"# device={device} ({platform.machine()}, {torch.get_num_threads()} threads), clock={args.clock}, "
+        f"repeat={args.repeat}, N,M={args.widths}"
     )
     try:
         paths = kodak_images(args.kodak, args.images)
-        rows = run_benchmark(paths, args.repeat, args.tokens, args.crop, device, args.widths)
+        rows = run_benchmark(paths, args.repeat, args.tokens, args.crop, device, args.widths, args.clock)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,6 +1,9 @@
 """Measurement primitives for the benchmarks: wall time, peak memory, FLOPs.
 
-* Time: ``time.perf_counter`` around the call, with ``torch.cuda.synchronize`` on a GPU.
+* Time: ``time.perf_counter`` around the call, with ``torch.cuda.synchronize`` on a GPU
+  (``clock="wall"``); or, on a CPU shared with other jobs, the process's CPU time
+  (``clock="cpu"``, ``time.process_time``: all threads, unaffected by time-slicing;
+  with one torch thread it equals the wall time of an unloaded machine).
 * Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` growth over the call (the
   caching allocator's own count). On a CPU, ``tracemalloc`` does not see torch's
   allocations and the resident set hides reused memory, so ``torch.profiler`` records
@@ -39,13 +42,21 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_ms(fn: Callable[[], object], device: torch.device) -> float:
-    """Wall time of one call in milliseconds."""
+CLOCKS = ("wall", "cpu")
+
+
+def time_ms(fn: Callable[[], object], device: torch.device, clock: str = "wall") -> float:
+    """Wall time (or process CPU time, ``clock="cpu"``) of one call in milliseconds."""
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {CLOCKS}, got {clock!r}")
+    if clock == "cpu" and device.type != "cpu":
+        raise ValueError("clock='cpu' measures CPU work; use clock='wall' on a GPU")
+    timer = time.perf_counter if clock == "wall" else time.process_time
     synchronize(device)
-    start = time.perf_counter()
+    start = timer()
     fn()
     synchronize(device)
-    return (time.perf_counter() - start) * 1e3
+    return (timer() - start) * 1e3
 
 
 def median(values: Sequence[float]) -> float:
