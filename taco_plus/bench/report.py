@@ -107,6 +107,7 @@ def plot(rows: Sequence[Row], path: Path) -> bool:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     table = _adapter_table(rows)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -116,9 +117,12 @@ def plot(rows: Sequence[Row], path: Path) -> bool:
             style = "-" if variant == "full" else "--"
             for ax, key in zip(axes, ("fwd_ms", "gflops")):
                 ax.plot(lengths, [by_tokens[n][key] for n in lengths], style, marker="o", label=f"{variant} {w}x{h}")
+    lengths = sorted({r["tokens"] for r in rows})
     for ax, ylabel in zip(axes, ("adapter forward time (ms)", "adapter forward GFLOPs")):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
+        ax.set_xticks(lengths, [str(n) for n in lengths], minor=False)
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.set_xlabel("caption length (tokens)")
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
