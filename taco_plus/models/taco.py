@@ -17,6 +17,7 @@ from typing import Any, Mapping, Optional, Sequence
 import torch
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from compressai.models import CompressionModel
+from compressai.models.base import get_scale_table
 from compressai.ops import quantize_ste
 from torch import Tensor, nn
 
@@ -55,6 +56,12 @@ class TACO(CompressionModel):
         token_weight_mode: where per-token text weights act: ``"attention"`` (log-weight
             on the attention logits, see ``adapter.py``) or ``"embedding_scale"``
             (the naive multiplication of embeddings, kept as an ablation).
+        scale_table_levels: levels of the Gaussian scale table used by the entropy
+            coder (log-spaced over [0.11, 256]). The coder rounds each scale up to a
+            table entry; with CompressAI's 64 levels that costs 2-4% over the
+            likelihood estimate at low rates (measured on a trained tiny model), with
+            256 levels under 1%. Official checkpoints keep 64, the reference's table,
+            so their bitstreams match the reference code's.
     """
 
     def __init__(
@@ -68,6 +75,7 @@ class TACO(CompressionModel):
         extractor_attention: Optional[AttentionFactory] = None,
         mask_padding: bool = True,
         token_weight_mode: str = "attention",
+        scale_table_levels: int = 256,
     ) -> None:
         super().__init__()
         slice_ch = [int(c) for c in slice_ch]
@@ -78,6 +86,9 @@ class TACO(CompressionModel):
         self.N, self.M, self.slice_ch, self.text_dim = N, M, slice_ch, text_dim
         self.mask_padding = mask_padding
         self.token_weight_mode = token_weight_mode
+        if scale_table_levels < 2:
+            raise ValueError("scale_table_levels must be >= 2")
+        self.scale_table_levels = int(scale_table_levels)
 
         self.g_a = AnalysisTransform(
             N, M, text_dim, num_heads, injector_attention, extractor_attention
@@ -218,6 +229,15 @@ class TACO(CompressionModel):
         y_hat, _, _ = self._code_latents(coder, self.h_s(z_hat), None)
         return {"x_hat": self.g_s(y_hat)}
 
+    def update(self, scale_table: Optional[Tensor] = None, force: bool = False, **kwargs: Any) -> bool:
+        """Builds the entropy coders' CDF tables (needed before compress/decompress).
+
+        Uses this model's ``scale_table_levels`` unless a table is given.
+        """
+        if scale_table is None:
+            scale_table = get_scale_table(levels=self.scale_table_levels)
+        return super().update(scale_table=scale_table, force=force, **kwargs)
+
     # ------------------------------------------------------------- loading
     @classmethod
     def from_official(cls, checkpoint: Mapping[str, Any], **overrides: Any) -> "TACO":
@@ -230,7 +250,12 @@ class TACO(CompressionModel):
         from taco_plus.models.official import infer_official_config, normalise_state_dict
 
         state_dict = normalise_state_dict(checkpoint)
-        config = {**infer_official_config(state_dict), "mask_padding": False, **overrides}
+        config = {
+            **infer_official_config(state_dict),
+            "mask_padding": False,
+            "scale_table_levels": 64,
+            **overrides,
+        }
         model = cls(**config)
         model.load_state_dict(state_dict)
         return model
