@@ -6,8 +6,12 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Tests use tiny models: one intra-op thread is as fast, and avoids OpenMP threads
+# spinning against each other when several test processes share the 2 cores.
+torch.set_num_threads(int(os.environ.get("TACO_TEST_THREADS", "1")))
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
