@@ -1,0 +1,202 @@
+"""Recording finished evaluations into the results registry, and comparing recorded runs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from taco_plus.experiments import __main__ as cli
+from taco_plus.experiments.compare import compare, rd_figure, resolve
+from taco_plus.experiments.record import RecordError, record_run
+from taco_plus.experiments.registry import load_registry
+from taco_plus.experiments.store import MissingResultError, ResultsRegistry
+from taco_plus.experiments.tables import Table, latex_escape
+from taco_plus.results.bdrate import bd_rate
+from taco_plus.results.format import load_results
+from taco_plus.results.provenance import file_sha256
+from tests.fixtures.registry.make_runs import FINGERPRINT, make_eval_point, make_sweep, make_train_run
+
+FIXTURES = Path(__file__).parent / "fixtures" / "registry"
+
+
+@pytest.fixture
+def results(tmp_path) -> ResultsRegistry:
+    return ResultsRegistry(tmp_path / "registry")
+
+
+def test_record_a_sweep_copies_files_and_writes_provenance(tmp_path, results):
+    sweep = make_sweep(tmp_path / "runs", [0.0004, 0.0016, 0.004])
+    path = record_run(sweep, "linformer", results)
+    provenance = json.loads((path / "provenance.json").read_text())
+    assert provenance["dataset"] == "kodak" and provenance["git_commits"] == ["1234567890abcdef1234567890abcdef12345678"]
+    assert provenance["caption_set_fingerprints"] == [FINGERPRINT]
+    points = provenance["points"]
+    assert [p["label"] for p in points] == ["lmbda_0.0004", "lmbda_0.0016", "lmbda_0.004"]
+    assert [p["lambda"] for p in points] == [0.0004, 0.0016, 0.004]
+    assert points[0]["checkpoint_sha256"] == "c" * 64 and points[0]["source"].endswith("runs/eval/0")
+    for label in ("lmbda_0.0004", "lmbda_0.0016", "lmbda_0.004"):
+        point = path / "points" / label
+        for name in ("per_image.csv", "results.json", "eval_config.yaml", "train_config.yaml", "train_log.csv",
+                     "sensitivity/sensitivity.csv", "sensitivity/empty/per_image.csv"):
+            assert (point / name).is_file(), name
+    # every recorded file is listed with its hash
+    assert provenance["files"]["points/lmbda_0.0016/per_image.csv"] == file_sha256(
+        path / "points" / "lmbda_0.0016" / "per_image.csv")
+    curve = load_results(path / "results.json")
+    assert curve["name"] == "linformer" and curve["results"]["bpp"] == sorted(curve["results"]["bpp"])
+    assert len(curve["meta"]["points"]) == 3
+    run = results.run("linformer")
+    assert run.labels == [p["label"] for p in points] and run.sensitivity_csv("lmbda_0.004") is not None
+    assert not list(results.root.glob(".linformer.*")), "no temporary folder left behind"
+
+
+def test_record_refuses_overwrite_unknown_folders_and_bad_names(tmp_path, results):
+    sweep = make_sweep(tmp_path / "runs", [0.0016, 0.004])
+    record_run(sweep, "mine", results)
+    with pytest.raises(RecordError, match="already exists; pass --force"):
+        record_run(sweep, "mine", results)
+    record_run(sweep, "mine", results, force=True)
+    with pytest.raises(RecordError, match="no results.json"):
+        record_run(tmp_path, "other", results)
+    for bad in ("Bad", "bench", "a-b"):
+        with pytest.raises(RecordError, match="run name"):
+            record_run(sweep, bad, results)
+
+
+def test_record_needs_to_know_the_captions(tmp_path, results):
+    train = make_train_run(tmp_path / "train", 0.0016)
+    (train / "config.yaml").write_text("loss: {lmbda: 0.0016}\n")  # no captions node
+    point = make_eval_point(tmp_path / "eval", train / "checkpoints" / "final.pt", 0.3, 31.0, with_fingerprint=False)
+    with pytest.raises(RecordError, match="pass --caption-set FILE"):
+        record_run(point, "x", results)
+    assert not results.has_run("x")
+    caption_file = Path(__file__).parents[1] / "captions" / "skimage_quickstart.json"
+    path = record_run(point, "x", results, caption_set=caption_file)
+    entry = json.loads((path / "provenance.json").read_text())["points"][0]
+    assert entry["caption_set"]["from"] == "--caption-set" and len(entry["caption_set"]["fingerprint"]) == 64
+
+
+def test_record_takes_the_fingerprint_from_the_training_config(tmp_path, results):
+    """The quickstart demo's results name no caption set; its config.yaml does."""
+    from taco_plus.captions.sources import CaptionSetSource
+
+    train = make_train_run(tmp_path / "demo", 0.0067)
+    make_eval_point(train, train / "checkpoints" / "final.pt", 0.5, 28.0, with_fingerprint=False, sensitivity=False)
+    shutil.rmtree(train / ".hydra")  # not a Hydra run: no eval config, no dataset choice
+    with pytest.raises(RecordError, match="--dataset"):
+        record_run(train, "demo", results)
+    path = record_run(train, "demo", results, dataset="skimage_quickstart")
+    entry = json.loads((path / "provenance.json").read_text())["points"][0]
+    expected = CaptionSetSource(Path(__file__).parents[1] / "captions" / "skimage_quickstart.json").fingerprint
+    assert entry["caption_set"] == {"source": entry["caption_set"]["source"], "fingerprint": expected,
+                                    "from": "training config"}
+    assert entry["label"] == "demo" and (path / "points" / "demo" / "train_config.yaml").is_file()
+
+
+def test_compare_tables_bd_rate_and_not_run_entries(tmp_path, results):
+    make_sweep(tmp_path / "a", [0.0004, 0.0016, 0.004])
+    make_sweep(tmp_path / "b", [0.0004, 0.0016, 0.004], rate_scale=0.9)
+    record_run(tmp_path / "a" / "eval", "taco_baseline", results)
+    record_run(tmp_path / "b" / "eval", "linformer", results)
+    registry = load_registry(FIXTURES / "ablations.yaml")
+    curves, anchor, summary, points = compare(["taco_baseline", "linformer", "finetune_official_control"],
+                                              results, registry)
+    assert anchor.name == "taco_baseline"
+    text = summary.render("text")
+    # Same quality at 0.9x the rate: BD-rate -10 % in every metric.
+    a, b = load_results(results.run_dir("taco_baseline") / "results.json"), \
+        load_results(results.run_dir("linformer") / "results.json")
+    expected = bd_rate(a["results"]["bpp"], a["results"]["psnr-rgb"], b["results"]["bpp"], b["results"]["psnr-rgb"])
+    assert expected == pytest.approx(-10.0, abs=1e-6)
+    assert "-10.00%" in text and "anchor" in text
+    assert "Fine-tuned official adapter (control): not run: needs the released TACO checkpoints; needs GPU " \
+           "training, see experiments/README.md#finetune_official_control" in text
+    assert len(points.rows) == 6 and points.rows[0][1] == "lmbda_0.0004"
+    latex = summary.render("latex")
+    assert r"\multicolumn{9}{l}{\emph{Fine-tuned official adapter (control): not run" in latex
+    assert "$-$" not in latex and r"-10.00\%" in latex
+    png = rd_figure(curves, tmp_path / "rd.png", references=["elic_paper"])
+    with Image.open(png) as im:
+        assert im.size[0] > 1000 and np.asarray(im.convert("L")).std() > 10
+
+
+def test_bd_rate_cells_say_why_they_are_missing(tmp_path, results):
+    make_sweep(tmp_path / "a", [0.0004, 0.0016], dataset="kodak")
+    make_sweep(tmp_path / "q", [0.0025, 0.0067], dataset="skimage_quickstart")
+    make_sweep(tmp_path / "r", [0.0004, 0.0016], lpips_convention="reference")
+    record_run(tmp_path / "a" / "eval", "a", results)
+    record_run(tmp_path / "q" / "eval", "q", results)
+    record_run(tmp_path / "r" / "eval", "r", results)
+    _, _, summary, _ = compare(["a", "q", "r", "elic_paper"], results)
+    text = summary.render("text")
+    assert "different datasets (kodak vs skimage_quickstart)" in text
+    assert "different LPIPS conventions" in text
+    # elic_paper (Kodak, PSNR only): a real BD-rate, "—" for metrics it does not have
+    assert resolve("elic_paper", results).dataset == "kodak"
+
+
+def test_compare_cli_and_unknown_names(tmp_path, results, capsys):
+    record_run(make_sweep(tmp_path / "a", [0.0004, 0.0016]), "a", results)
+    code = cli.main(["--registry", str(results.root), "compare", "a", "--format", "markdown",
+                     "--plot", str(tmp_path / "p.png")])
+    out = capsys.readouterr().out
+    assert code == 0 and "| a | 2 |" in out and (tmp_path / "p.png").is_file()
+    assert cli.main(["--registry", str(results.root), "compare", "nothing_like_it"]) == 2
+    assert "neither a recorded run" in capsys.readouterr().err
+    with pytest.raises(MissingResultError, match="has no results"):
+        compare(["a"], results, load_registry(FIXTURES / "ablations.yaml"), anchor="linformer")
+    # a recorded run whose files went missing fails naming the file
+    (results.run_dir("a") / "points" / "lmbda_0.0016" / "per_image.csv").unlink()
+    with pytest.raises(MissingResultError, match="lmbda_0.0016/per_image.csv"):
+        results.run("a")
+
+
+def test_table_renderers_escape_and_check_widths():
+    table = Table(["run", "Δbpp"], title="50% of λ_1 & more")
+    table.add(["a_b", "-1.0%"])
+    table.add_span("x: not run")
+    latex = table.render("latex", label="tab:x")
+    assert r"50\% of $\lambda$\_1 \& more" in latex and r"a\_b & -1.0\%" in latex
+    assert r"\multicolumn{2}{l}{\emph{x: not run}}" in latex
+    assert table.render("csv").splitlines()[1] == "a_b,-1.0%"
+    with pytest.raises(ValueError, match="cells"):
+        table.add(["only one"])
+    assert latex_escape("~^\\") == r"\textasciitilde{}\textasciicircum{}\textbackslash{}"
+
+
+def test_real_evaluation_folder_records(tmp_path, results):
+    """A folder written by the real evaluator (tiny random-init model) records as it is."""
+    import taco_plus.evaluate as evaluate
+    from taco_plus.config import compose
+
+    torch.manual_seed(0)
+    (tmp_path / "images").mkdir()
+    captions = {}
+    for i in range(2):
+        array = (np.random.default_rng(i).random((64, 64, 3)) * 255).astype(np.uint8)
+        Image.fromarray(array).save(tmp_path / "images" / f"im{i}.png")
+        captions[f"im{i}.png"] = f"a test image number {i}"
+    (tmp_path / "captions.json").write_text(json.dumps(captions))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        evaluate.run(compose([
+            "data=folder", f"data.image_dir={tmp_path / 'images'}", "captions=file",
+            f"captions.path={tmp_path / 'captions.json'}", "device=cpu", "model=tiny", "text_encoder=tiny",
+            f"out_dir={tmp_path / 'eval'}", "metrics.lpips=null", "metrics.clip_score=null",
+            "metrics.fid.enabled=false", "save_bitstreams=false", "name=tiny",
+        ], config_name="eval"))
+    finally:
+        torch.set_num_threads(threads)
+    path = record_run(tmp_path / "eval", "tiny_smoke", results, dataset="folder")
+    provenance = json.loads((path / "provenance.json").read_text())
+    entry = provenance["points"][0]
+    assert entry["random_init"] is True and entry["caption_set"]["from"] == "results meta"
+    assert (path / "points" / "eval" / "eval_config.yaml").is_file()
+    assert results.run("tiny_smoke").results["results"]["bpp"] == entry["bpp"]
