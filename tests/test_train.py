@@ -53,6 +53,11 @@ def run_tiny(data: Path, run_dir: Path, *extra: str):
     return train(compose(tiny_overrides(data, *extra)), run_dir)
 
 
+def run_tiny_rd(data: Path, run_dir: Path, *extra: str):
+    """A tiny run with the plain rate-distortion loss (no LPIPS/CLIP): loop mechanics only."""
+    return run_tiny(data, run_dir, "loss=rd", *extra)
+
+
 def _weighting_overrides(experiment: str, data: Path) -> list[str]:
     """Fits the TF-IDF artefact an experiment needs on the tiny captions."""
     from taco_plus.weighting import TfidfStatistics, load_corpus
@@ -140,11 +145,11 @@ def test_resume_is_exact(tiny_data, tmp_path):
 
 
 def test_resume_auto_and_wrong_model(tiny_data, tmp_path):
-    run_tiny(tiny_data, tmp_path, "trainer.max_steps=2")
-    again = run_tiny(tiny_data, tmp_path, "trainer.max_steps=3", "trainer.resume=auto")
+    run_tiny_rd(tiny_data, tmp_path, "trainer.max_steps=2")
+    again = run_tiny_rd(tiny_data, tmp_path, "trainer.max_steps=3", "trainer.resume=auto")
     assert again.steps == 3 and [r["step"] for r in again.history] == [3]  # steps 1-2 not redone
     with pytest.raises(ValueError, match="model config"):
-        run_tiny(tiny_data, tmp_path / "other", "trainer.max_steps=3", "model.num_heads=2",
+        run_tiny_rd(tiny_data, tmp_path / "other", "trainer.max_steps=3", "model.num_heads=2",
                  f"trainer.resume={tmp_path / 'checkpoints' / 'last.pt'}")
 
 
@@ -161,7 +166,7 @@ def test_crash_during_checkpoint_keeps_the_old_one(tiny_data, tmp_path, monkeypa
 
     monkeypatch.setattr(torch, "save", flaky_save)
     with pytest.raises(OSError, match="simulated"):
-        run_tiny(tiny_data, tmp_path, "trainer.max_steps=3", "trainer.checkpoint_every=1")
+        run_tiny_rd(tiny_data, tmp_path, "trainer.max_steps=3", "trainer.checkpoint_every=1")
     ckpt_dir = tmp_path / "checkpoints"
     assert read_checkpoint(ckpt_dir / "last.pt")["step"] == 1
     assert sorted(p.name for p in ckpt_dir.iterdir()) == ["last.pt"]  # no temp file left
@@ -180,7 +185,7 @@ def test_non_finite_loss_stops_with_last_good_checkpoint(tiny_data, tmp_path, mo
 
     monkeypatch.setattr(TacoLoss, "forward", poisoned)
     with pytest.raises(NonFiniteLossError, match="step 3") as err:
-        run_tiny(tiny_data, tmp_path, "trainer.max_steps=4", "trainer.checkpoint_every=1")
+        run_tiny_rd(tiny_data, tmp_path, "trainer.max_steps=4", "trainer.checkpoint_every=1")
     assert "last.pt" in str(err.value)
     last = read_checkpoint(tmp_path / "checkpoints" / "last.pt")
     assert last["step"] == 2 and all(torch.isfinite(v).all() for v in last["state_dict"].values()
@@ -193,7 +198,7 @@ def test_adapter_only_fine_tuning_from_a_checkpoint(trained, tiny_data, tmp_path
     from taco_plus.train.state import adapter_prefixes
 
     start = read_checkpoint(trained.final_checkpoint)["state_dict"]
-    run_tiny(tiny_data, tmp_path, "trainer.max_steps=1", "trainer.trainable=adapter",
+    run_tiny_rd(tiny_data, tmp_path, "trainer.max_steps=1", "trainer.trainable=adapter",
              f"trainer.init_from={trained.final_checkpoint}")
     end = _final_state(tmp_path)["state_dict"]
     built = build_model(read_checkpoint(trained.final_checkpoint)["model_config"])
@@ -207,7 +212,7 @@ def test_initialise_from_an_official_checkpoint(tiny_data, tmp_path):
     golden = torch.load(shared_path("reference", "taco_golden_small.pt"), weights_only=False)
     official = tmp_path / "official.pth.tar"
     torch.save({"state_dict": {f"module.{k}": v for k, v in golden["state_dict"].items()}}, official)
-    run_tiny(tiny_data, tmp_path / "run", "trainer.max_steps=1", "optim.optimizer.lr=0",
+    run_tiny_rd(tiny_data, tmp_path / "run", "trainer.max_steps=1", "optim.optimizer.lr=0",
              "optim.aux_optimizer.lr=0", f"trainer.init_from={official}", "model.num_heads=8")
     end = _final_state(tmp_path / "run")["state_dict"]
     for key, value in golden["state_dict"].items():
@@ -215,7 +220,7 @@ def test_initialise_from_an_official_checkpoint(tiny_data, tmp_path):
                 and "_cdf_length" not in key and "scale_table" not in key:
             assert torch.equal(end[key], value), key
     with pytest.raises(ValueError, match="cannot initialise|outside the text adapter"):
-        run_tiny(tiny_data, tmp_path / "bad", "trainer.max_steps=1", f"trainer.init_from={official}",
+        run_tiny_rd(tiny_data, tmp_path / "bad", "trainer.max_steps=1", f"trainer.init_from={official}",
                  "model=small")
 
 
@@ -225,11 +230,18 @@ def _subprocess_env() -> dict:
 
 
 @pytest.mark.slow
-def test_hydra_entry_point_sweeps_lambda(tiny_data, tmp_path):
-    cmd = [sys.executable, "-m", "taco_plus.train", "-m", *tiny_overrides(tiny_data), "trainer.max_steps=1",
-           "loss.lmbda=0.001,0.01", f"hydra.sweep.dir={tmp_path}"]
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=_subprocess_env(), capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_hydra_entry_point_sweeps_lambda(tiny_data, tmp_path, monkeypatch):
+    from hydra.core.global_hydra import GlobalHydra
+
+    from taco_plus.train.__main__ import main
+
+    argv = ["taco_plus.train", "-m", *tiny_overrides(tiny_data), "loss=rd", "trainer.max_steps=1",
+            "loss.lmbda=0.001,0.01", f"hydra.sweep.dir={tmp_path}"]
+    monkeypatch.setattr(sys, "argv", argv)
+    try:
+        main()  # Hydra's multirun, in this process: one job per lambda
+    finally:
+        GlobalHydra.instance().clear()
     finals = sorted(tmp_path.glob("*/checkpoints/final.pt"))
     assert [p.parts[-3] for p in finals] == ["0_lmbda0.001", "1_lmbda0.01"]
     assert read_checkpoint(finals[1])["config"]["loss"]["lmbda"] == 0.01

@@ -16,7 +16,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-import taco_plus.config  # noqa: F401  (registers the schemas before Hydra composes)
+from taco_plus.config import CONFIG_DIR  # importing it registers the schemas
 from taco_plus.train.run import train
 
 
@@ -31,7 +31,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
             ClipWeightsUnavailableError, NonFiniteLossError)
 
 
-@hydra.main(config_path="../../configs", config_name="train", version_base="1.3")
+@hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     run_dir = cfg.get("run_dir") or HydraConfig.get().runtime.output_dir
     try:
