@@ -80,7 +80,7 @@ class DataConfig:
     image_dir: str = MISSING
     captions: Any = "${captions}"
     crop_size: int = 256
-    small_images: str = "upscale"  # "upscale" | "reflect" | "skip"
+    small_images: str = "upscale"  # "upscale" | "reflect"
     min_side: int = 0  # drop images whose shorter side is below this (TACO: 256)
     batch_size: int = 8
     num_workers: int = 4
