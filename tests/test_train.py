@@ -260,3 +260,22 @@ def test_torchrun_ddp_on_cpu(tiny_data, tmp_path):
     # 4 images over 2 ranks with batch 1: 2 steps per epoch, one CSV row per step.
     with (tmp_path / "train_log.csv").open() as f:
         assert [r["epoch"] for r in csv.DictReader(f)] == ["0", "0"]
+
+
+def test_entry_point_reports_user_errors_in_one_line(tiny_data, tmp_path, monkeypatch, capsys):
+    from hydra.core.global_hydra import GlobalHydra
+
+    from taco_plus.train.__main__ import main
+
+    argv = ["taco_plus.train", *tiny_overrides(tiny_data), f"data.image_dir={tmp_path / 'missing'}",
+            f"run_dir={tmp_path / 'run'}"]
+    monkeypatch.setattr(sys, "argv", argv)
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            main()
+    finally:
+        GlobalHydra.instance().clear()
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert f"taco-plus train: error: image folder not found: {tmp_path / 'missing'}" in err
+    assert "Traceback" not in err

@@ -14,6 +14,7 @@ import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
 from taco_plus.config import CONFIG_DIR  # importing it registers the schemas
@@ -38,6 +39,11 @@ def main(cfg: DictConfig) -> None:
         result = train(cfg, run_dir)
     except _user_errors() as err:
         print(f"taco-plus train: error: {err}", file=sys.stderr)
+        sys.exit(1)
+    except InstantiationException as err:  # a component's constructor refused: show its reason
+        if not isinstance(err.__cause__, _user_errors()):
+            raise
+        print(f"taco-plus train: error: {err.__cause__}", file=sys.stderr)
         sys.exit(1)
     if result.final_checkpoint is not None:
         print(f"final checkpoint: {result.final_checkpoint}")
