@@ -20,5 +20,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not gpu and not network"
 
+# The report: tables and figures regenerated from experiments/results, then the PDF
+# (paper/build/report.pdf); installs a minimal TeX Live with apt when it is missing.
+paper: $(STAMP)
+	$(MAKE) -C paper PY=$(abspath $(PY))
+
 clean:
 	rm -rf $(VENV) outputs runs

@@ -119,7 +119,7 @@ def test_compare_tables_bd_rate_and_not_run_entries(tmp_path, results):
            "training, see experiments/README.md#finetune_official_control" in text
     assert len(points.rows) == 6 and points.rows[0][1] == "lmbda_0.0004"
     latex = summary.render("latex")
-    assert r"\multicolumn{9}{l}{\emph{Fine-tuned official adapter (control): not run" in latex
+    assert r"p{0.9\linewidth}}{\emph{Fine-tuned official adapter (control): not run" in latex
     assert "$-$" not in latex and r"-10.00\%" in latex
     png = rd_figure(curves, tmp_path / "rd.png", references=["elic_paper"])
     with Image.open(png) as im:
@@ -163,7 +163,7 @@ def test_table_renderers_escape_and_check_widths():
     table.add_span("x: not run")
     latex = table.render("latex", label="tab:x")
     assert r"50\% of $\lambda$\_1 \& more" in latex and r"a\_b & -1.0\%" in latex
-    assert r"\multicolumn{2}{l}{\emph{x: not run}}" in latex
+    assert r"\multicolumn{2}{>{\raggedright\arraybackslash}p{0.9\linewidth}}{\emph{x: not run}}" in latex
     assert table.render("csv").splitlines()[1] == "a_b,-1.0%"
     with pytest.raises(ValueError, match="cells"):
         table.add(["only one"])

@@ -174,22 +174,33 @@ def rd_figure(curves: Sequence[Curve], out: str | Path, metrics: Optional[Sequen
     metrics = list(metrics or [m for m, _, _ in QUALITY if any(m in d[1]["results"] for d in drawn)])
     if not metrics:
         raise ValueError("the runs have no quality metric to plot")
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.9), squeeze=False)
-    for ax, metric in zip(axes[0], metrics):
-        for label, data, style in drawn:
+    # Up to two panels per row, so that each stays legible at the page's width; one
+    # legend for the whole figure, below the panels.
+    cols = 1 if len(metrics) == 1 else 2
+    rows = -(-len(metrics) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.6 * rows + 0.5 + 0.22 * len(drawn)), squeeze=False)
+    handles: dict[str, Any] = {}
+    for ax, metric in zip(axes.flat, metrics):
+        for i, (label, data, style) in enumerate(drawn):
             if metric not in data["results"]:
                 continue
             bpp, values = curve(data, metric)
             if len(bpp):
-                ax.plot(bpp, values, style, marker="o", markersize=4, linewidth=1.3, label=label)
+                (line,) = ax.plot(bpp, values, style, marker="o", markersize=4, linewidth=1.4, label=label,
+                                  color=f"C{i % 10}")
+                handles.setdefault(label, line)
         name = METRIC_LABELS.get(metric, metric)
         ax.set_xlabel(METRIC_LABELS["bpp"])
         ax.set_ylabel(name + (" (lower is better)" if metric in LOWER_IS_BETTER else ""))
         ax.grid(True, alpha=0.35)
-        ax.legend(fontsize=7, loc="best")
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.axis("off")
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(2, len(handles)), fontsize=9,
+               frameon=False)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    legend_rows = -(-len(handles) // 2)
+    fig.tight_layout(rect=(0, min(0.45, 0.05 + 0.035 * legend_rows * 2 / rows), 1, 1))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=150)

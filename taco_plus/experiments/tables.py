@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
@@ -17,7 +18,8 @@ FORMATS = ("text", "markdown", "latex", "csv")
 MISSING = "—"
 
 _LATEX_SPECIAL = {
-    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#\allowbreak{}", "_": r"\_",
+    "/": r"/\allowbreak{}",  # long paths in narrow columns may break after / and #
     "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
     "—": "---", "–": "--", "Δ": r"$\Delta$", "λ": r"$\lambda$", "²": r"\textsuperscript{2}",
     "×": r"$\times$", "≥": r"$\geq$", "≤": r"$\leq$", "±": r"$\pm$", "↓": r"$\downarrow$", "↑": r"$\uparrow$",
@@ -25,9 +27,18 @@ _LATEX_SPECIAL = {
 }
 
 
+def _latex_char(ch: str) -> str:
+    if ch in _LATEX_SPECIAL:
+        return _LATEX_SPECIAL[ch]
+    if ord(ch) < 128 or (ch.isalpha() and ord(ch) < 0x250):  # ASCII, Latin letters (T1 fonts)
+        return ch
+    return r"\texttt{[U+" + f"{ord(ch):04X}" + "]}"  # anything else, e.g. U+FFFD in a broken caption
+
+
 def latex_escape(text: str) -> str:
-    """Escapes LaTeX specials and maps the few non-ASCII symbols the tables use."""
-    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+    """Escapes LaTeX specials, maps the few symbols the tables use, and writes any other
+    non-Latin character as its code point (pdflatex has no glyph for it)."""
+    return "".join(_latex_char(ch) for ch in str(text))
 
 
 def fmt(value: Optional[float], digits: int = 4, signed: bool = False, unit: str = "") -> str:
@@ -105,9 +116,11 @@ class Table:
         return buffer.getvalue()
 
     def _latex(self, label: str) -> str:
-        align = self.align or "l" + "r" * (len(self.columns) - 1)
+        # Paragraph columns are set ragged-right (long names and paths do not justify well).
+        align = re.sub(r"p\{", r">{\\raggedright\\arraybackslash}p{", self.align or "l" + "r" * (len(self.columns) - 1))
         n = len(self.columns)
-        out = [r"\begin{table}[htbp]", r"\centering", r"\small"]
+        # [H] (float package): generated tables stay where the text puts them.
+        out = [r"\begin{table}[H]", r"\centering", r"\small"]
         if self.title:
             out.append(r"\caption{" + latex_escape(self.title) + "}")
         if label:
@@ -117,7 +130,8 @@ class Table:
                 " & ".join(r"\textbf{" + latex_escape(c) + "}" for c in self.columns) + r" \\", r"\midrule"]
         for i, r in enumerate(self.rows):
             if i in self.spans:
-                out.append(r"\multicolumn{" + str(n) + "}{l}{" + r"\emph{" + latex_escape(r[0]) + r"}} \\")
+                span = r"{>{\raggedright\arraybackslash}p{0.9\linewidth}}"
+                out.append(r"\multicolumn{" + str(n) + "}" + span + r"{\emph{" + latex_escape(r[0]) + r"}} \\")
             else:
                 out.append(" & ".join(latex_escape(c) for c in r) + r" \\")
         out += [r"\bottomrule", r"\end{tabular}}"]

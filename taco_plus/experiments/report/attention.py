@@ -100,7 +100,7 @@ def write_attention(ctx: ReportContext) -> list[Path]:
     body = attention_table(rows, provenance).render("latex", label="tab:attention")
     body += "\n\\noindent Computed from the same rows (\\texttt{taco\\_plus.bench.report.conclusions}):\n"
     body += "\\begin{itemize}\\small\n" + "".join(
-        f"\\item {latex_escape(line)}\n" for line in conclusions[1:]) + "\\end{itemize}\n"
+        f"\\item{{}} {latex_escape(line)}\n" for line in conclusions[1:]) + "\\end{itemize}\n"
     tex = ctx.write_tex("attention.tex", body)
     ctx.source(csv_path)
     figure = ctx.figure_path("attention.png")

@@ -76,7 +76,7 @@ def dataset_section(ctx: ReportContext, dataset: str, names: list[str]) -> tuple
         caption = (f"Rate-distortion on {label}. Recorded runs (solid): {drawn}."
                    + (" Shipped reference curves dashed; the released-TACO LPIPS curves use the reference code's "
                       "LPIPS convention." if references else ""))
-        body += [r"\begin{figure}[htbp]", r"\centering",
+        body += [r"\begin{figure}[H]", r"\centering",
                  f"\\includegraphics[width=\\linewidth]{{generated/rd_{dataset}.png}}",
                  f"\\caption{{{latex_escape(caption)}}}", f"\\label{{fig:rd-{slug}}}", r"\end{figure}"]
     if with_results:
