@@ -42,6 +42,7 @@ name: train
 @pytest.mark.parametrize("option", sorted(OPTION_SCHEMAS))
 def test_option_matches_its_schema(option):
     node = OmegaConf.load(CONFIGS / "weighting" / f"{option}.yaml")
+    assert list(node.pop("defaults")) == [f"schema_weighting_{option}", "_self_"]
     merged = OmegaConf.merge(OmegaConf.structured(OPTION_SCHEMAS[option]), node)
     assert set(node) == set(merged)  # every schema key is spelt out in the yaml
     assert merged.mode == "attention"

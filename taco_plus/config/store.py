@@ -62,8 +62,10 @@ def register_configs() -> None:
     global _registered
     if _registered:
         return
+    from taco_plus.weighting.schema import SCHEMAS as WEIGHTING_SCHEMAS
+
     store = ConfigStore.instance()
-    for group, name, node in SCHEMAS:
+    for group, name, node in (*SCHEMAS, *WEIGHTING_SCHEMAS):
         store.store(group=group, name=name, node=node)
     if not OmegaConf.has_resolver("clip_text_width"):
         OmegaConf.register_new_resolver("clip_text_width", clip_text_width, use_cache=True)
