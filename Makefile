@@ -15,10 +15,10 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m taco_plus.demo
+	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m taco_plus.demo
 
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not gpu and not network"
+	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q -m "not gpu and not network" --durations=15
 
 # The report: tables and figures regenerated from experiments/results, then the PDF
 # (paper/build/report.pdf); installs a minimal TeX Live with apt when it is missing.
