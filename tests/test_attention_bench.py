@@ -79,6 +79,7 @@ def test_crossover_requires_every_longer_length():
     lin = {n: {"fwd_ms": 8.0} for n in full}
     assert report.crossover(full, lin, "fwd_ms") == 308
     assert report.crossover(full, {n: {"fwd_ms": 99.0} for n in full}, "fwd_ms") is None
+    assert report.crossover(full, {n: {"fwd_ms": 1.0} for n in full}, "fwd_ms") == 38
 
 
 @pytest.mark.slow

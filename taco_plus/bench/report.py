@@ -83,12 +83,16 @@ def conclusions(rows: Sequence[Row]) -> list[str]:
                 f"({'grows' if grows else 'does not grow'} monotonically in FLOPs)"
             )
         if lin and full:
+            shortest = min(set(full) & set(lin))
             for key, what in (("fwd_ms", "time"), ("gflops", "FLOPs")):
                 n = crossover(full, lin, key)
-                out.append(
-                    f"{label} crossover ({what}): "
-                    + (f"linformer cheaper from {n} tokens on" if n else "linformer never cheaper on this grid")
-                )
+                if n is None:
+                    verdict = "linformer is not cheaper at the longest measured length"
+                elif n == shortest:
+                    verdict = f"linformer cheaper at every measured length ({n} tokens and up)"
+                else:
+                    verdict = f"linformer cheaper from {n} tokens on"
+                out.append(f"{label} crossover ({what}): {verdict}")
         encoder = parts.get("encoder", {})
         for variant, by_tokens in adapter.items():
             shares = [
