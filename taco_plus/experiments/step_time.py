@@ -115,8 +115,12 @@ def _tfidf_artefact(folder: Path) -> Path:
     return path
 
 
-def build_step(profile: Profile, batch_size: int, crop: int, precision: str, workdir: Path) -> Callable[[], dict]:
-    """Builds the profile's components and returns a function running one training step."""
+def build_step(profile: Profile, batch_size: int, crop: int, precision: str, workdir: Path,
+               extra: Sequence[str] = ()) -> Callable[[], dict]:
+    """Builds the profile's components and returns a function running one training step.
+
+    ``extra`` overrides go last (tests use toy sizes: ``model=tiny text_encoder=tiny ...``).
+    """
     import torch
     from hydra.utils import instantiate
 
@@ -129,7 +133,7 @@ def build_step(profile: Profile, batch_size: int, crop: int, precision: str, wor
                  f"trainer.precision={precision}", *profile.overrides]
     if "weighting=tfidf_ner" in profile.overrides:
         overrides.append(f"weighting.tfidf_artefact={_tfidf_artefact(workdir)}")
-    cfg = compose(overrides)
+    cfg = compose([*overrides, *extra])
     torch.manual_seed(0)
     trainer = instantiate(cfg.trainer, _convert_="all")
     text_encoder = instantiate(cfg.text_encoder, _convert_="all")
@@ -164,13 +168,13 @@ def build_step(profile: Profile, batch_size: int, crop: int, precision: str, wor
 
 def measure_profile(
     profile: Profile, batch_size: int = 8, crop: int = 256, precision: str = "bf16", repeat: int = 3,
-    warmup: int = 1, log: Callable[[str], None] = print,
+    warmup: int = 1, log: Callable[[str], None] = print, extra: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Median step time (s) and FLOPs of one profile."""
     from torch.utils.flop_counter import FlopCounterMode
 
     with tempfile.TemporaryDirectory() as tmp:
-        step = build_step(profile, batch_size, crop, precision, Path(tmp))
+        step = build_step(profile, batch_size, crop, precision, Path(tmp), extra)
         # FLOPs are counted during the first (untimed) step: the counter slows it down.
         counter = FlopCounterMode(display=False)
         with counter:
@@ -224,8 +228,12 @@ def _cpu_name() -> str:
 
 
 def run(profiles: Sequence[str], out: Path, repeat: int = 2, warmup: int = 1, batch_size: int = 8,
-        crop: int = 256, precision: str = "bf16") -> dict[str, Any]:
-    """Measures ``profiles`` and writes the JSON record to ``out``."""
+        crop: int = 256, precision: str = "bf16", resume: bool = False) -> dict[str, Any]:
+    """Measures ``profiles`` and writes the JSON record to ``out`` after each profile.
+
+    With ``resume``, profiles already in ``out`` (measured with the same setup) are kept
+    and not measured again: an interrupted measurement continues where it stopped.
+    """
     import torch
 
     from taco_plus.results.provenance import environment
@@ -233,32 +241,40 @@ def run(profiles: Sequence[str], out: Path, repeat: int = 2, warmup: int = 1, ba
     unknown = [p for p in profiles if p not in PROFILES]
     if unknown:
         raise ValueError(f"unknown profiles {unknown}; known: {', '.join(PROFILES)}")
-    record: dict[str, Any] = {
+    setup = {"config": "experiment=taco_baseline (N=192, M=320, CLIP ViT-B/32, TACO loss)",
+             "batch_size": batch_size, "crop": crop, "precision": precision, "repeat": repeat,
+             "warmup": warmup, "weights": "random init of CLIP ViT-B/32 and AlexNet (same compute as "
+             "the pretrained ones); synthetic random crops", "long_caption_words": LONG_CAPTION_WORDS}
+    previous = json.loads(out.read_text(encoding="utf-8")) if resume and out.is_file() else None
+    if previous is not None and previous.get("setup") != setup:
+        raise ValueError(f"{out} was measured with another setup {previous.get('setup')}; cannot resume it")
+    record: dict[str, Any] = previous or {
         "format": "taco-plus/step-time", "format_version": 1,
         "command": "python -m taco_plus.experiments.step_time " + " ".join(sys.argv[1:]),
         "environment": environment("cpu"),
         "cpu": {"model": _cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                 "loadavg_before": [round(v, 2) for v in os.getloadavg()]},
-        "setup": {"config": "experiment=taco_baseline (N=192, M=320, CLIP ViT-B/32, TACO loss)",
-                  "batch_size": batch_size, "crop": crop, "precision": precision, "repeat": repeat,
-                  "warmup": warmup, "weights": "random init of CLIP ViT-B/32 and AlexNet (same compute as "
-                  "the pretrained ones); synthetic random crops", "long_caption_words": LONG_CAPTION_WORDS},
+        "setup": setup,
         "dataset": {"coco_train2014_images": COCO_TRAIN2014_IMAGES,
                     "min_side_256": coco_min_side_fraction(
                         [SHARED_DIR / "data" / "coco_mini" / "annotations" / f"captions_{s}2017.json"
                          for s in ("train", "val")])},
         "profiles": {},
     }
+    out.parent.mkdir(parents=True, exist_ok=True)
     for name in profiles:
+        if name in record["profiles"]:
+            print(f"profile {name}: kept from {out}", flush=True)
+            continue
         print(f"profile {name}: {PROFILES[name].description}", flush=True)
-        record["profiles"][name] = measure_profile(PROFILES[name], batch_size, crop, precision, repeat, warmup)
-        r = record["profiles"][name]
+        r = measure_profile(PROFILES[name], batch_size, crop, precision, repeat, warmup)
+        r["loadavg_after"] = [round(v, 2) for v in os.getloadavg()]
+        record["profiles"][name] = r
+        record["cpu"]["loadavg_after"] = r["loadavg_after"]
+        out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")  # after every profile
         print(f"  median {r['median_step_s']:.2f} s/step wall, {r['median_cpu_s']:.2f} s CPU, "
               f"{r['flops_per_step'] / 1e12:.3f} TFLOP/step, "
               f"{r['layout_tokens']} text tokens", flush=True)
-    record["cpu"]["loadavg_after"] = [round(v, 2) for v in os.getloadavg()]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {out}")
     return record
 
@@ -272,12 +288,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--crop", type=int, default=256)
     parser.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
     parser.add_argument("--out", type=Path, default=REGISTRY_DIR / "cost" / "step_time.json")
+    parser.add_argument("--resume", action="store_true", help="keep the profiles already measured in --out")
     args = parser.parse_args(argv)
     if args.repeat < 1 or args.warmup < 1:
         parser.error("--repeat and --warmup must be >= 1")
     try:
         run([p for p in args.profiles.split(",") if p], args.out, args.repeat, args.warmup, args.batch_size,
-            args.crop, args.precision)
+            args.crop, args.precision, args.resume)
     except ValueError as err:
         print(f"step_time: error: {err}", file=sys.stderr)
         return 2
