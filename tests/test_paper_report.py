@@ -89,7 +89,7 @@ def test_report_writes_every_file_from_the_registry(registry_dir, ablations, tmp
     assert "taco\\_baseline & lmbda\\_0.0004 & empty" in sens and "quickstart & lmbda\\_0.0025 & other" in sens
     assert "TACO released (Kodak, third party) & $\\lambda$ 0.0016 & empty & 0.2265" in sens
     assert "+0.0001 (ref. conv.)" in sens  # 0.0241 - 0.0240 from the shipped reference curves
-    assert "Not run yet (need GPU training): linformer, finetune\\_official\\_control" in sens
+    assert "Not run yet (why: the table of runs, experiments/README.md): linformer, finetune\\_official\\_control" in sens
     assert "\\newcommand{\\NumRecorded}{2}" in text["macros.tex"]
 
     manifest = json.loads((out / "manifest.json").read_text())["files"]

@@ -39,8 +39,8 @@ def _list(args: Any) -> int:
     registry, results = load_registry(args.ablations), ResultsRegistry(args.registry)
     try:
         costs = all_costs(registry, results)
-    except MissingResultError as err:
-        print(f"(no cost estimates: {err})")
+    except (MissingResultError, KeyError) as err:
+        print(f"(no cost estimates: {err.args[0] if isinstance(err, KeyError) else err})")
         costs = {}
     print(f"{'run':40s} {'study':12s} {'λ':>2s} {'est. cost':>16s}  status")
     for run in registry:

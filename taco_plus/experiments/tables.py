@@ -60,6 +60,7 @@ class Table:
         notes: footnotes printed under the table.
         align: LaTeX column alignment, e.g. ``"llrrr"`` (default: first left, rest right).
         spans: rows (index) that span all columns (group headings), e.g. "not run" lines.
+        rules: rows (index) preceded by a horizontal rule (LaTeX), separating groups.
     """
 
     columns: Sequence[str]
@@ -68,6 +69,12 @@ class Table:
     notes: list[str] = field(default_factory=list)
     align: Optional[str] = None
     spans: set[int] = field(default_factory=set)
+    rules: set[int] = field(default_factory=set)
+
+    def add_rule(self) -> None:
+        """Separates the rows added next from the ones before (LaTeX ``\\midrule``)."""
+        if self.rows:
+            self.rules.add(len(self.rows))
 
     def add(self, cells: Sequence[object]) -> None:
         cells = [MISSING if c is None else str(c) for c in cells]
@@ -129,6 +136,8 @@ class Table:
                 r"\begin{tabular}{" + align + "}", r"\toprule",
                 " & ".join(r"\textbf{" + latex_escape(c) + "}" for c in self.columns) + r" \\", r"\midrule"]
         for i, r in enumerate(self.rows):
+            if i in self.rules:
+                out.append(r"\midrule")
             if i in self.spans:
                 span = r"{>{\raggedright\arraybackslash}p{0.9\linewidth}}"
                 out.append(r"\multicolumn{" + str(n) + "}" + span + r"{\emph{" + latex_escape(r[0]) + r"}} \\")

@@ -42,6 +42,7 @@ def token_weight_table(record: dict) -> Table:
                          f"{record['tfidf']['num_documents']:,} captions of {record['tfidf']['fitted_on']}, NER: "
                          f"{record['ner']['pipeline']} {record['ner']['pipeline_version']}"))
     for ex in record["examples"]:
+        table.add_rule()
         caption = ex["caption"] if len(ex["caption"]) <= 90 else ex["caption"][:87] + "..."
         for i, (name, rows) in enumerate(ex["weights"].items()):
             boosted = [f"{r['token']} {r['weight']:.2f}" for r in rows if r["weight"] > 1 and not r["special"]]

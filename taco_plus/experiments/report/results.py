@@ -152,7 +152,7 @@ def write_sensitivity(ctx: ReportContext) -> list[Path]:
     ctx.source(ctx.registry.path)
     pending = [r.name for r in ctx.registry if "caption_sensitivity=true" in r.eval and not ctx.results.has_run(r.name)]
     if pending:
-        table.add_span("Not run yet (need GPU training): " + ", ".join(pending))
+        table.add_span("Not run yet (why: the table of runs, experiments/README.md): " + ", ".join(pending))
     table.notes = ["Recorded runs: differences from the run's own evaluation with real captions, paired by image. "
                    "Released TACO: LPIPS with the empty caption minus with the OFA caption at the same rate, from "
                    "the shipped reference curves (the reference code's LPIPS convention)."]
