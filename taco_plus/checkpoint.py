@@ -20,12 +20,13 @@ end-of-text padding, padding attended.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
 import torch
+
+from taco_plus.atomic import atomic_writer
 
 FORMAT = "taco-plus"
 FORMAT_VERSION = 1
@@ -55,18 +56,8 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
 
     A crash mid-write leaves the previous file intact.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_writer(path, "wb") as f:
+        torch.save(obj, f)
 
 
 def save_codec(

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
+
+from taco_plus.atomic import atomic_write
 
 FORMAT_NAME = "taco-plus-captions"
 FORMAT_VERSION = 1
@@ -140,19 +141,7 @@ def save_caption_set(caption_set: CaptionSet, path: os.PathLike | str) -> None:
 
 def write_json_atomic(path: os.PathLike | str, data: Any) -> None:
     """Write JSON to a temporary file in the same directory, fsync, then ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, ensure_ascii=False, indent=1)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, json.dumps(data, ensure_ascii=False, indent=1) + "\n")
 
 
 def read_json(path: os.PathLike | str) -> Any:

@@ -3,23 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from pathlib import Path
 
+from taco_plus.atomic import atomic_write
 from taco_plus.cli import CLIError
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _load(checkpoint: str):
@@ -53,7 +40,7 @@ def compress(args: argparse.Namespace) -> int:
     except RuntimeError as err:  # e.g. text-encoder weights missing offline
         raise CLIError(str(err)) from err
     out = Path(args.output or Path(args.image).with_suffix(".tacoz"))
-    _write_atomic(out, result.data)
+    atomic_write(out, result.data)
     print(
         f"{out}: {len(result.data)} bytes, {result.height}x{result.width}, "
         f"{result.bpp:.4f} bpp, {result.encode_ms:.0f} ms"

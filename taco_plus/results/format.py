@@ -24,11 +24,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
+
+from taco_plus.atomic import atomic_write
 
 # Axis labels of the known metrics; the plot and the BD-rate tool accept any key.
 METRIC_LABELS = {
@@ -98,18 +99,8 @@ def validate(data: Any, source: str = "results") -> dict[str, Any]:
 def save_results(data: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """Writes a results file atomically (temporary file + rename); returns its path."""
     validate(dict(data))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(_clean(data), indent=2, allow_nan=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, text)
 
 
 def load_results(path: str | os.PathLike) -> dict[str, Any]:

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
+
+from taco_plus.atomic import atomic_write
 
 FORMAT_VERSION = 1
 PathLike = Union[str, "os.PathLike[str]"]
@@ -83,16 +84,7 @@ def save_artefact(path: PathLike, artefact: Artefact) -> Path:
         "created_with": artefact.created_with,
         "payload": artefact.payload,
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(document, f, ensure_ascii=False, indent=1, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, json.dumps(document, ensure_ascii=False, indent=1, sort_keys=True) + "\n")
 
 
 def load_artefact(
