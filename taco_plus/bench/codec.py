@@ -176,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     p.add_argument("--clock", choices=measure.CLOCKS, default="wall",
                    help="wall time, or process CPU time (CPU only; for machines shared with other jobs)")
-    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="torch CPU threads (default: torch's; 1 with --clock cpu)")
     p.add_argument("--csv", type=Path, default=Path("outputs/bench/codec.csv"))
     return p
 
@@ -184,8 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     device = torch.device(args.device) if args.device else measure.default_device()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    # Process CPU time of several threads counts OpenMP's spin-waiting too, which grows
+    # with contention: with --clock cpu measure one thread unless told otherwise.
+    threads = args.threads or (1 if args.clock == "cpu" else None)
+    if threads:
+        torch.set_num_threads(threads)
     print(
         f"# device={device} ({platform.machine()}, {torch.get_num_threads()} threads), clock={args.clock}, "
         f"repeat={args.repeat}, N,M={args.widths}"

@@ -2,8 +2,9 @@
 
 * Time: ``time.perf_counter`` around the call, with ``torch.cuda.synchronize`` on a GPU
   (``clock="wall"``); or, on a CPU shared with other jobs, the process's CPU time
-  (``clock="cpu"``, ``time.process_time``: all threads, unaffected by time-slicing;
-  with one torch thread it equals the wall time of an unloaded machine).
+  (``clock="cpu"``, ``time.process_time``: unaffected by time-slicing; the command
+  lines use one torch thread with it, since with several the spin-waiting of idle
+  OpenMP threads is counted too; one thread's CPU time is its wall time on an idle core).
 * Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` growth over the call (the
   caching allocator's own count). On a CPU, ``tracemalloc`` does not see torch's
   allocations and the resident set hides reused memory, so ``torch.profiler`` records
