@@ -12,7 +12,12 @@ from hydra.utils import instantiate
 from taco_plus.checkpoint import build_model, load_codec, save_codec
 from taco_plus.config import CONFIG_DIR, compose, to_container
 from taco_plus.models import TACO
-from taco_plus.models.attention import LinformerCrossAttention, PooledLinformerCrossAttention
+from taco_plus.models.attention import (
+    CaptionSummary,
+    FullCrossAttention,
+    LinformerCrossAttention,
+    PooledLinformerCrossAttention,
+)
 from taco_plus.text import ClipTextEncoder
 
 TINY = dict(N=32, M=64, slice_ch=(4, 4, 8, 16, 32), text_dim=64, num_heads=4)
@@ -28,13 +33,16 @@ def visible_gammas(model: TACO) -> TACO:
     return model.eval()
 
 
-def tiny_linformer_taco() -> TACO:
+DESIGNS = ["summary", "blockwise"]  # attention=linformer, attention=linformer_blockwise
+
+
+def tiny_linformer_taco(design: str = "summary") -> TACO:
     torch.manual_seed(0)
-    model = TACO(
-        **TINY,
-        injector_attention=functools.partial(LinformerCrossAttention, k=16, max_context_len=2464),
-        extractor_attention=functools.partial(PooledLinformerCrossAttention, k=16),
-    )
+    if design == "summary":  # the caption projected once, blocks on k summaries
+        parts = dict(caption_summary=functools.partial(CaptionSummary, k=16, max_len=2464))
+    else:  # Linformer attention inside each Injector
+        parts = dict(injector_attention=functools.partial(LinformerCrossAttention, k=16, max_context_len=2464))
+    model = TACO(**TINY, extractor_attention=functools.partial(PooledLinformerCrossAttention, k=16), **parts)
     visible_gammas(model).update(force=True)
     return model
 
@@ -47,7 +55,8 @@ def long_caption(words: int) -> str:
     return " ".join(vocabulary[i % len(vocabulary)] for i in range(words))
 
 
-def test_thousand_word_caption_from_text_to_bitstream():
+@pytest.mark.parametrize("design", DESIGNS)
+def test_thousand_word_caption_from_text_to_bitstream(design):
     """Chunked CLIP features of a 1,000-word caption reach the codec untruncated."""
     encoder = ClipTextEncoder("taco-tiny-clip", pretrained=None, max_tokens="chunked")
     caption = long_caption(1000)
@@ -55,7 +64,7 @@ def test_thousand_word_caption_from_text_to_bitstream():
     assert features.layouts[0].truncated == 0
     assert features.tokens.shape[1] > 1000 and bool(features.mask.all())
 
-    model = tiny_linformer_taco()
+    model = tiny_linformer_taco(design)
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         forward = model(x, features.tokens, features.mask)["x_hat"]
@@ -71,13 +80,14 @@ def test_thousand_word_caption_from_text_to_bitstream():
     assert (y_a - y_b).abs().max() > 1e-4
 
 
-def test_batched_captions_of_different_lengths_match_single_runs():
+@pytest.mark.parametrize("design", DESIGNS)
+def test_batched_captions_of_different_lengths_match_single_runs(design):
     """Right-padding in a batch does not change any item's latent under Linformer."""
     encoder = ClipTextEncoder("taco-tiny-clip", pretrained=None, max_tokens="chunked")
     captions = [long_caption(200), "a lighthouse"]
     batch = encoder(captions)
     assert not bool(batch.mask[1].all())  # the short caption is padded
-    model = tiny_linformer_taco()
+    model = tiny_linformer_taco(design)
     x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         y = model.analysis(x, batch.tokens, batch.mask)
@@ -86,10 +96,23 @@ def test_batched_captions_of_different_lengths_match_single_runs():
             torch.testing.assert_close(y[i : i + 1], model.analysis(x[i : i + 1], alone.tokens), rtol=0, atol=1e-5)
 
 
-def test_caption_beyond_max_context_len_fails_clearly():
-    model = tiny_linformer_taco()
-    with pytest.raises(ValueError, match="exceeds the linformer max_context_len=2464"):
+@pytest.mark.parametrize("design, message", [("summary", "max_len=2464"), ("blockwise", "max_context_len=2464")])
+def test_caption_beyond_max_context_len_fails_clearly(design, message):
+    model = tiny_linformer_taco(design)
+    with pytest.raises(ValueError, match=message):
         model.analysis(torch.rand(1, 3, 64, 64), torch.randn(1, 2465, 64))
+
+
+def test_summary_weights_reach_the_adapter():
+    """Token weights survive the caption summary: weighting one token changes the latent."""
+    model = tiny_linformer_taco("summary")
+    x, text = torch.rand(1, 3, 64, 64), torch.randn(1, 20, 64)
+    weights = torch.ones(1, 20)
+    with torch.no_grad():
+        base = model.analysis(x, text, torch.ones(1, 20, dtype=torch.bool), weights)
+        weights[0, 5] = 1.5
+        changed = model.analysis(x, text, torch.ones(1, 20, dtype=torch.bool), weights)
+    assert (base - changed).abs().max() > 1e-6
 
 
 def group_options(group: str) -> list[str]:
@@ -119,8 +142,9 @@ def test_linformer_combines_with_every_option(group, option):
     key = json.dumps(node, sort_keys=True)  # a plain container, as stored in checkpoints
     model = build_model(node)
     adapter = model.g_a.analysis_transform
-    assert isinstance(adapter[8].cross_attn, LinformerCrossAttention)
-    assert isinstance(adapter[15].cross_attn, LinformerCrossAttention)
+    assert isinstance(model.g_a.caption_summary, CaptionSummary)
+    assert isinstance(adapter[8].cross_attn, FullCrossAttention)  # over the k summaries
+    assert isinstance(adapter[15].cross_attn, FullCrossAttention)
     assert isinstance(adapter[14].cross_attn, PooledLinformerCrossAttention)
     if model.N > 64 or key in _ROUND_TRIPPED:
         return  # official sizes: built is enough; identical nodes: round-tripped once
@@ -136,9 +160,16 @@ def test_linformer_combines_with_every_option(group, option):
 def test_linformer_experiment_composes():
     cfg = compose(["experiment=linformer"])
     assert cfg.name == "linformer"
-    assert cfg.attention.injector._target_.endswith("LinformerCrossAttention")
+    assert cfg.attention.caption_summary._target_.endswith("CaptionSummary")
     assert cfg.attention.extractor._target_.endswith("PooledLinformerCrossAttention")
-    assert cfg.model.injector_attention.k == cfg.attention.injector.k
+    assert cfg.model.caption_summary.k == cfg.attention.caption_summary.k
+
+
+def test_blockwise_linformer_option_composes():
+    cfg = compose(["attention=linformer_blockwise", "model=tiny"])
+    model = build_model(to_container(cfg.model))
+    assert not hasattr(model.g_a, "caption_summary")
+    assert isinstance(model.g_a.analysis_transform[8].cross_attn, LinformerCrossAttention)
 
 
 def test_linformer_checkpoint_round_trip(tmp_path):

@@ -44,15 +44,18 @@ COLUMNS = [
 ]  # fmt: skip
 
 
-def attention_factories(variant: str, config_dir: Path = CONFIG_DIR) -> tuple[Callable, Callable]:
-    """(injector, extractor) factories from ``configs/attention/<variant>.yaml``."""
+def attention_factories(
+    variant: str, config_dir: Path = CONFIG_DIR
+) -> tuple[Callable, Callable, Optional[Callable]]:
+    """(injector, extractor, caption_summary) factories from ``configs/attention/<variant>.yaml``."""
     from hydra.utils import instantiate
 
     path = Path(config_dir) / "attention" / f"{variant}.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"unknown attention variant {variant!r}: {path} not found")
     node = OmegaConf.load(path)
-    return instantiate(node.injector), instantiate(node.extractor)
+    summary = node.get("caption_summary")
+    return instantiate(node.injector), instantiate(node.extractor), summary and instantiate(summary)
 
 
 def padded(size: int) -> int:
@@ -66,8 +69,11 @@ class AdapterPath(nn.Module):
         super().__init__()
         blocks = [m for m in g_a.analysis_transform if isinstance(m, (Injector, Extractor))]
         self.injector_h4, self.extractor, self.injector_h8 = blocks
+        self.caption_summary = getattr(g_a, "caption_summary", None)
 
     def forward(self, image_h4: Tensor, image_h8: Tensor, text: Tensor) -> Tensor:
+        if self.caption_summary is not None:
+            text = self.caption_summary(text)[0]  # (1, k, text_dim)
         out_h4 = self.injector_h4(image_h4, text)  # (1, N, H/4, W/4)
         text = self.extractor(text, image_h8)  # (1, L, text_dim)
         out_h8 = self.injector_h8(image_h8, text)  # (1, N, H/8, W/8)
@@ -146,9 +152,9 @@ def run_benchmark(
     encoders: dict[str, AnalysisTransform] = {}
     for v in variants:
         torch.manual_seed(0)
-        injector, extractor = attention_factories(v, config_dir)
+        injector, extractor, summary = attention_factories(v, config_dir)
         encoders[v] = AnalysisTransform(
-            dims["N"], dims["M"], dims["text_dim"], dims["num_heads"], injector, extractor
+            dims["N"], dims["M"], dims["text_dim"], dims["num_heads"], injector, extractor, summary
         ).to(device)
     rows = []
     for width, height in sizes:

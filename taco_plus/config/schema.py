@@ -38,6 +38,7 @@ class TacoModelConfig:
     num_heads: int = 8
     injector_attention: Any = "${attention.injector}"
     extractor_attention: Any = "${attention.extractor}"
+    caption_summary: Any = "${attention.caption_summary}"
     mask_padding: bool = True
     token_weight_mode: str = "${weighting.mode}"
 

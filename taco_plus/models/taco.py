@@ -12,7 +12,7 @@ only: :meth:`TACO.decompress` takes no text.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
@@ -51,6 +51,8 @@ class TACO(CompressionModel):
         num_heads: heads of every adapter attention block.
         injector_attention / extractor_attention: attention factories for the
             adapter blocks (``taco_plus.models.attention``); full attention by default.
+        caption_summary: optional factory ``text_dim -> CaptionSummary`` projecting the
+            caption to k summaries before the adapter (the Linformer ablation).
         mask_padding: honour the text padding mask (default). Official checkpoints
             were trained attending to padding tokens; :meth:`from_official` sets False.
         token_weight_mode: where per-token text weights act: ``"attention"`` (log-weight
@@ -73,6 +75,7 @@ class TACO(CompressionModel):
         num_heads: int = 8,
         injector_attention: Optional[AttentionFactory] = None,
         extractor_attention: Optional[AttentionFactory] = None,
+        caption_summary: Optional[Callable[[int], nn.Module]] = None,
         mask_padding: bool = True,
         token_weight_mode: str = "attention",
         scale_table_levels: int = 512,
@@ -91,7 +94,7 @@ class TACO(CompressionModel):
         self.scale_table_levels = int(scale_table_levels)
 
         self.g_a = AnalysisTransform(
-            N, M, text_dim, num_heads, injector_attention, extractor_attention
+            N, M, text_dim, num_heads, injector_attention, extractor_attention, caption_summary
         )
         self.g_s = SynthesisTransform(N, M)
         self.h_a = HyperAnalysis(N, M)
@@ -264,9 +267,11 @@ class TACO(CompressionModel):
         """Parameters of the text adapter (Injector/Extractor blocks)."""
         from taco_plus.models.adapter import Extractor, Injector
 
+        from taco_plus.models.attention import CaptionSummary
+
         return [
             p
             for m in self.g_a.modules()
-            if isinstance(m, (Injector, Extractor))
+            if isinstance(m, (Injector, Extractor, CaptionSummary))
             for p in m.parameters()
         ]

@@ -6,7 +6,7 @@ the official code so that ``g_a.analysis_transform.8.gamma`` etc. load unchanged
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 from compressai.layers import AttentionBlock
 from torch import Tensor, nn
@@ -37,6 +37,9 @@ class AnalysisTransform(nn.Module):
         text_dim: width of the text features.
         num_heads: attention heads in every adapter block.
         injector_attention / extractor_attention: attention factories (full by default).
+        caption_summary: optional factory ``text_dim -> CaptionSummary``: project the
+            caption to k summaries once, before the first Injector (see
+            ``attention/summary.py``); None keeps every token (the paper).
     """
 
     def __init__(
@@ -47,8 +50,12 @@ class AnalysisTransform(nn.Module):
         num_heads: int = 8,
         injector_attention: Optional[AttentionFactory] = None,
         extractor_attention: Optional[AttentionFactory] = None,
+        caption_summary: Optional[Callable[[int], nn.Module]] = None,
     ) -> None:
         super().__init__()
+        # Registered before the blocks only when used, so official state dicts match.
+        if caption_summary is not None:
+            self.caption_summary = caption_summary(text_dim)
         self.analysis_transform = nn.Sequential(
             conv(3, N), *_res3(N),
             conv(N, N), *_res3(N),
@@ -68,6 +75,8 @@ class AnalysisTransform(nn.Module):
         text_mask: Optional[Tensor] = None,
         text_weights: Optional[Tensor] = None,
     ) -> Tensor:
+        if hasattr(self, "caption_summary"):
+            text, text_mask, text_weights = self.caption_summary(text, text_mask, text_weights)
         for layer in self.analysis_transform:
             if isinstance(layer, Injector):
                 x = layer(x, text, text_mask, text_weights)

@@ -4,9 +4,11 @@ from taco_plus.models.attention.base import AttentionFactory, CrossAttention, co
 from taco_plus.models.attention.full import FullCrossAttention
 from taco_plus.models.attention.linformer import LinformerCrossAttention
 from taco_plus.models.attention.pooled import PooledLinformerCrossAttention
+from taco_plus.models.attention.summary import CaptionSummary
 
 __all__ = [
     "AttentionFactory",
+    "CaptionSummary",
     "CrossAttention",
     "FullCrossAttention",
     "LinformerCrossAttention",

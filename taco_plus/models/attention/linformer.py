@@ -56,6 +56,36 @@ from taco_plus.models.attention.base import CrossAttention, merge_heads, split_h
 DEFAULT_MAX_CONTEXT_LEN = 2464
 
 
+def length_projection_rows(proj: Tensor, length: int, context_mask: Optional[Tensor]) -> Tensor:
+    """Projection rows per context token: (1, Lk, k) unmasked, (B, Lk, k) masked.
+
+    With a mask, the j-th real token takes row j (compaction) and padded tokens take a
+    zero row, so padding adds nothing to a summary whatever it contains.
+    """
+    if context_mask is None:
+        return proj[:length].unsqueeze(0)
+    rank = context_mask.long().cumsum(dim=1) - 1  # (B, Lk): index among real tokens
+    rows = proj[rank.clamp(min=0)]  # (B, Lk, k)
+    return rows * context_mask.unsqueeze(-1).to(rows.dtype)
+
+
+def summary_log_weights(rows: Tensor, context_weights: Optional[Tensor]) -> Tensor:
+    """``log`` of each summary's contribution-weighted mean token weight, (B|1, k).
+
+    ``b_i = log(sum_j |E_ji| w_j / sum_j |E_ji|)`` over the (masked) rows; 0 without
+    weights, ``-inf`` for a summary no real token contributes to.
+    """
+    mass = rows.abs()  # (B|1, Lk, k); padded rows are already zero
+    total = mass.sum(dim=1)  # (B|1, k)
+    tiny = torch.finfo(mass.dtype).tiny
+    if context_weights is None:
+        bias = torch.zeros_like(total)
+    else:
+        weighted = (mass * context_weights.to(mass.dtype).unsqueeze(-1)).sum(dim=1)
+        bias = weighted.clamp_min(tiny).log() - total.clamp_min(tiny).log()
+    return bias.masked_fill(total == 0, float("-inf"))
+
+
 class LinformerCrossAttention(CrossAttention):
     """Multi-head Linformer cross-attention with a padding mask and token weights.
 
@@ -107,35 +137,6 @@ class LinformerCrossAttention(CrossAttention):
     def extra_repr(self) -> str:
         return f"dim={self.dim}, num_heads={self.num_heads}, k={self.k}, max_context_len={self.max_context_len}"
 
-    @staticmethod
-    def token_rows(proj: Tensor, length: int, context_mask: Optional[Tensor]) -> Tensor:
-        """Projection rows per context token: (1, Lk, k) unmasked, (B, Lk, k) masked.
-
-        With a mask, the j-th real token takes row j (compaction) and padded tokens
-        take a zero row.
-        """
-        if context_mask is None:
-            return proj[:length].unsqueeze(0)
-        rank = context_mask.long().cumsum(dim=1) - 1  # (B, Lk): index among real tokens
-        rows = proj[rank.clamp(min=0)]  # (B, Lk, k)
-        return rows * context_mask.unsqueeze(-1).to(rows.dtype)
-
-    def summary_bias(
-        self, rows: Tensor, context_mask: Optional[Tensor], context_weights: Optional[Tensor]
-    ) -> Tensor:
-        """Additive logit bias (B|1, 1, 1, k) on the summaries (module docstring)."""
-        mass = rows.abs()  # (B|1, Lk, k); padded rows are already zero
-        total = mass.sum(dim=1)  # (B|1, k)
-        if context_weights is None:
-            bias = torch.zeros_like(total)
-        else:
-            weighted = (mass * context_weights.to(mass.dtype).unsqueeze(-1)).sum(dim=1)
-            bias = weighted.clamp_min(torch.finfo(mass.dtype).tiny).log() - total.clamp_min(
-                torch.finfo(mass.dtype).tiny
-            ).log()
-        bias = bias.masked_fill(total == 0, float("-inf"))
-        return bias[:, None, None, :]
-
     def forward(
         self,
         query: Tensor,
@@ -160,13 +161,13 @@ class LinformerCrossAttention(CrossAttention):
         if context_weights is not None and (context_weights <= 0).any():
             raise ValueError("context_weights must be strictly positive")
 
-        rows_k = self.token_rows(lin.proj_k, n, context_mask).to(context.dtype)  # (B|1, Lk, k)
+        rows_k = length_projection_rows(lin.proj_k, n, context_mask).to(context.dtype)  # (B|1, Lk, k)
         # Length projection first (to_k/to_v are linear without bias): (B, k, D).
         keys = lin.to_k(torch.einsum("bnd,bnk->bkd", context, rows_k.expand(b, -1, -1)))
         if lin.share_kv:
             values = keys
         else:
-            rows_v = self.token_rows(lin.proj_v, n, context_mask).to(context.dtype)
+            rows_v = length_projection_rows(lin.proj_v, n, context_mask).to(context.dtype)
             values = lin.to_v(torch.einsum("bnd,bnk->bkd", context, rows_v.expand(b, -1, -1)))
 
         h = self.num_heads
@@ -175,7 +176,7 @@ class LinformerCrossAttention(CrossAttention):
         keys, values = (
             t.view(b, self.k, -1, lin.dim_head).transpose(1, 2).expand(-1, h, -1, -1) for t in (keys, values)
         )
-        bias = self.summary_bias(rows_k, context_mask, context_weights).to(q.dtype)
+        bias = summary_log_weights(rows_k, context_weights)[:, None, None, :].to(q.dtype)
         p = lin.dropout.p if self.training else 0.0
         out = F.scaled_dot_product_attention(q, keys, values, attn_mask=bias, dropout_p=p)  # (B, h, Lq, d)
         return lin.to_out(merge_heads(out))
