@@ -181,7 +181,7 @@ def _copy_point(point: Point, dest: Path, caption_set: Optional[Path]) -> dict[s
         "git_commit": env.get("git_commit"),
         "evaluated": env.get("created"),
         "device": env.get("device"),
-        "checkpoint": meta.get("checkpoint"),
+        "checkpoint": relative_to_repo(meta["checkpoint"]) if meta.get("checkpoint") else None,
         "checkpoint_sha256": meta.get("checkpoint_sha256"),
         "model_fingerprint": meta.get("model_fingerprint"),
         "random_init": bool(meta.get("random_init", False)),
