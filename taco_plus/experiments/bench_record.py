@@ -25,9 +25,11 @@ from taco_plus.results.provenance import environment, file_sha256
 
 # A grid measured in a few minutes on 2 shared CPU cores: official sizes, the 38-token
 # default up to 32 CLIP windows, a training crop and a Kodak-size image.
-# Process CPU time, not wall time: other jobs time-slicing the cores do not inflate it.
+# Process CPU time of one thread: other jobs time-slicing the cores do not inflate it, and
+# with a single thread no time is spent spin-waiting for a descheduled sibling thread.
 DEFAULT_ARGS = ("--variants", "full,linformer", "--tokens", "38,77,308,1232,2464",
-                "--sizes", "256x256,768x512", "--repeat", "3", "--device", "cpu", "--clock", "cpu")
+                "--sizes", "256x256,768x512", "--repeat", "3", "--device", "cpu", "--clock", "cpu",
+                "--threads", "1")
 
 
 class _Tee(io.TextIOBase):

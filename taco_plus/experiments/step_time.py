@@ -289,9 +289,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
     parser.add_argument("--out", type=Path, default=REGISTRY_DIR / "cost" / "step_time.json")
     parser.add_argument("--resume", action="store_true", help="keep the profiles already measured in --out")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's); 1 on a machine shared with other jobs, "
+                             "where sibling threads spin-wait for each other")
     args = parser.parse_args(argv)
     if args.repeat < 1 or args.warmup < 1:
         parser.error("--repeat and --warmup must be >= 1")
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error("--threads must be >= 1")
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         run([p for p in args.profiles.split(",") if p], args.out, args.repeat, args.warmup, args.batch_size,
             args.crop, args.precision, args.resume)
