@@ -77,6 +77,7 @@ def run_bench(out_dir: Path, bench_args: Sequence[str]) -> Path:
         "environment": environment(args[args.index("--device") + 1] if "--device" in args else None),
         "device_description": f"{_cpu_model()}, {torch.get_num_threads()} threads",
         "loadavg_before": loadavg_before,
+        "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")},
         "loadavg_after": [round(v, 2) for v in os.getloadavg()],
         "files": {relative_to_repo(p): file_sha256(p) for p in (csv_path, log_path)},
     }

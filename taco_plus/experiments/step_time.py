@@ -253,7 +253,8 @@ def run(profiles: Sequence[str], out: Path, repeat: int = 2, warmup: int = 1, ba
         "command": "python -m taco_plus.experiments.step_time " + " ".join(sys.argv[1:]),
         "environment": environment("cpu"),
         "cpu": {"model": _cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                "loadavg_before": [round(v, 2) for v in os.getloadavg()]},
+                "loadavg_before": [round(v, 2) for v in os.getloadavg()],
+                "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}},
         "setup": setup,
         "dataset": {"coco_train2014_images": COCO_TRAIN2014_IMAGES,
                     "min_side_256": coco_min_side_fraction(
