@@ -49,15 +49,19 @@ def profile_table(ctx: ReportContext) -> str:
         relative = p["flops_per_step"] / base["flops_per_step"] if base else None
         table.add([name, p["description"], str(p["layout_tokens"]), fmt(p["flops_per_step"] / 1e12, 3),
                    fmt(relative, 3), fmt(p.get("median_cpu_s"), 1), fmt(p["median_step_s"], 1)])
-    spread = max((max(p[k]) / min(p[k]) for p in step_time["profiles"].values() for k in ("cpu_s", "step_s")
-                  if len(p.get(k, [])) > 1 and min(p[k]) > 0), default=None)
+    def spread(key: str):
+        ratios = [max(p[key]) / min(p[key]) for p in step_time["profiles"].values()
+                  if len(p.get(key, [])) > 1 and min(p[key]) > 0]
+        return max(ratios, default=None)
+
+    cpu_spread, wall_spread = spread("cpu_s"), spread("step_s")
     table.notes = [
         "FLOPs: torch.utils.flop_counter over the whole step (text encoder, codec forward and backward, LPIPS and "
         f"CLIP losses); a multiply-add counts 2. Times: medians of {setup['repeat']} steps, CPU = process CPU time of "
         "all threads, wall = elapsed time." + (
-            f" On this machine, shared with other jobs, identical steps differed by up to {spread:.1f}x in time, so "
-            "differences between profiles' times are not significant; the FLOPs are exact and drive the estimates."
-            if spread else ""),
+            f" On this machine, shared with other jobs, identical steps differed by up to {cpu_spread:.2f}x in CPU "
+            f"time and {wall_spread:.2f}x in wall time. The GPU estimates use the FLOPs only."
+            if cpu_spread and wall_spread else " The GPU estimates use the FLOPs only."),
     ]
     return table.render("latex", label="tab:cost-profiles")
 

@@ -70,7 +70,7 @@ def attention_table(rows: list[dict[str, Any]], provenance: dict[str, Any]) -> T
     variants = sorted({r["variant"] for r in rows}, key=lambda v: (v != "full", v))
     columns = ["image", "tokens"]
     for v in variants:
-        columns += [f"{v} ms", f"{v} GFLOPs", f"{v} fwd+bwd ms", f"{v} % of g_a"]
+        columns += [f"{v} ms", f"{v} GFLOPs", f"{v} fwd+bwd ms"]
     env = provenance.get("environment", {})
     clocks = {r.get("clock", "wall") for r in rows}
     clock = "process CPU time, all threads" if clocks == {"cpu"} else "wall time"
@@ -81,12 +81,11 @@ def attention_table(rows: list[dict[str, Any]], provenance: dict[str, Any]) -> T
     for (w, h, tokens), cells in sorted(by.items(), key=lambda kv: (kv[0][0] * kv[0][1], kv[0][2])):
         line = [f"{w}×{h}", str(tokens)]
         for v in variants:
-            adapter, encoder = cells.get((v, "adapter")), cells.get((v, "encoder"))
-            share = (fmt(100 * adapter["fwd_ms"] / encoder["fwd_ms"], 0) if adapter and encoder else MISSING)
-            line += [_value(adapter, "fwd_ms", 1), _value(adapter, "gflops", 2), _value(adapter, "fwd_bwd_ms", 1), share]
+            adapter = cells.get((v, "adapter"))
+            line += [_value(adapter, "fwd_ms", 1), _value(adapter, "gflops", 2), _value(adapter, "fwd_bwd_ms", 1)]
         table.add(line)
-    table.notes = ["fwd+bwd only at the training crop size; % of g_a: adapter forward time over the whole analysis "
-                   "transform's at the same caption length."]
+    table.notes = ["ms: forward; fwd+bwd: forward and backward, timed at the training crop size only. The adapter's "
+                   "share of the whole analysis transform g_a is in the conclusions below."]
     return table
 
 
