@@ -87,7 +87,7 @@ def resolve(name: str, results: ResultsRegistry, registry: Optional[Registry] = 
 def bd_rate_cell(anchor: Curve, test: Curve, metric: str, method: str = "pchip") -> tuple[str, Optional[str]]:
     """(cell, note): the BD-rate in percent, or the missing mark and the reason."""
     if test is anchor:
-        return "anchor", None
+        return ("anchor" if metric in anchor.results["results"] else MISSING), None
     if anchor.dataset != test.dataset:
         return MISSING, f"different datasets ({anchor.dataset} vs {test.dataset})"
     if metric == "lpips" and anchor.lpips_conventions() != test.lpips_conventions():
