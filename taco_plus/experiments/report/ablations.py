@@ -25,7 +25,7 @@ def status(ctx: ReportContext, name: str) -> str:
 
 def ablation_table(ctx: ReportContext) -> str:
     ctx.source(ctx.registry.path)
-    table = Table(["run", "study", "what changes", "λ", "status"], align="llp{6.3cm}rp{4.2cm}",
+    table = Table(["run", "study", "what changes", "λ", "status"], align="llp{5.6cm}rp{5.2cm}",
                   title="The runs of the ablation study (experiments/ablations.yaml); commands: "
                         "python -m taco_plus.experiments show NAME")
     for run in ctx.registry:
