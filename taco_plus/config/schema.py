@@ -186,7 +186,8 @@ class TrainerConfig:
     init_from: Optional[str] = None  # official TACO or taco-plus checkpoint
     resume: Optional[str] = None  # a taco-plus training checkpoint, or "auto"
     log_every: int = 50
-    checkpoint_every: int = 1000  # steps; the end of every epoch also checkpoints
+    checkpoint_every: int = 1000  # steps
+    checkpoint_each_epoch: bool = True  # also at every epoch end
     tensorboard: bool = True
     progress_bar: bool = True
 

@@ -110,7 +110,9 @@ class Trainer:
         resume: a taco-plus training checkpoint to continue, or ``"auto"`` for
             ``<run_dir>/checkpoints/last.pt`` when it exists.
         log_every: steps per CSV/TensorBoard row.
-        checkpoint_every: steps between ``last.pt`` writes (epoch ends always write).
+        checkpoint_every: steps between ``last.pt`` writes.
+        checkpoint_each_epoch: also write ``last.pt`` at every epoch end (off for tiny
+            datasets whose epochs are a few steps long).
         tensorboard: write TensorBoard scalars.
         progress_bar: show a tqdm bar (rank 0).
     """
@@ -128,6 +130,7 @@ class Trainer:
         log_every: int = 50,
         checkpoint_every: int = 1000,
         tensorboard: bool = True,
+        checkpoint_each_epoch: bool = True,
         progress_bar: bool = True,
     ) -> None:
         if trainable not in TRAINABLE:
@@ -143,6 +146,7 @@ class Trainer:
         self.epochs, self.max_steps, self.device, self.precision = epochs, max_steps, device, precision
         self.seed, self.trainable, self.init_from, self.resume = seed, trainable, init_from, resume
         self.log_every, self.checkpoint_every = log_every, checkpoint_every
+        self.checkpoint_each_epoch = checkpoint_each_epoch
         self.tensorboard, self.progress_bar = tensorboard, progress_bar
 
     # ----------------------------------------------------------- parameters
@@ -209,8 +213,9 @@ class Trainer:
                         with warnings.catch_warnings():  # right after a resume no step was taken yet
                             warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
                             scheduler.step()
-                    last_path = self._save(ckpt_dir / "last.pt", parts, model, optimizer, aux_optimizer,
-                                           scheduler, progress, ctx)
+                    if self.checkpoint_each_epoch:
+                        last_path = self._save(ckpt_dir / "last.pt", parts, model, optimizer, aux_optimizer,
+                                               scheduler, progress, ctx)
                     continue
                 sampler.set_epoch(progress.epoch, progress.batch_in_epoch * parts.data.batch_size)
                 dataset.set_epoch(progress.epoch)
