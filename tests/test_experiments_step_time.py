@@ -9,6 +9,8 @@ import torch
 
 from taco_plus.experiments.step_time import LONG_CAPTION_WORDS, PROFILES, _captions, coco_min_side_fraction, measure_profile
 
+from tests.registry_data import write_source_data
+
 FIXTURES = Path(__file__).parent / "fixtures" / "registry"
 TOY = ("model=tiny", "text_encoder=tiny", "loss=taco_untrained")
 
@@ -53,10 +55,10 @@ def test_adapter_only_trains_fewer_parameters(measured):
     assert 0 < adapter["trainable_params"] < full["trainable_params"] / 2
 
 
-def test_captions_and_dataset_share():
+def test_captions_and_dataset_share(tmp_path):
     short, long = _captions("short", 3), _captions("long", 3)
     assert len(short) == 3 and all(len(c.split()) < 80 for c in short)
     assert all(len(c.split()) == LONG_CAPTION_WORDS for c in long) and len(set(long)) == 3
-    share = coco_min_side_fraction([FIXTURES / "source_data" / "coco_mini" / "annotations" / "captions_train2017.json"])
+    share = coco_min_side_fraction([write_source_data(tmp_path) / "coco_mini" / "annotations" / "captions_train2017.json"])
     assert share["images"] == 2 and share["kept"] == 1 and share["fraction"] == 0.5
     assert coco_min_side_fraction([FIXTURES / "nowhere.json"]) is None

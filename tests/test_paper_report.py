@@ -19,6 +19,8 @@ from taco_plus.experiments.report.__main__ import main as report_main
 from taco_plus.experiments.store import MissingResultError, ResultsRegistry
 from tests.fixtures.registry.make_runs import make_sweep
 
+from tests.registry_data import write_source_data
+
 FIXTURES = Path(__file__).parent / "fixtures" / "registry"
 MEASUREMENTS = ("cost/step_time.json", "bench/attention.csv", "bench/attention.provenance.json",
                 "captions/caption_stats.json", "weighting/token_weights.json")
@@ -129,7 +131,7 @@ def test_report_cli_reports_the_missing_file(registry_dir, tmp_path, capsys):
 
 
 def test_caption_stats_use_a_regenerated_set_when_it_exists(tmp_path):
-    data = FIXTURES / "source_data"
+    data = write_source_data(tmp_path / "source_data")
     record = compute_caption_stats(data, repo_root=tmp_path)
     assert record["sets"]["kodak_ofa"]["stats"]["num_captions"] == 3
     assert record["sets"]["kodak_detailed_v1"]["status"] == "not_run"
