@@ -18,7 +18,6 @@ from taco_plus.experiments.report import build_report
 from taco_plus.experiments.report.__main__ import main as report_main
 from taco_plus.experiments.store import MissingResultError, ResultsRegistry
 from tests.fixtures.registry.make_runs import make_sweep
-
 from tests.registry_data import write_source_data
 
 FIXTURES = Path(__file__).parent / "fixtures" / "registry"
