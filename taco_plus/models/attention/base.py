@@ -77,6 +77,24 @@ def context_bias(
     return bias[:, None, None, :]
 
 
+def checked_context(
+    context: Tensor, context_mask: Optional[Tensor], context_weights: Optional[Tensor]
+) -> tuple[Tensor, Optional[Tensor]]:
+    """Validates mask and weights; zeroes padded tokens so even NaN padding cannot leak.
+
+    Returns ``(context, context_mask as bool or None)``. Used by the variants that mix
+    context tokens before attending (Linformer projections, pooling, caption summaries).
+    """
+    if context_mask is not None:
+        context_mask = context_mask.to(torch.bool)
+        if not context_mask.any(dim=1).all():
+            raise ValueError("every context needs at least one unmasked token")
+        context = context.masked_fill(~context_mask.unsqueeze(-1), 0.0)
+    if context_weights is not None and (context_weights <= 0).any():
+        raise ValueError("context_weights must be strictly positive")
+    return context, context_mask
+
+
 def split_heads(x: Tensor, num_heads: int) -> Tensor:
     """(B, L, D) -> (B, heads, L, D / heads)."""
     b, n, d = x.shape

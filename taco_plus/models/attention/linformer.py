@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from linformer import LinformerSelfAttention
 from torch import Tensor
 
-from taco_plus.models.attention.base import CrossAttention, merge_heads, split_heads
+from taco_plus.models.attention.base import CrossAttention, checked_context, merge_heads, split_heads
 
 # 32 CLIP windows of 77 tokens: a ~1,800-word caption encoded with the chunked policy.
 DEFAULT_MAX_CONTEXT_LEN = 2464
@@ -152,14 +152,7 @@ class LinformerCrossAttention(CrossAttention):
                 "shorten the caption or build the attention with a larger max_context_len "
                 "(config: attention.injector.max_context_len)"
             )
-        if context_mask is not None:
-            context_mask = context_mask.to(torch.bool)
-            if not context_mask.any(dim=1).all():
-                raise ValueError("every context needs at least one unmasked token")
-            # Zero padded tokens so that even NaN/inf contents cannot leak (0 * NaN = NaN).
-            context = context.masked_fill(~context_mask.unsqueeze(-1), 0.0)
-        if context_weights is not None and (context_weights <= 0).any():
-            raise ValueError("context_weights must be strictly positive")
+        context, context_mask = checked_context(context, context_mask, context_weights)
 
         rows_k = length_projection_rows(lin.proj_k, n, context_mask).to(context.dtype)  # (B|1, Lk, k)
         # Length projection first (to_k/to_v are linear without bias): (B, k, D).

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from taco_plus.models.attention.base import CrossAttention, merge_heads, split_heads
+from taco_plus.models.attention.base import CrossAttention, checked_context, merge_heads, split_heads
 
 
 class PooledLinformerCrossAttention(CrossAttention):
@@ -94,13 +94,7 @@ class PooledLinformerCrossAttention(CrossAttention):
         context_mask: Optional[Tensor] = None,
         context_weights: Optional[Tensor] = None,
     ) -> Tensor:
-        if context_mask is not None:
-            context_mask = context_mask.to(torch.bool)
-            if not context_mask.any(dim=1).all():
-                raise ValueError("every context needs at least one unmasked token")
-            context = context.masked_fill(~context_mask.unsqueeze(-1), 0.0)
-        if context_weights is not None and (context_weights <= 0).any():
-            raise ValueError("context_weights must be strictly positive")
+        context, context_mask = checked_context(context, context_mask, context_weights)
 
         pooled = self.pooling(context, context_mask, context_weights).transpose(1, 2) @ context  # (B, k, D)
         q = split_heads(self.to_q(query), self.num_heads)  # (B, h, Lq, d)

@@ -25,6 +25,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from taco_plus.models.attention.base import checked_context
 from taco_plus.models.attention.linformer import (
     DEFAULT_MAX_CONTEXT_LEN,
     length_projection_rows,
@@ -64,13 +65,7 @@ class CaptionSummary(nn.Module):
                 f"caption of {n} tokens exceeds the caption summary's max_len={self.max_len}; "
                 "build it with a larger max_len (config: attention.caption_summary.max_len)"
             )
-        if mask is not None:
-            mask = mask.to(torch.bool)
-            if not mask.any(dim=1).all():
-                raise ValueError("every caption needs at least one unmasked token")
-            text = text.masked_fill(~mask.unsqueeze(-1), 0.0)  # even NaN padding cannot leak
-        if weights is not None and (weights <= 0).any():
-            raise ValueError("token weights must be strictly positive")
+        text, mask = checked_context(text, mask, weights)
         rows = length_projection_rows(self.proj, n, mask).to(text.dtype)  # (B|1, L, k)
         summaries = torch.einsum("bnd,bnk->bkd", text, rows.expand(b, -1, -1))
         log_w = summary_log_weights(rows, weights).expand(b, -1)  # (B, k)
