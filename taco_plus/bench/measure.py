@@ -5,6 +5,8 @@
   (``clock="cpu"``, ``time.process_time``: unaffected by time-slicing; the command
   lines use one torch thread with it, since with several the spin-waiting of idle
   OpenMP threads is counted too; one thread's CPU time is its wall time on an idle core).
+  :func:`times_ms` times repeated calls with CUDA events on a GPU (one pair per call,
+  one synchronisation at the end).
 * Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` growth over the call (the
   caching allocator's own count). On a CPU, ``tracemalloc`` does not see torch's
   allocations and the resident set hides reused memory, so ``torch.profiler`` records
@@ -58,6 +60,20 @@ def time_ms(fn: Callable[[], object], device: torch.device, clock: str = "wall")
     fn()
     synchronize(device)
     return (timer() - start) * 1e3
+
+
+def times_ms(fn: Callable[[], object], repeat: int, device: torch.device, clock: str = "wall") -> list[float]:
+    """Milliseconds of ``repeat`` calls: CUDA events on a GPU, else :func:`time_ms` with ``clock``."""
+    if device.type != "cuda":
+        return [time_ms(fn, device, clock) for _ in range(repeat)]
+    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(repeat)]
+    synchronize(device)
+    for start, end in events:
+        start.record()
+        fn()
+        end.record()
+    synchronize(device)
+    return [start.elapsed_time(end) for start, end in events]
 
 
 def median(values: Sequence[float]) -> float:
