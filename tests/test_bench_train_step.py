@@ -70,6 +70,8 @@ def test_defaults_are_the_official_step_with_random_weights(coco_mini):
     assert base.loss.k_p == base.loss.k_j == 0
     with pytest.raises(ValueError, match="unknown variant"):
         train_step.compose_variant("nope", coco_mini, "train2017")
+    with pytest.raises(FileNotFoundError, match="COCO-style folder"):
+        train_step.compose_variant("full", coco_mini, "train2014")
 
 
 def test_compile_selection():

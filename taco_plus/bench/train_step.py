@@ -78,8 +78,12 @@ def compose_variant(variant: str, data_dir: Path, split: str, overrides: Sequenc
     options = attention_options()
     if variant != BASELINE and variant not in options:
         raise ValueError(f"unknown variant {variant!r}; known: {', '.join([BASELINE, *options])}")
-    data = [f"data.image_dir={Path(data_dir) / split}",
-            f"captions.annotations_json={Path(data_dir) / 'annotations' / f'captions_{split}.json'}"]
+    images, annotations = Path(data_dir) / split, Path(data_dir) / "annotations" / f"captions_{split}.json"
+    for path in (images, annotations):
+        if not path.exists():
+            raise FileNotFoundError(f"{path} not found: --data takes a COCO-style folder with SPLIT/ images and "
+                                    f"annotations/captions_SPLIT.json (--split {split})")
+    data = [f"data.image_dir={images}", f"captions.annotations_json={annotations}"]
     own = BASELINE_OVERRIDES if variant == BASELINE else (f"attention={variant}",)
     return compose(["experiment=taco_baseline", *RANDOM_WEIGHTS, *data, *overrides, *own])
 
@@ -182,7 +186,8 @@ def run_benchmark(
     from omegaconf import OmegaConf
 
     device = device or measure.default_device()
-    cfg = compose_variant(variants[0], data_dir, split, overrides)
+    configs = {v: compose_variant(v, data_dir, split, overrides) for v in variants}  # fail early
+    cfg = configs[variants[0]]
     data = instantiate(cfg.data, _convert_="all")
     dataset = data.train_dataset(seed=int(cfg.trainer.seed))
     batch = next(_loader(data, dataset, 0))
@@ -191,17 +196,23 @@ def run_benchmark(
     log(f"# weights: RANDOM init of the real architectures (timing needs no trained weights): text tower "
         f"{cfg.text_encoder.model_name}, joint-loss CLIP {OmegaConf.select(cfg, 'loss.joint.model_name')} "
         f"(open_clip pretrained=None), LPIPS {OmegaConf.select(cfg, 'loss.lpips.net')} (lpips pnet_rand=True)")
-    log(f"# baseline {BASELINE}: CompressAI Elic2022Official, same N/M/groups, rate-distortion loss only, no text")
+    if BASELINE in variants:
+        log(f"# baseline {BASELINE}: CompressAI Elic2022Official, same N/M/groups, rate-distortion loss only, no text")
     loader = {w: loader_images_per_s(data, dataset, w, load_batches) for w in workers}
     loader_df = pd.DataFrame({"workers": list(loader), "images_per_s": list(loader.values())})
     log(loader_df.to_string(index=False, float_format="%.1f"))
 
     rows: list[dict[str, Any]] = []
     clock_name = "cuda_events" if device.type == "cuda" else clock
-    for variant in variants:
-        make, params = step_runner(compose_variant(variant, data_dir, split, overrides), variant, device)
-        for precision in precisions:
-            for use_compile in (False, True) if (variant, precision) in compiled else (False,):
+    # Every eager row first, then the compiled ones (rebuilt): a slow compilation cannot
+    # cost the eager table (with ``csv``, each row is on disk as soon as it is measured).
+    for use_compile in (False, True):
+        for variant in variants:
+            todo = [p for p in precisions if not use_compile or (variant, p) in compiled]
+            if not todo:
+                continue
+            make, params = step_runner(configs[variant], variant, device)
+            for precision in todo:
                 r = time_step(make(batch, precision, use_compile), warmup, steps, device, clock)
                 images_per_s = r["steps_per_s"] * B
                 keeping_up = [w for w in sorted(loader) if loader[w] >= images_per_s]
@@ -212,11 +223,11 @@ def run_benchmark(
                     f"{r['peak_mb']:.0f} MiB")
                 if csv is not None:
                     write_csv(pd.DataFrame(rows), csv)
-        del make
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        torch._dynamo.reset()
+            del make
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            torch._dynamo.reset()
     return pd.DataFrame(rows), loader_df
 
 
@@ -274,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
     args = build_parser().parse_args(argv)
     device = torch.device(args.device) if args.device else measure.default_device()
     variants = args.variants or [BASELINE, *attention_options()]
@@ -308,8 +322,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             variants, args.precisions, compiled, args.data, args.split, args.workers, args.steps, args.warmup,
             args.load_batches, device, args.clock, args.overrides, args.csv, log,
         )
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (FileNotFoundError, ValueError, HydraException, OmegaConfBaseException) as err:
+        print(f"error: {err}", file=sys.stderr)  # bad data folder, variant or override
         return 2
     write_csv(steps_df, args.csv)
     write_csv(loader_df, loader_csv_path(args.csv))
