@@ -18,7 +18,7 @@ chooses which). Pretrained weights are not needed: CLIP and LPIPS's AlexNet get 
 weights of the same architectures (open_clip ``pretrained=None``, lpips
 ``pnet_rand=True``), which cost the same compute; the output says so.
 
-* Time: ``--warmup`` untimed steps (the first, reported alone as ``first_step_s``,
+* Time: ``--warmup`` untimed steps (the first, its wall time reported as ``first_step_s``,
   includes compilation), then the median of ``--steps`` steps on one real batch; CUDA
   events with synchronisation on a GPU, wall or process CPU time (``--clock``) on a CPU.
 * Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` over the timed steps
@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import gc
 import json
 import math
@@ -193,9 +194,11 @@ def run_benchmark(
     batch = next(_loader(data, dataset, 0))
     B, _, H, W = batch["image"].shape
     log(f"# data: {len(dataset)} images of {Path(data_dir) / split}, batch {B}, {H}x{W} crops, real captions")
-    log(f"# weights: RANDOM init of the real architectures (timing needs no trained weights): text tower "
-        f"{cfg.text_encoder.model_name}, joint-loss CLIP {OmegaConf.select(cfg, 'loss.joint.model_name')} "
-        f"(open_clip pretrained=None), LPIPS {OmegaConf.select(cfg, 'loss.lpips.net')} (lpips pnet_rand=True)")
+    pick = functools.partial(OmegaConf.select, cfg)  # None when the loss has no such term
+    log(f"# weights: text tower {pick('text_encoder.model_name')} pretrained={pick('text_encoder.pretrained')}, "
+        f"joint-loss CLIP {pick('loss.joint.model_name')} pretrained={pick('loss.joint.pretrained')}, LPIPS "
+        f"{pick('loss.lpips.net')} pretrained={pick('loss.lpips.pretrained')}; None/False = RANDOM init of the real "
+        "architecture (open_clip pretrained=None, lpips pnet_rand=True): timing needs no trained weights")
     if BASELINE in variants:
         log(f"# baseline {BASELINE}: CompressAI Elic2022Official, same N/M/groups, rate-distortion loss only, no text")
     loader = {w: loader_images_per_s(data, dataset, w, load_batches) for w in workers}
@@ -305,7 +308,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    timing = "CUDA events + synchronisation" if device.type == "cuda" else f"{args.clock} time"
+    timing = ("CUDA events + synchronisation" if device.type == "cuda"
+              else "process CPU time" if args.clock == "cpu" else "wall time")
     notes = [f"# device: {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} CPU threads; "
              f"time: {timing}, median of {args.steps} steps after {args.warmup} warm-up steps; memory: "
              + ("torch.cuda.max_memory_allocated (absolute)" if device.type == "cuda"
