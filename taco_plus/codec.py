@@ -43,9 +43,13 @@ def instantiate_config(config: Optional[dict[str, Any]]) -> Any:
     """Hydra-instantiates a stored component config (None stays None)."""
     if config is None or config.get("_target_") is None:
         return None
+    from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
-    return instantiate(dict(config), _convert_="all")
+    try:
+        return instantiate(dict(config), _convert_="all")
+    except InstantiationException as err:  # the component's own error (e.g. CLIP weights missing offline)
+        raise (err.__cause__ or err) from err
 
 
 class TacoCodec:

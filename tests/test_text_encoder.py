@@ -100,7 +100,7 @@ def test_chunked_cost_is_linear_in_caption_length(clip, monkeypatch):
     enc = encoder(clip, "chunked")
     calls = []
     real = enc.tower.token_states
-    monkeypatch.setattr(enc.tower, "token_states", lambda ids: calls.append(tuple(ids.shape)) or real(ids))
+    monkeypatch.setattr(enc.tower, "token_states", lambda ids, m: calls.append(tuple(ids.shape)) or real(ids, m))
     captions = [LONG, LONG[:2000], "a cat", ""]
     feats = enc(captions)
     expected = sum(max(1, math.ceil(len(bpe_ids(c)) / 75)) for c in captions)
@@ -113,7 +113,7 @@ def test_sequence_batch_bounds_each_pass(clip, monkeypatch):
     enc = encoder(clip, "chunked", sequence_batch=4)
     calls = []
     real = enc.tower.token_states
-    monkeypatch.setattr(enc.tower, "token_states", lambda ids: calls.append(ids.shape[0]) or real(ids))
+    monkeypatch.setattr(enc.tower, "token_states", lambda ids, m: calls.append(ids.shape[0]) or real(ids, m))
     feats = enc([LONG])
     assert max(calls) <= 4 and sum(calls) == feats.num_sequences == math.ceil(len(bpe_ids(LONG)) / 75)
     torch.testing.assert_close(feats.tokens, encoder(clip, "chunked")([LONG]).tokens, atol=1e-6, rtol=0)

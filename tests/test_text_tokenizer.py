@@ -66,7 +66,7 @@ def test_bpe_ids_is_open_clip_encode():
     tok = open_clip.SimpleTokenizer()
     for caption in CAPTIONS:
         assert bpe_ids(caption) == tok.encode(caption)
-    # ftfy + whitespace clean + lower-case
+    # whitespace runs and case are cleaned away (NFC, as Hugging Face's CLIP tokenizer)
     assert bpe_ids("  A   PHOTO\n") == bpe_ids("a photo")
 
 

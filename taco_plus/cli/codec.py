@@ -9,14 +9,19 @@ from taco_plus.atomic import atomic_write
 from taco_plus.cli import CLIError
 
 
-def _load(checkpoint: str):
+def _load(checkpoint: str, text_weights: str | None = None):
     from taco_plus.checkpoint import load_codec
     from taco_plus.codec import TacoCodec
 
+    if text_weights is not None and not Path(text_weights).exists():
+        raise CLIError(f"--text-weights: no such file or folder: {text_weights}")
     try:
-        return TacoCodec(load_codec(checkpoint))
+        loaded = load_codec(checkpoint)
     except (FileNotFoundError, ValueError) as err:
         raise CLIError(str(err)) from err
+    if text_weights is not None:  # same architecture, weights from a local file or folder
+        loaded.text_encoder_config = {**loaded.text_encoder_config, "pretrained": text_weights}
+    return TacoCodec(loaded)
 
 
 def compress(args: argparse.Namespace) -> int:
@@ -34,10 +39,14 @@ def compress(args: argparse.Namespace) -> int:
         image = load_image(args.image)
     except (FileNotFoundError, ImageReadError) as err:
         raise CLIError(str(err)) from err
-    codec = _load(args.checkpoint)
+    codec = _load(args.checkpoint, args.text_weights)
+    from taco_plus.text import ClipWeightsUnavailableError
+
     try:
         result = codec.encode(image, caption)
-    except RuntimeError as err:  # e.g. text-encoder weights missing offline
+    except ClipWeightsUnavailableError as err:
+        raise CLIError(f"{err}\nThen pass that file or folder with --text-weights PATH.") from err
+    except RuntimeError as err:
         raise CLIError(str(err)) from err
     out = Path(args.output or Path(args.image).with_suffix(".tacoz"))
     atomic_write(out, result.data)
@@ -74,6 +83,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--caption", help="the image's caption (used by the encoder only)")
     p.add_argument("--caption-file", help="read the caption from a UTF-8 text file")
     p.add_argument("--checkpoint", required=True, help="taco-plus or official TACO checkpoint")
+    p.add_argument("--text-weights", metavar="PATH",
+                   help="local CLIP weights (open_clip file, or a folder with open_clip_config.json) "
+                        "for the checkpoint's text encoder, e.g. offline with an official checkpoint")
     p.add_argument("-o", "--output", help="output file (default: IMAGE with .tacoz)")
     p.set_defaults(func=compress)
 

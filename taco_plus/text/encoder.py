@@ -42,8 +42,9 @@ class TextFeatures:
     Args:
         tokens: (B, L, width) final-layer hidden states after ``ln_final``. With a fixed
             ``max_tokens`` every row has ``L = max_tokens`` positions, padding included
-            (pad-token states, as TACO's unmasked adapter saw them); when chunked, rows are
-            right-padded to the longest layout with zeros.
+            (pad-token states as Hugging Face's ``CLIPTextModel`` computes them, which
+            TACO's unmasked adapter saw); when chunked, rows are right-padded to the
+            longest layout with zeros.
         mask: (B, L) bool, True on real tokens (SOT, pieces, EOT).
         layouts: the token layout of each caption (position -> BPE piece).
         num_sequences: how many text-tower sequences were run for the batch.
@@ -184,10 +185,16 @@ class ClipTextEncoder(nn.Module):
         return seqs
 
     @torch.no_grad()
-    def encode_sequences(self, ids: Tensor) -> Tensor:
-        """Hidden states (S, seq, width) of token-id sequences (S, seq), in blocks."""
-        blocks = [self.tower.token_states(block) for block in ids.split(self.sequence_batch)]
-        return torch.cat(blocks)
+    def encode_sequences(self, ids: Tensor, lengths: Tensor) -> Tensor:
+        """Hidden states (S, seq, width) of token-id sequences (S, seq), in blocks.
+
+        ``lengths`` (S,) counts each sequence's real tokens; the padding after them is
+        hidden from every query, as Hugging Face's ``CLIPTextModel`` does with its
+        ``attention_mask`` (the reference's pad states).
+        """
+        key_mask = torch.arange(ids.shape[1], device=ids.device) < lengths[:, None]  # (S, seq)
+        blocks = zip(ids.split(self.sequence_batch), key_mask.split(self.sequence_batch))
+        return torch.cat([self.tower.token_states(i, None if m.all() else m) for i, m in blocks])
 
     @torch.no_grad()
     def encode_layouts(self, layouts: Sequence[TokenizedCaption]) -> TextFeatures:
@@ -196,7 +203,8 @@ class ClipTextEncoder(nn.Module):
             raise ValueError("no captions to encode")
         seqs = [self._sequences(layout) for layout in layouts]
         ids = torch.tensor([s for per in seqs for s in per], dtype=torch.long, device=self.device)
-        states = self.encode_sequences(ids)  # (S, seq_len, width), S = total sequences
+        lengths = torch.tensor([b - a for layout in layouts for a, b in layout.chunks], device=self.device)
+        states = self.encode_sequences(ids, lengths)  # (S, seq_len, width), S = total sequences
 
         batch, length = len(layouts), max(len(layout) for layout in layouts)
         tokens = states.new_zeros(batch, length, self.width)  # (B, L, width)

@@ -3,8 +3,11 @@
 The layout is a contract: token weightings (TF-IDF, NER) map per-word weights onto
 exactly these positions, and the adapter receives features in exactly this order.
 
-* ``bpe_ids(text)`` are open_clip's BPE ids of the cleaned caption (ftfy, whitespace
-  clean, lower-case) without start/end-of-text: ``SimpleTokenizer.encode``.
+* ``bpe_ids(text)`` are the BPE ids of the cleaned caption without start/end-of-text:
+  open_clip's ``SimpleTokenizer.encode`` with Hugging Face's ``CLIPTokenizer`` cleaning
+  (NFC, whitespace runs to one space, lower-case), the tokenizer of the TACO reference.
+  open_clip's own cleaning also runs ftfy and unescapes HTML, which changes the ids of
+  captions with curly quotes, ligatures, full-width letters or entities (``&amp;``).
 * ``tokenize(text, max_tokens)`` places them in a layout:
 
   - fixed ``L`` (38 as in TACO, or 77): ``[SOT, pieces[:L-2]..., EOT, pad...]`` of
@@ -24,6 +27,8 @@ from __future__ import annotations
 
 import functools
 import math
+import re
+import unicodedata
 from dataclasses import dataclass
 from typing import List, Literal, Tuple, Union
 
@@ -43,10 +48,17 @@ MaxTokens = Union[int, Literal["chunked"]]
 PadPolicy = Literal["eot", "zero"]
 
 
+def hf_clean(text: str) -> str:
+    """Hugging Face ``CLIPTokenizer``'s normaliser: NFC, whitespace runs to one space, lower-case."""
+    return re.sub(r"\s+", " ", unicodedata.normalize("NFC", text)).strip().lower()
+
+
 @functools.lru_cache(maxsize=1)
 def simple_tokenizer() -> SimpleTokenizer:
-    """open_clip's BPE tokenizer (vocabulary shipped with open_clip; loaded once)."""
+    """open_clip's BPE tokenizer (vocabulary shipped with open_clip; loaded once),
+    cleaning captions as the reference's Hugging Face tokenizer does."""
     tok = SimpleTokenizer()
+    tok.clean_fn = hf_clean
     if (tok.sot_token_id, tok.eot_token_id, tok.vocab_size) != (SOT_ID, EOT_ID, VOCAB_SIZE):
         raise RuntimeError(  # pragma: no cover - guards against a changed open_clip vocabulary
             "open_clip's SimpleTokenizer vocabulary changed: "
@@ -65,7 +77,7 @@ def bpe_ids(text: str) -> List[int]:
     """open_clip BPE ids of the cleaned caption, without start/end-of-text.
 
     Args:
-        text: the caption. Cleaning (ftfy, whitespace, lower-case) is open_clip's.
+        text: the caption, cleaned as Hugging Face's CLIP tokenizer does (:func:`hf_clean`).
     """
     return simple_tokenizer().encode(_check_text(text))
 

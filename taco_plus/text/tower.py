@@ -8,7 +8,10 @@ tower's own pieces run in order::
     x = transformer(x, attn_mask=causal[:L, :L])           # (S, L, width)
     x = ln_final(x)                                        # (S, L, width)
 
-and ``encode_text`` is ``x[eot] @ text_projection``. Two open_clip layouts hold these
+and ``encode_text`` is ``x[eot] @ text_projection``. With a key mask, masked keys are
+also removed from every query's attention (Hugging Face's ``CLIPTextModel`` with an
+``attention_mask``): real tokens are unchanged (the causal mask already hides later
+positions from them), pad tokens attend to the real tokens only. Two open_clip layouts hold these
 pieces: :class:`open_clip.CLIP` keeps them on the model itself, while
 :class:`open_clip.CustomTextCLIP` keeps them on ``model.text`` (a ``TextTransformer``).
 Towers without a causal mask (SigLIP-style), with an appended class token (CoCa), or
@@ -18,6 +21,9 @@ tokens' features, or the BPE layout would not apply.
 
 from __future__ import annotations
 
+from typing import Optional
+
+import torch
 from torch import Tensor, nn
 
 from taco_plus.text.tokenizer import VOCAB_SIZE
@@ -70,11 +76,12 @@ class TextTower:
     def dtype(self):
         return self.owner.transformer.get_cast_dtype()
 
-    def token_states(self, ids: Tensor) -> Tensor:
+    def token_states(self, ids: Tensor, key_mask: Optional[Tensor] = None) -> Tensor:
         """Final-layer, ``ln_final``-normalised hidden states of every token.
 
         Args:
             ids: token ids (S, L), ``L <= context_length``.
+            key_mask: optional (S, L) bool, False on keys no query may attend to.
 
         Returns:
             (S, L, width) hidden states; position ``i`` depends on ids ``[:i+1]`` only.
@@ -85,7 +92,12 @@ class TextTower:
         tower = self.owner
         x = tower.token_embedding(ids).to(self.dtype)  # (S, L, width)
         x = x + tower.positional_embedding[:length].to(self.dtype)
-        x = tower.transformer(x, attn_mask=tower.attn_mask[:length, :length])
+        mask = tower.attn_mask[:length, :length].to(self.dtype)  # (L, L) additive, causal
+        if key_mask is not None:  # (S, 1, L) + (L, L) -> (S, L, L), one copy per head
+            pad = torch.zeros(key_mask.shape, dtype=self.dtype, device=x.device).masked_fill(~key_mask, float("-inf"))
+            heads = tower.transformer.resblocks[0].attn.num_heads
+            mask = (pad[:, None, :] + mask).repeat_interleave(heads, dim=0)
+        x = tower.transformer(x, attn_mask=mask)
         return tower.ln_final(x)
 
     def project(self, pooled: Tensor) -> Tensor:

@@ -2,10 +2,10 @@
 
 Token weights are decided on words of the caption as the user wrote it (tf-idf
 terms, spaCy entities, both with character offsets into the original string) and
-must land on CLIP's byte-level BPE pieces. open_clip's tokenizer (Radford et al.,
+must land on CLIP's byte-level BPE pieces. CLIP's tokenizer (Radford et al.,
 "Learning Transferable Visual Models From Natural Language Supervision", 2021)
-first *cleans* the text — ``ftfy.fix_text`` (NFC, ligatures, full-width forms,
-curly quotes, mojibake), HTML unescaping, whitespace collapsing, lower-casing — then
+first *cleans* the text — as the reference's Hugging Face tokenizer does: NFC,
+whitespace collapsing, lower-casing (``taco_plus.text.tokenizer.hf_clean``) — then
 splits the cleaned text with a regex (letters, single digits, punctuation runs,
 ``'s``/``'t``… clitics) and BPE-encodes each match's UTF-8 bytes.
 
