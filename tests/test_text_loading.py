@@ -1,9 +1,8 @@
-"""Where CLIP weights come from (taco_plus.text.clip_loading, hub_access)."""
+"""Where CLIP weights come from (taco_plus.text.clip_loading). Runs with HF_HUB_OFFLINE=1 (conftest)."""
 
 from __future__ import annotations
 
 import json
-import socket
 import time
 from pathlib import Path
 
@@ -13,7 +12,6 @@ import torch
 from safetensors.torch import save_file
 
 from taco_plus.text import ClipTextEncoder, ClipWeightsUnavailableError, clip_source, load_clip, tiny_clip
-from taco_plus.text import hub_access
 from taco_plus.text.clip_loading import MODEL_CONFIG_DIR
 
 TINY = "taco-tiny-clip"
@@ -50,59 +48,29 @@ def fake_hub_cache(cache: Path, repo: str, files: dict) -> Path:
     return snapshot
 
 
-def test_offline_openai_fails_fast_with_download_hint(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def test_offline_openai_fails_fast_with_download_hint(tmp_path):
     start = time.perf_counter()
     with pytest.raises(ClipWeightsUnavailableError) as info:
         # An empty cache_dir: a developer's real cache must not turn this into a load.
         load_clip("ViT-B-32", pretrained="openai", cache_dir=str(tmp_path))
-    elapsed = time.perf_counter() - start
-    assert elapsed < 5.0, elapsed
+    assert time.perf_counter() - start < 5.0
     message = str(info.value)
     assert isinstance(info.value, RuntimeError)
     for needle in (
         "HF_HUB_OFFLINE",
-        "timm/vit_base_patch32_clip_224.openai",
-        "open_clip_model.safetensors",
-        "open_clip_pytorch_model.bin",
-        "pretrained='/path/to/clip/open_clip_model.safetensors'",
+        "hf download timm/vit_base_patch32_clip_224.openai open_clip_model.safetensors open_clip_config.json",
         "pretrained='/path/to/clip'",
-        "quick_gelu=True",
+        "pretrained='/path/to/clip/open_clip_model.safetensors', quick_gelu=True",
         "models--timm--vit_base_patch32_clip_224.openai",
     ):
         assert needle in message, needle
 
 
-def test_encoder_default_fails_fast_offline(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def test_encoder_default_fails_fast_offline(tmp_path):
     start = time.perf_counter()
     with pytest.raises(ClipWeightsUnavailableError, match="vit_base_patch32_clip_224.openai"):
         ClipTextEncoder(cache_dir=str(tmp_path))
     assert time.perf_counter() - start < 5.0
-
-
-def test_unreachable_hub_fails_fast_without_offline_flag(monkeypatch, tmp_path):
-    from huggingface_hub import constants
-
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    probed = []
-    monkeypatch.setattr(hub_access, "host_reachable", lambda url, timeout=3.0: probed.append(url) or False)
-    with pytest.raises(ClipWeightsUnavailableError, match="unreachable"):
-        load_clip("ViT-B-32", pretrained="openai", cache_dir=str(tmp_path))
-    assert probed and probed[0].endswith("/timm/vit_base_patch32_clip_224.openai")
-
-
-def test_host_reachable_on_loopback(monkeypatch):
-    for var in ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    with socket.create_server(("127.0.0.1", 0)) as server:
-        port = server.getsockname()[1]
-        assert hub_access.host_reachable(f"http://127.0.0.1:{port}/x", timeout=2.0)
-    # Nothing listens on the port once the server is closed.
-    start = time.perf_counter()
-    assert not hub_access.host_reachable(f"http://127.0.0.1:{port}/x", timeout=2.0)
-    assert time.perf_counter() - start < 2.5
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pt", ".bin"])
@@ -147,7 +115,6 @@ def test_local_folder_with_open_clip_config_uses_its_architecture(tmp_path):
 
 def test_cached_tag_loads_offline_with_tag_settings(monkeypatch, tmp_path, seed1):
     """A tag whose weights sit in the HF cache loads without the network, QuickGELU from the tag."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     tags = {"cached": {"hf_hub": "taco-test/tiny-clip/", "quick_gelu": True}}
     monkeypatch.setitem(open_clip.pretrained._PRETRAINED, TINY, tags)
     fake_hub_cache(tmp_path, "taco-test/tiny-clip",
@@ -156,14 +123,13 @@ def test_cached_tag_loads_offline_with_tag_settings(monkeypatch, tmp_path, seed1
     model = load_clip(TINY, pretrained="cached", cache_dir=str(tmp_path))
     assert time.perf_counter() - start < 5.0
     assert same_weights(model, seed1) and uses_quick_gelu(model)
-    assert clip_source(model).checkpoint.endswith("open_clip_model.safetensors")
+    assert clip_source(model).describe() == f"{TINY} pretrained='cached'"
 
     with pytest.raises(ClipWeightsUnavailableError, match="taco-test/tiny-clip"):
         load_clip(TINY, pretrained="cached", cache_dir=str(tmp_path / "empty"))
 
 
-def test_cached_hf_hub_id_loads_offline(monkeypatch, tmp_path, seed1):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def test_cached_hf_hub_id_loads_offline(tmp_path, seed1):
     config = json.dumps({"model_cfg": tiny_model_cfg(), "preprocess_cfg": {}})
     fake_hub_cache(tmp_path, "taco-test/tiny-hub", {
         "open_clip_config.json": lambda p: p.write_text(config),

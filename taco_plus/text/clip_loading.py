@@ -1,18 +1,16 @@
 """Loading frozen open_clip models: one place for where CLIP weights come from.
 
-Used by the text encoder (text tower) and by the joint CLIP loss (image and text towers).
+Used by the text encoder (text tower), the joint CLIP loss and the CLIP score.
 ``pretrained`` may be
 
-* an open_clip tag (``"openai"``, ``"laion2b_s34b_b79k"``, ...). The weights are looked
-  up in the local caches first (Hugging Face hub cache, open_clip's URL cache) and loaded
-  from there without touching the network. Only when they are missing is open_clip asked
-  to download them, and only if the hub answers: offline (``HF_HUB_OFFLINE=1``, or the hub
-  unreachable) :class:`ClipWeightsUnavailableError` is raised at once, saying what to
-  download and where to put it. Without this check open_clip retries for ~46 s.
+* an open_clip tag (``"openai"``, ``"laion2b_s34b_b79k"``, ...): open_clip fetches the
+  weights through the Hugging Face hub, which serves them from its cache when they are
+  there. When they are not and cannot be downloaded (``HF_HUB_OFFLINE=1``, or no network)
+  :class:`ClipWeightsUnavailableError` says what to download and where to put it;
 * a local weights file (``.safetensors``, ``.bin``, ``.pt``, ``.pth``), loaded with
   ``weights_only=True``;
 * a local folder (a path, or ``"local-dir:/path"``): with an ``open_clip_config.json``
-  inside (a downloaded hub repo) the folder's config and weights are used as open_clip's
+  inside (a downloaded hub repo) the folder's config and weights are used, as open_clip's
   ``local-dir:`` schema does; otherwise the folder's checkpoint is loaded into
   ``model_name``'s architecture;
 * ``None`` or ``"random"``: a random-init, UNTRAINED model, initialised from a fixed seed
@@ -37,23 +35,17 @@ import open_clip
 import torch
 from torch import nn
 
-from taco_plus.text.hub_access import (
-    PREFERRED_WEIGHTS,
-    ClipWeightsUnavailableError,
-    cached_hub_snapshot,
-    cached_tag_file,
-    download_hint,
-    hub_url,
-    hub_weight_names,
-    require_online,
-    split_hub,
-    url_download_hint,
-)
-
 logger = logging.getLogger(__name__)
 
 MODEL_CONFIG_DIR = Path(__file__).with_name("model_configs")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+# What `hf download` of an open_clip repo leaves, in open_clip's order of preference.
+HUB_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+
+
+class ClipWeightsUnavailableError(RuntimeError):
+    """Pretrained CLIP weights are not on this machine and cannot be downloaded."""
+
 
 @dataclass(frozen=True)
 class ClipSource:
@@ -62,7 +54,7 @@ class ClipSource:
     Args:
         model_name: open_clip architecture name (or ``local-dir:``/``hf-hub:`` id).
         pretrained: the ``pretrained`` value asked for.
-        checkpoint: the weights file actually loaded, or None.
+        checkpoint: the local weights file or folder loaded, or None (tags, hub ids, random).
         untrained: True for a random-init model.
         seed: the initialisation seed of a random-init model.
     """
@@ -118,65 +110,47 @@ def load_clip(
     if pretrained is not None and not isinstance(pretrained, (str, os.PathLike)):
         raise TypeError(f"pretrained must be a str, a path or None, got {type(pretrained).__name__}")
     register_model_configs()
-    pretrained = None if pretrained is None else os.fspath(pretrained)
-    kwargs: Dict[str, Any] = dict(device=device, cache_dir=cache_dir, weights_only=True)
+    pretrained = None if pretrained in (None, "", "random") else os.fspath(pretrained)
+    # A model kwarg overrides the architecture config in both directions.
+    kwargs: Dict[str, Any] = dict(cache_dir=cache_dir, weights_only=True)
+    if quick_gelu is not None:
+        kwargs["quick_gelu"] = bool(quick_gelu)
+    checkpoint = None
 
-    if model_name.startswith(("local-dir:", "hf-hub:")):
-        pretrained = None  # the id names both config and weights, as in open_clip
-        model, checkpoint = _load_schema(model_name, quick_gelu, kwargs)
+    if model_name.startswith(("local-dir:", "hf-hub:")):  # the id names config and weights, as in open_clip
+        pretrained = None
+        folder = Path(model_name.removeprefix("local-dir:"))
+        if model_name.startswith("hf-hub:"):
+            model = _create(model_name, None, kwargs, _hub_hint(model_name.removeprefix("hf-hub:"), model_name))
+        elif _folder_model_cfg(folder) is None:
+            raise FileNotFoundError(f"{model_name}: the folder must hold open_clip_config.json and the weights")
+        else:
+            model, checkpoint = _load_local(model_name, folder, kwargs)
     elif open_clip.get_model_config(model_name) is None:
         raise ValueError(f"unknown open_clip model {model_name!r}; see open_clip.list_models()")
-    elif pretrained in (None, "", "random"):
-        model = _random_init(model_name, quick_gelu, seed, kwargs)
-        checkpoint = None
-    elif pretrained.startswith("local-dir:") or os.path.isdir(pretrained):
-        model, checkpoint = _load_folder(model_name, pretrained.removeprefix("local-dir:"), quick_gelu, kwargs)
-    elif os.path.isfile(pretrained) or pretrained.endswith(WEIGHT_SUFFIXES) or os.sep in pretrained:
-        model = _load_file(model_name, pretrained, quick_gelu, kwargs)
-        checkpoint = pretrained
+    elif pretrained is None:
+        model = _random_init(model_name, seed, kwargs)
+    elif os.path.exists(pretrained.removeprefix("local-dir:")) or pretrained.endswith(WEIGHT_SUFFIXES) or os.sep in pretrained:
+        model, checkpoint = _load_local(model_name, Path(pretrained.removeprefix("local-dir:")), kwargs)
     else:
-        model, checkpoint = _load_tag(model_name, pretrained, quick_gelu, kwargs)
+        model = _load_tag(model_name, pretrained, kwargs)
 
-    model.eval()
-    model.requires_grad_(False)
-    untrained = checkpoint is None
+    model = model.to(device).eval().requires_grad_(False)
+    untrained = pretrained is None and not model_name.startswith(("local-dir:", "hf-hub:"))
     model.taco_source = ClipSource(model_name, pretrained, checkpoint, untrained, seed if untrained else None)
     return model
 
 
-def _model_kwargs(quick_gelu: Optional[bool]) -> Dict[str, Any]:
-    # A model kwarg overrides the architecture config in both directions.
-    return {} if quick_gelu is None else {"quick_gelu": bool(quick_gelu)}
-
-
-def _random_init(model_name: str, quick_gelu: Optional[bool], seed: int, kwargs: Dict[str, Any]) -> nn.Module:
+def _random_init(model_name: str, seed: int, kwargs: Dict[str, Any]) -> nn.Module:
     logger.warning(
         "UNTRAINED random-init CLIP %r (seed %d): for tests and offline demos only, "
         "its text features carry no meaning", model_name, seed,
     )
-    device = kwargs.pop("device")
     # Fork the CPU RNG so the init depends only on `seed`, not on what ran before.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = open_clip.create_model(
-            model_name, pretrained=None, device="cpu", pretrained_image=False, pretrained_text=False,
-            **kwargs, **_model_kwargs(quick_gelu),
-        )
-    return model.to(device)
-
-
-def _load_file(model_name: str, path: str, quick_gelu: Optional[bool], kwargs: Dict[str, Any],
-               preprocess: Optional[Dict[str, Any]] = None) -> nn.Module:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"CLIP weights file not found: {path}")
-    if not path.endswith(WEIGHT_SUFFIXES):
-        raise ValueError(f"CLIP weights file must end with one of {WEIGHT_SUFFIXES}: {path}")
-    if quick_gelu is None:
-        quick_gelu = _sibling_quick_gelu(Path(path))
-    return open_clip.create_model(
-        model_name, pretrained=path, require_pretrained=True, force_preprocess_cfg=preprocess,
-        **kwargs, **_model_kwargs(quick_gelu),
-    )
+        return open_clip.create_model(model_name, pretrained=None, pretrained_image=False,
+                                      pretrained_text=False, **kwargs)
 
 
 def _folder_model_cfg(folder: Path) -> Optional[Dict[str, Any]]:
@@ -190,70 +164,63 @@ def _folder_model_cfg(folder: Path) -> Optional[Dict[str, Any]]:
         raise ValueError(f"unreadable open_clip config {config}: {err}") from err
 
 
-def _sibling_quick_gelu(path: Path) -> Optional[bool]:
-    """QuickGELU flag from an ``open_clip_config.json`` next to a weights file."""
-    return (_folder_model_cfg(path.parent) or {}).get("quick_gelu")
+def _load_local(model_name: str, path: Path, kwargs: Dict[str, Any]) -> tuple[nn.Module, str]:
+    """A weights file, or a folder (with its own ``open_clip_config.json``, or only weights)."""
+    if path.is_dir():
+        if _folder_model_cfg(path) is not None:
+            logger.info("loading CLIP from %s with the folder's own open_clip_config.json", path)
+            return open_clip.create_model(f"local-dir:{path}", require_pretrained=True, **kwargs), str(path)
+        found = [path / n for n in HUB_WEIGHTS if (path / n).is_file()]
+        found += sorted(p for p in path.iterdir() if p.suffix in WEIGHT_SUFFIXES)
+        if not found:
+            raise FileNotFoundError(f"no CLIP weights ({', '.join(WEIGHT_SUFFIXES)}) in folder {path}")
+        path = found[0]
+    elif not path.is_file():
+        raise FileNotFoundError(f"CLIP weights file or folder not found: {path}")
+    if not path.name.endswith(WEIGHT_SUFFIXES):
+        raise ValueError(f"CLIP weights file must end with one of {WEIGHT_SUFFIXES}: {path}")
+    # QuickGELU from an open_clip_config.json beside the file, unless given.
+    sibling = (_folder_model_cfg(path.parent) or {}).get("quick_gelu")
+    if "quick_gelu" not in kwargs and sibling is not None:
+        kwargs = {**kwargs, "quick_gelu": sibling}
+    return open_clip.create_model(model_name, pretrained=str(path), require_pretrained=True, **kwargs), str(path)
 
 
-def _load_folder(model_name: str, folder: str, quick_gelu: Optional[bool], kwargs: Dict[str, Any]):
-    root = Path(folder)
-    if not root.is_dir():
-        raise FileNotFoundError(f"CLIP weights folder not found: {root}")
-    if _folder_model_cfg(root) is not None:
-        logger.info("loading CLIP from %s with the folder's own open_clip_config.json", root)
-        return _load_schema(f"local-dir:{root}", quick_gelu, kwargs)
-    found = [root / n for n in PREFERRED_WEIGHTS if (root / n).is_file()]
-    found += sorted(p for p in root.iterdir() if p.suffix in WEIGHT_SUFFIXES and p not in found)
-    if not found:
-        raise FileNotFoundError(f"no CLIP weights ({', '.join(WEIGHT_SUFFIXES)}) in folder {root}")
-    return _load_file(model_name, str(found[0]), quick_gelu, kwargs), str(found[0])
-
-
-def _load_schema(model_id: str, quick_gelu: Optional[bool], kwargs: Dict[str, Any]):
-    if model_id.startswith("local-dir:"):
-        root = Path(model_id.removeprefix("local-dir:"))
-        if _folder_model_cfg(root) is None:
-            raise FileNotFoundError(f"{model_id}: folder must hold open_clip_config.json (with model_cfg) and the weights")
-        model = open_clip.create_model(model_id, require_pretrained=True, **kwargs, **_model_kwargs(quick_gelu))
-        return model, str(root)
-    repo = model_id.removeprefix("hf-hub:")
-    snapshot = cached_hub_snapshot(repo, kwargs["cache_dir"])
-    if snapshot is not None:  # everything cached: load it without asking the hub
-        return _load_schema(f"local-dir:{snapshot}", quick_gelu, kwargs)
-    hint = download_hint(model_id, None, repo, ["open_clip_model.safetensors"])
-    require_online(hint, hub_url(repo))
-    try:
-        model = open_clip.create_model(model_id, require_pretrained=True, **kwargs, **_model_kwargs(quick_gelu))
-    except Exception as err:  # network failures surface as assorted exception types
-        raise ClipWeightsUnavailableError(f"{err}\n{hint}") from err
-    return model, model_id
-
-
-def _load_tag(model_name: str, tag: str, quick_gelu: Optional[bool], kwargs: Dict[str, Any]):
+def _load_tag(model_name: str, tag: str, kwargs: Dict[str, Any]) -> nn.Module:
     cfg = open_clip.get_pretrained_cfg(model_name, tag)
     if not cfg:
         raise ValueError(
             f"pretrained={tag!r} is neither an existing file or folder nor an open_clip tag for "
             f"{model_name!r}; tags: {open_clip.list_pretrained_tags_by_model(model_name)}"
         )
-    if quick_gelu is None:
-        quick_gelu = cfg.get("quick_gelu", False)
-    preprocess = {k: cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in cfg}
-    cached = cached_tag_file(cfg, kwargs["cache_dir"])
-    if cached is not None:
-        return _load_file(model_name, cached, quick_gelu, kwargs, preprocess), cached
-
-    if cfg.get("hf_hub"):
-        repo, filename = split_hub(cfg["hf_hub"])
-        hint = download_hint(model_name, tag, repo, hub_weight_names(filename), quick_gelu)
-        require_online(hint, hub_url(repo))
+    quick_gelu = kwargs.get("quick_gelu", cfg.get("quick_gelu", False))
+    if quick_gelu and "quick_gelu" not in kwargs:  # the tag's activation (open_clip only warns)
+        kwargs = {**kwargs, "force_quick_gelu": True}
+    if cfg.get("hf_hub"):  # "org/repo/" or "org/repo/file"
+        hint = _hub_hint(os.path.split(cfg["hf_hub"])[0], f"{model_name!r}, pretrained={tag!r}", quick_gelu)
     else:
-        hint = url_download_hint(cfg.get("url", ""), kwargs["cache_dir"], quick_gelu)
-        require_online(hint, cfg.get("url", ""))
+        hint = (f"Download {cfg['url']} on a machine with internet access and pass its path as "
+                f"pretrained='/path/to/{os.path.basename(cfg['url'])}'{' with quick_gelu=True' if quick_gelu else ''}.")
+    return _create(model_name, tag, kwargs, hint)
+
+
+def _create(model_name: str, tag: Optional[str], kwargs: Dict[str, Any], hint: str) -> nn.Module:
+    """open_clip's download-and-load, its failure turned into the message that says what to do."""
     try:
-        model = open_clip.create_model(
-            model_name, pretrained=tag, require_pretrained=True, **kwargs, **_model_kwargs(quick_gelu)
-        )
-    except Exception as err:  # network failures surface as assorted exception types
-        raise ClipWeightsUnavailableError(f"could not download {model_name} pretrained={tag!r}: {err}\n{hint}") from err
-    return model, tag
+        return open_clip.create_model(model_name, pretrained=tag, require_pretrained=True, **kwargs)
+    except RuntimeError as err:  # open_clip wraps hub/network failures in RuntimeError
+        raise ClipWeightsUnavailableError(f"{err}\n{hint}") from err
+
+
+def _hub_hint(repo: str, what: str, quick_gelu: bool = False) -> str:
+    """Where to get a hub repo's weights, and how to point ``load_clip`` at them."""
+    cache = "models--" + repo.replace("/", "--")
+    return (
+        f"CLIP weights for {what} are not on this machine and cannot be downloaded now "
+        f"(HF_HUB_OFFLINE=1, or no network). On a machine with internet access run\n"
+        f"    hf download {repo} {' '.join(HUB_WEIGHTS[:1])} open_clip_config.json --local-dir /path/to/clip\n"
+        f"copy the folder here and pass pretrained='/path/to/clip' (model_name='local-dir:/path/to/clip' for an "
+        f"hf-hub: id); a file alone: pretrained='/path/to/clip/{HUB_WEIGHTS[0]}'"
+        f"{', quick_gelu=True' if quick_gelu else ''} (older repos hold {HUB_WEIGHTS[1]}). Or download without "
+        f"--local-dir and copy ~/.cache/huggingface/hub/{cache} into this machine's Hugging Face cache."
+    )
