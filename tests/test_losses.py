@@ -159,3 +159,89 @@ def test_clip_contrastive_is_log_b_for_identical_embeddings():
     assert clip_contrastive(e, e, 14.3).item() == pytest.approx(math.log(4), rel=1e-6)
     with pytest.raises(ValueError):
         ClipJointLoss("taco-tiny-clip", pretrained=None, context_length=100)
+
+
+# ---------------------------------------------------------------- global batch under DDP
+GLOBAL_CAPTIONS = CAPTIONS + [" ".join(["a very long caption about a harbour"] * 12)]
+
+
+def _joint_setup():
+    """The same loss, 'codec' (one conv) and global batch of 4 in every process."""
+    torch.manual_seed(0)
+    net = torch.nn.Conv2d(3, 3, 3, padding=1)
+    x = torch.rand(4, 3, 40, 48, generator=torch.Generator().manual_seed(1))
+    return ClipJointLoss("taco-tiny-clip", pretrained=None), net, x
+
+
+def _joint_terms(loss, net, x, captions):
+    out = loss((x + 0.1 * net(x)).clamp(0, 1), x, captions)
+    out["joint"].backward()
+    return {"terms": {k: v.detach() for k, v in out.items()}, "grads": [p.grad.clone() for p in net.parameters()]}
+
+
+def _ddp_rank(rank: int, world: int, store: str, setup=None) -> dict:
+    """One rank of a gloo group: its half of the global batch through a DDP-wrapped conv."""
+    import datetime
+
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=120))
+    try:
+        loss, net, x = setup or _joint_setup()
+        part = slice(rank * 2, rank * 2 + 2)
+        return _joint_terms(loss, DistributedDataParallel(net), x[part], GLOBAL_CAPTIONS[part])
+    finally:
+        dist.destroy_process_group()
+
+
+def _ddp_child(rank: int, world: int, store: str, out: str) -> None:
+    torch.save(_ddp_rank(rank, world, store), out)
+
+
+@pytest.mark.slow  # two interpreters importing torch and open_clip
+def test_joint_loss_over_two_processes_equals_one_process(tmp_path):
+    """2 gloo processes with 2 images each give the same loss and the same (DDP-averaged)
+    gradients as 1 process with all 4: the embeddings are gathered with gradients.
+    This process is rank 0 (one interpreter start less), a spawned one rank 1."""
+    import torch.multiprocessing as mp
+
+    single = _joint_terms(*_joint_setup(), GLOBAL_CAPTIONS)
+    store, out = str(tmp_path / "store"), str(tmp_path / "rank1.pt")
+    child = mp.get_context("spawn").Process(target=_ddp_child, args=(1, 2, store, out))
+    child.start()
+    try:
+        ranks = [_ddp_rank(0, 2, store)]
+    finally:
+        child.join(timeout=180)
+    assert child.exitcode == 0
+    ranks.append(torch.load(out, weights_only=True))
+    for ranked in ranks:
+        for name, value in single["terms"].items():
+            torch.testing.assert_close(ranked["terms"][name], value, rtol=1e-5, atol=0)
+        for ours, theirs in zip(ranked["grads"], single["grads"]):
+            torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-8)
+
+
+def test_joint_loss_cut_is_counted_logged_and_77_for_long_captions(joint_tiny, caplog):
+    from taco_plus.config import compose
+    from taco_plus.text import bpe_ids
+
+    long = GLOBAL_CAPTIONS[-1]
+    n = len(bpe_ids(long))
+    assert n > 75
+    caplog.set_level("INFO", logger="taco_plus.losses.joint")
+    short = ClipJointLoss(clip_model=joint_tiny.clip, context_length=38)
+    t38 = short.text_embedding(["a cat", long])
+    assert (short.captions_seen, short.captions_cut, short.pieces_cut) == (2, 1, n - 36)
+    assert "joint loss: 1 of 2 captions cut to 38 tokens so far" in caplog.text
+    full = ClipJointLoss(clip_model=joint_tiny.clip, context_length=77)
+    t77 = full.text_embedding(["a cat", long])
+    assert full.pieces_cut == n - 75
+    torch.testing.assert_close(t77[0], t38[0])  # a short caption is not cut either way
+    assert not torch.allclose(t77[1], t38[1])  # pieces 37..75 now reach the embedding
+    # TACO's baseline keeps the reference's 38; the long-caption run uses 77.
+    assert compose(["experiment=taco_baseline"]).loss.joint.context_length == 38
+    assert compose(["experiment=captions_regenerated"]).loss.joint.context_length == 77

@@ -11,23 +11,44 @@ embedding ``t`` (both L2-normalised, ViT-B/32, frozen),
 * the norm is taken over the whole (B, D) difference: not squared, not averaged;
 * images are resized (shorter side, bilinear, antialiased) to the tower's input size,
   centre-cropped and normalised with CLIP's mean/std, like CLIP's preprocessing;
-* captions are truncated to ``context_length`` tokens (38 in TACO), end-of-text kept.
+* captions are tokenized as the text encoder does (Hugging Face's cleaning) and cut to
+  ``context_length`` tokens, end-of-text kept: 38 in TACO, whose joint loss reused the
+  adapter's 38-token ids; long-caption runs use CLIP's 77. Cuts are counted and logged.
 
-Gradients flow through the frozen image tower into ``x_hat`` only.
+Gradients flow through the frozen image tower into ``x_hat`` only. Under
+``torch.distributed`` every term is computed over the *global* batch: the embeddings
+of all ranks are gathered with gradients (open_clip's ``gather_with_grad`` pattern), so
+the contrastive term is a choice among all images and the norm is taken over all of
+them, whatever the number of processes. Each rank then holds the same loss; the
+all-gather's backward sums every rank's gradient into the rows it owns, and DDP's
+average over ranks gives exactly the gradient of the single-process loss.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Optional, Sequence
 
 import torch
+import torch.distributed as dist
+import torch.distributed.nn as dist_nn
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.transforms.v2 import functional as TF
 
+logger = logging.getLogger(__name__)
+
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def gather_batch(x: Tensor) -> Tensor:
+    """(B, ...) on each rank -> (world_size * B, ...) in rank order; gradients flow back
+    to each rank's own rows. The identity outside ``torch.distributed``."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    return torch.cat(dist_nn.all_gather(x), dim=0)
 
 
 def clip_contrastive(text: Tensor, image: Tensor, logit_scale: float) -> Tensor:
@@ -45,8 +66,8 @@ class ClipJointLoss(nn.Module):
         pretrained: weights, as for :func:`taco_plus.text.load_clip` (None: random init).
         beta: weight of the embedding-distance term (40).
         logit_scale: log of the constant temperature (2.6592).
-        context_length: caption length in tokens, start/end included (38); None uses the
-            tower's full context.
+        context_length: caption length in tokens, start/end included (38: TACO's; 77,
+            CLIP's limit, for long captions); None uses the tower's full context.
         clip_model: an already-loaded open_clip model to use instead of loading one.
     """
 
@@ -60,13 +81,10 @@ class ClipJointLoss(nn.Module):
         clip_model: Optional[nn.Module] = None,
     ) -> None:
         super().__init__()
-        import open_clip
-
         from taco_plus.text import load_clip
 
         self.clip = clip_model if clip_model is not None else load_clip(model_name, pretrained)
         self.clip.eval().requires_grad_(False)
-        self.tokenizer = open_clip.get_tokenizer(model_name)
         full = int(getattr(self.clip, "context_length", 77))
         if context_length is not None and not 2 <= context_length <= full:
             raise ValueError(f"context_length must lie in [2, {full}], got {context_length}")
@@ -80,6 +98,9 @@ class ClipJointLoss(nn.Module):
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.model_name = model_name
+        # What the cut to context_length drops (captions seen, captions cut, BPE pieces dropped).
+        self.captions_seen = self.captions_cut = self.pieces_cut = 0
+        self._next_report = 1
 
     def train(self, mode: bool = True) -> "ClipJointLoss":
         super().train(mode)
@@ -100,12 +121,27 @@ class ClipJointLoss(nn.Module):
     @torch.no_grad()
     def text_embedding(self, captions: Sequence[str]) -> Tensor:
         """L2-normalised CLIP text embeddings (B, D) of captions cut to ``context_length``."""
-        device = self.mean.device
-        tokens = self.tokenizer(list(captions), context_length=self.context_length)  # (B, Lc), EOT kept
+        from taco_plus.text import tokenize
+
+        layouts = [tokenize(c, self.context_length, pad="zero") for c in captions]  # EOT kept
+        self._count_cuts([layout.truncated for layout in layouts])
         # encode_text adds all 77 positional embeddings: pad with 0 after the EOT; the
         # causal mask keeps those positions out of the pooled (EOT) state.
-        tokens = F.pad(tokens, (0, self.full_context - tokens.shape[1])).to(device)
-        return F.normalize(self.clip.encode_text(tokens), dim=-1)
+        tokens = torch.tensor([layout.ids + [0] * (self.full_context - len(layout)) for layout in layouts])
+        return F.normalize(self.clip.encode_text(tokens.to(self.mean.device)), dim=-1)
+
+    def _count_cuts(self, truncated: list[int]) -> None:
+        """Counts what the cut drops; logs the totals when the number of cut captions doubles."""
+        self.captions_seen += len(truncated)
+        self.captions_cut += sum(n > 0 for n in truncated)
+        self.pieces_cut += sum(truncated)
+        if self.captions_cut >= self._next_report:
+            logger.info(
+                "joint loss: %d of %d captions cut to %d tokens so far (%d BPE pieces dropped; "
+                "the adapter's text features are not affected)",
+                self.captions_cut, self.captions_seen, self.context_length, self.pieces_cut,
+            )
+            self._next_report = 2 * self.captions_cut
 
     def forward(self, x_hat: Tensor, x: Tensor, captions: Sequence[str]) -> dict[str, Tensor]:
         """Returns ``{"joint", "contrastive", "embedding_distance"}`` (scalars)."""
@@ -115,12 +151,15 @@ class ClipJointLoss(nn.Module):
         with torch.no_grad():
             e = self.image_embedding(x)  # (B, D), the target: no gradient
         t = self.text_embedding(captions).to(e_hat.dtype)  # (B, D)
+        # The global batch: (B, 3, D) per rank -> (world_size * B, 3, D), one collective.
+        e_hat, e, t = gather_batch(torch.stack([e_hat, e, t], dim=1)).unbind(1)
         contrastive = clip_contrastive(t, e_hat, self.logit_scale)
-        distance = torch.linalg.vector_norm(e_hat - e)  # over the whole batch, not squared
+        distance = torch.linalg.vector_norm(e_hat - e)  # over the whole global batch, not squared
         return {"joint": contrastive + self.beta * distance, "contrastive": contrastive, "embedding_distance": distance}
 
     def extra_repr(self) -> str:
         from taco_plus.text import clip_source
 
         source = clip_source(self.clip)
-        return f"{source.describe() if source else self.model_name}, beta={self.beta}, context={self.context_length}"
+        return (f"{source.describe() if source else self.model_name}, beta={self.beta}, "
+                f"captions cut to {self.context_length} tokens")
