@@ -279,3 +279,74 @@ def test_entry_point_reports_user_errors_in_one_line(tiny_data, tmp_path, monkey
     err = capsys.readouterr().err
     assert f"taco-plus train: error: image folder not found: {tmp_path / 'missing'}" in err
     assert "Traceback" not in err
+
+
+def test_bf16_keeps_the_entropy_model_in_fp32(tiny_data, tmp_path, monkeypatch):
+    """trainer.precision=bf16: the transforms run in bf16, the entropy model (likelihoods of
+    z and y, rounding around the means) in fp32, as compress/decompress compute it."""
+    from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+
+    from taco_plus.models.checkerboard import RoundingCoder
+    from taco_plus.models.transforms import SynthesisTransform
+
+    seen: dict[str, set] = {}
+
+    def spy(cls, name):
+        real = getattr(cls, name)
+
+        def wrapped(self, *args, **kwargs):
+            out = real(self, *args, **kwargs)
+            tensors = [a for a in (*args, *(out if isinstance(out, tuple) else (out,))) if torch.is_tensor(a)]
+            seen.setdefault(cls.__name__, set()).update(t.dtype for t in tensors if t.is_floating_point())
+            return out
+
+        monkeypatch.setattr(cls, name, wrapped)
+
+    for cls, name in ((EntropyBottleneck, "forward"), (GaussianConditional, "forward"), (RoundingCoder, "code"),
+                      (SynthesisTransform, "forward")):
+        spy(cls, name)
+    result = run_tiny_rd(tiny_data, tmp_path, "trainer.precision=bf16", "trainer.max_steps=1")
+    assert result.steps == 1 and np.isfinite(result.history[-1]["loss"])
+    assert seen == {"EntropyBottleneck": {torch.float32}, "GaussianConditional": {torch.float32},
+                    "RoundingCoder": {torch.float32}, "SynthesisTransform": {torch.float32, torch.bfloat16}}
+
+
+def _run_rank(rank: int, store_port: int, data: str, run_dir: str) -> str:
+    """One rank of a 2-process CPU run, launched as torchrun would; returns its run folder."""
+    os.environ.update(WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(store_port))
+    try:
+        return str(run_tiny_rd(Path(data), Path(run_dir), "trainer.max_steps=1", "data.batch_size=1").run_dir)
+    finally:
+        for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+            os.environ.pop(var, None)
+
+
+def _rank_child(rank: int, port: int, data: str, run_dir: str, out: str) -> None:
+    torch.set_num_threads(1)
+    Path(out).write_text(_run_rank(rank, port, data, run_dir))
+
+
+@pytest.mark.slow
+def test_all_ranks_share_rank_0s_run_folder(tiny_data, tmp_path):
+    """Each rank is given its own folder (as each rank's Hydra names one from its clock):
+    every rank works in rank 0's, so `trainer.resume=auto` finds the same checkpoint."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "rank1.txt"
+    child = mp.get_context("spawn").Process(target=_rank_child,
+                                            args=(1, port, str(tiny_data), str(tmp_path / "rank1"), str(out)))
+    child.start()
+    try:
+        rank0 = _run_rank(0, port, str(tiny_data), str(tmp_path / "rank0"))
+    finally:
+        child.join(timeout=300)
+    assert child.exitcode == 0
+    assert rank0 == out.read_text() == str(tmp_path / "rank0")
+    assert (tmp_path / "rank0" / "checkpoints" / "final.pt").is_file()
+    assert not (tmp_path / "rank1").exists()

@@ -182,20 +182,25 @@ class TACO(CompressionModel):
         """Returns ``{"x_hat", "likelihoods": {"y", "z"}}`` (CompressAI's contract)."""
         y = self.analysis(x, text_embeddings, text_mask, text_weights)
         z = self.h_a(y)
-        _, z_likelihoods = self.entropy_bottleneck(z)
-        z_offset = self.entropy_bottleneck._get_medians()
-        z_hat = quantize_ste(z - z_offset) + z_offset
-        hyper = self.h_s(z_hat)
+        # The entropy model stays fp32 under mixed precision (autocast): likelihoods,
+        # rounding around the means and the networks that predict them, as compress and
+        # decompress compute them. Only the transforms run in bf16.
+        with torch.autocast(x.device.type, enabled=False):
+            y, z = y.float(), z.float()
+            _, z_likelihoods = self.entropy_bottleneck(z)
+            z_offset = self.entropy_bottleneck._get_medians()
+            z_hat = quantize_ste(z - z_offset) + z_offset
+            hyper = self.h_s(z_hat)
 
-        y_hat, scales, means = self._code_latents(RoundingCoder(), hyper, y)
-        bounds = [sum(self.slice_ch[:i]) for i in range(len(self.slice_ch) + 1)]
-        y_likelihoods = torch.cat(
-            [
-                self.gaussian_conditional(y[:, bounds[i] : bounds[i + 1]], s, m)[1]
-                for i, (s, m) in enumerate(zip(scales, means))
-            ],
-            dim=1,
-        )
+            y_hat, scales, means = self._code_latents(RoundingCoder(), hyper, y)
+            bounds = [sum(self.slice_ch[:i]) for i in range(len(self.slice_ch) + 1)]
+            y_likelihoods = torch.cat(
+                [
+                    self.gaussian_conditional(y[:, bounds[i] : bounds[i + 1]], s, m)[1]
+                    for i, (s, m) in enumerate(zip(scales, means))
+                ],
+                dim=1,
+            )
         x_hat = self.g_s(y_hat)
         return {"x_hat": x_hat, "y": y, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
 

@@ -3,8 +3,8 @@
 ``torchrun --nproc_per_node=K -m taco_plus.train ...`` sets ``WORLD_SIZE``, ``RANK``
 and ``LOCAL_RANK`` (a SLURM job with several tasks gets them from submitit); with ``WORLD_SIZE > 1`` :func:`init_distributed` joins the group
 (NCCL on GPUs, Gloo on CPUs), the model is wrapped in DistributedDataParallel, each
-rank reads its shard of every epoch (:class:`~taco_plus.data.ResumableSampler`), and
-only rank 0 logs and writes checkpoints.
+rank reads its shard of every epoch (:class:`~taco_plus.data.ResumableSampler`), all
+ranks use rank 0's run folder, and only rank 0 logs and writes checkpoints.
 """
 
 from __future__ import annotations
@@ -94,6 +94,15 @@ def gather_objects(obj: Any, ctx: DistContext) -> list[Any]:
     out: list[Any] = [None] * ctx.world_size
     dist.all_gather_object(out, obj)
     return out
+
+
+def broadcast_object(obj: Any, ctx: DistContext) -> Any:
+    """Rank 0's ``obj`` on every rank (``obj`` itself when not distributed)."""
+    if not ctx.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def barrier(ctx: DistContext) -> None:

@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from taco_plus.config import to_container
-from taco_plus.train.distributed import init_distributed, shutdown_distributed
+from taco_plus.train.distributed import broadcast_object, init_distributed, shutdown_distributed
 from taco_plus.train.state import seed_everything
 from taco_plus.train.trainer import Components, Trainer, TrainResult
 
@@ -96,6 +96,9 @@ def train(cfg: DictConfig, run_dir: Optional[str | os.PathLike] = None) -> Train
         raise ValueError(f"optim.scheduler_unit must be 'epoch' or 'step', got {cfg.optim.scheduler_unit!r}")
     ctx = init_distributed()
     try:
+        # One run folder for every rank, rank 0's: under torchrun each rank's Hydra names
+        # its own from its clock, and `trainer.resume=auto` must find the same checkpoint.
+        run_dir = broadcast_object(str(run_dir), ctx)
         trainer: Trainer = instantiate(cfg.trainer, _convert_="all")
         seed_everything(trainer.seed)  # same initial weights (and loss stand-ins) on every rank
         parts = build_components(cfg)
