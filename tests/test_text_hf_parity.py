@@ -110,6 +110,9 @@ def test_token_ids_equal_hugging_face(hf_tokenizer):
     captions = list(CAPTIONS)
     for name in ("kodak_ofa.json", "clic_ofa.json"):
         captions += json.loads(shared_path("data", "captions", name).read_text(encoding="utf-8")).values()
+    for split in ("train", "val"):
+        coco = shared_path("data", "coco_mini", "annotations", f"captions_{split}2017.json")
+        captions += [a["caption"] for a in json.loads(coco.read_text(encoding="utf-8"))["annotations"]]
     enc = ClipTextEncoder.from_model(tiny_clip(), max_tokens=38, pad="eot")
     ours = enc.tokenize(captions)
     theirs = hf_tokenizer(captions, padding="max_length", max_length=38, truncation=True)
