@@ -11,8 +11,8 @@ tower's own pieces run in order::
 and ``encode_text`` is ``x[eot] @ text_projection``. With a key mask, masked keys are
 also removed from every query's attention (Hugging Face's ``CLIPTextModel`` with an
 ``attention_mask``): real tokens are unchanged (the causal mask already hides later
-positions from them), pad tokens attend to the real tokens only. Two open_clip layouts hold these
-pieces: :class:`open_clip.CLIP` keeps them on the model itself, while
+positions from them), pad tokens attend to the real tokens only. Two open_clip layouts
+hold these pieces: :class:`open_clip.CLIP` keeps them on the model itself, while
 :class:`open_clip.CustomTextCLIP` keeps them on ``model.text`` (a ``TextTransformer``).
 Towers without a causal mask (SigLIP-style), with an appended class token (CoCa), or
 backed by a Hugging Face text model are rejected: padding would then change the real
@@ -84,7 +84,8 @@ class TextTower:
             key_mask: optional (S, L) bool, False on keys no query may attend to.
 
         Returns:
-            (S, L, width) hidden states; position ``i`` depends on ids ``[:i+1]`` only.
+            (S, L, width) hidden states; position ``i`` depends on the unmasked ids
+            among ``[:i+1]`` and on its own id only.
         """
         length = ids.shape[1]
         if length > self.context_length:
