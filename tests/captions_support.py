@@ -1,4 +1,4 @@
-"""Helpers shared by the caption tests: tiny images, a fast run config, the fake server."""
+"""Helpers shared by the caption tests: tiny images, a fast run config, the fake server fixture."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from captions_server import FakeOpenAIServer
+
 from taco_plus.captions.regenerate import RegenerateConfig
-from taco_plus.captions.regenerate.fake_server import FakeOpenAIServer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,11 +58,8 @@ def fast_config(tmp_path: Path, server: FakeOpenAIServer, **overrides) -> Regene
         base_url=server.base_url,
         concurrency=4,
         timeout=2.0,
-        backoff_base=0.005,
-        backoff_max=0.02,
         poll_interval=0.01,
         progress=False,
-        seed=0,
     )
     settings.update(overrides)
     return RegenerateConfig(**settings)

@@ -1,17 +1,12 @@
-"""Answer checks, response parsing, retry timing and key hygiene (no server needed)."""
+"""Answer checks, response parsing and key hygiene (no server needed)."""
 
 from __future__ import annotations
 
-import random
-from email.utils import format_datetime
-from datetime import datetime, timedelta, timezone
-
 import pytest
 
-from taco_plus.captions.regenerate.batch_files import result_answer
-from taco_plus.captions.regenerate.client import Redactor, public_base_url
-from taco_plus.captions.regenerate.request import Answer, MalformedResponse, answer_problem, parse_completion
-from taco_plus.captions.regenerate.retry import RetryPolicy, retry_after_seconds
+from taco_plus.captions.regenerate.batch import result_answer
+from taco_plus.captions.regenerate.requests import Answer, MalformedResponse, answer_problem, parse_completion
+from taco_plus.captions.regenerate.runner import Redactor, public_base_url
 
 LONG = "A red door with a brass knocker set in a weathered brick wall, lit by low afternoon sun."
 
@@ -56,23 +51,9 @@ def test_batch_result_lines():
     failed = {"custom_id": "a", "response": {"status_code": 500, "body": {"error": {"message": "oops"}}}}
     assert result_answer(failed) == (None, "HTTP 500: oops")
     assert "malformed" in result_answer({"custom_id": "a", "response": {"status_code": 200, "body": {}}})[1]
-
-
-def test_retry_after_headers():
-    assert retry_after_seconds({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
-    assert retry_after_seconds({"retry-after": "3"}) == 3.0
-    later = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=30), usegmt=True)
-    assert 25 < retry_after_seconds({"retry-after": later}) <= 30
-    assert retry_after_seconds({}) is None and retry_after_seconds(None) is None
-
-
-def test_backoff_grows_with_jitter_and_a_cap():
-    policy = RetryPolicy(backoff_base=1.0, backoff_max=8.0)
-    rng = random.Random(0)
-    for n, ceiling in enumerate([1, 2, 4, 8, 8, 8]):
-        delays = [policy.backoff(n, rng) for _ in range(50)]
-        assert all(ceiling / 2 <= d <= ceiling for d in delays)
-        assert len(set(delays)) > 1  # jittered
+    vllm_error = {"id": "x", "custom_id": "a", "response": {"status_code": 400, "request_id": "r", "body": None},
+                  "error": "image too large"}  # how vllm run-batch reports a failed line
+    assert result_answer(vllm_error) == (None, "HTTP 400: image too large")
 
 
 def test_redaction_and_public_url():

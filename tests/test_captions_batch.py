@@ -21,8 +21,8 @@ from captions_support import (  # noqa: F401 - fixtures
 from taco_plus.captions import load_caption_set
 from taco_plus.captions.prompts import load_prompt
 from taco_plus.captions.regenerate import regenerate
-from taco_plus.captions.regenerate.batch_files import write_request_files
-from taco_plus.captions.regenerate.jobs import collect_jobs, job_request, request_signature
+from taco_plus.captions.regenerate.batch import write_request_files
+from taco_plus.captions.regenerate.requests import build_request, collect_jobs, request_signature
 from taco_plus.captions.regenerate.journal import Journal
 
 
@@ -55,8 +55,9 @@ def test_batch_round_trip_with_failed_lines(tmp_path, fake_server, api_key):
     assert report.captioned == 5 and report.missing == {}
     assert len(fake_server.batches) == 5  # 3 files in round one, 2 for the three re-asked images
     assert all(f["purpose"] in ("batch", "batch_output") for f in fake_server.files.values())
-    inputs = sorted(cfg.batch_dir.glob("requests-*.jsonl"))
-    assert [len(p.read_text().splitlines()) for p in inputs] == [2, 2, 1, 2, 1]
+    inputs = [f["data"] for f in fake_server.files.values() if f["purpose"] == "batch"]
+    assert [len(data.splitlines()) for data in inputs] == [2, 2, 1, 2, 1]
+    assert not list(cfg.batch_dir.glob("requests-*.jsonl"))  # deleted once uploaded
     assert len(list(cfg.batch_dir.glob("output-*.jsonl"))) == 5
     assert len(list(cfg.batch_dir.glob("errors-*.jsonl"))) == 1  # the 500 line
     caption_set = load_caption_set(cfg.out)
@@ -109,7 +110,7 @@ def test_upload_without_journaled_batch_finds_the_existing_batch(tmp_path, fake_
     prompt = load_prompt(cfg.prompt)
     jobs = collect_jobs(cfg)
     (path, ids), = write_request_files(
-        ((j.image_id, job_request(j, cfg, prompt)[0]) for j in jobs), tmp_path, "pre", 100, 10**8
+        ((j.image_id, build_request(j, cfg, prompt)[0]) for j in jobs), tmp_path, "pre", 100, 10**8
     )
     import openai
 

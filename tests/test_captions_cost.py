@@ -68,8 +68,12 @@ def test_dry_run_arithmetic_by_hand(tmp_path, monkeypatch):
     low = regenerate(RegenerateConfig(**{**vars(cfg), "detail": "low"})).estimate
     assert low.input_tokens == 2 * 107 + 2 * 85
 
-    # The batch JSONL is written for inspection: one valid Batch API line per image.
-    (path,) = report.request_files
+    assert report.request_files == [] and not cfg.batch_dir.exists()  # estimated from the headers alone
+
+    # --write-requests encodes every image: the same estimate, and one Batch API line per image.
+    written = regenerate(RegenerateConfig(**{**vars(cfg), "write_requests": True}))
+    assert written.estimate == est
+    (path,) = written.request_files
     lines = [json.loads(x) for x in path.read_text().splitlines()]
     assert [x["custom_id"] for x in lines] == ["big.png", "small.png"]
     assert lines[0]["url"] == "/v1/chat/completions" and lines[0]["body"]["model"] == "test-model"
@@ -81,7 +85,7 @@ def test_dry_run_skips_captioned_images_and_unknown_prices(tmp_path, monkeypatch
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     cfg = _setup(tmp_path)
     from taco_plus.captions.prompts import load_prompt
-    from taco_plus.captions.regenerate.jobs import request_signature
+    from taco_plus.captions.regenerate.requests import request_signature
 
     with Journal.open(cfg.journal_path, request_signature(cfg, load_prompt(cfg.prompt), None), False) as journal:
         journal.append({"type": "caption", "image_id": "big.png", "caption": "done"})

@@ -74,7 +74,7 @@ def _mutate(path, change):
         (lambda d: d.update(captions={}), "captions: no captions"),
         (lambda d: d.update(captions=["a"]), "expected an object of image id"),
         (lambda d: d["captions"].update({"a.png": "bare string"}), "captions['a.png']: expected a non-empty list"),
-        (lambda d: d["captions"].update({"a.png": ["ok", ""]}), "captions['a.png'][1]: expected a non-empty string"),
+        (lambda d: d["captions"].update({"a.png": ["ok", None]}), "captions['a.png'][1]: expected a string, got null"),
         (lambda d: d["captions"].update({"a.png": [3]}), "captions['a.png'][0]"),
         (lambda d: d.pop("provenance"), '"provenance" must be an object'),
         (lambda d: d["provenance"].pop("source"), 'provenance["source"]'),

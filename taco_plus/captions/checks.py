@@ -19,7 +19,7 @@ def caption_problems(text: str) -> list[str]:
 
     Detected: empty or whitespace-only text, U+FFFD replacement characters (undecodable
     bytes), control characters other than ordinary whitespace, Unicode private-use
-    code points, and leading/trailing whitespace.
+    code points, lone surrogates (``"\\ud800"`` in JSON), and leading/trailing whitespace.
     """
     problems = []
     if not text.strip():
@@ -34,6 +34,8 @@ def caption_problems(text: str) -> list[str]:
         problems.append(f"contains control characters {', '.join(controls)}")
     if any(unicodedata.category(c) == "Co" for c in text):
         problems.append("contains private-use code points")
+    if any(unicodedata.category(c) == "Cs" for c in text):
+        problems.append("contains lone surrogates (not encodable as UTF-8)")
     if text != text.strip():
         problems.append("leading or trailing whitespace")
     return problems

@@ -16,7 +16,6 @@ the set's ``issues``; ``drop_bad=True`` removes them instead.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Optional
 from taco_plus.captions.checks import find_problems
 from taco_plus.captions.format import CaptionSet, Provenance, build_caption_set
 from taco_plus.captions.sources import CaptionSetSource, CocoCaptionsSource
+from taco_plus.results.provenance import file_sha256
 
 OFA_SOURCE = "OFA captions released with TACO (github.com/effl-lab/TACO, materials/)"
 COCO_SOURCE = "MS-COCO 2017 human captions (cocodataset.org, annotations_trainval2017.zip)"
@@ -61,24 +61,19 @@ class Conversion:
         return "\n".join(lines)
 
 
-def file_sha256(path: os.PathLike | str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def list_images(image_dir: os.PathLike | str) -> list[str]:
-    """Image file names (relative POSIX paths, sorted) under ``image_dir``, recursively."""
+    """Image file names (relative POSIX paths, sorted) under ``image_dir``, recursively;
+    hidden files and folders are skipped. ``os.walk`` reads no inode: fast on COCO's 82k."""
     root = Path(image_dir)
     if not root.is_dir():
         raise NotADirectoryError(f"image directory not found: {root}")
-    return sorted(
-        p.relative_to(root).as_posix()
-        for p in root.rglob("*")
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-    )
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        rel = os.path.relpath(folder, root)
+        prefix = "" if rel == "." else Path(rel).as_posix() + "/"
+        found += [prefix + f for f in files if not f.startswith(".") and f.lower().endswith(IMAGE_SUFFIXES)]
+    return sorted(found)
 
 
 def _finish(

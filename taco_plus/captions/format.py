@@ -141,7 +141,19 @@ def save_caption_set(caption_set: CaptionSet, path: os.PathLike | str) -> None:
 
 def write_json_atomic(path: os.PathLike | str, data: Any) -> None:
     """Write JSON to a temporary file in the same directory, fsync, then ``os.replace``."""
-    atomic_write(path, json.dumps(data, ensure_ascii=False, indent=1) + "\n")
+    atomic_write(path, json_bytes(data, indent=1))
+
+
+def json_bytes(data: Any, indent: Optional[int] = None) -> bytes:
+    """UTF-8 JSON text ending in a newline, even for strings holding lone surrogates.
+
+    ``json.loads('"\\ud800"')`` gives a string UTF-8 cannot encode. A surrogate can only
+    sit inside a JSON string, where ``backslashreplace`` writes it as ``\\ud800``: its
+    JSON escape, so the file reads back to the same string.
+    """
+    separators = None if indent else (",", ":")
+    text = json.dumps(data, ensure_ascii=False, indent=indent, separators=separators)
+    return (text + "\n").encode("utf-8", "backslashreplace")
 
 
 def read_json(path: os.PathLike | str) -> Any:
@@ -274,9 +286,9 @@ def parse_caption_mapping(
         if not isinstance(value, list) or not value:
             expected = "a caption string or a non-empty list of captions" if allow_str else "a non-empty list of captions"
             raise CaptionFormatError(path, f"{here}: expected {expected}, got {_kind(value)}")
-        for i, caption in enumerate(value):
-            if not isinstance(caption, str) or not caption.strip():
-                raise CaptionFormatError(path, f"{here}[{i}]: expected a non-empty string, got {caption!r}")
+        for i, caption in enumerate(value):  # empty or broken text is flagged (checks.py), not refused
+            if not isinstance(caption, str):
+                raise CaptionFormatError(path, f"{here}[{i}]: expected a string, got {_kind(caption)}")
         out[image_id] = list(value)
     return out
 

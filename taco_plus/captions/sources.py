@@ -42,7 +42,8 @@ def captions_fingerprint(captions: dict[str, list[str]]) -> str:
     caption set that changed under them.
     """
     canonical = json.dumps(captions, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    # surrogatepass: a lone surrogate (a broken caption, flagged elsewhere) must not crash hashing
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class CaptionSource:
@@ -147,8 +148,8 @@ class CocoCaptionsSource(CaptionSource):
                 raise CaptionFormatError(self.path, f"annotations[{i}] lacks image_id or caption") from None
             if image_id not in file_names:
                 raise CaptionFormatError(self.path, f"annotations[{i}] refers to unknown image id {image_id}")
-            if not isinstance(caption, str) or not caption.strip():
-                raise CaptionFormatError(self.path, f"annotations[{i}] has an empty caption")
+            if not isinstance(caption, str):
+                raise CaptionFormatError(self.path, f"annotations[{i}]: the caption is not a string")
             by_image[file_names[image_id]].append((ann.get("id", i), caption.strip()))
         self._captions = {
             name: [c for _, c in sorted(by_image[name])] for name in sorted(by_image)

@@ -69,7 +69,7 @@ def _add_regenerate(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     what = p.add_argument_group("what to caption")
-    what.add_argument("--images", "--image-root", dest="images", type=Path, required=True,
+    what.add_argument("--images", "--image-root", dest="image_root", metavar="DIR", type=Path, required=True,
                       help="image folder; image ids are paths relative to it")
     what.add_argument("--captions", type=Path, help="caption set naming the images (and holding the originals)")
     what.add_argument("--out", type=Path, required=True, help="caption set to write")
@@ -89,20 +89,25 @@ def _add_regenerate(sub: argparse._SubParsersAction) -> None:
     run = p.add_argument_group("execution")
     run.add_argument("--mode", choices=("online", "batch"), default=_default("mode"))
     run.add_argument("--concurrency", type=int, default=_default("concurrency"))
-    run.add_argument("--timeout", type=float, default=_default("timeout"), help="per-request timeout (s)")
-    run.add_argument("--max-attempts", type=int, default=_default("max_attempts"))
-    run.add_argument("--max-answer-retries", type=int, default=_default("max_answer_retries"))
-    run.add_argument("--backoff-base", type=float, default=_default("backoff_base"))
-    run.add_argument("--backoff-max", type=float, default=_default("backoff_max"))
+    run.add_argument("--timeout", type=float, default=_default("timeout"), help="seconds per HTTP request")
+    run.add_argument("--image-timeout", type=float, default=_default("image_timeout"),
+                     help="seconds per image in online mode, retries and waits included; then it counts as failed")
+    run.add_argument("--max-attempts", type=int, default=_default("max_attempts"),
+                     help="HTTP attempts per request (the openai SDK retries 408/409/429/5xx and timeouts)")
+    run.add_argument("--max-answer-retries", type=int, default=_default("max_answer_retries"),
+                     help="new requests after a refusal, empty, short or malformed answer")
     run.add_argument("--poll-interval", type=float, default=_default("poll_interval"), help="batch polling (s)")
     run.add_argument("--batch-max-requests", type=int, default=_default("batch_max_requests"))
     run.add_argument("--batch-max-bytes", type=int, default=_default("batch_max_bytes"))
     run.add_argument("--journal", type=Path, help="journal file (default <out stem>.journal.jsonl)")
     run.add_argument("--resume", action="store_true", help="continue the run recorded in the journal")
-    run.add_argument("--dry-run", action="store_true", help="estimate tokens and cost, write the batch JSONL; no network")
+    run.add_argument("--dry-run", action="store_true", help="estimate requests, tokens and cost; no key, no network")
+    run.add_argument("--write-requests", action="store_true",
+                     help="write the Batch API request files (<out stem>.batch/requests-NNN.jsonl) and stop")
+    run.add_argument("--results", type=Path, nargs="+", default=[],
+                     help="merge Batch API result files (OpenAI's, or vllm run-batch's) instead of sending requests")
     run.add_argument("--prices", type=Path, help="price table JSON (default: the bundled prices.json)")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
-    run.add_argument("--seed", type=int, help="seed for backoff jitter")
+    run.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.set_defaults(func=_regenerate)
 
 
@@ -166,25 +171,13 @@ def _regenerate(args: argparse.Namespace) -> int:
     from taco_plus.captions.format import CaptionFormatError
     from taco_plus.captions.prompts import PromptError
     from taco_plus.captions.regenerate import RegenerateConfig, RegenerateError, regenerate
-    from taco_plus.captions.regenerate.client import MissingAPIKeyError
-    from taco_plus.captions.regenerate.jobs import JobError
     from taco_plus.captions.regenerate.journal import JournalError
-    from taco_plus.captions.regenerate.retry import FatalAPIError
+    from taco_plus.captions.regenerate.requests import JobError
+    from taco_plus.captions.regenerate.runner import FatalAPIError, MissingAPIKeyError
 
     try:
-        cfg = RegenerateConfig(
-            out=args.out, image_root=args.images, captions=args.captions, mode=args.mode, model=args.model,
-            base_url=args.base_url, api_key_env=args.api_key_env, prompt=args.prompt,
-            target_words=args.target_words, with_original=args.with_original, temperature=args.temperature,
-            max_tokens=args.max_tokens, detail=args.detail, max_side=args.max_side, min_words=args.min_words,
-            concurrency=args.concurrency, timeout=args.timeout, max_attempts=args.max_attempts,
-            max_answer_retries=args.max_answer_retries, backoff_base=args.backoff_base,
-            backoff_max=args.backoff_max, poll_interval=args.poll_interval,
-            batch_max_requests=args.batch_max_requests, batch_max_bytes=args.batch_max_bytes,
-            journal=args.journal, resume=args.resume, dry_run=args.dry_run, limit=args.limit,
-            prices=args.prices, progress=not args.no_progress, seed=args.seed,
-        )
-        report = regenerate(cfg)
+        settings = {f.name: getattr(args, f.name) for f in fields(RegenerateConfig) if hasattr(args, f.name)}
+        report = regenerate(RegenerateConfig(**settings))
     except FatalAPIError as err:
         raise CLIError(f"stopped: {err}. Finished captions are kept in the journal; fix the problem and "
                        "re-run with --resume") from None
@@ -196,4 +189,4 @@ def _regenerate(args: argparse.Namespace) -> int:
               "re-run with --resume to continue", file=sys.stderr)
         return 130
     print(report.summary())
-    return 1 if report.missing and not args.dry_run else 0
+    return 1 if report.missing and not (args.dry_run or args.write_requests) else 0

@@ -1,209 +1,210 @@
-"""Batch mode: the OpenAI Batch API (half the online price, results within 24 h).
+"""Batch mode: Batch API request files, the OpenAI Batch API, and result files from anywhere.
 
-One round writes the pending requests to JSONL files under the API's limits, uploads
-each (files endpoint, purpose ``"batch"``), creates a batch per file, polls until the
-batches end, downloads their output and error files, and merges the answers into the
-journal. Images whose answer was rejected (refusal, empty, too short) or missing go
-into the next round, up to ``1 + max_answer_retries`` rounds.
+A request line is ``{"custom_id", "method": "POST", "url": "/v1/chat/completions",
+"body"}`` (the custom id is the image id): the OpenAI Batch API format, which ``vllm
+run-batch`` also reads. Files are split under both API limits (``batch_max_requests``,
+``batch_max_bytes``); a result line is ``{"id", "custom_id", "response": {"status_code",
+"request_id", "body"}, "error"}``.
 
-Every upload and batch id is journaled the moment it exists. A run that is killed
-while batches run resumes by collecting those batches (nothing is submitted twice);
-an upload journaled without its batch id is matched against the account's batches
-before a new batch is created.
+:class:`BatchRunner` writes the files one at a time, uploads each (files endpoint,
+purpose ``"batch"``) and creates its batch, journaling both ids the moment they exist,
+then polls, downloads and merges. Images whose answer was rejected or missing go into
+the next round (``1 + max_answer_retries`` rounds). A resumed run submits what no batch
+holds yet and collects the batches of the earlier run (an upload journaled without its
+batch is first looked up among the account's batches), so nothing is sent twice.
+:meth:`BatchRunner.merge` also takes result files made elsewhere (``--results``).
 """
 
 from __future__ import annotations
 
-import random
+import json
+import os
 import time
-from typing import Callable, Iterator
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Optional
 
-from taco_plus.captions.format import utc_now
-from taco_plus.captions.prompts import PromptTemplate
-from taco_plus.captions.regenerate.batch_files import (
-    ENDPOINT,
-    parse_result_lines,
-    result_answer,
-    write_request_files,
-)
-from taco_plus.captions.regenerate.config import RegenerateConfig
-from taco_plus.captions.regenerate.jobs import Job, job_request
-from taco_plus.captions.regenerate.journal import Journal
-from taco_plus.captions.regenerate.progress import Progress
-from taco_plus.captions.regenerate.request import answer_problem, clean_caption
-from taco_plus.captions.regenerate.retry import RetryPolicy, call_with_retries
+from taco_plus.captions.format import json_bytes, utc_now
+from taco_plus.captions.regenerate.requests import Answer, Job, MalformedResponse, parse_completion
+from taco_plus.captions.regenerate.runner import FatalAPIError, Runner
 
+ENDPOINT = "/v1/chat/completions"
 TERMINAL = {"completed", "failed", "expired", "cancelled"}
 
 
-class BatchRunner:
-    """Captions images through the Batch API with ``openai.OpenAI``.
+def write_request_files(
+    items: Iterable[tuple[str, dict]], directory: os.PathLike | str, prefix: str, max_requests: int, max_bytes: int,
+    on_oversize: Optional[Callable[[str, int], None]] = None,
+) -> Iterator[tuple[Path, list[str]]]:
+    """Write ``(custom_id, body)`` requests to ``<prefix>-000.jsonl``, ``-001``, ... and yield
+    ``(path, ids)`` as each file completes (at most one open, no request kept in memory).
 
-    Args:
-        cfg: run settings (batch limits, poll interval, retries).
-        client: an ``openai.OpenAI`` with ``max_retries=0``.
-        journal: the open run journal.
-        prompt: the prompt template.
-        progress: counters and bar.
-        redact: scrubs the API key from messages.
-        rng: random source for backoff jitter.
-        sleep: wait function (tests may speed it up).
+    A request larger than ``max_bytes`` is skipped with ``on_oversize(custom_id, size)``,
+    or raises ValueError without it.
     """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    index, fh, path, ids, size = 0, None, None, [], 0
+    try:
+        for custom_id, body in items:
+            line = json_bytes({"custom_id": custom_id, "method": "POST", "url": ENDPOINT, "body": body})
+            if len(line) > max_bytes:
+                if on_oversize is None:
+                    raise ValueError(f"request for {custom_id!r} is {len(line)} bytes, over the {max_bytes}-byte file limit")
+                on_oversize(custom_id, len(line))
+                continue
+            if fh is not None and (len(ids) >= max_requests or size + len(line) > max_bytes):
+                fh.close()
+                fh = None
+                yield path, ids
+            if fh is None:
+                path, index, ids, size = directory / f"{prefix}-{index:03d}.jsonl", index + 1, [], 0
+                fh = open(path, "wb")
+            fh.write(line)
+            ids.append(custom_id)
+            size += len(line)
+        if fh is not None:
+            fh.close()
+            fh = None
+            yield path, ids
+    finally:
+        if fh is not None:
+            fh.close()
 
-    def __init__(
-        self,
-        cfg: RegenerateConfig,
-        client,
-        journal: Journal,
-        prompt: PromptTemplate,
-        progress: Progress,
-        redact: Callable[[object], str],
-        rng: random.Random,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.cfg = cfg
+
+def parse_result_lines(data: bytes) -> dict[str, dict]:
+    """custom id -> result line, from a Batch API output or error file."""
+    results = {}
+    for line in data.splitlines():
+        try:
+            obj = json.loads(line)
+            results[obj["custom_id"]] = obj
+        except (ValueError, KeyError, TypeError):
+            continue  # a blank or unreadable line names no request; its image stays pending
+    return results
+
+
+def result_answer(result: dict) -> tuple[Optional[Answer], Optional[str]]:
+    """``(answer, None)`` for a successful result line, ``(None, reason)`` otherwise."""
+    response, error = result.get("response") or {}, result.get("error")
+    if error and response.get("status_code") in (None, 200):
+        message = f"{error.get('code', 'error')}: {error.get('message', '')}" if isinstance(error, dict) else str(error)
+        return None, message[:300]
+    body = response.get("body")
+    if response.get("status_code") != 200:
+        detail = body.get("error") if isinstance(body, dict) else None
+        message = detail.get("message", "") if isinstance(detail, dict) else str(error or body)
+        return None, f"HTTP {response.get('status_code')}: {message}"[:300]
+    try:
+        return parse_completion(body), None
+    except MalformedResponse as err:
+        return None, f"malformed response: {err}"
+
+
+class BatchRunner(Runner):
+    """Captions images through the Batch API (``client``: an ``openai.OpenAI``, or None to
+    merge result files only)."""
+
+    mode = "batch"
+
+    def __init__(self, *args, client=None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
         self.client = client
-        self.journal = journal
-        self.prompt = prompt
-        self.progress = progress
-        self.redact = redact
-        self.rng = rng
-        self.sleep = sleep
-        self.policy = RetryPolicy(cfg.max_attempts, cfg.backoff_base, cfg.backoff_max, cfg.max_retry_after)
-        self._given_up: set[str] = set()  # images that no further round can help
+        self._given_up: set[str] = set()  # images no further round can help
 
     def _call(self, what: str, fn):
-        return call_with_retries(fn, self.policy, self.redact, self.rng, what, self.sleep)
+        import openai
+
+        try:
+            return fn()  # the SDK has retried what a retry can fix
+        except openai.APIError as err:
+            raise FatalAPIError(self.redact(f"{what} failed: {err}")) from None
 
     def run(self, jobs: list[Job]) -> None:
-        """Caption every job not yet in the journal, collecting earlier batches first."""
+        """Caption every job not yet in the journal (see the module docstring)."""
         state = self.journal.state
-        for upload in state.uploads_without_batch():
-            self._create_batch(upload["file_id"], look_for_existing=True)
-        self._wait_and_merge([b["batch_id"] for b in state.open_batches()], last_round=False)
+        for file_id in state.uploads_without_batch():
+            self._create_batch(file_id, look_for_existing=True)
         rounds = 1 + self.cfg.max_answer_retries
         for round_index in range(rounds):
-            pending = [j for j in jobs if j.image_id not in state.captions and j.image_id not in self._given_up]
-            if not pending:
+            busy = state.in_open_batches()
+            pending = [j for j in jobs if j.image_id not in state.captions
+                       and j.image_id not in self._given_up and j.image_id not in busy]
+            for file_id in self._upload(pending, round_index):
+                self._create_batch(file_id)
+            if not state.open_batches():
                 break
-            batch_ids = [self._create_batch(fid) for fid in self._upload(pending, round_index)]
-            self._wait_and_merge(batch_ids, last_round=round_index == rounds - 1)
-
-    # -- submitting ---------------------------------------------------------------
-    def _requests(self, jobs: list[Job]) -> Iterator[tuple[str, dict]]:
-        for job in jobs:
-            try:
-                body, _, _ = job_request(job, self.cfg, self.prompt)
-            except OSError as err:
-                self._fail(job.image_id, f"cannot read image: {err}", final=True)
-                continue
-            yield job.image_id, body
+            self._wait_and_merge(last_round=round_index == rounds - 1)
 
     def _upload(self, jobs: list[Job], round_index: int) -> Iterator[str]:
-        """Write, upload and journal the request files; yields input file ids."""
-        files = write_request_files(
-            self._requests(jobs),
-            self.cfg.batch_dir,
-            f"requests-{utc_now().replace(':', '')[:17]}-r{round_index}",
-            self.cfg.batch_max_requests,
-            self.cfg.batch_max_bytes,
-            on_oversize=lambda i, n: self._fail(i, f"request is {n} bytes, over the batch file limit", final=True),
-        )
-        for path, ids in files:
-            def upload(path=path):
-                with open(path, "rb") as fh:
-                    return self.client.files.create(file=fh, purpose="batch")
-
-            uploaded = self._call(f"uploading {path.name}", upload)
-            self.journal.append(
-                {"type": "upload", "file_id": uploaded.id, "file": path.name, "image_ids": ids, "time": utc_now()}
-            )
+        """Write, upload and journal the request files one by one; yields input file ids."""
+        requests = ((j.image_id, body) for j in jobs if (body := self.request(j)) is not None)
+        prefix = f"requests-{utc_now().replace(':', '')[:17]}-r{round_index}"
+        for path, ids in write_request_files(requests, self.cfg.batch_dir, prefix, self.cfg.batch_max_requests,
+                                             self.cfg.batch_max_bytes, self._oversize):
+            with open(path, "rb") as fh:
+                uploaded = self._call(f"uploading {path.name}", lambda: self.client.files.create(file=fh, purpose="batch"))
+            self.journal.append({"type": "upload", "file_id": uploaded.id, "file": path.name, "image_ids": ids,
+                                 "time": utc_now()}, sync=True)
+            path.unlink()  # the server holds it now (up to 200 MB each; --write-requests keeps them)
             yield uploaded.id
 
-    def _create_batch(self, file_id: str, look_for_existing: bool = False) -> str:
-        batch = self._find_batch(file_id) if look_for_existing else None
+    def _oversize(self, image_id: str, size: int) -> None:
+        self.fail(image_id, f"request is {size} bytes, over the batch file limit")
+
+    def fail(self, image_id: str, reason: str, final: bool = True, **extra) -> None:
+        if image_id not in self._given_up:
+            super().fail(image_id, reason, final, **extra)
+        if final:
+            self._given_up.add(image_id)
+
+    def _create_batch(self, file_id: str, look_for_existing: bool = False) -> None:
+        batch = None
+        if look_for_existing:  # created by a run that died before journaling it? (newest 1,000 batches)
+            for i, found in enumerate(self._call("listing batches", lambda: self.client.batches.list(limit=100))):
+                if found.input_file_id == file_id or i >= 1000:
+                    batch = found if found.input_file_id == file_id else None
+                    break
         if batch is None:
-            batch = self._call(
-                f"creating a batch for {file_id}",
-                lambda: self.client.batches.create(
-                    input_file_id=file_id,
-                    endpoint=ENDPOINT,
-                    completion_window="24h",
-                    metadata={"created_by": "taco-plus captions regenerate"},
-                ),
-            )
-        self.journal.append({"type": "batch", "batch_id": batch.id, "input_file_id": file_id, "time": utc_now()})
-        return batch.id
+            batch = self._call(f"creating a batch for {file_id}", lambda: self.client.batches.create(
+                input_file_id=file_id, endpoint=ENDPOINT, completion_window="24h",
+                metadata={"created_by": "taco-plus captions regenerate"}))
+        self.journal.append({"type": "batch", "batch_id": batch.id, "input_file_id": file_id, "time": utc_now()},
+                            sync=True)
 
-    def _find_batch(self, file_id: str):
-        """A batch an interrupted run created for ``file_id`` but did not journal."""
-        for i, batch in enumerate(self._call("listing batches", lambda: self.client.batches.list(limit=100))):
-            if batch.input_file_id == file_id:
-                return batch
-            if i >= 1000:
-                break
-        return None
-
-    # -- collecting ---------------------------------------------------------------
-    def _wait_and_merge(self, batch_ids: list[str], last_round: bool) -> None:
-        waiting = list(batch_ids)
+    def _wait_and_merge(self, last_round: bool) -> None:
+        waiting = self.journal.state.open_batches()
         while waiting:
             for batch_id in list(waiting):
                 batch = self._call(f"polling {batch_id}", lambda: self.client.batches.retrieve(batch_id))
                 counts = getattr(batch, "request_counts", None)
-                done = f" {counts.completed}/{counts.total}" if counts is not None else ""
-                self.progress.note(f"batch {batch_id}: {batch.status}{done}")
+                self.progress.note(f"{batch_id}: {batch.status}" + (f" {counts.completed}/{counts.total}" if counts else ""))
                 if batch.status in TERMINAL:
-                    self._merge(batch, last_round)
+                    results = {}
+                    for file_id, kind in ((batch.error_file_id, "errors"), (batch.output_file_id, "output")):
+                        if file_id:
+                            data = self._call(f"downloading {file_id}", lambda: self.client.files.content(file_id)).content
+                            (self.cfg.batch_dir / f"{kind}-{batch.id}.jsonl").write_bytes(data)  # kept for inspection
+                            results.update(parse_result_lines(data))
+                    ids = self.journal.state.uploads.get(batch.input_file_id, {}).get("image_ids", [])
+                    self.merge(results, ids, f"batch {batch.id} ({_status_text(batch)})", last_round, batch_id=batch.id)
+                    self.journal.append({"type": "batch_done", "batch_id": batch.id, "status": batch.status,
+                                         "time": utc_now()}, sync=True)
                     waiting.remove(batch_id)
             if waiting:
-                self.sleep(self.cfg.poll_interval)
+                time.sleep(self.cfg.poll_interval)
 
-    def _download(self, file_id: str, name: str) -> bytes:
-        data = self._call(f"downloading {file_id}", lambda: self.client.files.content(file_id)).content
-        self.cfg.batch_dir.mkdir(parents=True, exist_ok=True)
-        (self.cfg.batch_dir / name).write_bytes(data)  # kept for inspection
-        return data
-
-    def _merge(self, batch, last_round: bool) -> None:
-        results = {}
-        for file_id, kind in ((batch.error_file_id, "errors"), (batch.output_file_id, "output")):
-            if file_id:
-                results.update(parse_result_lines(self._download(file_id, f"{kind}-{batch.id}.jsonl")))
-        upload = self.journal.state.uploads.get(batch.input_file_id, {})
-        for image_id in upload.get("image_ids", []):
-            if image_id in self.journal.state.captions:
+    def merge(self, results: dict[str, dict], image_ids: Iterable[str], source: str, last_round: bool = True,
+              **extra) -> None:
+        """Journal the answers in ``results`` (custom id -> result line) for ``image_ids``."""
+        for image_id in image_ids:
+            if image_id in self.journal.state.captions or image_id in self._given_up:
                 continue  # merged before an interruption
             result = results.get(image_id)
-            if result is None:
-                self._fail(image_id, f"no result in batch {batch.id} ({_status_text(batch)})", last_round)
-                continue
-            answer, reason = result_answer(result)
+            answer, reason = result_answer(result) if result is not None else (None, f"no result in {source}")
             if answer is not None:
-                self.progress.add_usage(answer.usage)
-                reason = answer_problem(answer, self.cfg.min_words)
+                reason = self.accept(image_id, answer, attempts=1, **extra)
             if reason is not None:
-                self._fail(image_id, reason, last_round)
-                continue
-            self.journal.append(
-                {"type": "caption", "image_id": image_id, "caption": clean_caption(answer.text),
-                 "usage": answer.usage, "attempts": 1, "mode": "batch", "batch_id": batch.id,
-                 "finish_reason": answer.finish_reason, "response_id": answer.response_id, "time": utc_now()}
-            )
-            self.progress.caption_done()
-        self.journal.append({"type": "batch_done", "batch_id": batch.id, "status": batch.status, "time": utc_now()})
-
-    def _fail(self, image_id: str, reason: str, final: bool) -> None:
-        if image_id in self._given_up:
-            return
-        self.journal.append(
-            {"type": "failure", "image_id": image_id, "reason": self.redact(reason), "mode": "batch", "time": utc_now()}
-        )
-        if final:
-            self._given_up.add(image_id)
-            self.progress.caption_failed()
-        else:
-            self.progress.retry()
+                self.fail(image_id, reason, final=last_round)
 
 
 def _status_text(batch) -> str:

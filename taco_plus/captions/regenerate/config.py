@@ -2,56 +2,53 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-# Batch API input-file limits (platform.openai.com/docs/guides/batch): at most 50,000
-# requests and 200 MB per file. Stay a little under the byte limit.
+# Batch API input-file limits (platform.openai.com/docs/api-reference/batch/create): at
+# most 50,000 requests and 200 MB per file. Stay a little under the byte limit.
 BATCH_MAX_REQUESTS = 50_000
 BATCH_MAX_BYTES = 200 * 1000 * 1000 - 1024
 
 
 @dataclass
 class RegenerateConfig:
-    """Everything that defines a regeneration run.
+    """Everything that defines a regeneration run (each field is a command-line option).
 
     Args:
-        out: the caption set to write (JSON). The journal and batch files sit beside it.
-        image_root: folder of the images; image ids are paths relative to it.
-        captions: optional caption set (or plain JSON) naming the images to caption; its
-            first caption per image is the "original" given with ``with_original``.
-            Without it every image file under ``image_root`` is captioned.
-        mode: ``"online"`` (concurrent chat completions) or ``"batch"`` (Batch API, 50% price).
-        model: chat model name (any vision model of an OpenAI-compatible server).
-        base_url: server URL (``http://localhost:8000/v1`` for vLLM, ``.../v1`` for Ollama);
-            None means api.openai.com.
-        api_key_env: environment variable holding the key (never passed on the command line).
-        prompt: prompt template (path, or file name in ``captions/prompts/``).
-        target_words: answer length for length-controlled prompts.
-        with_original: add the original caption to the prompt as context.
-        temperature, max_tokens: sampling settings sent with each request.
-        detail: image detail, ``"low"`` (85 tokens an image) or ``"high"`` (tiled).
-        max_side: images are downscaled so the longest side is at most this (pixels).
-        jpeg_quality: JPEG quality of the uploaded (downscaled) image.
-        min_words: answers shorter than this count as failures and are retried.
-        concurrency: requests in flight at once (online mode).
-        timeout: per-request timeout in seconds.
-        max_attempts: attempts per image for transport errors (429, 5xx, timeouts, bad JSON).
-        max_answer_retries: extra requests per image after a refusal / empty / too-short
-            answer (online), or extra batch rounds for such images (batch).
-        backoff_base, backoff_max: exponential backoff: the n-th retry waits about
-            ``min(backoff_max, backoff_base * 2**n)``, half of it random (jitter).
-        max_retry_after: cap on a server's ``Retry-After`` (seconds).
+        out: the caption set to write; the journal and batch files sit beside it.
+        image_root: image folder; image ids are paths relative to it.
+        captions: optional caption set naming the images (and holding the originals given
+            with ``with_original``); by default every image under ``image_root``.
+        mode: ``"online"`` (concurrent chat completions) or ``"batch"`` (Batch API).
+        model, base_url, api_key_env: the model, an OpenAI-compatible server (None:
+            api.openai.com) and the environment variable holding the key.
+        prompt, target_words, with_original: the prompt template, its length target and
+            whether the original caption is given as context.
+        temperature, max_tokens, detail: sent with each request.
+        max_side, jpeg_quality: images larger than ``max_side`` (or not JPEG) are
+            downscaled and re-encoded at this quality; fitting JPEGs are sent as they are.
+        min_words: shorter answers are rejected (and asked again).
+        concurrency: requests in flight (online mode).
+        timeout: seconds one HTTP request may take.
+        image_timeout: seconds one image may take in online mode, retries and waits
+            included; then it is recorded as failed (a ``--resume`` retries it).
+        max_attempts: HTTP attempts per request (the openai SDK retries 408/409/429/5xx,
+            timeouts and dropped connections with backoff, honouring ``Retry-After``).
+        max_answer_retries: new requests after a refusal, empty, short or malformed answer
+            (online), or extra batch rounds for such images (batch).
         poll_interval: seconds between batch status polls.
-        batch_max_requests, batch_max_bytes: batch input-file split limits.
-        journal: journal path; default ``<out stem>.journal.jsonl`` beside ``out``.
-        resume: continue an existing journal (required when one exists).
-        dry_run: estimate requests, tokens and cost and write the batch JSONL; no network.
-        limit: caption only the first N images (in id order).
-        prices: price table (JSON); default the bundled ``prices.json``.
-        progress: show a tqdm progress bar.
-        seed: seed for the backoff jitter (tests).
+        batch_max_requests, batch_max_bytes: batch request-file limits.
+        journal: journal path (default ``<out stem>.journal.jsonl``).
+        resume: continue the run recorded in the journal.
+        dry_run: print requests, tokens and cost from image headers; no key, no network.
+        write_requests: write the Batch API request files instead of sending them.
+        results: Batch API result files (OpenAI's or ``vllm run-batch``'s) to merge
+            instead of sending requests.
+        limit: only the first N images (in id order).
+        prices: price table (default the bundled ``prices.json``).
+        progress: show the progress bar and retry messages.
     """
 
     out: Path
@@ -72,34 +69,32 @@ class RegenerateConfig:
     min_words: int = 20
     concurrency: int = 8
     timeout: float = 60.0
+    image_timeout: float = 180.0
     max_attempts: int = 6
     max_answer_retries: int = 2
-    backoff_base: float = 1.0
-    backoff_max: float = 60.0
-    max_retry_after: float = 300.0
     poll_interval: float = 30.0
     batch_max_requests: int = BATCH_MAX_REQUESTS
     batch_max_bytes: int = BATCH_MAX_BYTES
     journal: Optional[Path] = None
     resume: bool = False
     dry_run: bool = False
+    write_requests: bool = False
+    results: list = field(default_factory=list)
     limit: Optional[int] = None
     prices: Optional[Path] = None
     progress: bool = True
-    seed: Optional[int] = None
 
     def __post_init__(self) -> None:
-        self.out = Path(self.out)
-        self.image_root = Path(self.image_root)
-        if self.mode not in ("online", "batch"):
-            raise ValueError(f"mode must be 'online' or 'batch', got {self.mode!r}")
-        if self.detail not in ("low", "high", "auto"):
-            raise ValueError(f"detail must be 'low', 'high' or 'auto', got {self.detail!r}")
+        self.out, self.image_root = Path(self.out), Path(self.image_root)
+        self.results = [Path(p) for p in self.results or []]
+        for name, choices in (("mode", ("online", "batch")), ("detail", ("low", "high", "auto"))):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
         for name in ("concurrency", "max_attempts", "max_side", "max_tokens", "batch_max_requests"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.max_answer_retries < 0 or self.min_words < 0:
-            raise ValueError("max_answer_retries and min_words must not be negative")
+        if self.max_answer_retries < 0 or self.min_words < 0 or min(self.timeout, self.image_timeout) <= 0:
+            raise ValueError("max_answer_retries and min_words must not be negative, the timeouts positive")
 
     @property
     def journal_path(self) -> Path:
@@ -107,5 +102,5 @@ class RegenerateConfig:
 
     @property
     def batch_dir(self) -> Path:
-        """Where batch input files (and downloaded outputs) are kept for inspection."""
+        """Batch request files and downloaded results."""
         return self.out.with_name(self.out.stem + ".batch")

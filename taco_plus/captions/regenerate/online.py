@@ -1,185 +1,133 @@
-"""Online mode: concurrent chat-completion requests with our own retry policy.
+"""Online mode: concurrent chat completions through ``openai.AsyncOpenAI``.
 
-``concurrency`` workers share a queue of images. Each image is retried on transient
-errors with exponential backoff and jitter (``Retry-After`` wins when the server
-sends one, and then pauses every worker, since a 429 is about the whole account),
-and re-asked a bounded number of times when the answer is a refusal, empty or too
-short. Each accepted caption is journaled (fsync, grouped with captions finishing at
-the same moment) as soon as it arrives.
+``concurrency`` workers share the images. The SDK retries each HTTP request (up to
+``max_attempts``); an answer that is a refusal, empty, too short or not a chat
+completion is asked again (up to ``max_answer_retries`` times); and each image has
+``image_timeout`` seconds in all, after which it is journaled as failed. Retries are
+printed as they happen and the bar shows the longest wait in progress, so a server
+that accepts and never answers shows at once instead of freezing the bar.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
-import random
-from collections import deque
-from typing import Callable
+import time
+from dataclasses import dataclass
 
-from taco_plus.captions.format import utc_now
-from taco_plus.captions.prompts import PromptTemplate
-from taco_plus.captions.regenerate.config import RegenerateConfig
-from taco_plus.captions.regenerate.jobs import Job, job_request
-from taco_plus.captions.regenerate.journal import Journal
-from taco_plus.captions.regenerate.progress import Progress
-from taco_plus.captions.regenerate.request import answer_problem, clean_caption, parse_completion
-from taco_plus.captions.regenerate.retry import FatalAPIError, RetryPolicy, classify_error
+from taco_plus.captions.regenerate.requests import Job, MalformedResponse, build_request, parse_completion
+from taco_plus.captions.regenerate.runner import UNREADABLE, Runner
 
 
-class GroupCommit:
-    """Journal appends from many workers, one ``fsync`` per group, off the event loop.
+@dataclass
+class _Flight:
+    """An image being captioned: HTTP attempts so far, when the current one started, and
+    what ended the previous one (``fresh``: the next request is a new question, not a retry)."""
 
-    An fsync costs milliseconds; done inline it would stall every worker, and done per
-    record it caps throughput. Records arriving while a write is in progress are
-    written together next. :meth:`append` returns once its record is durable.
-
-    Args:
-        journal: the open journal.
-    """
-
-    def __init__(self, journal: Journal) -> None:
-        self.journal = journal
-        self._pending: list[tuple[dict, asyncio.Future]] = []
-        self._writer: asyncio.Task | None = None
-
-    async def append(self, record: dict) -> None:
-        future = asyncio.get_running_loop().create_future()
-        self._pending.append((record, future))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write())
-        await asyncio.shield(future)  # a cancelled worker still gets its record written
-
-    async def _write(self) -> None:
-        while self._pending:
-            group, self._pending = self._pending, []
-            try:
-                await asyncio.to_thread(self.journal.append_many, [record for record, _ in group])
-            except BaseException as err:  # noqa: BLE001 - handed to every waiting worker
-                for _, future in group:
-                    if not future.done():
-                        future.set_exception(err)
-                raise
-            for _, future in group:
-                if not future.done():
-                    future.set_result(None)
-
-    async def drain(self) -> None:
-        """Wait for every pending record to be written."""
-        if self._writer is not None:
-            await asyncio.gather(self._writer, return_exceptions=True)
+    image_id: str
+    since: float
+    attempts: int = 0
+    last_error: str = ""
+    fresh: bool = True
 
 
-class OnlineRunner:
-    """Captions images with ``openai.AsyncOpenAI`` chat completions.
+# The image the running task is captioning; read by the HTTP hooks, which run in that task.
+_flight: contextvars.ContextVar = contextvars.ContextVar("taco_plus_caption_flight", default=None)
 
-    Args:
-        cfg: run settings (concurrency, retries, timeouts, sampling).
-        client: an ``openai.AsyncOpenAI`` with ``max_retries=0``.
-        journal: the open run journal.
-        prompt: the prompt template.
-        progress: counters and bar.
-        redact: scrubs the API key from messages.
-        rng: random source for backoff jitter.
-    """
 
-    def __init__(
-        self,
-        cfg: RegenerateConfig,
-        client,
-        journal: Journal,
-        prompt: PromptTemplate,
-        progress: Progress,
-        redact: Callable[[object], str],
-        rng: random.Random,
-    ) -> None:
-        self.cfg = cfg
-        self.client = client
-        self.journal = journal
-        self.prompt = prompt
-        self.progress = progress
-        self.redact = redact
-        self.rng = rng
-        self.policy = RetryPolicy(cfg.max_attempts, cfg.backoff_base, cfg.backoff_max, cfg.max_retry_after)
-        self._pause_until = 0.0  # loop time before which no worker sends (Retry-After)
-        self._commit: GroupCommit | None = None
+class OnlineRunner(Runner):
+    """Captions images with concurrent chat-completion requests (see the module docstring)."""
 
-    async def run(self, jobs: list[Job]) -> None:
-        """Caption every job; returns when all are journaled as captioned or failed."""
-        queue = deque(jobs)
-        self._commit = GroupCommit(self.journal)
+    async def run(self, jobs: list[Job], api_key: str) -> None:
+        """Caption every job; returns when each is journaled as captioned or failed."""
+        import openai
+
+        hooks = {"request": [self._on_request], "response": [self._on_response]}
+        self.client = openai.AsyncOpenAI(
+            api_key=api_key, base_url=self.cfg.base_url, timeout=self.cfg.timeout,
+            max_retries=self.cfg.max_attempts - 1, http_client=openai.DefaultAsyncHttpxClient(event_hooks=hooks),
+        )
+        self._flights: dict[str, _Flight] = {}
+        queue = iter(jobs)
 
         async def worker() -> None:
-            while queue:
-                await self._caption(queue.popleft())
+            for job in queue:  # shared iterator: each job goes to one worker
+                await self._caption(job)
 
         tasks = [asyncio.create_task(worker()) for _ in range(min(self.cfg.concurrency, len(jobs)))]
+        ticker = asyncio.create_task(self._tick())
         try:
             await asyncio.gather(*tasks)
         finally:  # a fatal error in one worker stops the others (their requests are lost, not journaled)
-            for task in tasks:
+            for task in (*tasks, ticker):
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await self._commit.drain()
-
-    async def _fail(self, job: Job, reason: str, attempts: int) -> None:
-        await self._commit.append(
-            {"type": "failure", "image_id": job.image_id, "reason": self.redact(reason),
-             "attempts": attempts, "mode": "online", "time": utc_now()}
-        )
-        self.progress.caption_failed()
-
-    async def _wait_for_pause(self) -> None:
-        loop = asyncio.get_running_loop()
-        while (delay := self._pause_until - loop.time()) > 0:
-            await asyncio.sleep(delay)
+            await asyncio.gather(*tasks, ticker, return_exceptions=True)
+            await self.client.close()
 
     async def _caption(self, job: Job) -> None:
+        flight = self._flights[job.image_id] = _Flight(job.image_id, time.monotonic())
+        _flight.set(flight)
         try:
-            body, _, _ = await asyncio.to_thread(job_request, job, self.cfg, self.prompt)
-        except OSError as err:  # unreadable or not an image (PIL raises OSError subclasses)
-            await self._fail(job, f"cannot read image: {err}", 0)
+            await asyncio.wait_for(self._ask(job, flight), self.cfg.image_timeout)
+        except asyncio.TimeoutError:
+            self.fail(job.image_id, f"no caption within --image-timeout {self.cfg.image_timeout:g} s "
+                      f"({flight.attempts} attempts; last: {flight.last_error or 'no answer'})", attempts=flight.attempts)
+        finally:
+            del self._flights[job.image_id]
+
+    async def _ask(self, job: Job, flight: _Flight) -> None:
+        import openai
+
+        try:  # in a thread: re-encoding a large image takes tens of milliseconds
+            body = (await asyncio.to_thread(build_request, job, self.cfg, self.prompt))[0]
+        except UNREADABLE as err:
+            self.fail(job.image_id, f"cannot read image: {err}")
             return
-        attempts = transport_failures = bad_answers = 0
+        for answers in range(1, self.cfg.max_answer_retries + 2):
+            flight.fresh = True
+            try:  # client.post: the body is sent as built (create() would re-validate it field by field)
+                answer = parse_completion(json.loads(await self.client.post("/chat/completions", cast_to=str, body=body)))
+            except (MalformedResponse, ValueError) as err:  # json.JSONDecodeError is a ValueError
+                problem = f"malformed response: {str(err)[:200]}"
+            except openai.APIError as err:
+                reason = self.give_up_reason(err)
+                self.fail(job.image_id, f"gave up after {flight.attempts} attempts; last error: {reason}",
+                          attempts=flight.attempts)
+                return
+            else:
+                problem = self.accept(job.image_id, answer, attempts=flight.attempts)
+                if problem is None:
+                    return
+            if answers <= self.cfg.max_answer_retries:
+                self.progress.retry(f"{job.image_id}: {problem}; asking again")
+        self.fail(job.image_id, f"{problem} ({answers} answers rejected)", attempts=flight.attempts)
+
+    # -- HTTP hooks: they see every attempt, the SDK's retries included ---------------
+    async def _on_request(self, request) -> None:
+        flight = _flight.get()
+        if flight is None:
+            return
+        now = time.monotonic()
+        flight.attempts += 1
+        if not flight.fresh:
+            what = flight.last_error or f"no answer after {now - flight.since:.1f} s (timeout or lost connection)"
+            self.progress.retry(f"{flight.image_id}: {what}; retry {flight.attempts - 1} "
+                                f"(at most {self.cfg.max_attempts} attempts per request)")
+        flight.since, flight.last_error, flight.fresh = now, "", False
+
+    async def _on_response(self, response) -> None:
+        flight = _flight.get()
+        if flight is not None and response.status_code >= 400:
+            flight.last_error = f"HTTP {response.status_code}"
+
+    async def _tick(self) -> None:
+        """Once a second: how many requests wait, and the longest wait."""
         while True:
-            await self._wait_for_pause()
-            attempts += 1
-            try:
-                raw = await self.client.chat.completions.with_raw_response.create(**body)
-                answer = parse_completion(json.loads(raw.text))
-            except Exception as err:  # noqa: BLE001 - classify_error re-raises unknown errors
-                decision = classify_error(err)
-                reason = self.redact(decision.reason)
-                if decision.kind == "fatal":
-                    raise FatalAPIError(reason) from None
-                if decision.kind == "skip":
-                    await self._fail(job, reason, attempts)
-                    return
-                transport_failures += 1
-                if transport_failures >= self.policy.max_attempts:
-                    await self._fail(job, f"gave up after {attempts} attempts; last error: {reason}", attempts)
-                    return
-                if decision.retry_after is not None:
-                    delay = min(decision.retry_after, self.policy.max_retry_after)
-                    loop = asyncio.get_running_loop()
-                    self._pause_until = max(self._pause_until, loop.time() + delay)
-                else:
-                    delay = self.policy.backoff(transport_failures - 1, self.rng)
-                self.progress.retry()
-                await asyncio.sleep(delay)
-                continue
-            self.progress.add_usage(answer.usage)
-            problem = answer_problem(answer, self.cfg.min_words)
-            if problem is None:
-                await self._commit.append(
-                    {"type": "caption", "image_id": job.image_id, "caption": clean_caption(answer.text),
-                     "usage": answer.usage, "attempts": attempts, "mode": "online",
-                     "finish_reason": answer.finish_reason, "response_id": answer.response_id,
-                     "time": utc_now()}
-                )
-                self.progress.caption_done()
-                return
-            bad_answers += 1
-            if bad_answers > self.cfg.max_answer_retries:
-                await self._fail(job, f"{problem} ({bad_answers} answers rejected)", attempts)
-                return
-            self.progress.retry()
+            await asyncio.sleep(1.0)
+            self.progress.status = ""
+            if self._flights:
+                oldest = min(self._flights.values(), key=lambda f: f.since)
+                self.progress.status = (f"{len(self._flights)} in flight, {oldest.image_id} waiting "
+                                        f"{time.monotonic() - oldest.since:.0f} s (attempt {oldest.attempts})")
+            self.progress.refresh()

@@ -1,0 +1,180 @@
+"""What online and batch runs share: :class:`Runner` builds each image's request, judges
+each answer and journals the outcome; the progress display; and the API key, kept out
+of every message.
+
+The openai SDK retries what a retry can fix (408/409/429/5xx, timeouts, dropped
+connections; with backoff, honouring ``Retry-After``). What reaches this code has
+failed for good and is sorted here: errors about one image (400/413/422, retries
+exhausted) skip it; errors no other image can escape (a rejected key, no permission,
+an unknown model, an exhausted quota) stop the run. Finished captions are journaled.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Optional
+from urllib.parse import urlsplit, urlunsplit
+
+from PIL import Image
+
+from taco_plus.captions.format import utc_now
+from taco_plus.captions.prompts import PromptTemplate
+from taco_plus.captions.regenerate.config import RegenerateConfig
+from taco_plus.captions.regenerate.journal import Journal
+from taco_plus.captions.regenerate.requests import Answer, Job, answer_problem, build_request, clean_caption
+
+
+UNREADABLE = (OSError, ValueError, Image.DecompressionBombError)  # what PIL raises for a bad image file
+
+
+class MissingAPIKeyError(RuntimeError):
+    """The key's environment variable is unset or empty."""
+
+
+class FatalAPIError(RuntimeError):
+    """A failure no retry and no other image can escape; the run stops (the journal keeps finished work)."""
+
+
+def read_api_key(env_name: str = "OPENAI_API_KEY") -> str:
+    """The API key from the environment (keys are never read from the command line or files)."""
+    key = os.environ.get(env_name, "").strip()
+    if not key:
+        raise MissingAPIKeyError(
+            f"no API key: the environment variable {env_name} is not set. Export your OpenAI key there. "
+            f"For a local OpenAI-compatible server that ignores keys (vLLM, Ollama), set it to any value, "
+            f"e.g. {env_name}=local. --dry-run, --write-requests and --results need no key."
+        )
+    return key
+
+
+class Redactor:
+    """Replaces the API key in any text with ``[redacted]`` (some servers echo it in 401 errors).
+    Keys under 8 characters are placeholders for local servers (``local``), not secrets."""
+
+    def __init__(self, secret: Optional[str]) -> None:
+        self._secret = secret if secret and len(secret) >= 8 else None
+
+    def __call__(self, text: object) -> str:
+        text = str(text)
+        return text.replace(self._secret, "[redacted]") if self._secret else text
+
+
+def public_base_url(base_url: Optional[str]) -> Optional[str]:
+    """``base_url`` without any ``user:password@`` part, safe to record."""
+    if not base_url:
+        return None
+    parts = urlsplit(base_url)
+    host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+class Progress:
+    """Run counters and, when ``enabled``, a tqdm bar on stderr with retry messages above it."""
+
+    def __init__(self, total: int, enabled: bool = True, desc: str = "captions") -> None:
+        self.done = self.failed = self.retried = self.prompt_tokens = self.completion_tokens = 0
+        self.status = ""
+        self._bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total, desc=desc, unit="img", dynamic_ncols=True, file=sys.stderr)
+
+    def add_usage(self, usage: Optional[dict]) -> None:
+        self.prompt_tokens += (usage or {}).get("prompt_tokens", 0)
+        self.completion_tokens += (usage or {}).get("completion_tokens", 0)
+
+    def finished(self, ok: bool) -> None:
+        self.done, self.failed = self.done + ok, self.failed + (not ok)
+        self.refresh(advance=1)
+
+    def retry(self, message: Optional[str] = None) -> None:
+        self.retried += 1
+        if message and self._bar is not None:
+            self._bar.write(message, file=sys.stderr)
+        self.refresh()
+
+    def note(self, text: str) -> None:
+        """A status shown on the bar ("batch_abc: in_progress 10/40")."""
+        if self._bar is not None:
+            self._bar.set_description_str(text, refresh=True)
+
+    def refresh(self, advance: int = 0) -> None:
+        if self._bar is not None:
+            tokens = self.prompt_tokens + self.completion_tokens
+            self._bar.set_postfix_str(f"done={self.done} failed={self.failed} retried={self.retried} "
+                                      f"tokens={tokens:,}" + (f" | {self.status}" if self.status else ""), refresh=False)
+            if advance:
+                self._bar.update(advance)  # redraws
+            else:
+                self._bar.refresh()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+class Runner:
+    """Builds requests, judges answers and journals captions and failures, for either mode.
+
+    Args:
+        cfg: the run settings.
+        journal: the open run journal.
+        prompt: the prompt template.
+        progress: counters and bar.
+        redact: scrubs the API key from messages.
+    """
+
+    mode = "online"
+
+    def __init__(self, cfg: RegenerateConfig, journal: Journal, prompt: PromptTemplate, progress: Progress,
+                 redact: Redactor) -> None:
+        self.cfg, self.journal, self.prompt, self.progress, self.redact = cfg, journal, prompt, progress, redact
+
+    def request(self, job: Job) -> Optional[dict]:
+        """The request body, or None (the failure journaled) for an unreadable image."""
+        try:
+            return build_request(job, self.cfg, self.prompt)[0]
+        except UNREADABLE as err:
+            self.fail(job.image_id, f"cannot read image: {err}")
+            return None
+
+    def accept(self, image_id: str, answer: Answer, **extra) -> Optional[str]:
+        """Journal ``answer`` as the caption of ``image_id``, or return why it is rejected."""
+        self.progress.add_usage(answer.usage)
+        problem = answer_problem(answer, self.cfg.min_words)
+        if problem is None:
+            self.journal.append({"type": "caption", "image_id": image_id, "caption": clean_caption(answer.text),
+                                 "usage": answer.usage, "mode": self.mode, "finish_reason": answer.finish_reason,
+                                 "response_id": answer.response_id, "time": utc_now(), **extra})
+            self.progress.finished(True)
+        return problem
+
+    def fail(self, image_id: str, reason: str, final: bool = True, **extra) -> None:
+        """Journal a failure; ``final``: no further attempt in this run."""
+        self.journal.append({"type": "failure", "image_id": image_id, "reason": self.redact(reason),
+                             "mode": self.mode, "time": utc_now(), **extra})
+        if final:
+            self.progress.finished(False)
+        else:
+            self.progress.retry()
+
+    def give_up_reason(self, err: Exception) -> str:
+        """Why an API call failed for good; raises :class:`FatalAPIError` when the run must stop."""
+        import openai
+
+        if isinstance(err, openai.APITimeoutError):
+            return "request timed out"
+        if isinstance(err, openai.APIConnectionError):
+            return f"connection error: {err}"
+        if not isinstance(err, openai.APIStatusError):
+            raise err
+        reason = self.redact(f"HTTP {err.status_code}: {(getattr(err, 'message', None) or str(err))[:300]}")
+        if isinstance(err, openai.RateLimitError) and getattr(err, "code", None) == "insufficient_quota":
+            raise FatalAPIError(f"quota exhausted ({reason}); check the account's billing") from None
+        if isinstance(err, (openai.AuthenticationError, openai.PermissionDeniedError)):
+            raise FatalAPIError(f"the server rejected the API key ({reason})") from None
+        if isinstance(err, openai.NotFoundError):
+            raise FatalAPIError(f"model or endpoint not found ({reason}); check --model and --base-url") from None
+        return reason
