@@ -18,13 +18,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Iterator
 
-from taco_plus.captions.format import (
-    CaptionFormatError,
-    is_caption_set,
-    parse_caption_mapping,
-    parse_caption_set,
-    read_json,
-)
+from taco_plus.captions.format import (CaptionFormatError, is_caption_set, parse_caption_mapping,
+                                       parse_caption_set, read_json)
 
 
 class UnknownImageError(KeyError):
@@ -47,14 +42,12 @@ def captions_fingerprint(captions: dict[str, list[str]]) -> str:
 
 
 class CaptionSource:
-    """Read-only mapping from image id to its captions.
-
-    Subclasses fill ``self._captions`` (image id -> non-empty list of captions) and
-    ``self.name``; everything else is shared.
-    """
+    """Read-only mapping from image id to its captions; subclasses fill ``_captions``
+    (image id -> non-empty list of captions) and ``name``."""
 
     name: str
     _captions: dict[str, list[str]]
+    _fingerprint = None
 
     def ids(self) -> list[str]:
         """Image ids with at least one caption, in a stable order."""
@@ -62,10 +55,9 @@ class CaptionSource:
 
     def captions(self, image_id: str) -> list[str]:
         """All captions of ``image_id`` (a copy); :class:`UnknownImageError` if absent."""
-        try:
-            return list(self._captions[image_id])
-        except KeyError:
-            raise UnknownImageError(self._unknown_message(image_id)) from None
+        if image_id not in self._captions:
+            raise UnknownImageError(self._unknown_message(image_id))
+        return list(self._captions[image_id])
 
     def _unknown_message(self, image_id: str) -> str:
         return f"no captions for image {image_id!r} in caption source {self.name!r}"
@@ -81,8 +73,8 @@ class CaptionSource:
 
     @property
     def fingerprint(self) -> str:
-        """sha256 of the canonical serialisation of the captions (see :func:`captions_fingerprint`)."""
-        if getattr(self, "_fingerprint", None) is None:
+        """sha256 of the canonical serialisation of the captions (:func:`captions_fingerprint`)."""
+        if self._fingerprint is None:
             self._fingerprint = captions_fingerprint(self._captions)
         return self._fingerprint
 
@@ -91,11 +83,9 @@ class CaptionSource:
 
 
 class CaptionSetSource(CaptionSource):
-    """Captions from a file: a versioned caption set or a plain JSON mapping.
-
-    Accepted files: the taco-plus caption-set format (``captions/FORMAT.md``), or a
-    plain ``{"file.png": "caption"}`` / ``{"file.png": ["c1", "c2"]}`` object such as
-    TACO's ``kodak_ofa.json``. Malformed files raise :class:`CaptionFormatError`.
+    """Captions from a versioned caption set (``captions/FORMAT.md``) or a plain
+    ``{"file.png": "caption"}`` / ``{"file.png": ["c1", "c2"]}`` JSON such as TACO's
+    ``kodak_ofa.json``. Malformed files raise :class:`CaptionFormatError`.
 
     Args:
         path: the JSON file.
@@ -104,23 +94,15 @@ class CaptionSetSource(CaptionSource):
     def __init__(self, path: os.PathLike | str) -> None:
         self.path = Path(path)
         data = read_json(self.path)
-        if is_caption_set(data):
-            caption_set = parse_caption_set(data, self.path)
-            self.name = caption_set.name
-            self.caption_set = caption_set
-            self._captions = caption_set.captions
-        else:
-            self.name = self.path.stem
-            self.caption_set = None
-            self._captions = parse_caption_mapping(data, self.path)
+        self.caption_set = parse_caption_set(data, self.path) if is_caption_set(data) else None
+        self.name = self.caption_set.name if self.caption_set else self.path.stem
+        self._captions = self.caption_set.captions if self.caption_set else parse_caption_mapping(data, self.path)
 
 
 class CocoCaptionsSource(CaptionSource):
-    """Captions from an official MS-COCO captions file, keyed by image file name.
-
-    Captions of each image are ordered by annotation id. Images listed in the file
-    without any caption annotation are not in :meth:`ids`; asking for one raises
-    :class:`UnknownImageError` saying so.
+    """Captions from an official MS-COCO captions file, keyed by image file name, ordered by
+    annotation id and stripped. Images listed without any caption are not in :meth:`ids`
+    (they are in ``uncaptioned``); asking for one raises :class:`UnknownImageError` saying so.
 
     Args:
         annotations_json: ``captions_{train,val}2017.json`` (``images`` and ``annotations``).
@@ -130,35 +112,24 @@ class CocoCaptionsSource(CaptionSource):
         self.path = Path(annotations_json)
         self.name = self.path.stem
         data = read_json(self.path)
-        if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(
-            data.get("annotations"), list
-        ):
+        if not (isinstance(data, dict) and isinstance(data.get("images"), list)
+                and isinstance(data.get("annotations"), list)):
             raise CaptionFormatError(self.path, 'not a COCO captions file: needs "images" and "annotations" arrays')
-        file_names: dict[int, str] = {}
-        for i, image in enumerate(data["images"]):
-            try:
-                file_names[image["id"]] = image["file_name"]
-            except (TypeError, KeyError):
-                raise CaptionFormatError(self.path, f"images[{i}] lacks an id or file_name") from None
+        try:
+            file_names = {image["id"]: image["file_name"] for image in data["images"]}
+        except (TypeError, KeyError):
+            raise CaptionFormatError(self.path, "an entry of images lacks an id or file_name") from None
         by_image: dict[str, list[tuple[int, str]]] = defaultdict(list)
         for i, ann in enumerate(data["annotations"]):
-            try:
-                image_id, caption = ann["image_id"], ann["caption"]
-            except (TypeError, KeyError):
-                raise CaptionFormatError(self.path, f"annotations[{i}] lacks image_id or caption") from None
-            if image_id not in file_names:
-                raise CaptionFormatError(self.path, f"annotations[{i}] refers to unknown image id {image_id}")
-            if not isinstance(caption, str):
-                raise CaptionFormatError(self.path, f"annotations[{i}]: the caption is not a string")
-            by_image[file_names[image_id]].append((ann.get("id", i), caption.strip()))
-        self._captions = {
-            name: [c for _, c in sorted(by_image[name])] for name in sorted(by_image)
-        }
-        # Images present in the file without any caption (COCO val2017 has a few).
-        self.uncaptioned: list[str] = sorted(set(file_names.values()) - set(self._captions))
-        self._uncaptioned = frozenset(self.uncaptioned)
+            if not isinstance(ann, dict) or not isinstance(ann.get("caption"), str):
+                raise CaptionFormatError(self.path, f"annotations[{i}] lacks image_id or a caption string")
+            if ann.get("image_id") not in file_names:
+                raise CaptionFormatError(self.path, f"annotations[{i}] refers to unknown image id {ann.get('image_id')}")
+            by_image[file_names[ann["image_id"]]].append((ann.get("id", i), ann["caption"].strip()))
+        self._captions = {name: [c for _, c in sorted(by_image[name])] for name in sorted(by_image)}
+        self.uncaptioned: list[str] = sorted(set(file_names.values()) - set(self._captions))  # val2017 has some
 
     def _unknown_message(self, image_id: str) -> str:
-        if image_id in self._uncaptioned:
+        if image_id in self.uncaptioned:
             return f"image {image_id!r} is listed in {self.path.name} but has no caption annotations"
         return super()._unknown_message(image_id)

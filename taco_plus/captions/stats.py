@@ -33,21 +33,11 @@ def clip_token_count(text: str) -> int:
     return len(_tokenizer().encode(text)) + 2
 
 
-def word_count(text: str) -> int:
-    return len(text.split())
-
-
 def _summary(values: Sequence[int]) -> dict:
     ordered = sorted(values)
-    # Nearest-rank 95th percentile: the value 95% of captions do not exceed.
-    p95 = ordered[max(0, -(-95 * len(ordered) // 100) - 1)]
-    return {
-        "mean": round(statistics.fmean(ordered), 2),
-        "median": statistics.median(ordered),
-        "p95": p95,
-        "min": ordered[0],
-        "max": ordered[-1],
-    }
+    p95 = ordered[max(0, -(-95 * len(ordered) // 100) - 1)]  # nearest rank: 95% of captions do not exceed it
+    return {"mean": round(statistics.fmean(ordered), 2), "median": statistics.median(ordered), "p95": p95,
+            "min": ordered[0], "max": ordered[-1]}
 
 
 def caption_stats(captions: Mapping[str, Iterable[str]]) -> dict:
@@ -63,16 +53,14 @@ def caption_stats(captions: Mapping[str, Iterable[str]]) -> dict:
     texts = [c for caps in captions.values() for c in caps]
     if not texts:
         raise ValueError("cannot compute statistics of an empty caption set")
-    words = [word_count(t) for t in texts]
     tokens = [clip_token_count(t) for t in texts]
-    n = len(texts)
     return {
         "num_images": len(captions),
-        "num_captions": n,
-        "words_per_caption": _summary(words),
+        "num_captions": len(texts),
+        "words_per_caption": _summary([len(t.split()) for t in texts]),
         "clip_tokens_per_caption": _summary(tokens),
-        "share_over_38_tokens": round(sum(t > TACO_TEXT_LENGTH for t in tokens) / n, 4),
-        "share_over_77_tokens": round(sum(t > CLIP_CONTEXT_LENGTH for t in tokens) / n, 4),
+        "share_over_38_tokens": round(sum(t > TACO_TEXT_LENGTH for t in tokens) / len(texts), 4),
+        "share_over_77_tokens": round(sum(t > CLIP_CONTEXT_LENGTH for t in tokens) / len(texts), 4),
         "tokenizer": TOKENIZER_DESCRIPTION,
     }
 
@@ -80,14 +68,10 @@ def caption_stats(captions: Mapping[str, Iterable[str]]) -> dict:
 def format_stats(stats: Mapping) -> str:
     """A few human-readable lines for the command line."""
     w, t = stats["words_per_caption"], stats["clip_tokens_per_caption"]
-    return "\n".join(
-        [
-            f"images: {stats['num_images']}  captions: {stats['num_captions']}",
-            f"words per caption:       mean {w['mean']}  median {w['median']}  p95 {w['p95']}  "
-            f"range {w['min']}-{w['max']}",
-            f"CLIP tokens per caption: mean {t['mean']}  median {t['median']}  p95 {t['p95']}  "
-            f"range {t['min']}-{t['max']}",
-            f"over 38 tokens (TACO's text length): {100 * stats['share_over_38_tokens']:.1f}%   "
-            f"over 77 (CLIP's context): {100 * stats['share_over_77_tokens']:.1f}%",
-        ]
-    )
+    return "\n".join([
+        f"images: {stats['num_images']}  captions: {stats['num_captions']}",
+        f"words per caption:       mean {w['mean']}  median {w['median']}  p95 {w['p95']}  range {w['min']}-{w['max']}",
+        f"CLIP tokens per caption: mean {t['mean']}  median {t['median']}  p95 {t['p95']}  range {t['min']}-{t['max']}",
+        f"over 38 tokens (TACO's text length): {100 * stats['share_over_38_tokens']:.1f}%   "
+        f"over 77 (CLIP's context): {100 * stats['share_over_77_tokens']:.1f}%",
+    ])

@@ -101,14 +101,13 @@ def result_answer(result: dict) -> tuple[Optional[Answer], Optional[str]]:
 
 
 class BatchRunner(Runner):
-    """Captions images through the Batch API (``client``: an ``openai.OpenAI``, or None to
-    merge result files only)."""
+    """Captions images through the Batch API with ``client`` (an ``openai.OpenAI``, set by
+    the caller), or merges result files."""
 
-    mode = "batch"
+    mode, client = "batch", None
 
-    def __init__(self, *args, client=None, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.client = client
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
         self._given_up: set[str] = set()  # images no further round can help
 
     def _call(self, what: str, fn):
@@ -177,7 +176,8 @@ class BatchRunner(Runner):
             for batch_id in list(waiting):
                 batch = self._call(f"polling {batch_id}", lambda: self.client.batches.retrieve(batch_id))
                 counts = getattr(batch, "request_counts", None)
-                self.progress.note(f"{batch_id}: {batch.status}" + (f" {counts.completed}/{counts.total}" if counts else ""))
+                self.status = f"{batch_id}: {batch.status}" + (f" {counts.completed}/{counts.total}" if counts else "")
+                self.show()
                 if batch.status in TERMINAL:
                     results = {}
                     for file_id, kind in ((batch.error_file_id, "errors"), (batch.output_file_id, "output")):

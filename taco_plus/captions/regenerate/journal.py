@@ -1,18 +1,14 @@
 """The run journal: an append-only JSONL file that makes regeneration resumable.
 
-Every outcome is appended as one line and handed to the operating system (``write``)
-before it counts, so killing the process (even ``kill -9``) loses only the requests in
-flight; the file is ``fsync``'d at least once a second and at the end (an OS crash or
-power cut loses at most the last second). A re-run skips finished images; an image
-never gets two captions. Batch mode also records uploads and batch ids, so an
-interrupted run collects its batches instead of paying for them twice.
-
-Records (one JSON object per line): ``header`` (journal version and the request
-``signature``; a resumed run must match it), ``caption`` (``image_id``, ``caption``,
-``usage``, ...), ``failure`` (``image_id``, ``reason``: retried by the next run),
-``upload`` (a batch input ``file_id`` and its ``image_ids``), ``batch`` (``batch_id``
-created for an ``input_file_id``) and ``batch_done``. A crash can leave the last line
-half-written; it is cut off on reopening. Any other unreadable line is an error.
+Each outcome is one line, handed to the operating system (``write``) before it counts:
+killing the process, even with ``kill -9``, loses only the requests in flight. The file
+is ``fsync``'d at least once a second and at the end, so an OS crash loses at most the
+last second. Batch mode also records uploads and batch ids, so an interrupted run
+collects its batches instead of paying twice. Records: ``header`` (the request
+``signature`` a resumed run must match), ``caption``, ``failure`` (retried by the next
+run), ``upload`` (``file_id``, ``image_ids``), ``batch`` and ``batch_done``. A crash can
+leave the last line half-written: it is cut off on reopening; any other bad line is an
+error. An image never gets two captions.
 """
 
 from __future__ import annotations
@@ -108,7 +104,7 @@ def _parse(data: bytes, path: Path) -> tuple[JournalState, int]:
 
 
 def read_journal(path: os.PathLike | str) -> JournalState:
-    """Read a journal without opening it for writing (dry runs)."""
+    """A journal's state, read without opening it for writing (dry runs)."""
     path = Path(path)
     return _parse(path.read_bytes(), path)[0] if path.exists() else JournalState()
 
@@ -117,8 +113,7 @@ class Journal:
     """An open, locked journal; :meth:`append` writes records and applies them to :attr:`state`."""
 
     def __init__(self, path: Path, fh, state: JournalState) -> None:
-        self.path, self._fh, self.state = path, fh, state
-        self._synced = time.monotonic()
+        self.path, self._fh, self.state, self._synced = path, fh, state, time.monotonic()
 
     @classmethod
     def open(cls, path: os.PathLike | str, signature: dict, resume: bool) -> "Journal":

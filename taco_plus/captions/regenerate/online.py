@@ -100,7 +100,7 @@ class OnlineRunner(Runner):
                 if problem is None:
                     return
             if answers <= self.cfg.max_answer_retries:
-                self.progress.retry(f"{job.image_id}: {problem}; asking again")
+                self.retry(f"{job.image_id}: {problem}; asking again")
         self.fail(job.image_id, f"{problem} ({answers} answers rejected)", attempts=flight.attempts)
 
     # -- HTTP hooks: they see every attempt, the SDK's retries included ---------------
@@ -112,7 +112,7 @@ class OnlineRunner(Runner):
         flight.attempts += 1
         if not flight.fresh:
             what = flight.last_error or f"no answer after {now - flight.since:.1f} s (timeout or lost connection)"
-            self.progress.retry(f"{flight.image_id}: {what}; retry {flight.attempts - 1} "
+            self.retry(f"{flight.image_id}: {what}; retry {flight.attempts - 1} "
                                 f"(at most {self.cfg.max_attempts} attempts per request)")
         flight.since, flight.last_error, flight.fresh = now, "", False
 
@@ -125,9 +125,7 @@ class OnlineRunner(Runner):
         """Once a second: how many requests wait, and the longest wait."""
         while True:
             await asyncio.sleep(1.0)
-            self.progress.status = ""
-            if self._flights:
-                oldest = min(self._flights.values(), key=lambda f: f.since)
-                self.progress.status = (f"{len(self._flights)} in flight, {oldest.image_id} waiting "
-                                        f"{time.monotonic() - oldest.since:.0f} s (attempt {oldest.attempts})")
-            self.progress.refresh()
+            oldest = min(self._flights.values(), key=lambda f: f.since, default=None)
+            self.status = oldest and (f"{len(self._flights)} in flight, {oldest.image_id} waiting "
+                                      f"{time.monotonic() - oldest.since:.0f} s (attempt {oldest.attempts})")
+            self.show()

@@ -24,7 +24,7 @@ from taco_plus.captions.regenerate.journal import Journal, JournalState, read_jo
 from taco_plus.captions.regenerate.online import OnlineRunner
 from taco_plus.captions.regenerate.requests import (Job, build_request, collect_jobs, originals_fingerprint,
                                                     prompt_text, request_signature, sent_size)
-from taco_plus.captions.regenerate.runner import UNREADABLE, Progress, Redactor, public_base_url, read_api_key
+from taco_plus.captions.regenerate.runner import UNREADABLE, Redactor, public_base_url, read_api_key
 from taco_plus.results.provenance import file_sha256
 
 SOURCE = "regenerated with taco-plus captions regenerate"
@@ -85,30 +85,29 @@ def regenerate(cfg: RegenerateConfig) -> RegenerateReport:
         raise RegenerateError(f"{cfg.out} exists and has no journal beside it; refusing to overwrite it")
     with Journal.open(cfg.journal_path, signature, cfg.resume) as journal:
         todo = [j for j in jobs if j.image_id not in journal.state.captions]
-        mode = "result files" if cfg.results else cfg.mode
-        progress = Progress(len(todo), enabled=cfg.progress, desc=f"captions ({mode})")
-        runner_args = (cfg, journal, prompt, progress, Redactor(api_key))
+        kind = BatchRunner if cfg.results or cfg.mode == "batch" else OnlineRunner
+        runner = kind(cfg, journal, prompt, len(todo), Redactor(api_key))
         try:
             if cfg.results:
                 results = {k: v for path in cfg.results for k, v in parse_result_lines(path.read_bytes()).items()}
                 ids = [j.image_id for j in todo if j.image_id in results]
-                BatchRunner(*runner_args).merge(results, ids, "the result files", results_files=[p.name for p in cfg.results])
+                runner.merge(results, ids, "the result files", results_files=[p.name for p in cfg.results])
             elif todo and cfg.mode == "online":
-                asyncio.run(OnlineRunner(*runner_args).run(todo, api_key))
+                asyncio.run(runner.run(todo, api_key))
             elif todo:
                 import openai
 
                 with openai.OpenAI(api_key=api_key, base_url=cfg.base_url, timeout=cfg.timeout,
-                                   max_retries=cfg.max_attempts - 1) as client:
-                    BatchRunner(*runner_args, client=client).run(todo)
+                                   max_retries=cfg.max_attempts - 1) as runner.client:
+                    runner.run(todo)
         finally:
-            progress.close()
+            runner.bar.close()
         caption_set = _caption_set(cfg, prompt, jobs, journal.state, signature)
     state = journal.state
     report = RegenerateReport(
         out=None, journal=cfg.journal_path, total=len(jobs), already_done=len(jobs) - len(todo),
-        captioned=sum(j.image_id in state.captions for j in jobs), retried=progress.retried,
-        prompt_tokens=progress.prompt_tokens, completion_tokens=progress.completion_tokens,
+        captioned=sum(j.image_id in state.captions for j in jobs), retried=runner.retried,
+        prompt_tokens=runner.prompt_tokens, completion_tokens=runner.completion_tokens,
         missing={j.image_id: state.failures.get(j.image_id, {}).get("reason", "not attempted")
                  for j in jobs if j.image_id not in state.captions},
     )

@@ -1,12 +1,11 @@
 """What online and batch runs share: :class:`Runner` builds each image's request, judges
-each answer and journals the outcome; the progress display; and the API key, kept out
-of every message.
+each answer, journals the outcome and shows progress; and the API key stays secret.
 
 The openai SDK retries what a retry can fix (408/409/429/5xx, timeouts, dropped
-connections; with backoff, honouring ``Retry-After``). What reaches this code has
-failed for good and is sorted here: errors about one image (400/413/422, retries
-exhausted) skip it; errors no other image can escape (a rejected key, no permission,
-an unknown model, an exhausted quota) stop the run. Finished captions are journaled.
+connections; with backoff, honouring ``Retry-After``). What reaches this code has failed
+for good and is sorted here: errors about one image (400/413/422, retries exhausted)
+skip it; those no other image can escape (a rejected key, no permission, an unknown
+model, an exhausted quota) stop the run. Finished captions are in the journal.
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ from taco_plus.captions.regenerate.config import RegenerateConfig
 from taco_plus.captions.regenerate.journal import Journal
 from taco_plus.captions.regenerate.requests import Answer, Job, answer_problem, build_request, clean_caption
 
-
 UNREADABLE = (OSError, ValueError, Image.DecompressionBombError)  # what PIL raises for a bad image file
 
 
@@ -33,31 +31,29 @@ class MissingAPIKeyError(RuntimeError):
 
 
 class FatalAPIError(RuntimeError):
-    """A failure no retry and no other image can escape; the run stops (the journal keeps finished work)."""
+    """A failure no retry and no other image can escape; the run stops."""
 
 
 def read_api_key(env_name: str = "OPENAI_API_KEY") -> str:
-    """The API key from the environment (keys are never read from the command line or files)."""
+    """The API key from the environment (never from the command line or a file)."""
     key = os.environ.get(env_name, "").strip()
     if not key:
         raise MissingAPIKeyError(
-            f"no API key: the environment variable {env_name} is not set. Export your OpenAI key there. "
-            f"For a local OpenAI-compatible server that ignores keys (vLLM, Ollama), set it to any value, "
-            f"e.g. {env_name}=local. --dry-run, --write-requests and --results need no key."
-        )
+            f"no API key: the environment variable {env_name} is not set. Export your OpenAI key there; for a "
+            f"local server that ignores keys (vLLM, Ollama) any value works, e.g. {env_name}=local. "
+            "--dry-run, --write-requests and --results need no key.")
     return key
 
 
 class Redactor:
-    """Replaces the API key in any text with ``[redacted]`` (some servers echo it in 401 errors).
-    Keys under 8 characters are placeholders for local servers (``local``), not secrets."""
+    """Replaces the key in any text with ``[redacted]`` (some servers echo it in 401 errors).
+    Keys under 8 characters are placeholders for local servers, not secrets."""
 
     def __init__(self, secret: Optional[str]) -> None:
         self._secret = secret if secret and len(secret) >= 8 else None
 
     def __call__(self, text: object) -> str:
-        text = str(text)
-        return text.replace(self._secret, "[redacted]") if self._secret else text
+        return str(text).replace(self._secret, "[redacted]") if self._secret else str(text)
 
 
 def public_base_url(base_url: Optional[str]) -> Optional[str]:
@@ -69,68 +65,28 @@ def public_base_url(base_url: Optional[str]) -> Optional[str]:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
-class Progress:
-    """Run counters and, when ``enabled``, a tqdm bar on stderr with retry messages above it."""
-
-    def __init__(self, total: int, enabled: bool = True, desc: str = "captions") -> None:
-        self.done = self.failed = self.retried = self.prompt_tokens = self.completion_tokens = 0
-        self.status = ""
-        self._bar = None
-        if enabled:
-            from tqdm.auto import tqdm
-
-            self._bar = tqdm(total=total, desc=desc, unit="img", dynamic_ncols=True, file=sys.stderr)
-
-    def add_usage(self, usage: Optional[dict]) -> None:
-        self.prompt_tokens += (usage or {}).get("prompt_tokens", 0)
-        self.completion_tokens += (usage or {}).get("completion_tokens", 0)
-
-    def finished(self, ok: bool) -> None:
-        self.done, self.failed = self.done + ok, self.failed + (not ok)
-        self.refresh(advance=1)
-
-    def retry(self, message: Optional[str] = None) -> None:
-        self.retried += 1
-        if message and self._bar is not None:
-            self._bar.write(message, file=sys.stderr)
-        self.refresh()
-
-    def note(self, text: str) -> None:
-        """A status shown on the bar ("batch_abc: in_progress 10/40")."""
-        if self._bar is not None:
-            self._bar.set_description_str(text, refresh=True)
-
-    def refresh(self, advance: int = 0) -> None:
-        if self._bar is not None:
-            tokens = self.prompt_tokens + self.completion_tokens
-            self._bar.set_postfix_str(f"done={self.done} failed={self.failed} retried={self.retried} "
-                                      f"tokens={tokens:,}" + (f" | {self.status}" if self.status else ""), refresh=False)
-            if advance:
-                self._bar.update(advance)  # redraws
-            else:
-                self._bar.refresh()
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-
-
 class Runner:
-    """Builds requests, judges answers and journals captions and failures, for either mode.
+    """Builds requests, judges answers, journals captions and failures and counts them.
 
     Args:
         cfg: the run settings.
         journal: the open run journal.
         prompt: the prompt template.
-        progress: counters and bar.
+        total: images to caption (the progress bar's length).
         redact: scrubs the API key from messages.
     """
 
     mode = "online"
 
-    def __init__(self, cfg: RegenerateConfig, journal: Journal, prompt: PromptTemplate, progress: Progress,
+    def __init__(self, cfg: RegenerateConfig, journal: Journal, prompt: PromptTemplate, total: int,
                  redact: Redactor) -> None:
-        self.cfg, self.journal, self.prompt, self.progress, self.redact = cfg, journal, prompt, progress, redact
+        from tqdm.auto import tqdm
+
+        self.cfg, self.journal, self.prompt, self.redact = cfg, journal, prompt, redact
+        self.done = self.failed = self.retried = self.prompt_tokens = self.completion_tokens = 0
+        self.status = ""  # shown after the counters (online: the longest wait in progress)
+        self.bar = tqdm(total=total, desc=f"captions ({self.mode})", unit="img", dynamic_ncols=True,
+                        file=sys.stderr, disable=not cfg.progress)
 
     def request(self, job: Job) -> Optional[dict]:
         """The request body, or None (the failure journaled) for an unreadable image."""
@@ -142,13 +98,16 @@ class Runner:
 
     def accept(self, image_id: str, answer: Answer, **extra) -> Optional[str]:
         """Journal ``answer`` as the caption of ``image_id``, or return why it is rejected."""
-        self.progress.add_usage(answer.usage)
+        usage = answer.usage
+        self.prompt_tokens, self.completion_tokens = (self.prompt_tokens + usage["prompt_tokens"],
+                                                      self.completion_tokens + usage["completion_tokens"])
         problem = answer_problem(answer, self.cfg.min_words)
         if problem is None:
             self.journal.append({"type": "caption", "image_id": image_id, "caption": clean_caption(answer.text),
-                                 "usage": answer.usage, "mode": self.mode, "finish_reason": answer.finish_reason,
+                                 "usage": usage, "mode": self.mode, "finish_reason": answer.finish_reason,
                                  "response_id": answer.response_id, "time": utc_now(), **extra})
-            self.progress.finished(True)
+            self.done += 1
+            self.show(advance=1)
         return problem
 
     def fail(self, image_id: str, reason: str, final: bool = True, **extra) -> None:
@@ -156,9 +115,23 @@ class Runner:
         self.journal.append({"type": "failure", "image_id": image_id, "reason": self.redact(reason),
                              "mode": self.mode, "time": utc_now(), **extra})
         if final:
-            self.progress.finished(False)
+            self.failed += 1
+            self.show(advance=1)
         else:
-            self.progress.retry()
+            self.retry()
+
+    def retry(self, message: Optional[str] = None) -> None:
+        """Count a retry; ``message`` is printed above the bar as it happens."""
+        self.retried += 1
+        if message and not self.bar.disable:
+            self.bar.write(message, file=sys.stderr)
+        self.show()
+
+    def show(self, advance: int = 0) -> None:
+        tokens = self.prompt_tokens + self.completion_tokens
+        self.bar.set_postfix_str(f"done={self.done} failed={self.failed} retried={self.retried} tokens={tokens:,}"
+                                 + (f" | {self.status}" if self.status else ""), refresh=not advance)
+        self.bar.update(advance)
 
     def give_up_reason(self, err: Exception) -> str:
         """Why an API call failed for good; raises :class:`FatalAPIError` when the run must stop."""
