@@ -283,6 +283,8 @@ def silent_server() -> Iterator[str]:
                 conn, _ = listener.accept()
             except socket.timeout:
                 continue
+            except OSError:  # closed
+                return
             connections.append(conn)
             threading.Thread(target=drain, args=(conn,), daemon=True).start()
 

@@ -6,7 +6,9 @@ import json
 import os
 
 import pytest
+from captions_server import run_batch
 from captions_support import (  # noqa: F401 - fixtures
+    SENTINEL_KEY,
     api_key,
     assert_key_absent,
     caption_size,
@@ -24,6 +26,7 @@ from taco_plus.captions.regenerate import regenerate
 from taco_plus.captions.regenerate.batch import write_request_files
 from taco_plus.captions.regenerate.requests import build_request, collect_jobs, request_signature
 from taco_plus.captions.regenerate.journal import Journal
+from taco_plus.cli import main
 
 
 def test_write_request_files_respects_both_limits(tmp_path):
@@ -123,3 +126,52 @@ def test_upload_without_journaled_batch_finds_the_existing_batch(tmp_path, fake_
 
     report = regenerate(cfg)
     assert report.captioned == 2 and len(fake_server.batches) == 1
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_across_batches(tmp_path, fake_server, api_key):
+    ids = make_images(tmp_path / "images", 6)
+    fake_server.batch_polls = 10**9  # batches stay in progress while the first run is killed
+    cfg = fast_config(tmp_path, fake_server, mode="batch", batch_max_requests=2, poll_interval=0.05)
+    run_and_kill(cfg, until=lambda text: '"type":"batch"' in text)  # after the first of three batches
+
+    fake_server.batch_polls = 1
+    report = regenerate(fast_config(tmp_path, fake_server, mode="batch", batch_max_requests=2, resume=True))
+    assert report.captioned == 6 and report.missing == {}
+    uploads = [r["image_ids"] for r in journal_records(cfg.journal_path) if r["type"] == "upload"]
+    assert sorted(i for u in uploads for i in u) == ids  # each image sent in exactly one batch
+    assert len(fake_server.batches) == 3 and all(len(u) <= 2 for u in uploads)
+
+
+def test_request_files_run_on_a_local_server_and_merge_back(tmp_path, fake_server, monkeypatch):
+    """The no-cost path: --write-requests, a run-batch-style local run, then --results."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)  # neither end needs a key
+    ids = make_images(tmp_path / "images", 5)
+    out = tmp_path / "local.json"
+    base = ["captions", "regenerate", "--images", str(tmp_path / "images"), "--out", str(out),
+            "--model", "Qwen/Qwen2-VL-7B-Instruct", "--no-progress"]
+    assert main(base + ["--write-requests", "--batch-max-requests", "2"]) == 0
+    requests = sorted(out.with_name("local.batch").glob("requests-*.jsonl"))
+    assert [len(p.read_text().splitlines()) for p in requests] == [2, 2, 1]
+    results = []
+    for path in requests:  # what `vllm run-batch -i requests-000.jsonl -o results-000.jsonl` does
+        results.append(path.with_name(path.name.replace("requests", "results")))
+        run_batch(path, results[-1], fake_server.base_url, SENTINEL_KEY)
+    lost = results[1].read_text().splitlines()
+    results[1].write_text(lost[0] + "\n")  # one answer lost
+
+    assert main(base + ["--results", *map(str, results)]) == 1  # one image still missing
+    caption_set = load_caption_set(out)
+    assert sorted(caption_set.captions) == sorted(set(ids) - {ids[3]})
+    for image_id, (caption,) in caption_set.captions.items():
+        assert caption_size(caption) == expected_size(image_id)
+    assert caption_set.provenance.model == "Qwen/Qwen2-VL-7B-Instruct"
+    bodies = [json.loads(x)["body"] for x in requests[0].read_text().splitlines()]
+    assert all(b["model"] == "Qwen/Qwen2-VL-7B-Instruct" for b in bodies)  # what the local server serves
+
+    assert main(base + ["--write-requests"]) == 0  # only what is missing
+    (again,) = sorted(out.with_name("local.batch").glob("requests-*.jsonl"))
+    assert [json.loads(x)["custom_id"] for x in again.read_text().splitlines()] == [ids[3]]
+    run_batch(again, tmp_path / "r.jsonl", fake_server.base_url, SENTINEL_KEY)
+    assert main(base + ["--results", str(tmp_path / "r.jsonl"), "--resume"]) == 0
+    assert sorted(load_caption_set(out).captions) == ids

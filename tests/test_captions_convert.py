@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from conftest import REPO_ROOT, shared_path
@@ -90,3 +92,52 @@ def test_every_quickstart_photo_exports_as_rgb(tmp_path):
     for path in paths:
         pixels = np.asarray(Image.open(path))
         assert pixels.ndim == 3 and pixels.shape[2] == 3 and pixels.std() > 10
+
+
+BAD = '{"a.png": "a red door", "b.png": "", "c.png": "bad \\ud800 text", "d.png": ["", "two boats"]}'
+
+
+def test_empty_and_surrogate_captions_are_reported_not_fatal(tmp_path, capsys):
+    src, out, clean = tmp_path / "bad.json", tmp_path / "set.json", tmp_path / "clean.json"
+    src.write_text(BAD)
+    assert main(["captions", "convert", "ofa", str(src), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "b.png: empty caption" in text and "c.png: contains lone surrogates" in text
+    loaded = load_caption_set(out)
+    assert loaded.captions["c.png"] == ["bad \ud800 text"]  # kept verbatim: the file round-trips it
+    assert sorted(loaded.issues) == ["b.png", "c.png", "d.png"]
+    assert CaptionSetSource(out).fingerprint == CaptionSetSource(src).fingerprint
+    assert main(["captions", "convert", "ofa", str(src), "--out", str(clean), "--drop-bad"]) == 0
+    assert load_caption_set(clean).captions == {"a.png": ["a red door"], "d.png": ["two boats"]}
+    for path in (src, out):
+        capsys.readouterr()
+        assert main(["captions", "stats", str(path)]) == 0
+        text = capsys.readouterr().out
+        assert "suspicious caption: b.png: empty caption" in text and "c.png: contains lone surrogates" in text
+
+
+def test_empty_coco_caption_is_flagged(tmp_path):
+    path = tmp_path / "captions_x.json"
+    path.write_text(json.dumps({"images": [{"id": 1, "file_name": "1.jpg"}],
+                                "annotations": [{"id": 1, "image_id": 1, "caption": "  "},
+                                                {"id": 2, "image_id": 1, "caption": "a cat"}]}))
+    assert convert_coco(path).problems == {"1.jpg": ["caption 0: empty caption"]}
+    assert convert_coco(path, drop_bad=True).caption_set.captions == {"1.jpg": ["a cat"]}
+
+
+@pytest.mark.parametrize("policy, expected", [
+    ("skip", {"a.png": ["a red door"], "d.png": ["two boats"]}),
+    ("empty", {"a.png": ["a red door"], "b.png": [""], "c.png": [""], "d.png": ["two boats"]}),
+    ("keep", {"a.png": ["a red door"], "b.png": [""], "c.png": ["bad \ud800 text"], "d.png": ["two boats"]}),
+])
+def test_training_data_applies_the_bad_caption_policy(tmp_path, policy, expected):
+    from taco_plus.data.dataset import CaptionedImageDataset, DatasetPairingError
+
+    (tmp_path / "bad.json").write_text(BAD)
+    (tmp_path / "images").mkdir()
+    for name in "abcd":
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "images" / f"{name}.png")
+    source = CaptionSetSource(tmp_path / "bad.json")
+    assert dict(CaptionedImageDataset(tmp_path / "images", source, bad_caption=policy).entries) == expected
+    with pytest.raises(DatasetPairingError, match="empty/garbage captions"):
+        CaptionedImageDataset(tmp_path / "images", source, bad_caption="error")

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
+import time
 
+import openai  # noqa: F401 - imported before the timed run below
 import pytest
+from captions_server import silent_server
 from captions_support import (  # noqa: F401 - fixtures
     SENTINEL_KEY,
     api_key,
@@ -17,7 +21,7 @@ from captions_support import (  # noqa: F401 - fixtures
 )
 
 from taco_plus.captions import load_caption_set
-from taco_plus.captions.regenerate import regenerate
+from taco_plus.captions.regenerate import RegenerateConfig, regenerate
 from taco_plus.captions.regenerate.journal import read_journal
 from taco_plus.captions.regenerate.runner import FatalAPIError, MissingAPIKeyError
 from taco_plus.cli import main
@@ -154,3 +158,21 @@ def test_hung_request_times_out_on_the_client(tmp_path, fake_server, api_key):
     fake_server.add_faults("hang")
     report = regenerate(fast_config(tmp_path, fake_server, timeout=0.3, max_attempts=1))
     assert report.missing == {"im00.png": "gave up after 1 attempts; last error: request timed out"}
+
+
+def test_server_that_never_answers_costs_each_image_image_timeout_and_shows_it(tmp_path, api_key, capsys):
+    make_images(tmp_path / "images", 2)
+    with silent_server() as url:  # accepts and reads every request, answers none
+        cfg = RegenerateConfig(out=tmp_path / "out.json", image_root=tmp_path / "images", base_url=url,
+                               concurrency=2, timeout=0.3, image_timeout=1.5, max_attempts=20)
+        start = time.monotonic()
+        report = regenerate(cfg)
+        elapsed = time.monotonic() - start
+    assert elapsed < 4.0  # both images in parallel, each stopped at 1.5 s (20 attempts would take minutes)
+    assert sorted(report.missing) == ["im00.png", "im01.png"]
+    for reason in report.missing.values():
+        assert re.match(r"no caption within --image-timeout 1.5 s \(\d+ attempts; last: no answer\)", reason)
+    assert all(r["attempts"] >= 2 for r in read_journal(cfg.journal_path).failures.values())
+    err = capsys.readouterr().err  # as it happened: each retry, and the wait on the bar
+    assert re.search(r"im0[01].png: no answer after 0\.\d s \(timeout or lost connection\); retry 1 ", err)
+    assert re.search(r"2 in flight, im0[01].png waiting 1 s", err)

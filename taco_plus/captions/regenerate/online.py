@@ -22,11 +22,12 @@ from taco_plus.captions.regenerate.runner import UNREADABLE, Runner
 
 @dataclass
 class _Flight:
-    """An image being captioned: HTTP attempts so far, when the current one started, and
+    """An image being captioned: when it and its current HTTP attempt started, attempts so far,
     what ended the previous one (``fresh``: the next request is a new question, not a retry)."""
 
     image_id: str
-    since: float
+    started: float
+    since: float = 0.0
     attempts: int = 0
     last_error: str = ""
     fresh: bool = True
@@ -64,6 +65,7 @@ class OnlineRunner(Runner):
                 task.cancel()
             await asyncio.gather(*tasks, ticker, return_exceptions=True)
             await self.client.close()
+            self.status = ""
 
     async def _caption(self, job: Job) -> None:
         flight = self._flights[job.image_id] = _Flight(job.image_id, time.monotonic())
@@ -125,7 +127,7 @@ class OnlineRunner(Runner):
         """Once a second: how many requests wait, and the longest wait."""
         while True:
             await asyncio.sleep(1.0)
-            oldest = min(self._flights.values(), key=lambda f: f.since, default=None)
+            oldest = min(self._flights.values(), key=lambda f: f.started, default=None)
             self.status = oldest and (f"{len(self._flights)} in flight, {oldest.image_id} waiting "
-                                      f"{time.monotonic() - oldest.since:.0f} s (attempt {oldest.attempts})")
+                                      f"{time.monotonic() - oldest.started:.0f} s (attempt {oldest.attempts})")
             self.show()
