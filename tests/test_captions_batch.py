@@ -46,7 +46,7 @@ def test_write_request_files_respects_both_limits(tmp_path):
     files = list(write_request_files(iter(items), tmp_path, "t", 100, sizes[3], lambda i, n: skipped.append(i)))
     assert skipped == ["id4", "id5", "id6"]
     assert [ids for _, ids in files] == [["id0"], ["id1"], ["id2"], ["id3"]]
-    with pytest.raises(ValueError, match="over the 10-byte file limit"):
+    with pytest.raises(ValueError, match="over the 10-byte limit"):
         list(write_request_files(iter(items), tmp_path, "u", 100, 10))
 
 

@@ -42,7 +42,8 @@ def find_problems(captions: dict[str, list[str]]) -> dict[str, list[str]]:
     caption of an image with several are prefixed ``caption i:``."""
     found: dict[str, list[str]] = {}
     for image_id, caps in captions.items():
-        msgs = [p if len(caps) == 1 else f"caption {i}: {p}" for i, cap in enumerate(caps) for p in caption_problems(cap)]
+        msgs = [p if len(caps) == 1 else f"caption {i}: {p}"
+                for i, cap in enumerate(caps) for p in caption_problems(cap)]
         if msgs:
             found[image_id] = msgs
     return found

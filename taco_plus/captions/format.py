@@ -153,7 +153,8 @@ def parse_caption_set(data: Any, path: os.PathLike | str) -> CaptionSet:
     for key in ("source", "created"):
         check(isinstance(prov.get(key), str) and prov[key], f'provenance["{key}"] must be a non-empty string')
     for key, kind in (("model", str), ("prompt", dict), ("origin", dict)):
-        check(prov.get(key) is None or isinstance(prov[key], kind), f'provenance["{key}"] must be a {kind.__name__} or null')
+        check(prov.get(key) is None or isinstance(prov[key], kind),
+              f'provenance["{key}"] must be a {kind.__name__} or null')
     for key, kind in (("parameters", dict), ("usage", dict), ("missing_images", list), ("notes", list)):
         check(isinstance(prov.get(key, kind()), kind), f'provenance["{key}"] must be {_kind(kind())}')
     check(prov.get("prompt") is None or isinstance(prov["prompt"].get("sha256"), str),
@@ -195,7 +196,7 @@ def parse_caption_mapping(data: Any, path: os.PathLike | str, where: str = "",
             raise CaptionFormatError(path, f"{prefix}: empty image id")
         value = [value] if isinstance(value, str) and allow_str else value
         if not isinstance(value, list) or not value:
-            expected = "a caption string or a non-empty list of captions" if allow_str else "a non-empty list of captions"
+            expected = ("a caption string or " if allow_str else "") + "a non-empty list of captions"
             raise CaptionFormatError(path, f"{here}: expected {expected}, got {_kind(value)}")
         for i, caption in enumerate(value):  # empty or broken text is flagged (checks.py), not refused
             if not isinstance(caption, str):

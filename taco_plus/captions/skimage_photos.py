@@ -33,39 +33,23 @@ _SOURCES = {
 SKIMAGE_PHOTO_IDS = tuple(_SOURCES)
 
 
-def _load(image_id: str) -> np.ndarray:
-    from skimage import data
-
-    pixels = getattr(data, _SOURCES[image_id])()
-    return pixels[0] if isinstance(pixels, tuple) else pixels  # stereo_motorcycle: (left, right, disparity)
-
-
 def export_skimage_photos(out_dir: os.PathLike | str, ids: Optional[Iterable[str]] = None) -> list[Path]:
-    """Write scikit-image's bundled RGB photos as ``<out_dir>/<id>`` PNG files.
-
-    Existing files with the same name are overwritten (the content is deterministic).
-
-    Args:
-        out_dir: destination folder (created if needed).
-        ids: subset of :data:`SKIMAGE_PHOTO_IDS` to write; all by default.
-
-    Returns:
-        The written paths, in the order of ``ids``.
-    """
+    """Write scikit-image's bundled RGB photos as ``<out_dir>/<id>`` PNGs (overwriting: the
+    content is deterministic); ``ids`` picks a subset of :data:`SKIMAGE_PHOTO_IDS`. Returns the paths."""
     from PIL import Image
+    from skimage import data
 
     wanted = list(SKIMAGE_PHOTO_IDS if ids is None else ids)
     unknown = [i for i in wanted if i not in _SOURCES]
     if unknown:
         raise KeyError(f"not a bundled scikit-image photo: {unknown}; choose from {list(SKIMAGE_PHOTO_IDS)}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
     paths = []
     for image_id in wanted:
-        pixels = _load(image_id)
+        pixels = getattr(data, _SOURCES[image_id])()
+        pixels = pixels[0] if isinstance(pixels, tuple) else pixels  # stereo_motorcycle: (left, right, disparity)
         if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8:
             raise ValueError(f"{image_id}: expected an 8-bit RGB image, got {pixels.dtype} {pixels.shape}")
-        path = out / image_id
-        Image.fromarray(pixels).save(path)
-        paths.append(path)
+        Image.fromarray(pixels).save(Path(out_dir) / image_id)
+        paths.append(Path(out_dir) / image_id)
     return paths

@@ -124,7 +124,8 @@ class CocoCaptionsSource(CaptionSource):
             if not isinstance(ann, dict) or not isinstance(ann.get("caption"), str):
                 raise CaptionFormatError(self.path, f"annotations[{i}] lacks image_id or a caption string")
             if ann.get("image_id") not in file_names:
-                raise CaptionFormatError(self.path, f"annotations[{i}] refers to unknown image id {ann.get('image_id')}")
+                message = f"annotations[{i}] refers to unknown image id {ann.get('image_id')}"
+                raise CaptionFormatError(self.path, message)
             by_image[file_names[ann["image_id"]]].append((ann.get("id", i), ann["caption"].strip()))
         self._captions = {name: [c for _, c in sorted(by_image[name])] for name in sorted(by_image)}
         self.uncaptioned: list[str] = sorted(set(file_names.values()) - set(self._captions))  # val2017 has some

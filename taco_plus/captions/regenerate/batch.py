@@ -1,24 +1,18 @@
 """Batch mode: Batch API request files, the OpenAI Batch API, and result files from anywhere.
 
-A request line is ``{"custom_id", "method": "POST", "url": "/v1/chat/completions",
-"body"}`` (the custom id is the image id): the OpenAI Batch API format, which ``vllm
-run-batch`` also reads. Files are split under both API limits (``batch_max_requests``,
-``batch_max_bytes``); a result line is ``{"id", "custom_id", "response": {"status_code",
-"request_id", "body"}, "error"}``.
-
-:class:`BatchRunner` writes the files one at a time, uploads each (files endpoint,
-purpose ``"batch"``) and creates its batch, journaling both ids the moment they exist,
-then polls, downloads and merges. Images whose answer was rejected or missing go into
-the next round (``1 + max_answer_retries`` rounds). A resumed run submits what no batch
-holds yet and collects the batches of the earlier run (an upload journaled without its
-batch is first looked up among the account's batches), so nothing is sent twice.
-:meth:`BatchRunner.merge` also takes result files made elsewhere (``--results``).
+A request line is ``{"custom_id": image id, "method": "POST", "url": "/v1/chat/completions",
+"body"}``: the OpenAI Batch API format, which ``vllm run-batch`` reads too. Files are split
+under both API limits; a result line is ``{"id", "custom_id", "response": {"status_code",
+"request_id", "body"}, "error"}``. :class:`BatchRunner` writes the files one at a time,
+uploads each and creates its batch, journaling both ids the moment they exist, then polls,
+downloads and merges; rejected or missing answers go into the next round. A resumed run
+submits what no batch holds yet and collects the earlier run's batches (an upload journaled
+without its batch is first looked up among the account's batches): nothing is sent twice.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional
@@ -31,41 +25,33 @@ ENDPOINT = "/v1/chat/completions"
 TERMINAL = {"completed", "failed", "expired", "cancelled"}
 
 
-def write_request_files(
-    items: Iterable[tuple[str, dict]], directory: os.PathLike | str, prefix: str, max_requests: int, max_bytes: int,
-    on_oversize: Optional[Callable[[str, int], None]] = None,
-) -> Iterator[tuple[Path, list[str]]]:
+def write_request_files(items: Iterable[tuple[str, dict]], directory: Path, prefix: str, max_requests: int,
+                        max_bytes: int, on_oversize: Optional[Callable[[str, int], None]] = None
+                        ) -> Iterator[tuple[Path, list[str]]]:
     """Write ``(custom_id, body)`` requests to ``<prefix>-000.jsonl``, ``-001``, ... and yield
-    ``(path, ids)`` as each file completes (at most one open, no request kept in memory).
-
-    A request larger than ``max_bytes`` is skipped with ``on_oversize(custom_id, size)``,
-    or raises ValueError without it.
-    """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    index, fh, path, ids, size = 0, None, None, [], 0
+    ``(path, ids)`` as each file completes (one file open at a time, no request held in memory).
+    A request over ``max_bytes`` is skipped with ``on_oversize(custom_id, size)`` (ValueError without)."""
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    fh, ids, size, count = None, [], 0, 0
     try:
         for custom_id, body in items:
             line = json_bytes({"custom_id": custom_id, "method": "POST", "url": ENDPOINT, "body": body})
             if len(line) > max_bytes:
                 if on_oversize is None:
-                    raise ValueError(f"request for {custom_id!r} is {len(line)} bytes, over the {max_bytes}-byte file limit")
+                    raise ValueError(f"request for {custom_id!r} is {len(line)} bytes, over the {max_bytes}-byte limit")
                 on_oversize(custom_id, len(line))
                 continue
-            if fh is not None and (len(ids) >= max_requests or size + len(line) > max_bytes):
-                fh.close()
-                fh = None
-                yield path, ids
-            if fh is None:
-                path, index, ids, size = directory / f"{prefix}-{index:03d}.jsonl", index + 1, [], 0
-                fh = open(path, "wb")
+            if fh is None or len(ids) >= max_requests or size + len(line) > max_bytes:
+                if fh is not None:
+                    fh.close()
+                    yield Path(fh.name), ids
+                fh, ids, size, count = open(Path(directory) / f"{prefix}-{count:03d}.jsonl", "wb"), [], 0, count + 1
             fh.write(line)
             ids.append(custom_id)
             size += len(line)
         if fh is not None:
             fh.close()
-            fh = None
-            yield path, ids
+            yield Path(fh.name), ids
     finally:
         if fh is not None:
             fh.close()
@@ -141,7 +127,8 @@ class BatchRunner(Runner):
         for path, ids in write_request_files(requests, self.cfg.batch_dir, prefix, self.cfg.batch_max_requests,
                                              self.cfg.batch_max_bytes, self._oversize):
             with open(path, "rb") as fh:
-                uploaded = self._call(f"uploading {path.name}", lambda: self.client.files.create(file=fh, purpose="batch"))
+                uploaded = self._call(f"uploading {path.name}", lambda: self.client.files.create(file=fh,
+                                                                                                  purpose="batch"))
             self.journal.append({"type": "upload", "file_id": uploaded.id, "file": path.name, "image_ids": ids,
                                  "time": utc_now()}, sync=True)
             path.unlink()  # the server holds it now (up to 200 MB each; --write-requests keeps them)
@@ -182,7 +169,8 @@ class BatchRunner(Runner):
                     results = {}
                     for file_id, kind in ((batch.error_file_id, "errors"), (batch.output_file_id, "output")):
                         if file_id:
-                            data = self._call(f"downloading {file_id}", lambda: self.client.files.content(file_id)).content
+                            data = self._call(f"downloading {file_id}", lambda: self.client.files.content(file_id))
+                            data = data.content
                             (self.cfg.batch_dir / f"{kind}-{batch.id}.jsonl").write_bytes(data)  # kept for inspection
                             results.update(parse_result_lines(data))
                     ids = self.journal.state.uploads.get(batch.input_file_id, {}).get("image_ids", [])

@@ -14,41 +14,24 @@ BATCH_MAX_BYTES = 200 * 1000 * 1000 - 1024
 
 @dataclass
 class RegenerateConfig:
-    """Everything that defines a regeneration run (each field is a command-line option).
+    """Everything that defines a regeneration run; each field is the command-line option
+    ``--field-name`` (``docs/captions.md`` and ``--help`` explain them). The ones to know:
 
     Args:
-        out: the caption set to write; the journal and batch files sit beside it.
-        image_root: image folder; image ids are paths relative to it.
-        captions: optional caption set naming the images (and holding the originals given
-            with ``with_original``); by default every image under ``image_root``.
-        mode: ``"online"`` (concurrent chat completions) or ``"batch"`` (Batch API).
-        model, base_url, api_key_env: the model, an OpenAI-compatible server (None:
-            api.openai.com) and the environment variable holding the key.
-        prompt, target_words, with_original: the prompt template, its length target and
-            whether the original caption is given as context.
-        temperature, max_tokens, detail: sent with each request.
-        max_side, jpeg_quality: images larger than ``max_side`` (or not JPEG) are
-            downscaled and re-encoded at this quality; fitting JPEGs are sent as they are.
-        min_words: shorter answers are rejected (and asked again).
-        concurrency: requests in flight (online mode).
-        timeout: seconds one HTTP request may take.
-        image_timeout: seconds one image may take in online mode, retries and waits
-            included; then it is recorded as failed (a ``--resume`` retries it).
-        max_attempts: HTTP attempts per request (the openai SDK retries 408/409/429/5xx,
-            timeouts and dropped connections with backoff, honouring ``Retry-After``).
+        out: the caption set to write; the journal (``<stem>.journal.jsonl``) and the batch
+            folder (``<stem>.batch/``) sit beside it.
+        image_root, captions: the images (ids are paths relative to ``image_root``), or the
+            images a caption set names (its captions are the originals for ``with_original``).
+        max_side, jpeg_quality: larger or non-JPEG images are downscaled and re-encoded;
+            JPEGs that fit are sent as they are.
+        timeout, max_attempts: seconds and attempts per HTTP request; the openai SDK retries
+            408/409/429/5xx, timeouts and dropped connections, honouring ``Retry-After``.
+        image_timeout: seconds per image in online mode, retries and waits included.
         max_answer_retries: new requests after a refusal, empty, short or malformed answer
-            (online), or extra batch rounds for such images (batch).
-        poll_interval: seconds between batch status polls.
-        batch_max_requests, batch_max_bytes: batch request-file limits.
-        journal: journal path (default ``<out stem>.journal.jsonl``).
-        resume: continue the run recorded in the journal.
-        dry_run: print requests, tokens and cost from image headers; no key, no network.
-        write_requests: write the Batch API request files instead of sending them.
-        results: Batch API result files (OpenAI's or ``vllm run-batch``'s) to merge
-            instead of sending requests.
-        limit: only the first N images (in id order).
-        prices: price table (default the bundled ``prices.json``).
-        progress: show the progress bar and retry messages.
+            (online), or extra rounds for such images (batch).
+        dry_run, write_requests, results: estimate the cost from the image headers, write the
+            Batch API request files, or merge result files (OpenAI's or ``vllm run-batch``'s);
+            none of them needs a key or the network.
     """
 
     out: Path

@@ -73,8 +73,9 @@ class OnlineRunner(Runner):
         try:
             await asyncio.wait_for(self._ask(job, flight), self.cfg.image_timeout)
         except asyncio.TimeoutError:
+            last = flight.last_error or "no answer"
             self.fail(job.image_id, f"no caption within --image-timeout {self.cfg.image_timeout:g} s "
-                      f"({flight.attempts} attempts; last: {flight.last_error or 'no answer'})", attempts=flight.attempts)
+                      f"({flight.attempts} attempts; last: {last})", attempts=flight.attempts)
         finally:
             del self._flights[job.image_id]
 
@@ -88,8 +89,9 @@ class OnlineRunner(Runner):
             return
         for answers in range(1, self.cfg.max_answer_retries + 2):
             flight.fresh = True
-            try:  # client.post: the body is sent as built (create() would re-validate it field by field)
-                answer = parse_completion(json.loads(await self.client.post("/chat/completions", cast_to=str, body=body)))
+            try:  # client.post sends the body as built; create() would re-validate it field by field (~15 ms)
+                text = await self.client.post("/chat/completions", cast_to=str, body=body)
+                answer = parse_completion(json.loads(text))
             except (MalformedResponse, ValueError) as err:  # json.JSONDecodeError is a ValueError
                 problem = f"malformed response: {str(err)[:200]}"
             except openai.APIError as err:

@@ -51,8 +51,8 @@ class Job:
 
 @dataclass
 class Answer:
-    """The parts of a chat completion that matter: text, ``refusal``, ``finish_reason``,
-    token ``usage`` (0 when the server omits it) and the response id."""
+    """What matters in a chat completion: text, ``refusal``, ``finish_reason``, token ``usage``
+    (0 when the server omits it) and the response id."""
 
     text: Optional[str]
     refusal: Optional[str] = None
@@ -119,9 +119,8 @@ def build_request(job: Job, cfg: RegenerateConfig, prompt: PromptTemplate) -> tu
     url, size = image_data_url(job.path, cfg.max_side, cfg.jpeg_quality)
     content = [{"type": "text", "text": prompt_text(job, cfg, prompt)},
                {"type": "image_url", "image_url": {"url": url, "detail": cfg.detail}}]
-    body = {"model": cfg.model, "messages": [{"role": "user", "content": content}],
-            "temperature": cfg.temperature, "max_tokens": cfg.max_tokens}
-    return body, size
+    return {"model": cfg.model, "messages": [{"role": "user", "content": content}],
+            "temperature": cfg.temperature, "max_tokens": cfg.max_tokens}, size
 
 
 def parse_completion(data: Any) -> Answer:
@@ -153,11 +152,6 @@ def answer_problem(answer: Answer, min_words: int) -> Optional[str]:
     return f"answer too short ({n_words} words, minimum {min_words})" if n_words < min_words else None
 
 
-def clean_caption(text: str) -> str:
-    """A model answer as a one-paragraph caption (whitespace collapsed)."""
-    return " ".join(text.split())
-
-
 def originals_fingerprint(jobs: list[Job]) -> Optional[str]:
     """Fingerprint of the original captions given as context (None without them)."""
     originals = {j.image_id: [j.original] for j in jobs if j.original}
@@ -172,5 +166,6 @@ def request_signature(cfg: RegenerateConfig, prompt: PromptTemplate, originals: 
         "target_words": cfg.target_words if prompt.uses_target_words() else None,
         "with_original": cfg.with_original,
         "originals_sha256": originals if cfg.with_original else None,
-        **{k: getattr(cfg, k) for k in ("temperature", "max_tokens", "detail", "max_side", "jpeg_quality", "min_words")},
+        **{k: getattr(cfg, k) for k in ("temperature", "max_tokens", "detail", "max_side", "jpeg_quality",
+                                        "min_words")},
     }

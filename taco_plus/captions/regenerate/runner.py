@@ -21,7 +21,7 @@ from taco_plus.captions.format import utc_now
 from taco_plus.captions.prompts import PromptTemplate
 from taco_plus.captions.regenerate.config import RegenerateConfig
 from taco_plus.captions.regenerate.journal import Journal
-from taco_plus.captions.regenerate.requests import Answer, Job, answer_problem, build_request, clean_caption
+from taco_plus.captions.regenerate.requests import Answer, Job, answer_problem, build_request
 
 UNREADABLE = (OSError, ValueError, Image.DecompressionBombError)  # what PIL raises for a bad image file
 
@@ -102,8 +102,8 @@ class Runner:
         self.prompt_tokens, self.completion_tokens = (self.prompt_tokens + usage["prompt_tokens"],
                                                       self.completion_tokens + usage["completion_tokens"])
         problem = answer_problem(answer, self.cfg.min_words)
-        if problem is None:
-            self.journal.append({"type": "caption", "image_id": image_id, "caption": clean_caption(answer.text),
+        if problem is None:  # the caption: one paragraph, whitespace collapsed
+            self.journal.append({"type": "caption", "image_id": image_id, "caption": " ".join(answer.text.split()),
                                  "usage": usage, "mode": self.mode, "finish_reason": answer.finish_reason,
                                  "response_id": answer.response_id, "time": utc_now(), **extra})
             self.done += 1
