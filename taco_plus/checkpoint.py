@@ -15,18 +15,26 @@ readable with ``torch.load(..., weights_only=True)``::
 An official TACO checkpoint (a bare or wrapped state dict) is recognised by its keys
 and gets the official text pipeline: CLIP ViT-B/32 (OpenAI weights), 38 tokens,
 end-of-text padding, padding attended.
+
+Loading is safe for files of unknown origin: the pickle cannot run code
+(``weights_only=True``) and the stored configs are checked against the project's own
+components before anything is instantiated (:mod:`taco_plus.stored_config`). A file
+that is not a checkpoint, is damaged, or needs code to load gets a
+:class:`CheckpointError` that says which.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
 import torch
 
-from taco_plus.atomic import atomic_writer
+from taco_plus.atomic import atomic_writer, remove_stale_temporaries
+from taco_plus.stored_config import check_stored_config, instantiate_stored
 
 FORMAT = "taco-plus"
 FORMAT_VERSION = 1
@@ -51,11 +59,17 @@ class LoadedCodec:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+class CheckpointError(ValueError):
+    """A file that cannot be used as a checkpoint (the message says why)."""
+
+
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to a temporary file in the same folder, fsync, then rename.
 
-    A crash mid-write leaves the previous file intact.
+    A crash mid-write leaves the previous file intact; the temporary a killed writer
+    left behind is removed first.
     """
+    remove_stale_temporaries(path)
     with atomic_writer(path, "wb") as f:
         torch.save(obj, f)
 
@@ -83,22 +97,44 @@ def save_codec(
     )
 
 
+
+def _written_by_torch(head: bytes) -> bool:
+    """A zip archive (PyTorch >= 1.6) or the legacy format's pickled magic number (a
+    10-byte long, after the pickle protocol opcode)."""
+    return head.startswith(b"PK\x03\x04") or (head[:1] == b"\x80" and head[2:4] == b"\x8a\x0a")
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """``torch.load(weights_only=True)`` with clear errors for missing or foreign files."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    with path.open("rb") as f:
+        head = f.read(4)
+    if not _written_by_torch(head):
+        raise CheckpointError(f"{path} is not a checkpoint (not a file written by torch.save)")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle errors, truncated zip, unsafe globals ...
-        raise ValueError(f"cannot read checkpoint {path}: {err}") from err
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # unsafe globals, truncated zip, foreign zip ...
+        unsafe = re.search(r"GLOBAL (\S+)", str(err))
+        if unsafe:
+            raise CheckpointError(
+                f"{path} is refused: loading it would run code ({unsafe.group(1)}); checkpoints are "
+                "read with weights_only=True (tensors and plain containers only)"
+            ) from err
+        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path} is damaged or not a checkpoint: {reason}") from err
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f"{path} is not a checkpoint: it holds a {type(checkpoint).__name__}, not a dict")
+    return checkpoint
 
 
 def build_model(model_config: Mapping[str, Any]) -> torch.nn.Module:
-    """Instantiates a model from its Hydra node."""
-    from hydra.utils import instantiate
-
-    return instantiate(dict(model_config), _convert_="all")
+    """Instantiates a model from its (checked) Hydra node."""
+    model = instantiate_stored(model_config, "model_config")
+    if not isinstance(model, torch.nn.Module):
+        raise CheckpointError(f"model_config builds {type(model).__name__}, not a model")
+    return model
 
 
 def load_codec(path: str | os.PathLike, update_cdfs: bool = True) -> LoadedCodec:
@@ -109,9 +145,16 @@ def load_codec(path: str | os.PathLike, update_cdfs: bool = True) -> LoadedCodec
     if checkpoint.get("format") == FORMAT:
         version = checkpoint.get("format_version")
         if version != FORMAT_VERSION:
-            raise ValueError(f"{path}: unsupported taco-plus checkpoint version {version}")
+            raise CheckpointError(f"{path}: unsupported taco-plus checkpoint version {version}")
+        # Every stored config is checked before any of them is instantiated.
+        check_stored_config(checkpoint.get("model_config"), "model_config", str(path))
+        check_stored_config(checkpoint.get("text_encoder_config"), "text_encoder_config", str(path))
+        check_stored_config(checkpoint.get("weighting_config"), "weighting_config", str(path), optional=True)
         model = build_model(checkpoint["model_config"])
-        model.load_state_dict(checkpoint["state_dict"])
+        try:
+            model.load_state_dict(checkpoint["state_dict"])
+        except (KeyError, TypeError, RuntimeError) as err:
+            raise CheckpointError(f"{path}: its weights do not fit its model config: {err}") from err
         loaded = LoadedCodec(
             model,
             dict(checkpoint["text_encoder_config"]),
@@ -120,7 +163,11 @@ def load_codec(path: str | os.PathLike, update_cdfs: bool = True) -> LoadedCodec
             {k: v for k, v in checkpoint.items() if k not in ("state_dict",)},
         )
     else:
-        loaded = LoadedCodec(TACO.from_official(checkpoint), dict(OFFICIAL_TEXT_ENCODER), None, "official")
+        try:
+            model = TACO.from_official(checkpoint)
+        except (KeyError, ValueError, TypeError, RuntimeError) as err:
+            raise CheckpointError(f"{path} is neither a taco-plus nor an official TACO checkpoint: {err}") from err
+        loaded = LoadedCodec(model, dict(OFFICIAL_TEXT_ENCODER), None, "official")
     loaded.model.eval()
     if update_cdfs:
         loaded.model.update(force=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -17,6 +17,7 @@ from torch import Tensor
 from taco_plus.bitstream import HEADER_BYTES, Payload, model_fingerprint, pack, unpack
 from taco_plus.checkpoint import LoadedCodec
 from taco_plus.images import crop, pad_to_multiple
+from taco_plus.stored_config import instantiate_stored
 
 
 @dataclass
@@ -37,19 +38,6 @@ class EncodeResult:
     @property
     def bpp(self) -> float:
         return 8 * len(self.data) / (self.height * self.width)
-
-
-def instantiate_config(config: Optional[dict[str, Any]]) -> Any:
-    """Hydra-instantiates a stored component config (None stays None)."""
-    if config is None or config.get("_target_") is None:
-        return None
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-
-    try:
-        return instantiate(dict(config), _convert_="all")
-    except InstantiationException as err:  # the component's own error (e.g. CLIP weights missing offline)
-        raise (err.__cause__ or err) from err
 
 
 class TacoCodec:
@@ -76,7 +64,7 @@ class TacoCodec:
     @property
     def text_encoder(self):
         if self._text_encoder is None:
-            self._text_encoder = instantiate_config(self.loaded.text_encoder_config)
+            self._text_encoder = instantiate_stored(self.loaded.text_encoder_config, "text_encoder_config")
             if self._text_encoder is None:
                 raise ValueError("checkpoint names no text encoder")
         return self._text_encoder
@@ -84,7 +72,7 @@ class TacoCodec:
     @property
     def weighting(self):
         if not self._weighting_built:
-            self._weighting = instantiate_config(self.loaded.weighting_config)
+            self._weighting = instantiate_stored(self.loaded.weighting_config, "weighting_config")
             self._weighting_built = True
         return self._weighting
 

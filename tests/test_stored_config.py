@@ -1,0 +1,138 @@
+"""A checkpoint is data: hostile configs stored in it are refused before anything is
+instantiated, through load_codec and through the CLI, and the victim file is untouched."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from taco_plus.checkpoint import FORMAT, FORMAT_VERSION, load_codec, save_codec
+from taco_plus.cli import main as cli_main
+from taco_plus.config import CONFIG_DIR
+from taco_plus.stored_config import UntrustedConfigError, allowed_targets
+from tests.test_codec import TINY_MODEL, TINY_TEXT, make_model
+
+VICTIM_TEXT = "precious data\n"
+
+
+@pytest.fixture(scope="module")
+def state_dict():
+    model = make_model(0)
+    model.update(force=True)
+    return model.state_dict()
+
+
+@pytest.fixture
+def victim(tmp_path):
+    path = tmp_path / "victim.txt"
+    path.write_text(VICTIM_TEXT)
+    return path
+
+
+def write_checkpoint(path, state_dict, model=TINY_MODEL, text=TINY_TEXT, weighting=None):
+    """A checkpoint as an attacker would craft it: valid format, any stored configs."""
+    torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, "model_config": model,
+                "text_encoder_config": text, "weighting_config": weighting, "state_dict": state_dict}, path)
+    return path
+
+
+def hostile_configs(victim, copy):
+    """(name, model_config, text_encoder_config, weighting_config, refused path)."""
+    open_victim = {"_target_": "builtins.open", "file": str(victim), "mode": "w"}
+    return [
+        ("builtins.open", open_victim, TINY_TEXT, None, "model_config._target_"),
+        ("shutil.copyfile", TINY_MODEL, {"_target_": "shutil.copyfile", "src": str(victim), "dst": str(copy)},
+         None, "text_encoder_config._target_"),
+        ("os.system", TINY_MODEL, TINY_TEXT, {"_target_": "os.system", "command": f"truncate -s 0 {victim}"},
+         "weighting_config._target_"),
+        ("subprocess.call", TINY_MODEL, TINY_TEXT,
+         {"_target_": "subprocess.call", "args": ["truncate", "-s", "0", str(victim)]}, "weighting_config._target_"),
+        # Nested: an attention factory inside an allowed model config.
+        ("nested attention factory", {**TINY_MODEL, "injector_attention": open_victim}, TINY_TEXT, None,
+         "model_config.injector_attention._target_"),
+        # An allowed outer target whose positional _args_ build the hostile one first.
+        ("_args_ trick", {**TINY_MODEL, "caption_summary": {
+            "_target_": "taco_plus.models.attention.CaptionSummary", "_partial_": True,
+            "_args_": [{"_target_": "builtins.open", "_args_": [str(victim), "w"]}]}}, TINY_TEXT, None,
+         "model_config.caption_summary._args_[0]._target_"),
+        ("_partial_ trick", {**TINY_MODEL, "extractor_attention": {
+            "_target_": "shutil.copyfile", "_partial_": True, "src": str(victim), "dst": str(copy)}}, TINY_TEXT,
+         None, "model_config.extractor_attention._target_"),
+        # An interpolation that decodes to a new _target_ only at instantiation time.
+        ("oc.decode interpolation", {**TINY_MODEL, "injector_attention":
+            f"${{oc.decode:'{{_target_: builtins.open, file: {victim}, mode: w}}'}}"}, TINY_TEXT, None,
+         "holds an interpolation"),
+        ("non-dict config", ["_target_", "builtins.open"], TINY_TEXT, None, "model_config is a list"),
+        ("non-string _target_", {**TINY_MODEL, "_target_": ["builtins.open"]}, TINY_TEXT, None,
+         "model_config._target_"),
+        # A project class, but of a group checkpoints never store (it exports files).
+        ("data source class", {"_target_": "taco_plus.data.SkimagePhotosData", "image_dir": str(victim.parent)},
+         TINY_TEXT, None, "taco_plus.data.SkimagePhotosData"),
+        # An allowed class with a key its schema lacks (where weights would be downloaded).
+        ("key outside the schema", TINY_MODEL, {**TINY_TEXT, "cache_dir": str(victim.parent / "downloads")},
+         None, "Key 'cache_dir' not in"),
+    ]
+
+
+CASES = [c[0] for c in hostile_configs(Path("v"), Path("c"))]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_load_codec_refuses_hostile_configs(case, state_dict, victim, tmp_path):
+    copy = tmp_path / "copy.txt"
+    name, model, text, weighting, where = next(c for c in hostile_configs(victim, copy) if c[0] == case)
+    path = write_checkpoint(tmp_path / "hostile.pt", state_dict, model, text, weighting)
+    with pytest.raises(UntrustedConfigError, match="refusing to load it") as err:
+        load_codec(path)
+    assert where in str(err.value) and str(path) in str(err.value)
+    assert victim.read_text() == VICTIM_TEXT
+    assert not copy.exists() and not (tmp_path / "downloads").exists()
+
+
+@pytest.mark.parametrize("command,case", [("decompress", "builtins.open"), ("compress", "shutil.copyfile"),
+                                          ("compress", "os.system"), ("compress", "nested attention factory")])
+def test_cli_refuses_hostile_checkpoints(command, case, state_dict, victim, tmp_path, capsys):
+    copy = tmp_path / "copy.txt"
+    good = write_checkpoint(tmp_path / "good.pt", state_dict)
+    image = tmp_path / "img.png"
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(image)
+    assert cli_main(["compress", str(image), "--caption", "x", "--checkpoint", str(good)]) == 0
+    _, model, text, weighting, where = next(c for c in hostile_configs(victim, copy) if c[0] == case)
+    hostile = write_checkpoint(tmp_path / "hostile.pt", state_dict, model, text, weighting)
+    argv = ["decompress", str(tmp_path / "img.tacoz")] if command == "decompress" else \
+        ["compress", str(image), "--caption", "x", "--force"]
+    capsys.readouterr()
+    assert cli_main([*argv, "--checkpoint", str(hostile)]) == 2
+    err = capsys.readouterr().err
+    assert "refusing to load it (nothing was instantiated)" in err and where in err and "Traceback" not in err
+    assert victim.read_text() == VICTIM_TEXT and not copy.exists()
+
+
+def test_allow_list_follows_the_config_groups(tmp_path):
+    allowed = allowed_targets()
+    # Every option of the checkpoint groups is in; other groups' classes and foreign code are not.
+    for option in ("attention/full.yaml", "attention/linformer.yaml", "weighting/tfidf.yaml"):
+        text = (CONFIG_DIR / option).read_text()
+        targets = [line.split(":", 1)[1].strip() for line in text.splitlines() if "_target_:" in line]
+        assert targets and all(t in allowed for t in targets), option
+    assert {"taco_plus.models.TACO", "taco_plus.text.ClipTextEncoder"} <= allowed
+    assert not any(t.startswith(("builtins.", "os.", "torch.", "taco_plus.data")) for t in allowed)
+
+
+def test_genuine_checkpoints_still_load(tmp_path):
+    from taco_plus.checkpoint import build_model
+
+    linformer = {**TINY_MODEL,
+                 "injector_attention": {"_target_": "taco_plus.models.attention.LinformerCrossAttention",
+                                        "_partial_": True, "k": 8, "max_context_len": 64},
+                 "extractor_attention": {"_target_": "taco_plus.models.attention.PooledLinformerCrossAttention",
+                                         "_partial_": True, "k": 8}}
+    built = build_model(linformer)
+    save_codec(tmp_path / "lin.pt", built, linformer, TINY_TEXT,
+               {"_target_": "taco_plus.weighting.NoWeighting", "max_weight": 1.0, "mode": "attention"})
+    loaded = load_codec(tmp_path / "lin.pt")
+    assert type(loaded.model).__name__ == "TACO" and loaded.weighting_config["max_weight"] == 1.0
