@@ -12,14 +12,19 @@ decoded output):
 * Alpha (``RGBA``, ``LA``, ``PA``) is composited over white — what a viewer shows —
   and is not coded.
 * Other modes (``CMYK``, ``YCbCr``, ``LAB``, ``HSV``) are converted by Pillow.
+* Animations (GIF, APNG, WebP, multi-page TIFF) give their first frame, with an
+  :class:`ImageReadWarning` saying so.
 
-Sizes: any H×W ≥ 1×1. The codec pads bottom/right with zeros to a multiple of 64
+Sizes: any H×W ≥ 1×1 up to Pillow's decompression-bomb guard (``Image.MAX_IMAGE_PIXELS``
+× 2, 179 Mpixels by default), above which :func:`load_image` refuses the file. The codec pads bottom/right with zeros to a multiple of 64
 (:func:`pad_to_multiple`) and crops back (:func:`crop`), as TACO's evaluation does.
 """
 
 from __future__ import annotations
 
+import io
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +33,15 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
+from taco_plus.atomic import atomic_write
+
 
 class ImageReadError(ValueError):
     """An input file that cannot be read as an image."""
+
+
+class ImageReadWarning(UserWarning):
+    """Part of an image file is not read (frames after the first)."""
 
 
 def to_rgb8(img: Image.Image) -> np.ndarray:
@@ -64,8 +75,11 @@ def load_image(path: str | os.PathLike) -> Tensor:
         with Image.open(path) as img:
             img.load()
             array = to_rgb8(img)
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+            frames = getattr(img, "n_frames", 1)
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as err:
         raise ImageReadError(f"cannot read image {path}: {err}") from err
+    if frames > 1:
+        warnings.warn(f"{path} has {frames} frames: only the first is read", ImageReadWarning, stacklevel=2)
     if array.shape[0] < 1 or array.shape[1] < 1:
         raise ImageReadError(f"image {path} has no pixels")
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
@@ -76,16 +90,21 @@ def to_uint8(x: Tensor) -> Tensor:
     return x.detach().clamp(0, 1).mul(255).round().to(torch.uint8)
 
 
-def save_png(x: Tensor, path: str | os.PathLike) -> None:
-    """Writes a (3, H, W) or (1, 3, H, W) [0, 1] tensor as an 8-bit RGB PNG."""
+def encode_png(x: Tensor) -> bytes:
+    """A (3, H, W) or (1, 3, H, W) [0, 1] tensor as the bytes of an 8-bit RGB PNG."""
     if x.dim() == 4:
         if x.shape[0] != 1:
-            raise ValueError("save_png takes one image")
+            raise ValueError("encode_png takes one image")
         x = x[0]
     array = to_uint8(x).permute(1, 2, 0).cpu().numpy()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array, mode="RGB").save(path, format="PNG")
+    buffer = io.BytesIO()
+    Image.fromarray(array, mode="RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def save_png(x: Tensor, path: str | os.PathLike) -> None:
+    """Writes :func:`encode_png` of ``x`` to ``path`` atomically."""
+    atomic_write(path, encode_png(x))
 
 
 def pad_to_multiple(x: Tensor, multiple: int = 64) -> Tensor:

@@ -22,7 +22,11 @@ _SUBCOMMAND_MODULES = (
 
 
 class CLIError(Exception):
-    """A user-facing error: printed without a traceback, exit status 2."""
+    """A user-facing error: printed without a traceback, exit status 2.
+
+    An ``OSError`` no subcommand turned into one (an unreadable input, a full disk)
+    is printed the same way.
+    """
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except CLIError as err:
+    except (CLIError, OSError) as err:
         print(f"taco-plus {args.command}: error: {err}", file=sys.stderr)
         return 2
 

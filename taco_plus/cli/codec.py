@@ -1,12 +1,27 @@
-"""``taco-plus compress`` and ``taco-plus decompress``."""
+"""``taco-plus compress`` and ``taco-plus decompress``.
+
+Nothing a user owns is overwritten by accident: the default outputs are
+``IMAGE`` with ``.tacoz`` (``photo.png`` -> ``photo.tacoz``) and ``FILE`` with
+``.decoded.png`` (``photo.tacoz`` -> ``photo.decoded.png``, never the original
+``photo.png``); an existing output is refused unless ``--force``; an output that is
+one of the inputs (image, ``.tacoz`` file, checkpoint, caption file), whatever its
+spelling (``a/../x``, a symbolic or hard link), is refused even with ``--force``.
+Outputs are written atomically: a failed write leaves the previous file as it was.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+import warnings
 from pathlib import Path
+from typing import Optional, Sequence
 
 from taco_plus.atomic import atomic_write
 from taco_plus.cli import CLIError
+
+DECODED_SUFFIX = ".decoded.png"
 
 
 def _load(checkpoint: str, text_weights: str | None = None):
@@ -24,21 +39,90 @@ def _load(checkpoint: str, text_weights: str | None = None):
     return TacoCodec(loaded)
 
 
-def compress(args: argparse.Namespace) -> int:
-    from taco_plus.images import ImageReadError, load_image
+def _check_output(out: Path, inputs: Sequence[Optional[str]], force: bool) -> Path:
+    """The file to write for ``-o out``; refuses an input, a folder, or (without
+    ``force``) an existing file.
 
+    The path is resolved first (``realpath``: links followed, ``a/../`` collapsed as the
+    kernel will once ``a`` exists), so no spelling of an input gets past the check; a
+    link to another file is written through, as a shell redirection would.
+    """
+    target = Path(os.path.realpath(out))
+    if target.is_dir():
+        raise CLIError(f"output {out} is a folder; give a file name with -o")
+    if not target.exists():
+        return target
+    for given in filter(None, inputs):
+        try:
+            same = os.path.samefile(target, given)  # same inode: hard links included
+        except OSError:  # input missing: reported later
+            same = False
+        if same:
+            raise CLIError(f"output {out} is the input {given}: refusing to overwrite it (even with --force)")
+    if not force:
+        raise CLIError(f"output {out} exists: refusing to overwrite it (use --force, or another name with -o)")
+    return target
+
+
+def _write(out: Path, data: bytes) -> None:
+    try:
+        atomic_write(out, data)
+    except OSError as err:  # read-only folder, disk full ...
+        raise CLIError(f"cannot write {out}: {err.strerror or err}") from err
+
+
+def _read_caption(args: argparse.Namespace) -> str:
     if args.caption is None and args.caption_file is None:
         raise CLIError("give the image's caption with --caption TEXT or --caption-file FILE")
-    caption = args.caption
-    if args.caption_file is not None:
-        try:
-            caption = Path(args.caption_file).read_text(encoding="utf-8").strip()
-        except OSError as err:
-            raise CLIError(f"cannot read caption file: {err}") from err
+    if args.caption_file is None:
+        return args.caption
     try:
-        image = load_image(args.image)
-    except (FileNotFoundError, ImageReadError) as err:
-        raise CLIError(str(err)) from err
+        return Path(args.caption_file).read_text(encoding="utf-8").strip()
+    except OSError as err:
+        raise CLIError(f"cannot read caption file: {err}") from err
+    except UnicodeDecodeError as err:
+        raise CLIError(
+            f"caption file {args.caption_file} is not UTF-8 text (byte 0x{err.object[err.start]:02x} "
+            f"at offset {err.start}); convert it, e.g. iconv -f latin1 -t utf-8"
+        ) from err
+
+
+def _warn_if_truncated(codec, caption: str) -> None:
+    """Says on stderr how much of a caption the text encoder's token limit dropped."""
+    layout = codec.text_encoder.tokenize([caption])[0]
+    if layout.truncated:
+        kept = sum(i >= 0 for i in layout.piece_index)
+        print(
+            f"taco-plus compress: warning: caption truncated to {len(layout)} tokens "
+            f"(max_tokens={codec.text_encoder.max_tokens}): kept its first {kept} of "
+            f"{kept + layout.truncated} BPE tokens, dropped {layout.truncated}",
+            file=sys.stderr,
+        )
+
+
+def _read_image(path: str):
+    """The image, saying on stderr what of the file is not coded (later frames)."""
+    from taco_plus.images import ImageReadError, ImageReadWarning, load_image
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ImageReadWarning)
+        try:
+            image = load_image(path)
+        except (FileNotFoundError, ImageReadError) as err:
+            raise CLIError(str(err)) from err
+    for w in caught:
+        if issubclass(w.category, ImageReadWarning):
+            print(f"taco-plus compress: warning: {w.message}; the others are not coded", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return image
+
+
+def compress(args: argparse.Namespace) -> int:
+    caption = _read_caption(args)
+    out = Path(args.output or Path(args.image).with_suffix(".tacoz"))
+    target = _check_output(out, (args.image, args.checkpoint, args.caption_file), args.force)
+    image = _read_image(args.image)
     codec = _load(args.checkpoint, args.text_weights)
     from taco_plus.text import ClipWeightsUnavailableError
 
@@ -48,8 +132,8 @@ def compress(args: argparse.Namespace) -> int:
         raise CLIError(f"{err}\nThen pass that file or folder with --text-weights PATH.") from err
     except RuntimeError as err:
         raise CLIError(str(err)) from err
-    out = Path(args.output or Path(args.image).with_suffix(".tacoz"))
-    atomic_write(out, result.data)
+    _warn_if_truncated(codec, caption)
+    _write(target, result.data)
     print(
         f"{out}: {len(result.data)} bytes, {result.height}x{result.width}, "
         f"{result.bpp:.4f} bpp, {result.encode_ms:.0f} ms"
@@ -59,27 +143,29 @@ def compress(args: argparse.Namespace) -> int:
 
 def decompress(args: argparse.Namespace) -> int:
     from taco_plus.bitstream import BitstreamError
-    from taco_plus.images import save_png
+    from taco_plus.images import encode_png
 
     path = Path(args.file)
     if not path.is_file():
         raise CLIError(f"file not found: {path}")
+    out = Path(args.output or path.with_name(path.stem + DECODED_SUFFIX))
+    target = _check_output(out, (args.file, args.checkpoint), args.force)
     data = path.read_bytes()
     codec = _load(args.checkpoint)
     try:
         x_hat = codec.decode(data)
     except BitstreamError as err:
         raise CLIError(f"{path}: {err}") from err
-    out = Path(args.output or path.with_suffix(".png"))
-    save_png(x_hat, out)
+    _write(target, encode_png(x_hat))
     h, w = x_hat.shape[-2:]
     print(f"{out}: {h}x{w}, {8 * len(data) / (h * w):.4f} bpp")
     return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    force_help = "overwrite an existing output file (never one of the inputs)"
     p = subparsers.add_parser("compress", help="compress an image with its caption to a .tacoz file")
-    p.add_argument("image", help="input image (PNG, JPEG, ...; any size and mode)")
+    p.add_argument("image", help="input image (PNG, JPEG, ...; any size and mode; first frame of an animation)")
     p.add_argument("--caption", help="the image's caption (used by the encoder only)")
     p.add_argument("--caption-file", help="read the caption from a UTF-8 text file")
     p.add_argument("--checkpoint", required=True, help="taco-plus or official TACO checkpoint")
@@ -87,10 +173,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="local CLIP weights (open_clip file, or a folder with open_clip_config.json) "
                         "for the checkpoint's text encoder, e.g. offline with an official checkpoint")
     p.add_argument("-o", "--output", help="output file (default: IMAGE with .tacoz)")
+    p.add_argument("--force", action="store_true", help=force_help)
     p.set_defaults(func=compress)
 
     p = subparsers.add_parser("decompress", help="decode a .tacoz file to PNG (no caption needed)")
     p.add_argument("file", help="input .tacoz file")
     p.add_argument("--checkpoint", required=True, help="the checkpoint that encoded the file")
-    p.add_argument("-o", "--output", help="output PNG (default: FILE with .png)")
+    p.add_argument("-o", "--output", help=f"output PNG (default: FILE with {DECODED_SUFFIX})")
+    p.add_argument("--force", action="store_true", help=force_help)
     p.set_defaults(func=decompress)
