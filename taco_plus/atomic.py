@@ -104,6 +104,14 @@ def atomic_writer(path: Union[str, os.PathLike], mode: str = "wb") -> Iterator[I
         _writing.discard(tmp)
 
 
+def write_error(err: OSError, what: str) -> OSError:
+    """``err`` (same errno) with a message saying what could not be written, e.g.
+    ``[Errno 28] cannot write checkpoint last.pt: No space left on device``."""
+    if err.errno is None:
+        return OSError(f"{what}: {err}")
+    return OSError(err.errno, f"{what}: {err.strerror}")
+
+
 def atomic_write(path: Union[str, os.PathLike], data: Union[bytes, str]) -> Path:
     """Writes ``data`` (bytes, or text as UTF-8) to ``path`` atomically; returns the path."""
     with atomic_writer(path, "wb" if isinstance(data, bytes) else "w") as f:

@@ -63,15 +63,39 @@ class CheckpointError(ValueError):
     """A file that cannot be used as a checkpoint (the message says why)."""
 
 
+class _ErrorKeepingFile:
+    """Keeps the ``OSError`` of a failed write: torch.save's C++ writer swallows it when
+    it writes tensor data and fails later with "unexpected pos ..." (a full disk)."""
+
+    def __init__(self, f: Any) -> None:
+        self._f, self.error = f, None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self._f.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        self._f.flush()
+
+
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to a temporary file in the same folder, fsync, then rename.
 
     A crash mid-write leaves the previous file intact; the temporary a killed writer
-    left behind is removed first.
+    left behind is removed first. A failed write raises its ``OSError`` (ENOSPC, EFBIG).
     """
     remove_stale_temporaries(path)
     with atomic_writer(path, "wb") as f:
-        torch.save(obj, f)
+        out = _ErrorKeepingFile(f)
+        try:
+            torch.save(obj, out)
+        except RuntimeError as err:
+            if out.error is None:
+                raise
+            raise out.error from err
 
 
 def save_codec(

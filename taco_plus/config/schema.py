@@ -190,6 +190,9 @@ class TrainerConfig:
     checkpoint_each_epoch: bool = True  # also at every epoch end
     tensorboard: bool = True
     progress_bar: bool = True
+    # Stop at the next step boundary with a checkpoint (SLURM pre-emption/scancel,
+    # sbatch --signal, submitit's SIGUSR2); [] keeps the signals' default action.
+    stop_signals: List[str] = field(default_factory=lambda: ["SIGTERM", "SIGUSR1", "SIGUSR2"])
 
 
 # ---------------------------------------------------------------- root

@@ -6,6 +6,9 @@ Examples::
     python -m taco_plus.train -m experiment=taco_baseline \\
         loss.lmbda=0.0004,0.0008,0.0016,0.004,0.009,0.015
     torchrun --nproc_per_node=4 -m taco_plus.train experiment=taco_baseline
+
+Stopped by a signal (``trainer.stop_signals``), the run writes ``last.pt`` and ends as
+the signal would have ended it; see :mod:`taco_plus.train.preemption`.
 """
 
 from __future__ import annotations
@@ -18,17 +21,19 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
 from taco_plus.config import CONFIG_DIR  # importing it registers the schemas
+from taco_plus.train.preemption import TrainingInterrupted
 from taco_plus.train.run import train
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    """Errors that are the user's to fix: printed as one line, no traceback."""
+    """Errors that are the user's to fix: printed as one line, no traceback (``OSError``:
+    missing files, a full disk)."""
     from taco_plus.data import DatasetPairingError
     from taco_plus.losses import LpipsBackboneUnavailableError
     from taco_plus.text import ClipWeightsUnavailableError
     from taco_plus.train.trainer import NonFiniteLossError
 
-    return (FileNotFoundError, DatasetPairingError, LpipsBackboneUnavailableError,
+    return (OSError, DatasetPairingError, LpipsBackboneUnavailableError,
             ClipWeightsUnavailableError, NonFiniteLossError)
 
 
@@ -37,6 +42,9 @@ def main(cfg: DictConfig) -> None:
     run_dir = cfg.get("run_dir") or HydraConfig.get().runtime.output_dir
     try:
         result = train(cfg, run_dir)
+    except TrainingInterrupted as stop:
+        print(f"taco-plus train: {stop}", file=sys.stderr)
+        stop.exit()
     except _user_errors() as err:
         print(f"taco-plus train: error: {err}", file=sys.stderr)
         sys.exit(1)

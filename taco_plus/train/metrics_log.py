@@ -4,17 +4,24 @@ CSV columns: ``step, epoch, loss, bpp, mse, lpips, joint, aux, lr, time`` — ea
 value is the mean over the steps since the previous row, ``lr`` the codec learning
 rate at the row's step, ``time`` seconds since the run (or resumed run) started. A
 term the loss does not compute (``lpips`` when ``k_P = 0``) is left empty.
-A resumed run appends to the same CSV.
+
+A resumed run appends to the same CSV and TensorBoard folder, after dropping what was
+logged past the step it resumes from (a run killed after logging step 3 but
+checkpointed at step 2 redoes step 3: one row per step remains). A fresh run in a
+folder that holds an old log starts it again (its checkpoints are replaced, too).
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import math
 import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Mapping, Optional
+
+from taco_plus.atomic import atomic_write, write_error
 
 CSV_COLUMNS = ("step", "epoch", "loss", "bpp", "mse", "lpips", "joint", "aux", "lr", "time")
 # Extra terms that go to TensorBoard only.
@@ -28,9 +35,11 @@ class MetricLog:
         run_dir: the run folder; ``train_log.csv`` and ``tensorboard/`` go there.
         tensorboard: also write TensorBoard event files.
         enabled: False on non-zero ranks (nothing is written).
+        start_step: the step the run starts from (the resumed step, 0 for a fresh run):
+            rows and scalars logged after it are dropped.
     """
 
-    def __init__(self, run_dir: Path, tensorboard: bool = True, enabled: bool = True) -> None:
+    def __init__(self, run_dir: Path, tensorboard: bool = True, enabled: bool = True, start_step: int = 0) -> None:
         self.enabled = enabled
         self.path = Path(run_dir) / "train_log.csv"
         self.rows: list[dict[str, float]] = []
@@ -41,13 +50,27 @@ class MetricLog:
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if not self.path.exists():
-            with self.path.open("w", newline="") as f:
-                csv.writer(f).writerow(CSV_COLUMNS)
+        self._truncate(start_step)
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+            # purge_step hides the events of steps >= it that an earlier attempt wrote.
+            self._writer = SummaryWriter(str(Path(run_dir) / "tensorboard"), purge_step=start_step + 1)
+
+    def _truncate(self, start_step: int) -> None:
+        """Keeps the header and the rows of steps <= ``start_step`` (atomically)."""
+        rows = []
+        if self.path.exists() and not self.path.is_file():
+            return  # a device or pipe the user chose: append to it as it is
+        if self.path.exists():
+            with self.path.open(newline="") as f:
+                rows = list(csv.reader(f))
+        kept = [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) <= start_step]
+        if rows and rows[0] == list(CSV_COLUMNS) and len(kept) == len(rows) - 1:
+            return  # nothing to drop
+        text = io.StringIO()
+        csv.writer(text).writerows([CSV_COLUMNS, *kept])
+        atomic_write(self.path, text.getvalue())
 
     def accumulate(self, terms: Mapping[str, float]) -> None:
         """Adds one step's terms (plain floats)."""
@@ -66,8 +89,11 @@ class MetricLog:
         self.rows.append(row)
         if not self.enabled:
             return row
-        with self.path.open("a", newline="") as f:
-            csv.writer(f).writerow([_cell(row.get(c)) for c in CSV_COLUMNS])
+        try:
+            with self.path.open("a", newline="") as f:
+                csv.writer(f).writerow([_cell(row.get(c)) for c in CSV_COLUMNS])
+        except OSError as err:  # disk full: the rows written so far stay
+            raise write_error(err, f"cannot append step {step} to {self.path}") from err
         if self._writer is not None:
             for key in (*CSV_COLUMNS[2:-1], *TB_ONLY):
                 if key in row:

@@ -13,6 +13,12 @@ scheduler, step, epoch, position in the epoch, every rank's RNG states. Resuming
 from one continues exactly: an interrupted and resumed run ends with the same
 weights as an uninterrupted one. A non-finite loss stops the run before any weight
 is touched, leaving the last good checkpoint in place.
+
+A stop signal (``stop_signals``: SLURM pre-emption, ``scancel``, submitit's time-out
+signal) ends the run at the next step boundary with ``last.pt`` written; see
+:mod:`taco_plus.train.preemption` for the exit and requeue behaviour. A checkpoint
+or log that cannot be written (disk full) stops the run with an ``OSError`` naming
+the file; the previous ``last.pt`` stays intact.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from taco_plus.atomic import write_error
 from taco_plus.checkpoint import FORMAT, read_checkpoint, save_codec
 from taco_plus.train.distributed import (
     DistContext,
@@ -36,6 +43,7 @@ from taco_plus.train.distributed import (
     resolve_device,
 )
 from taco_plus.train.metrics_log import MetricLog
+from taco_plus.train.preemption import IgnoreInWorkers, StopSignals, parse_signals
 from taco_plus.train.state import (
     capture_rng,
     load_initial_weights,
@@ -115,6 +123,8 @@ class Trainer:
             datasets whose epochs are a few steps long).
         tensorboard: write TensorBoard scalars.
         progress_bar: show a tqdm bar (rank 0).
+        stop_signals: signals that stop the run at the next step boundary with a
+            checkpoint (default SIGTERM, SIGUSR1, SIGUSR2; ``[]`` keeps their default action).
     """
 
     def __init__(
@@ -132,6 +142,7 @@ class Trainer:
         tensorboard: bool = True,
         checkpoint_each_epoch: bool = True,
         progress_bar: bool = True,
+        stop_signals: tuple[str, ...] = ("SIGTERM", "SIGUSR1", "SIGUSR2"),
     ) -> None:
         if trainable not in TRAINABLE:
             raise ValueError(f"trainer.trainable must be one of {TRAINABLE}, got {trainable!r}")
@@ -148,6 +159,7 @@ class Trainer:
         self.log_every, self.checkpoint_every = log_every, checkpoint_every
         self.checkpoint_each_epoch = checkpoint_each_epoch
         self.tensorboard, self.progress_bar = tensorboard, progress_bar
+        self.stop_signals = parse_signals(stop_signals)
 
     # ----------------------------------------------------------- parameters
     def split_parameters(self, model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
@@ -188,6 +200,7 @@ class Trainer:
 
         dataset = parts.data.train_dataset(seed=self.seed)
         loader, sampler = parts.data.train_loader(dataset, self.seed, ctx.rank, ctx.world_size)
+        loader.worker_init_fn = IgnoreInWorkers(self.stop_signals, loader.worker_init_fn)
         steps_per_epoch = sampler.num_samples // parts.data.batch_size
         total = self.max_steps if self.max_steps is not None else self.epochs * steps_per_epoch
 
@@ -197,47 +210,58 @@ class Trainer:
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
             if ctx.distributed else model
 
-        log = MetricLog(run_dir, self.tensorboard and ctx.is_main, enabled=ctx.is_main)
+        log = MetricLog(run_dir, self.tensorboard and ctx.is_main, enabled=ctx.is_main, start_step=progress.step)
         bar = self._bar(total, progress.step, ctx)
         last_path: Optional[Path] = resume_path
+        saved_step = progress.step if resume_path is not None else None
         logger.info("training %d steps (%d per epoch, %d process(es)), run folder %s",
                     total, steps_per_epoch, ctx.world_size, run_dir)
         model.train()
         parts.loss.train()
+
+        def save_last() -> Path:
+            nonlocal saved_step
+            saved_step = progress.step
+            return self._save(ckpt_dir / "last.pt", parts, model, optimizer, aux_optimizer, scheduler, progress, ctx)
+
         try:
-            while progress.step < total:
-                if progress.batch_in_epoch >= steps_per_epoch:  # epoch boundary
-                    progress.epoch += 1
-                    progress.batch_in_epoch = 0
-                    if parts.scheduler_unit == "epoch":
-                        with warnings.catch_warnings():  # right after a resume no step was taken yet
-                            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+            with StopSignals(self.stop_signals) as stop:
+                while progress.step < total:
+                    if progress.batch_in_epoch >= steps_per_epoch:  # epoch boundary
+                        progress.epoch += 1
+                        progress.batch_in_epoch = 0
+                        if parts.scheduler_unit == "epoch":
+                            with warnings.catch_warnings():  # right after a resume no step was taken yet
+                                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+                                scheduler.step()
+                        if self.checkpoint_each_epoch:
+                            last_path = save_last()
+                        continue
+                    sampler.set_epoch(progress.epoch, progress.batch_in_epoch * parts.data.batch_size)
+                    dataset.set_epoch(progress.epoch)
+                    for batch in loader:
+                        terms = self._step(batch, parts, net, model, optimizer, aux_optimizer, main_params,
+                                           device, ctx, progress, last_path)
+                        progress.step += 1
+                        progress.batch_in_epoch += 1
+                        if parts.scheduler_unit == "step":
                             scheduler.step()
-                    if self.checkpoint_each_epoch:
-                        last_path = self._save(ckpt_dir / "last.pt", parts, model, optimizer, aux_optimizer,
-                                               scheduler, progress, ctx)
-                    continue
-                sampler.set_epoch(progress.epoch, progress.batch_in_epoch * parts.data.batch_size)
-                dataset.set_epoch(progress.epoch)
-                for batch in loader:
-                    terms = self._step(batch, parts, net, model, optimizer, aux_optimizer, main_params,
-                                       device, ctx, progress, last_path)
-                    progress.step += 1
-                    progress.batch_in_epoch += 1
-                    if parts.scheduler_unit == "step":
-                        scheduler.step()
-                    log.accumulate(terms)
-                    if progress.step % self.log_every == 0 or progress.step == total:
-                        row = log.flush(progress.step, progress.epoch, optimizer.param_groups[0]["lr"])
-                        if bar is not None and row is not None:
-                            bar.set_postfix(loss=f"{row['loss']:.4g}", bpp=f"{row['bpp']:.4g}")
-                    if bar is not None:
-                        bar.update(1)
-                    if progress.step % self.checkpoint_every == 0:
-                        last_path = self._save(ckpt_dir / "last.pt", parts, model, optimizer, aux_optimizer,
-                                               scheduler, progress, ctx)
-                    if progress.step >= total:
-                        break
+                        log.accumulate(terms)
+                        if progress.step % self.log_every == 0 or progress.step == total:
+                            row = log.flush(progress.step, progress.epoch, optimizer.param_groups[0]["lr"])
+                            if bar is not None and row is not None:
+                                bar.set_postfix(loss=f"{row['loss']:.4g}", bpp=f"{row['bpp']:.4g}")
+                        if bar is not None:
+                            bar.update(1)
+                        if progress.step % self.checkpoint_every == 0:
+                            last_path = save_last()
+                        signum = stop.requested(ctx.distributed, device)
+                        if signum:  # step boundary: checkpoint, then the signal's own outcome
+                            if saved_step != progress.step:
+                                last_path = save_last()
+                            stop.hand_over(signum, progress.step, last_path)
+                        if progress.step >= total:
+                            break
         finally:
             log.close()
             if bar is not None:
@@ -286,13 +310,17 @@ class Trainer:
     def _save(self, path, parts, model, optimizer, aux_optimizer, scheduler, progress, ctx, final=False):
         rng = gather_objects(capture_rng(), ctx)  # every rank takes part
         if ctx.is_main:
-            save_codec(
-                path, model, parts.model_config, parts.text_encoder_config, parts.weighting_config,
-                optimizer=optimizer.state_dict(), aux_optimizer=aux_optimizer.state_dict(),
-                scheduler=scheduler_state(scheduler), step=progress.step, epoch=progress.epoch,
-                batch_in_epoch=progress.batch_in_epoch, rng=rng, world_size=ctx.world_size,
-                seed=self.seed, final=final, config=parts.config,
-            )
+            try:
+                save_codec(
+                    path, model, parts.model_config, parts.text_encoder_config, parts.weighting_config,
+                    optimizer=optimizer.state_dict(), aux_optimizer=aux_optimizer.state_dict(),
+                    scheduler=scheduler_state(scheduler), step=progress.step, epoch=progress.epoch,
+                    batch_in_epoch=progress.batch_in_epoch, rng=rng, world_size=ctx.world_size,
+                    seed=self.seed, final=final, config=parts.config,
+                )
+            except OSError as err:  # disk full, quota, read-only: the previous file is intact
+                kept = f"{path} still holds the previous one" if path.exists() else "none was written yet"
+                raise write_error(err, f"cannot write the step-{progress.step} checkpoint {path} ({kept})") from err
         barrier(ctx)
         return path
 

@@ -1,0 +1,150 @@
+"""Stopping a run on a signal at a step boundary, with a checkpoint, so it can be requeued.
+
+SLURM pre-emption and ``scancel`` send SIGTERM to every process of the job (then
+SIGKILL after ``KillWait``/``GraceTime``); ``sbatch --signal=USR1@120`` sends a chosen
+signal before the time limit; submitit (hydra-submitit-launcher) uses SIGUSR2 for
+pre-emption and time-outs. Each of them would kill the trainer at once and lose the
+work since the last checkpoint.
+
+:class:`StopSignals` replaces, for the duration of the training loop, the handlers of
+``trainer.stop_signals`` by one that only records the signal (no I/O inside a signal
+handler). At the next step boundary the trainer asks :meth:`StopSignals.requested`
+(every rank agrees, so all stop at the same step), writes ``last.pt``, and
+:meth:`StopSignals.hand_over` gives the signal to whatever handled it before training:
+
+* the default action (plain runs, ``sbatch``, ``torchrun``): :class:`TrainingInterrupted`
+  unwinds the run; ``python -m taco_plus.train`` prints where the checkpoint is and
+  :meth:`TrainingInterrupted.exit` re-delivers the signal with its default action, so the
+  process ends as the signal would have ended it (killed by SIGTERM: exit status 143 in
+  a shell, -15 for a Python parent). SLURM requeues a pre-empted ``--requeue`` job
+  whatever the status; rerun with ``trainer.resume=auto``.
+* a Python handler, i.e. submitit's: it is called. submitit's SIGUSR2 handler requeues
+  the job through the launcher's ``checkpoint`` (same overrides, so
+  ``trainer.resume=auto`` continues from ``last.pt``) and exits; its SIGTERM handler only
+  logs, and training goes on.
+* a signal ignored before training (``SIG_IGN``, e.g. SIGHUP under ``nohup``) stays ignored.
+
+Data-loader workers ignore the stop signals (:class:`IgnoreInWorkers`): SLURM signals
+every process of the job, and a torch worker dies on a SIGTERM that does not come from
+its parent, which makes the trainer fail with "DataLoader worker ... is killed by
+signal" before it reaches the step boundary.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import NoReturn, Optional, Sequence
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+UNCATCHABLE = ("SIGKILL", "SIGSTOP")
+
+
+def parse_signals(names: Sequence[str]) -> list[signal.Signals]:
+    """``["SIGTERM", "SIGUSR1"]`` -> signals; unknown or uncatchable names raise ``ValueError``."""
+    out = []
+    for name in names:
+        sig = getattr(signal.Signals, str(name).upper(), None)
+        if sig is None or sig.name in UNCATCHABLE:
+            raise ValueError(f"trainer.stop_signals: {name!r} is not a signal the trainer can catch")
+        out.append(sig)
+    return out
+
+
+class IgnoreInWorkers:
+    """A data-loader ``worker_init_fn`` that makes workers ignore ``signals`` (then calls
+    ``then``). Workers still end with their loader, or when the trainer is gone."""
+
+    def __init__(self, signals: Sequence[signal.Signals], then=None) -> None:
+        self.signals = [int(s) for s in signals]  # plain ints: picklable for spawned workers
+        self.then = then
+
+    def __call__(self, worker_id: int) -> None:
+        for sig in self.signals:
+            signal.signal(sig, signal.SIG_IGN)
+        if self.then is not None:
+            self.then(worker_id)
+
+
+class TrainingInterrupted(Exception):
+    """A stop signal arrived; ``last.pt`` holds the state after ``step``."""
+
+    def __init__(self, signum: int, step: int, checkpoint: Optional[Path]) -> None:
+        self.signum, self.step, self.checkpoint = signum, step, checkpoint
+        super().__init__(
+            f"stopped by {signal.Signals(signum).name} after step {step}; checkpoint {checkpoint} "
+            "(continue with trainer.resume=auto)"
+        )
+
+    def exit(self) -> NoReturn:
+        """Ends the process as the signal's default action would (status 128 + signum if
+        that action does not end it)."""
+        signal.signal(self.signum, signal.SIG_DFL)
+        signal.raise_signal(self.signum)
+        sys.exit(128 + self.signum)
+
+
+class StopSignals:
+    """Records stop signals during training and hands them over at a step boundary.
+
+    Args:
+        signals: the signals to catch (see :func:`parse_signals`).
+    """
+
+    def __init__(self, signals: Sequence[signal.Signals]) -> None:
+        self.signals = list(signals)
+        self.received: Optional[int] = None
+        self._previous: dict[int, object] = {}
+
+    def _record(self, signum: int, frame) -> None:
+        if self.received is None:
+            self.received = signum
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is not threading.main_thread():
+            if self.signals:
+                logger.warning("training outside the main thread: stop signals keep their handlers")
+            return self
+        for sig in self.signals:
+            previous = signal.getsignal(sig)
+            if previous == signal.SIG_IGN:
+                continue
+            self._previous[sig] = previous
+            signal.signal(sig, self._record)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
+        self._previous.clear()
+
+    def requested(self, distributed: bool, device: torch.device) -> int:
+        """The signal to stop for (0 for none), the same on every rank (one tiny
+        all-reduce per step when distributed)."""
+        if not distributed:
+            return self.received or 0
+        signum = torch.tensor([self.received or 0], dtype=torch.int32, device=device)
+        torch.distributed.all_reduce(signum, op=torch.distributed.ReduceOp.MAX)
+        return int(signum.item())
+
+    def hand_over(self, signum: int, step: int, checkpoint: Optional[Path]) -> None:
+        """Gives the signal to its previous handler once ``checkpoint`` is written.
+
+        Raises :class:`TrainingInterrupted` for the default action; calls a Python
+        handler, which may exit (submitit requeues) or return (training continues).
+        """
+        self.received = None
+        previous = self._previous.get(signum)
+        name = signal.Signals(signum).name
+        if callable(previous):
+            logger.warning("%s: checkpoint of step %d written to %s; calling the previous handler",
+                           name, step, checkpoint)
+            previous(signum, None)
+            return
+        raise TrainingInterrupted(signum, step, checkpoint)
