@@ -89,6 +89,10 @@ def test_unwritable_outputs_are_one_line_errors(photo, checkpoint, tmp_path, cap
     (tmp_path / "folder").mkdir()
     status, err = run(capsys, "compress", photo, "--caption", "x", "--checkpoint", checkpoint, "-o", tmp_path / "folder")
     assert status == 2 and "is a folder" in err
+    # Even with --force a device is not replaced by a regular file (as root it could be).
+    status, err = run(capsys, "compress", photo, "--caption", "x", "--checkpoint", checkpoint, "-o", "/dev/null",
+                      "--force")
+    assert status == 2 and "is not a regular file" in err and Path("/dev/null").is_char_device()
     if os.geteuid() == 0:  # root writes into a mode-0555 folder: use a file system that refuses files
         read_only = Path("/sys/taco-plus-test.tacoz")
     else:

@@ -52,6 +52,8 @@ def _check_output(out: Path, inputs: Sequence[Optional[str]], force: bool) -> Pa
         raise CLIError(f"output {out} is a folder; give a file name with -o")
     if not target.exists():
         return target
+    if not target.is_file():  # a device (/dev/null, /dev/stdout): replacing it would be wrong
+        raise CLIError(f"output {out} is not a regular file; give a file name with -o")
     for given in filter(None, inputs):
         try:
             same = os.path.samefile(target, given)  # same inode: hard links included
