@@ -16,8 +16,9 @@ decoded output):
   :class:`ImageReadWarning` saying so.
 
 Sizes: any H×W ≥ 1×1 up to Pillow's decompression-bomb guard (``Image.MAX_IMAGE_PIXELS``
-× 2, 179 Mpixels by default), above which :func:`load_image` refuses the file. The codec pads bottom/right with zeros to a multiple of 64
-(:func:`pad_to_multiple`) and crops back (:func:`crop`), as TACO's evaluation does.
+× 2, 179 Mpixels by default), above which :func:`load_image` refuses the file. The codec
+pads bottom/right with zeros to a multiple of 64 (:func:`pad_to_multiple`) and crops back
+(:func:`crop`), as TACO's evaluation does.
 """
 
 from __future__ import annotations

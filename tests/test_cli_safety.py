@@ -10,18 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from taco_plus.checkpoint import save_codec
 from taco_plus.cli import main as cli_main
-from tests.test_codec import TINY_MODEL, TINY_TEXT, make_model
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    model = make_model(0)
-    model.update(force=True)
-    save_codec(path, model, TINY_MODEL, TINY_TEXT)
-    return path
+from tests.test_codec import checkpoint  # noqa: F401  (fixture: a tiny checkpoint)
 
 
 @pytest.fixture
@@ -39,7 +29,7 @@ def run(capsys, *argv) -> tuple[int, str]:
     return status, err
 
 
-def test_default_round_trip_keeps_the_original(photo, checkpoint, capsys):
+def test_default_round_trip_keeps_the_original(photo, checkpoint, capsys):  # noqa: F811
     original = photo.read_bytes()
     assert run(capsys, "compress", photo, "--caption", "noise", "--checkpoint", checkpoint)[0] == 0
     assert run(capsys, "decompress", photo.with_suffix(".tacoz"), "--checkpoint", checkpoint)[0] == 0
@@ -58,7 +48,7 @@ def test_default_round_trip_keeps_the_original(photo, checkpoint, capsys):
     assert photo.read_bytes() == original
 
 
-def test_an_input_is_never_the_output(photo, checkpoint, tmp_path, capsys):
+def test_an_input_is_never_the_output(photo, checkpoint, tmp_path, capsys):  # noqa: F811
     original = photo.read_bytes()
     os.symlink(photo, tmp_path / "link.png")
     os.link(photo, tmp_path / "hard.png")
@@ -85,25 +75,25 @@ def test_an_input_is_never_the_output(photo, checkpoint, tmp_path, capsys):
     assert status == 2 and "is the input" in err and named.read_bytes() == original
 
 
-def test_unwritable_outputs_are_one_line_errors(photo, checkpoint, tmp_path, capsys):
+def test_unwritable_outputs_are_one_line_errors(photo, checkpoint, tmp_path, capsys):  # noqa: F811
     (tmp_path / "folder").mkdir()
-    status, err = run(capsys, "compress", photo, "--caption", "x", "--checkpoint", checkpoint, "-o", tmp_path / "folder")
+    compress = ["compress", photo, "--caption", "x", "--checkpoint", checkpoint]
+    status, err = run(capsys, *compress, "-o", tmp_path / "folder")
     assert status == 2 and "is a folder" in err
     # Even with --force a device is not replaced by a regular file (as root it could be).
-    status, err = run(capsys, "compress", photo, "--caption", "x", "--checkpoint", checkpoint, "-o", "/dev/null",
-                      "--force")
+    status, err = run(capsys, *compress, "-o", "/dev/null", "--force")
     assert status == 2 and "is not a regular file" in err and Path("/dev/null").is_char_device()
     if os.geteuid() == 0:  # root writes into a mode-0555 folder: use a file system that refuses files
         read_only = Path("/sys/taco-plus-test.tacoz")
     else:
         (tmp_path / "ro").mkdir(mode=0o555)
         read_only = tmp_path / "ro" / "x.tacoz"
-    status, err = run(capsys, "compress", photo, "--caption", "x", "--checkpoint", checkpoint, "-o", read_only)
+    status, err = run(capsys, *compress, "-o", read_only)
     assert status == 2 and f"cannot write {read_only}" in err and len(err.strip().splitlines()) == 1
     assert not read_only.exists()
 
 
-def test_bad_inputs_are_one_line_errors(photo, checkpoint, tmp_path, capsys):
+def test_bad_inputs_are_one_line_errors(photo, checkpoint, tmp_path, capsys):  # noqa: F811
     (tmp_path / "latin1.txt").write_bytes("café au lait".encode("latin-1"))
     status, err = run(capsys, "compress", photo, "--caption-file", tmp_path / "latin1.txt", "--checkpoint", checkpoint)
     assert status == 2 and "is not UTF-8 text (byte 0xe9 at offset 3)" in err
@@ -117,7 +107,7 @@ def test_bad_inputs_are_one_line_errors(photo, checkpoint, tmp_path, capsys):
     assert status == 2 and "random.pt is not a checkpoint" in err
 
 
-def test_silent_changes_are_reported(photo, checkpoint, tmp_path, capsys):
+def test_silent_changes_are_reported(photo, checkpoint, tmp_path, capsys):  # noqa: F811
     caption = "a photo of a cat " * 2941  # 50,000 characters
     assert len(caption) == 50_000 - 3
     status, err = run(capsys, "compress", photo, "--caption", caption, "--checkpoint", checkpoint)

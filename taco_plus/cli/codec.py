@@ -66,9 +66,10 @@ def _check_output(out: Path, inputs: Sequence[Optional[str]], force: bool) -> Pa
     return target
 
 
-def _write(out: Path, data: bytes) -> None:
+def _write(target: Path, data: bytes, out: Path) -> None:
+    """Writes ``target`` (the resolved ``-o out``) atomically."""
     try:
-        atomic_write(out, data)
+        atomic_write(target, data)
     except OSError as err:  # read-only folder, disk full ...
         raise CLIError(f"cannot write {out}: {err.strerror or err}") from err
 
@@ -135,7 +136,7 @@ def compress(args: argparse.Namespace) -> int:
     except RuntimeError as err:
         raise CLIError(str(err)) from err
     _warn_if_truncated(codec, caption)
-    _write(target, result.data)
+    _write(target, result.data, out)
     print(
         f"{out}: {len(result.data)} bytes, {result.height}x{result.width}, "
         f"{result.bpp:.4f} bpp, {result.encode_ms:.0f} ms"
@@ -158,7 +159,7 @@ def decompress(args: argparse.Namespace) -> int:
         x_hat = codec.decode(data)
     except BitstreamError as err:
         raise CLIError(f"{path}: {err}") from err
-    _write(target, encode_png(x_hat))
+    _write(target, encode_png(x_hat), out)
     h, w = x_hat.shape[-2:]
     print(f"{out}: {h}x{w}, {8 * len(data) / (h * w):.4f} bpp")
     return 0
