@@ -33,6 +33,8 @@ from typing import Any, Iterator, Mapping, Optional
 # Groups whose nodes end up in a checkpoint: the model config embeds the attention
 # node; text_encoder and weighting are stored as they are.
 CHECKPOINT_GROUPS = ("model", "attention", "text_encoder", "weighting")
+# Hydra's instantiation keys: not constructor arguments, so not in a schema.
+HYDRA_KEYS = ("_partial_", "_args_", "_recursive_", "_convert_")
 
 
 class UntrustedConfigError(ValueError):
@@ -129,7 +131,7 @@ def check_stored_config(config: Any, what: str, source: str = "checkpoint", opti
         schema = _schemas().get(target)
         if schema is not None:
             try:
-                OmegaConf.merge(schema, dict(node))
+                OmegaConf.merge(schema, {k: v for k, v in node.items() if k not in HYDRA_KEYS})
             except (OmegaConfBaseException, ValueError, TypeError) as err:
                 reason = str(err).splitlines()[0]
                 raise UntrustedConfigError(f"{refuse} {path} does not fit the schema of {target}: {reason}") from err
