@@ -238,3 +238,28 @@ def test_log_has_one_row_per_step_after_a_resume(tiny_data, tmp_path):  # noqa: 
     events = EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()
     assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3, 4]
+
+
+@pytest.mark.slow
+def test_torchrun_ranks_stop_at_the_same_step(tiny_data, tmp_path):  # noqa: F811
+    """SIGTERM to every process of a 2-rank torchrun job: the ranks agree on one stop step
+    (they may see the signal at different steps), rank 0 writes last.pt, both end."""
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29519",
+           "-m", "taco_plus.train", *tiny_overrides(tiny_data), "loss=rd", "data.batch_size=1",
+           "trainer.max_steps=1000", "trainer.checkpoint_every=1000", f"run_dir={run_dir}",
+           f"hydra.run.dir={tmp_path / 'hydra'}"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT))
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        wait_for_rows(run_dir, 1, lambda: proc.poll() is None)
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    last = read_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert last["world_size"] == 2 and len(last["rng"]) == 2
+    assert err.count(f"taco-plus train: stopped by SIGTERM after step {last['step']};") == 2, err[-3000:]
+    assert logged_steps(run_dir) == list(range(1, last["step"] + 1))
