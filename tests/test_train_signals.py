@@ -52,6 +52,21 @@ def wait_for_rows(run_dir: Path, rows: int, running, timeout: float = 300) -> No
     raise TimeoutError("training did not log in time")
 
 
+def sigterm_after_first_row(cmd: list[str], run_dir: Path, cwd: Path) -> tuple[subprocess.Popen, str]:
+    """Starts ``cmd`` in its own session, sends SIGTERM to the whole group (as scancel does
+    to a job) once the first step is logged, waits; returns the process and its stderr."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT))
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        wait_for_rows(run_dir, 1, lambda: proc.poll() is None)
+        os.killpg(proc.pid, signal.SIGTERM)
+        return proc, proc.communicate(timeout=300)[1]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
 def test_sigterm_to_the_process_group_checkpoints_and_resume_is_exact(tiny_data, tmp_path):  # noqa: F811
     """What scancel / SLURM pre-emption do: SIGTERM to every process of the job (the
     trainer and its data-loader worker), here a real `python -m taco_plus.train`."""
@@ -59,16 +74,7 @@ def test_sigterm_to_the_process_group_checkpoints_and_resume_is_exact(tiny_data,
     cmd = [sys.executable, "-m", "taco_plus.train", *tiny_overrides(tiny_data), "loss=rd",
            "trainer.max_steps=1000", "trainer.checkpoint_every=1000", "data.num_workers=1",
            f"run_dir={run_dir}", f"hydra.run.dir={tmp_path / 'hydra'}"]
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT))
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        wait_for_rows(run_dir, 1, lambda: proc.poll() is None)
-        os.killpg(proc.pid, signal.SIGTERM)
-        _, err = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    proc, err = sigterm_after_first_row(cmd, run_dir, tmp_path)
     assert proc.returncode == -signal.SIGTERM, err[-3000:]  # ended as SIGTERM ends a process
     last = read_checkpoint(run_dir / "checkpoints" / "last.pt")
     stopped = last["step"]
@@ -249,16 +255,7 @@ def test_torchrun_ranks_stop_at_the_same_step(tiny_data, tmp_path):  # noqa: F81
            "-m", "taco_plus.train", *tiny_overrides(tiny_data), "loss=rd", "data.batch_size=1",
            "trainer.max_steps=1000", "trainer.checkpoint_every=1000", f"run_dir={run_dir}",
            f"hydra.run.dir={tmp_path / 'hydra'}"]
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT))
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        wait_for_rows(run_dir, 1, lambda: proc.poll() is None)
-        os.killpg(proc.pid, signal.SIGTERM)
-        _, err = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    proc, err = sigterm_after_first_row(cmd, run_dir, tmp_path)
     last = read_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert last["world_size"] == 2 and len(last["rng"]) == 2
     assert err.count(f"taco-plus train: stopped by SIGTERM after step {last['step']};") == 2, err[-3000:]
