@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ from taco_plus.checkpoint import LoadedCodec
 from taco_plus.codec import TacoCodec
 from taco_plus.evaluate import caption_sensitivity, evaluate_dataset
 from taco_plus.images import load_image
-from taco_plus.metrics import FidAccumulator
+from taco_plus.metrics import FidAccumulator, FidUnavailable
 from taco_plus.models import TACO
 from taco_plus.results import CSV_COLUMNS, load_results, read_per_image_csv
 from tests.conftest import shared_path
@@ -84,8 +85,18 @@ def clip():
 
 
 def small_fid() -> FidAccumulator:
+    """torchmetrics' FID over a small feature net that takes uint8 images, as the FID Inception does."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
     torch.manual_seed(0)
-    return FidAccumulator(nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten()), patch_size=32)
+    features = nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    net = nn.Sequential(Uint8ToFloat(), features)
+    return FidAccumulator(FrechetInceptionDistance(feature=net, input_img_size=(3, 32, 32)), patch_size=32)
+
+
+class Uint8ToFloat(nn.Module):
+    def forward(self, x):
+        return x.float() / 255
 
 
 def test_evaluate_dataset_real_files_and_metrics(tmp_path, codec, dataset, lpips, clip):
@@ -200,15 +211,17 @@ def test_run_from_eval_config_with_checkpoint(tmp_path, dataset):
                     "text_dim": 64, "num_heads": 4}
     save_codec(tmp_path / "tiny.pt", model, model_config, TINY_TEXT, None)
     out = tmp_path / "out"
-    cfg = compose(
-        _folder(tmp_path, dataset) + [f"checkpoint={tmp_path / 'tiny.pt'}", f"out_dir={out}", "name=tiny-ckpt"],
-        config_name="eval",
-    )
-    results = run(cfg)
+    overrides = _folder(tmp_path, dataset) + [f"checkpoint={tmp_path / 'tiny.pt'}", f"out_dir={out}", "name=tiny-ckpt"]
+    # FID weights absent: the run stops before coding anything, saying what to download.
+    start = time.perf_counter()
+    with pytest.raises(FidUnavailable, match=r"no_inception\.pth: download https://\S+/pt_inception-2015-12-05-6726825d"):
+        run(compose(overrides, config_name="eval"))
+    assert time.perf_counter() - start < 5 and not out.exists()
+    results = run(compose(overrides + ["metrics.fid.enabled=false"], config_name="eval"))
     assert load_results(out / "results.json") == json.loads(json.dumps(results))
     meta = results["meta"]
     assert meta["checkpoint_sha256"] == file_sha256(tmp_path / "tiny.pt") and meta["checkpoint_format"] == "taco-plus"
-    assert "no_inception.pth" in meta["skipped"]["fid"] and "fid" not in results["results"]
+    assert meta["skipped"]["fid"].startswith("disabled") and "fid" not in results["results"]
     assert meta["caption_set"]["fingerprint"] and meta["config"]["name"] == "tiny-ckpt"
     assert "git_commit" in meta["environment"]
     rows = read_per_image_csv(out / "per_image.csv")

@@ -89,6 +89,9 @@ class DataConfig:
     missing_caption: str = "skip"  # image without caption: "error" | "skip" | "empty"
     bad_caption: str = "skip"  # empty/garbage caption: "error" | "skip" | "empty" | "keep"
     missing_image: str = "warn"  # caption without image: "error" | "warn"
+    bad_image: str = "skip"  # unreadable image file: "skip" (report, count, go on) | "strict"
+    image_list: Optional[str] = None  # JSON list of image names (MS-COCO 30k); null: every file
+    fid_patch_size: Optional[int] = 256  # evaluation FID: 256 px patches, or null = whole images
     limit: Optional[int] = None  # keep the first N images (sorted by id), for smoke runs
 
 

@@ -5,12 +5,20 @@ The ``data`` config group instantiates :class:`CaptionedImageData` (or
 """
 
 from taco_plus.data.collate import collate_items
-from taco_plus.data.dataset import CaptionedImageDataset, DatasetPairingError, PairingReport, list_images
+from taco_plus.data.dataset import (
+    BadImageError,
+    CaptionedImageDataset,
+    DatasetPairingError,
+    PairingReport,
+    list_images,
+    read_image_list,
+)
 from taco_plus.data.module import CaptionedImageData, SkimagePhotosData
 from taco_plus.data.sampler import ResumableSampler
 from taco_plus.data.transforms import fit_to_crop, random_crop
 
 __all__ = [
+    "BadImageError",
     "CaptionedImageData",
     "CaptionedImageDataset",
     "DatasetPairingError",
@@ -21,4 +29,5 @@ __all__ = [
     "fit_to_crop",
     "list_images",
     "random_crop",
+    "read_image_list",
 ]

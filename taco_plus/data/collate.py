@@ -11,6 +11,7 @@ def collate_items(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Stacks images (B, 3, H, W); captions and ids stay lists of str.
 
     Images of a batch must share a size: training crops do; evaluation uses batch 1.
+    ``"bad_images"`` lists the unreadable files (path: reason) whose slots other images filled.
     """
     if not items:
         raise ValueError("cannot collate an empty batch")
@@ -23,4 +24,5 @@ def collate_items(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "image": torch.stack([item["image"] for item in items]),
         "caption": [item["caption"] for item in items],
         "id": [item["id"] for item in items],
+        "bad_images": [path for item in items for path in item.get("bad_images", ())],
     }

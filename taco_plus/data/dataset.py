@@ -11,7 +11,19 @@ problem                 policies                                     example
 image without caption   ``error``, ``skip`` (drop), ``empty`` ("")   COCO val2017: 80
 caption without image   ``error``, ``warn`` (ignored)                missing files
 empty/garbage caption   ``error``, ``skip``, ``empty``, ``keep``     kodim17 (U+FFFD)
+unreadable image file   ``skip`` (report, count, go on), ``strict``  truncated JPEG
 ======================  ===========================================  =================
+
+With an image list (MS-COCO 30k: TACO's 30,504 val2014 names) only the listed files
+are used, and "caption without image" means a listed name whose file is absent.
+
+An unreadable image (truncated, not an image, zero bytes) can only be found by
+decoding it, so it is met while a run goes on, not at construction. Under ``skip``
+training fills its slot with the next readable image of the dataset (batches keep
+their size on every process, and a resumed run sees the same substitutes; the item's
+``"bad_images"`` says why, and the training loader logs and counts it); evaluation
+gets an item with an ``"error"`` (path and reason) instead of an ``"image"``, and
+reports and counts it. ``strict`` raises :class:`BadImageError`.
 
 A garbage caption is one :func:`taco_plus.captions.checks.caption_problems` flags
 (empty, U+FFFD, control or private-use characters; surrounding whitespace is only
@@ -20,24 +32,30 @@ the policy applies only when none is left.
 
 Caption choice: training draws one of an image's captions per step (``"random"``,
 seeded); evaluation takes the first (``"first"``: for COCO, the lowest annotation id).
+Every item also carries all of the image's usable captions (``"captions"``), for the
+evaluation's caption policies.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
+from PIL import Image
+from torch import Tensor
 from torch.utils.data import Dataset
 
 from taco_plus.captions.checks import caption_problems
 from taco_plus.captions.sources import CaptionSource
 from taco_plus.data.transforms import SMALL_IMAGE_POLICIES, random_crop
-from taco_plus.images import load_image
+from taco_plus.images import ImageReadError, load_image
 
 logger = logging.getLogger(__name__)
 
@@ -45,12 +63,26 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", "
 MISSING_CAPTION_POLICIES = ("error", "skip", "empty")
 BAD_CAPTION_POLICIES = ("error", "skip", "empty", "keep")
 MISSING_IMAGE_POLICIES = ("error", "warn")
+BAD_IMAGE_POLICIES = ("skip", "strict")
 CAPTION_CHOICES = ("random", "first")
 _EXAMPLES = 5
 
 
 class DatasetPairingError(ValueError):
     """Images and captions do not pair up and the policy says ``error``."""
+
+
+class BadImageError(ValueError):
+    """An image file that cannot be decoded, under ``bad_image="strict"``."""
+
+
+def read_image(path: Path) -> Tensor:
+    """:func:`~taco_plus.images.load_image`, with every way a file can be unreadable
+    (missing, truncated, not an image, a decompression bomb) as :class:`BadImageError`."""
+    try:
+        return load_image(path)
+    except (ImageReadError, OSError, Image.DecompressionBombError) as err:
+        raise BadImageError(f"unreadable image {path}: {err}") from err
 
 
 @dataclass
@@ -66,6 +98,7 @@ class PairingReport:
     without_image: list[str] = field(default_factory=list)
     bad_captions: dict[str, list[str]] = field(default_factory=dict)
     too_small: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)  # found when reading headers (min_side)
 
     def lines(self) -> list[str]:
         """Human-readable summary lines (counts with a few examples)."""
@@ -84,6 +117,8 @@ class PairingReport:
             out.append(f"{len(self.bad_captions)} images have empty/garbage captions: {', '.join(shown)}")
         if self.too_small:
             out.append(f"{len(self.too_small)} images are below the minimum side: {ex(self.too_small)}")
+        if self.unreadable:
+            out.append(f"{len(self.unreadable)} unreadable images skipped: {ex(self.unreadable)}")
         return out
 
 
@@ -105,6 +140,27 @@ def list_images(image_dir: Path) -> list[str]:
     return sorted(ids)
 
 
+def read_image_list(path: os.PathLike | str) -> list[str]:
+    """A JSON list of image names relative to the image folder (TACO's
+    ``mscoco_30k_list.json``), checked: strings, relative, no duplicates; sorted."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image list not found: {path}")
+    try:
+        names = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DatasetPairingError(f"{path}: not a JSON list of image names ({err})") from err
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise DatasetPairingError(f"{path}: must be a JSON list of image file names")
+    bad = [n for n in names if Path(n).is_absolute() or ".." in Path(n).parts]
+    if bad:
+        raise DatasetPairingError(f"{path}: names must be relative paths inside the image folder, got {bad[:3]}")
+    if len(set(names)) != len(names):
+        dup = sorted(n for n, count in Counter(names).items() if count > 1)
+        raise DatasetPairingError(f"{path}: {len(dup)} names appear twice, e.g. {dup[:3]}")
+    return sorted(names)
+
+
 def item_seed(seed: int, epoch: int, index: int) -> int:
     """A 63-bit seed for one item of one epoch, independent of workers and processes."""
     return int(np.random.SeedSequence([seed, epoch, index]).generate_state(2, np.uint64)[0] >> np.uint64(1))
@@ -122,6 +178,10 @@ class CaptionedImageDataset(Dataset):
         caption_choice: ``"random"`` (one of the image's captions per step, seeded) or
             ``"first"``.
         missing_caption / bad_caption / missing_image: pairing policies (module docstring).
+        bad_image: ``"skip"`` or ``"strict"`` for unreadable files (module docstring).
+        replace_bad: fill a skipped image's slot with the next readable image
+            (training); otherwise the item carries ``"error"`` (evaluation).
+        image_list: a JSON list of the image names to use (default: every image file).
         min_side: drop images whose shorter side is below this (TACO trains on COCO
             images with both sides >= 256); reads image headers once.
         seed: base seed of crops and caption draws.
@@ -138,6 +198,9 @@ class CaptionedImageDataset(Dataset):
         missing_caption: str = "skip",
         bad_caption: str = "skip",
         missing_image: str = "warn",
+        bad_image: str = "skip",
+        replace_bad: bool = False,
+        image_list: Optional[os.PathLike | str] = None,
         min_side: int = 0,
         seed: int = 0,
         limit: Optional[int] = None,
@@ -147,15 +210,19 @@ class CaptionedImageDataset(Dataset):
         _check_choice("missing_caption", missing_caption, MISSING_CAPTION_POLICIES)
         _check_choice("bad_caption", bad_caption, BAD_CAPTION_POLICIES)
         _check_choice("missing_image", missing_image, MISSING_IMAGE_POLICIES)
+        _check_choice("bad_image", bad_image, BAD_IMAGE_POLICIES)
         if crop_size is not None and crop_size < 1:
             raise ValueError(f"crop_size must be positive, got {crop_size}")
         self.image_dir = Path(image_dir)
         self.crop_size = crop_size
         self.small_images = small_images
         self.caption_choice = caption_choice
+        self.bad_image = bad_image
+        self.replace_bad = replace_bad
         self.seed = seed
         self.epoch = 0
         self.report = PairingReport()
+        self.image_list = None if image_list is None else Path(image_list)
         self.entries = self._pair(captions, missing_caption, bad_caption, missing_image, min_side)
         if limit is not None:
             self.entries = self.entries[:limit]
@@ -176,10 +243,14 @@ class CaptionedImageDataset(Dataset):
         self, source: CaptionSource, missing_caption: str, bad_caption: str, missing_image: str, min_side: int
     ) -> list[tuple[str, list[str]]]:
         report = self.report
-        files = list_images(self.image_dir)
+        if self.image_list is None:
+            files = list_images(self.image_dir)
+            report.without_image = sorted(set(source.ids()) - set(files))
+        else:  # only the listed names; a listed name without a file is the missing case
+            listed = read_image_list(self.image_list)
+            files = [n for n in listed if (self.image_dir / n).is_file()]
+            report.without_image = sorted(set(listed) - set(files))
         report.images = len(files)
-        file_set = set(files)
-        report.without_image = sorted(i for i in source.ids() if i not in file_set)
         if report.without_image and missing_image == "error":
             raise DatasetPairingError(report.lines()[-1] + f" (missing_image=error, folder {self.image_dir})")
 
@@ -220,10 +291,18 @@ class CaptionedImageDataset(Dataset):
 
         kept = []
         for image_id, caps in entries:
-            with Image.open(self.image_dir / image_id) as img:  # reads the header only
-                if min(img.size) < min_side:
-                    self.report.too_small.append(image_id)
-                    continue
+            try:
+                with Image.open(self.image_dir / image_id) as img:  # reads the header only
+                    size = img.size
+            except (OSError, Image.DecompressionBombError) as err:
+                if self.bad_image == "strict":
+                    raise BadImageError(f"unreadable image {self.image_dir / image_id}: {err}") from err
+                logger.warning("unreadable image %s skipped: %s", self.image_dir / image_id, err)
+                self.report.unreadable.append(image_id)
+                continue
+            if min(size) < min_side:
+                self.report.too_small.append(image_id)
+                continue
             kept.append((image_id, caps))
         return kept
 
@@ -235,14 +314,34 @@ class CaptionedImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.entries)
 
+    @property
+    def ids(self) -> list[str]:
+        """Image ids in item order (no image is read)."""
+        return [image_id for image_id, _ in self.entries]
+
     def __getitem__(self, index: int) -> dict[str, Any]:
-        image_id, caps = self.entries[index]
         generator = torch.Generator().manual_seed(item_seed(self.seed, self.epoch, index))
-        x = load_image(self.image_dir / image_id)  # (3, H, W) in [0, 1]
+        replaced: list[str] = []  # why each unreadable file whose slot this item fills was skipped
+        for step in range(len(self.entries)):
+            image_id, caps = self.entries[(index + step) % len(self.entries)]
+            try:
+                x = read_image(self.image_dir / image_id)  # (3, H, W) in [0, 1]
+                break
+            except BadImageError as err:
+                if self.bad_image == "strict":
+                    raise
+                if not self.replace_bad:  # the evaluation reports and counts it
+                    return {"image": None, "error": str(err), "caption": caps[0], "captions": caps, "id": image_id}
+                replaced.append(str(err))  # the training loader reports and counts it
+        else:
+            raise BadImageError(f"no readable image in {self.image_dir}: {len(self.entries)} files failed")
         if self.crop_size is not None:
             x = random_crop(x, self.crop_size, generator, self.small_images)
         if self.caption_choice == "random" and len(caps) > 1:
             caption = caps[int(torch.randint(len(caps), (), generator=generator))]
         else:
             caption = caps[0]
-        return {"image": x.contiguous(), "caption": caption, "id": image_id}
+        item = {"image": x.contiguous(), "caption": caption, "captions": caps, "id": image_id}
+        if replaced:
+            item["bad_images"] = replaced
+        return item

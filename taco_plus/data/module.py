@@ -2,8 +2,8 @@
 
 One object per option (``_target_``) holds everything about the data of a run; the
 trainer asks it for a training loader (random crops, seeded caption draws, resumable
-sharded order) and the evaluator for an evaluation loader (full images, first
-caption, batch size 1; padding to a multiple of 64 is the codec's job).
+sharded order) and the evaluator for an evaluation dataset (full images, first
+caption; padding to a multiple of 64 is the codec's job).
 """
 
 from __future__ import annotations
@@ -24,6 +24,23 @@ from taco_plus.data.sampler import ResumableSampler
 logger = logging.getLogger(__name__)
 
 
+class TrainLoader(DataLoader):
+    """A ``DataLoader`` that reports, in the training process, every unreadable image
+    its batches skipped (``batch["bad_images"]``), and counts them (:attr:`bad_images`)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.bad_images: list[str] = []
+
+    def __iter__(self):
+        for batch in super().__iter__():
+            for reason in batch["bad_images"]:
+                self.bad_images.append(reason)
+                logger.warning("%s: skipped, the next readable image took its place (%d unreadable so far)",
+                               reason, len(self.bad_images))
+            yield batch
+
+
 class CaptionedImageData:
     """Images in ``image_dir`` captioned by ``captions``.
 
@@ -36,8 +53,11 @@ class CaptionedImageData:
         batch_size: training batch size *per process* (DDP multiplies it by the world size).
         num_workers: DataLoader worker processes.
         train_caption: ``"random"`` (one caption drawn per step) or ``"first"``.
-        missing_caption / bad_caption / missing_image: pairing policies, see
-            :class:`~taco_plus.data.dataset.CaptionedImageDataset`.
+        missing_caption / bad_caption / missing_image / bad_image: pairing and
+            unreadable-file policies, see :class:`~taco_plus.data.dataset.CaptionedImageDataset`.
+        image_list: JSON list of the image names to use (MS-COCO 30k); default: all files.
+        fid_patch_size: the FID protocol of this set for the evaluation: 256 px patches
+            (Kodak, CLIC, as learned-compression papers do) or None (whole images, COCO-30k).
         limit: keep only the first ``limit`` images (smoke runs).
     """
 
@@ -54,6 +74,9 @@ class CaptionedImageData:
         missing_caption: str = "skip",
         bad_caption: str = "skip",
         missing_image: str = "warn",
+        bad_image: str = "skip",
+        image_list: Optional[os.PathLike | str] = None,
+        fid_patch_size: Optional[int] = 256,
         limit: Optional[int] = None,
     ) -> None:
         if batch_size < 1:
@@ -68,11 +91,14 @@ class CaptionedImageData:
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.train_caption = train_caption
-        self.policies = dict(missing_caption=missing_caption, bad_caption=bad_caption, missing_image=missing_image)
+        self.policies = dict(missing_caption=missing_caption, bad_caption=bad_caption, missing_image=missing_image,
+                             bad_image=bad_image, image_list=image_list)
+        self.fid_patch_size = fid_patch_size
         self.limit = limit
 
     def train_dataset(self, seed: int = 0) -> CaptionedImageDataset:
-        """Random crops, a caption drawn per item per epoch (seeded)."""
+        """Random crops, a caption drawn per item per epoch (seeded); an unreadable
+        image's slot is filled by the next readable one (``bad_image="skip"``)."""
         return CaptionedImageDataset(
             self.image_dir,
             self.captions,
@@ -82,18 +108,20 @@ class CaptionedImageData:
             min_side=self.min_side,
             seed=seed,
             limit=self.limit,
+            replace_bad=True,
             **self.policies,
         )
 
     def eval_dataset(self) -> CaptionedImageDataset:
-        """Full images with their first caption."""
+        """Full images with their first caption (and all of them, ``"captions"``);
+        an unreadable image gives an item with ``"error"`` (``bad_image="skip"``)."""
         return CaptionedImageDataset(
             self.image_dir, self.captions, crop_size=None, caption_choice="first", limit=self.limit, **self.policies
         )
 
     def train_loader(
         self, dataset: CaptionedImageDataset, seed: int = 0, rank: int = 0, world_size: int = 1
-    ) -> tuple[DataLoader, ResumableSampler]:
+    ) -> tuple[TrainLoader, ResumableSampler]:
         """Loader over ``rank``'s shard; call ``sampler.set_epoch(e, start)`` (and
         ``dataset.set_epoch(e)``) before iterating each epoch."""
         sampler = ResumableSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
@@ -102,7 +130,7 @@ class CaptionedImageData:
                 f"{len(dataset)} training images over {world_size} process(es) give "
                 f"{sampler.num_samples} per process, fewer than one batch of {self.batch_size}"
             )
-        loader = DataLoader(
+        loader = TrainLoader(
             dataset,
             batch_size=self.batch_size,
             sampler=sampler,
@@ -115,17 +143,6 @@ class CaptionedImageData:
             generator=torch.Generator().manual_seed(seed),
         )
         return loader, sampler
-
-    def eval_loader(self, dataset: Optional[CaptionedImageDataset] = None) -> DataLoader:
-        """Batch size 1, dataset order, full images."""
-        return DataLoader(
-            dataset if dataset is not None else self.eval_dataset(),
-            batch_size=1,
-            shuffle=False,
-            num_workers=self.num_workers,
-            collate_fn=collate_items,
-            generator=torch.Generator().manual_seed(0),
-        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(image_dir={str(self.image_dir)!r}, captions={self.captions!r})"

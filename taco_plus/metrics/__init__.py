@@ -3,21 +3,13 @@
 * :func:`psnr`, :func:`ms_ssim` -- pixel fidelity on 8-bit values (CompressAI's convention).
 * LPIPS -- :func:`taco_plus.losses.lpips.build_lpips` (the loss and the metric share it).
 * :class:`ClipScore` -- CLIP image-text agreement of a reconstruction with its caption.
-* :class:`FidAccumulator` / :class:`InceptionFeatures` -- patch FID, when the
-  Inception-v3 weights are on the machine (:class:`FidUnavailable` otherwise).
+* :class:`FidAccumulator` / :func:`load_fid_metric` -- FID with the standard FID Inception
+  weights (torchmetrics), when they are on the machine (:class:`FidUnavailable` otherwise).
 """
 
 from taco_plus.metrics.clip_score import ClipScore
 from taco_plus.metrics.distortion import MS_SSIM_MIN_SIDE, ms_ssim, ms_ssim_supported, psnr, to_8bit
-from taco_plus.metrics.fid import (
-    FidAccumulator,
-    FidUnavailable,
-    InceptionFeatures,
-    frechet_distance,
-    frechet_distance_from_features,
-    inception_weights_path,
-    split_patches,
-)
+from taco_plus.metrics.fid import FidAccumulator, FidUnavailable, fid_weights_path, load_fid_metric, split_patches
 from taco_plus.metrics.image_metrics import image_metrics
 
 __all__ = [
@@ -25,11 +17,9 @@ __all__ = [
     "ClipScore",
     "FidAccumulator",
     "FidUnavailable",
-    "InceptionFeatures",
-    "frechet_distance",
-    "frechet_distance_from_features",
+    "fid_weights_path",
     "image_metrics",
-    "inception_weights_path",
+    "load_fid_metric",
     "ms_ssim",
     "ms_ssim_supported",
     "psnr",

@@ -1,111 +1,68 @@
-"""Fréchet Inception Distance between originals and reconstructions.
+"""Fréchet Inception Distance as published FIDs are computed.
 
 FID (Heusel et al., 2017, "GANs Trained by a Two Time-Scale Update Rule Converge to
-a Local Nash Equilibrium") compares Gaussian fits of Inception-v3 pool features.
-Learned-compression papers (HiFiC, Mentzer et al. 2020; TACO) compute it on
-image patches because test sets are small: each image is cut into non-overlapping
-``patch_size`` squares (256 by default) and every patch is one sample.
+a Local Nash Equilibrium") compares Gaussian fits of the 2048-d pool features of the
+FID Inception network: the TensorFlow graph ``pt_inception-2015-12-05`` converted to
+PyTorch, the network behind pytorch-fid, torch-fidelity and torchmetrics. The metric
+itself is torchmetrics' :class:`~torchmetrics.image.fid.FrechetInceptionDistance`
+(torch-fidelity's feature extractor, running sums in float64), with TensorFlow 1.x's
+bilinear resize to 299² (``antialias=False``), as the original FID code does.
 
-Features come from torchvision's ``inception_v3`` with its ImageNet weights, read
-from ``$TORCH_HOME/hub/checkpoints/inception_v3_google-0cc3c7bd.pth`` and never
-downloaded. These are not the TensorFlow FID weights used by ``pytorch-fid``, so
-the values are comparable between runs of this project, not with published FIDs.
+Protocols: learned-compression papers (HiFiC, Mentzer et al. 2020) cut each image of
+a small set (Kodak, CLIC) into non-overlapping 256×256 patches, one sample each;
+MS-COCO 30k has enough images to use them whole (``patch_size=None``).
+
+The weights are read from a local file, never downloaded: :func:`load_fid_metric`
+fails at once, saying what to download and where, when the file is absent.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from scipy import linalg
 from torch import Tensor, nn
 
-INCEPTION_WEIGHTS_FILE = "inception_v3_google-0cc3c7bd.pth"
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from taco_plus.images import to_uint8
+
+FID_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
+FID_WEIGHTS_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{FID_WEIGHTS_FILE}"
 
 
 class FidUnavailable(RuntimeError):
-    """FID cannot be computed here (weights missing); the message says why."""
+    """FID cannot be computed (weights missing, too few samples); the message says why."""
 
 
-def inception_weights_path() -> Path:
-    """Where torchvision keeps the Inception-v3 weights (``torch.hub`` cache)."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_WEIGHTS_FILE
+def fid_weights_path() -> Path:
+    """Default location of the FID Inception weights: the ``torch.hub`` cache."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / FID_WEIGHTS_FILE
 
 
-class InceptionFeatures(nn.Module):
-    """Inception-v3 2048-d pool features of images in [0, 1] (resized to 299²)."""
+def load_fid_metric(weights: Optional[str | os.PathLike] = None) -> nn.Module:
+    """torchmetrics' ``FrechetInceptionDistance`` on the FID Inception weights in ``weights``.
 
-    def __init__(self, weights_path: Optional[str | Path] = None) -> None:
-        super().__init__()
-        from torchvision.models import inception_v3
+    Args:
+        weights: the weights file (default :func:`fid_weights_path`). torch-fidelity's
+            copy, ``weights-inception-2015-12-05-6726825d.pth``, is the same network.
 
-        path = Path(weights_path) if weights_path else inception_weights_path()
-        if not path.is_file():
-            raise FidUnavailable(
-                f"Inception-v3 weights not found at {path}; download "
-                f"https://download.pytorch.org/models/{INCEPTION_WEIGHTS_FILE} there "
-                "(or set TORCH_HOME) to compute FID"
-            )
-        # transform_input=True: the Google weights expect [-1, 1] inputs and
-        # torchvision converts ImageNet-normalised inputs to that range.
-        net = inception_v3(weights=None, aux_logits=True, transform_input=True, init_weights=False)
-        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        net.fc = nn.Identity()  # keep the 2048-d pooled features
-        self.net = net.eval().requires_grad_(False)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-
-    @torch.no_grad()
-    def forward(self, x: Tensor) -> Tensor:
-        x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False, antialias=True)
-        return self.net((x - self.mean) / self.std)  # (B, 2048)
-
-
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
-    """``‖μ1 − μ2‖² + tr(Σ1 + Σ2 − 2 (Σ1 Σ2)^{1/2})`` from means and covariances.
-
-    ``tr (Σ1 Σ2)^{1/2}`` is computed exactly with symmetric eigendecompositions:
-    it equals ``tr (Σ1^{1/2} Σ2 Σ1^{1/2})^{1/2}``, a PSD matrix, so no complex parts
-    or ridge are needed for singular covariances (unlike ``scipy.linalg.sqrtm``).
+    Raises:
+        FidUnavailable: the file is absent or is not a plain tensor file.
     """
-    mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
-    sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
-    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
-        raise ValueError("mean and covariance shapes differ between the two sets")
-    w, v = linalg.eigh(sigma1)
-    sqrt_sigma1 = (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
-    inner = linalg.eigvalsh(sqrt_sigma1 @ sigma2 @ sqrt_sigma1)
-    tr_covmean = float(np.sqrt(np.clip(inner, 0.0, None)).sum())
-    diff = mu1 - mu2
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * tr_covmean)
+    from torchmetrics.image.fid import FrechetInceptionDistance
 
-
-def frechet_distance_from_features(real: np.ndarray, fake: np.ndarray) -> float:
-    """FID of two feature sets, (n1, D) and (n2, D), with sample covariances.
-
-    With fewer samples than dimensions (the usual case here: a few hundred patches,
-    D = 2048) the covariances have rank < n and the trace term has a cheap exact form:
-    with ``A = (X1 − μ1)/√(n1−1)`` and ``B = (X2 − μ2)/√(n2−1)``, ``Σ1 Σ2 = AᵀA BᵀB``
-    has the non-zero eigenvalues of ``(ABᵀ)(ABᵀ)ᵀ``, so ``tr (Σ1 Σ2)^{1/2}`` is the sum
-    of the singular values of the n1×n2 matrix ``ABᵀ``. Otherwise the D×D form is used.
-    """
-    real, fake = np.asarray(real, dtype=np.float64), np.asarray(fake, dtype=np.float64)
-    if real.ndim != 2 or fake.ndim != 2 or real.shape[1] != fake.shape[1]:
-        raise ValueError(f"feature sets must be (n, D) with the same D, got {real.shape} and {fake.shape}")
-    if min(len(real), len(fake)) < 2:
-        raise FidUnavailable(f"FID needs at least 2 samples per set, got {len(real)} and {len(fake)}")
-    if max(len(real), len(fake)) > real.shape[1]:
-        return frechet_distance(real.mean(0), np.cov(real, rowvar=False), fake.mean(0), np.cov(fake, rowvar=False))
-    a = (real - real.mean(0)) / np.sqrt(len(real) - 1)
-    b = (fake - fake.mean(0)) / np.sqrt(len(fake) - 1)
-    tr_covmean = float(np.linalg.svd(a @ b.T, compute_uv=False).sum())
-    diff = real.mean(0) - fake.mean(0)
-    return float(diff @ diff + (a * a).sum() + (b * b).sum() - 2.0 * tr_covmean)
+    path = Path(weights) if weights else fid_weights_path()
+    if not path.is_file():
+        raise FidUnavailable(
+            f"FID Inception weights not found at {path}: download {FID_WEIGHTS_URL} to that path "
+            f"(or set metrics.fid.weights=PATH, or TORCH_HOME), or evaluate without FID: metrics.fid.enabled=false"
+        )
+    try:  # a weights file is data: refuse pickled code before the library reads it
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise FidUnavailable(f"{path} is not a plain weights file ({type(err).__name__}: {err})") from err
+    return FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=str(path), antialias=False)
 
 
 def split_patches(x: Tensor, patch_size: Optional[int]) -> Tensor:
@@ -121,33 +78,53 @@ def split_patches(x: Tensor, patch_size: Optional[int]) -> Tensor:
 
 
 class FidAccumulator:
-    """Collects features of original/reconstruction pairs, then gives the FID.
+    """Feeds original/reconstruction pairs, as 8-bit patches, to a FID metric.
 
     Args:
-        features: a module mapping (B, 3, h, w) images in [0, 1] to (B, D)
-            features; :class:`InceptionFeatures` for real numbers.
+        metric: a torchmetrics ``FrechetInceptionDistance`` (:func:`load_fid_metric`;
+            tests pass one with a small ``feature`` network taking uint8 images).
         patch_size: side of the square patches (``None``: whole images).
     """
 
-    def __init__(self, features: nn.Module, patch_size: Optional[int] = 256) -> None:
-        self.features = features
+    def __init__(self, metric: nn.Module, patch_size: Optional[int] = 256) -> None:
+        self.metric = metric
         self.patch_size = patch_size
-        self._real: list[np.ndarray] = []
-        self._fake: list[np.ndarray] = []
+
+    @classmethod
+    def inception(
+        cls, weights: Optional[str | os.PathLike] = None, patch_size: Optional[int] = 256, device: str = "cpu"
+    ) -> "FidAccumulator":
+        """The standard FID (:func:`load_fid_metric`) on ``device``."""
+        return cls(load_fid_metric(weights).to(device), patch_size)
 
     @property
     def num_samples(self) -> int:
-        return sum(len(f) for f in self._real)
+        return int(self.metric.real_features_num_samples)
+
+    def describe(self) -> str:
+        patches = "whole images" if self.patch_size is None else f"{self.patch_size}x{self.patch_size} patches"
+        return f"{type(self.metric.inception).__name__} features, {patches}"
 
     @torch.no_grad()
     def update(self, x: Tensor, x_hat: Tensor) -> None:
-        """Adds one batch of originals ``x`` and reconstructions ``x_hat`` (B, 3, H, W)."""
-        device = next(self.features.parameters()).device
-        for images, store in ((x, self._real), (x_hat, self._fake)):
-            patches = split_patches(images.float().clamp(0, 1), self.patch_size).to(device)
-            store.append(self.features(patches).double().cpu().numpy())
+        """Adds originals ``x`` and reconstructions ``x_hat``, (B, 3, H, W) in [0, 1]."""
+        device = self.metric.device
+        for images, real in ((x, True), (x_hat, False)):
+            self.metric.update(to_uint8(split_patches(images, self.patch_size)).to(device), real=real)
 
     def compute(self) -> float:
-        if self.num_samples < 2:
+        if min(int(self.metric.real_features_num_samples), int(self.metric.fake_features_num_samples)) < 2:
             raise FidUnavailable(f"FID needs at least 2 samples, got {self.num_samples}")
-        return frechet_distance_from_features(np.concatenate(self._real), np.concatenate(self._fake))
+        return float(self.metric.compute())
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """The running sums (a snapshot for resuming a long evaluation)."""
+        return {k: v.detach().cpu().clone() for k, v in self.metric.metric_state.items()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Restores :meth:`state_dict` (same feature width)."""
+        current = self.metric.metric_state
+        if set(state) != set(current) or any(state[k].shape != current[k].shape for k in current):
+            raise ValueError("FID state does not match this metric (another feature network?)")
+        for key, value in state.items():
+            setattr(self.metric, key, value.to(current[key].device, current[key].dtype))

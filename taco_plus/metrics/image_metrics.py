@@ -13,7 +13,6 @@ from torch import Tensor, nn
 
 from taco_plus.metrics.clip_score import ClipScore
 from taco_plus.metrics.distortion import ms_ssim, psnr, to_8bit
-from taco_plus.metrics.fid import FidAccumulator
 
 
 @torch.no_grad()
@@ -24,7 +23,6 @@ def image_metrics(
     *,
     lpips: Optional[nn.Module] = None,
     clip: Optional[ClipScore] = None,
-    fid: Optional[FidAccumulator] = None,
     ms_ssim_enabled: bool = True,
 ) -> dict[str, Optional[float]]:
     """PSNR, MS-SSIM, LPIPS and CLIP score of one image and its reconstruction.
@@ -35,7 +33,6 @@ def image_metrics(
         caption: the image's real caption (for the CLIP score).
         lpips: LPIPS module ``(x_hat, x) -> (B,)``, or None (value None).
         clip: :class:`ClipScore`, or None (value None).
-        fid: accumulator that receives the pair, or None.
         ms_ssim_enabled: False leaves MS-SSIM None.
 
     Returns:
@@ -55,6 +52,4 @@ def image_metrics(
         row["lpips"] = float(lpips(x_hat8.to(device), x8.to(device)).mean())
     if clip is not None:
         row["clip_score"] = float(clip(x_hat8, [caption])[0])  # always the real caption
-    if fid is not None:
-        fid.update(x8, x_hat8)
     return row
