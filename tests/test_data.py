@@ -13,6 +13,7 @@ from PIL import Image
 from conftest import shared_path
 from taco_plus.captions.sources import CaptionSetSource, CocoCaptionsSource
 from taco_plus.data import (
+    BadImageError,
     CaptionedImageData,
     CaptionedImageDataset,
     DatasetPairingError,
@@ -21,6 +22,7 @@ from taco_plus.data import (
     collate_items,
     fit_to_crop,
     random_crop,
+    read_image_list,
 )
 
 
@@ -56,7 +58,7 @@ def test_items_and_report(small_set, caplog):
     assert "1 images have no caption: c.png" in caplog.text
     assert "gone.png" in caplog.text
     item = ds[0]
-    assert set(item) == {"image", "caption", "id"}
+    assert set(item) == {"image", "caption", "captions", "id"}
     assert item["id"] == "a.png" and item["caption"] == "a red square"
     assert item["image"].shape == (3, 32, 32) and item["image"].dtype == torch.float32
     assert 0.0 <= item["image"].min() and item["image"].max() <= 1.0
@@ -170,9 +172,9 @@ def test_loaders_and_collate(small_set):
     batches = list(loader)
     assert len(batches) == 1  # 3 images, batch 2, last partial batch dropped
     assert batches[0]["image"].shape == (2, 3, 24, 24) and len(batches[0]["caption"]) == 2
-    ev = list(data.eval_loader())
-    assert [b["image"].shape[-2:] for b in ev] == [(40, 50), (70, 90), (30, 80)]
-    assert ev[1]["caption"] == ["first of b"]
+    ev = data.eval_dataset()
+    assert [item["image"].shape[-2:] for item in ev] == [(40, 50), (70, 90), (30, 80)]
+    assert ev[1]["caption"] == "first of b" and ev[1]["captions"] == ["first of b", "second of b", "third of b"]
     with pytest.raises(ValueError, match="differ in size"):
         collate_items([{"image": torch.zeros(3, 2, 2), "caption": "", "id": "x"},
                        {"image": torch.zeros(3, 2, 3), "caption": "", "id": "y"}])
@@ -187,3 +189,81 @@ def test_skimage_photos_are_exported(tmp_path):
     ds = data.train_dataset()
     assert len(ds) == 8 and not ds.report.without_caption and not ds.report.bad_captions
     assert ds[0]["image"].shape == (3, 64, 64)
+
+
+# ------------------------------------------------------------------ unreadable files
+
+
+def _corrupt_set(tmp_path):
+    """Four readable images and four unreadable files (real corruptions), all captioned."""
+    folder = tmp_path / "img"
+    _write_images(folder, {"a.png": (40, 40), "c.png": (40, 40), "f.png": (40, 40), "g.png": (40, 40)})
+    Image.open(folder / "a.png").save(tmp_path / "whole.jpg")
+    jpeg, png = (tmp_path / "whole.jpg").read_bytes(), (folder / "a.png").read_bytes()
+    (folder / "b_truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+    (folder / "d_truncated.png").write_bytes(png[: len(png) // 2])
+    (folder / "e_text.png").write_text("not an image\n")
+    (folder / "h_empty.png").write_bytes(b"")
+    path = tmp_path / "captions.json"
+    path.write_text(json.dumps({p.name: f"caption of {p.name}" for p in folder.iterdir()}))
+    return folder, CaptionSetSource(path)
+
+
+BAD = ("b_truncated.jpg", "d_truncated.png", "e_text.png", "h_empty.png")
+
+
+def test_training_loader_skips_unreadable_images_and_counts_them(tmp_path, caplog):
+    folder, source = _corrupt_set(tmp_path)
+    data = CaptionedImageData(folder, source, crop_size=16, batch_size=2, num_workers=0)
+    ds = data.train_dataset(seed=0)
+    loader, sampler = data.train_loader(ds, seed=0)
+    with caplog.at_level(logging.WARNING):
+        for epoch in range(2):
+            sampler.set_epoch(epoch)
+            ds.set_epoch(epoch)
+            batches = list(loader)
+            # Every slot is filled (batches keep their size across processes), by readable images.
+            assert len(batches) == 4 and all(b["image"].shape == (2, 3, 16, 16) for b in batches)
+            assert {i for b in batches for i in b["id"]} <= {"a.png", "c.png", "f.png", "g.png"}
+    # Each file reported once, with its path and the reason; counted every time it is skipped.
+    assert sorted(next(n for n in BAD if n in r) for r in loader.bad_images) == list(BAD)
+    assert all(caplog.text.count(f"cannot read image {folder / n}") == 1 for n in BAD)
+    assert "truncated" in caplog.text and sum(loader.bad_images.values()) >= 8
+    # The substitutes are deterministic: the same epoch gives the same batches (exact resume).
+    sampler.set_epoch(1)
+    ds.set_epoch(1)
+    assert all(torch.equal(a["image"], b["image"]) for a, b in zip(list(loader), batches))
+
+    strict = CaptionedImageData(folder, source, crop_size=16, batch_size=2, num_workers=0, bad_image="strict")
+    sds = strict.train_dataset()
+    with pytest.raises(BadImageError, match="b_truncated.jpg"):
+        sds[[e[0] for e in sds.entries].index("b_truncated.jpg")]
+
+
+def test_unreadable_headers_under_min_side(tmp_path):
+    folder, source = _corrupt_set(tmp_path)
+    ds = CaptionedImageDataset(folder, source, min_side=8)  # reads every header
+    assert ds.report.unreadable == ["e_text.png", "h_empty.png"]  # truncated files have valid headers
+    assert "2 unreadable images skipped" in " ".join(ds.report.lines())
+    with pytest.raises(BadImageError, match="e_text.png"):
+        CaptionedImageDataset(folder, source, min_side=8, bad_image="strict")
+
+
+def test_image_list_selects_images(tmp_path, small_set):
+    folder, source = small_set
+    names = tmp_path / "list.json"
+    names.write_text(json.dumps(["d.jpg", "a.png", "c.png", "missing.png"]))
+    ds = CaptionedImageDataset(folder, source, image_list=names)
+    assert ds.ids == ["a.png", "d.jpg"]  # sorted; c.png has no caption
+    assert ds.report.without_caption == ["c.png"] and ds.report.without_image == ["missing.png"]
+    with pytest.raises(DatasetPairingError, match="missing.png"):
+        CaptionedImageDataset(folder, source, image_list=names, missing_image="error")
+    for bad, message in ((["a.png", "a.png"], "twice"), (["../a.png"], "relative"), ({"a": 1}, "JSON list")):
+        names.write_text(json.dumps(bad))
+        with pytest.raises(DatasetPairingError, match=message):
+            CaptionedImageDataset(folder, source, image_list=names)
+
+
+def test_reference_coco30k_list_reads():
+    names = read_image_list(shared_path("reference", "mscoco_30k_list.json"))
+    assert len(names) == 30504 and names[0].startswith("COCO_val2014_") and names == sorted(names)

@@ -81,8 +81,10 @@ def read_image(path: Path) -> Tensor:
     (missing, truncated, not an image, a decompression bomb) as :class:`BadImageError`."""
     try:
         return load_image(path)
-    except (ImageReadError, OSError, Image.DecompressionBombError) as err:
-        raise BadImageError(f"unreadable image {path}: {err}") from err
+    except ImageReadError as err:  # its message names the file
+        raise BadImageError(str(err)) from err
+    except (OSError, Image.DecompressionBombError) as err:
+        raise BadImageError(f"cannot read image {path}: {err}") from err
 
 
 @dataclass
@@ -111,7 +113,7 @@ class PairingReport:
         if self.without_caption:
             out.append(f"{len(self.without_caption)} images have no caption: {ex(self.without_caption)}")
         if self.without_image:
-            out.append(f"{len(self.without_image)} captioned ids have no image file: {ex(self.without_image)}")
+            out.append(f"{len(self.without_image)} captioned or listed ids have no image file: {ex(self.without_image)}")
         if self.bad_captions:
             shown = [f"{k} ({'; '.join(v)})" for k, v in list(self.bad_captions.items())[:_EXAMPLES]]
             out.append(f"{len(self.bad_captions)} images have empty/garbage captions: {', '.join(shown)}")
@@ -296,7 +298,7 @@ class CaptionedImageDataset(Dataset):
                     size = img.size
             except (OSError, Image.DecompressionBombError) as err:
                 if self.bad_image == "strict":
-                    raise BadImageError(f"unreadable image {self.image_dir / image_id}: {err}") from err
+                    raise BadImageError(f"cannot read image {self.image_dir / image_id}: {err}") from err
                 logger.warning("unreadable image %s skipped: %s", self.image_dir / image_id, err)
                 self.report.unreadable.append(image_id)
                 continue
@@ -320,6 +322,7 @@ class CaptionedImageDataset(Dataset):
         return [image_id for image_id, _ in self.entries]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        index = range(len(self.entries))[index]  # IndexError past the end (ends iteration)
         generator = torch.Generator().manual_seed(item_seed(self.seed, self.epoch, index))
         replaced: list[str] = []  # why each unreadable file whose slot this item fills was skipped
         for step in range(len(self.entries)):

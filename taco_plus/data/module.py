@@ -25,19 +25,21 @@ logger = logging.getLogger(__name__)
 
 
 class TrainLoader(DataLoader):
-    """A ``DataLoader`` that reports, in the training process, every unreadable image
-    its batches skipped (``batch["bad_images"]``), and counts them (:attr:`bad_images`)."""
+    """A ``DataLoader`` that reports, in the training process, each unreadable image its
+    batches skipped (``batch["bad_images"]``) the first time it is met, and counts
+    them: :attr:`bad_images` maps each one's "path: reason" to the times it was skipped."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.bad_images: list[str] = []
+        self.bad_images: dict[str, int] = {}
 
     def __iter__(self):
         for batch in super().__iter__():
             for reason in batch["bad_images"]:
-                self.bad_images.append(reason)
-                logger.warning("%s: skipped, the next readable image took its place (%d unreadable so far)",
-                               reason, len(self.bad_images))
+                if reason not in self.bad_images:
+                    logger.warning("%s: skipped, the next readable image takes its place (%d unreadable files so far)",
+                                   reason, len(self.bad_images) + 1)
+                self.bad_images[reason] = self.bad_images.get(reason, 0) + 1
             yield batch
 
 
