@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import math
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from taco_plus.images import to_uint8
 from taco_plus.metrics import (
     ClipScore,
     FidAccumulator,
     FidUnavailable,
-    InceptionFeatures,
-    frechet_distance,
-    frechet_distance_from_features,
+    fid_weights_path,
+    load_fid_metric,
     ms_ssim,
     psnr,
     split_patches,
 )
+from taco_plus.metrics.fid import FID_WEIGHTS_FILE, FID_WEIGHTS_URL
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -85,28 +88,14 @@ def test_clip_score_preprocessing_matches_open_clip_pil_pipeline(clip_score):
     assert (ours - reference).abs().mean() < 0.02
 
 
-def test_frechet_distance_hand_case():
-    # Diagonal covariances: FID = |μ1-μ2|² + Σ (√s1 - √s2)².
-    mu1, mu2 = np.array([0.0, 1.0]), np.array([1.0, 1.0])
-    s1, s2 = np.diag([4.0, 1.0]), np.diag([1.0, 9.0])
-    assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(1.0 + 1.0 + 4.0)
-    assert frechet_distance(mu1, s1, mu1, s1) == pytest.approx(0.0, abs=1e-9)
-
-
-@pytest.mark.parametrize("n", [5, 40])  # fewer and more samples than dimensions
-def test_frechet_distance_from_features_matches_covariance_form(n):
-    rng = np.random.default_rng(0)
-    real, fake = rng.normal(size=(n, 12)), rng.normal(0.3, 1.5, size=(n + 3, 12))
-    expected = frechet_distance(real.mean(0), np.cov(real, rowvar=False), fake.mean(0), np.cov(fake, rowvar=False))
-    assert frechet_distance_from_features(real, fake) == pytest.approx(expected, rel=1e-6)
-    # Against scipy's general matrix square root, on full-rank covariances.
-    if n > 12:
-        from scipy.linalg import sqrtm
-
-        s1, s2 = np.cov(real, rowvar=False), np.cov(fake, rowvar=False)
-        diff = real.mean(0) - fake.mean(0)
-        by_sqrtm = diff @ diff + np.trace(s1 + s2 - 2 * np.real(sqrtm(s1 @ s2)))
-        assert expected == pytest.approx(by_sqrtm, rel=1e-6)
+def frechet_distance_low_rank(real: np.ndarray, fake: np.ndarray) -> float:
+    """Reference FID for fewer samples than dimensions, by a route other than the metric's
+    eigenvalues of Σ1Σ2: with A = (X1 − μ1)/√(n1−1), B = (X2 − μ2)/√(n2−1),
+    tr (Σ1Σ2)^{1/2} is the sum of the singular values of the small matrix ABᵀ."""
+    a = (real - real.mean(0)) / np.sqrt(len(real) - 1)
+    b = (fake - fake.mean(0)) / np.sqrt(len(fake) - 1)
+    diff = real.mean(0) - fake.mean(0)
+    return float(diff @ diff + (a * a).sum() + (b * b).sum() - 2 * np.linalg.svd(a @ b.T, compute_uv=False).sum())
 
 
 def test_split_patches():
@@ -117,37 +106,98 @@ def test_split_patches():
     assert split_patches(x, 8) is x  # smaller than a patch: whole image
 
 
-def test_fid_accumulator_with_small_feature_net():
-    torch.manual_seed(0)
-    features = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-    x = torch.rand(4, 3, 32, 32)
-    same = FidAccumulator(features, patch_size=16)
+class SmallFeatures(nn.Module):
+    """uint8 images in, 6-d features out: a stand-in for the FID Inception's interface."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Conv2d(3, 6, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+    def forward(self, x):
+        assert x.dtype == torch.uint8
+        return self.net(x.float() / 255)
+
+
+def small_fid(patch_size=16) -> FidAccumulator:
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    return FidAccumulator(FrechetInceptionDistance(feature=SmallFeatures(), input_img_size=(3, 16, 16)), patch_size)
+
+
+def test_fid_accumulator_patches_8bit_and_resumable_state():
+    x = torch.rand(2, 3, 32, 48, generator=torch.Generator().manual_seed(0))
+    x_hat = (x * 0.7 + 0.1).clamp(0, 1)
+    same = small_fid()
     same.update(x, x)
-    assert same.num_samples == 16 and same.compute() == pytest.approx(0.0, abs=1e-6)
-    other = FidAccumulator(features, patch_size=16)
-    other.update(x, (x * 0.3).clamp(0, 1))
-    assert other.compute() > 1e-4
+    assert same.num_samples == 2 * 2 * 3 and same.compute() == pytest.approx(0.0, abs=1e-6)
+    # The metric sees the rounded 8-bit patches (not truncated ones) and computes FID on them.
+    fid = small_fid()
+    seen = []
+    fid.metric.inception.register_forward_hook(lambda m, inp, out: seen.append((inp[0].clone(), out.detach())))
+    fid.update(x, x_hat)
+    assert torch.equal(seen[0][0], to_uint8(split_patches(x, 16))) and torch.equal(seen[1][0], to_uint8(split_patches(x_hat, 16)))
+    reference = frechet_distance_low_rank(seen[0][1].double().numpy(), seen[1][1].double().numpy())
+    assert fid.compute() == pytest.approx(reference, rel=1e-6) and reference > 1e-4
+    # A snapshot restored into a fresh metric continues exactly (a resumed evaluation).
+    more = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    fid.update(more, more.flip(-1))
+    resumed = small_fid()
+    resumed.load_state_dict(small_fid_state_after(x, x_hat))
+    resumed.update(more, more.flip(-1))
+    assert resumed.compute() == pytest.approx(fid.compute(), rel=1e-12)
     with pytest.raises(FidUnavailable, match="at least 2 samples"):
-        FidAccumulator(features, None).compute()
+        small_fid().compute()
 
 
-def test_inception_features_without_weights_say_what_to_download(tmp_path):
-    with pytest.raises(FidUnavailable, match="inception_v3_google-0cc3c7bd.pth"):
-        InceptionFeatures(tmp_path / "missing.pth")
+def small_fid_state_after(x, x_hat):
+    fid = small_fid()
+    fid.update(x, x_hat)
+    return fid.state_dict()
+
+
+def test_fid_weights_missing_or_hostile_fail_fast(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    expected = tmp_path / "torch" / "hub" / "checkpoints" / FID_WEIGHTS_FILE
+    assert fid_weights_path() == expected and FID_WEIGHTS_FILE.startswith("pt_inception-2015-12-05")
+    start = time.perf_counter()
+    with pytest.raises(FidUnavailable) as err:
+        FidAccumulator.inception()  # no download is attempted
+    assert time.perf_counter() - start < 2
+    assert str(expected) in str(err.value) and FID_WEIGHTS_URL in str(err.value) and "enabled=false" in str(err.value)
+    # A weights file is data: a pickle that would run code is refused before the library reads it.
+    marker = tmp_path / "ran"
+    torch.save({"x": RunsCode(marker)}, tmp_path / "hostile.pth")
+    with pytest.raises(FidUnavailable, match="not a plain weights file"):
+        load_fid_metric(tmp_path / "hostile.pth")
+    assert not marker.exists()
+
+
+class RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
 
 
 @pytest.mark.slow
-def test_inception_features_from_a_local_weights_file(tmp_path):
-    # A random-init Inception-v3 saved in torchvision's layout stands in for the real
-    # weights file: loading, the 2048-d pool features and the FID path all run.
+def test_fid_with_a_random_init_fid_inception_file(tmp_path):
+    # The FID Inception's architecture with random weights (He-scaled so features stay
+    # O(1) through ~90 convolutions) saved as a file: the real loading path, torchmetrics'
+    # 2048-d features and its FID, checked against an independent formula.
     from torchvision.models import inception_v3
 
     torch.manual_seed(0)
-    path = tmp_path / "inception.pth"
-    torch.save(inception_v3(weights=None, aux_logits=True, init_weights=False).state_dict(), path)
-    features = InceptionFeatures(path)
-    x = torch.rand(2, 3, 64, 80)
-    assert features(x).shape == (2, 2048)
-    fid = FidAccumulator(features, patch_size=None)
-    fid.update(x, x)
-    assert fid.num_samples == 2 and fid.compute() == pytest.approx(0.0, abs=1e-6)
+    state = inception_v3(weights=None, aux_logits=False, num_classes=1008, init_weights=False).state_dict()
+    state = {k: v * 6**0.5 if k.endswith("conv.weight") else v for k, v in state.items()}
+    torch.save(state, tmp_path / FID_WEIGHTS_FILE)
+    fid = FidAccumulator.inception(tmp_path / FID_WEIGHTS_FILE, patch_size=32)
+    assert torch.equal(fid.metric.inception.Conv2d_1a_3x3.conv.weight, state["Conv2d_1a_3x3.conv.weight"])
+    seen = []
+    fid.metric.inception.register_forward_hook(lambda m, inp, out: seen.append(out.detach()))
+    x = torch.rand(1, 3, 32, 64, generator=torch.Generator().manual_seed(0))
+    fid.update(x, x.flip(-1) * 0.5)
+    assert fid.num_samples == 2 and seen[0].shape == (2, 2048) and seen[0].std() > 1e-3
+    reference = frechet_distance_low_rank(seen[0].double().numpy(), seen[1].double().numpy())
+    assert fid.compute() == pytest.approx(reference, rel=1e-4) and reference > 0

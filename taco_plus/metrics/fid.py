@@ -84,18 +84,21 @@ class FidAccumulator:
         metric: a torchmetrics ``FrechetInceptionDistance`` (:func:`load_fid_metric`;
             tests pass one with a small ``feature`` network taking uint8 images).
         patch_size: side of the square patches (``None``: whole images).
+        name: the feature network, for provenance.
     """
 
-    def __init__(self, metric: nn.Module, patch_size: Optional[int] = 256) -> None:
+    def __init__(self, metric: nn.Module, patch_size: Optional[int] = 256, name: Optional[str] = None) -> None:
         self.metric = metric
         self.patch_size = patch_size
+        self.name = name or type(metric.inception).__name__
 
     @classmethod
     def inception(
         cls, weights: Optional[str | os.PathLike] = None, patch_size: Optional[int] = 256, device: str = "cpu"
     ) -> "FidAccumulator":
         """The standard FID (:func:`load_fid_metric`) on ``device``."""
-        return cls(load_fid_metric(weights).to(device), patch_size)
+        path = Path(weights) if weights else fid_weights_path()
+        return cls(load_fid_metric(path).to(device), patch_size, f"FID Inception ({path.name}, torchmetrics)")
 
     @property
     def num_samples(self) -> int:
@@ -103,7 +106,7 @@ class FidAccumulator:
 
     def describe(self) -> str:
         patches = "whole images" if self.patch_size is None else f"{self.patch_size}x{self.patch_size} patches"
-        return f"{type(self.metric.inception).__name__} features, {patches}"
+        return f"{self.name}, {patches}"
 
     @torch.no_grad()
     def update(self, x: Tensor, x_hat: Tensor) -> None:
