@@ -34,10 +34,10 @@ from torch import Tensor, nn
 from taco_plus.checkpoint import LoadedCodec, build_model, load_codec
 from taco_plus.codec import TacoCodec
 from taco_plus.config import CONFIG_DIR, to_container
-from taco_plus.losses.lpips import LpipsBackboneUnavailableError, build_lpips
 from taco_plus.evaluation import EvaluationJournal, EvaluationMismatchError, Progress, code_image, policy_label
 from taco_plus.evaluation.caption_policy import check_policy
 from taco_plus.evaluation.schema import EvalConfig  # noqa: F401  (registers eval_schema)
+from taco_plus.losses.lpips import LpipsBackboneUnavailableError, build_lpips
 from taco_plus.metrics import ClipScore, FidAccumulator, FidUnavailable
 from taco_plus.metrics.distortion import MS_SSIM_MIN_SIDE
 from taco_plus.results.format import make_results, save_results

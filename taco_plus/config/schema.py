@@ -200,8 +200,8 @@ class TrainerConfig:
 
 # ---------------------------------------------------------------- root
 @dataclass
-class TrainConfig:
-    """``configs/train.yaml``."""
+class ComponentGroups:
+    """The config groups that training and evaluation share."""
 
     model: Any = MISSING
     text_encoder: Any = MISSING
@@ -209,6 +209,12 @@ class TrainConfig:
     weighting: Any = MISSING
     captions: Any = MISSING
     data: Any = MISSING
+
+
+@dataclass
+class TrainConfig(ComponentGroups):
+    """``configs/train.yaml``."""
+
     loss: Any = MISSING
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)

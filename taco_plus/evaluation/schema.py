@@ -4,12 +4,11 @@ a misspelt evaluation key fails when the config is composed."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
 
-from taco_plus.config.schema import LpipsConfig
+from taco_plus.config.schema import ComponentGroups, LpipsConfig
 
 
 @dataclass
@@ -36,15 +35,9 @@ class MetricsConfig:
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(ComponentGroups):
     """``configs/eval.yaml``."""
 
-    model: Any = MISSING
-    text_encoder: Any = MISSING
-    attention: Any = MISSING
-    weighting: Any = MISSING
-    captions: Any = MISSING
-    data: Any = MISSING
     name: str = "eval"
     checkpoint: Optional[str] = None  # null: random-init model from the groups (smoke runs only)
     text_weights: Optional[str] = None  # local CLIP weights for the checkpoint's text encoder
