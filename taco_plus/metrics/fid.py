@@ -50,8 +50,6 @@ def load_fid_metric(weights: Optional[str | os.PathLike] = None) -> nn.Module:
     Raises:
         FidUnavailable: the file is absent or is not a plain tensor file.
     """
-    from torchmetrics.image.fid import FrechetInceptionDistance
-
     path = Path(weights) if weights else fid_weights_path()
     if not path.is_file():
         raise FidUnavailable(
@@ -62,6 +60,8 @@ def load_fid_metric(weights: Optional[str | os.PathLike] = None) -> nn.Module:
         torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise FidUnavailable(f"{path} is not a plain weights file ({type(err).__name__}: {err})") from err
+    from torchmetrics.image.fid import FrechetInceptionDistance  # a heavy import: only when needed
+
     return FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=str(path), antialias=False)
 
 
