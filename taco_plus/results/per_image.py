@@ -88,12 +88,6 @@ class PerImageLog:
     def close(self) -> None:
         self._file.close()
 
-    def __enter__(self) -> "PerImageLog":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
 
 def _cell(value: Any) -> Any:
     if value is None:
