@@ -135,6 +135,11 @@ def test_per_image_csv_round_trip_and_summary(tmp_path):
     assert results["ms-ssim-rgb"] == [None] and counts["ms-ssim-rgb"] == 0
     assert "clip_score" not in results
     assert results["encoding_time"] == [pytest.approx(0.02)] and results["decoding_time"] == [pytest.approx(0.03)]
+    # Files written before the caption-policy columns existed still read.
+    old_header = ",".join(CSV_COLUMNS[:11])
+    old = tmp_path / "old.csv"
+    old.write_text(old_header + "\n" + "a,64,96,100,0.13,30.0,nan,0.2,,10.0,20.0\n")
+    assert read_per_image_csv(old)[0]["caption_policy"] is None and read_per_image_csv(old)[0]["bytes"] == 100
 
 
 # ---------------------------------------------------------------- reference curves
