@@ -24,7 +24,7 @@ from taco_plus.weighting import (
 )
 from taco_plus.weighting.schema import OPTION_SCHEMAS
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "taco_plus" / "configs"
 EXPERIMENTS = ["weighting_tfidf", "weighting_ner", "weighting_tfidf_ner"]
 # A stand-in primary config holding only what the weighting group refers to, so these
 # tests exercise this group's files whatever the rest of configs/ looks like.

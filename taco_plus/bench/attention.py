@@ -37,7 +37,7 @@ from taco_plus.models.transforms import AnalysisTransform
 TOKENS = (38, 77, 154, 308, 616, 1232, 2464)
 SIZES = ("256x256", "768x512", "2048x1365")
 QUICK = dict(tokens=(38, 77, 308, 1232, 2464), sizes=("256x256", "768x512"), repeat=3)
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 COLUMNS = [
     "variant", "tokens", "height", "width", "image_tokens", "part", "fwd_ms", "fwd_bwd_ms",
     "peak_mb", "fwd_bwd_peak_mb", "gflops", "device", "clock",
@@ -47,7 +47,7 @@ COLUMNS = [
 def attention_factories(
     variant: str, config_dir: Path = CONFIG_DIR
 ) -> tuple[Callable, Callable, Optional[Callable]]:
-    """(injector, extractor, caption_summary) factories from ``configs/attention/<variant>.yaml``."""
+    """(injector, extractor, caption_summary) factories from ``taco_plus/configs/attention/<variant>.yaml``."""
     from hydra.utils import instantiate
 
     path = Path(config_dir) / "attention" / f"{variant}.yaml"

@@ -1,6 +1,6 @@
 """Hydra configuration: structured schemas, resolvers and a ``compose`` helper.
 
-The YAML options live in ``configs/`` at the repository root (groups ``model``,
+The YAML options live in ``taco_plus/configs/`` (shipped with the package) (groups ``model``,
 ``text_encoder``, ``attention``, ``weighting``, ``captions``, ``data``, ``loss``,
 ``optim``, ``trainer``, ``experiment``, ``debug``); the dataclasses in
 :mod:`taco_plus.config.schema` type them so a misspelt key fails at composition.
@@ -15,13 +15,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from taco_plus.config.store import register_configs
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 register_configs()
 
 
 def compose(overrides: Sequence[str] = (), config_name: str = "train") -> DictConfig:
-    """Composes ``configs/<config_name>.yaml`` with command-line style overrides.
+    """Composes ``taco_plus/configs/<config_name>.yaml`` with command-line style overrides.
 
     The same composition as ``python -m taco_plus.train <overrides>`` minus the
     ``hydra`` node; for tests, notebooks and the quickstart.

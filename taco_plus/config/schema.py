@@ -1,6 +1,6 @@
 """Structured schemas for the training configuration (Hydra ConfigStore).
 
-Each config-group option (``configs/<group>/<option>.yaml``) starts its defaults list
+Each config-group option (``taco_plus/configs/<group>/<option>.yaml``) starts its defaults list
 with the schema of its group, e.g. ``model/taco.yaml``::
 
     defaults:
@@ -213,7 +213,7 @@ class ComponentGroups:
 
 @dataclass
 class TrainConfig(ComponentGroups):
-    """``configs/train.yaml``."""
+    """``taco_plus/configs/train.yaml``."""
 
     loss: Any = MISSING
     optim: OptimConfig = field(default_factory=OptimConfig)

@@ -4,7 +4,7 @@ Each entry is one run of the study: the Hydra overrides that train it (one model
 rate point λ), the overrides that evaluate it, what it changes, what it needs, and the
 step-time profile its cost is estimated from. :meth:`Ablation.commands` renders the
 exact shell commands (prepare -> train per λ -> evaluate -> record); the tests
-compose every override list against ``configs/`` so a command in the registry cannot
+compose every override list against ``taco_plus/configs/`` so a command in the registry cannot
 silently rot.
 """
 

@@ -1,7 +1,7 @@
 """Structured schemas of the ``weighting`` config group (one per option).
 
 Each dataclass mirrors the constructor of its weighting class, so a misspelt key
-in ``configs/weighting/*.yaml`` or an override (``weighting.max_wieght=2``) fails
+in ``taco_plus/configs/weighting/*.yaml`` or an override (``weighting.max_wieght=2``) fails
 when merged with the schema. :data:`SCHEMAS` uses the ``(group, name, node)`` layout
 of ``taco_plus.config.store.SCHEMAS``.
 """
