@@ -3,7 +3,7 @@
 ``make demo`` runs ``python -m taco_plus.demo``. On a CPU, with no download:
 
 1. exports scikit-image's bundled photographs (8 real RGB photos) and reads their
-   hand-written captions (``captions/skimage_quickstart.json``);
+   hand-written captions (``taco_plus/captions/skimage_quickstart.json``);
 2. trains ``experiment=quickstart`` -- a small TACO (N=64, M=128) on random 128×128
    crops, with the full TACO loss -- for a few hundred steps;
 3. codes every full photo to a real ``.tacoz`` file with its caption, decodes it (no

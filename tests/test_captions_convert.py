@@ -73,7 +73,7 @@ def test_cli_convert_bad_input_is_a_clean_error(tmp_path, capsys):
 
 
 def test_quickstart_set_matches_exported_photos(tmp_path):
-    caption_set = load_caption_set(REPO_ROOT / "captions" / "skimage_quickstart.json")
+    caption_set = load_caption_set(REPO_ROOT / "taco_plus" / "captions" / "skimage_quickstart.json")
     assert list(caption_set.captions) == list(SKIMAGE_PHOTO_IDS)
     assert caption_set.provenance.source == "written for taco-plus"
     assert caption_set.issues == {}

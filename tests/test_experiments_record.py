@@ -76,7 +76,7 @@ def test_record_needs_to_know_the_captions(tmp_path, results):
     with pytest.raises(RecordError, match="pass --caption-set FILE"):
         record_run(point, "x", results)
     assert not results.has_run("x")
-    caption_file = Path(__file__).parents[1] / "captions" / "skimage_quickstart.json"
+    caption_file = Path(__file__).parents[1] / "taco_plus" / "captions" / "skimage_quickstart.json"
     path = record_run(point, "x", results, caption_set=caption_file)
     entry = json.loads((path / "provenance.json").read_text())["points"][0]
     assert entry["caption_set"]["from"] == "--caption-set" and len(entry["caption_set"]["fingerprint"]) == 64
@@ -93,7 +93,7 @@ def test_record_takes_the_fingerprint_from_the_training_config(tmp_path, results
         record_run(train, "demo", results)
     path = record_run(train, "demo", results, dataset="skimage_quickstart")
     entry = json.loads((path / "provenance.json").read_text())["points"][0]
-    expected = CaptionSetSource(Path(__file__).parents[1] / "captions" / "skimage_quickstart.json").fingerprint
+    expected = CaptionSetSource(Path(__file__).parents[1] / "taco_plus" / "captions" / "skimage_quickstart.json").fingerprint
     assert entry["caption_set"] == {"source": entry["caption_set"]["source"], "fingerprint": expected,
                                     "from": "training config"}
     assert entry["label"] == "demo" and (path / "points" / "demo" / "train_config.yaml").is_file()

@@ -1,6 +1,6 @@
 """Prompt templates for caption regeneration, stored as versioned text files.
 
-Templates live in ``captions/prompts/*.txt``: ``# key: value`` header lines, a line
+Templates live in ``taco_plus/captions/prompts/*.txt``: ``# key: value`` header lines, a line
 ``---``, then the prompt sent with every image. An optional line ``--- original caption
 ---`` starts a part appended only when the original caption is given (``--with-original``)::
 
@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-# captions/prompts/ at the repository root (taco_plus/captions/prompts.py -> ../../captions).
-PROMPTS_DIR = Path(__file__).resolve().parents[2] / "captions" / "prompts"
+# Shipped with the package, beside this file.
+PROMPTS_DIR = Path(__file__).with_name("prompts")
 DEFAULT_PROMPT = "detailed_scene_v1.txt"
 _CONTEXT_MARKER = "--- original caption ---"
 
@@ -91,13 +91,13 @@ def _fields(text: str, path: Path) -> set[str]:
 
 
 def load_prompt(name_or_path: os.PathLike | str | None = None) -> PromptTemplate:
-    """Parse a prompt file, given as a path or as a file name in ``captions/prompts/``."""
+    """Parse a prompt file, given as a path or as a file name in ``taco_plus/captions/prompts/``."""
     path = Path(name_or_path or DEFAULT_PROMPT)
     if not path.exists() and path.parent == Path(".") and (PROMPTS_DIR / path.name).exists():
         path = PROMPTS_DIR / path.name
     if not path.exists():
         raise FileNotFoundError(f"prompt file not found: {path} (the bundled prompts are in {PROMPTS_DIR}, "
-                                "part of a taco-plus source checkout)")
+                                "shipped with the package)")
     raw = path.read_bytes()
     header, sep, rest = raw.decode("utf-8").partition("\n---\n")
     if not sep:

@@ -2,7 +2,7 @@
 
 ``skimage.data`` bundles a handful of RGB photographs inside the package, so they load
 with no download. :func:`export_skimage_photos` writes them as PNG files whose names
-are the image ids of ``captions/skimage_quickstart.json`` (one hand-written caption
+are the image ids of ``taco_plus/captions/skimage_quickstart.json`` (one hand-written caption
 per photo), giving the quickstart a real, captioned image set on any machine.
 """
 
@@ -14,8 +14,8 @@ from typing import Iterable, Optional
 
 import numpy as np
 
-# captions/skimage_quickstart.json at the repository root.
-QUICKSTART_CAPTIONS = Path(__file__).resolve().parents[2] / "captions" / "skimage_quickstart.json"
+# Shipped with the package, beside this file.
+QUICKSTART_CAPTIONS = Path(__file__).with_name("skimage_quickstart.json")
 
 
 # Image id -> ``skimage.data`` function: the RGB photographs that ship inside the

@@ -78,7 +78,7 @@ def _add_regenerate(sub: argparse._SubParsersAction) -> None:
     ask.add_argument("--model", default=_default("model"))
     ask.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://localhost:8000/v1 (vLLM)")
     ask.add_argument("--api-key-env", default=_default("api_key_env"), help="environment variable with the key")
-    ask.add_argument("--prompt", help="prompt file, or a name in captions/prompts/ (default detailed_scene_v1.txt)")
+    ask.add_argument("--prompt", help="prompt file, or a name in taco_plus/captions/prompts/ (default detailed_scene_v1.txt)")
     ask.add_argument("--target-words", type=int, help="answer length for length-controlled prompts")
     ask.add_argument("--with-original", action="store_true", help="give the original caption as context")
     ask.add_argument("--temperature", type=float, default=_default("temperature"))

@@ -29,12 +29,12 @@ SCHEMAS = (
 )
 
 _registered = False
-REPO_ROOT = Path(__file__).resolve().parents[2]
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
-def taco_root() -> str:
-    """The repository root (``${taco_root:}``), for files shipped with the code."""
-    return str(REPO_ROOT)
+def taco_package() -> str:
+    """The installed ``taco_plus`` folder (``${taco_package:}``), for data files shipped with it."""
+    return str(PACKAGE_DIR)
 
 
 def clip_text_width(model_name: str) -> int:
@@ -69,6 +69,6 @@ def register_configs() -> None:
         store.store(group=group, name=name, node=node)
     if not OmegaConf.has_resolver("clip_text_width"):
         OmegaConf.register_new_resolver("clip_text_width", clip_text_width, use_cache=True)
-    if not OmegaConf.has_resolver("taco_root"):
-        OmegaConf.register_new_resolver("taco_root", taco_root)
+    if not OmegaConf.has_resolver("taco_package"):
+        OmegaConf.register_new_resolver("taco_package", taco_package)
     _registered = True
