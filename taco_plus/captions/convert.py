@@ -26,7 +26,7 @@ from taco_plus.results.provenance import file_sha256
 
 OFA_SOURCE = "OFA captions released with TACO (github.com/effl-lab/TACO, materials/)"
 COCO_SOURCE = "MS-COCO 2017 human captions (cocodataset.org, annotations_trainval2017.zip)"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm")
 
 
 @dataclass
@@ -58,7 +58,7 @@ def list_images(image_dir: os.PathLike | str) -> list[str]:
     hidden files and folders are skipped. ``os.walk`` reads no inode: fast on COCO's 82k."""
     root = Path(image_dir)
     if not root.is_dir():
-        raise NotADirectoryError(f"image directory not found: {root}")
+        raise FileNotFoundError(f"image folder not found: {root}")
     found = []
     for folder, dirs, files in os.walk(root):
         dirs[:] = [d for d in dirs if not d.startswith(".")]

@@ -53,13 +53,13 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from taco_plus.captions.checks import caption_problems
+from taco_plus.captions.convert import list_images
 from taco_plus.captions.sources import CaptionSource
 from taco_plus.data.transforms import SMALL_IMAGE_POLICIES, random_crop
 from taco_plus.images import ImageReadError, load_image
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 MISSING_CAPTION_POLICIES = ("error", "skip", "empty")
 BAD_CAPTION_POLICIES = ("error", "skip", "empty", "keep")
 MISSING_IMAGE_POLICIES = ("error", "warn")
@@ -127,19 +127,6 @@ class PairingReport:
 def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
     if value not in choices:
         raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
-
-
-def list_images(image_dir: Path) -> list[str]:
-    """Image files under ``image_dir`` as sorted relative POSIX paths (hidden files skipped)."""
-    if not image_dir.is_dir():
-        raise FileNotFoundError(f"image folder not found: {image_dir}")
-    ids = []
-    for root, dirs, files in os.walk(image_dir):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        for name in files:
-            if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS):
-                ids.append((Path(root) / name).relative_to(image_dir).as_posix())
-    return sorted(ids)
 
 
 def read_image_list(path: os.PathLike | str) -> list[str]:
