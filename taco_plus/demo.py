@@ -187,7 +187,7 @@ def run_demo(run_dir: Path, overrides: Sequence[str] = (), steps: Optional[int] 
     print("[3/3] JPEG on the same photos, RD plot, summary")
     jpeg = jpeg_baseline(dataset)
     save_results(jpeg, run_dir / "jpeg.json")
-    plot_rd([run_dir / "results.json", run_dir / "jpeg.json"], run_dir / "rd_psnr.png", metric="psnr-rgb",
+    plot_rd([run_dir / "results.json", run_dir / "jpeg.json"], run_dir / "rd_psnr.png", "psnr-rgb",
             title="quickstart (8 scikit-image photos): PSNR vs bpp")
     minutes = (time.perf_counter() - start) / 60
     summary = write_summary(run_dir, result.history, results, jpeg, minutes, lpips is not None)

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from taco_plus.checkpoint import LoadedCodec, build_model, load_codec
 from taco_plus.codec import TacoCodec
-from taco_plus.config import CONFIG_DIR, to_container
+from taco_plus.config import CONFIG_PATH, to_container
 from taco_plus.evaluation import EvaluationJournal, EvaluationMismatchError, Progress, code_image, policy_label
 from taco_plus.evaluation.caption_policy import check_policy
 from taco_plus.evaluation.schema import EvalConfig  # noqa: F401  (registers eval_schema)
@@ -377,7 +377,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return results
 
 
-@hydra.main(config_path=str(CONFIG_DIR), config_name="eval", version_base="1.3")
+@hydra.main(config_path=CONFIG_PATH, config_name="eval", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     from taco_plus.data import BadImageError, DatasetPairingError
 

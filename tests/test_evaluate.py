@@ -17,7 +17,8 @@ from taco_plus.evaluate import caption_sensitivity, evaluate_dataset
 from taco_plus.images import load_image
 from taco_plus.metrics import FidAccumulator, FidUnavailable
 from taco_plus.models import TACO
-from taco_plus.results import CSV_COLUMNS, load_results, read_per_image_csv
+from taco_plus.results.format import load_results
+from taco_plus.results.per_image import CSV_COLUMNS, read_per_image_csv
 from tests.conftest import shared_path
 
 TINY_TEXT = {

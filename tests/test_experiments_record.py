@@ -12,22 +12,18 @@ import torch
 from PIL import Image
 
 from taco_plus.experiments import __main__ as cli
-from taco_plus.experiments.compare import compare, rd_figure, resolve
-from taco_plus.experiments.record import RecordError, record_run
-from taco_plus.experiments.registry import load_registry
-from taco_plus.experiments.store import MissingResultError, ResultsRegistry
-from taco_plus.experiments.tables import Table, latex_escape
+from taco_plus.experiments.compare import compare, render, resolve
+from taco_plus.experiments.record import MissingResultError, RecordError, load_recorded, record_run
 from taco_plus.results.bdrate import bd_rate
 from taco_plus.results.format import load_results
+from taco_plus.results.plot import plot_rd
 from taco_plus.results.provenance import file_sha256
 from tests.fixtures.registry.make_runs import FINGERPRINT, make_eval_point, make_sweep, make_train_run
 
-FIXTURES = Path(__file__).parent / "fixtures" / "registry"
-
 
 @pytest.fixture
-def results(tmp_path) -> ResultsRegistry:
-    return ResultsRegistry(tmp_path / "registry")
+def results(tmp_path) -> Path:
+    return tmp_path / "registry"
 
 
 def test_record_a_sweep_copies_files_and_writes_provenance(tmp_path, results):
@@ -51,9 +47,9 @@ def test_record_a_sweep_copies_files_and_writes_provenance(tmp_path, results):
     curve = load_results(path / "results.json")
     assert curve["name"] == "linformer" and curve["results"]["bpp"] == sorted(curve["results"]["bpp"])
     assert len(curve["meta"]["points"]) == 3
-    run = results.run("linformer")
-    assert run.labels == [p["label"] for p in points] and run.sensitivity_csv("lmbda_0.004") is not None
-    assert not list(results.root.glob(".linformer.*")), "no temporary folder left behind"
+    run = load_recorded("linformer", results)
+    assert run.labels == [p["label"] for p in points] and len(run.files()) == len(provenance["files"])
+    assert not list(results.glob(".linformer.*")), "no temporary folder left behind"
 
 
 def test_record_refuses_overwrite_unknown_folders_and_bad_names(tmp_path, results):
@@ -75,7 +71,7 @@ def test_record_needs_to_know_the_captions(tmp_path, results):
     point = make_eval_point(tmp_path / "eval", train / "checkpoints" / "final.pt", 0.3, 31.0, with_fingerprint=False)
     with pytest.raises(RecordError, match="pass --caption-set FILE"):
         record_run(point, "x", results)
-    assert not results.has_run("x")
+    assert not (results / "x").exists()
     caption_file = Path(__file__).parents[1] / "taco_plus" / "captions" / "skimage_quickstart.json"
     path = record_run(point, "x", results, caption_set=caption_file)
     entry = json.loads((path / "provenance.json").read_text())["points"][0]
@@ -99,29 +95,29 @@ def test_record_takes_the_fingerprint_from_the_training_config(tmp_path, results
     assert entry["label"] == "demo" and (path / "points" / "demo" / "train_config.yaml").is_file()
 
 
-def test_compare_tables_bd_rate_and_not_run_entries(tmp_path, results):
+def test_compare_tables_and_bd_rate(tmp_path, results):
     make_sweep(tmp_path / "a", [0.0004, 0.0016, 0.004])
     make_sweep(tmp_path / "b", [0.0004, 0.0016, 0.004], rate_scale=0.9)
     record_run(tmp_path / "a" / "eval", "taco_baseline", results)
     record_run(tmp_path / "b" / "eval", "linformer", results)
-    registry = load_registry(FIXTURES / "ablations.yaml")
-    curves, anchor, summary, points = compare(["taco_baseline", "linformer", "finetune_official_control"],
-                                              results, registry)
+    curves, anchor, summary, notes, points = compare(["taco_baseline", "linformer", "elic_paper"], results)
     assert anchor.name == "taco_baseline"
-    text = summary.render("text")
+    # the fixture's MS-SSIM and CLIP scores are the same at every rate: no BD-rate, and the note says why
+    assert notes == ["[1] anchor: repeated metric values; the curve is not monotonic"]
+    assert list(summary["BD-rate MS-SSIM"]) == ["anchor", "— [1]", "—"]
     # Same quality at 0.9x the rate: BD-rate -10 % in every metric.
-    a, b = load_results(results.run_dir("taco_baseline") / "results.json"), \
-        load_results(results.run_dir("linformer") / "results.json")
+    a, b = (load_results(results / n / "results.json") for n in ("taco_baseline", "linformer"))
     expected = bd_rate(a["results"]["bpp"], a["results"]["psnr-rgb"], b["results"]["bpp"], b["results"]["psnr-rgb"])
     assert expected == pytest.approx(-10.0, abs=1e-6)
+    psnr = list(summary["BD-rate PSNR"])
+    assert psnr[:2] == ["anchor", "-10.00%"] and psnr[2].endswith("%")  # ELIC's published PSNR curve overlaps
+    text = render(summary, "text", notes)
     assert "-10.00%" in text and "anchor" in text
-    assert "Fine-tuned official adapter (control): not run: needs the released TACO checkpoints; needs GPU " \
-           "training, see experiments/README.md#finetune_official_control" in text
-    assert len(points.rows) == 6 and points.rows[0][1] == "lmbda_0.0004"
-    latex = summary.render("latex")
-    assert r"p{0.9\linewidth}}{\emph{Fine-tuned official adapter (control): not run" in latex
-    assert "$-$" not in latex and r"-10.00\%" in latex
-    png = rd_figure(curves, tmp_path / "rd.png", references=["elic_paper"])
+    assert len(points) == 3 + 3 + 6 and list(points["point"])[:3] == ["lmbda_0.0004", "lmbda_0.0016", "lmbda_0.004"]
+    latex = render(summary, "latex", caption="BD & more", label="tab:x")
+    assert r"-10.00\%" in latex and r"BD \& more" in latex and r"\label{tab:x}" in latex and r"\resizebox" in latex
+    assert render(points, "csv").splitlines()[0].startswith("run,point,bpp,PSNR")
+    png = plot_rd([dict(c.results, name=c.label) for c in curves], tmp_path / "rd.png", references=["lic_tcm_large"])
     with Image.open(png) as im:
         assert im.size[0] > 1000 and np.asarray(im.convert("L")).std() > 10
 
@@ -130,44 +126,28 @@ def test_bd_rate_cells_say_why_they_are_missing(tmp_path, results):
     make_sweep(tmp_path / "a", [0.0004, 0.0016], dataset="kodak")
     make_sweep(tmp_path / "q", [0.0025, 0.0067], dataset="skimage_quickstart")
     make_sweep(tmp_path / "r", [0.0004, 0.0016], lpips_convention="reference")
-    record_run(tmp_path / "a" / "eval", "a", results)
-    record_run(tmp_path / "q" / "eval", "q", results)
-    record_run(tmp_path / "r" / "eval", "r", results)
-    _, _, summary, _ = compare(["a", "q", "r", "elic_paper"], results)
-    text = summary.render("text")
-    assert "different datasets (kodak vs skimage_quickstart)" in text
-    assert "different LPIPS conventions" in text
-    # elic_paper (Kodak, PSNR only): a real BD-rate, "—" for metrics it does not have
+    for name in ("a", "q", "r"):
+        record_run(tmp_path / name / "eval", name, results)
+    _, _, summary, notes, _ = compare(["a", "q", "r", "elic_paper"], results)
+    assert notes[0] == "[1] different datasets (kodak vs skimage_quickstart)"
+    assert "[3] different LPIPS conventions" in notes
+    assert summary.loc[1, "BD-rate PSNR"] == "— [1]" and summary.loc[2, "BD-rate LPIPS"] == "— [3]"
+    assert summary.loc[3, "BD-rate LPIPS"] == "—"  # elic_paper has no LPIPS: nothing to explain
     assert resolve("elic_paper", results).dataset == "kodak"
 
 
 def test_compare_cli_and_unknown_names(tmp_path, results, capsys):
     record_run(make_sweep(tmp_path / "a", [0.0004, 0.0016]), "a", results)
-    code = cli.main(["--registry", str(results.root), "compare", "a", "--format", "markdown",
+    code = cli.main(["--results", str(results), "compare", "a", "--format", "markdown",
                      "--plot", str(tmp_path / "p.png")])
     out = capsys.readouterr().out
-    assert code == 0 and "| a | 2 |" in out and (tmp_path / "p.png").is_file()
-    assert cli.main(["--registry", str(results.root), "compare", "nothing_like_it"]) == 2
+    assert code == 0 and "| a " in out and (tmp_path / "p.png").is_file()
+    assert cli.main(["--results", str(results), "compare", "nothing_like_it"]) == 2
     assert "neither a recorded run" in capsys.readouterr().err
-    with pytest.raises(MissingResultError, match="has no results"):
-        compare(["a"], results, load_registry(FIXTURES / "ablations.yaml"), anchor="linformer")
     # a recorded run whose files went missing fails naming the file
-    (results.run_dir("a") / "points" / "lmbda_0.0016" / "per_image.csv").unlink()
+    (results / "a" / "points" / "lmbda_0.0016" / "per_image.csv").unlink()
     with pytest.raises(MissingResultError, match="lmbda_0.0016/per_image.csv"):
-        results.run("a")
-
-
-def test_table_renderers_escape_and_check_widths():
-    table = Table(["run", "Δbpp"], title="50% of λ_1 & more")
-    table.add(["a_b", "-1.0%"])
-    table.add_span("x: not run")
-    latex = table.render("latex", label="tab:x")
-    assert r"50\% of $\lambda$\_1 \& more" in latex and r"a\_b & -1.0\%" in latex
-    assert r"\multicolumn{2}{>{\raggedright\arraybackslash}p{0.9\linewidth}}{\emph{x: not run}}" in latex
-    assert table.render("csv").splitlines()[1] == "a_b,-1.0%"
-    with pytest.raises(ValueError, match="cells"):
-        table.add(["only one"])
-    assert latex_escape("~^\\") == r"\textasciitilde{}\textasciicircum{}\textbackslash{}"
+        load_recorded("a", results)
 
 
 def test_real_evaluation_folder_records(tmp_path, results):
@@ -199,4 +179,4 @@ def test_real_evaluation_folder_records(tmp_path, results):
     entry = provenance["points"][0]
     assert entry["random_init"] is True and entry["caption_set"]["from"] == "results meta"
     assert (path / "points" / "eval" / "eval_config.yaml").is_file()
-    assert results.run("tiny_smoke").results["results"]["bpp"] == entry["bpp"]
+    assert load_recorded("tiny_smoke", results).results["results"]["bpp"] == entry["bpp"]

@@ -1,163 +1,222 @@
-"""The ablation registry: every entry's commands compose, the parser rejects bad entries,
-``show``/``run --dry-run`` print the real commands, the cost model follows the configs."""
+"""The registered runs (taco_plus/configs/experiment): the baseline is the paper, each run differs
+from its base only where it says, every run trains and evaluates, and the CLI prints real commands."""
 
 from __future__ import annotations
 
-import copy
+import json
+import math
 from pathlib import Path
 
 import pytest
-import yaml
+from omegaconf import OmegaConf
 
+from taco_plus.config import compose
 from taco_plus.experiments import __main__ as cli
-from taco_plus.experiments.cost import run_cost, training_images
-from taco_plus.experiments.paths import ABLATIONS_FILE
-from taco_plus.experiments.registry import RegistryError, format_commands, load_registry, parse_registry
-from taco_plus.experiments.runner import executable, planned
-from taco_plus.experiments.store import ResultsRegistry
+from taco_plus.experiments.registry import creates, load_run, plan, run_names
+from tests.conftest import shared_path
 
-FIXTURES = Path(__file__).parent / "fixtures" / "registry"
-RAW = yaml.safe_load(ABLATIONS_FILE.read_text(encoding="utf-8"))
+RUNS = run_names()
+PAPER_LAMBDAS = (0.0004, 0.0008, 0.0016, 0.004, 0.009, 0.015)
+ARTEFACT_KEYS = ("artefact", "tfidf_artefact", "cache", "ner_cache")
+
+
+def test_the_study_is_registered():
+    assert {"taco_baseline", "fix_lpips_range", "fix_mask_padding", "linformer", "linformer_text", "linformer_image",
+            "weighting_tfidf", "weighting_ner", "weighting_tfidf_ner", "captions_regenerated",
+            "captions_regenerated_chunked", "captions_regenerated_chunked_linformer",
+            "captions_regenerated_chunked_linformer_text", "captions_regenerated_chunked_linformer_image",
+            "linformer_tfidf_ner", "finetune_official_control", "finetune_official_linformer", "quickstart"} <= set(RUNS)
+
+
+def test_taco_baseline_is_the_papers_recipe_exactly(monkeypatch):
+    run = load_run("taco_baseline")
+    cfg = run.cfg
+    assert run.base is None and run.lambdas == PAPER_LAMBDAS and run.needs == ("GPU training",)
+    assert {g: cfg.hydra.runtime.choices[g] for g in ("model", "text_encoder", "attention", "weighting", "captions",
+                                                      "data", "loss", "optim", "trainer")} == dict(
+        model="taco", text_encoder="clip_vit_b32", attention="full", weighting="none", captions="coco", data="coco",
+        loss="taco", optim="adam", trainer="default")
+    paper = {
+        "model.N": 192, "model.M": 320, "model.slice_ch": [16, 16, 32, 64, 192], "model.num_heads": 8,
+        "model.mask_padding": False, "model.caption_summary": None,
+        "model.injector_attention._target_": "taco_plus.models.attention.FullCrossAttention",
+        "model.extractor_attention._target_": "taco_plus.models.attention.FullCrossAttention",
+        "text_encoder.model_name": "ViT-B-32", "text_encoder.pretrained": "openai", "text_encoder.max_tokens": 38,
+        "text_encoder.pad": "eot", "weighting._target_": "taco_plus.weighting.NoWeighting",
+        "data.image_dir": "data/coco/train2014", "data.min_side": 256, "data.crop_size": 256, "data.batch_size": 8,
+        "loss.k_p": 3.5, "loss.k_j": 0.0025, "loss.lpips.net": "alex", "loss.lpips.convention": "reference",
+        "loss.lpips.pretrained": True, "loss.joint.model_name": "ViT-B-32", "loss.joint.pretrained": "openai",
+        "loss.joint.beta": 40.0, "loss.joint.logit_scale": 2.6592, "loss.joint.context_length": 38,
+        "optim.optimizer._target_": "torch.optim.Adam", "optim.optimizer.lr": 1e-4,
+        "optim.optimizer.betas": [0.9, 0.999], "optim.aux_optimizer.lr": 1e-3,
+        "optim.scheduler._target_": "torch.optim.lr_scheduler.MultiStepLR", "optim.scheduler.milestones": [45, 48],
+        "optim.scheduler.gamma": 0.1, "optim.scheduler_unit": "epoch", "optim.clip_max_norm": 1.0,
+        "trainer.epochs": 50, "trainer.max_steps": None, "trainer.precision": "fp32", "trainer.trainable": "all",
+        "trainer.init_from": None,
+    }
+    monkeypatch.delenv("TACO_DATA", raising=False)
+    resolved = OmegaConf.to_container(compose(["experiment=taco_baseline"]), resolve=True)
+    for key, value in paper.items():
+        node = resolved
+        for part in key.split("."):
+            node = node[part]
+        assert node == value, key
+
+
+def _flat(node, prefix=""):
+    if isinstance(node, dict) and node:
+        return {k: v for key, value in node.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: node}
+
+
+@pytest.mark.parametrize("name", [n for n in RUNS if n not in ("taco_baseline", "quickstart")])
+def test_each_run_differs_from_its_base_only_where_it_declares(name):
+    run = load_run(name)
+    base = load_run(run.base)
+    configs = [OmegaConf.to_container(r.cfg, resolve=False) for r in (run, base)]
+    for c in configs:
+        for key in ("hydra", "name", "meta"):
+            c.pop(key)
+    a, b = (_flat(c) for c in configs)
+    keys = {k for k in a.keys() | b.keys() if a.get(k, "<absent>") != b.get(k, "<absent>")}
+    groups = {g for g, choice in run.cfg.hydra.runtime.choices.items()
+              if not g.startswith("hydra") and g != "experiment" and base.cfg.hydra.runtime.choices[g] != choice}
+    declared = set(run.changes)
+    undeclared = sorted(k for k in keys if not any(k == d or k.startswith(d + ".") for d in declared))
+    assert not undeclared and groups <= declared, f"{name} also changes {undeclared + sorted(groups - declared)}"
+    stale = [d for d in declared if d not in groups and not any(k == d or k.startswith(d + ".") for k in keys)]
+    assert not stale, f"{name} declares changes it does not make: {stale}"
+
+
+# ------------------------------------------------------------ every run starts
+
+
+def _thumbnail(source: Path, target: Path) -> None:
+    from PIL import Image
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with Image.open(source) as im:
+        im.convert("RGB").resize((64, 64)).save(target)
 
 
 @pytest.fixture(scope="module")
-def registry():
-    return load_registry()
+def study_data(tmp_path_factory):
+    """$TACO_DATA laid out as the configs expect, from ../shared (links, nothing copied): the COCO
+    sample stands in for train2014, thumbnails for the evaluation photos; long captions for the
+    GPT-4o sets; a tiny trained
+    checkpoint stands in for the released ones ($TACO_OFFICIAL/taco_0.0016.pth)."""
+    from taco_plus.captions.skimage_photos import export_skimage_photos
+    from taco_plus.train import train
+
+    shared = shared_path("data")
+    root = tmp_path_factory.mktemp("study")
+    data = root / "data"
+    (data / "coco" / "annotations").mkdir(parents=True)
+    (data / "captions").mkdir()
+    (data / "coco" / "train2014").symlink_to(shared / "coco_mini" / "train2017")
+    coco = shared / "coco_mini" / "annotations" / "captions_train2017.json"
+    (data / "coco" / "annotations" / "captions_train2014.json").symlink_to(coco)
+    for name in ("kodim01.png", "kodim02.png", "kodim23.png"):  # evaluation sets at thumbnail size: fast
+        _thumbnail(shared / "kodak" / name, data / "kodak" / name)
+    export_skimage_photos(data / "skimage_photos")
+    for path in (data / "skimage_photos").iterdir():
+        _thumbnail(path, path)
+    (data / "captions" / "kodak_ofa.json").symlink_to(shared / "captions" / "kodak_ofa.json")
+    annotations = json.loads(coco.read_text())
+    names = {i["id"]: i["file_name"] for i in annotations["images"]}
+    joined: dict[str, list[str]] = {}
+    for a in annotations["annotations"]:
+        joined.setdefault(names[a["image_id"]], []).append(a["caption"].strip())
+    long_captions = {k: " ".join(v * 3) for k, v in joined.items()}  # five captions, three times: > 77 tokens
+    (data / "captions" / "coco_train2014_detailed_v1.json").write_text(json.dumps(long_captions))
+    kodak = json.loads((shared / "captions" / "kodak_ofa.json").read_text())
+    (data / "captions" / "kodak_detailed_v1.json").write_text(json.dumps({k: (v + ". ") * 12 for k, v in kodak.items()}))
+    official = root / "official"
+    result = train(compose(["debug=tiny", "loss=rd", "data=folder", f"data.image_dir={data / 'coco' / 'train2014'}",
+                            "captions=coco", f"captions.annotations_json={coco}", "trainer.max_steps=1"]), root / "init")
+    official.mkdir()
+    (official / "taco_0.0016.pth").write_bytes(result.final_checkpoint.read_bytes())
+    return root
 
 
-def test_registry_covers_the_study(registry):
-    names = {r.name for r in registry}
-    # the baseline, each ablation, and the combinations the issue asks for
-    assert {"taco_baseline", "linformer", "weighting_tfidf", "weighting_ner", "weighting_tfidf_ner",
-            "captions_regenerated", "linformer_tfidf_ner", "captions_regenerated_chunked_linformer",
-            "finetune_official_control"} <= names
-    assert {r.ablation for r in registry} >= {"baseline", "attention", "weighting", "captions", "combination",
-                                              "finetune"}
-    assert registry["taco_baseline"].lambdas == (0.0004, 0.0008, 0.0016, 0.004, 0.009, 0.015)
+@pytest.mark.parametrize("name", RUNS)
+def test_every_registered_run_trains_one_step_and_evaluates(name, study_data, tmp_path, monkeypatch):
+    """Its own train overrides (tiny sizes, one step) after its prepare commands, then its own
+    evaluation overrides through evaluate.run on the checkpoint it wrote."""
+    import taco_plus.evaluate as evaluate
+    from taco_plus.cli import main as taco_plus_cli
+    from taco_plus.train import train
+
+    monkeypatch.setenv("TACO_DATA", str(study_data / "data"))
+    monkeypatch.setenv("TACO_OFFICIAL", str(study_data / "official"))
+    weighting = compose([f"experiment={name}"]).weighting
+    tiny = ["debug=tiny", "trainer.max_steps=1", "data.limit=8"]
+    tiny += [f"weighting.{k}={tmp_path / k}.json" for k in ARTEFACT_KEYS if weighting.get(k)]
+    run = load_run(name, tiny)
+    for command in run.prepare:
+        if command.startswith("taco-plus captions regenerate"):  # the API's output, laid out by the fixture
+            assert Path(creates(command)).is_file(), command
+        else:
+            assert taco_plus_cli(command.split()[1:]) == 0, command
+    result = train(compose([f"experiment={name}", *tiny]), tmp_path / "run")
+    assert result.steps == 1 and result.final_checkpoint.is_file()
+    assert all(math.isfinite(result.history[-1][k]) for k in ("loss", "bpp", "mse", "lpips", "joint", "aux"))
+    metrics = [] if "metrics.lpips=null" in run.eval else ["metrics.lpips.pretrained=false"]
+    cfg = compose([*run.eval, f"checkpoint={result.final_checkpoint}", "device=cpu", "data.limit=2",
+                   "metrics.clip_score=null", "metrics.fid.enabled=false", "save_bitstreams=false",
+                   f"out_dir={tmp_path / 'eval'}", f"name={name}", *metrics], config_name="eval")
+    results = evaluate.run(cfg)
+    assert results["results"]["bpp"][0] > 0
+    if "caption_sensitivity=true" in run.eval:
+        assert (tmp_path / "eval" / "sensitivity" / "sensitivity.csv").is_file()
 
 
-@pytest.mark.slow
-def test_every_entry_composes_with_the_project_configs(registry):
-    """Each train list composes with configs/train.yaml and each eval list with eval.yaml:
-    a misspelt option or key in ablations.yaml fails here, not on the cluster."""
-    import taco_plus.evaluate  # noqa: F401  (registers eval_schema)
-    from hydra import compose, initialize_config_dir
-
-    from taco_plus.config import CONFIG_DIR
-
-    evals = {}
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        for run in registry:
-            cfg = compose(config_name="train", overrides=run.train_overrides(run.lambdas[-1]))
-            assert cfg.loss.lmbda == run.lambdas[-1]
-            if "trainer.trainable=adapter" in run.train:
-                assert cfg.trainer.trainable == "adapter" and cfg.trainer.init_from.endswith(
-                    f"taco_{run.lambdas[-1]!r}.pth")
-            evals.setdefault(run.eval, run)
-        for eval_overrides, run in evals.items():
-            # the multirun sweeps over the checkpoints; each job composes with one of them
-            overrides = [f"checkpoint={run.checkpoints()[0]}" if o.startswith("checkpoint=") else o
-                         for o in run.eval_overrides() if not o.startswith("hydra.")]
-            assert len(overrides) == len(run.eval) + 2
-            cfg = compose(config_name="eval", overrides=overrides)
-            assert cfg.checkpoint.endswith("/checkpoints/final.pt") and cfg.name == run.name
+# -------------------------------------------------------------------- commands
 
 
-def test_entries_name_the_captions_and_attention_they_ablate(registry):
-    assert "experiment=captions_regenerated" in registry["captions_regenerated"].train
-    assert "captions=kodak_detailed_v1" in registry["captions_regenerated"].eval
-    combo = registry["captions_regenerated_chunked_linformer"].train
-    assert {"text_encoder.max_tokens=chunked", "attention=linformer"} <= set(combo)
-
-
-@pytest.mark.parametrize("mutate, message", [
-    (lambda d: d["runs"][0].update(lmbdas=[0.1]), "unknown keys"),
-    (lambda d: d["runs"].append(copy.deepcopy(d["runs"][0])), "duplicate run names"),
-    (lambda d: d["runs"][0].update(needs=["a_gpu_farm"]), "not described under 'needs'"),
-    (lambda d: d["runs"][0]["train"].append("loss.lmbda=0.1"), "must not set loss.lmbda"),
-    (lambda d: d["runs"][0].update(lambdas=[]), "'lambdas' must be"),
-    (lambda d: d["runs"][0].update(device="tpu"), "'device' must be"),
-    (lambda d: d["runs"][0].update(name="Bad-Name"), "name must be"),
-    (lambda d: d.update(format="something else"), "not an ablation registry"),
-])
-def test_bad_registry_entries_are_rejected(mutate, message):
-    data = copy.deepcopy(RAW)
-    mutate(data)
-    with pytest.raises(RegistryError, match=message):
-        parse_registry(data)
-
-
-def test_unknown_placeholder_is_an_error(registry):
-    data = copy.deepcopy(RAW)
-    data["runs"][0]["train"] = ["trainer.init_from={nowhere}/x.pth"]
-    run = parse_registry(data).runs[0]
-    with pytest.raises(RegistryError, match="nowhere"):
-        run.train_overrides(0.0016)
-
-
-def test_commands_render_stages_and_placeholders(registry, monkeypatch):
+def test_commands_sweep_the_rate_points_and_resume(tmp_path, monkeypatch):
     monkeypatch.setenv("TACO_DATA", "/datasets")
-    monkeypatch.setenv("TACO_OFFICIAL", "/ckpt")
-    run = registry["finetune_official_tfidf_ner"]
-    commands = run.commands("runs/x")
-    assert [len(commands[s]) for s in ("prepare", "train", "eval", "record")] == [2, 5, 1, 1]
-    train = commands["train"][1]
-    assert train[:3] == ["python", "-m", "taco_plus.train"]
-    assert "trainer.init_from=/ckpt/taco_0.0016.pth" in train and "loss.lmbda=0.0016" in train
-    assert train[-1] == "run_dir=runs/x/finetune_official_tfidf_ner/lmbda_0.0016"
-    assert "/datasets/coco/annotations/captions_train2014.json" in commands["prepare"][0]
-    evaluate = commands["eval"][0]
-    assert evaluate[3] == "-m" and "hydra.sweep.dir=runs/x/finetune_official_tfidf_ner/eval" in evaluate
-    assert commands["record"][0][-3:] == ["runs/x/finetune_official_tfidf_ner/eval", "--name",
-                                          "finetune_official_tfidf_ner"]
-    text = format_commands(run, "runs/x")
-    assert "[ -e artefacts/weighting/tfidf_coco_train2014.json ] ||" in text
-    assert "'optim.scheduler.milestones=[4]'" in text  # shell-quoted
-
-
-def test_run_plan_skips_finished_points_and_filters_lambdas(registry, tmp_path):
-    run = registry["weighting_tfidf"]
+    run = load_run("weighting_tfidf")
+    assert run.prepare == ("taco-plus weights fit --weighting tfidf --captions "
+                           "/datasets/coco/annotations/captions_train2014.json "
+                           "--out artefacts/weighting/tfidf_coco_train2014.json",)
     (tmp_path / "artefacts" / "weighting").mkdir(parents=True)
-    (tmp_path / "artefacts" / "weighting" / "tfidf_coco_train2014.json").write_text("{}")
-    done = tmp_path / run.run_dir(0.0016) / "checkpoints"
+    (tmp_path / creates(run.prepare[0])).write_text("{}")
+    done = tmp_path / "runs/experiments/weighting_tfidf/lmbda_0.0016/checkpoints"
     done.mkdir(parents=True)
     (done / "final.pt").write_bytes(b"x")
-    plan = planned(run, ("prepare", "train", "eval", "record"), root=tmp_path)
-    assert [stage for stage, _, _ in plan] == ["prepare"] + ["train"] * 4 + ["eval", "record"]
-    skipped = {stage + (c[-1] if stage == "train" else "") for stage, c, skip in plan if skip}
-    assert skipped == {"prepare", f"trainrun_dir={run.run_dir(0.0016)}"}
-    only = planned(run, ("train",), lambdas=(0.004,), root=tmp_path)
-    assert len(only) == 1 and "loss.lmbda=0.004" in only[0][1]
-    with pytest.raises(ValueError, match="no rate point"):
-        planned(run, ("train",), lambdas=(0.5,), root=tmp_path)
-    assert executable(["python", "-m", "x"])[1:] == ["-m", "x"]
-    assert executable(["taco-plus", "weights"])[1:] == ["-m", "taco_plus", "weights"]
+    steps = plan(run, root=tmp_path)
+    assert [(stage, bool(skip)) for stage, _, skip in steps] == [("prepare", True), ("train", False),
+                                                                 ("eval", False), ("record", False)]
+    train = steps[1][1]
+    assert train[:6] == ["python", "-m", "taco_plus.train", "-m", "experiment=weighting_tfidf",
+                         "hydra.sweep.dir=runs/experiments/weighting_tfidf"]
+    assert train[-1] == "loss.lmbda=0.0004,0.0008,0.004,0.009,0.015"  # 0.0016 is done
+    evaluate = steps[2][1]
+    assert evaluate[3:5] == ["-m", "name=weighting_tfidf"] and "caption_sensitivity=true" in evaluate
+    assert evaluate[5] == "checkpoint=" + ",".join(f"runs/experiments/weighting_tfidf/lmbda_{v!r}/checkpoints/final.pt"
+                                                   for v in PAPER_LAMBDAS)
+    only = plan(run, ("train",), lambdas=(0.004,), root=tmp_path)
+    assert only[0][1][-1] == "loss.lmbda=0.004"
+    with pytest.raises(ValueError, match="rate points"):
+        plan(run, ("train",), lambdas=(0.5,), root=tmp_path)
 
 
-def test_cli_show_list_and_dry_run(capsys):
-    assert cli.main(["show", "linformer"]) == 0
+def test_finetuning_pairs_each_rate_point_with_its_released_checkpoint(monkeypatch):
+    monkeypatch.setenv("TACO_OFFICIAL", "/ckpt")
+    run = load_run("finetune_official_tfidf_ner", ["loss.lmbda=0.009"])
+    assert run.cfg.trainer.init_from == "/ckpt/taco_0.009.pth" and run.cfg.trainer.trainable == "adapter"
+    assert run.lambdas == (0.0008, 0.0016, 0.004, 0.009, 0.015)
+    assert run.needs == ("GPU training", "the released TACO checkpoints")
+
+
+def test_cli_show_list_and_dry_run(capsys, tmp_path):
+    assert cli.main(["show", "fix_mask_padding"]) == 0
     out = capsys.readouterr().out
-    assert "python -m taco_plus.train experiment=linformer loss.lmbda=0.0004 " \
-           "run_dir=runs/experiments/linformer/lmbda_0.0004" in out
-    assert cli.main(["run", "linformer", "--dry-run", "--stage", "eval", "--runs-dir", "/nonexistent"]) == 0
+    assert "base: taco_baseline; changes: model.mask_padding=True" in out
+    assert "python -m taco_plus.train -m experiment=fix_mask_padding hydra.sweep.dir=runs/experiments/" \
+           "fix_mask_padding 'hydra.sweep.subdir=lmbda_${loss.lmbda}'" in out
+    assert cli.main(["run", "linformer", "--dry-run", "--stage", "eval", "--runs-dir", str(tmp_path)]) == 0
     assert "[eval] python -m taco_plus.evaluate -m name=linformer" in capsys.readouterr().out
     assert cli.main(["show", "no_such_run"]) == 2
-    assert "no run 'no_such_run'" in capsys.readouterr().err
-    assert cli.main(["--registry", str(FIXTURES), "--ablations", str(FIXTURES / "ablations.yaml"), "list"]) == 0
-    out = capsys.readouterr().out
-    assert "not run: needs GPU training, see experiments/README.md#linformer" in out and "GPU h" in out
-
-
-def test_cost_follows_the_config_and_the_measured_flops():
-    registry = load_registry(FIXTURES / "ablations.yaml")
-    results = ResultsRegistry(FIXTURES)
-    step_time = results.json("cost/step_time.json")
-    images = training_images(step_time, 256)
-    assert images == round(82783 * 0.9)
-    base = run_cost(registry["taco_baseline"], registry, results, step_time)
-    assert base.steps_per_model == 50 * (images // 8)
-    assert base.gpu_hours == pytest.approx(3 * base.steps_per_model * 2.0e12 / 20e12 / 3600)
-    finetune = run_cost(registry["finetune_official_control"], registry, results, step_time)
-    assert finetune.steps_per_model == 5 * (images // 8) and finetune.relative_step_flops == pytest.approx(0.75)
-    quick = run_cost(registry["quickstart"], registry, results, step_time)
-    assert quick.device == "cpu" and quick.steps_per_model == 300 and quick.gpu_hours is None
+    assert "no registered run 'no_such_run'" in capsys.readouterr().err

@@ -10,27 +10,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from taco_plus.results import (
-    CSV_COLUMNS,
-    bd_rate,
-    derangement,
-    list_references,
-    load_reference,
-    load_results,
-    make_results,
-    merge_results,
-    read_per_image_csv,
-    save_results,
-    sensitivity_table,
-    summarize,
-    write_per_image_csv,
-    write_sensitivity,
-)
-from taco_plus.results import bdrate as bdrate_cli
-from taco_plus.results import merge as merge_cli
-from taco_plus.results import sensitivity as sensitivity_cli
+from taco_plus.results.bdrate import bd_rate
+from taco_plus.results.format import list_references, load_reference, load_results, make_results, merge_results, \
+    save_results
+from taco_plus.results.per_image import CSV_COLUMNS, read_per_image_csv, summarize, write_per_image_csv
 from taco_plus.results.plot import main as plot_main
 from taco_plus.results.plot import plot_rd
+from taco_plus.results.sensitivity import derangement, sensitivity_table, write_sensitivity
 from tests.conftest import shared_path
 
 ELIC_BPP = [0.1235, 0.1965, 0.3337, 0.4908, 0.7041, 0.8573]
@@ -73,13 +59,13 @@ def test_bd_rate_bad_inputs():
         bd_rate([0.1, 0.2], [28, 29], [0.1, 0.2], [28, 29], "linear")
 
 
-def test_bdrate_cli_with_reference_anchor(tmp_path, capsys):
+def test_bd_rate_on_results_files_through_compare(tmp_path, capsys):
+    from taco_plus.experiments import __main__ as experiments
+
     mine = make_results("mine", {"bpp": [0.9 * b for b in ELIC_BPP], "psnr-rgb": ELIC_PSNR})
     path = save_results(mine, tmp_path / "mine.json")
-    assert bdrate_cli.main(["elic_paper", str(path)]) == 0
+    assert experiments.main(["compare", "elic_paper", str(path)]) == 0
     assert "-10.00%" in capsys.readouterr().out
-    assert bdrate_cli.main(["elic_paper", str(path), "--metric", "lpips"]) == 2
-    assert "no 'lpips' values" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- results files
@@ -113,9 +99,6 @@ def test_merge_sorts_by_bpp_and_keeps_common_metrics(tmp_path):
     assert merged["results"] == {"bpp": [0.2, 0.5], "psnr-rgb": [30.0, 34.0]}
     assert [p["l"] for p in merged["meta"]["points"]] == [1, 2]
     assert merged["meta"]["dropped_metrics"] == ["lpips"]
-    out = tmp_path / "curve.json"
-    assert merge_cli.main([str(hi), str(lo), "-o", str(out)]) == 0
-    assert load_results(out)["results"]["bpp"] == [0.2, 0.5]
 
 
 def test_per_image_csv_round_trip_and_summary(tmp_path):
@@ -187,6 +170,10 @@ def test_rd_plot_written_with_references(tmp_path):
     assert plot_main(["--metric", "lpips", "--reference", "all", "-o", str(tmp_path / "lp.png")]) == 0
     assert (tmp_path / "lp.png").stat().st_size > 10_000
     assert plot_main([str(mine), "--metric", "lpips", "-o", str(tmp_path / "x.png")]) == 2
+    # several metrics: one panel each, a results file drawn where it has the metric
+    out = plot_rd([mine], tmp_path / "panels.png", ["psnr-rgb", "lpips"], ["taco_released_lpips_ref"])
+    with Image.open(out) as im:
+        assert im.size[0] > 1.5 * im.size[1]  # two panels side by side
 
 
 # ---------------------------------------------------------------- sensitivity
@@ -219,13 +206,3 @@ def test_sensitivity_table_three_rows(tmp_path):
     assert len(csv_path.read_text().splitlines()) == 4
     with pytest.raises(ValueError, match="different images"):
         sensitivity_table({"real": _rows([0.2], [30.0], [0.1]), "empty": _rows([0.2, 0.3], [30.0, 1], [0.1, 1])})
-
-
-def test_sensitivity_cli_reads_per_image_csvs(tmp_path, capsys):
-    for mode, shift in (("real", 0.0), ("empty", 0.01), ("other", 0.02)):
-        rows = [dict(r, height=8, width=8, bytes=1, ms_ssim=None, enc_ms=1.0, dec_ms=1.0)
-                for r in _rows([0.2 + shift, 0.4 + shift], [30.0, 32.0], [0.1, 0.2])]
-        write_per_image_csv(rows, tmp_path / mode / "per_image.csv")
-    assert sensitivity_cli.main([str(tmp_path)]) == 0
-    assert "| other | 2 |" in capsys.readouterr().out
-    assert (tmp_path / "sensitivity.md").is_file() and (tmp_path / "sensitivity.csv").is_file()

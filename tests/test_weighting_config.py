@@ -57,6 +57,7 @@ def config_dir(tmp_path):
     (root / "experiment").mkdir()
     for name in EXPERIMENTS:
         shutil.copy(CONFIGS / "experiment" / f"{name}.yaml", root / "experiment")
+    (root / "experiment" / "taco_baseline.yaml").write_text("# @package _global_\n")  # their base, stubbed
     (root / "train.yaml").write_text(STUB, encoding="utf-8")
     return root
 

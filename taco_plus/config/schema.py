@@ -198,6 +198,22 @@ class TrainerConfig:
     stop_signals: List[str] = field(default_factory=lambda: ["SIGTERM", "SIGUSR1", "SIGUSR2"])
 
 
+# ------------------------------------------------------------ study run
+@dataclass
+class RunMeta:
+    """What a registered run is (``experiment/<name>.yaml``), read by ``taco_plus.experiments``.
+
+    A run's base is the experiment its defaults list includes; ``changes`` lists the
+    config groups and dotted keys in which it differs from that base (a test holds each
+    run to it). Commands may use interpolations (``${weighting.artefact}``).
+    """
+
+    title: str = ""
+    changes: List[str] = field(default_factory=list)
+    eval: List[str] = field(default_factory=lambda: ["caption_sensitivity=true"])  # evaluate overrides
+    prepare: List[str] = field(default_factory=list)  # one-off commands; skipped when their --out exists
+
+
 # ---------------------------------------------------------------- root
 @dataclass
 class ComponentGroups:
@@ -220,3 +236,4 @@ class TrainConfig(ComponentGroups):
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     name: str = "train"
     run_dir: Optional[str] = None  # default: Hydra's output directory
+    meta: RunMeta = field(default_factory=RunMeta)

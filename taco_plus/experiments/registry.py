@@ -1,276 +1,204 @@
-"""The ablation registry: ``experiments/ablations.yaml`` as typed entries and commands.
+"""The registered runs of the study: the experiment files ``taco_plus/configs/experiment/*.yaml``.
 
-Each entry is one run of the study: the Hydra overrides that train it (one model per
-rate point λ), the overrides that evaluate it, what it changes, what it needs, and the
-step-time profile its cost is estimated from. :meth:`Ablation.commands` renders the
-exact shell commands (prepare -> train per λ -> evaluate -> record); the tests
-compose every override list against ``taco_plus/configs/`` so a command in the registry cannot
-silently rot.
+An experiment file is the one definition of a run. It is a delta on its *base* (the
+experiment its defaults list includes: ``- taco_baseline``), with ``override`` lines and
+only the keys that differ, a ``meta`` node (:class:`taco_plus.config.schema.RunMeta`:
+title, the groups/keys it ``changes``, evaluation overrides, one-off ``prepare``
+commands) and its rate points as a Hydra sweep (``hydra.sweeper.params.loss.lmbda``), so
+``python -m taco_plus.train -m experiment=NAME`` trains every point. Everything else is
+derived from the composed config: what a run needs (GPU training unless
+``trainer.device=cpu``, the released checkpoints when ``trainer.init_from`` is set, the
+OpenAI API when it regenerates captions) and its exact commands::
+
+    prepare   each meta.prepare command, skipped when the file after --out exists
+    train     python -m taco_plus.train -m experiment=NAME hydra.sweep.dir=RUNS/NAME hydra.sweep.subdir=lmbda_${loss.lmbda}
+    eval      python -m taco_plus.evaluate -m name=NAME checkpoint=<every final.pt> <meta.eval> hydra.sweep.dir=RUNS/NAME/eval
+    record    python -m taco_plus.experiments record RUNS/NAME/eval --name NAME
 """
 
 from __future__ import annotations
 
-import os
 import shlex
-from dataclasses import dataclass, field
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Optional, Sequence
 
 import yaml
+from omegaconf import DictConfig, OmegaConf
 
-from taco_plus.experiments.paths import ABLATIONS_FILE
+from taco_plus.config import CONFIG_DIR, compose
 
-FORMAT = "taco-plus/ablations"
-DEVICES = ("gpu", "cpu")
-DEFAULT_RUNS_DIR = "runs/experiments"
-
-
-class RegistryError(ValueError):
-    """``experiments/ablations.yaml`` is malformed; the message names the entry and key."""
+EXPERIMENT_DIR = CONFIG_DIR / "experiment"
+RUNS_DIR = "runs/experiments"
+STAGES = ("prepare", "train", "eval", "record")
 
 
-@dataclass(frozen=True)
-class Prepare:
-    """A one-off command an entry needs before training (an artefact fit, a caption set).
-
-    Args:
-        command: shell command with ``{data}``/``{official}`` placeholders.
-        creates: the file it writes; the step is skipped when it exists.
-    """
-
-    command: str
-    creates: str
+def lambda_label(lmbda: float) -> str:
+    """λ as it names a run folder (``lmbda_0.0016``): Python's shortest repr."""
+    return f"lmbda_{float(lmbda)!r}"
 
 
 @dataclass(frozen=True)
-class Ablation:
-    """One run of the ablation study (one entry of ``ablations.yaml``).
+class Run:
+    """One registered run (one experiment file).
 
     Args:
-        name: run name; its results land in ``experiments/results/<name>/``.
+        name: the file stem; results land in ``experiments/results/<name>/``.
         title: short label for tables and plots.
-        ablation: which study it belongs to (baseline, attention, weighting, captions,
-            combination, finetune, quickstart).
-        changes: what differs from the baseline, in words.
-        train: Hydra overrides of ``python -m taco_plus.train`` (placeholders allowed).
-        lambdas: rate points; one model is trained per λ.
-        eval: Hydra overrides of ``python -m taco_plus.evaluate``.
-        device: ``gpu`` or ``cpu`` (what the training is meant to run on).
-        cost_profile: key of ``taco_plus.experiments.step_time.PROFILES``.
-        needs: keys of the registry's ``needs`` table (why it may not have been run).
-        prepare: one-off commands before training.
+        base: the run it is a delta on (None for an anchor).
+        changes: config groups / dotted keys in which it differs from ``base``.
+        lambdas: its rate points (one model each).
+        eval: overrides of ``python -m taco_plus.evaluate``.
+        prepare: one-off commands, interpolations resolved.
+        needs: what running it takes beyond this machine, in words.
+        cfg: the composed training config (hydra node included).
     """
 
     name: str
     title: str
-    ablation: str
-    changes: str
-    train: tuple[str, ...]
+    base: Optional[str]
+    changes: tuple[str, ...]
     lambdas: tuple[float, ...]
     eval: tuple[str, ...]
-    device: str
-    cost_profile: str
-    needs: tuple[str, ...] = ()
-    prepare: tuple[Prepare, ...] = ()
+    prepare: tuple[str, ...]
+    needs: tuple[str, ...]
+    cfg: DictConfig
 
-    # -------------------------------------------------------------- commands
-    def train_overrides(self, lmbda: float, placeholders: Optional[Mapping[str, str]] = None) -> list[str]:
-        """The training overrides of rate point ``lmbda`` with placeholders filled in."""
-        values = {**default_placeholders(), **dict(placeholders or {}), "lmbda": format_lambda(lmbda)}
-        return [render(o, values) for o in self.train] + [f"loss.lmbda={format_lambda(lmbda)}"]
+    def change_text(self) -> str:
+        """``attention=linformer, model.mask_padding=True``: each declared change and its value."""
+        choices = self.cfg.hydra.runtime.choices
+        raw = OmegaConf.to_container(self.cfg, resolve=False)
+        parts = []
+        for entry in self.changes:
+            if entry in choices:
+                parts.append(f"{entry}={choices[entry]}")
+            else:
+                value: Any = raw
+                for key in entry.split("."):
+                    value = value[key]
+                parts.append(f"{entry}={value}")
+        return ", ".join(parts) or "(anchor)"
 
-    def run_dir(self, lmbda: float, runs_dir: str = DEFAULT_RUNS_DIR) -> str:
-        return f"{runs_dir}/{self.name}/lmbda_{format_lambda(lmbda)}"
+    def checkpoints(self, runs_dir: str = RUNS_DIR) -> list[str]:
+        return [f"{runs_dir}/{self.name}/{lambda_label(lam)}/checkpoints/final.pt" for lam in self.lambdas]
 
-    def checkpoints(self, runs_dir: str = DEFAULT_RUNS_DIR) -> list[str]:
-        return [f"{self.run_dir(lam, runs_dir)}/checkpoints/final.pt" for lam in self.lambdas]
-
-    def eval_dir(self, runs_dir: str = DEFAULT_RUNS_DIR) -> str:
-        return f"{runs_dir}/{self.name}/eval"
-
-    def eval_overrides(self, runs_dir: str = DEFAULT_RUNS_DIR, placeholders: Optional[Mapping[str, str]] = None) -> list[str]:
-        values = {**default_placeholders(), **dict(placeholders or {})}
-        return [f"name={self.name}", "checkpoint=" + ",".join(self.checkpoints(runs_dir)),
-                *[render(o, values) for o in self.eval], f"hydra.sweep.dir={self.eval_dir(runs_dir)}"]
-
-    def commands(
-        self, runs_dir: str = DEFAULT_RUNS_DIR, placeholders: Optional[Mapping[str, str]] = None
-    ) -> dict[str, list[list[str]]]:
-        """Argument lists per stage: ``prepare``, ``train`` (one per λ), ``eval``, ``record``."""
-        values = {**default_placeholders(), **dict(placeholders or {})}
+    def commands(self, runs_dir: str = RUNS_DIR, lambdas: Sequence[float] = ()) -> dict[str, list[list[str]]]:
+        """Argument lists per stage; ``lambdas`` restricts training to those rate points."""
+        train = ["python", "-m", "taco_plus.train", "-m", f"experiment={self.name}",
+                 f"hydra.sweep.dir={runs_dir}/{self.name}", "hydra.sweep.subdir=lmbda_${loss.lmbda}"]
+        if lambdas:
+            train.append("loss.lmbda=" + ",".join(repr(float(v)) for v in lambdas))
+        eval_dir = f"{runs_dir}/{self.name}/eval"
         return {
-            "prepare": [shlex.split(render(p.command, values)) for p in self.prepare],
-            "train": [
-                ["python", "-m", "taco_plus.train", *self.train_overrides(lam, values),
-                 f"run_dir={self.run_dir(lam, runs_dir)}"]
-                for lam in self.lambdas
-            ],
-            "eval": [["python", "-m", "taco_plus.evaluate", "-m", *self.eval_overrides(runs_dir, values)]],
-            "record": [["python", "-m", "taco_plus.experiments", "record", self.eval_dir(runs_dir),
-                        "--name", self.name]],
+            "prepare": [shlex.split(c) for c in self.prepare],
+            "train": [train],
+            "eval": [["python", "-m", "taco_plus.evaluate", "-m", f"name={self.name}",
+                      "checkpoint=" + ",".join(self.checkpoints(runs_dir)), *self.eval,
+                      f"hydra.sweep.dir={eval_dir}"]],
+            "record": [["python", "-m", "taco_plus.experiments", "record", eval_dir, "--name", self.name]],
         }
 
-    @property
-    def dataset(self) -> str:
-        """The evaluation dataset: the ``data=`` choice of its eval overrides (eval.yaml: kodak)."""
-        choices = [o.split("=", 1)[1] for o in self.eval if o.startswith("data=")]
-        return choices[-1] if choices else "kodak"
 
-    def anchor(self) -> str:
-        """The heading anchor of this run in ``experiments/README.md`` (heading ``### <name>``)."""
-        return self.name
+def creates(command: str) -> Optional[str]:
+    """The file a prepare command writes (the argument after ``--out``)."""
+    words = shlex.split(command)
+    return words[words.index("--out") + 1] if "--out" in words[:-1] else None
 
 
-@dataclass(frozen=True)
-class Registry:
-    """The parsed ``ablations.yaml``.
+def base_of(name: str) -> Optional[str]:
+    """The experiment that ``name``'s defaults list includes, if any."""
+    data = yaml.safe_load((EXPERIMENT_DIR / f"{name}.yaml").read_text(encoding="utf-8")) or {}
+    bases = [d.removeprefix("/experiment/") for d in data.get("defaults") or [] if isinstance(d, str) and d != "_self_"]
+    return bases[0] if bases else None
 
-    Args:
-        runs: entries in file order.
-        cost_model: the ``cost_model`` node (step-time file, assumed GPU throughput).
-        needs: reason key -> human text ("needs GPU training").
-        path: the file read.
-    """
 
-    runs: tuple[Ablation, ...]
-    cost_model: Mapping[str, Any]
-    needs: Mapping[str, str]
-    path: Path
-    by_name: Mapping[str, Ablation] = field(init=False, repr=False)
+def load_run(name: str, overrides: Sequence[str] = ()) -> Run:
+    """Composes ``experiment=name`` (plus ``overrides``) into a :class:`Run`."""
+    if not (EXPERIMENT_DIR / f"{name}.yaml").is_file():
+        known = ", ".join(run_names())
+        raise KeyError(f"no registered run {name!r} (no {EXPERIMENT_DIR / name}.yaml); known: {known}")
+    cfg = compose([f"experiment={name}", *overrides], return_hydra_config=True)
+    if cfg.name != name:
+        raise ValueError(f"experiment/{name}.yaml sets name={cfg.name!r}: a run's name is its file name")
+    sweep = cfg.hydra.sweeper.params or {}
+    lambdas = tuple(float(v) for v in str(sweep["loss.lmbda"]).split(",")) if "loss.lmbda" in sweep \
+        else (float(cfg.loss.lmbda),)
+    prepare = tuple(cfg.meta.prepare)
+    needs = ["GPU training"] if cfg.trainer.device != "cpu" else []
+    if cfg.trainer.init_from is not None:
+        needs.append("the released TACO checkpoints")
+    if any(c.startswith("taco-plus captions regenerate") for c in prepare):
+        needs.append("the OpenAI API (caption regeneration)")
+    return Run(name, cfg.meta.title or name, base_of(name), tuple(cfg.meta.changes), lambdas, tuple(cfg.meta.eval),
+               prepare, tuple(needs), cfg)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "by_name", {r.name: r for r in self.runs})
 
-    def __getitem__(self, name: str) -> Ablation:
+def run_names() -> list[str]:
+    return sorted(p.stem for p in EXPERIMENT_DIR.glob("*.yaml"))
+
+
+def load_runs() -> tuple[dict[str, Run], dict[str, str]]:
+    """Every registered run, and the runs whose config does not compose (name -> error)."""
+    runs, broken = {}, {}
+    for name in run_names():
         try:
-            return self.by_name[name]
-        except KeyError:
-            raise KeyError(f"no run {name!r} in {self.path}; known: {', '.join(self.by_name)}") from None
-
-    def __contains__(self, name: object) -> bool:
-        return name in self.by_name
-
-    def __iter__(self):
-        return iter(self.runs)
-
-    def not_run_reason(self, run: Ablation, readme: str = "experiments/README.md") -> str:
-        """Why ``run`` has no results: its needs, and where to read how to run it."""
-        reasons = [self.needs.get(n, n) for n in run.needs] or ["not recorded yet"]
-        return f"not run: {'; '.join(reasons)}, see {readme}#{run.anchor()}"
+            runs[name] = load_run(name)
+        except Exception as err:  # noqa: BLE001 - listed with its reason, never hidden
+            broken[name] = f"{type(err).__name__}: {str(err).splitlines()[0]}"
+    return runs, broken
 
 
-def format_lambda(lmbda: float) -> str:
-    """λ as Python prints it (``0.0016``), the form used in run folder names."""
-    return repr(float(lmbda))
+def not_run_reason(run: Run) -> str:
+    return "not run: needs " + "; ".join(run.needs) if run.needs else "not recorded yet"
 
 
-def default_placeholders() -> dict[str, str]:
-    """``{data}`` from ``$TACO_DATA`` (default ``data``), ``{official}`` from ``$TACO_OFFICIAL``."""
-    return {"data": os.environ.get("TACO_DATA", "data"),
-            "official": os.environ.get("TACO_OFFICIAL", "checkpoints/official")}
+def executable(command: Sequence[str]) -> list[str]:
+    """The printed command with ``python`` / ``taco-plus`` mapped to this interpreter."""
+    if command[0] == "python":
+        return [sys.executable, *command[1:]]
+    if command[0] == "taco-plus":
+        return [sys.executable, "-m", "taco_plus", *command[1:]]
+    return list(command)
 
 
-def render(text: str, values: Mapping[str, str]) -> str:
-    """Fills ``{name}`` placeholders; an unknown one is an error naming it."""
-    try:
-        return text.format(**values)
-    except KeyError as err:
-        raise RegistryError(f"unknown placeholder {{{err.args[0]}}} in {text!r}") from None
+def plan(run: Run, stages: Sequence[str] = STAGES, lambdas: Sequence[float] = (), runs_dir: str = RUNS_DIR,
+         root: Path = Path(".")) -> list[tuple[str, list[str], str]]:
+    """(stage, command, skip reason or "") in execution order.
 
-
-def _strings(value: Any, where: str) -> tuple[str, ...]:
-    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
-        raise RegistryError(f"{where}: expected a list of non-empty strings, got {value!r}")
-    return tuple(value)
-
-
-def _parse_run(raw: Any, defaults: Mapping[str, Any], index: int) -> Ablation:
-    if not isinstance(raw, dict):
-        raise RegistryError(f"runs[{index}]: expected a mapping, got {type(raw).__name__}")
-    name = raw.get("name")
-    where = f"runs[{index}] ({name})"
-    known = {"name", "title", "ablation", "changes", "train", "lambdas", "eval", "device", "cost_profile",
-             "needs", "prepare"}
-    unknown = sorted(set(raw) - known)
+    A prepare step whose output exists and a rate point whose ``final.pt`` exists are
+    skipped, so an interrupted study resumes where it stopped.
+    """
+    unknown = sorted(set(stages) - set(STAGES)) + sorted(set(map(float, lambdas)) - set(run.lambdas))
     if unknown:
-        raise RegistryError(f"{where}: unknown keys {unknown}")
-    entry = {**defaults, **raw}
-    for key in ("name", "title", "ablation", "changes"):
-        if not isinstance(entry.get(key), str) or not entry[key].strip():
-            raise RegistryError(f"{where}: '{key}' must be a non-empty string")
-    if not name.replace("_", "").isalnum() or name != name.lower():
-        raise RegistryError(f"{where}: name must be lower-case letters, digits and '_'")
-    lambdas = entry.get("lambdas")
-    if not isinstance(lambdas, list) or not lambdas or not all(
-        isinstance(v, (int, float)) and v > 0 for v in lambdas
-    ):
-        raise RegistryError(f"{where}: 'lambdas' must be a non-empty list of positive numbers")
-    if len(set(lambdas)) != len(lambdas):
-        raise RegistryError(f"{where}: repeated λ in {lambdas}")
-    if entry.get("device") not in DEVICES:
-        raise RegistryError(f"{where}: 'device' must be one of {DEVICES}")
-    prepare = []
-    for j, p in enumerate(entry.get("prepare") or []):
-        if not isinstance(p, dict) or set(p) != {"command", "creates"}:
-            raise RegistryError(f"{where}: prepare[{j}] needs exactly 'command' and 'creates'")
-        prepare.append(Prepare(str(p["command"]), str(p["creates"])))
-    train = _strings(entry.get("train"), f"{where}.train")
-    if any(o.split("=", 1)[0].lstrip("+~") in ("loss.lmbda", "run_dir") for o in train):
-        raise RegistryError(f"{where}: 'train' must not set loss.lmbda or run_dir (they come from 'lambdas')")
-    return Ablation(
-        name=name, title=entry["title"].strip(), ablation=entry["ablation"], changes=" ".join(entry["changes"].split()),
-        train=train, lambdas=tuple(float(v) for v in lambdas), eval=_strings(entry.get("eval"), f"{where}.eval"),
-        device=entry["device"], cost_profile=str(entry.get("cost_profile")),
-        needs=_strings(entry.get("needs") or [], f"{where}.needs"),
-        prepare=tuple(prepare),
-    )
+        raise ValueError(f"run {run.name!r}: unknown stages or rate points {unknown} (stages {STAGES}, "
+                         f"rate points {list(run.lambdas)})")
+    todo = [v for v in (lambdas or run.lambdas)
+            if not (root / f"{runs_dir}/{run.name}/{lambda_label(v)}/checkpoints/final.pt").exists()]
+    commands = run.commands(runs_dir, todo if list(todo) != list(run.lambdas) else ())
+    steps = []
+    if "prepare" in stages:
+        for text, command in zip(run.prepare, commands["prepare"]):
+            out = creates(text)
+            steps.append(("prepare", command, f"{out} exists" if out and (root / out).exists() else ""))
+    if "train" in stages:
+        steps.append(("train", commands["train"][0], "" if todo else "every rate point has its final.pt"))
+    steps += [(stage, commands[stage][0], "") for stage in ("eval", "record") if stage in stages]
+    return steps
 
 
-def parse_registry(data: Any, path: Path = ABLATIONS_FILE) -> Registry:
-    """Validates the loaded YAML; raises :class:`RegistryError` naming the problem."""
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise RegistryError(f"{path}: not an ablation registry (format must be {FORMAT!r})")
-    if data.get("format_version") != 1:
-        raise RegistryError(f"{path}: unsupported format_version {data.get('format_version')!r}")
-    defaults = data.get("defaults") or {}
-    runs = [_parse_run(r, defaults, i) for i, r in enumerate(data.get("runs") or [])]
-    if not runs:
-        raise RegistryError(f"{path}: no runs")
-    names = [r.name for r in runs]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise RegistryError(f"{path}: duplicate run names {duplicates}")
-    needs = {str(k): str(v) for k, v in (data.get("needs") or {}).items()}
-    for r in runs:
-        missing = [n for n in r.needs if n not in needs]
-        if missing:
-            raise RegistryError(f"{path}: run {r.name!r} needs {missing}, not described under 'needs'")
-    return Registry(tuple(runs), dict(data.get("cost_model") or {}), needs, Path(path))
-
-
-def load_registry(path: str | os.PathLike = ABLATIONS_FILE) -> Registry:
-    """Reads ``experiments/ablations.yaml`` (or another registry file)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ablation registry not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise RegistryError(f"{path}: invalid YAML: {err}") from None
-    return parse_registry(data, path)
-
-
-def format_commands(run: Ablation, runs_dir: str = DEFAULT_RUNS_DIR) -> str:
-    """The run's commands as shell lines, stage by stage (``show``)."""
-    lines = []
-    for stage, commands in run.commands(runs_dir).items():
-        lines.append(f"# {stage}")
-        if stage == "prepare":
-            lines += [f"[ -e {shlex.quote(p.creates)} ] || {shlex.join(c)}" for p, c in zip(run.prepare, commands)]
-        else:
-            lines += [shlex.join(c) for c in commands]
-    return "\n".join(lines)
-
-
-__all__ = ["Ablation", "Prepare", "Registry", "RegistryError", "format_commands", "format_lambda",
-           "load_registry", "parse_registry", "render"]
+def execute(run: Run, stages: Sequence[str] = STAGES, lambdas: Sequence[float] = (), runs_dir: str = RUNS_DIR,
+            dry_run: bool = False, force_record: bool = False) -> int:
+    """Runs (or prints) the plan; stops at the first failing command with its exit status."""
+    for stage, command, skip in plan(run, stages, lambdas, runs_dir):
+        command = [*command, "--force"] if stage == "record" and force_record else command
+        print(f"[{stage}] {'skip (' + skip + '): ' if skip else ''}{shlex.join(command)}", flush=True)
+        if skip or dry_run:
+            continue
+        code = subprocess.call(executable(command))
+        if code != 0:
+            print(f"[{stage}] failed with exit status {code}; fix it and re-run (finished steps are skipped)",
+                  file=sys.stderr)
+            return code
+    return 0

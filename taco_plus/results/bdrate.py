@@ -13,26 +13,16 @@ Two interpolations:
 * ``"cubic"``: the original least-squares cubic polynomial; needs 4 points.
 
 The metric may improve upwards (PSNR) or downwards (LPIPS): only the shared
-interval matters. Each curve must be monotonic in the metric.
-
-Usage::
-
-    python -m taco_plus.results.bdrate anchor.json test.json --metric psnr-rgb
-    python -m taco_plus.results.bdrate elic_paper mine.json   # shipped reference as anchor
+interval matters. Each curve must be monotonic in the metric. On results files:
+``python -m taco_plus.experiments compare anchor.json test.json`` (every metric).
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
-from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 from scipy.interpolate import PchipInterpolator
-
-from taco_plus.results.format import curve, load_results
-from taco_plus.results.reference_curves import list_references, load_reference
 
 METHODS = ("pchip", "cubic")
 
@@ -91,43 +81,3 @@ def bd_rate(
         )
     mean_diff = (_integral(m_t, r_t, lo, hi, method) - _integral(m_a, r_a, lo, hi, method)) / (hi - lo)
     return float((np.exp(mean_diff) - 1.0) * 100.0)
-
-
-def load_curve_source(source: str | Path) -> dict[str, Any]:
-    """A results file path, or the name of a shipped reference curve."""
-    if str(source) in list_references() and not Path(source).exists():
-        return load_reference(str(source))
-    return load_results(source)
-
-
-def bd_rate_results(
-    anchor: Mapping[str, Any], test: Mapping[str, Any], metric: str = "psnr-rgb", method: str = "pchip"
-) -> float:
-    """BD-rate (percent) between two loaded results dicts on ``metric``."""
-    rate_a, values_a = curve(anchor, metric)
-    rate_t, values_t = curve(test, metric)
-    return bd_rate(rate_a, values_a, rate_t, values_t, method)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m taco_plus.results.bdrate",
-        description="BD-rate (percent) of TEST against ANCHOR; negative = TEST saves bits.",
-    )
-    parser.add_argument("anchor", help=f"results JSON or a reference name ({', '.join(list_references())})")
-    parser.add_argument("test", help="results JSON or a reference name")
-    parser.add_argument("--metric", default="psnr-rgb", help="quality metric key (default psnr-rgb)")
-    parser.add_argument("--method", choices=METHODS, default="pchip")
-    args = parser.parse_args(argv)
-    try:
-        anchor, test = load_curve_source(args.anchor), load_curve_source(args.test)
-        value = bd_rate_results(anchor, test, args.metric, args.method)
-    except (OSError, KeyError, ValueError) as err:
-        print(f"bdrate: error: {err.args[0] if isinstance(err, KeyError) else err}", file=sys.stderr)
-        return 2
-    print(f"BD-rate ({args.metric}, {args.method}) of {test['name']} vs {anchor['name']}: {value:+.2f}%")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

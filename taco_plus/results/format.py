@@ -17,6 +17,10 @@ follow CompressAI (``psnr-rgb``, ``ms-ssim-rgb``, times in seconds) plus
 ``lpips``, ``clip_score`` and ``fid``. Values that could not be computed (MS-SSIM
 on images under 161 px, say) are written as ``null``, never as ``NaN``, so strict
 JSON readers accept the file; :func:`curve` drops them.
+
+Published reference curves (Kodak) ship in ``reference/``, copied from the design
+notes' table (each file's ``description`` says where from); TACO's released-checkpoint
+LPIPS values use the reference code's LPIPS convention ([0, 1] inputs).
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ METRIC_LABELS = {
 }
 # Metrics where a smaller value is better (used for plot legends and docs).
 LOWER_IS_BETTER = {"lpips", "fid", "encoding_time", "decoding_time"}
+REFERENCE_DIR = Path(__file__).with_name("reference")
 
 
 def _json_value(value: Any) -> Any:
@@ -116,6 +121,26 @@ def load_results(path: str | os.PathLike) -> dict[str, Any]:
     data.setdefault("name", path.stem)
     data.setdefault("description", "")
     return data
+
+
+def list_references() -> dict[str, Path]:
+    """Shipped reference curve names (file stems, e.g. ``"elic_paper"``) -> their files."""
+    return {p.stem: p for p in sorted(REFERENCE_DIR.glob("*.json"))}
+
+
+def load_reference(name: str) -> dict[str, Any]:
+    """Loads a shipped reference curve by name."""
+    available = list_references()
+    if name not in available:
+        raise KeyError(f"unknown reference curve {name!r}; available: {', '.join(available)}")
+    return load_results(available[name])
+
+
+def load_curve(source: str | os.PathLike) -> dict[str, Any]:
+    """A results file, or the name of a shipped reference curve."""
+    if str(source) in list_references() and not Path(source).exists():
+        return load_reference(str(source))
+    return load_results(source)
 
 
 def curve(data: Mapping[str, Any], metric: str) -> tuple[np.ndarray, np.ndarray]:

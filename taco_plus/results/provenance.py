@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -28,9 +28,9 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def git_commit(repo: str | os.PathLike = REPO_ROOT) -> Optional[str]:
-    """``HEAD`` of the repository holding the code (``+dirty`` if modified), or None
-    when this is not a git checkout (an installed package) or git is missing."""
+def git_commit(repo: str | os.PathLike = PACKAGE_DIR) -> Optional[str]:
+    """``HEAD`` of the checkout holding the code (``+dirty`` if modified), or None when the
+    package is not in a git checkout (an installed wheel) or git is missing."""
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10, check=True

@@ -3,8 +3,7 @@
 Examples::
 
     python -m taco_plus.train experiment=taco_baseline loss.lmbda=0.0004
-    python -m taco_plus.train -m experiment=taco_baseline \\
-        loss.lmbda=0.0004,0.0008,0.0016,0.004,0.009,0.015
+    python -m taco_plus.train -m experiment=taco_baseline     # its six rate points (its sweep)
     torchrun --nproc_per_node=4 -m taco_plus.train experiment=taco_baseline
 
 Stopped by a signal (``trainer.stop_signals``), the run writes ``last.pt`` and ends as
@@ -20,7 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
-from taco_plus.config import CONFIG_DIR  # importing it registers the schemas
+from taco_plus.config import CONFIG_PATH  # importing it registers the schemas
 from taco_plus.train.preemption import TrainingInterrupted
 from taco_plus.train.run import train
 
@@ -37,7 +36,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
             ClipWeightsUnavailableError, NonFiniteLossError)
 
 
-@hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
+@hydra.main(config_path=CONFIG_PATH, config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     run_dir = cfg.get("run_dir") or HydraConfig.get().runtime.output_dir
     try:
