@@ -7,7 +7,7 @@ components built by :func:`taco_plus.train.run.build_components` from
 ``experiment=taco_baseline`` (N=192, M=320, CLIP ViT-B/32, batch 8, 256x256 crops) plus
 one override per variant:
 
-* every option of the ``attention`` group (``configs/attention/*.yaml``);
+* every option of the ``attention`` group (``taco_plus/configs/attention/*.yaml``);
 * ``elic``, the baseline: CompressAI's ``Elic2022Official`` with the same N, M and channel
   groups and the rate-distortion loss alone (no text adapter, no LPIPS, no CLIP loss);
   the trainer still encodes the captions, with the tiny text tower (negligible), and
@@ -339,7 +339,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                       if len(behind) else f"all of them at {int(steps_df['min_workers'].max())}"))
     print(f"wrote {args.csv} and {loader_csv_path(args.csv)}")
     if args.record:
-        from taco_plus.experiments.paths import REGISTRY_DIR
+        from taco_plus.experiments.record import RESULTS_DIR as REGISTRY_DIR
 
         print(f"recorded {record(steps_df, loader_df, REGISTRY_DIR / 'bench', notes)}")
     return 0
