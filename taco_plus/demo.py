@@ -95,51 +95,35 @@ def _real_lpips():
         return None
 
 
-def _fmt(value: Optional[float], digits: int = 4) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
 def write_summary(run_dir: Path, history, results, jpeg, minutes: float, lpips_real: bool) -> Path:
-    """``summary.md``: what ran, first vs last training row, coding results, caveats."""
-    first, last = history[0], history[-1]
+    """``summary.md``: what ran, first vs last training row, coding results against JPEG, caveats."""
+    import pandas as pd
+
     point = {k: v[0] for k, v in results["results"].items()}
+    train = pd.DataFrame([history[0], history[-1]], index=["first logged", "last logged"])
+    train = train.reindex(columns=["step", "loss", "bpp", "mse", "lpips", "joint"]).rename(
+        columns={"bpp": "bpp (estimate)", "lpips": "LPIPS (random backbone)"})
+    jpeg_bpp, jpeg_psnr = jpeg["results"]["bpp"], jpeg["results"]["psnr-rgb"]
+    coding = pd.DataFrame([("quickstart TACO", point["bpp"], point["psnr-rgb"], point.get("ms-ssim-rgb"))] +
+                          [(f"JPEG quality {q}", b, p, None) for q, b, p in zip(jpeg["meta"]["qualities"], jpeg_bpp,
+                                                                                 jpeg_psnr)],
+                          columns=["codec", "bpp", "PSNR (dB)", "MS-SSIM"])
+    coding["MS-SSIM"] = coding["MS-SSIM"].map(lambda v: "" if pd.isna(v) else f"{v:.4f}")  # JPEG: not measured
+    nearest = min(range(len(jpeg_bpp)), key=lambda i: abs(jpeg_bpp[i] - point["bpp"]))
+    verdict = "below" if point["psnr-rgb"] < jpeg_psnr[nearest] else "above"
     lines = [
-        "# taco-plus quickstart",
-        "",
-        f"Finished {datetime.now():%Y-%m-%d %H:%M}, {minutes:.1f} min in all.",
-        "",
-        "## Read this first",
-        "",
-        *[f"- {c}" for c in CAVEATS],
-        "",
-        "## Training (`train_log.csv`)",
-        "",
-        "| | step | loss | bpp (estimate) | MSE | LPIPS (random backbone) | joint |",
-        "|---|---|---|---|---|---|---|",
+        "# taco-plus quickstart", "", f"Finished {datetime.now():%Y-%m-%d %H:%M}, {minutes:.1f} min in all.", "",
+        "## Read this first", "", *[f"- {c}" for c in CAVEATS], "",
+        "## Training (`train_log.csv`)", "", train.to_markdown(floatfmt=".5g", missingval="n/a"), "",
+        "## Coding the full photos (`results.json`, `per_image.csv`)", "",
+        "Real `.tacoz` files (`bitstreams/`), bpp from file sizes, decoded without the caption.", "",
+        coding.to_markdown(index=False, floatfmt=".4f"), "",
+        f"At {point['bpp']:.3f} bpp this model is {verdict} JPEG ({jpeg_psnr[nearest]:.2f} dB at "
+        f"{jpeg_bpp[nearest]:.3f} bpp): expected after a few hundred CPU steps from scratch; TACO needs its 50 "
+        "COCO epochs on a GPU to reach its published rate-distortion curves.",
     ]
-    for label, row in (("first logged", first), ("last logged", last)):
-        lines.append(f"| {label} | {row['step']} | {row['loss']:.4f} | {row['bpp']:.4f} | {row['mse']:.5f} | "
-                     f"{_fmt(row.get('lpips'))} | {_fmt(row.get('joint'))} |")
-    lines += [
-        "",
-        "## Coding the full photos (`results.json`, `per_image.csv`)",
-        "",
-        "Real `.tacoz` files (`bitstreams/`), bpp from file sizes, decoded without the caption.",
-        "",
-        "| codec | bpp | PSNR (dB) | MS-SSIM |",
-        "|---|---|---|---|",
-        f"| quickstart TACO | {point['bpp']:.4f} | {point['psnr-rgb']:.2f} | {_fmt(point.get('ms-ssim-rgb'))} |",
-    ]
-    for q, b, p in zip(jpeg["meta"]["qualities"], jpeg["results"]["bpp"], jpeg["results"]["psnr-rgb"]):
-        lines.append(f"| JPEG quality {q} | {b:.4f} | {p:.2f} | |")
-    nearest = min(range(len(jpeg["results"]["bpp"])), key=lambda i: abs(jpeg["results"]["bpp"][i] - point["bpp"]))
-    jpeg_bpp, jpeg_psnr = jpeg["results"]["bpp"][nearest], jpeg["results"]["psnr-rgb"][nearest]
-    verdict = "below" if point["psnr-rgb"] < jpeg_psnr else "above"
-    lines.append(f"\nAt {point['bpp']:.3f} bpp this model is {verdict} JPEG ({jpeg_psnr:.2f} dB at "
-                 f"{jpeg_bpp:.3f} bpp): expected after a few hundred CPU steps from scratch; TACO "
-                 "needs its 50 COCO epochs on a GPU to reach its published rate-distortion curves.")
     if lpips_real and point.get("lpips") is not None:
-        lines.append(f"\nLPIPS (alex, pretrained): {point['lpips']:.4f}")
+        lines += ["", f"LPIPS (alex, pretrained): {point['lpips']:.4f}"]
     lines += ["", "Rate-distortion plot: `rd_psnr.png`. Checkpoint: `checkpoints/final.pt` "
               "(`taco-plus compress --checkpoint ...`).", ""]
     path = run_dir / "summary.md"

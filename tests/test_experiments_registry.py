@@ -139,6 +139,7 @@ def study_data(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", RUNS)
 def test_every_registered_run_trains_one_step_and_evaluates(name, study_data, tmp_path, monkeypatch):
     """Its own train overrides (tiny sizes, one step) after its prepare commands, then its own

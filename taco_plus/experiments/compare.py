@@ -1,16 +1,6 @@
-"""Comparison of runs: the tables a paper shows (pandas), from recorded runs and reference curves.
-
-``python -m taco_plus.experiments compare taco_baseline linformer ... [--anchor NAME]
-[--plot rd.png] [--format text|markdown|latex|csv]``
-
-A name is a recorded run, a shipped reference curve (``elic_paper``, ...) or a results
-JSON file. Two tables:
-
-* **summary**: per run, rate points, bpp range, BD-rate against the anchor (the first
-  name, or ``--anchor``) in PSNR, MS-SSIM, LPIPS and CLIP score, mean encode/decode time.
-  A BD-rate that cannot be computed is ``—`` with a numbered note saying why (different
-  datasets or LPIPS conventions, too few points, no shared interval, not monotonic);
-* **points**: every rate point: bpp, the quality metrics, encode and decode time (s).
+"""Comparison of runs (recorded runs, shipped reference curves, results files): the summary
+table (BD-rate against an anchor per quality metric, with a numbered note where one cannot be
+computed) and the rate-point table, as pandas frames rendered as text, markdown, LaTeX or CSV.
 """
 
 from __future__ import annotations
@@ -35,15 +25,8 @@ TIMES = {"encoding_time": "enc (s)", "decoding_time": "dec (s)"}
 
 @dataclass
 class Curve:
-    """A run to compare: its RD curve and where it was evaluated.
-
-    Args:
-        name: the name it was asked by.
-        label: the name shown (the curve's name).
-        results: CompressAI results dict.
-        dataset: evaluation dataset (``kodak``, ``skimage_quickstart``, ``unknown``).
-        labels: rate-point labels (the training folders) in bpp order.
-    """
+    """A curve to compare: the name asked, the label shown, its CompressAI results, its
+    evaluation dataset (``unknown`` for a file that does not say) and rate-point labels."""
 
     name: str
     label: str

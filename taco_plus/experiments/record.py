@@ -1,18 +1,11 @@
 """The results registry (``experiments/results/<run>/``): recording an evaluation, reading it back.
 
-``python -m taco_plus.experiments record RUN_DIR --name NAME`` accepts an evaluation
-folder (``results.json`` + ``per_image.csv``, from ``python -m taco_plus.evaluate`` or the
-quickstart demo: one rate point) or a folder of them (an evaluation ``-m`` sweep: one
-point each, merged into one curve sorted by bpp). Per point it copies the results, the
-per-image CSV, the caption-sensitivity tables, the evaluation config and -- following
-the checkpoint back to its training folder -- the training config and log.
-``provenance.json`` states per point the git commit, the caption set's fingerprint, the
-checkpoint's path and sha256 and the model fingerprint, and the sha256 of every file.
-A point whose caption set cannot be determined is refused (``--caption-set FILE``
-names it). The run folder appears atomically (written beside, then renamed)::
-
-    <run>/results.json   provenance.json   points/<label>/{results.json, per_image.csv,
-        eval_config.yaml, train_config.yaml, train_log.csv, sensitivity/...}
+:func:`record_run` takes an evaluation folder or a ``-m`` sweep of them (one rate point each,
+merged into one curve), copies per point the results, per-image CSV, sensitivity tables,
+evaluation config and -- following the checkpoint to its training folder -- the training
+config and log, and writes ``provenance.json`` (commits, caption-set fingerprints,
+checkpoint hashes, the sha256 of every file). A point whose captions cannot be identified
+is refused. Layout and fields: docs/experiments.md.
 """
 
 from __future__ import annotations
@@ -85,7 +78,8 @@ class RecordedRun:
 
 def recorded(root: Path = RESULTS_DIR) -> list[str]:
     """Names of the runs recorded in ``root``, sorted."""
-    return sorted(p.name for p in Path(root).glob("*/") if p.name not in RESERVED and not p.name.startswith("."))
+    return sorted(p.name for p in Path(root).glob("*") if p.is_dir() and p.name not in RESERVED
+                  and not p.name.startswith("."))
 
 
 def load_recorded(name: str, root: Path = RESULTS_DIR) -> RecordedRun:

@@ -1,19 +1,10 @@
 """The registered runs of the study: the experiment files ``taco_plus/configs/experiment/*.yaml``.
 
-An experiment file is the one definition of a run. It is a delta on its *base* (the
-experiment its defaults list includes: ``- taco_baseline``), with ``override`` lines and
-only the keys that differ, a ``meta`` node (:class:`taco_plus.config.schema.RunMeta`:
-title, the groups/keys it ``changes``, evaluation overrides, one-off ``prepare``
-commands) and its rate points as a Hydra sweep (``hydra.sweeper.params.loss.lmbda``), so
-``python -m taco_plus.train -m experiment=NAME`` trains every point. Everything else is
-derived from the composed config: what a run needs (GPU training unless
-``trainer.device=cpu``, the released checkpoints when ``trainer.init_from`` is set, the
-OpenAI API when it regenerates captions) and its exact commands::
-
-    prepare   each meta.prepare command, skipped when the file after --out exists
-    train     python -m taco_plus.train -m experiment=NAME hydra.sweep.dir=RUNS/NAME hydra.sweep.subdir=lmbda_${loss.lmbda}
-    eval      python -m taco_plus.evaluate -m name=NAME checkpoint=<every final.pt> <meta.eval> hydra.sweep.dir=RUNS/NAME/eval
-    record    python -m taco_plus.experiments record RUNS/NAME/eval --name NAME
+An experiment file is the one definition of a run: a delta on its *base* (the experiment
+its defaults list includes), a ``meta`` node (:class:`taco_plus.config.schema.RunMeta`) and
+its rate points as a Hydra sweep. What a run needs, what it changes in words and its
+commands (prepare -> train sweep -> evaluate -> record) are derived from the composed
+config; docs/experiments.md.
 """
 
 from __future__ import annotations
@@ -42,19 +33,9 @@ def lambda_label(lmbda: float) -> str:
 
 @dataclass(frozen=True)
 class Run:
-    """One registered run (one experiment file).
-
-    Args:
-        name: the file stem; results land in ``experiments/results/<name>/``.
-        title: short label for tables and plots.
-        base: the run it is a delta on (None for an anchor).
-        changes: config groups / dotted keys in which it differs from ``base``.
-        lambdas: its rate points (one model each).
-        eval: overrides of ``python -m taco_plus.evaluate``.
-        prepare: one-off commands, interpolations resolved.
-        needs: what running it takes beyond this machine, in words.
-        cfg: the composed training config (hydra node included).
-    """
+    """One registered run: its name (the file stem), title, base run (None for an anchor), the
+    groups/keys it changes, rate points, evaluation overrides, prepare commands (resolved), what
+    it needs beyond this machine, and the composed training config (hydra node included)."""
 
     name: str
     title: str

@@ -51,21 +51,14 @@ LOWER_IS_BETTER = {"lpips", "fid", "encoding_time", "decoding_time"}
 REFERENCE_DIR = Path(__file__).with_name("reference")
 
 
-def _json_value(value: Any) -> Any:
-    """Non-finite floats -> None (JSON ``null``); numpy scalars -> Python."""
-    if isinstance(value, (np.floating, np.integer)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def _clean(obj: Any) -> Any:
+    """JSON-ready copy: numpy scalars -> Python, non-finite floats -> None (JSON ``null``)."""
     if isinstance(obj, Mapping):
         return {str(k): _clean(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_clean(v) for v in obj]
-    return _json_value(obj)
+    obj = obj.item() if isinstance(obj, (np.floating, np.integer)) else obj
+    return None if isinstance(obj, float) and not math.isfinite(obj) else obj
 
 
 def make_results(
