@@ -14,7 +14,8 @@ from taco_plus.data import BadImageError, CaptionedImageData, DatasetPairingErro
 from taco_plus.evaluate import evaluate_dataset
 from taco_plus.evaluation import EvaluationJournal, EvaluationMismatchError
 from taco_plus.images import save_png
-from taco_plus.results import load_results, read_per_image_csv
+from taco_plus.results.format import load_results
+from taco_plus.results.per_image import read_per_image_csv
 from tests.conftest import shared_path
 from tests.test_evaluate import TINY_TEXT, tiny_model
 from tests.test_evaluate import codec, dataset, lpips, one_thread, small_fid  # noqa: F401  (fixtures)

@@ -1,4 +1,4 @@
-"""Structured schema of ``configs/eval.yaml`` (``eval_schema`` in Hydra's ConfigStore):
+"""Structured schema of ``taco_plus/configs/eval.yaml`` (``eval_schema`` in Hydra's ConfigStore):
 a misspelt evaluation key fails when the config is composed."""
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class MetricsConfig:
 
 @dataclass
 class EvalConfig(ComponentGroups):
-    """``configs/eval.yaml``."""
+    """``taco_plus/configs/eval.yaml``."""
 
     name: str = "eval"
     checkpoint: Optional[str] = None  # null: random-init model from the groups (smoke runs only)
