@@ -112,6 +112,15 @@ def test_k_must_be_below_the_longest_caption(max_tokens, longest):
         cfg = compose([f"attention={attention}", text_encoder, f"attention.k={longest}",
                        "attention.allow_k_not_below_caption=true"])  # fmt: skip
         assert to_container(cfg.model)["caption_summary"]["k"] == longest
+    assert to_container(compose(["attention=linformer_image", text_encoder]).model)["caption_summary"] is None
+
+
+def test_training_refuses_such_a_k_before_building_anything(tmp_path):
+    from taco_plus.train.run import train
+
+    with pytest.raises(Exception, match="attention.k=38 is not below the longest caption"):
+        train(compose(["debug=tiny", "attention=linformer_text", "attention.k=38"]), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("override", ["attention.kk=3", "attention.caption_sumary.k=3", "attention.injektor=x"])
