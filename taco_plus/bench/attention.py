@@ -43,6 +43,11 @@ COLUMNS = [
 ]  # fmt: skip
 
 
+def attention_options(config_dir: Path = CONFIG_DIR) -> list[str]:
+    """The options of the ``attention`` config group."""
+    return sorted(p.stem for p in (Path(config_dir) / "attention").glob("*.yaml"))
+
+
 def attention_factories(
     variant: str, config_dir: Path = CONFIG_DIR
 ) -> tuple[Callable, Callable, Optional[Callable]]:
@@ -263,7 +268,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     print(report.header())
     try:
-        variants = args.variants or sorted(p.stem for p in (args.config_dir / "attention").glob("*.yaml"))
+        variants = args.variants or attention_options(args.config_dir)
         rows = run_benchmark(variants, tokens, sizes, args.train_sizes, repeat, args.warmup,
                              args.dims, device, args.config_dir, args.clock)  # fmt: skip
     except (FileNotFoundError, ValueError) as err:
