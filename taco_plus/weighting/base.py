@@ -165,13 +165,8 @@ class TokenWeighting(ABC):
         return self.weights(layouts, captions)
 
     def model_inputs(self, text: Any, captions: Sequence[str]) -> tuple[Tensor, Tensor, Optional[Tensor]]:
-        """``(tokens, mask, weights)`` for ``model(x, tokens, mask, weights)``.
-
-        Args:
-            text: ``taco_plus.text`` features of ``captions`` (``tokens`` (B, L, D),
-                ``mask`` (B, L), ``layouts``).
-            captions: the captions.
-        """
+        """``(tokens, mask, weights)`` for ``model(x, tokens, mask, weights)`` from the
+        ``taco_plus.text`` features ``text`` (``tokens``, ``mask``, ``layouts``) of ``captions``."""
         return text.tokens, text.mask, self.weights(text.layouts, captions)
 
     def layout_rows(self, layout: Any, caption: str) -> list[TokenRow]:

@@ -206,12 +206,10 @@ class TfidfWeighting(TokenWeighting):
 
 
 class TfidfEmbeddingScale(TfidfWeighting):
-    """The naive variant (DESIGN.md pitfall 1): CLIP token features multiplied by their
-    TF-IDF weights before the model, which then gets no weights.
-
-    Nearly inert: every adapter block LayerNorms its text input (after a Linear in the
-    Injectors), so only the Linear bias's share of a scaled token changes. Kept as the
-    ablation's control; arguments as for :class:`TfidfWeighting`.
+    """The naive control (DESIGN.md pitfall 1): CLIP token features multiplied by their
+    TF-IDF weights before the model, which then gets no weights. Nearly inert: every
+    adapter block LayerNorms its text input, so only the Injectors' Linear bias's share
+    of a scaled token changes. Arguments as for :class:`TfidfWeighting`.
     """
 
     name = "tfidf_embedding_scale"
