@@ -82,11 +82,10 @@ class TacoCodec:
         if not isinstance(caption, str):
             raise TypeError(f"caption must be a string, got {type(caption).__name__}")
         features = self.text_encoder([caption])
-        weights = None
+        tokens, mask, weights = features.tokens, features.mask, None
         if self.weighting is not None:
-            weights = self.weighting(features.layouts, [caption])
-            weights = None if weights is None else weights.to(self.device)
-        return features.tokens.to(self.device), features.mask.to(self.device), weights
+            tokens, mask, weights = self.weighting.model_inputs(features, [caption])
+        return tokens.to(self.device), mask.to(self.device), None if weights is None else weights.to(self.device)
 
     @torch.no_grad()
     def encode(self, image: Tensor, caption: str) -> EncodeResult:

@@ -25,8 +25,9 @@ def test_attention_benchmark_smoke(tmp_path, capsys):
     assert attention.main(argv) == 0
     rows = read_rows(out_csv)
     assert list(rows[0]) == attention.COLUMNS
+    variants = ("full", "linformer", "linformer_image", "linformer_text")  # every option by default
     assert {(r["variant"], r["tokens"], r["part"]) for r in rows} == {
-        (v, t, p) for v in ("full", "linformer") for t in ("38", "77") for p in ("adapter", "encoder")
+        (v, t, p) for v in variants for t in ("38", "77") for p in ("adapter", "encoder")
     }
     for r in rows:
         assert (r["height"], r["width"], r["image_tokens"]) == ("64", "64", "64")
@@ -38,7 +39,8 @@ def test_attention_benchmark_smoke(tmp_path, capsys):
     assert all(by[(v, t, "adapter")] < by[(v, t, "encoder")] for v, t, _ in by)
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     printed = capsys.readouterr().out
-    assert "crossover (FLOPs)" in printed and "adapter share of g_a time" in printed
+    for v in variants[1:]:  # every option is compared with full attention
+        assert f"crossover (FLOPs): {v} " in printed and f"adapter share of g_a time, {v}:" in printed
 
 
 def test_attention_benchmark_rejects_unknown_variant(tmp_path, capsys):

@@ -1,80 +1,44 @@
-"""Linformer cross-attention: equivalences, padding, token weights, validation."""
+"""Linformer modules: the caption summary against the linformer package, padding, token
+weights, the pooled image-side attention, validation."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from taco_plus.models.attention import (
-    FullCrossAttention,
-    LinformerCrossAttention,
-    PooledLinformerCrossAttention,
-)
+from taco_plus.models.attention import CaptionSummary, FullCrossAttention, PooledLinformerCrossAttention
 
 D, HEADS = 32, 4
 
 
-def linformer_as_full(full: FullCrossAttention, length: int) -> LinformerCrossAttention:
-    """A Linformer with k = context length, identity projections and ``full``'s weights."""
-    lin = LinformerCrossAttention(D, HEADS, k=length, max_context_len=length)
-    w_q, w_k, w_v = full.in_proj_weight.detach().chunk(3)
-    with torch.no_grad():
-        lin.linformer.to_q.weight.copy_(w_q)
-        lin.linformer.to_k.weight.copy_(w_k)
-        lin.linformer.to_v.weight.copy_(w_v)
-        lin.linformer.proj_k.copy_(torch.eye(length))
-        lin.linformer.proj_v.copy_(torch.eye(length))
-        lin.linformer.to_out.load_state_dict(full.out_proj.state_dict())
-    return lin
-
-
-@pytest.fixture
-def full() -> FullCrossAttention:
+def test_summary_then_full_attention_is_the_linformer_package():
+    """Attention over CaptionSummary(E) is Linformer attention with E shared by keys and values."""
+    linformer = pytest.importorskip("linformer")
     torch.manual_seed(0)
-    attn = FullCrossAttention(D, HEADS)
-    with torch.no_grad():  # the package's key/value maps have no bias
-        attn.in_proj_bias.zero_()
-    return attn
-
-
-@pytest.mark.parametrize("use_mask", [False, True])
-@pytest.mark.parametrize("use_weights", [False, True])
-def test_identity_projection_equals_full_attention(full, use_mask, use_weights):
-    torch.manual_seed(1)
-    length = 12
-    lin = linformer_as_full(full, length)
-    query, context = torch.randn(2, 20, D), torch.randn(2, length, D)
-    mask = torch.ones(2, length, dtype=torch.bool)
-    mask[0, 3:5] = False  # padding in the middle (e.g. between caption chunks)
-    mask[1, 9:] = False  # and at the end
-    weights = torch.rand(2, length) * 1.5 + 0.25
-    kw = dict(
-        context_mask=mask if use_mask else None,
-        context_weights=weights if use_weights else None,
-    )
+    package = linformer.LinformerSelfAttention(D, seq_len=40, k=8, heads=HEADS, share_kv=True).eval()
+    summary = CaptionSummary(D, k=8, max_len=40)
+    full = FullCrossAttention(D, HEADS)
     with torch.no_grad():
-        torch.testing.assert_close(lin(query, context, **kw), full(query, context, **kw), rtol=0, atol=1e-5)
-
-
-@pytest.mark.parametrize("options", [{}, {"share_kv": True}, {"one_kv_head": True}])
-def test_unmasked_forward_is_the_packages(options):
-    torch.manual_seed(2)
-    lin = LinformerCrossAttention(D, HEADS, k=8, max_context_len=40, **options)
-    query, context = torch.randn(2, 30, D), torch.randn(2, 25, D)  # shorter than max: sliced rows
-    with torch.no_grad():
-        torch.testing.assert_close(lin(query, context), lin.linformer(query, context), rtol=0, atol=1e-5)
+        summary.proj.copy_(package.proj_k)
+        w_q, w_k = package.to_q.weight, package.to_k.weight
+        full.in_proj_weight.copy_(torch.cat([w_q, w_k, w_k]))  # share_kv: values = keys
+        full.in_proj_bias.zero_()  # the package's maps have no bias
+        full.out_proj.load_state_dict(package.to_out.state_dict())
+        query, context = torch.randn(2, 30, D), torch.randn(2, 25, D)  # shorter than max: sliced rows
+        torch.testing.assert_close(full(query, summary(context)), package(query, context), rtol=0, atol=1e-5)
 
 
 def make_variant(name: str) -> torch.nn.Module:
     torch.manual_seed(3)
     if name == "full":
         return FullCrossAttention(D, HEADS)
-    if name == "linformer":
-        return LinformerCrossAttention(D, HEADS, k=8, max_context_len=64)
+    if name == "summary":  # full attention over the caption's k summaries
+        summary, attn = CaptionSummary(D, k=8, max_len=64), FullCrossAttention(D, HEADS)
+        return lambda q, c, context_mask=None, context_weights=None: attn(q, summary(c, context_mask, context_weights))
     return PooledLinformerCrossAttention(D, HEADS, k=8)
 
 
-@pytest.mark.parametrize("variant", ["full", "linformer", "pooled"])
+@pytest.mark.parametrize("variant", ["full", "summary", "pooled"])
 @pytest.mark.parametrize("where", ["end", "middle"])
 def test_padding_receives_zero_attention(variant, where):
     """Padded tokens' contents cannot change the output, which equals the unpadded run."""
@@ -101,7 +65,7 @@ def test_padding_receives_zero_attention(variant, where):
             torch.testing.assert_close(other, padded, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("variant", ["full", "linformer", "pooled"])
+@pytest.mark.parametrize("variant", ["full", "summary", "pooled"])
 def test_uniform_weights_change_nothing_and_others_do(variant):
     attn = make_variant(variant)
     query, context = torch.randn(2, 16, D), torch.randn(2, 10, D)
@@ -113,6 +77,15 @@ def test_uniform_weights_change_nothing_and_others_do(variant):
         skewed = attn(query, context, context_weights=weights)
     torch.testing.assert_close(uniform, base, rtol=0, atol=1e-5)
     assert (skewed - base).abs().max() > 1e-3
+
+
+def test_summary_weights_scale_each_token_share():
+    """Token j's projection row is scaled by w_j / mean(w) over the real tokens."""
+    summary = CaptionSummary(D, k=8, max_len=64)
+    text, weights = torch.randn(1, 6, D), torch.tensor([[1.0, 1.5, 1.0, 1.2, 1.0, 1.0]])
+    relative = weights / weights.mean()
+    expected = summary.proj[:6].detach().t() @ (text[0] * relative[0, :, None])
+    torch.testing.assert_close(summary(text, weights=weights)[0], expected, rtol=0, atol=1e-5)
 
 
 def test_pooled_is_permutation_invariant_like_full_attention():
@@ -130,35 +103,25 @@ def test_pooling_columns_are_convex():
     torch.testing.assert_close(a.sum(1), torch.ones(2, 8))
 
 
-@pytest.mark.parametrize(
-    "kwargs, message",
-    [
-        (dict(dim=32, num_heads=5), "not divisible"),
-        (dict(dim=32, num_heads=4, k=128, max_context_len=64), "exceeds max_context_len"),
-        (dict(dim=32, num_heads=4, k=0), "positive int"),
-        (dict(dim=32, num_heads=4, max_context_len=0, k=1), "positive int"),
-        (dict(dim=32, num_heads=4, dropout=1.0), "dropout"),
-    ],
-)
-def test_linformer_construction_errors(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        LinformerCrossAttention(**kwargs)
-
-
-def test_pooled_construction_errors():
+def test_construction_errors():
     with pytest.raises(ValueError, match="not divisible"):
         PooledLinformerCrossAttention(30, 4)
     with pytest.raises(ValueError, match="positive int"):
         PooledLinformerCrossAttention(32, 4, k=0)
+    with pytest.raises(ValueError, match="dropout"):
+        PooledLinformerCrossAttention(32, 4, dropout=1.0)
+    with pytest.raises(ValueError, match="k must be a positive int"):
+        CaptionSummary(D, k=0, max_len=38)
+    with pytest.raises(ValueError, match="max_len must be a positive int"):
+        CaptionSummary(D, k=8, max_len=38.0)
 
 
-def test_caption_longer_than_max_fails_clearly():
-    lin = LinformerCrossAttention(D, HEADS, k=8, max_context_len=64)
-    with pytest.raises(ValueError, match="65 tokens exceeds the linformer max_context_len=64"):
-        lin(torch.randn(1, 4, D), torch.randn(1, 65, D))
+def test_caption_longer_than_max_len_fails_clearly():
+    with pytest.raises(ValueError, match="caption of 65 tokens exceeds the caption summary's max_len=64"):
+        CaptionSummary(D, k=8, max_len=64)(torch.randn(1, 65, D))
 
 
-@pytest.mark.parametrize("variant", ["linformer", "pooled"])
+@pytest.mark.parametrize("variant", ["summary", "pooled"])
 def test_bad_mask_and_weights_fail_clearly(variant):
     attn = make_variant(variant)
     query, context = torch.randn(1, 4, D), torch.randn(1, 6, D)
@@ -169,9 +132,9 @@ def test_bad_mask_and_weights_fail_clearly(variant):
 
 
 def test_gradients_reach_every_parameter():
-    for variant in ("linformer", "pooled"):
-        attn = make_variant(variant)
-        attn(torch.randn(2, 8, D), torch.randn(2, 30, D)).sum().backward()
-        missing = [n for n, p in attn.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
-        # Rows of E/F past the context length get no gradient, by Linformer's design.
-        assert missing == [], (variant, missing)
+    pooled, summary = make_variant("pooled"), CaptionSummary(D, k=8, max_len=30)
+    pooled(torch.randn(2, 8, D), torch.randn(2, 30, D)).sum().backward()
+    (summary(torch.randn(2, 30, D)) ** 2).sum().backward()  # rows past a caption's length get none
+    for module in (pooled, summary):
+        missing = [n for n, p in module.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+        assert missing == [], (module, missing)

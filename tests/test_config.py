@@ -40,8 +40,8 @@ def test_every_experiment_composes_and_resolves(experiment):
     for group in GROUPS:
         assert group in resolved
     model = resolved["model"]
-    assert model["injector_attention"] == resolved["attention"]["injector"]
-    assert model["token_weight_mode"] == resolved["weighting"]["mode"]
+    for key in ("injector", "extractor", "caption_summary"):
+        assert model.get(f"{key}_attention", model.get(key)) == resolved["attention"][key]
 
 
 @pytest.mark.parametrize("row", range(ROWS))

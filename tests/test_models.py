@@ -146,5 +146,8 @@ def test_batch_roundtrip_is_exact_per_item():
 
 def test_adapter_parameters_are_the_text_adapter():
     model = tiny_model()
-    names = {n for n, p in model.named_parameters() if any(p is q for q in model.adapter_parameters())}
-    assert names and all(".analysis_transform.8." in n or ".14." in n or ".15." in n for n in names)
+    adapter = {id(p) for p in model.adapter_parameters()}
+    blocks = tuple(f"g_a.analysis_transform.{i}." for i in (8, 14, 15))
+    assert {n for n, p in model.named_parameters() if id(p) in adapter} == {
+        n for n, _ in model.named_parameters() if n.startswith(blocks)
+    }

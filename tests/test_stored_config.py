@@ -115,7 +115,7 @@ def test_cli_refuses_hostile_checkpoints(command, case, state_dict, victim, tmp_
 def test_allow_list_follows_the_config_groups(tmp_path):
     allowed = allowed_targets()
     # Every option of the checkpoint groups is in; other groups' classes and foreign code are not.
-    for option in ("attention/full.yaml", "attention/linformer.yaml", "weighting/tfidf.yaml"):
+    for option in ("attention/linformer_text.yaml", "attention/linformer_image.yaml", "weighting/tfidf.yaml"):
         text = (CONFIG_DIR / option).read_text()
         targets = [line.split(":", 1)[1].strip() for line in text.splitlines() if "_target_:" in line]
         assert targets and all(t in allowed for t in targets), option
@@ -127,12 +127,12 @@ def test_genuine_checkpoints_still_load(tmp_path):
     from taco_plus.checkpoint import build_model
 
     linformer = {**TINY_MODEL,
-                 "injector_attention": {"_target_": "taco_plus.models.attention.LinformerCrossAttention",
-                                        "_partial_": True, "k": 8, "max_context_len": 64},
+                 "caption_summary": {"_target_": "taco_plus.models.attention.CaptionSummary",
+                                     "_partial_": True, "k": 8, "max_len": 38},
                  "extractor_attention": {"_target_": "taco_plus.models.attention.PooledLinformerCrossAttention",
                                          "_partial_": True, "k": 8}}
     built = build_model(linformer)
     save_codec(tmp_path / "lin.pt", built, linformer, TINY_TEXT,
-               {"_target_": "taco_plus.weighting.NoWeighting", "max_weight": 1.0, "mode": "attention"})
+               {"_target_": "taco_plus.weighting.NoWeighting", "max_weight": 1.0})
     loaded = load_codec(tmp_path / "lin.pt")
     assert type(loaded.model).__name__ == "TACO" and loaded.weighting_config["max_weight"] == 1.0

@@ -17,6 +17,7 @@ from taco_plus.weighting import (
     FingerprintMismatchError,
     NerWeighting,
     NoWeighting,
+    TfidfEmbeddingScale,
     TfidfNerWeighting,
     TfidfStatistics,
     TfidfWeighting,
@@ -45,7 +46,6 @@ def test_option_matches_its_schema(option):
     assert list(node.pop("defaults")) == [f"schema_weighting_{option}", "_self_"]
     merged = OmegaConf.merge(OmegaConf.structured(OPTION_SCHEMAS[option]), node)
     assert set(node) == set(merged)  # every schema key is spelt out in the yaml
-    assert merged.mode == "attention"
     with pytest.raises(ConfigKeyError):
         OmegaConf.merge(merged, {"max_wieght": 2.0})
 
@@ -79,7 +79,7 @@ def compose_in(config_dir, overrides):
 def test_default_is_unweighted(config_dir):
     cfg = compose_in(config_dir, [])
     weighting = instantiate(cfg.weighting)
-    assert isinstance(weighting, NoWeighting) and weighting.mode == "attention"
+    assert isinstance(weighting, NoWeighting)
 
 
 @pytest.mark.parametrize(
@@ -92,13 +92,13 @@ def test_default_is_unweighted(config_dir):
 )
 def test_experiments_instantiate(config_dir, fitted, experiment, cls, artefact_key):
     captions, artefact = fitted
-    overrides = [f"experiment={experiment}", f"captions.path={captions}", "weighting.mode=embedding_scale"]
+    overrides = [f"experiment={experiment}", f"captions.path={captions}"]
     if artefact_key:
         overrides.append(f"weighting.{artefact_key}={artefact}")
     cfg = compose_in(config_dir, overrides)
     assert cfg.name == experiment
     weighting = instantiate(cfg.weighting)
-    assert isinstance(weighting, cls) and weighting.mode == "embedding_scale"
+    assert isinstance(weighting, cls)
     assert weighting.max_weight == 1.5
     weighting.check_caption_set(CaptionSetSource(captions).fingerprint)  # what training does
 
@@ -122,6 +122,19 @@ def test_project_config_composes_each_experiment():
     from taco_plus.config import compose as project_compose
 
     for name in EXPERIMENTS:
-        cfg = project_compose([f"experiment={name}", "weighting.mode=embedding_scale"])
+        cfg = project_compose([f"experiment={name}"])
         assert cfg.name == name and cfg.weighting._target_.startswith("taco_plus.weighting.")
-        assert cfg.model.token_weight_mode == "embedding_scale"  # the model follows the group
+
+
+def test_embedding_scale_control_replaces_the_tfidf_of_an_experiment(config_dir, fitted):
+    """The naive control is a weighting option with tfidf's keys: it swaps into the
+    tf-idf experiment, which keeps its artefact, and scales the features itself."""
+    captions, artefact = fitted
+    cfg = compose_in(config_dir, ["experiment=weighting_tfidf", "weighting=tfidf_embedding_scale",
+                                  f"weighting.artefact={artefact}"])  # fmt: skip
+    weighting = instantiate(cfg.weighting)
+    assert type(weighting) is TfidfEmbeddingScale and weighting.max_weight == 1.5
+    default = compose_in(config_dir, ["weighting=tfidf_embedding_scale"]).weighting
+    assert {k: v for k, v in default.items() if k != "_target_"} == {
+        k: v for k, v in OmegaConf.load(CONFIGS / "weighting" / "tfidf.yaml").items() if k not in ("_target_", "defaults")
+    }

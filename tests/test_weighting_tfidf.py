@@ -152,7 +152,5 @@ def test_invalid_settings():
     stats = TfidfStatistics({"bus": 2.0}, 1, "0" * 64)
     with pytest.raises(ValueError, match="max_weight"):
         TfidfWeighting(stats, max_weight=0.5)
-    with pytest.raises(ValueError, match="mode"):
-        TfidfWeighting(stats, mode="logits")
     with pytest.raises(ValueError, match="cannot fit"):
         TfidfStatistics.fit(CaptionCorpus(("the of", "and"), "0" * 64, "stop words only"))

@@ -2,7 +2,7 @@
 
 Measures TACO's text adapter (Injector at H/4, Extractor and Injector at H/8) alone
 (``part=adapter``) and the whole analysis transform g_a (``part=encoder``) with each
-attention option of the ``attention`` config group, at official sizes (N=192, M=320,
+option of the ``attention`` config group (all by default), at official sizes (N=192, M=320,
 text width 512, 8 heads) with random weights and random caption features::
 
     python -m taco_plus.bench.attention --quick
@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import torch
-from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from taco_plus.bench import measure, report
@@ -44,17 +43,30 @@ COLUMNS = [
 ]  # fmt: skip
 
 
+def attention_options(config_dir: Path = CONFIG_DIR) -> list[str]:
+    """The options of the ``attention`` config group."""
+    return sorted(p.stem for p in (Path(config_dir) / "attention").glob("*.yaml"))
+
+
 def attention_factories(
     variant: str, config_dir: Path = CONFIG_DIR
 ) -> tuple[Callable, Callable, Optional[Callable]]:
-    """(injector, extractor, caption_summary) factories from ``taco_plus/configs/attention/<variant>.yaml``."""
+    """(injector, extractor, caption_summary) factories of the option ``attention=<variant>``.
+
+    Composed as training composes it, with chunked captions, so a caption summary
+    covers ``attention.max_len`` tokens (2,464) and keeps its configured k.
+    """
+    from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
+
+    import taco_plus.config  # noqa: F401 - registers the schemas and resolvers
 
     path = Path(config_dir) / "attention" / f"{variant}.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"unknown attention variant {variant!r}: {path} not found")
-    node = OmegaConf.load(path)
-    summary = node.get("caption_summary")
+    with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
+        node = compose("train", [f"attention={variant}", "text_encoder.max_tokens=chunked"]).attention
+    summary = node.caption_summary
     return instantiate(node.injector), instantiate(node.extractor), summary and instantiate(summary)
 
 
@@ -69,11 +81,11 @@ class AdapterPath(nn.Module):
         super().__init__()
         blocks = [m for m in g_a.analysis_transform if isinstance(m, (Injector, Extractor))]
         self.injector_h4, self.extractor, self.injector_h8 = blocks
-        self.caption_summary = getattr(g_a, "caption_summary", None)
+        self.caption_summary = g_a.caption_summary
 
     def forward(self, image_h4: Tensor, image_h8: Tensor, text: Tensor) -> Tensor:
         if self.caption_summary is not None:
-            text = self.caption_summary(text)[0]  # (1, k, text_dim)
+            text = self.caption_summary(text)  # (1, k, text_dim)
         out_h4 = self.injector_h4(image_h4, text)  # (1, N, H/4, W/4)
         text = self.extractor(text, image_h8)  # (1, L, text_dim)
         out_h8 = self.injector_h8(image_h8, text)  # (1, N, H/8, W/8)
@@ -215,7 +227,8 @@ def positive_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m taco_plus.bench.attention", description=__doc__.split("\n")[0])
-    p.add_argument("--variants", type=parse_list(str), default=["full", "linformer"])
+    p.add_argument("--variants", type=parse_list(str), default=None,
+                   help="attention options (default: every configs/attention/*.yaml)")
     p.add_argument("--tokens", type=parse_list(positive_int), default=None, help=f"default {TOKENS}")
     p.add_argument("--sizes", type=parse_list(parse_size), default=None, help=f"WxH list, default {SIZES}")
     p.add_argument("--train-sizes", type=parse_list(parse_size), default=[(256, 256)],
@@ -255,7 +268,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     print(report.header())
     try:
-        rows = run_benchmark(args.variants, tokens, sizes, args.train_sizes, repeat, args.warmup,
+        variants = args.variants or attention_options(args.config_dir)
+        rows = run_benchmark(variants, tokens, sizes, args.train_sizes, repeat, args.warmup,
                              args.dims, device, args.config_dir, args.clock)  # fmt: skip
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -57,8 +57,8 @@ import torch
 from torch.utils.data import ConcatDataset
 
 from taco_plus.bench import measure
-from taco_plus.bench.attention import parse_list, positive_int
-from taco_plus.config import CONFIG_DIR, compose
+from taco_plus.bench.attention import attention_options, parse_list, positive_int
+from taco_plus.config import compose
 
 BASELINE = "elic"
 PRECISIONS = ("fp32", "bf16")
@@ -67,11 +67,6 @@ RANDOM_WEIGHTS = ("text_encoder.pretrained=null", "loss.lpips.pretrained=false",
 # The baseline's loss: zero-weight terms are not built (build_loss). Its text tower is the
 # tiny one: the trainer's step encodes captions, ELIC ignores them.
 BASELINE_OVERRIDES = ("loss.k_p=0", "loss.k_j=0", "text_encoder.model_name=taco-tiny-clip")
-
-
-def attention_options(config_dir: Path = CONFIG_DIR) -> list[str]:
-    """The options of the ``attention`` config group."""
-    return sorted(p.stem for p in (Path(config_dir) / "attention").glob("*.yaml"))
 
 
 def compose_variant(variant: str, data_dir: Path, split: str, overrides: Sequence[str] = ()):

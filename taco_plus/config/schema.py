@@ -10,9 +10,8 @@ with the schema of its group, e.g. ``model/taco.yaml``::
 so the option's keys are merged into a typed dataclass: a misspelt key
 (``lmdba: 0.01``), a wrong type (``N: big``) or an override of a key that does not
 exist fails when the config is composed, not in the middle of run 37. The
-top-level :class:`TrainConfig` does the same for ``train.yaml``. Groups whose
-options vary in shape (``attention``, ``weighting``) are typed ``Any`` here; their
-owners validate them in their own schemas.
+top-level :class:`TrainConfig` does the same for ``train.yaml``. The ``weighting``
+options vary in shape and have their schemas in ``taco_plus.weighting.schema``.
 """
 
 from __future__ import annotations
@@ -40,7 +39,46 @@ class TacoModelConfig:
     extractor_attention: Any = "${attention.extractor}"
     caption_summary: Any = "${attention.caption_summary}"
     mask_padding: bool = True
-    token_weight_mode: str = "${weighting.mode}"
+
+
+# ------------------------------------------------------------ attention
+def full_attention() -> dict[str, Any]:
+    return {"_target_": "taco_plus.models.attention.FullCrossAttention", "_partial_": True}
+
+
+@dataclass
+class AttentionConfig:
+    """``configs/attention/*.yaml``: the adapter's attention (docs/attention.md).
+
+    An option sets only what differs from full attention. ``injector`` / ``extractor``
+    are ``(dim, num_heads) -> CrossAttention`` factories; ``caption_summary`` is a
+    ``text_dim -> CaptionSummary`` factory, or None to keep every caption token.
+    """
+
+    injector: Any = field(default_factory=full_attention)
+    extractor: Any = field(default_factory=full_attention)
+    caption_summary: Any = None
+    k: Optional[int] = None  # caption summaries (text side): below the longest caption
+    image_k: Optional[int] = None  # pooled summaries of the image tokens (image side)
+    max_len: int = 2464  # longest chunked caption a caption summary covers (32 CLIP windows)
+    allow_k_not_below_caption: bool = False  # accept a k that compresses nothing
+
+
+def caption_max_len(max_tokens: Any, chunked_max_len: int, k: int, allow: bool) -> int:
+    """``${caption_max_len:...}``: the longest caption a caption summary will see.
+
+    ``text_encoder.max_tokens`` (38, 77), or ``chunked_max_len`` for chunked captions.
+    Raises when ``k`` is not below it, so such a config fails when it is resolved,
+    before anything is built, unless ``allow`` (``attention.allow_k_not_below_caption``).
+    """
+    longest = int(chunked_max_len) if str(max_tokens) == "chunked" else int(max_tokens)
+    if int(k) >= longest and not allow:
+        raise ValueError(
+            f"attention.k={k} is not below the longest caption the model will see ({longest} "
+            f"tokens, text_encoder.max_tokens={max_tokens}): the length projection would "
+            "compress nothing. Lower attention.k, or set attention.allow_k_not_below_caption=true"
+        )
+    return longest
 
 
 # --------------------------------------------------------- text encoder

@@ -18,6 +18,7 @@ from taco_plus.config import schema
 SCHEMAS = (
     (None, "train_schema", schema.TrainConfig),
     ("model", "schema_taco", schema.TacoModelConfig),
+    ("attention", "schema_attention", schema.AttentionConfig),
     ("text_encoder", "schema_clip", schema.ClipTextEncoderConfig),
     ("captions", "schema_caption_set", schema.CaptionSetConfig),
     ("captions", "schema_coco", schema.CocoCaptionsConfig),
@@ -71,4 +72,6 @@ def register_configs() -> None:
         OmegaConf.register_new_resolver("clip_text_width", clip_text_width, use_cache=True)
     if not OmegaConf.has_resolver("taco_package"):
         OmegaConf.register_new_resolver("taco_package", taco_package)
+    if not OmegaConf.has_resolver("caption_max_len"):
+        OmegaConf.register_new_resolver("caption_max_len", schema.caption_max_len)
     _registered = True

@@ -5,18 +5,13 @@ and Perceptual Fidelity", ICML 2024. Parameter names follow the official code
 (``text_feature_dim_proj``, ``image_norm``, ``text_norm``, ``cross_attn``, ``gamma``)
 so official checkpoints load unchanged.
 
-Token weights (B, L) reach the adapter in one of two ways, chosen by the model's
-``token_weight_mode``:
-
-* ``"attention"`` (default): the Injector, where text tokens are keys/values, adds
-  ``log w`` to the logits of each text key, so a token's attention mass scales with
-  its weight. In the Extractor text tokens are *queries*: a softmax over image keys
-  has nothing to reweight, so the weight scales the residual update each text token
-  receives, ``text' = LN(text) + w * attn``. Salient tokens thus both absorb more image
-  evidence and, in the next Injector, pull more attention.
-* ``"embedding_scale"``: the naive variant, the embeddings are multiplied by ``w``
-  before the adapter (done by the model, not here); nearly inert because LayerNorm
-  is scale-invariant.
+Token weights (B, L), when given, act in the blocks: the Injector, where text tokens
+are keys/values, adds ``log w`` to the logits of each text key, so a token's attention
+mass scales with its weight. In the Extractor text tokens are *queries*: a softmax over
+image keys has nothing to reweight, so the weight scales the residual update each text
+token receives, ``text' = LN(text) + w * attn``. Salient tokens thus both absorb more
+image evidence and, in the next Injector, pull more attention. (With a caption summary
+the weights act in its projection instead, ``attention/summary.py``.)
 """
 
 from __future__ import annotations

@@ -37,8 +37,6 @@ from taco_plus.models.transforms import (
     SynthesisTransform,
 )
 
-TOKEN_WEIGHT_MODES = ("attention", "embedding_scale")
-
 
 class TACO(CompressionModel):
     """TACO codec.
@@ -52,12 +50,9 @@ class TACO(CompressionModel):
         injector_attention / extractor_attention: attention factories for the
             adapter blocks (``taco_plus.models.attention``); full attention by default.
         caption_summary: optional factory ``text_dim -> CaptionSummary`` projecting the
-            caption to k summaries before the adapter (the Linformer ablation).
+            caption to k summaries before the adapter (the Linformer ablation's text side).
         mask_padding: honour the text padding mask (default). Official checkpoints
             were trained attending to padding tokens; :meth:`from_official` sets False.
-        token_weight_mode: where per-token text weights act: ``"attention"`` (log-weight
-            on the attention logits, see ``adapter.py``) or ``"embedding_scale"``
-            (the naive multiplication of embeddings, kept as an ablation).
         scale_table_levels: levels of the Gaussian scale table used by the entropy
             coder (log-spaced over [0.11, 256]). The coder rounds each scale up to a
             table entry; with CompressAI's 64 levels that costs 2-4% over the
@@ -77,18 +72,14 @@ class TACO(CompressionModel):
         extractor_attention: Optional[AttentionFactory] = None,
         caption_summary: Optional[Callable[[int], nn.Module]] = None,
         mask_padding: bool = True,
-        token_weight_mode: str = "attention",
         scale_table_levels: int = 512,
     ) -> None:
         super().__init__()
         slice_ch = [int(c) for c in slice_ch]
         if sum(slice_ch) != M:
             raise ValueError(f"slice_ch {slice_ch} must sum to M={M}")
-        if token_weight_mode not in TOKEN_WEIGHT_MODES:
-            raise ValueError(f"token_weight_mode must be one of {TOKEN_WEIGHT_MODES}")
         self.N, self.M, self.slice_ch, self.text_dim = N, M, slice_ch, text_dim
         self.mask_padding = mask_padding
-        self.token_weight_mode = token_weight_mode
         if scale_table_levels < 2:
             raise ValueError("scale_table_levels must be >= 2")
         self.scale_table_levels = int(scale_table_levels)
@@ -116,20 +107,6 @@ class TACO(CompressionModel):
         self.gaussian_conditional = GaussianConditional(None)
 
     # ------------------------------------------------------------------ text
-    def _prepare_text(
-        self, text: Tensor, text_mask: Optional[Tensor], text_weights: Optional[Tensor]
-    ) -> tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
-        if text.dim() != 3 or text.shape[-1] != self.text_dim:
-            raise ValueError(
-                f"text_embeddings must be (B, L, {self.text_dim}), got {tuple(text.shape)}"
-            )
-        mask = text_mask if self.mask_padding else None
-        if mask is not None and not mask.any(dim=1).all():
-            raise ValueError("every caption needs at least one unmasked token (its SOT/EOT)")
-        if text_weights is not None and self.token_weight_mode == "embedding_scale":
-            return text * text_weights.unsqueeze(-1).to(text.dtype), mask, None
-        return text, mask, text_weights
-
     def analysis(
         self,
         x: Tensor,
@@ -137,9 +114,19 @@ class TACO(CompressionModel):
         text_mask: Optional[Tensor] = None,
         text_weights: Optional[Tensor] = None,
     ) -> Tensor:
-        """g_a with the text adapter: x (B, 3, H, W) -> y (B, M, H/16, W/16)."""
-        text, mask, weights = self._prepare_text(text_embeddings, text_mask, text_weights)
-        return self.g_a(x, text, mask, weights)
+        """g_a with the text adapter: x (B, 3, H, W) -> y (B, M, H/16, W/16).
+
+        ``text_weights`` (B, L) act inside the adapter (``adapter.py``); a weighting
+        that acts elsewhere prepares the inputs itself (``taco_plus.weighting``).
+        """
+        if text_embeddings.dim() != 3 or text_embeddings.shape[-1] != self.text_dim:
+            raise ValueError(
+                f"text_embeddings must be (B, L, {self.text_dim}), got {tuple(text_embeddings.shape)}"
+            )
+        mask = text_mask if self.mask_padding else None
+        if mask is not None and not mask.any(dim=1).all():
+            raise ValueError("every caption needs at least one unmasked token (its SOT/EOT)")
+        return self.g_a(x, text_embeddings, mask, text_weights)
 
     # --------------------------------------------------------------- latents
     def _code_latents(
@@ -268,15 +255,14 @@ class TACO(CompressionModel):
         model.load_state_dict(state_dict)
         return model
 
+    def is_adapter_key(self, key: str) -> bool:
+        """Whether a state-dict key belongs to the text adapter: the one definition of the
+        adapter (:meth:`AnalysisTransform.is_adapter`). Adapter-only fine-tuning trains
+        these parameters; loading a checkpoint made with another attention option
+        tolerates them differing (``train/state.py``). Everything else is ELIC."""
+        head, _, rest = key.partition(".")
+        return head == "g_a" and self.g_a.is_adapter(rest)
+
     def adapter_parameters(self) -> list[nn.Parameter]:
-        """Parameters of the text adapter (Injector/Extractor blocks)."""
-        from taco_plus.models.adapter import Extractor, Injector
-
-        from taco_plus.models.attention import CaptionSummary
-
-        return [
-            p
-            for m in self.g_a.modules()
-            if isinstance(m, (Injector, Extractor, CaptionSummary))
-            for p in m.parameters()
-        ]
+        """Parameters of the text adapter (:meth:`is_adapter_key`)."""
+        return [p for name, p in self.named_parameters() if self.is_adapter_key(name)]

@@ -39,7 +39,8 @@ class AnalysisTransform(nn.Module):
         injector_attention / extractor_attention: attention factories (full by default).
         caption_summary: optional factory ``text_dim -> CaptionSummary``: project the
             caption to k summaries once, before the first Injector (see
-            ``attention/summary.py``); None keeps every token (the paper).
+            ``attention/summary.py``; mask and token weights act there); None keeps
+            every token (the paper).
     """
 
     def __init__(
@@ -53,9 +54,8 @@ class AnalysisTransform(nn.Module):
         caption_summary: Optional[Callable[[int], nn.Module]] = None,
     ) -> None:
         super().__init__()
-        # Registered before the blocks only when used, so official state dicts match.
-        if caption_summary is not None:
-            self.caption_summary = caption_summary(text_dim)
+        # A module only when used (official state dicts have no such key).
+        self.caption_summary = caption_summary and caption_summary(text_dim)
         self.analysis_transform = nn.Sequential(
             conv(3, N), *_res3(N),
             conv(N, N), *_res3(N),
@@ -75,8 +75,8 @@ class AnalysisTransform(nn.Module):
         text_mask: Optional[Tensor] = None,
         text_weights: Optional[Tensor] = None,
     ) -> Tensor:
-        if hasattr(self, "caption_summary"):
-            text, text_mask, text_weights = self.caption_summary(text, text_mask, text_weights)
+        if self.caption_summary is not None:  # (B, L, D) -> (B, k, D), mask and weights used up
+            text, text_mask, text_weights = self.caption_summary(text, text_mask, text_weights), None, None
         for layer in self.analysis_transform:
             if isinstance(layer, Injector):
                 x = layer(x, text, text_mask, text_weights)
@@ -85,6 +85,16 @@ class AnalysisTransform(nn.Module):
             else:
                 x = layer(x)
         return x
+
+    def is_adapter(self, name: str) -> bool:
+        """Whether a state-dict key of g_a (``name`` relative to it) is text adapter:
+        an Injector/Extractor block, whatever its attention, or any module held beside
+        the ELIC stack (a caption summary), whether or not this model has one."""
+        head, _, rest = name.partition(".")
+        index = rest.partition(".")[0]
+        if head != "analysis_transform":
+            return True
+        return index.isdigit() and isinstance(self.analysis_transform[int(index)], (Injector, Extractor))
 
 
 class SynthesisTransform(nn.Module):

@@ -89,6 +89,7 @@ def train(cfg: DictConfig, run_dir: Optional[str | os.PathLike] = None) -> Train
     Returns:
         The :class:`~taco_plus.train.trainer.TrainResult` (final checkpoint path on rank 0).
     """
+    to_container(cfg)  # resolves every interpolation: an invalid combination fails before anything is built
     run_dir = run_dir or cfg.get("run_dir")
     if not run_dir:
         raise ValueError("no run folder: pass run_dir or set run_dir=... in the config")

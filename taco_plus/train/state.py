@@ -67,20 +67,14 @@ def load_scheduler_state(scheduler: Any, state: Mapping[str, Any]) -> None:
     )
 
 
-def adapter_prefixes(model: nn.Module) -> list[str]:
-    """State-dict prefixes of the text adapter's Injector/Extractor blocks."""
-    from taco_plus.models.adapter import Extractor, Injector
-
-    return [f"{name}." for name, m in model.named_modules() if isinstance(m, (Injector, Extractor))]
-
-
 def load_initial_weights(model: nn.Module, path: str | Path) -> None:
     """Loads an official TACO or taco-plus checkpoint into ``model`` for fine-tuning.
 
-    The backbone must match exactly; the adapter may differ (fine-tuning a Linformer
-    adapter from an official full-attention checkpoint): adapter keys the checkpoint
-    lacks keep their fresh initialisation, adapter keys the model lacks are ignored,
-    and both are logged. Any other mismatch is an error.
+    The backbone must match exactly; the adapter (``model.is_adapter_key``) may differ
+    (fine-tuning a Linformer adapter from an official full-attention checkpoint, or the
+    reverse): adapter keys the checkpoint lacks keep their fresh initialisation,
+    adapter keys the model lacks are ignored, and both are logged. Any other mismatch
+    is an error.
     """
     from taco_plus.checkpoint import FORMAT, read_checkpoint
     from taco_plus.models.official import normalise_state_dict
@@ -88,13 +82,12 @@ def load_initial_weights(model: nn.Module, path: str | Path) -> None:
     checkpoint = read_checkpoint(path)
     official = checkpoint.get("format") != FORMAT
     state = normalise_state_dict(checkpoint) if official else checkpoint["state_dict"]
-    prefixes = tuple(adapter_prefixes(model))
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as err:  # shape mismatches
         raise ValueError(f"cannot initialise the model from {path}: {err}") from err
-    foreign_missing = [k for k in result.missing_keys if not k.startswith(prefixes)]
-    foreign_unexpected = [k for k in result.unexpected_keys if not k.startswith(prefixes)]
+    foreign_missing = [k for k in result.missing_keys if not model.is_adapter_key(k)]
+    foreign_unexpected = [k for k in result.unexpected_keys if not model.is_adapter_key(k)]
     if foreign_missing or foreign_unexpected:
         raise ValueError(
             f"{path} does not fit this model outside the text adapter: missing "

@@ -280,13 +280,14 @@ class Trainer:
         captions = batch["caption"]
         with torch.no_grad():
             text = parts.text_encoder(captions)
-            weights = None
+            tokens, mask, weights = text.tokens, text.mask, None
             if parts.weighting is not None:
-                weights = parts.weighting(text.layouts, captions).to(device)
+                tokens, mask, weights = parts.weighting.model_inputs(text, captions)
+            weights = None if weights is None else weights.to(device)
         optimizer.zero_grad(set_to_none=True)
         aux_optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-            out = net(x, text.tokens.to(device), text.mask.to(device), weights)
+            out = net(x, tokens.to(device), mask.to(device), weights)
         terms = parts.loss(out, x, captions)
         aux = model.aux_loss()
         total = terms["loss"] + aux

@@ -7,11 +7,12 @@ layout produced by ``taco_plus.text`` (SOT, pieces, EOT, padding; 38, 77 or
 chunked positions). Start/end tokens and pieces outside every scored word get
 exactly 1.0; padding gets 1.0 too, but the model masks it, so it gets no attention.
 
-The weights act where they survive the adapter's LayerNorms — on the attention
-logits (``log w``, :func:`taco_plus.models.attention.base.context_bias`) — when the
-model's ``token_weight_mode`` is ``"attention"``; ``"embedding_scale"`` is the
-nearly inert naive variant kept for the ablation. The weighting carries that
-choice as :attr:`TokenWeighting.mode` so one config group selects both.
+:meth:`TokenWeighting.model_inputs` hands the weights to the model, which applies
+them where they survive the adapter's LayerNorms — on the attention logits
+(``log w``, :func:`taco_plus.models.attention.base.context_bias`), or in a caption
+summary's projection. The naive variant, which scales the features before the model
+and is nearly inert, is the option ``tfidf_embedding_scale``
+(:class:`~taco_plus.weighting.tfidf.TfidfEmbeddingScale`).
 """
 
 from __future__ import annotations
@@ -19,15 +20,13 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 from torch import Tensor
 
 from taco_plus.text.tokenizer import simple_tokenizer
 from taco_plus.weighting.alignment import Piece, align
-
-MODES = ("attention", "embedding_scale")
 
 
 @dataclass(frozen=True)
@@ -81,20 +80,15 @@ class TokenWeighting(ABC):
 
     Args:
         max_weight: upper bound of every weight (>= 1; 1.5 by default).
-        mode: ``"attention"`` or ``"embedding_scale"``, read by the trainer into the
-            model's ``token_weight_mode``.
     """
 
     name = "base"
 
-    def __init__(self, max_weight: float = 1.5, mode: str = "attention") -> None:
+    def __init__(self, max_weight: float = 1.5) -> None:
         max_weight = float(max_weight)
         if not math.isfinite(max_weight) or max_weight < 1.0:
             raise ValueError(f"max_weight must be a finite number >= 1, got {max_weight}")
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.max_weight = max_weight
-        self.mode = mode
 
     @abstractmethod
     def word_weights(self, captions: Sequence[str]) -> list[list[WordWeight]]:
@@ -170,6 +164,11 @@ class TokenWeighting(ABC):
     def __call__(self, layouts: Sequence[Any], captions: Sequence[str]) -> Tensor:
         return self.weights(layouts, captions)
 
+    def model_inputs(self, text: Any, captions: Sequence[str]) -> tuple[Tensor, Tensor, Optional[Tensor]]:
+        """``(tokens, mask, weights)`` for ``model(x, tokens, mask, weights)`` from the
+        ``taco_plus.text`` features ``text`` (``tokens``, ``mask``, ``layouts``) of ``captions``."""
+        return text.tokens, text.mask, self.weights(text.layouts, captions)
+
     def layout_rows(self, layout: Any, caption: str) -> list[TokenRow]:
         """:meth:`explain` laid out like ``layout``: SOT/EOT rows included, padding dropped."""
         rows = self.explain(caption)
@@ -185,7 +184,7 @@ class TokenWeighting(ABC):
         return out
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(max_weight={self.max_weight}, mode={self.mode!r})"
+        return f"{type(self).__name__}(max_weight={self.max_weight})"
 
 
 def _special_name(token_id: int) -> str:
@@ -200,4 +199,4 @@ def check_weight(value: float, max_weight: float, what: str) -> float:
     return value
 
 
-__all__ = ["MODES", "TokenRow", "TokenWeighting", "WordWeight", "as_list", "check_weight"]
+__all__ = ["TokenRow", "TokenWeighting", "WordWeight", "as_list", "check_weight"]

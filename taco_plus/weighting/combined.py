@@ -30,13 +30,12 @@ class NoWeighting(TokenWeighting):
 
     Args:
         max_weight: kept for a uniform config; unused.
-        mode: ``"attention"`` or ``"embedding_scale"`` (both are inert with ones).
     """
 
     name = "none"
 
-    def __init__(self, max_weight: float = 1.0, mode: str = "attention") -> None:
-        super().__init__(max(float(max_weight), 1.0), mode)
+    def __init__(self, max_weight: float = 1.0) -> None:
+        super().__init__(max(float(max_weight), 1.0))
 
     def word_weights(self, captions: Sequence[str]) -> list[list[WordWeight]]:
         return [[] for _ in captions]
@@ -55,7 +54,6 @@ class TfidfNerWeighting(TokenWeighting):
         tfidf_artefact: TF-IDF artefact path (or :class:`TfidfStatistics`).
         pipeline: spaCy pipeline name.
         max_weight: upper bound of every weight (shared by both parts).
-        mode: ``"attention"`` or ``"embedding_scale"``.
         entity_weight / label_weights: as for :class:`NerWeighting`.
         ner_cache: NER cache artefact path (optional).
         caption_set: caption file in use; checked against both artefacts.
@@ -69,19 +67,16 @@ class TfidfNerWeighting(TokenWeighting):
         tfidf_artefact: Union[str, "os.PathLike[str]", TfidfStatistics],
         pipeline: str = DEFAULT_PIPELINE,
         max_weight: float = 1.5,
-        mode: str = "attention",
         entity_weight: Optional[float] = None,
         label_weights: Optional[Mapping[str, float]] = None,
         ner_cache: Optional[Union[str, "os.PathLike[str]"]] = None,
         caption_set: Optional[Union[str, "os.PathLike[str]"]] = None,
         allow_fingerprint_mismatch: bool = False,
     ) -> None:
-        super().__init__(max_weight, mode)
-        self.tfidf = TfidfWeighting(
-            tfidf_artefact, max_weight, mode, caption_set, allow_fingerprint_mismatch
-        )
+        super().__init__(max_weight)
+        self.tfidf = TfidfWeighting(tfidf_artefact, max_weight, caption_set, allow_fingerprint_mismatch)
         self.ner = NerWeighting(
-            pipeline, max_weight, mode, entity_weight, label_weights, ner_cache, caption_set,
+            pipeline, max_weight, entity_weight, label_weights, ner_cache, caption_set,
             allow_fingerprint_mismatch,
         )
 

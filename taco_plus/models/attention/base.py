@@ -1,7 +1,7 @@
 """The cross-attention interface shared by the adapter's Injector and Extractor.
 
-Every implementation (``full``, ``linformer``, ...) is a subclass of
-:class:`CrossAttention` with the same call::
+Every implementation (``FullCrossAttention``, ``PooledLinformerCrossAttention``) is a
+subclass of :class:`CrossAttention` with the same call::
 
     out = attn(query, context, context_mask=None, context_weights=None)
     # query (B, Lq, D), context (B, Lk, D) -> out (B, Lq, D)
@@ -83,7 +83,7 @@ def checked_context(
     """Validates mask and weights; zeroes padded tokens so even NaN padding cannot leak.
 
     Returns ``(context, context_mask as bool or None)``. Used by the variants that mix
-    context tokens before attending (Linformer projections, pooling, caption summaries).
+    context tokens before attending (pooling, caption summaries).
     """
     if context_mask is not None:
         context_mask = context_mask.to(torch.bool)

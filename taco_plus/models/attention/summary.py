@@ -1,21 +1,33 @@
-"""The caption projected once along its length: Linformer's projection for the whole adapter.
+"""The caption projected once along its length: the text side of the Linformer ablation.
 
 Wang et al., "Linformer: Self-Attention with Linear Complexity", arXiv 2006.04768.
-Per-block Linformer attention (:class:`LinformerCrossAttention`) makes each block's
-*attention* linear in caption length, but TACO's adapter also does per-token work
-outside attention: every Injector maps all L text tokens through a Linear and a
-LayerNorm, and the Extractor, where text tokens are the queries, computes an update
-for each of them. On 256×256 training crops that per-token work dominates, and the
-adapter still costs 2.7× more at 2,464 tokens than at 77 (measured).
+Linformer projects keys and values along the sequence axis with a learned
+``(max_len, k)`` matrix ``E``. :class:`CaptionSummary` applies that projection once,
+at the adapter's entry: the caption's L token features become ``k`` summaries
+``E^T X`` (B, k, D), and all three adapter blocks work on them. Inside attention this
+is exactly Linformer with shared key/value projections (a test checks it against the
+``linformer`` package); outside attention it also spares the per-token work that
+Linformer attention inside each block would leave linear in L (every Injector maps
+each text token through a Linear and a LayerNorm; the Extractor, where text tokens
+are queries, updates each of them). The adapter's cost is then independent of the
+caption length except for this O(L·k·D) projection.
 
-:class:`CaptionSummary` applies the Linformer length projection once, at the adapter's
-entry: the caption's L token features become ``k`` summaries ``E^T X`` (B, k, D) with a
-learned ``(max_len, k)`` matrix ``E``. All three adapter blocks then work on the ``k``
-summaries, so the adapter's cost is independent of the caption length except for this
-O(L·k·D) projection. Padding and token weights follow :mod:`.linformer`: padded tokens
-are zeroed and take zero rows, real tokens are compacted (token ``j`` uses row ``j``),
-so the summaries equal those of the unpadded caption; a summary's weight is the
-contribution-weighted mean weight of its tokens.
+**Padding.** Padded tokens are removed, not just ignored: their features are zeroed
+and their projection rows are zero, and the real tokens are *compacted* (the j-th real
+token of a caption uses row j of ``E``), so the summaries equal those of the unpadded
+caption wherever the padding sits.
+
+**Token weights** act in the projection: token j's row is scaled by its weight
+relative to the caption's mean weight, ``E'_ji = E_ji · w_j / mean(w)``, so its share
+of every summary grows as its attention mass does under full attention (where the
+mass is scaled by ``w_j`` and renormalised). Uniform weights change nothing; the
+summaries carry no weights of their own. (A log-weight bias per summary, the mean
+weight of its tokens, was diluted by the mixing: a 1.5x token moved the latent about
+4x less than under full attention; docs/weighting.md gives the numbers.)
+
+Positions beyond the longest training caption use untrained rows of ``E``, as in any
+Linformer; ``max_len`` is therefore the longest caption the text encoder produces
+(``text_encoder.max_tokens``, or the chunked limit), and a longer one raises.
 """
 
 from __future__ import annotations
@@ -26,11 +38,6 @@ import torch
 from torch import Tensor, nn
 
 from taco_plus.models.attention.base import checked_context
-from taco_plus.models.attention.linformer import (
-    DEFAULT_MAX_CONTEXT_LEN,
-    length_projection_rows,
-    summary_log_weights,
-)
 
 
 class CaptionSummary(nn.Module):
@@ -38,16 +45,15 @@ class CaptionSummary(nn.Module):
 
     Args:
         text_dim: token feature width.
-        k: number of summaries.
+        k: number of summaries (Linformer's projected length).
         max_len: longest caption (tokens) the projection covers; longer ones raise.
     """
 
-    def __init__(self, text_dim: int, k: int = 64, max_len: int = DEFAULT_MAX_CONTEXT_LEN) -> None:
+    def __init__(self, text_dim: int, k: int, max_len: int) -> None:
         super().__init__()
-        if not isinstance(k, int) or k < 1:
-            raise ValueError(f"caption summary k must be a positive int, got {k!r}")
-        if not isinstance(max_len, int) or max_len < k:
-            raise ValueError(f"caption summary max_len must be an int >= k={k}, got {max_len!r}")
+        for name, value in (("k", k), ("max_len", max_len)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"caption summary {name} must be a positive int, got {value!r}")
         self.text_dim, self.k, self.max_len = text_dim, k, max_len
         # Linformer's initialisation of its projections: U(-1/sqrt(k), 1/sqrt(k)).
         self.proj = nn.Parameter(torch.empty(max_len, k).uniform_(-(k**-0.5), k**-0.5))
@@ -55,20 +61,24 @@ class CaptionSummary(nn.Module):
     def extra_repr(self) -> str:
         return f"text_dim={self.text_dim}, k={self.k}, max_len={self.max_len}"
 
-    def forward(
-        self, text: Tensor, mask: Optional[Tensor] = None, weights: Optional[Tensor] = None
-    ) -> tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
-        """(B, L, D) tokens -> (summaries (B, k, D), mask (B, k), weights (B, k) or None)."""
+    def forward(self, text: Tensor, mask: Optional[Tensor] = None, weights: Optional[Tensor] = None) -> Tensor:
+        """Tokens (B, L, D), mask (B, L) True = real, weights (B, L) > 0 -> summaries (B, k, D)."""
         b, n, _ = text.shape
         if n > self.max_len:
             raise ValueError(
-                f"caption of {n} tokens exceeds the caption summary's max_len={self.max_len}; "
-                "build it with a larger max_len (config: attention.caption_summary.max_len)"
+                f"caption of {n} tokens exceeds the caption summary's max_len={self.max_len} "
+                "(the longest caption it was built for: text_encoder.max_tokens, or "
+                "attention.max_len for chunked captions)"
             )
         text, mask = checked_context(text, mask, weights)
-        rows = length_projection_rows(self.proj, n, mask).to(text.dtype)  # (B|1, L, k)
-        summaries = torch.einsum("bnd,bnk->bkd", text, rows.expand(b, -1, -1))
-        log_w = summary_log_weights(rows, weights).expand(b, -1)  # (B, k)
-        reached = torch.isfinite(log_w)  # False only for a summary no real token reaches
-        summary_weights = None if weights is None else log_w.masked_fill(~reached, 0.0).exp()
-        return summaries, reached, summary_weights
+        if mask is None:
+            rows = self.proj[:n].expand(b, -1, -1)  # (B, L, k)
+        else:  # the j-th real token takes row j; padding takes a zero row
+            rank = (mask.long().cumsum(dim=1) - 1).clamp(min=0)  # (B, L)
+            rows = self.proj[rank] * mask.unsqueeze(-1)
+        if weights is not None:
+            w = weights.to(text.dtype)
+            real = torch.ones_like(w) if mask is None else mask.to(w.dtype)
+            mean = (w * real).sum(dim=1, keepdim=True) / real.sum(dim=1, keepdim=True)  # (B, 1)
+            rows = rows * (w / mean).unsqueeze(-1)
+        return torch.einsum("bnd,bnk->bkd", text, rows.to(text.dtype))
