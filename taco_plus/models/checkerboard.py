@@ -17,10 +17,10 @@ from __future__ import annotations
 from typing import Callable, Optional
 
 import torch
-from compressai.ans import BufferedRansEncoder, RansDecoder
-from compressai.entropy_models import GaussianConditional
 from compressai.ops import quantize_ste
 from torch import Tensor
+
+from taco_plus.models.rans import BucketizedGaussianConditional, RansStream, encode
 
 ANCHOR, NON_ANCHOR = 1, 0  # parity of (row + col)
 
@@ -60,12 +60,9 @@ class _SymbolCoder(LatentCoder):
     which is the order of the official TACO code's "squeezed" tensors.
     """
 
-    def __init__(self, gaussian_conditional: GaussianConditional, batch: int) -> None:
+    def __init__(self, gaussian_conditional: BucketizedGaussianConditional) -> None:
         self.gc = gaussian_conditional
-        self.cdf = gaussian_conditional.quantized_cdf.tolist()
-        self.cdf_lengths = gaussian_conditional.cdf_length.reshape(-1).int().tolist()
-        self.offsets = gaussian_conditional.offset.reshape(-1).int().tolist()
-        self.batch = batch
+        self.tables = gaussian_conditional.tables()
 
     def _scatter(self, values: Tensor, mask: Tensor, like: Tensor) -> Tensor:
         out = torch.zeros_like(like)
@@ -76,58 +73,55 @@ class _SymbolCoder(LatentCoder):
 class EncodingCoder(_SymbolCoder):
     """Quantises each part to integer symbols and queues them for the rANS encoder."""
 
-    def __init__(self, gaussian_conditional: GaussianConditional, batch: int) -> None:
-        super().__init__(gaussian_conditional, batch)
-        self.symbols: list[list[int]] = [[] for _ in range(batch)]
-        self.indexes: list[list[int]] = [[] for _ in range(batch)]
+    def __init__(self, gaussian_conditional: BucketizedGaussianConditional) -> None:
+        super().__init__(gaussian_conditional)
+        self.symbols: list[Tensor] = []  # per part, (B, C, K)
+        self.indexes: list[Tensor] = []
 
     def code(self, y, scales, means, parity):
         mask = parity_mask(*y.shape[-2:], parity, device=y.device)
         mu = means[:, :, mask]  # (B, C, K)
         symbols = self.gc.quantize(y[:, :, mask], "symbols", mu)
-        indexes = self.gc.build_indexes(scales[:, :, mask])
-        for b in range(self.batch):
-            self.symbols[b].extend(symbols[b].reshape(-1).tolist())
-            self.indexes[b].extend(indexes[b].reshape(-1).tolist())
+        self.symbols.append(symbols)
+        self.indexes.append(self.gc.build_indexes(scales[:, :, mask]))
         return self._scatter(symbols.to(means.dtype) + mu, mask, means)
 
     def flush(self) -> list[bytes]:
-        strings = []
-        for b in range(self.batch):
-            encoder = BufferedRansEncoder()
-            encoder.encode_with_indexes(
-                self.symbols[b], self.indexes[b], self.cdf, self.cdf_lengths, self.offsets
+        """One rANS stream per batch item, parts in coding order."""
+        return [
+            encode(
+                torch.cat([s[b].reshape(-1) for s in self.symbols]),
+                torch.cat([i[b].reshape(-1) for i in self.indexes]),
+                self.tables,
             )
-            strings.append(encoder.flush())
-        return strings
+            for b in range(self.symbols[0].shape[0])
+        ]
 
 
 class DecodingCoder(_SymbolCoder):
-    """Reads each part's symbols back from the rANS streams, one per batch item."""
+    """Reads each part's symbols back from the rANS streams, one per batch item.
 
-    def __init__(self, gaussian_conditional: GaussianConditional, strings: list[bytes]) -> None:
-        super().__init__(gaussian_conditional, len(strings))
-        self.decoders = []
-        for string in strings:
-            decoder = RansDecoder()
-            decoder.set_stream(string)
-            self.decoders.append(decoder)
+    Args:
+        gaussian_conditional: the entropy model (CDF tables built).
+        strings: one stream per batch item.
+        symbols: symbols each stream announces (the latent's C * h * w); :meth:`finish`
+            checks that every stream decoded to exactly that many.
+    """
+
+    def __init__(self, gaussian_conditional: BucketizedGaussianConditional, strings: list[bytes], symbols: int) -> None:
+        super().__init__(gaussian_conditional)
+        self.streams = [RansStream(string, self.tables, symbols) for string in strings]
 
     def code(self, y, scales, means, parity):
         mask = parity_mask(*means.shape[-2:], parity, device=means.device)
         mu = means[:, :, mask]
         indexes = self.gc.build_indexes(scales[:, :, mask])
-        values = [
-            torch.tensor(
-                decoder.decode_stream(
-                    indexes[b].reshape(-1).tolist(), self.cdf, self.cdf_lengths, self.offsets
-                ),
-                dtype=means.dtype,
-            ).reshape(mu.shape[1:])
-            for b, decoder in enumerate(self.decoders)
-        ]
-        symbols = torch.stack(values).to(means.device)
-        return self._scatter(symbols + mu, mask, means)
+        symbols = torch.stack([stream.decode(indexes[b]) for b, stream in enumerate(self.streams)])
+        return self._scatter(symbols.to(means.device, means.dtype) + mu, mask, means)
+
+    def finish(self) -> None:
+        for stream in self.streams:
+            stream.finish()
 
 
 ParamNet = Callable[[Tensor], Tensor]

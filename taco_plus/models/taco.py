@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
-from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+from compressai.entropy_models import EntropyBottleneck
 from compressai.models import CompressionModel
 from compressai.models.base import get_scale_table
 from compressai.ops import quantize_ste
@@ -30,6 +30,7 @@ from taco_plus.models.checkerboard import (
     code_group,
 )
 from taco_plus.models.layers import ChannelContext, EntropyParameters
+from taco_plus.models.rans import BucketizedGaussianConditional, decode_bottleneck, encode_bottleneck
 from taco_plus.models.transforms import (
     AnalysisTransform,
     HyperAnalysis,
@@ -104,7 +105,7 @@ class TACO(CompressionModel):
             EntropyParameters(2 * M + (4 * c if i else 2 * c), 2 * c) for i, c in enumerate(slice_ch)
         )
         self.entropy_bottleneck = EntropyBottleneck(N)
-        self.gaussian_conditional = GaussianConditional(None)
+        self.gaussian_conditional = BucketizedGaussianConditional(None)
 
     # ------------------------------------------------------------------ text
     def analysis(
@@ -207,21 +208,26 @@ class TACO(CompressionModel):
         """
         y = self.analysis(x, text_embeddings, text_mask, text_weights)
         z = self.h_a(y)
-        z_strings = self.entropy_bottleneck.compress(z)
-        z_hat = self.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
-        coder = EncodingCoder(self.gaussian_conditional, y.shape[0])
+        z_strings, z_hat = encode_bottleneck(self.entropy_bottleneck, z)
+        coder = EncodingCoder(self.gaussian_conditional)
         y_hat, _, _ = self._code_latents(coder, self.h_s(z_hat), y)
         return {"strings": [coder.flush(), z_strings], "shape": z.shape[-2:], "y_hat": y_hat}
 
     @torch.no_grad()
     def decompress(self, strings: Sequence[Sequence[bytes]], shape: Sequence[int]) -> dict[str, Tensor]:
-        """Returns ``{"x_hat"}``. The decoder never sees text."""
+        """Returns ``{"x_hat"}``. The decoder never sees text.
+
+        Raises :class:`~taco_plus.bitstream.BitstreamError` when a string does not
+        decode to exactly the symbols of a latent of this ``shape`` (see ``rans.py``).
+        """
         y_strings, z_strings = strings
         if len(y_strings) != len(z_strings):
             raise ValueError("y and z string lists differ in length")
-        z_hat = self.entropy_bottleneck.decompress(list(z_strings), tuple(shape))
-        coder = DecodingCoder(self.gaussian_conditional, list(y_strings))
+        z_hat = decode_bottleneck(self.entropy_bottleneck, list(z_strings), tuple(shape))
+        y_symbols = self.M * (4 * shape[0]) * (4 * shape[1])  # y is 4x z in each side
+        coder = DecodingCoder(self.gaussian_conditional, list(y_strings), y_symbols)
         y_hat, _, _ = self._code_latents(coder, self.h_s(z_hat), None)
+        coder.finish()
         return {"x_hat": self.g_s(y_hat)}
 
     def update(self, scale_table: Optional[Tensor] = None, force: bool = False, **kwargs: Any) -> bool:
