@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
+import torch
 from compressai.layers import AttentionBlock
 from torch import Tensor, nn
 
@@ -77,14 +78,18 @@ class AnalysisTransform(nn.Module):
     ) -> Tensor:
         if self.caption_summary is not None:  # (B, L, D) -> (B, k, D), mask and weights used up
             text, text_mask, text_weights = self.caption_summary(text, text_mask, text_weights), None, None
+        # Channels-last inside (faster convolutions, see SynthesisTransform.forward).
+        x = x.contiguous(memory_format=torch.channels_last)
         for layer in self.analysis_transform:
             if isinstance(layer, Injector):
-                x = layer(x, text, text_mask, text_weights)
+                x = layer(x, text, text_mask, text_weights).contiguous(memory_format=torch.channels_last)
             elif isinstance(layer, Extractor):
                 text = layer(text, x, text_weights)
             else:
                 x = layer(x)
-        return x
+        # y back in the default layout: what follows (h_a, the entropy model) must run
+        # the same kernels as the reference code and the decoder.
+        return x.contiguous()
 
     def is_adapter(self, name: str) -> bool:
         """Whether a state-dict key of g_a (``name`` relative to it) is text adapter:
@@ -112,7 +117,10 @@ class SynthesisTransform(nn.Module):
         )  # fmt: skip
 
     def forward(self, y_hat: Tensor) -> Tensor:
-        return self.synthesis_transform(y_hat)
+        # Channels-last: oneDNN's convolutions (transposed ones most) run without layout
+        # reorders, ~25% faster on a CPU. Every path (forward, compress, decompress) goes
+        # through here, so reconstructions stay bit-identical across them.
+        return self.synthesis_transform(y_hat.contiguous(memory_format=torch.channels_last))
 
 
 class HyperAnalysis(nn.Module):
@@ -121,8 +129,8 @@ class HyperAnalysis(nn.Module):
     def __init__(self, N: int, M: int) -> None:
         super().__init__()
         self.reduction = nn.Sequential(
-            conv(M, N, kernel_size=3, stride=1), nn.ReLU(),
-            conv(N, N), nn.ReLU(),
+            conv(M, N, kernel_size=3, stride=1), nn.ReLU(inplace=True),
+            conv(N, N), nn.ReLU(inplace=True),
             conv(N, N),
         )  # fmt: skip
 
@@ -139,8 +147,8 @@ class HyperSynthesis(nn.Module):
     def __init__(self, N: int, M: int) -> None:
         super().__init__()
         self.increase = nn.Sequential(
-            deconv(N, M), nn.ReLU(),
-            deconv(M, M * 3 // 2), nn.ReLU(),
+            deconv(N, M), nn.ReLU(inplace=True),
+            deconv(M, M * 3 // 2), nn.ReLU(inplace=True),
             deconv(M * 3 // 2, M * 2, kernel_size=3, stride=1),
         )  # fmt: skip
 
