@@ -15,9 +15,17 @@ Layout (all integers big-endian)::
     end-4   4     CRC-32 of every preceding byte
 
 The latent shape is not stored: z is (ceil(H/64), ceil(W/64)) by construction.
-Decoding validates magic, version, sizes, lengths, CRC and fingerprint before any
-entropy decoding, so truncated, corrupted, foreign or wrong-model files raise
-:class:`BitstreamError` instead of crashing, hanging or yielding garbage.
+Decoding validates magic, version, sizes, lengths, CRC, fingerprint and the pixel
+limit before any entropy decoding or allocation, so truncated, corrupted, foreign,
+wrong-model or oversized files raise :class:`BitstreamError` instead of crashing,
+hanging or yielding garbage. The strings themselves are then decoded by a decoder
+that never reads past them and requires each to decode to exactly the symbols the
+size announces (``taco_plus/models/rans.py``); a CRC-valid crafted file is an error too.
+
+The pixel limit (:data:`DEFAULT_MAX_PIXELS`, 2^25 = 33,554,432: 8K UHD fits) bounds
+the decoder's memory and time, which grow with H x W whatever the file's length
+(a few hundred bytes per pixel in the synthesis transform). Raise it for files you
+trust: ``max_pixels`` of :func:`unpack` / ``TacoCodec``, ``taco-plus decompress --max-pixels``.
 """
 
 from __future__ import annotations
@@ -26,14 +34,17 @@ import hashlib
 import struct
 import zlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported lazily: the CLI reads this module's limits
+    import torch
 
 MAGIC = b"TACZ"
 VERSION = 1
 _HEADER = struct.Struct(">4sBBII16sII")
 HEADER_BYTES = _HEADER.size + 4  # + trailing CRC
 MAX_SIDE = 1 << 16  # refuse absurd sizes before allocating anything
+DEFAULT_MAX_PIXELS = 1 << 25
 
 
 class BitstreamError(ValueError):
@@ -61,6 +72,8 @@ def model_fingerprint(model: torch.nn.Module) -> bytes:
     Includes the entropy coders' CDF tables: decoding with different tables would
     silently produce garbage.
     """
+    import torch
+
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         t = tensor.detach().cpu().contiguous()
@@ -91,12 +104,15 @@ def pack(payload: Payload) -> bytes:
     return body + struct.pack(">I", zlib.crc32(body))
 
 
-def unpack(data: bytes, expected_fingerprint: bytes | None = None) -> Payload:
+def unpack(
+    data: bytes, expected_fingerprint: bytes | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> Payload:
     """Parses and validates a ``.tacoz`` stream.
 
     Args:
         data: the file's bytes.
         expected_fingerprint: the decoding model's fingerprint; a mismatch is an error.
+        max_pixels: refuse images of more pixels (H x W) than this (module docstring).
     """
     if len(data) < 4 or data[:4] != MAGIC:
         raise BitstreamError("not a .tacoz file (bad magic bytes)")
@@ -116,6 +132,12 @@ def unpack(data: bytes, expected_fingerprint: bytes | None = None) -> Payload:
         raise BitstreamError(f"unknown flags {flags:#x}")
     if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):
         raise BitstreamError(f"invalid image size {height}x{width}")
+    if height * width > max_pixels:
+        raise BitstreamError(
+            f"image of {height}x{width} = {height * width:,} pixels is over the decoding limit of "
+            f"{max_pixels:,} pixels; if you trust this file, raise the limit "
+            "(taco-plus decompress --max-pixels N, or TacoCodec(..., max_pixels=N))"
+        )
     if expected_fingerprint is not None and fingerprint != expected_fingerprint:
         raise BitstreamError(
             "this file was encoded by a different model (weights fingerprint "

@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from taco_plus.bitstream import HEADER_BYTES, Payload, model_fingerprint, pack, unpack
+from taco_plus.bitstream import DEFAULT_MAX_PIXELS, HEADER_BYTES, Payload, model_fingerprint, pack, unpack
 from taco_plus.checkpoint import LoadedCodec
 from taco_plus.images import crop, pad_to_multiple
 from taco_plus.stored_config import instantiate_stored
@@ -47,10 +47,15 @@ class TacoCodec:
         loaded: a :class:`~taco_plus.checkpoint.LoadedCodec` (model + text configs).
         text_encoder: caption encoder; built from ``loaded.text_encoder_config`` when None.
         weighting: token weighting; built from ``loaded.weighting_config`` when None.
+        max_pixels: :meth:`decode` refuses files announcing more pixels (H x W) than this,
+            before allocating anything (see :mod:`taco_plus.bitstream`).
     """
 
-    def __init__(self, loaded: LoadedCodec, text_encoder=None, weighting=None) -> None:
+    def __init__(
+        self, loaded: LoadedCodec, text_encoder=None, weighting=None, max_pixels: int = DEFAULT_MAX_PIXELS
+    ) -> None:
         self.model = loaded.model.eval()
+        self.max_pixels = max_pixels
         self.loaded = loaded
         self._text_encoder = text_encoder
         self._weighting = weighting
@@ -108,7 +113,7 @@ class TacoCodec:
     @torch.no_grad()
     def decode(self, data: bytes) -> Tensor:
         """Decodes ``.tacoz`` bytes to a (1, 3, H, W) image in [0, 1]. Takes no text."""
-        payload = unpack(data, expected_fingerprint=self.fingerprint)
+        payload = unpack(data, expected_fingerprint=self.fingerprint, max_pixels=self.max_pixels)
         x_hat = self.model.decompress([[payload.y_string], [payload.z_string]], payload.z_shape)
         return crop(x_hat["x_hat"], (payload.height, payload.width)).clamp(0, 1)
 

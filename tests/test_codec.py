@@ -130,3 +130,67 @@ def test_cli_reports_bad_inputs_cleanly(checkpoint, tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
     assert cli_main(["decompress", str(tmp_path / "junk.tacoz"), "--checkpoint", str(tmp_path / "missing.pt")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+# Crafted files with a valid CRC, decoded in a child process: a crash there fails the
+# test instead of killing pytest.
+CRAFTED_FILES = """
+import sys, time, torch
+from taco_plus.bitstream import BitstreamError, Payload, pack, unpack
+from taco_plus.checkpoint import load_codec
+from taco_plus.codec import TacoCodec
+
+codec = TacoCodec(load_codec(sys.argv[1]))
+real = unpack(open(sys.argv[2], "rb").read(), codec.fingerprint)  # a 64x64 image's file
+fp = codec.fingerprint
+cases = {
+    "65536x65536 header": Payload(65536, 65536, fp, real.y_string, real.z_string),
+    "16384x16384 header": Payload(16384, 16384, fp, real.y_string, real.z_string),
+    "larger size than encoded": Payload(128, 192, fp, real.y_string, real.z_string),
+    "empty y and z": Payload(64, 64, fp, b"", b""),
+    "empty y": Payload(64, 64, fp, b"", real.z_string),
+    "all-0xFF y": Payload(64, 64, fp, b"\\xff" * 4096, real.z_string),
+    "all-0xFF z": Payload(64, 64, fp, real.y_string, b"\\xff" * 64),
+    "y truncated by a word": Payload(64, 64, fp, real.y_string[:-4], real.z_string),
+    "y and z swapped": Payload(64, 64, fp, real.z_string, real.y_string),
+}
+for name, payload in cases.items():
+    start = time.perf_counter()
+    try:
+        codec.decode(pack(payload))
+        outcome = "DECODED"
+    except BitstreamError as err:
+        outcome = f"BitstreamError: {err}"
+    print(f"{name} ({time.perf_counter() - start:.1f} s): {outcome}")
+print("done")
+"""
+
+
+def test_crafted_files_with_valid_crc_are_errors(codec, checkpoint, tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "real.tacoz"
+    path.write_bytes(codec.encode(torch.rand(3, 64, 64), "a boat").data)
+    proc = subprocess.run(
+        [sys.executable, "-c", CRAFTED_FILES, str(checkpoint), str(path)], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, f"decoder process died (rc {proc.returncode}): {proc.stderr[-2000:]}"
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-1] == "done" and len(lines) == 10, proc.stdout
+    assert all("BitstreamError" in line for line in lines[:-1]), proc.stdout
+    assert "over the decoding limit" in lines[0] and "--max-pixels" in lines[0]
+
+
+def test_pixel_limit_is_configurable(checkpoint, codec, tmp_path, capsys):
+    data = codec.encode(torch.rand(3, 40, 50), "x").data
+    limited = TacoCodec(load_codec(checkpoint), max_pixels=40 * 50 - 1)
+    with pytest.raises(BitstreamError, match="over the decoding limit of 1,999 pixels"):
+        limited.decode(data)
+    limited.max_pixels = 40 * 50
+    assert limited.decode(data).shape == (1, 3, 40, 50)
+    (tmp_path / "a.tacoz").write_bytes(data)
+    args = ["decompress", str(tmp_path / "a.tacoz"), "--checkpoint", str(checkpoint), "-o", str(tmp_path / "a.png")]
+    assert cli_main([*args, "--max-pixels", "1000"]) == 2
+    assert "--max-pixels" in capsys.readouterr().err
+    assert cli_main([*args, "--max-pixels", "2000"]) == 0

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from taco_plus.atomic import atomic_write
+from taco_plus.bitstream import DEFAULT_MAX_PIXELS
 from taco_plus.cli import CLIError
 
 DECODED_SUFFIX = ".decoded.png"
@@ -155,6 +156,7 @@ def decompress(args: argparse.Namespace) -> int:
     target = _check_output(out, (args.file, args.checkpoint), args.force)
     data = path.read_bytes()
     codec = _load(args.checkpoint)
+    codec.max_pixels = args.max_pixels
     try:
         x_hat = codec.decode(data)
     except BitstreamError as err:
@@ -184,4 +186,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, help="the checkpoint that encoded the file")
     p.add_argument("-o", "--output", help=f"output PNG (default: FILE with {DECODED_SUFFIX})")
     p.add_argument("--force", action="store_true", help=force_help)
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                   help=f"refuse files announcing more than N pixels (default {DEFAULT_MAX_PIXELS:,}; "
+                   "decoding needs a few hundred bytes of memory per pixel)")
     p.set_defaults(func=decompress)

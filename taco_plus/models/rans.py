@@ -139,7 +139,7 @@ MAX_SYMBOL = 1 << 26
 
 def encode(symbols: Tensor, indexes: Tensor, tables: CdfTables) -> bytes:
     """One rANS stream of ``symbols`` (int, any shape) coded with table ``indexes``."""
-    if symbols.numel() and symbols.abs().max() >= MAX_SYMBOL:
+    if symbols.numel() and symbols.to(torch.int64).abs().max() >= MAX_SYMBOL:  # int32 abs(INT_MIN) < 0
         raise ValueError(
             f"latent values out of the coder's range (|symbol| >= {MAX_SYMBOL}): the image or the "
             "model produces non-finite or huge latents"
