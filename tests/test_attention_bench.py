@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import math
 
+import pandas as pd
 import pytest
 
 from taco_plus.bench import attention, codec, report
@@ -77,11 +78,11 @@ def test_conclusions_are_computed_from_rows():
 
 
 def test_crossover_requires_every_longer_length():
-    full = {n: {"fwd_ms": ms} for n, ms in ((38, 5.0), (77, 9.0), (154, 7.0), (308, 20.0))}
-    lin = {n: {"fwd_ms": 8.0} for n in full}
-    assert report.crossover(full, lin, "fwd_ms") == 308
-    assert report.crossover(full, {n: {"fwd_ms": 99.0} for n in full}, "fwd_ms") is None
-    assert report.crossover(full, {n: {"fwd_ms": 1.0} for n in full}, "fwd_ms") == 38
+    full = pd.Series({38: 5.0, 77: 9.0, 154: 7.0, 308: 20.0})
+    assert report.crossover(full, full * 0 + 8.0) == 308
+    assert report.crossover(full, full * 0 + 99.0) is None
+    assert report.crossover(full, full * 0 + 1.0) == 38
+    assert report.crossover(full, pd.Series({38: 1.0, 77: 1.0})) == 38  # measured lengths only
 
 
 @pytest.mark.slow

@@ -1,46 +1,43 @@
-"""Adapter attention efficiency: full vs Linformer over caption length and image size.
+"""Adapter attention efficiency: every ``attention`` option over caption length and image size.
 
-Measures TACO's text adapter (Injector at H/4, Extractor and Injector at H/8) alone
-(``part=adapter``) and the whole analysis transform g_a (``part=encoder``) with each
-option of the ``attention`` config group (all by default), at official sizes (N=192, M=320,
-text width 512, 8 heads) with random weights and random caption features::
+Times TACO's text adapter (``part=adapter``) and the whole g_a (``part=encoder``) at official
+sizes with random weights; columns, methods and conclusions: docs/attention.md, "Benchmark"::
 
     python -m taco_plus.bench.attention --quick
-    python -m taco_plus.bench.attention --variants full,linformer --tokens 38,77,2464 \
+    python -m taco_plus.bench.attention --variants full,linformer --tokens 38,77,2464 \\
         --sizes 256x256,768x512 --repeat 5 --csv out.csv --plot out.png
-
-Forward passes run under ``torch.no_grad()``; forward+backward is timed at the
-training crop size(s) (``--train-sizes``, 256x256). Every figure is the median of
-``--repeat`` runs, variants interleaved inside each repeat so that load drifts hit
-both alike. Sizes are ``WIDTHxHEIGHT`` and are zero-padded to a multiple of 64 as
-the codec does. The CSV has one row per (variant, tokens, size, part); the
-conclusions printed at the end are computed from those rows (see ``report.py``).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import platform
 import sys
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+import pandas as pd
 import torch
 from torch import Tensor, nn
 
 from taco_plus.bench import measure, report
+from taco_plus.config import CONFIG_DIR
 from taco_plus.models.adapter import Extractor, Injector
 from taco_plus.models.transforms import AnalysisTransform
 
 TOKENS = (38, 77, 154, 308, 616, 1232, 2464)
-SIZES = ("256x256", "768x512", "2048x1365")
-QUICK = dict(tokens=(38, 77, 308, 1232, 2464), sizes=("256x256", "768x512"), repeat=3)
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+SIZES = ((256, 256), (768, 512), (2048, 1365))
+QUICK = dict(tokens=(38, 77, 308, 1232, 2464), sizes=((256, 256), (768, 512)), repeat=3)
+OFFICIAL_DIMS = dict(N=192, M=320, text_dim=512, num_heads=8)
 COLUMNS = [
     "variant", "tokens", "height", "width", "image_tokens", "part", "fwd_ms", "fwd_bwd_ms",
     "peak_mb", "fwd_bwd_peak_mb", "gflops", "device", "clock",
 ]  # fmt: skip
+# One printed line per measurement, as it comes.
+LINE = ("{variant:<16} {tokens:>6} {size:>10} {part:<8} {fwd_ms:>10.1f} {fwd_bwd_ms:>11.1f} {peak_mb:>9.1f} "
+        "{fwd_bwd_peak_mb:>15.1f} {gflops:>9.2f}")
+HEADER = (f"{'variant':<16} {'tokens':>6} {'size':>10} {'part':<8} {'fwd_ms':>10} {'fwd_bwd_ms':>11} "
+          f"{'peak_mb':>9} {'fwd_bwd_peak_mb':>15} {'gflops':>9}")
 
 
 def attention_options(config_dir: Path = CONFIG_DIR) -> list[str]:
@@ -59,11 +56,8 @@ def attention_factories(
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    import taco_plus.config  # noqa: F401 - registers the schemas and resolvers
-
-    path = Path(config_dir) / "attention" / f"{variant}.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"unknown attention variant {variant!r}: {path} not found")
+    if variant not in attention_options(config_dir):
+        raise FileNotFoundError(f"unknown attention variant {variant!r}: not in {config_dir}/attention")
     with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
         node = compose("train", [f"attention={variant}", "text_encoder.max_tokens=chunked"]).attention
     summary = node.caption_summary
@@ -93,73 +87,51 @@ class AdapterPath(nn.Module):
 
 
 def case_inputs(part: str, tokens: int, height: int, width: int, dims: dict[str, int], device) -> list[Tensor]:
-    h, w = padded(height), padded(width)
+    """Random inputs of ``part``: an image for g_a, image features at H/4 and H/8 for the adapter."""
+    h, w, n = padded(height), padded(width), dims["N"]
     text = torch.randn(1, tokens, dims["text_dim"], device=device)
     if part == "encoder":
         return [torch.rand(1, 3, h, w, device=device), text]
-    n = dims["N"]
-    return [torch.randn(1, n, h // 4, w // 4, device=device), torch.randn(1, n, h // 8, w // 8, device=device), text]
+    return [torch.randn(1, n, h // s, w // s, device=device) for s in (4, 8)] + [text]
 
 
 def run_case(
-    modules: dict[str, nn.Module],
-    inputs: list[Tensor],
-    repeat: int,
-    warmup: int,
-    train: bool,
-    device: torch.device,
-    clock: str = "wall",
+    modules: dict[str, nn.Module], inputs: list[Tensor], repeat: int, warmup: int, train: bool,
+    device: torch.device, clock: str = "wall",
 ) -> dict[str, dict[str, float]]:
-    """Interleaved medians for every variant on the same inputs."""
+    """Medians for every variant on the same inputs, variants interleaved inside each repeat."""
 
-    def fwd(m: nn.Module) -> Callable[[], Any]:
-        def call() -> Any:
-            with torch.no_grad():
-                return m(*inputs)
+    def fwd(m: nn.Module) -> None:
+        with torch.no_grad():
+            m(*inputs)
 
-        return call
+    def fwd_bwd(m: nn.Module) -> None:
+        m.zero_grad(set_to_none=True)
+        m(*inputs).sum().backward()
 
-    def fwd_bwd(m: nn.Module) -> Callable[[], Any]:
-        def call() -> None:
-            m.zero_grad(set_to_none=True)
-            m(*inputs).sum().backward()
-
-        return call
-
-    passes = {"fwd": fwd} | ({"fwd_bwd": fwd_bwd} if train else {})
-    times: dict[str, dict[str, list[float]]] = {v: {p: [] for p in passes} for v in modules}
-    results: dict[str, dict[str, float]] = {v: {} for v in modules}
-    for name, make in passes.items():
+    passes = [("fwd", fwd, "peak_mb")] + ([("fwd_bwd", fwd_bwd, "fwd_bwd_peak_mb")] if train else [])
+    results = {v: {"gflops": measure.forward_gflops(m, *inputs)} for v, m in modules.items()}
+    for name, call, peak in passes:
         for _ in range(warmup):
             for m in modules.values():
-                make(m)()
+                call(m)
+        times: dict[str, list[float]] = {v: [] for v in modules}
         for _ in range(repeat):
             for v, m in modules.items():
-                times[v][name].append(measure.time_ms(make(m), device, clock))
+                times[v].append(measure.time_ms(lambda: call(m), device, clock))
         for v, m in modules.items():
-            results[v][f"{name}_ms"] = measure.median(times[v][name])
-            key = "peak_mb" if name == "fwd" else "fwd_bwd_peak_mb"
-            results[v][key] = measure.peak_memory_mb(make(m), device)
-    for v, m in modules.items():
-        results[v]["gflops"] = measure.forward_gflops(m, *inputs)
+            results[v][f"{name}_ms"] = measure.median(times[v])
+            results[v][peak] = measure.peak_memory_mb(lambda: call(m), device)
     return results
 
 
 def run_benchmark(
-    variants: Sequence[str],
-    tokens: Sequence[int],
-    sizes: Sequence[tuple[int, int]],
-    train_sizes: Sequence[tuple[int, int]] = ((256, 256),),
-    repeat: int = 3,
-    warmup: int = 1,
-    dims: Optional[dict[str, int]] = None,
-    device: Optional[torch.device] = None,
-    config_dir: Path = CONFIG_DIR,
-    clock: str = "wall",
-    log: Callable[[str], None] = print,
-) -> list[dict[str, Any]]:
-    """Runs the grid; returns one row (dict with :data:`COLUMNS`) per measurement."""
-    dims = dims or dict(N=192, M=320, text_dim=512, num_heads=8)
+    variants: Sequence[str], tokens: Sequence[int], sizes: Sequence[tuple[int, int]],
+    train_sizes: Sequence[tuple[int, int]] = ((256, 256),), repeat: int = 3, warmup: int = 1,
+    dims: dict[str, int] = OFFICIAL_DIMS, device: Optional[torch.device] = None, config_dir: Path = CONFIG_DIR,
+    clock: str = "wall", log: Callable[[str], None] = print,
+) -> pd.DataFrame:
+    """Runs the grid; one row (:data:`COLUMNS`) per variant, caption length, image size and part."""
     device = device or measure.default_device()
     encoders: dict[str, AnalysisTransform] = {}
     for v in variants:
@@ -168,33 +140,23 @@ def run_benchmark(
         encoders[v] = AnalysisTransform(
             dims["N"], dims["M"], dims["text_dim"], dims["num_heads"], injector, extractor, summary
         ).to(device)
-    rows = []
+    rows, train_sizes = [], set(map(tuple, train_sizes))
     for width, height in sizes:
         for n_tokens in tokens:
-            for part in ("adapter", "encoder"):
+            for part in report.PARTS:
                 modules = {v: g if part == "encoder" else AdapterPath(g) for v, g in encoders.items()}
                 inputs = case_inputs(part, n_tokens, height, width, dims, device)
-                train = (width, height) in set(map(tuple, train_sizes))
+                train = (width, height) in train_sizes
                 results = run_case(modules, inputs, repeat, warmup, train, device, clock)
                 for v in variants:
                     row = dict(
                         variant=v, tokens=n_tokens, height=height, width=width,
                         image_tokens=(padded(height) // 8) * (padded(width) // 8), part=part,
                         fwd_bwd_ms=float("nan"), fwd_bwd_peak_mb=float("nan"), device=str(device), clock=clock,
-                    )  # fmt: skip
-                    row.update(results[v])
+                    ) | results[v]  # fmt: skip
                     rows.append(row)
-                    log(report.format_row(row))
-    return rows
-
-
-def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()})
+                    log(LINE.format(**row, size=f"{width}x{height}"))
+    return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -236,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=positive_int, default=None, help="timed runs per figure (median), default 5")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--quick", action="store_true", help=f"smaller grid: {QUICK}")
-    p.add_argument("--dims", type=parse_dims, default=dict(N=192, M=320, text_dim=512, num_heads=8),
+    p.add_argument("--dims", type=parse_dims, default=OFFICIAL_DIMS,
                    help="N,M,TEXT_DIM,HEADS (default: official 192,320,512,8)")  # fmt: skip
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     p.add_argument("--clock", choices=measure.CLOCKS, default="wall",
@@ -251,22 +213,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    base = QUICK if args.quick else dict(tokens=TOKENS, sizes=SIZES, repeat=5)
-    tokens = args.tokens or base["tokens"]
-    sizes = args.sizes or [parse_size(s) for s in base["sizes"]]
-    repeat = args.repeat or base["repeat"]
+    grid = QUICK if args.quick else dict(tokens=TOKENS, sizes=SIZES, repeat=5)
+    tokens, sizes, repeat = (args.tokens or grid["tokens"], args.sizes or grid["sizes"],
+                             args.repeat or grid["repeat"])
     device = torch.device(args.device) if args.device else measure.default_device()
     # Process CPU time of several threads counts OpenMP's spin-waiting too, which grows
     # with contention: with --clock cpu measure one thread unless told otherwise.
     threads = args.threads or (1 if args.clock == "cpu" else None)
     if threads:
         torch.set_num_threads(threads)
-    print(
-        f"# device={device} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads), "
-        f"clock={args.clock}, repeat={repeat}, dims={args.dims}, memory: {measure.memory_method(device)}, "
-        "FLOPs: FlopCounterMode (forward)"
-    )
-    print(report.header())
+    memory = ("torch.cuda.max_memory_allocated growth" if device.type == "cuda"
+              else "peak of torch.profiler CPU allocation events (running sum of allocs - frees)")
+    cpu = platform.processor() or platform.machine()
+    print(f"# device={device} ({cpu}, {torch.get_num_threads()} threads), clock={args.clock}, repeat={repeat}, "
+          f"dims={args.dims}, memory: {memory}, FLOPs: FlopCounterMode (forward)")
+    print(HEADER)
     try:
         variants = args.variants or attention_options(args.config_dir)
         rows = run_benchmark(variants, tokens, sizes, args.train_sizes, repeat, args.warmup,
@@ -274,11 +235,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    write_csv(rows, args.csv)
-    print(f"\nwrote {args.csv}")
-    if report.plot(rows, args.plot):
-        print(f"wrote {args.plot}")
-    print()
+    args.csv.parent.mkdir(parents=True, exist_ok=True)
+    rows.to_csv(args.csv, index=False, float_format="%.4f", na_rep="nan")
+    report.plot(rows, args.plot)
+    print(f"\nwrote {args.csv} and {args.plot}\n")
     print("\n".join(report.conclusions(rows)))
     return 0
 
