@@ -1,39 +1,9 @@
-"""Training-step benchmark: steps/s and peak memory of the whole TACO training step.
+"""Training-step benchmark: steps/s and peak memory of the whole TACO training step
+(``Trainer._step`` on the components of ``experiment=taco_baseline``) for every ``attention``
+option and the ELIC baseline, fp32/bf16, eager/compiled, beside the loader's images/s.
+What each column means and how it is measured: docs/training.md, "GPU step time"::
 
-Times :meth:`taco_plus.train.trainer.Trainer._step` -- frozen CLIP text features, codec
-forward (under bf16 autocast with ``bf16``, as the trainer does it), TACO's loss (bpp,
-MSE, LPIPS, joint CLIP loss), backward, gradient clipping, both optimiser steps -- on
-components built by :func:`taco_plus.train.run.build_components` from
-``experiment=taco_baseline`` (N=192, M=320, CLIP ViT-B/32, batch 8, 256x256 crops) plus
-one override per variant:
-
-* every option of the ``attention`` group (``taco_plus/configs/attention/*.yaml``);
-* ``elic``, the baseline: CompressAI's ``Elic2022Official`` with the same N, M and channel
-  groups and the rate-distortion loss alone (no text adapter, no LPIPS, no CLIP loss);
-  the trainer still encodes the captions, with the tiny text tower (negligible), and
-  ELIC ignores them.
-
-Each variant runs in fp32 and bf16, eagerly and under ``torch.compile`` (``--compile``
-chooses which). Pretrained weights are not needed: CLIP and LPIPS's AlexNet get random
-weights of the same architectures (open_clip ``pretrained=None``, lpips
-``pnet_rand=True``), which cost the same compute; the output says so.
-
-* Time: ``--warmup`` untimed steps (the first, its wall time reported as ``first_step_s``,
-  includes compilation), then the median of ``--steps`` steps on one real batch; CUDA
-  events with synchronisation on a GPU, wall or process CPU time (``--clock``) on a CPU.
-* Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` over the timed steps
-  (absolute: weights, optimiser states, frozen towers, activations); on a CPU, torch's
-  allocations during one extra step (:func:`taco_plus.bench.measure.peak_memory_mb`),
-  beyond what is held between steps.
-* Loading: the same data module's training loader (JPEG decoding, random crops, caption
-  draws, collation, pinned memory on a GPU machine) at each ``--workers`` count, alone:
-  images/s over ``--load-batches`` batches after those its workers prefetch at start-up.
-  ``min_workers`` says which measured count keeps up with each step's images/s.
-
-Usage::
-
-    python -m taco_plus.bench.train_step --data DIR --split train2017   # DIR/train2017/*.jpg,
-        # DIR/annotations/captions_train2017.json; any Hydra overrides follow the options
+    python -m taco_plus.bench.train_step --data DIR --split train2017 [Hydra overrides]
     make bench-gpu                                                      # the prepared GPU run
 """
 
@@ -141,15 +111,18 @@ def step_runner(cfg, variant: str, device: torch.device) -> tuple[Callable[..., 
     return make, sum(p.numel() for p in main_params)
 
 
-def time_step(step: Callable[[], Any], warmup: int, steps: int, device: torch.device, clock: str) -> dict[str, float]:
+def time_step(
+    step: Callable[[], Any], warmup: int, steps: int, device: torch.device, clock: str
+) -> dict[str, float]:
     """First-step seconds, median step time, steps/s and peak memory of one configuration."""
     first_s = measure.time_ms(step, device) / 1e3
     for _ in range(warmup - 1):
         step()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    step_ms = measure.median(measure.times_ms(step, steps, device, clock))
-    if device.type == "cuda":
+    # The step reads its loss terms back (float()), so timing each step adds no synchronisation.
+    step_ms = measure.median([measure.time_ms(step, device, clock) for _ in range(steps)])
+    if device.type == "cuda":  # absolute: weights, optimiser states, frozen towers, activations
         peak_mb = torch.cuda.max_memory_allocated(device) / 2**20
     else:
         peak_mb = measure.peak_memory_mb(step, device)
@@ -201,7 +174,6 @@ def run_benchmark(
     log(loader_df.to_string(index=False, float_format="%.1f"))
 
     rows: list[dict[str, Any]] = []
-    clock_name = "cuda_events" if device.type == "cuda" else clock
     # Every eager row first, then the compiled ones (rebuilt): a slow compilation cannot
     # cost the eager table (with ``csv``, each row is on disk as soon as it is measured).
     for use_compile in (False, True):
@@ -214,9 +186,10 @@ def run_benchmark(
                 r = time_step(make(batch, precision, use_compile), warmup, steps, device, clock)
                 images_per_s = r["steps_per_s"] * B
                 keeping_up = [w for w in sorted(loader) if loader[w] >= images_per_s]
+                min_workers = keeping_up[0] if keeping_up else math.nan
                 rows.append(dict(variant=variant, precision=precision, compile=use_compile, **r,
-                                 images_per_s=images_per_s, min_workers=keeping_up[0] if keeping_up else math.nan,
-                                 params_m=params / 1e6, batch=B, crop=H, device=str(device), clock=clock_name))
+                                 images_per_s=images_per_s, min_workers=min_workers, params_m=params / 1e6,
+                                 batch=B, crop=H, device=str(device), clock=clock))
                 log(f"  {variant} {precision} compile={use_compile}: {r['steps_per_s']:.3g} steps/s, "
                     f"{r['peak_mb']:.0f} MiB")
                 if csv is not None:
@@ -263,8 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, default=Path(os.environ.get("TACO_DATA", "data")) / "coco",
                    help="COCO-style folder: SPLIT/ images and annotations/captions_SPLIT.json")
     p.add_argument("--split", default="train2014")
-    p.add_argument("--variants", type=parse_list(str), default=None,
-                   help=f"default: {BASELINE} and every attention option ({','.join(attention_options())})")
+    variants = [BASELINE, *attention_options()]
+    p.add_argument("--variants", type=parse_list(str), default=variants, help=f"default: {','.join(variants)}")
     p.add_argument("--precisions", type=parse_list(str), default=list(PRECISIONS))
     p.add_argument("--compile", default="all", help="pairs also timed under torch.compile: all, none, or "
                    "VARIANT[:PRECISION],... (default all)")
@@ -288,7 +261,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     args = build_parser().parse_args(argv)
     device = torch.device(args.device) if args.device else measure.default_device()
-    variants = args.variants or [BASELINE, *attention_options()]
     try:
         if args.record and device.type != "cuda":
             raise ValueError(f"--record keeps GPU measurements only; this run is on {device}")
@@ -296,19 +268,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise ValueError(f"unknown precisions {bad}; choose among {PRECISIONS}")
         if any(w < 0 for w in args.workers):
             raise ValueError("--workers must be >= 0")
-        compiled = parse_compile(args.compile, variants, args.precisions)
+        compiled = parse_compile(args.compile, args.variants, args.precisions)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    timing = ("CUDA events + synchronisation" if device.type == "cuda"
-              else "process CPU time" if args.clock == "cpu" else "wall time")
+    cuda = device.type == "cuda"
+    name = torch.cuda.get_device_name(device) if cuda else platform.processor() or platform.machine()
     notes = [f"# device: {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} CPU threads; "
-             f"time: {timing}, median of {args.steps} steps after {args.warmup} warm-up steps; memory: "
-             + ("torch.cuda.max_memory_allocated (absolute)" if device.type == "cuda"
-                else "torch CPU allocations during one step (profiler)")]
+             f"time: {'wall time + CUDA synchronisation' if cuda else args.clock + ' time'}, median of "
+             f"{args.steps} steps after {args.warmup} warm-up steps; memory: "
+             + ("torch.cuda.max_memory_allocated (absolute)" if cuda else "torch CPU allocations during one step")]
     print(notes[0])
 
     def log(line: str) -> None:
@@ -318,8 +289,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     try:
         steps_df, loader_df = run_benchmark(
-            variants, args.precisions, compiled, args.data, args.split, args.workers, args.steps, args.warmup,
-            args.load_batches, device, args.clock, args.overrides, args.csv, log,
+            args.variants, args.precisions, compiled, args.data, args.split, args.workers, args.steps,
+            args.warmup, args.load_batches, device, args.clock, args.overrides, args.csv, log,
         )
     except (FileNotFoundError, ValueError, HydraException, OmegaConfBaseException) as err:
         print(f"error: {err}", file=sys.stderr)  # bad data folder, variant or override
@@ -328,10 +299,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     write_csv(loader_df, loader_csv_path(args.csv))
     print()
     print(steps_df.drop(columns=["device", "clock"]).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    behind = steps_df[steps_df["min_workers"].isna()]
-    print(f"\nloading keeps up with {len(steps_df) - len(behind)} of {len(steps_df)} steps at some measured worker "
-          f"count (min_workers); " + (f"not with: {', '.join(f'{r.variant}/{r.precision}/compile={r.compile}' for r in behind.itertuples())}"
-                                      if len(behind) else f"all of them at {int(steps_df['min_workers'].max())}"))
+    slow = steps_df[steps_df.min_workers.isna()]
+    behind = [f"{r.variant}/{r.precision}/compile={r.compile}" for r in slow.itertuples()]
+    kept = f"not with: {', '.join(behind)}" if behind else f"all of them at {int(steps_df.min_workers.max())}"
+    print(f"\nloading keeps up with {len(steps_df) - len(behind)} of {len(steps_df)} steps at some measured "
+          f"worker count (min_workers); {kept}")
     print(f"wrote {args.csv} and {loader_csv_path(args.csv)}")
     if args.record:
         from taco_plus.experiments.record import RESULTS_DIR as REGISTRY_DIR
