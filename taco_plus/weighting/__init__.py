@@ -1,11 +1,5 @@
-"""Per-token text weights for the TACO adapter (config group ``weighting``).
-
-Options: ``none`` (:class:`NoWeighting`), ``tfidf`` (:class:`TfidfWeighting`),
-``ner`` (:class:`NerWeighting`), ``tfidf_ner`` (:class:`TfidfNerWeighting`), and the
-naive control ``tfidf_embedding_scale`` (:class:`TfidfEmbeddingScale`). Each maps
-captions to weights (B, L) in ``[1, max_weight]`` aligned with the ``taco_plus.text``
-token layout; ``model_inputs`` gives ``(tokens, mask, weights)`` for ``model(x, ...)``.
-"""
+"""Per-token text weights for the TACO adapter (config group ``weighting``; docs/weighting.md):
+captions -> weights (B, L) in ``[1, max_weight]`` in the ``taco_plus.text`` token layout."""
 
 from taco_plus.weighting.alignment import Piece, align
 from taco_plus.weighting.artefacts import ArtefactError, FingerprintMismatchError
@@ -16,20 +10,7 @@ from taco_plus.weighting.ner import NerWeighting, PipelineNotInstalledError
 from taco_plus.weighting.tfidf import TfidfEmbeddingScale, TfidfStatistics, TfidfWeighting
 
 __all__ = [
-    "ArtefactError",
-    "CaptionCorpus",
-    "FingerprintMismatchError",
-    "NerWeighting",
-    "NoWeighting",
-    "Piece",
-    "PipelineNotInstalledError",
-    "TfidfEmbeddingScale",
-    "TfidfNerWeighting",
-    "TfidfStatistics",
-    "TfidfWeighting",
-    "TokenRow",
-    "TokenWeighting",
-    "WordWeight",
-    "align",
-    "load_corpus",
+    "ArtefactError", "CaptionCorpus", "FingerprintMismatchError", "NerWeighting", "NoWeighting", "Piece",
+    "PipelineNotInstalledError", "TfidfEmbeddingScale", "TfidfNerWeighting", "TfidfStatistics",
+    "TfidfWeighting", "TokenRow", "TokenWeighting", "WordWeight", "align", "load_corpus",
 ]

@@ -1,21 +1,10 @@
 """Character spans of CLIP's BPE pieces in the *original* caption.
 
-Token weights are decided on words of the caption as the user wrote it (tf-idf
-terms, spaCy entities, both with character offsets into the original string) and
-must land on CLIP's byte-level BPE pieces. CLIP's tokenizer (Radford et al.,
-"Learning Transferable Visual Models From Natural Language Supervision", 2021)
-first *cleans* the text — as the reference's Hugging Face tokenizer does: NFC,
-whitespace collapsing, lower-casing (``taco_plus.text.tokenizer.hf_clean``) — then
-splits the cleaned text with a regex (letters, single digits, punctuation runs,
-``'s``/``'t``… clitics) and BPE-encodes each match's UTF-8 bytes.
-
-:func:`align` reruns exactly those steps with the project's tokenizer object
-(``taco_plus.text.tokenizer.simple_tokenizer``), records the
-regex match spans on the cleaned text and the byte range each BPE piece covers,
-and maps cleaned positions back to the original string with a
-:class:`difflib.SequenceMatcher` alignment (cleaning only edits locally, so the
-matcher finds the unchanged runs; edited runs map proportionally). A piece made of
-part of a multi-byte character (an emoji, U+FFFD) gets that character's span.
+:func:`align` reruns the tokenizer's steps (``taco_plus.text.tokenizer``: cleaning, the
+word regex, byte-level BPE) recording each regex match's span in the cleaned text and the
+bytes each piece covers, then maps cleaned positions back to the caption as written with
+a :class:`difflib.SequenceMatcher` alignment (cleaning only edits locally). Why and which
+cases it handles: docs/weighting.md, "From words to CLIP tokens".
 """
 
 from __future__ import annotations
@@ -34,16 +23,9 @@ _NON_SPACE = re.compile(r"\S+")
 
 @dataclass(frozen=True)
 class Piece:
-    """One CLIP BPE piece of a caption.
-
-    Args:
-        id: open_clip BPE id (no SOT/EOT: those are added by the layout).
-        text: the piece decoded to text (``</w>`` dropped; a piece holding part of a
-            multi-byte character decodes to U+FFFD).
-        start: first character of the piece in the original caption.
-        end: one past its last character (``start == end`` only for text that the
-            cleaner inserted and that has no original counterpart).
-    """
+    """One CLIP BPE piece of a caption: its open_clip id, its decoded text (part of a
+    multi-byte character decodes to U+FFFD) and its span ``[start, end)`` in the original
+    caption (empty only for text the cleaner inserted)."""
 
     id: int
     text: str
@@ -67,12 +49,7 @@ def _lowered_with_sources(original: str) -> tuple[str, list[int]]:
 
 
 def cleaned_to_original(original: str, cleaned: str) -> list[tuple[int, int]]:
-    """Original character span ``(start, end)`` for every character of ``cleaned``.
-
-    Args:
-        original: the caption as given.
-        cleaned: open_clip's cleaned, lower-cased version of it.
-    """
+    """Span ``(start, end)`` in ``original`` of every character of its cleaned, lower-cased version."""
     lowered, sources = _lowered_with_sources(original)
     n_orig = len(original)
 
@@ -124,15 +101,9 @@ def _piece_text(piece: str) -> str:
 
 @lru_cache(maxsize=65536)
 def align(caption: str) -> tuple[Piece, ...]:
-    """CLIP BPE pieces of ``caption`` with their character spans in it.
-
-    The ids equal ``taco_plus.text.tokenizer.bpe_ids(caption)`` (tested), the pieces
-    that ``taco_plus.text.tokenizer.tokenize`` lays out. Results are cached: training
-    sees the same captions every epoch.
-
-    Args:
-        caption: any string; an empty or whitespace-only caption has no pieces.
-    """
+    """CLIP BPE pieces of ``caption`` (ids equal to ``bpe_ids(caption)``, tested) with their
+    character spans in it; none for a blank caption. Cached: training sees the same captions
+    every epoch."""
     if not isinstance(caption, str):
         raise TypeError(f"caption must be a str, got {type(caption).__name__}")
     tok = simple_tokenizer()

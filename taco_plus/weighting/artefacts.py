@@ -1,32 +1,19 @@
-"""Fitted weighting artefacts: JSON files stamped with their caption set's fingerprint.
-
-TF-IDF statistics and NER caches are *data derived from a caption set*. They are
-written once by ``taco-plus weights fit`` and loaded by training and evaluation,
-never silently refitted (house rule 10). Each file records the sha256 fingerprint
-of the caption set it came from; loading it against another caption set is an
-error unless the caller explicitly allows it. JSON, not pickle: the files are
-inspectable, diffable and safe to load.
-
-File layout::
-
-    {"format": "taco-plus/weighting/tfidf", "format_version": 1,
-     "caption_set": {"fingerprint": "<sha256 hex>", "source": "<path>", "num_captions": 795},
-     "created_with": {"taco_plus": "0.1.0", ...},
-     "payload": {...}}
-"""
+"""Fitted weighting artefacts: JSON files stamped with the fingerprint of the caption set
+they were fitted on, loaded and never silently refitted (house rule 10). JSON, not pickle:
+inspectable and safe to load. File layout: docs/weighting.md, "Artefacts"."""
 
 from __future__ import annotations
 
 import json
-import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
+from taco_plus import __version__
 from taco_plus.atomic import atomic_write
+from taco_plus.captions.format import json_bytes
+from taco_plus.weighting.corpus import PathLike
 
 FORMAT_VERSION = 1
-PathLike = Union[str, "os.PathLike[str]"]
 
 
 class ArtefactError(ValueError):
@@ -37,101 +24,50 @@ class FingerprintMismatchError(ArtefactError):
     """An artefact was fitted on a different caption set than the one in use."""
 
 
-@dataclass
-class Artefact:
-    """A loaded (or to-be-saved) weighting artefact.
-
-    Args:
-        kind: ``"tfidf"`` or ``"ner"``.
-        fingerprint: sha256 of the caption set the artefact was fitted on.
-        payload: the kind-specific content (JSON-serialisable).
-        source: where the caption set was read from (informational).
-        num_captions: captions in that set (informational).
-        created_with: library versions used to fit it (informational).
-    """
-
-    kind: str
-    fingerprint: str
-    payload: dict[str, Any]
-    source: str = ""
-    num_captions: int = 0
-    created_with: dict[str, str] = field(default_factory=dict)
-
-    def check_fingerprint(self, expected: Optional[str], allow_mismatch: bool = False) -> None:
-        """Raises :class:`FingerprintMismatchError` unless ``expected`` matches."""
-        if expected is None or expected == self.fingerprint or allow_mismatch:
-            return
-        raise FingerprintMismatchError(
-            f"{self.kind} artefact was fitted on caption set {self.fingerprint[:16]}… "
-            f"({self.source or 'unknown source'}), but the captions in use have fingerprint "
-            f"{expected[:16]}…. Refit it with `taco-plus weights fit --weighting {self.kind} "
-            "--captions SET --out FILE`, or set allow_fingerprint_mismatch=true to use it anyway."
-        )
+def check_fingerprint(kind: str, fitted: str, expected: Optional[str], allow_mismatch: bool = False,
+                      source: str = "") -> None:
+    """Raises :class:`FingerprintMismatchError` unless the ``fitted`` fingerprint is the
+    ``expected`` one (None: nothing to check) or ``allow_mismatch``."""
+    if expected is None or expected == fitted or allow_mismatch:
+        return
+    raise FingerprintMismatchError(
+        f"{kind} artefact was fitted on caption set {fitted[:16]}… ({source or 'unknown source'}), but the "
+        f"captions in use have fingerprint {expected[:16]}…. Refit it with `taco-plus weights fit --weighting "
+        f"{kind} --captions SET --out FILE`, or set allow_fingerprint_mismatch=true to use it anyway."
+    )
 
 
-def save_artefact(path: PathLike, artefact: Artefact) -> Path:
-    """Writes ``artefact`` to ``path`` atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    document = {
-        "format": f"taco-plus/weighting/{artefact.kind}",
-        "format_version": FORMAT_VERSION,
-        "caption_set": {
-            "fingerprint": artefact.fingerprint,
-            "source": artefact.source,
-            "num_captions": artefact.num_captions,
-        },
-        "created_with": artefact.created_with,
-        "payload": artefact.payload,
-    }
-    return atomic_write(path, json.dumps(document, ensure_ascii=False, indent=1, sort_keys=True) + "\n")
+def save_artefact(path: PathLike, kind: str, caption_set: dict[str, Any], payload: dict[str, Any],
+                  **versions: str) -> None:
+    """Writes an artefact atomically. ``caption_set``: its ``fingerprint``, ``source`` and
+    ``num_captions``; ``versions``: the libraries it was fitted with."""
+    document = {"format": f"taco-plus/weighting/{kind}", "format_version": FORMAT_VERSION,
+                "caption_set": caption_set, "created_with": {"taco_plus": __version__, **versions},
+                "payload": payload}
+    atomic_write(path, json_bytes(document, indent=1))
 
 
-def load_artefact(
-    path: PathLike,
-    kind: str,
-    expected_fingerprint: Optional[str] = None,
-    allow_mismatch: bool = False,
-) -> Artefact:
-    """Reads a weighting artefact and checks its kind and caption-set fingerprint.
-
-    Args:
-        path: the JSON file written by :func:`save_artefact`.
-        kind: the expected kind (``"tfidf"``, ``"ner"``).
-        expected_fingerprint: fingerprint of the caption set in use; None skips the check.
-        allow_mismatch: accept an artefact fitted on another caption set.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ArtefactError(
-            f"{kind} artefact not found: {path}. Build it with "
-            f"`taco-plus weights fit --weighting {kind} --captions SET.json --out {path}`."
-        )
+def load_artefact(path: PathLike, kind: str, expected_fingerprint: Optional[str] = None,
+                  allow_mismatch: bool = False) -> dict[str, Any]:
+    """Reads an artefact of ``kind`` (``tfidf``, ``ner``), checks its format and its caption-set
+    fingerprint against ``expected_fingerprint`` (None: no check); returns the document."""
+    if not Path(path).is_file():
+        raise ArtefactError(f"{kind} artefact not found: {path}. Build it with "
+                            f"`taco-plus weights fit --weighting {kind} --captions SET.json --out {path}`.")
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ArtefactError(f"{path} is not a JSON weighting artefact: {err}") from None
-    if not isinstance(document, dict):
-        raise ArtefactError(f"{path} is not a weighting artefact (top level is not an object)")
-    fmt = document.get("format")
+    fmt = document.get("format") if isinstance(document, dict) else type(document).__name__
     if fmt != f"taco-plus/weighting/{kind}":
         raise ArtefactError(f"{path} holds {fmt!r}, expected a taco-plus {kind} artefact")
     if document.get("format_version") != FORMAT_VERSION:
-        raise ArtefactError(
-            f"{path} has format_version {document.get('format_version')!r}; "
-            f"this taco-plus reads version {FORMAT_VERSION}: refit it"
-        )
-    meta = document.get("caption_set") or {}
-    fingerprint = meta.get("fingerprint")
-    if not isinstance(fingerprint, str) or not isinstance(document.get("payload"), dict):
+        raise ArtefactError(f"{path} has format_version {document.get('format_version')!r}; this taco-plus "
+                            f"reads version {FORMAT_VERSION}: refit it")
+    meta = document.get("caption_set")
+    if not isinstance(meta, dict) or not isinstance(meta.get("fingerprint"), str) \
+            or not isinstance(document.get("payload"), dict):
         raise ArtefactError(f"{path} lacks a caption-set fingerprint or payload")
-    artefact = Artefact(
-        kind=kind,
-        fingerprint=fingerprint,
-        payload=document["payload"],
-        source=str(meta.get("source", "")),
-        num_captions=int(meta.get("num_captions", 0)),
-        created_with=dict(document.get("created_with") or {}),
-    )
-    artefact.check_fingerprint(expected_fingerprint, allow_mismatch)
-    return artefact
+    source = str(meta.get("source", ""))
+    check_fingerprint(kind, meta["fingerprint"], expected_fingerprint, allow_mismatch, source)
+    return document

@@ -1,18 +1,10 @@
-"""The token-weighting interface: captions -> per-token weights in the CLIP layout.
+"""The token-weighting interface: captions -> per-token weights in the CLIP token layout.
 
-A weighting scores *words of the original caption* (character spans) in
-``[1, max_weight]``; this base class maps those scores onto CLIP's BPE pieces by
-character overlap (:mod:`taco_plus.weighting.alignment`) and then onto the text
-layout produced by ``taco_plus.text`` (SOT, pieces, EOT, padding; 38, 77 or
-chunked positions). Start/end tokens and pieces outside every scored word get
-exactly 1.0; padding gets 1.0 too, but the model masks it, so it gets no attention.
-
-:meth:`TokenWeighting.model_inputs` hands the weights to the model, which applies
-them where they survive the adapter's LayerNorms — on the attention logits
-(``log w``, :func:`taco_plus.models.attention.base.context_bias`), or in a caption
-summary's projection. The naive variant, which scales the features before the model
-and is nearly inert, is the option ``tfidf_embedding_scale``
-(:class:`~taco_plus.weighting.tfidf.TfidfEmbeddingScale`).
+A weighting scores *words of the original caption* (character spans) in ``[1, max_weight]``;
+this base class maps the scores onto CLIP's BPE pieces by character overlap
+(:func:`~taco_plus.weighting.alignment.align`), then onto the ``taco_plus.text`` layout, and
+hands them to the model (:meth:`TokenWeighting.model_inputs`). Where the model applies them,
+and why not to the embeddings: docs/weighting.md.
 """
 
 from __future__ import annotations
@@ -26,19 +18,12 @@ import torch
 from torch import Tensor
 
 from taco_plus.text.tokenizer import simple_tokenizer
-from taco_plus.weighting.alignment import Piece, align
+from taco_plus.weighting.alignment import align
 
 
 @dataclass(frozen=True)
 class WordWeight:
-    """A weight decided for one span of the original caption.
-
-    Args:
-        start: first character of the span.
-        end: one past its last character.
-        weight: in ``[1, max_weight]``.
-        reason: why, for :meth:`TokenWeighting.explain` (e.g. ``"tf-idf 0.61"``).
-    """
+    """A weight in ``[1, max_weight]`` for the span ``[start, end)`` of the original caption, and why."""
 
     start: int
     end: int
@@ -48,15 +33,9 @@ class WordWeight:
 
 @dataclass(frozen=True)
 class TokenRow:
-    """One row of :meth:`TokenWeighting.explain`: a CLIP token, its weight and why.
-
-    Args:
-        token: decoded BPE piece (``<start_of_text>``/``<end_of_text>`` for specials).
-        weight: the token's weight.
-        reason: the scored words it overlaps (``""`` when none).
-        start / end: its character span in the original caption (-1 for specials).
-        special: True for start/end-of-text tokens.
-    """
+    """One CLIP token of :meth:`TokenWeighting.explain`: the decoded BPE piece (or
+    ``<start_of_text>``/``<end_of_text>``), its weight, the reasons of the words it overlaps,
+    and its character span in the caption (-1 for the special tokens)."""
 
     token: str
     weight: float
@@ -66,103 +45,67 @@ class TokenRow:
     special: bool = False
 
 
-def as_list(values: Any) -> list[int]:
-    """A layout field (tensor, array or sequence) as a flat list of ints."""
-    if isinstance(values, Tensor):
-        return [int(v) for v in values.reshape(-1).tolist()]
-    return [int(v) for v in values]
-
-
 class TokenWeighting(ABC):
-    """Base class of the ``weighting`` config group options.
-
-    Subclasses implement :meth:`word_weights`; everything else is shared.
+    """Base class of the ``weighting`` config group's options: subclasses implement
+    :meth:`word_weights`, everything else is shared.
 
     Args:
-        max_weight: upper bound of every weight (>= 1; 1.5 by default).
+        max_weight: upper bound of every weight (>= 1).
     """
 
-    name = "base"
-
     def __init__(self, max_weight: float = 1.5) -> None:
-        max_weight = float(max_weight)
-        if not math.isfinite(max_weight) or max_weight < 1.0:
+        if not (math.isfinite(max_weight) and max_weight >= 1.0):
             raise ValueError(f"max_weight must be a finite number >= 1, got {max_weight}")
-        self.max_weight = max_weight
+        self.max_weight = float(max_weight)
 
     @abstractmethod
     def word_weights(self, captions: Sequence[str]) -> list[list[WordWeight]]:
         """Scored spans of each caption (spans not listed weigh 1.0)."""
 
-    def check_caption_set(self, fingerprint: str) -> None:
-        """Raises if this weighting was fitted on another caption set (no-op here)."""
+    def check_caption_set(self, fingerprint: Optional[str]) -> None:
+        """Raises ``FingerprintMismatchError`` if fitted on another caption set (nothing is, here)."""
 
-    # ----------------------------------------------------------- pieces
-    def piece_rows(self, caption: str, words: Sequence[WordWeight]) -> list[TokenRow]:
-        """Weights of the BPE pieces of ``caption`` given its scored words.
-
-        A piece takes the largest weight of the words it overlaps, so a word split
-        into several pieces ("coconacci" -> "cocon", "acci") weighs every piece, and
-        an apostrophe piece inside a word ("don" "'t") follows the word.
-        """
-        pieces: tuple[Piece, ...] = align(caption)
-        # Character -> indices of the words covering it: linear in caption length.
-        covering: dict[int, list[int]] = {}
-        for wi, word in enumerate(words):
+    def explain(self, caption: str, words: Optional[Sequence[WordWeight]] = None) -> list[TokenRow]:
+        """One row per BPE piece of ``caption`` (no SOT/EOT), given its scored ``words``
+        (default: :meth:`word_weights`). A piece takes the largest weight of the words it
+        overlaps, so every piece of a split word ("cocon", "acci") and an apostrophe piece
+        inside a word ("don" "'t") carry the word's weight."""
+        words = self.word_weights([caption])[0] if words is None else words
+        covering: dict[int, list[WordWeight]] = {}  # character -> the words covering it
+        for word in words:
             for c in range(word.start, word.end):
-                covering.setdefault(c, []).append(wi)
+                covering.setdefault(c, []).append(word)
         rows = []
-        for piece in pieces:
-            hit_ids = sorted({wi for c in range(piece.start, piece.end) for wi in covering.get(c, ())})
-            hits = [words[wi] for wi in hit_ids]
-            weight = max((w.weight for w in hits), default=1.0)
+        for piece in align(caption):
+            hits = list(dict.fromkeys(w for c in range(piece.start, piece.end) for w in covering.get(c, ())))
+            weight = min(max([1.0, *(w.weight for w in hits)]), self.max_weight)
             reason = "; ".join(dict.fromkeys(w.reason for w in hits if w.reason))
-            weight = min(max(weight, 1.0), self.max_weight)
             rows.append(TokenRow(piece.text, weight, reason, piece.start, piece.end))
         return rows
 
-    def explain(self, caption: str) -> list[TokenRow]:
-        """One row per BPE piece of ``caption`` (no SOT/EOT): token, weight, reason."""
-        return self.piece_rows(caption, self.word_weights([caption])[0])
-
-    # ----------------------------------------------------------- layout
     def weights(self, layouts: Sequence[Any], captions: Sequence[str]) -> Tensor:
-        """Per-position weights (B, L) for tokenised captions.
+        """Per-position weights (B, L), float32, 1.0 at SOT/EOT/padding.
 
         Args:
-            layouts: ``taco_plus.text`` ``TokenizedCaption`` objects (``ids``,
-                ``mask``, ``piece_index``: index into the caption's BPE pieces for
-                each position, -1 for SOT/EOT/padding). Layouts of unequal length
-                (chunked) are right-padded with 1.0 to the longest.
+            layouts: ``taco_plus.text`` ``TokenizedCaption`` objects (``ids``, ``piece_index``);
+                layouts of unequal length (chunked) are right-padded with 1.0 to the longest.
             captions: the caption each layout was made from.
-
-        Returns:
-            float32 tensor (B, L), 1.0 at SOT/EOT/padding, in [1, max_weight].
         """
         if len(layouts) != len(captions):
             raise ValueError(f"{len(layouts)} layouts for {len(captions)} captions")
-        index = [as_list(layout.piece_index) for layout in layouts]
-        length = max((len(ix) for ix in index), default=0)
-        out = torch.ones(len(layouts), length, dtype=torch.float32)
-        for b, (caption, words) in enumerate(zip(captions, self.word_weights(captions))):
-            rows = self.piece_rows(caption, words)
-            ids = as_list(layouts[b].ids)
-            pieces = align(caption)
-            row = [1.0] * len(index[b])
-            for pos, k in enumerate(index[b]):
+        out = torch.ones(len(layouts), max((len(layout.ids) for layout in layouts), default=0))
+        for b, (layout, caption, words) in enumerate(zip(layouts, captions, self.word_weights(captions))):
+            rows, pieces = self.explain(caption, words), align(caption)
+            row = [1.0] * len(layout.ids)
+            for pos, (token_id, k) in enumerate(zip(layout.ids, layout.piece_index)):
                 if k < 0:
                     continue
-                if k >= len(rows) or ids[pos] != pieces[k].id:
-                    raise ValueError(
-                        f"layout of caption {b} does not match its BPE pieces at position "
-                        f"{pos} (piece {k}): was it tokenised from this caption?"
-                    )
+                if k >= len(pieces) or token_id != pieces[k].id:
+                    raise ValueError(f"layout of caption {b} does not match its BPE pieces at position {pos} "
+                                     f"(piece {k}): was it tokenised from this caption?")
                 row[pos] = rows[k].weight
-            out[b, : len(row)] = torch.tensor(row, dtype=torch.float32)
+            out[b, : len(row)] = torch.tensor(row)
         return out
-
-    def __call__(self, layouts: Sequence[Any], captions: Sequence[str]) -> Tensor:
-        return self.weights(layouts, captions)
 
     def model_inputs(self, text: Any, captions: Sequence[str]) -> tuple[Tensor, Tensor, Optional[Tensor]]:
         """``(tokens, mask, weights)`` for ``model(x, tokens, mask, weights)`` from the
@@ -171,32 +114,9 @@ class TokenWeighting(ABC):
 
     def layout_rows(self, layout: Any, caption: str) -> list[TokenRow]:
         """:meth:`explain` laid out like ``layout``: SOT/EOT rows included, padding dropped."""
-        rows = self.explain(caption)
-        ids, mask, index = as_list(layout.ids), as_list(layout.mask), as_list(layout.piece_index)
-        out: list[TokenRow] = []
-        for token_id, real, k in zip(ids, mask, index):
-            if not real:
-                continue
-            if k >= 0:
-                out.append(rows[k])
-            else:
-                out.append(TokenRow(_special_name(token_id), 1.0, "", special=True))
-        return out
+        rows, names = self.explain(caption), simple_tokenizer().decoder
+        return [rows[k] if k >= 0 else TokenRow(names[token_id], 1.0, "", special=True)
+                for token_id, real, k in zip(layout.ids, layout.mask, layout.piece_index) if real]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(max_weight={self.max_weight})"
-
-
-def _special_name(token_id: int) -> str:
-    return simple_tokenizer().decoder.get(token_id, f"<id {token_id}>")
-
-
-def check_weight(value: float, max_weight: float, what: str) -> float:
-    """Validates a configured weight against ``[1, max_weight]``."""
-    value = float(value)
-    if not (1.0 <= value <= max_weight):
-        raise ValueError(f"{what} must lie in [1, max_weight={max_weight}], got {value}")
-    return value
-
-
-__all__ = ["TokenRow", "TokenWeighting", "WordWeight", "as_list", "check_weight"]

@@ -1,38 +1,22 @@
-"""TF-IDF and NER combined, and the unweighted baseline.
-
-Combination rule (``tfidf_ner``): ``w = min(max_weight, max(w_tfidf, w_ner))``. The
-maximum, not a product: an entity keeps its full weight however common its words are
-("Two" is frequent in COCO yet a CARDINAL), a distinctive common noun keeps its
-tf-idf weight ("retriever" is no entity), and no token exceeds ``max_weight``.
-Both sources score spans of the original caption; the base class already takes the
-largest weight over the spans a BPE piece overlaps, so combining is concatenating
-the two span lists.
-"""
+"""TF-IDF and NER combined, and the unweighted baseline."""
 
 from __future__ import annotations
 
-import os
-from typing import Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence
 
 import torch
 from torch import Tensor
 
-from taco_plus.weighting.base import TokenWeighting, WordWeight, as_list
-from taco_plus.weighting.ner import DEFAULT_PIPELINE, NerWeighting
+from taco_plus.weighting.base import TokenWeighting, WordWeight
+from taco_plus.weighting.corpus import PathLike
+from taco_plus.weighting.ner import NerWeighting
+from taco_plus.weighting.schema import PIPELINE
 from taco_plus.weighting.tfidf import TfidfStatistics, TfidfWeighting
 
 
 class NoWeighting(TokenWeighting):
-    """Every token weighs exactly 1.0: the unweighted model.
-
-    ``log(1) = 0``, so the attention bias is zero and the Extractor's residual
-    scale is 1: the model's output equals the one without ``text_weights`` (tested).
-
-    Args:
-        max_weight: kept for a uniform config; unused.
-    """
-
-    name = "none"
+    """Every token weighs exactly 1.0: ``log 1 = 0``, so the model's output equals the one
+    without weights (tested). ``max_weight`` is kept for a uniform config; unused."""
 
     def __init__(self, max_weight: float = 1.0) -> None:
         super().__init__(max(float(max_weight), 1.0))
@@ -40,53 +24,45 @@ class NoWeighting(TokenWeighting):
     def word_weights(self, captions: Sequence[str]) -> list[list[WordWeight]]:
         return [[] for _ in captions]
 
-    def weights(self, layouts: Sequence[object], captions: Sequence[str]) -> Tensor:
-        if len(layouts) != len(captions):
-            raise ValueError(f"{len(layouts)} layouts for {len(captions)} captions")
-        length = max((len(as_list(layout.ids)) for layout in layouts), default=0)
-        return torch.ones(len(layouts), length, dtype=torch.float32)
+    def weights(self, layouts: Sequence[Any], captions: Sequence[str]) -> Tensor:
+        # Nothing to align: ones in the layouts' shape.
+        return torch.ones(len(layouts), max((len(layout.ids) for layout in layouts), default=0))
 
 
 class TfidfNerWeighting(TokenWeighting):
-    """TF-IDF weights raised to the entity weight inside named entities.
+    """``w = min(max_weight, max(w_tfidf, w_ner))``: the maximum, not a product, so an entity
+    keeps its weight however common its words ("Two" is a stop word but a CARDINAL) and a
+    distinctive common noun keeps its tf-idf weight. Both parts score spans of the caption and
+    a piece takes the largest weight of the spans it overlaps: combining is concatenating.
 
     Args:
         tfidf_artefact: TF-IDF artefact path (or :class:`TfidfStatistics`).
-        pipeline: spaCy pipeline name.
+        pipeline, entity_weight, label_weights: as for :class:`NerWeighting`.
         max_weight: upper bound of every weight (shared by both parts).
-        entity_weight / label_weights: as for :class:`NerWeighting`.
         ner_cache: NER cache artefact path (optional).
         caption_set: caption file in use; checked against both artefacts.
         allow_fingerprint_mismatch: accept artefacts fitted on another caption set.
     """
 
-    name = "tfidf_ner"
-
     def __init__(
         self,
-        tfidf_artefact: Union[str, "os.PathLike[str]", TfidfStatistics],
-        pipeline: str = DEFAULT_PIPELINE,
+        tfidf_artefact: PathLike | TfidfStatistics,
+        pipeline: str = PIPELINE,
         max_weight: float = 1.5,
         entity_weight: Optional[float] = None,
         label_weights: Optional[Mapping[str, float]] = None,
-        ner_cache: Optional[Union[str, "os.PathLike[str]"]] = None,
-        caption_set: Optional[Union[str, "os.PathLike[str]"]] = None,
+        ner_cache: Optional[PathLike] = None,
+        caption_set: Optional[PathLike] = None,
         allow_fingerprint_mismatch: bool = False,
     ) -> None:
         super().__init__(max_weight)
         self.tfidf = TfidfWeighting(tfidf_artefact, max_weight, caption_set, allow_fingerprint_mismatch)
-        self.ner = NerWeighting(
-            pipeline, max_weight, entity_weight, label_weights, ner_cache, caption_set,
-            allow_fingerprint_mismatch,
-        )
+        self.ner = NerWeighting(pipeline, max_weight, entity_weight, label_weights, ner_cache, caption_set,
+                                allow_fingerprint_mismatch)
 
     def check_caption_set(self, fingerprint: Optional[str]) -> None:
         self.tfidf.check_caption_set(fingerprint)
         self.ner.check_caption_set(fingerprint)
 
     def word_weights(self, captions: Sequence[str]) -> list[list[WordWeight]]:
-        tfidf, ner = self.tfidf.word_weights(captions), self.ner.word_weights(captions)
-        return [t + n for t, n in zip(tfidf, ner)]
-
-    def __repr__(self) -> str:
-        return f"TfidfNerWeighting({self.tfidf!r}, {self.ner!r})"
+        return [t + n for t, n in zip(self.tfidf.word_weights(captions), self.ner.word_weights(captions))]

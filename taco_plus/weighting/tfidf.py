@@ -1,69 +1,40 @@
 """TF-IDF token weighting (ablation 2): distinctive caption words weigh more.
 
-Statistics are fitted once on the training caption set with scikit-learn's
-``TfidfVectorizer`` (Sparck Jones, "A statistical interpretation of term
-specificity", 1972; smooth idf ``ln((1 + n) / (1 + df)) + 1``) and saved as a
-fingerprinted JSON artefact (vocabulary -> idf); training loads it, never refits.
-
-Weighting one caption:
-
-* terms are runs of letters and digits (``[^\\W_]+``), lower-cased; hyphens and
-  apostrophes split words ("T-shirt" -> "t", "shirt"; "don't" -> "don", "t");
-* stop words get exactly 1.0: scikit-learn's English list minus words that name
-  visible things (``VISUAL_WORDS``: "back", "front", "top", "fire"...) plus contraction
-  fragments ("s", "t", "don"...). Numbers such as "two" stay stop words (counting is
-  the NER weighting's CARDINAL label);
-* every other term gets ``tfidf = tf * idf`` (tf = count in the caption) and
-  ``weight = 1 + (max_weight - 1) * tfidf / max_tfidf_of_the_caption``: normalised per
-  caption, so its most distinctive word gets ``max_weight``;
-* a term missing from the fitted vocabulary gets the idf of a term seen in no
-  training caption, ``ln(1 + n) + 1`` (the largest possible): unseen words are rare,
-  hence salient — proper nouns of regenerated captions, typically. Weights stay bounded
-  by the per-caption normalisation.
+Statistics are fitted once on the training caption set with scikit-learn's ``TfidfVectorizer``
+(Sparck Jones, "A statistical interpretation of term specificity", 1972; smooth idf
+``ln((1 + n) / (1 + df)) + 1``) and saved as a fingerprinted artefact. A caption's non-stop
+term weighs ``1 + (max_weight - 1) * tfidf / max_tfidf_of_the_caption``; terms, stop words and
+unseen words: docs/weighting.md, "tfidf".
 """
 
 from __future__ import annotations
 
 import math
-import os
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Sequence
 
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, TfidfVectorizer
 from torch import Tensor
 
-from taco_plus import __version__
-from taco_plus.weighting.artefacts import Artefact, ArtefactError, load_artefact, save_artefact
+from taco_plus.weighting.artefacts import ArtefactError, check_fingerprint, load_artefact, save_artefact
 from taco_plus.weighting.base import TokenWeighting, WordWeight
-from taco_plus.weighting.corpus import CaptionCorpus, corpus_fingerprint
+from taco_plus.weighting.corpus import CaptionCorpus, PathLike, caption_set_fingerprint
 
-TOKEN_PATTERN = r"[^\W_]+"
+TOKEN_PATTERN = r"[^\W_]+"  # runs of letters and digits: hyphens and apostrophes split words
 _TERM = re.compile(TOKEN_PATTERN)
-VISUAL_WORDS = frozenset(
-    {"back", "bottom", "empty", "fire", "front", "full", "side", "thick", "thin", "top"}
-)
+# scikit-learn's English stop words minus words naming visible things, plus contraction fragments.
+VISUAL_WORDS = frozenset({"back", "bottom", "empty", "fire", "front", "full", "side", "thick", "thin", "top"})
 CONTRACTION_PARTS = frozenset(
-    "s t d m ll re ve don doesn didn isn aren wasn weren won wouldn couldn shouldn "
-    "hasn haven hadn ain".split()
+    "s t d m ll re ve don doesn didn isn aren wasn weren won wouldn couldn shouldn hasn haven hadn ain".split()
 )
 STOP_WORDS = frozenset((ENGLISH_STOP_WORDS - VISUAL_WORDS) | CONTRACTION_PARTS)
 
 
 def caption_terms(caption: str) -> list[tuple[str, int, int]]:
-    """Every term of ``caption`` (stop words included) with its character span."""
+    """Every term of ``caption`` (stop words included), lower-cased, with its character span."""
     return [(m.group().lower(), m.start(), m.end()) for m in _TERM.finditer(caption)]
-
-
-class _Analyzer:
-    """TfidfVectorizer analyzer: the caption's non-stop terms (a class, so it pickles)."""
-
-    def __init__(self, stop_words: frozenset[str]) -> None:
-        self.stop_words = stop_words
-
-    def __call__(self, caption: str) -> list[str]:
-        return [t for t, _, _ in caption_terms(caption) if t not in self.stop_words]
 
 
 @dataclass
@@ -73,7 +44,7 @@ class TfidfStatistics:
     Args:
         idf: term -> smooth idf.
         num_documents: captions fitted on (n).
-        fingerprint: the caption set's sha256 fingerprint.
+        fingerprint: the caption set's fingerprint.
         source: where the captions came from.
         stop_words: the stop list used when fitting (kept with the artefact).
     """
@@ -86,15 +57,17 @@ class TfidfStatistics:
 
     @property
     def unseen_idf(self) -> float:
-        """Smooth idf of a term in no fitted caption: ``ln(1 + n) + 1``."""
+        """Smooth idf of a term in no fitted caption, ``ln(1 + n) + 1``: the largest possible."""
         return math.log(1 + self.num_documents) + 1.0
 
     @classmethod
     def fit(cls, corpus: CaptionCorpus) -> "TfidfStatistics":
         """Fits idf on every caption of ``corpus`` (one caption = one document)."""
-        vectorizer = TfidfVectorizer(
-            analyzer=_Analyzer(STOP_WORDS), norm=None, smooth_idf=True, sublinear_tf=False
-        )
+
+        def analyzer(caption: str) -> list[str]:
+            return [t for t, _, _ in caption_terms(caption) if t not in STOP_WORDS]
+
+        vectorizer = TfidfVectorizer(analyzer=analyzer, norm=None, smooth_idf=True)
         try:
             vectorizer.fit(corpus.captions)
         except ValueError as err:  # "empty vocabulary": only stop words
@@ -102,38 +75,26 @@ class TfidfStatistics:
         idf = {t: float(vectorizer.idf_[i]) for t, i in sorted(vectorizer.vocabulary_.items())}
         return cls(idf, len(corpus.captions), corpus.fingerprint, corpus.source)
 
-    def save(self, path: Union[str, "os.PathLike[str]"]) -> None:
+    def save(self, path: PathLike) -> None:
         """Writes the fingerprinted JSON artefact."""
         import sklearn
 
-        payload = {
-            "token_pattern": TOKEN_PATTERN,
-            "stop_words": sorted(self.stop_words),
-            "smooth_idf": True,
-            "num_documents": self.num_documents,
-            "idf": self.idf,
-        }
-        versions = {"taco_plus": __version__, "scikit-learn": sklearn.__version__}
-        save_artefact(
-            path,
-            Artefact("tfidf", self.fingerprint, payload, self.source, self.num_documents, versions),
-        )
+        caption_set = dict(fingerprint=self.fingerprint, source=self.source, num_captions=self.num_documents)
+        payload = dict(token_pattern=TOKEN_PATTERN, stop_words=sorted(self.stop_words), smooth_idf=True,
+                       num_documents=self.num_documents, idf=self.idf)
+        save_artefact(path, "tfidf", caption_set, payload, **{"scikit-learn": sklearn.__version__})
 
     @classmethod
-    def load(
-        cls,
-        path: Union[str, "os.PathLike[str]"],
-        expected_fingerprint: Optional[str] = None,
-        allow_mismatch: bool = False,
-    ) -> "TfidfStatistics":
+    def load(cls, path: PathLike, expected_fingerprint: Optional[str] = None,
+             allow_mismatch: bool = False) -> "TfidfStatistics":
         """Reads an artefact written by :meth:`save`, checking its caption-set fingerprint."""
-        artefact = load_artefact(path, "tfidf", expected_fingerprint, allow_mismatch)
-        p = artefact.payload
+        document = load_artefact(path, "tfidf", expected_fingerprint, allow_mismatch)
+        p, meta = document["payload"], document["caption_set"]
         if p.get("token_pattern") != TOKEN_PATTERN or not p.get("smooth_idf"):
             raise ArtefactError(f"{path} was fitted with other term settings; refit it")
         try:
             idf = {str(t): float(v) for t, v in p["idf"].items()}
-            stats = cls(idf, int(p["num_documents"]), artefact.fingerprint, artefact.source,
+            stats = cls(idf, int(p["num_documents"]), meta["fingerprint"], str(meta.get("source", "")),
                         frozenset(p["stop_words"]))
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise ArtefactError(f"{path}: malformed tf-idf payload ({err})") from None
@@ -146,25 +107,17 @@ class TfidfWeighting(TokenWeighting):
     """Weights caption words by their TF-IDF in the training caption set.
 
     Args:
-        artefact: path of the JSON artefact from ``taco-plus weights fit``, or
-            already loaded :class:`TfidfStatistics`.
+        artefact: path of the artefact from ``taco-plus weights fit``, or :class:`TfidfStatistics`.
         max_weight: weight of each caption's most distinctive word.
         caption_set: caption file in use; its fingerprint must match the artefact's.
         allow_fingerprint_mismatch: use an artefact fitted on another caption set.
     """
 
-    name = "tfidf"
-
-    def __init__(
-        self,
-        artefact: Union[str, "os.PathLike[str]", TfidfStatistics],
-        max_weight: float = 1.5,
-        caption_set: Optional[Union[str, "os.PathLike[str]"]] = None,
-        allow_fingerprint_mismatch: bool = False,
-    ) -> None:
+    def __init__(self, artefact: PathLike | TfidfStatistics, max_weight: float = 1.5,
+                 caption_set: Optional[PathLike] = None, allow_fingerprint_mismatch: bool = False) -> None:
         super().__init__(max_weight)
         self.allow_fingerprint_mismatch = allow_fingerprint_mismatch
-        expected = corpus_fingerprint(caption_set) if caption_set is not None else None
+        expected = caption_set_fingerprint(caption_set)
         if isinstance(artefact, TfidfStatistics):
             self.stats = artefact
             self.check_caption_set(expected)
@@ -172,17 +125,14 @@ class TfidfWeighting(TokenWeighting):
             self.stats = TfidfStatistics.load(artefact, expected, allow_fingerprint_mismatch)
 
     def check_caption_set(self, fingerprint: Optional[str]) -> None:
-        """Raises ``FingerprintMismatchError`` if the statistics come from another set."""
-        Artefact("tfidf", self.stats.fingerprint, {}, self.stats.source).check_fingerprint(
-            fingerprint, self.allow_fingerprint_mismatch
-        )
+        check_fingerprint("tfidf", self.stats.fingerprint, fingerprint, self.allow_fingerprint_mismatch,
+                          self.stats.source)
 
     def word_weights(self, captions: Sequence[str]) -> list[list[WordWeight]]:
         return [self._caption_words(c) for c in captions]
 
     def _caption_words(self, caption: str) -> list[WordWeight]:
-        terms = caption_terms(caption)
-        stop = self.stats.stop_words
+        terms, stop = caption_terms(caption), self.stats.stop_words
         tf = Counter(t for t, _, _ in terms if t not in stop)
         idf = {t: self.stats.idf.get(t, self.stats.unseen_idf) for t in tf}
         scores = {t: tf[t] * idf[t] for t in tf}
@@ -198,12 +148,6 @@ class TfidfWeighting(TokenWeighting):
             words.append(WordWeight(start, end, 1.0 + (self.max_weight - 1.0) * share, reason))
         return words
 
-    def __repr__(self) -> str:
-        return (
-            f"TfidfWeighting(terms={len(self.stats.idf)}, captions={self.stats.num_documents}, "
-            f"max_weight={self.max_weight})"
-        )
-
 
 class TfidfEmbeddingScale(TfidfWeighting):
     """The naive control (DESIGN.md pitfall 1): CLIP token features multiplied by their
@@ -211,8 +155,6 @@ class TfidfEmbeddingScale(TfidfWeighting):
     adapter block LayerNorms its text input, so only the Injectors' Linear bias's share
     of a scaled token changes. Arguments as for :class:`TfidfWeighting`.
     """
-
-    name = "tfidf_embedding_scale"
 
     def model_inputs(self, text: Any, captions: Sequence[str]) -> tuple[Tensor, Tensor, None]:
         w = self.weights(text.layouts, captions)  # (B, L)
