@@ -33,24 +33,11 @@ class Piece:
     end: int
 
 
-def _lowered_with_sources(original: str) -> tuple[str, list[int]]:
-    """``original.lower()`` and, per lowered character, its index in ``original``.
-
-    ``str.lower`` may lengthen a character ("İ" -> "i̇"), so positions are tracked
-    per source character rather than assumed equal.
-    """
-    chars: list[str] = []
-    sources: list[int] = []
-    for i, ch in enumerate(original):
-        low = ch.lower()
-        chars.append(low)
-        sources.extend([i] * len(low))
-    return "".join(chars), sources
-
-
 def cleaned_to_original(original: str, cleaned: str) -> list[tuple[int, int]]:
     """Span ``(start, end)`` in ``original`` of every character of its cleaned, lower-cased version."""
-    lowered, sources = _lowered_with_sources(original)
+    # str.lower may lengthen a character ("İ" -> "i̇"): track the source of each lowered one.
+    lowered = original.lower()
+    sources = [i for i, ch in enumerate(original) for _ in ch.lower()]
     n_orig = len(original)
 
     def orig_span(i0: int, i1: int) -> tuple[int, int]:
@@ -88,15 +75,6 @@ def cleaned_to_original(original: str, cleaned: str) -> list[tuple[int, int]]:
                 spans[j1 + k] = orig_span(a, max(b, a + 1) if n_src else a)
         # "delete": original characters with no cleaned counterpart (spaces).
     return spans
-
-
-def _piece_text(piece: str) -> str:
-    """Decodes one BPE piece (byte-level unicode) to text."""
-    byte_chars = piece[: -len(_END_OF_WORD)] if piece.endswith(_END_OF_WORD) else piece
-    decoder = simple_tokenizer().byte_decoder
-    if not all(c in decoder for c in byte_chars):  # a special token such as <end_of_text>
-        return byte_chars
-    return bytes(decoder[c] for c in byte_chars).decode("utf-8", errors="replace")
 
 
 @lru_cache(maxsize=65536)
@@ -138,5 +116,7 @@ def align(caption: str) -> tuple[Piece, ...]:
                     end -= 1
             else:
                 start = end = orig[0][0]
-            pieces.append(Piece(tok.encoder[piece], _piece_text(piece), start, end))
+            token_id = tok.encoder[piece]
+            text = tok.decode([token_id]).removesuffix(" ")  # decode writes "</w>" as a space
+            pieces.append(Piece(token_id, text, start, end))
     return tuple(pieces)
