@@ -77,21 +77,15 @@ def test_quickstart_set_matches_exported_photos(tmp_path):
     assert list(caption_set.captions) == list(SKIMAGE_PHOTO_IDS)
     assert caption_set.provenance.source == "written for taco-plus"
     assert caption_set.issues == {}
-    paths = export_skimage_photos(tmp_path, ids=["chelsea.png", "coffee.png"])
-    assert [p.name for p in paths] == ["chelsea.png", "coffee.png"]
-    with Image.open(paths[0]) as img:
-        assert img.mode == "RGB" and img.size == (451, 300)
-    with pytest.raises(KeyError, match="not a bundled"):
-        export_skimage_photos(tmp_path, ids=["lena.png"])
-
-
-@pytest.mark.slow
-def test_every_quickstart_photo_exports_as_rgb(tmp_path):
     paths = export_skimage_photos(tmp_path)
     assert [p.name for p in paths] == list(SKIMAGE_PHOTO_IDS)
     for path in paths:
         pixels = np.asarray(Image.open(path))
-        assert pixels.ndim == 3 and pixels.shape[2] == 3 and pixels.std() > 10
+        assert pixels.ndim == 3 and pixels.shape[2] == 3 and pixels.dtype == np.uint8 and pixels.std() > 10
+    assert Image.open(tmp_path / "chelsea.png").size == (451, 300)
+    assert export_skimage_photos(tmp_path / "two", ids=["coffee.png"]) == [tmp_path / "two" / "coffee.png"]
+    with pytest.raises(KeyError, match="not a bundled"):
+        export_skimage_photos(tmp_path, ids=["lena.png"])
 
 
 BAD = '{"a.png": "a red door", "b.png": "", "c.png": "bad \\ud800 text", "d.png": ["", "two boats"]}'

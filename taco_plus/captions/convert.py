@@ -1,16 +1,7 @@
-"""Converters from the original caption files to the caption-set format.
-
-* TACO's OFA caption files (``materials/kodak_ofa.json``, ``clic_ofa.json`` in
-  github.com/effl-lab/TACO): ``{"kodim01.png": "a brick building ...", ...}``; any plain
-  ``{file: caption}`` or ``{file: [captions]}`` JSON converts the same way.
-* The official MS-COCO captions files (``captions_{train,val}2017.json`` from
-  cocodataset.org's ``annotations_trainval2017.zip``), keyed here by image file name.
-
-Captions are kept verbatim (reproducing TACO needs its exact inputs) but broken ones --
-kodim17's OFA caption holds U+FFFD garbage; empty text; lone surrogates -- are reported
-and recorded in the set's ``issues``. ``drop_bad=True`` removes them instead, and an
-image left without captions.
-"""
+"""Converters from the original caption files (TACO's OFA ``{file: caption}`` JSON, the
+official MS-COCO captions files) to caption sets. Captions are kept verbatim (reproducing
+TACO needs its exact inputs); broken ones are flagged in ``issues``, or dropped with
+``drop_bad``."""
 
 from __future__ import annotations
 
@@ -41,7 +32,6 @@ class Conversion:
     uncaptioned: list[str] = field(default_factory=list)
 
     def report(self) -> str:
-        """Human-readable summary of what was found."""
         cs = self.caption_set
         lines = [f"{cs.name}: {len(cs.captions)} images, {cs.stats['num_captions']} captions"]
         for image_id, msgs in self.problems.items():
@@ -84,37 +74,24 @@ def _finish(name: str, captions: dict[str, list[str]], provenance: Provenance, d
     return Conversion(caption_set, problems, dropped, list(uncaptioned))
 
 
-def convert_ofa(path: os.PathLike | str, *, name: Optional[str] = None, source: str = OFA_SOURCE,
+def convert_ofa(path: os.PathLike | str, *, name: Optional[str] = None, source: Optional[str] = None,
                 model: Optional[str] = "OFA", drop_bad: bool = False) -> Conversion:
-    """Convert a plain ``{file: caption}`` JSON (TACO's OFA files) to a caption set.
-
-    Args:
-        path: the original file.
-        name: set name; defaults to the file's stem (``kodak_ofa``).
-        source: provenance ``source`` text.
-        model: the captioning model, or None for human captions.
-        drop_bad: drop broken captions instead of flagging them.
-    """
+    """Convert a plain ``{file: caption | [captions]}`` JSON (TACO's OFA files); ``name``
+    defaults to the file's stem, ``source`` to TACO's OFA release, ``model`` None for human captions."""
     path = Path(path)
     original = CaptionSetSource(path)
     if original.caption_set is not None:
         raise ValueError(f"{path} is already a taco-plus caption set")
     captions = {k: original.captions(k) for k in original.ids()}
-    provenance = Provenance(source=source, model=model, origin={"file": path.name, "sha256": file_sha256(path)})
+    provenance = Provenance(source=source or OFA_SOURCE, model=model,
+                            origin={"file": path.name, "sha256": file_sha256(path)})
     return _finish(name or path.stem, captions, provenance, drop_bad, [])
 
 
 def convert_coco(annotations_json: os.PathLike | str, *, name: Optional[str] = None,
                  image_dir: Optional[os.PathLike | str] = None, drop_bad: bool = False) -> Conversion:
-    """Convert an official COCO captions file to a caption set keyed by file name.
-
-    Args:
-        annotations_json: ``captions_{train,val}2017.json``.
-        name: set name; defaults to ``coco_<stem>`` (``coco_captions_val2017``).
-        image_dir: optional folder of the split's images: files there without a caption are
-            reported (and listed under ``provenance.missing_images``).
-        drop_bad: drop broken captions instead of flagging them.
-    """
+    """Convert ``captions_{train,val}2017.json`` to a set keyed by file name (``name`` defaults
+    to ``coco_<stem>``); images in ``image_dir`` without a caption are reported."""
     path = Path(annotations_json)
     source = CocoCaptionsSource(path)
     captions = {k: source.captions(k) for k in source.ids()}

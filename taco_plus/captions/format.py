@@ -1,18 +1,12 @@
-"""The versioned caption-set file format (``format_version`` 1; ``captions/FORMAT.md``).
-
-A caption set is one JSON file: captions (image id -> one or more captions), their
-provenance (source, model, prompt, parameters, date, token usage of each caption) and
-statistics. Training and evaluation read these files and never call a model.
-:func:`load_caption_set` validates a file and raises :class:`CaptionFormatError` naming
-the file and the JSON path of the problem; :func:`save_caption_set` writes atomically.
-Empty or garbled caption text is not a format error: it is flagged (``checks.py``).
-"""
+"""The versioned caption-set file (``format_version`` 1, specified in ``captions/FORMAT.md``):
+captions, provenance and statistics in one JSON file. Loading validates it; errors name the
+file and the JSON path. Empty or garbled caption text is flagged (``checks.py``), not refused."""
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
@@ -39,19 +33,7 @@ def utc_now() -> str:
 
 @dataclass
 class Provenance:
-    """Where a caption set came from.
-
-    Args:
-        source: human-readable origin ("MS-COCO 2017 captions", "regenerated with ...").
-        created: ISO-8601 UTC time the set was written.
-        model: captioning model (``"gpt-4o"``, ``"OFA"``) or None for human captions.
-        prompt: for generated sets, ``{"file", "sha256", "name", "version"}`` of the prompt.
-        parameters: generation or conversion parameters (temperature, detail, ...).
-        origin: for converted sets, ``{"file", "sha256"}`` of the original file.
-        usage: image id -> per caption ``{"prompt_tokens", "completion_tokens"}`` or None.
-        missing_images: images that were asked for but have no caption.
-        notes: free-form remarks.
-    """
+    """Where a caption set came from: the ``provenance`` fields of ``captions/FORMAT.md``."""
 
     source: str
     created: str = field(default_factory=utc_now)
@@ -66,9 +48,8 @@ class Provenance:
 
 @dataclass
 class CaptionSet:
-    """An in-memory caption set: ``name``, ``captions`` (image id -> captions), ``provenance``,
-    ``stats`` (:func:`taco_plus.captions.stats.caption_stats`) and ``issues`` (image id ->
-    problems found in its captions, e.g. U+FFFD garbage)."""
+    """An in-memory caption set: ``captions`` (image id -> captions), ``provenance``,
+    ``stats`` and ``issues`` (image id -> problems found in its captions)."""
 
     name: str
     captions: dict[str, list[str]]
@@ -84,27 +65,24 @@ class CaptionSet:
 
 def build_caption_set(name: str, captions: Mapping[str, Sequence[str] | str], provenance: Provenance,
                       issues: Optional[Mapping[str, Sequence[str]]] = None) -> CaptionSet:
-    """A :class:`CaptionSet` with its statistics computed (CLIP tokenizer, see ``stats``)."""
-    from taco_plus.captions.stats import caption_stats  # imports open_clip: keep lazy
+    """A :class:`CaptionSet` with its statistics computed."""
+    from taco_plus.captions.stats import caption_stats  # the CLIP tokenizer imports open_clip: keep lazy
 
     caps = {k: [v] if isinstance(v, str) else list(v) for k, v in captions.items()}
     return CaptionSet(name, caps, provenance, caption_stats(caps), {k: list(v) for k, v in (issues or {}).items()})
 
 
 def save_caption_set(caption_set: CaptionSet, path: os.PathLike | str) -> None:
-    """Validate and write ``caption_set`` to ``path`` atomically (temporary file + ``os.replace``)."""
+    """Validate and write ``caption_set`` to ``path`` atomically."""
     data = caption_set.to_json()
     parse_caption_set(data, path)  # never write a file the loader would reject
     atomic_write(path, json_bytes(data, indent=1))
 
 
 def json_bytes(data: Any, indent: Optional[int] = None) -> bytes:
-    """UTF-8 JSON text ending in a newline, even for strings holding lone surrogates.
-
-    ``json.loads('"\\\\ud800"')`` gives a string UTF-8 cannot encode. A surrogate can only
-    sit inside a JSON string, where ``backslashreplace`` writes it as ``\\\\ud800``: its
-    JSON escape, so the file reads back to the same string.
-    """
+    """UTF-8 JSON text ending in a newline. A lone surrogate (``json.loads('"\\\\ud800"')``)
+    can only sit inside a JSON string, where ``backslashreplace`` writes its JSON escape
+    ``\\\\ud800``: the file reads back to the same string."""
     text = json.dumps(data, ensure_ascii=False, indent=indent, separators=None if indent else (",", ":"))
     return (text + "\n").encode("utf-8", "backslashreplace")
 
@@ -122,11 +100,6 @@ def read_json(path: os.PathLike | str) -> Any:
 def load_caption_set(path: os.PathLike | str) -> CaptionSet:
     """Read and validate a versioned caption set."""
     return parse_caption_set(read_json(path), path)
-
-
-def is_caption_set(data: Any) -> bool:
-    """Whether parsed JSON claims to be a versioned caption set."""
-    return isinstance(data, dict) and data.get("format") == FORMAT_NAME
 
 
 def parse_caption_set(data: Any, path: os.PathLike | str) -> CaptionSet:
@@ -148,7 +121,7 @@ def parse_caption_set(data: Any, path: os.PathLike | str) -> CaptionSet:
 
     prov = data.get("provenance")
     check(isinstance(prov, dict), f'"provenance" must be an object, got {_kind(prov)}')
-    unknown = set(prov) - set(Provenance.__dataclass_fields__)
+    unknown = set(prov) - {f.name for f in fields(Provenance)}
     check(not unknown, f"provenance has unknown keys {sorted(unknown)}")
     for key in ("source", "created"):
         check(isinstance(prov.get(key), str) and prov[key], f'provenance["{key}"] must be a non-empty string')
@@ -198,7 +171,7 @@ def parse_caption_mapping(data: Any, path: os.PathLike | str, where: str = "",
         if not isinstance(value, list) or not value:
             expected = ("a caption string or " if allow_str else "") + "a non-empty list of captions"
             raise CaptionFormatError(path, f"{here}: expected {expected}, got {_kind(value)}")
-        for i, caption in enumerate(value):  # empty or broken text is flagged (checks.py), not refused
+        for i, caption in enumerate(value):
             if not isinstance(caption, str):
                 raise CaptionFormatError(path, f"{here}[{i}]: expected a string, got {_kind(caption)}")
         out[image_id] = value

@@ -1,22 +1,7 @@
-"""Prompt templates for caption regeneration, stored as versioned text files.
-
-Templates live in ``taco_plus/captions/prompts/*.txt``: ``# key: value`` header lines, a line
-``---``, then the prompt sent with every image. An optional line ``--- original caption
----`` starts a part appended only when the original caption is given (``--with-original``)::
-
-    # name: detailed_scene
-    # version: 1
-    # expected_words: 175
-    ---
-    Describe this photograph ...
-    --- original caption ---
-    An earlier automatic caption of this image was: "{original_caption}" ...
-
-Placeholders: ``{target_words}`` (length-controlled prompts; header ``target_words`` gives
-its default) and ``{original_caption}``; literal braces are ``{{`` and ``}}``. The sha256
-of the whole file goes into the run journal and the caption set, so every caption is
-traceable to the exact prompt text.
-"""
+"""Prompt templates for caption regeneration: versioned text files in
+``taco_plus/captions/prompts/`` (``# key: value`` header, ``---``, the prompt, an optional
+``--- original caption ---`` part); docs/captions.md describes the format. The file's
+sha256 goes into the journal and the caption set."""
 
 from __future__ import annotations
 
@@ -27,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-# Shipped with the package, beside this file.
 PROMPTS_DIR = Path(__file__).with_name("prompts")
 DEFAULT_PROMPT = "detailed_scene_v1.txt"
 _CONTEXT_MARKER = "--- original caption ---"
@@ -39,8 +23,7 @@ class PromptError(ValueError):
 
 @dataclass(frozen=True)
 class PromptTemplate:
-    """A parsed prompt file: its ``path``, ``sha256`` (of the bytes), header ``meta``
-    (``name``, ``version``, ``expected_words``, ``target_words``, ...), ``body`` (sent with
+    """A parsed prompt file: ``sha256`` of its bytes, header ``meta``, ``body`` (sent with
     every image) and ``context`` (appended with the original caption, or None)."""
 
     path: Path
@@ -60,17 +43,21 @@ class PromptTemplate:
     def uses_target_words(self) -> bool:
         return "target_words" in _fields(self.body, self.path)
 
+    def _target(self, target_words: Optional[int]) -> Optional[str | int]:
+        target = target_words or self.meta.get("target_words")
+        if self.uses_target_words() and not target:
+            raise PromptError(f"{self.path}: needs a target length (--target-words)")
+        return target
+
     def expected_words(self, target_words: Optional[int] = None) -> int:
         """Typical answer length in words, for cost estimates."""
         if self.uses_target_words():
-            return int(target_words or self.meta["target_words"])
+            return int(self._target(target_words))
         return int(self.meta.get("expected_words", 150))
 
     def render(self, original_caption: Optional[str] = None, target_words: Optional[int] = None) -> str:
         """The prompt text for one image."""
-        target = target_words or self.meta.get("target_words")
-        if self.uses_target_words() and not target:
-            raise PromptError(f"{self.path}: needs a target length (--target-words)")
+        target = self._target(target_words)
         text = self.body.format(target_words=target)
         if original_caption is None:
             return text

@@ -1,14 +1,6 @@
-"""Caption-length statistics in words and in CLIP tokens.
-
-TACO feeds captions to CLIP ViT-B/32's text tower padded/truncated to 38 tokens, and
-CLIP itself has 77 positions; long regenerated captions are cut at either limit
-(DESIGN.md, pitfall 5). The share of captions over each limit tells how much text a
-given encoder configuration throws away.
-
-Token counts use open_clip's ``SimpleTokenizer`` (the CLIP BPE, shipped with open_clip,
-works offline): BPE tokens of the cleaned, lower-cased text plus start- and
-end-of-text, i.e. the number of non-padding positions CLIP would need.
-"""
+"""Caption lengths in words and CLIP tokens. TACO pads/truncates captions to 38 tokens and
+CLIP has 77 positions; the share of captions over each limit tells how much text an encoder
+configuration throws away (DESIGN.md, pitfall 5)."""
 
 from __future__ import annotations
 
@@ -23,7 +15,8 @@ CLIP_CONTEXT_LENGTH = 77  # CLIP's positional-embedding length
 
 @lru_cache(maxsize=1)
 def _tokenizer():
-    from open_clip.tokenizer import SimpleTokenizer  # imports torch: keep lazy
+    # open_clip's own cleaning (ftfy) copes with lone surrogates, which a broken caption may hold
+    from open_clip.tokenizer import SimpleTokenizer  # the CLIP BPE ships with open_clip; imports torch
 
     return SimpleTokenizer()
 
@@ -41,15 +34,7 @@ def _summary(values: Sequence[int]) -> dict:
 
 
 def caption_stats(captions: Mapping[str, Iterable[str]]) -> dict:
-    """Summary statistics of a caption mapping (image id -> captions).
-
-    Returns:
-        ``num_images``, ``num_captions``, ``words_per_caption`` and
-        ``clip_tokens_per_caption`` (each ``{mean, median, p95, min, max}``),
-        ``share_over_38_tokens`` and ``share_over_77_tokens`` (fractions of captions
-        longer than TACO's 38-token text input and CLIP's 77-position context), and
-        the ``tokenizer`` used.
-    """
+    """The ``stats`` of a caption set (``captions/FORMAT.md``) for image id -> captions."""
     texts = [c for caps in captions.values() for c in caps]
     if not texts:
         raise ValueError("cannot compute statistics of an empty caption set")

@@ -1,14 +1,8 @@
-"""Batch mode: Batch API request files, the OpenAI Batch API, and result files from anywhere.
-
-A request line is ``{"custom_id": image id, "method": "POST", "url": "/v1/chat/completions",
-"body"}``: the OpenAI Batch API format, which ``vllm run-batch`` reads too. Files are split
-under both API limits; a result line is ``{"id", "custom_id", "response": {"status_code",
-"request_id", "body"}, "error"}``. :class:`BatchRunner` writes the files one at a time,
-uploads each and creates its batch, journaling both ids the moment they exist, then polls,
-downloads and merges; rejected or missing answers go into the next round. A resumed run
-submits what no batch holds yet and collects the earlier run's batches (an upload journaled
-without its batch is first looked up among the account's batches): nothing is sent twice.
-"""
+"""Batch mode: request files in the OpenAI Batch API format (which ``vllm run-batch`` reads
+too), split under both API limits, each uploaded and its batch created as soon as it is
+written, both ids journaled at once; then polled, downloaded and merged. Rejected or missing
+answers go into the next round. A resumed run submits what no batch holds yet and collects
+the earlier run's batches: nothing is sent twice."""
 
 from __future__ import annotations
 
@@ -26,19 +20,16 @@ TERMINAL = {"completed", "failed", "expired", "cancelled"}
 
 
 def write_request_files(items: Iterable[tuple[str, dict]], directory: Path, prefix: str, max_requests: int,
-                        max_bytes: int, on_oversize: Optional[Callable[[str, int], None]] = None
-                        ) -> Iterator[tuple[Path, list[str]]]:
+                        max_bytes: int, on_oversize: Callable[[str, int], None]) -> Iterator[tuple[Path, list[str]]]:
     """Write ``(custom_id, body)`` requests to ``<prefix>-000.jsonl``, ``-001``, ... and yield
     ``(path, ids)`` as each file completes (one file open at a time, no request held in memory).
-    A request over ``max_bytes`` is skipped with ``on_oversize(custom_id, size)`` (ValueError without)."""
+    A request over ``max_bytes`` is skipped with ``on_oversize(custom_id, size)``."""
     Path(directory).mkdir(parents=True, exist_ok=True)
     fh, ids, size, count = None, [], 0, 0
     try:
         for custom_id, body in items:
             line = json_bytes({"custom_id": custom_id, "method": "POST", "url": ENDPOINT, "body": body})
             if len(line) > max_bytes:
-                if on_oversize is None:
-                    raise ValueError(f"request for {custom_id!r} is {len(line)} bytes, over the {max_bytes}-byte limit")
                 on_oversize(custom_id, len(line))
                 continue
             if fh is None or len(ids) >= max_requests or size + len(line) > max_bytes:
@@ -87,14 +78,9 @@ def result_answer(result: dict) -> tuple[Optional[Answer], Optional[str]]:
 
 
 class BatchRunner(Runner):
-    """Captions images through the Batch API with ``client`` (an ``openai.OpenAI``, set by
-    the caller), or merges result files."""
+    """Captions images through the Batch API, or merges result files made elsewhere."""
 
-    mode, client = "batch", None
-
-    def __init__(self, *args) -> None:
-        super().__init__(*args)
-        self._given_up: set[str] = set()  # images no further round can help
+    mode = "batch"
 
     def _call(self, what: str, fn):
         import openai
@@ -106,19 +92,23 @@ class BatchRunner(Runner):
 
     def run(self, jobs: list[Job]) -> None:
         """Caption every job not yet in the journal (see the module docstring)."""
-        state = self.journal.state
-        for file_id in state.uploads_without_batch():
-            self._create_batch(file_id, look_for_existing=True)
-        rounds = 1 + self.cfg.max_answer_retries
-        for round_index in range(rounds):
-            busy = state.in_open_batches()
-            pending = [j for j in jobs if j.image_id not in state.captions
-                       and j.image_id not in self._given_up and j.image_id not in busy]
-            for file_id in self._upload(pending, round_index):
-                self._create_batch(file_id)
-            if not state.open_batches():
-                break
-            self._wait_and_merge(last_round=round_index == rounds - 1)
+        import openai
+
+        with openai.OpenAI(api_key=self.api_key, base_url=self.cfg.base_url, timeout=self.cfg.timeout,
+                           max_retries=self.cfg.max_attempts - 1) as self.client:
+            state = self.journal.state
+            for file_id in state.uploads_without_batch():
+                self._create_batch(file_id, look_for_existing=True)
+            rounds = 1 + self.cfg.max_answer_retries
+            for round_index in range(rounds):
+                busy = state.in_open_batches()
+                pending = [j for j in jobs if j.image_id not in state.captions
+                           and j.image_id not in self.given_up and j.image_id not in busy]
+                for file_id in self._upload(pending, round_index):
+                    self._create_batch(file_id)
+                if not state.open_batches():
+                    break
+                self._wait_and_merge(last_round=round_index == rounds - 1)
 
     def _upload(self, jobs: list[Job], round_index: int) -> Iterator[str]:
         """Write, upload and journal the request files one by one; yields input file ids."""
@@ -127,8 +117,8 @@ class BatchRunner(Runner):
         for path, ids in write_request_files(requests, self.cfg.batch_dir, prefix, self.cfg.batch_max_requests,
                                              self.cfg.batch_max_bytes, self._oversize):
             with open(path, "rb") as fh:
-                uploaded = self._call(f"uploading {path.name}", lambda: self.client.files.create(file=fh,
-                                                                                                  purpose="batch"))
+                uploaded = self._call(f"uploading {path.name}",
+                                      lambda: self.client.files.create(file=fh, purpose="batch"))
             self.journal.append({"type": "upload", "file_id": uploaded.id, "file": path.name, "image_ids": ids,
                                  "time": utc_now()}, sync=True)
             path.unlink()  # the server holds it now (up to 200 MB each; --write-requests keeps them)
@@ -136,12 +126,6 @@ class BatchRunner(Runner):
 
     def _oversize(self, image_id: str, size: int) -> None:
         self.fail(image_id, f"request is {size} bytes, over the batch file limit")
-
-    def fail(self, image_id: str, reason: str, final: bool = True, **extra) -> None:
-        if image_id not in self._given_up:
-            super().fail(image_id, reason, final, **extra)
-        if final:
-            self._given_up.add(image_id)
 
     def _create_batch(self, file_id: str, look_for_existing: bool = False) -> None:
         batch = None
@@ -162,22 +146,24 @@ class BatchRunner(Runner):
         while waiting:
             for batch_id in list(waiting):
                 batch = self._call(f"polling {batch_id}", lambda: self.client.batches.retrieve(batch_id))
-                counts = getattr(batch, "request_counts", None)
+                counts = batch.request_counts
                 self.status = f"{batch_id}: {batch.status}" + (f" {counts.completed}/{counts.total}" if counts else "")
                 self.show()
-                if batch.status in TERMINAL:
-                    results = {}
-                    for file_id, kind in ((batch.error_file_id, "errors"), (batch.output_file_id, "output")):
-                        if file_id:
-                            data = self._call(f"downloading {file_id}", lambda: self.client.files.content(file_id))
-                            data = data.content
-                            (self.cfg.batch_dir / f"{kind}-{batch.id}.jsonl").write_bytes(data)  # kept for inspection
-                            results.update(parse_result_lines(data))
-                    ids = self.journal.state.uploads.get(batch.input_file_id, {}).get("image_ids", [])
-                    self.merge(results, ids, f"batch {batch.id} ({_status_text(batch)})", last_round, batch_id=batch.id)
-                    self.journal.append({"type": "batch_done", "batch_id": batch.id, "status": batch.status,
-                                         "time": utc_now()}, sync=True)
-                    waiting.remove(batch_id)
+                if batch.status not in TERMINAL:
+                    continue
+                results = {}
+                for file_id, kind in ((batch.error_file_id, "errors"), (batch.output_file_id, "output")):
+                    if file_id:
+                        data = self._call(f"downloading {file_id}", lambda: self.client.files.content(file_id)).content
+                        (self.cfg.batch_dir / f"{kind}-{batch.id}.jsonl").write_bytes(data)  # kept for inspection
+                        results.update(parse_result_lines(data))
+                first = next((e.message for e in (batch.errors.data or [])), None) if batch.errors else None
+                source = f"batch {batch.id} (status {batch.status}" + (f": {first})" if first else ")")
+                ids = self.journal.state.uploads.get(batch.input_file_id, {}).get("image_ids", [])
+                self.merge(results, ids, source, last_round, batch_id=batch.id)
+                self.journal.append({"type": "batch_done", "batch_id": batch.id, "status": batch.status,
+                                     "time": utc_now()}, sync=True)
+                waiting.remove(batch_id)
             if waiting:
                 time.sleep(self.cfg.poll_interval)
 
@@ -185,7 +171,7 @@ class BatchRunner(Runner):
               **extra) -> None:
         """Journal the answers in ``results`` (custom id -> result line) for ``image_ids``."""
         for image_id in image_ids:
-            if image_id in self.journal.state.captions or image_id in self._given_up:
+            if image_id in self.journal.state.captions or image_id in self.given_up:
                 continue  # merged before an interruption
             result = results.get(image_id)
             answer, reason = result_answer(result) if result is not None else (None, f"no result in {source}")
@@ -193,10 +179,3 @@ class BatchRunner(Runner):
                 reason = self.accept(image_id, answer, attempts=1, **extra)
             if reason is not None:
                 self.fail(image_id, reason, final=last_round)
-
-
-def _status_text(batch) -> str:
-    """``status`` plus the batch's first error message, if any."""
-    errors = getattr(getattr(batch, "errors", None), "data", None) or []
-    first = getattr(errors[0], "message", None) if errors else None
-    return f"status {batch.status}" + (f": {first}" if first else "")

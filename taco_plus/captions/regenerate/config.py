@@ -1,71 +1,72 @@
-"""Settings of one caption-regeneration run (``taco-plus captions regenerate``)."""
+"""Settings of one caption-regeneration run. Each field is also the command-line option
+``--field-name`` of ``taco-plus captions regenerate``; its metadata holds the option's help
+and ``add_argument`` keywords (docs/captions.md explains the options)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
-# Batch API input-file limits (platform.openai.com/docs/api-reference/batch/create): at
-# most 50,000 requests and 200 MB per file. Stay a little under the byte limit.
-BATCH_MAX_REQUESTS = 50_000
-BATCH_MAX_BYTES = 200 * 1000 * 1000 - 1024
+
+class RegenerateError(ValueError):
+    """A run that cannot start as asked (the message says why)."""
+
+
+def option(*default: Any, **argparse_kwargs: Any) -> Any:
+    """A field with ``default`` (if given) whose metadata are keywords of ``add_argument``,
+    plus ``flags`` (default ``--field-name``) and ``group`` (of the ``--help`` text)."""
+    return field(default=default[0], metadata=argparse_kwargs) if default else field(metadata=argparse_kwargs)
+
+
+WHAT, ASK, RUN = "what to caption", "request", "execution"
 
 
 @dataclass
 class RegenerateConfig:
-    """Everything that defines a regeneration run; each field is the command-line option
-    ``--field-name`` (``docs/captions.md`` and ``--help`` explain them). The ones to know:
+    """Everything that defines a regeneration run. The journal (``<out stem>.journal.jsonl``)
+    and the batch folder (``<out stem>.batch/``) sit beside ``out``."""
 
-    Args:
-        out: the caption set to write; the journal (``<stem>.journal.jsonl``) and the batch
-            folder (``<stem>.batch/``) sit beside it.
-        image_root, captions: the images (ids are paths relative to ``image_root``), or the
-            images a caption set names (its captions are the originals for ``with_original``).
-        max_side, jpeg_quality: larger or non-JPEG images are downscaled and re-encoded;
-            JPEGs that fit are sent as they are.
-        timeout, max_attempts: seconds and attempts per HTTP request; the openai SDK retries
-            408/409/429/5xx, timeouts and dropped connections, honouring ``Retry-After``.
-        image_timeout: seconds per image in online mode, retries and waits included.
-        max_answer_retries: new requests after a refusal, empty, short or malformed answer
-            (online), or extra rounds for such images (batch).
-        dry_run, write_requests, results: estimate the cost from the image headers, write the
-            Batch API request files, or merge result files (OpenAI's or ``vllm run-batch``'s);
-            none of them needs a key or the network.
-    """
-
-    out: Path
-    image_root: Path
-    captions: Optional[Path] = None
-    mode: str = "online"
-    model: str = "gpt-4o"
-    base_url: Optional[str] = None
-    api_key_env: str = "OPENAI_API_KEY"
-    prompt: Optional[str] = None
-    target_words: Optional[int] = None
-    with_original: bool = False
-    temperature: float = 0.2
-    max_tokens: int = 450
-    detail: str = "high"
-    max_side: int = 1024
-    jpeg_quality: int = 90
-    min_words: int = 20
-    concurrency: int = 8
-    timeout: float = 60.0
-    image_timeout: float = 180.0
-    max_attempts: int = 6
-    max_answer_retries: int = 2
-    poll_interval: float = 30.0
-    batch_max_requests: int = BATCH_MAX_REQUESTS
-    batch_max_bytes: int = BATCH_MAX_BYTES
-    journal: Optional[Path] = None
-    resume: bool = False
-    dry_run: bool = False
-    write_requests: bool = False
-    results: list = field(default_factory=list)
-    limit: Optional[int] = None
-    prices: Optional[Path] = None
-    progress: bool = True
+    out: Path = option(group=WHAT, type=Path, required=True, help="caption set to write")
+    image_root: Path = option(group=WHAT, type=Path, required=True, flags=("--images", "--image-root"), metavar="DIR",
+                              help="image folder; image ids are paths relative to it")
+    captions: Optional[Path] = option(None, group=WHAT, type=Path,
+                                      help="caption set naming the images (and holding the originals)")
+    limit: Optional[int] = option(None, group=WHAT, type=int, help="only the first N images")
+    model: str = option("gpt-4o", group=ASK)
+    base_url: Optional[str] = option(None, group=ASK, help="OpenAI-compatible server, e.g. http://localhost:8000/v1")
+    api_key_env: str = option("OPENAI_API_KEY", group=ASK, help="environment variable with the key")
+    prompt: Optional[str] = option(None, group=ASK, help="prompt file, or a name in taco_plus/captions/prompts/ "
+                                                         "(default detailed_scene_v1.txt)")
+    target_words: Optional[int] = option(None, group=ASK, type=int, help="answer length for length-controlled prompts")
+    with_original: bool = option(False, group=ASK, help="give the original caption as context")
+    temperature: float = option(0.2, group=ASK)
+    max_tokens: int = option(450, group=ASK)
+    detail: str = option("high", group=ASK, choices=("low", "high", "auto"))
+    max_side: int = option(1024, group=ASK, help="downscale images to this longest side")
+    jpeg_quality: int = option(90, group=ASK, help="of the images that are re-encoded (JPEGs that fit are sent as they are)")
+    min_words: int = option(20, group=ASK, help="shorter answers are retried")
+    mode: str = option("online", group=RUN, choices=("online", "batch"))
+    concurrency: int = option(8, group=RUN)
+    timeout: float = option(60.0, group=RUN, help="seconds per HTTP request")
+    image_timeout: float = option(180.0, group=RUN, help="seconds per image in online mode, retries and waits "
+                                                         "included; then it counts as failed")
+    max_attempts: int = option(6, group=RUN, help="HTTP attempts per request (the openai SDK retries "
+                                                  "408/409/429/5xx and timeouts)")
+    max_answer_retries: int = option(2, group=RUN, help="new requests after a refusal, empty, short or malformed "
+                                                        "answer")
+    poll_interval: float = option(30.0, group=RUN, help="batch polling (s)")
+    batch_max_requests: int = option(50_000, group=RUN)  # the Batch API's limits per input file: 50,000
+    batch_max_bytes: int = option(200 * 1000 * 1000 - 1024, group=RUN)  # requests, 200 MB (a little under)
+    journal: Optional[Path] = option(None, group=RUN, type=Path, help="journal file (default <out stem>.journal.jsonl)")
+    resume: bool = option(False, group=RUN, help="continue the run recorded in the journal")
+    dry_run: bool = option(False, group=RUN, help="estimate requests, tokens and cost; no key, no network")
+    write_requests: bool = option(False, group=RUN, help="write the Batch API request files "
+                                                         "(<out stem>.batch/requests-NNN.jsonl) and stop")
+    results: Optional[list] = option(None, group=RUN, type=Path, nargs="+", help="merge Batch API result files "
+                                     "(OpenAI's, or vllm run-batch's) instead of sending requests")
+    prices: Optional[Path] = option(None, group=RUN, type=Path, help="price table JSON (default: the bundled one)")
+    progress: bool = option(True, group=RUN, flags=("--no-progress",), help="no progress bar")
 
     def __post_init__(self) -> None:
         self.out, self.image_root = Path(self.out), Path(self.image_root)

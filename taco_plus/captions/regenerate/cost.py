@@ -1,13 +1,6 @@
-"""Token and cost estimates for ``--dry-run``.
-
-Image tokens follow OpenAI's published rule for gpt-4o: ``detail="low"`` costs a flat
-85 tokens; ``detail="high"`` scales the image to fit inside 2048x2048, then so its
-shortest side is 768 px (both only shrink, rounding down), and costs 170 tokens per
-512-px tile plus 85 (a 512x512 image: 255). ``"auto"`` is counted as ``high`` (an upper
-bound). Other models take their base/tile counts from the price table. Text: 4
-characters per token plus 7 tokens of chat framing; answers: 0.75 words per token.
-Prices (USD per 1M tokens) are in ``prices.json``; a batch costs ``batch_discount`` (50%).
-"""
+"""Token and cost estimates for ``--dry-run`` (the rules are in docs/captions.md): OpenAI's
+image-token rule, 4 characters per text token plus 7 of chat framing, 0.75 words per answer
+token, and the prices (USD per 1M tokens, batch discount) of ``prices.json``."""
 
 from __future__ import annotations
 
@@ -25,11 +18,13 @@ CHAT_OVERHEAD_TOKENS = 7  # role/message framing (3 + 1 per message) and reply p
 
 
 def image_tokens(width: int, height: int, detail: str, base_tokens: int = 85, tile_tokens: int = 170) -> int:
-    """Input tokens billed for one image of ``width`` x ``height`` pixels."""
+    """Input tokens billed for one image: ``base_tokens`` at ``detail="low"``; otherwise (``"auto"``
+    counted as ``"high"``, an upper bound) ``tile_tokens`` more per 512-px tile of the image
+    scaled to fit 2048x2048, then to a shortest side of 768 (both only shrink, rounding down)."""
     if detail == "low":
         return base_tokens
     w, h = width, height
-    for limit, side in ((2048, max), (768, min)):  # fit inside 2048x2048, then shortest side 768
+    for limit, side in ((2048, max), (768, min)):
         if side(w, h) > limit:
             scale = limit / side(w, h)
             w, h = int(w * scale), int(h * scale)
@@ -83,13 +78,13 @@ class CostEstimate:
 def estimate_cost(model: str, requests: Iterable[tuple[str, int, int]], detail: str, expected_words: int,
                   max_tokens: int, prices: dict) -> CostEstimate:
     """Estimate tokens and cost of requests given as ``(prompt_text, image_width, image_height)``."""
-    entry = prices["models"].get(model)
-    tiles = {k: v for k, v in (entry or {}).items() if k in ("image_base_tokens", "image_tile_tokens")}
+    entry = prices["models"].get(model) or {}
+    tiles = [entry.get("image_base_tokens", 85), entry.get("image_tile_tokens", 170)]
     n = input_tokens = 0
     for text, width, height in requests:
         n += 1
-        input_tokens += math.ceil(len(text) / CHARS_PER_TOKEN) + CHAT_OVERHEAD_TOKENS + image_tokens(
-            width, height, detail, tiles.get("image_base_tokens", 85), tiles.get("image_tile_tokens", 170))
+        input_tokens += (math.ceil(len(text) / CHARS_PER_TOKEN) + CHAT_OVERHEAD_TOKENS
+                         + image_tokens(width, height, detail, *tiles))
     expected = min(max_tokens, math.ceil(expected_words / WORDS_PER_TOKEN))
-    return CostEstimate(model, n, input_tokens, n * expected, n * max_tokens, entry,
+    return CostEstimate(model, n, input_tokens, n * expected, n * max_tokens, prices["models"].get(model),
                         float(prices.get("batch_discount", 0.5)))

@@ -1,18 +1,15 @@
 """The run journal: an append-only JSONL file that makes regeneration resumable.
 
-Each outcome is one line, handed to the operating system (``write``) before it counts:
-killing the process, even with ``kill -9``, loses only the requests in flight. The file
-is ``fsync``'d at least once a second and at the end, so an OS crash loses at most the
-last second. Batch mode also records uploads and batch ids, so an interrupted run
-collects its batches instead of paying twice. Records: ``header`` (the request
-``signature`` a resumed run must match), ``caption``, ``failure`` (retried by the next
-run), ``upload`` (``file_id``, ``image_ids``), ``batch`` and ``batch_done``. A crash can
-leave the last line half-written: it is cut off on reopening; any other bad line is an
-error. An image never gets two captions.
+A record counts once ``write`` has handed it to the operating system, so even ``kill -9``
+loses only the requests in flight; ``fsync`` at least once a second bounds what an OS crash
+loses. A half-written last line is cut off on reopening; any other bad line is an error.
+Records: ``header`` (the request ``signature`` a resumed run must match), ``caption``,
+``failure``, and in batch mode ``upload``, ``batch`` and ``batch_done``.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import time
@@ -21,17 +18,13 @@ from pathlib import Path
 from typing import Optional
 
 from taco_plus.captions.format import json_bytes
-
-try:  # advisory lock so two runs cannot append to one journal (POSIX only)
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None
+from taco_plus.captions.regenerate.config import RegenerateError
 
 JOURNAL_VERSION = 1
 FSYNC_INTERVAL = 1.0  # seconds
 
 
-class JournalError(RuntimeError):
+class JournalError(RegenerateError):
     """An unusable journal (corrupt, locked, or made with different settings)."""
 
 
@@ -40,20 +33,17 @@ class JournalState:
     """What a journal says has happened so far."""
 
     header: Optional[dict] = None
-    captions: dict = field(default_factory=dict)  # image id -> caption record
+    captions: dict = field(default_factory=dict)  # image id -> caption record (the first one)
     failures: dict = field(default_factory=dict)  # image id -> last failure record
     uploads: dict = field(default_factory=dict)  # input file id -> upload record
     batches: dict = field(default_factory=dict)  # batch id -> batch record
     finished_batches: set = field(default_factory=set)
-    duplicates: int = 0  # caption records for already captioned images (ignored)
 
     def apply(self, record: dict) -> None:
         kind = record.get("type")
         if kind == "header":
             self.header = record
-        elif kind == "caption" and record["image_id"] in self.captions:
-            self.duplicates += 1
-        elif kind == "caption":
+        elif kind == "caption" and record["image_id"] not in self.captions:
             self.captions[record["image_id"]] = record
             self.failures.pop(record["image_id"], None)
         elif kind == "failure":
@@ -110,32 +100,33 @@ def read_journal(path: os.PathLike | str) -> JournalState:
 
 
 class Journal:
-    """An open, locked journal; :meth:`append` writes records and applies them to :attr:`state`."""
+    """An open journal, locked against a second run; :meth:`append` writes records and applies
+    them to :attr:`state`. :meth:`open` creates it or, with ``resume``, continues it."""
 
     def __init__(self, path: Path, fh, state: JournalState) -> None:
         self.path, self._fh, self.state, self._synced = path, fh, state, time.monotonic()
 
     @classmethod
     def open(cls, path: os.PathLike | str, signature: dict, resume: bool) -> "Journal":
-        """Open (or create) the journal of a run with ``signature`` (the request settings);
-        continuing a non-empty one needs ``resume``."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fh = open(path, "a+b")
         try:
-            if fcntl is not None:
-                try:
-                    fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError:
-                    raise JournalError(f"{path} is in use by another regenerate run") from None
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                raise JournalError(f"{path} is in use by another regenerate run") from None
             fh.seek(0)
             data = fh.read()
             state, valid = _parse(data, path)
             if state.header is not None and not resume:
                 raise JournalError(f"{path} already holds a run ({len(state.captions)} captions); pass --resume "
                                    "to continue it, or remove it to start over")
-            if state.header is not None:
-                _check_signature(path, state.header.get("signature", {}), signature)
+            old = state.header.get("signature", {}) if state.header else signature
+            if changed := sorted(k for k in set(old) | set(signature) if old.get(k) != signature.get(k)):
+                details = "; ".join(f"{k}: {old.get(k)!r} -> {signature.get(k)!r}" for k in changed)
+                raise JournalError(f"{path} was started with different settings ({details}). Mixing them would give "
+                                   "a caption set with two provenances: use the original settings, or a new --out")
             if valid < len(data):  # cut the half-written line so appends start clean
                 fh.truncate(valid)
             elif data and not data.endswith(b"\n"):  # complete last record, newline lost
@@ -173,11 +164,3 @@ class Journal:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _check_signature(path: Path, old: dict, new: dict) -> None:
-    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    if changed:
-        details = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
-        raise JournalError(f"{path} was started with different settings ({details}). Mixing them would give a "
-                           "caption set with two provenances: use the original settings, or a new --out")

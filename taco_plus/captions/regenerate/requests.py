@@ -1,9 +1,6 @@
-"""What is asked about one image and what comes back.
-
-The chat-completions body is built once per image and sent as it is online or written
-to Batch API files, so both modes ask exactly the same question. Answers are checked
-here: refusals, empty, too-short and malformed answers are rejected (and asked again).
-"""
+"""What is asked about one image and what comes back. The chat-completions body is built
+once per image and sent as it is online or written to Batch API files, so both modes ask
+the same question; refusals, empty, too-short and malformed answers are rejected here."""
 
 from __future__ import annotations
 
@@ -16,7 +13,7 @@ from typing import Any, Optional
 
 from taco_plus.captions.convert import list_images
 from taco_plus.captions.prompts import PromptTemplate
-from taco_plus.captions.regenerate.config import RegenerateConfig
+from taco_plus.captions.regenerate.config import RegenerateConfig, RegenerateError
 from taco_plus.captions.sources import CaptionSetSource, captions_fingerprint
 
 EXIF_ORIENTATION = 0x0112
@@ -30,10 +27,6 @@ _REFUSAL_START = re.compile(
 _REFUSAL_ANYWHERE = re.compile(
     r"\bi (?:can(?:no|['’])t|am unable to|['’]m unable to) (?:help|assist|comply) with\b", re.IGNORECASE
 )
-
-
-class JobError(ValueError):
-    """The images or caption set given to a run do not fit together."""
 
 
 class MalformedResponse(ValueError):
@@ -51,8 +44,7 @@ class Job:
 
 @dataclass
 class Answer:
-    """What matters in a chat completion: text, ``refusal``, ``finish_reason``, token ``usage``
-    (0 when the server omits it) and the response id."""
+    """What matters in a chat completion; ``usage`` counts are 0 when the server omits them."""
 
     text: Optional[str]
     refusal: Optional[str] = None
@@ -64,20 +56,20 @@ class Answer:
 def collect_jobs(cfg: RegenerateConfig) -> list[Job]:
     """Images named by ``cfg.captions`` (or every image under ``cfg.image_root``), id-sorted."""
     if not cfg.image_root.is_dir():
-        raise JobError(f"image folder not found: {cfg.image_root}")
+        raise RegenerateError(f"image folder not found: {cfg.image_root}")
     if cfg.captions is not None:
         source = CaptionSetSource(cfg.captions)
         jobs = [Job(i, cfg.image_root / i, source.captions(i)[0]) for i in sorted(source.ids())]
         missing = [j.image_id for j in jobs if not j.path.is_file()]
         if missing:
             shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-            raise JobError(f"{len(missing)} images named in {cfg.captions} are not in {cfg.image_root}: {shown}")
+            raise RegenerateError(f"{len(missing)} images named in {cfg.captions} are not in {cfg.image_root}: {shown}")
     elif cfg.with_original:
-        raise JobError("--with-original needs --captions (the set holding the original captions)")
+        raise RegenerateError("--with-original needs --captions (the set holding the original captions)")
     else:
         jobs = [Job(i, cfg.image_root / i) for i in list_images(cfg.image_root)]
     if not jobs:
-        raise JobError(f"no images to caption in {cfg.image_root}")
+        raise RegenerateError(f"no images to caption in {cfg.image_root}")
     return jobs
 
 
@@ -88,12 +80,10 @@ def sent_size(width: int, height: int, max_side: int) -> tuple[int, int]:
 
 
 def image_data_url(path: Path, max_side: int, jpeg_quality: int) -> tuple[str, tuple[int, int]]:
-    """The image as a ``data:image/jpeg;base64,...`` URL and the size the server sees.
-
-    A JPEG that already fits (RGB or grey, upright, longest side <= ``max_side``) is sent
-    as its own bytes: decoding and re-encoding it would cost ~10 ms and some quality.
-    Anything else is decoded, turned upright (EXIF orientation), downscaled and encoded.
-    """
+    """The image as a ``data:image/jpeg;base64,...`` URL and the size the server sees. A JPEG
+    that fits (RGB or grey, upright, longest side <= ``max_side``) is sent as its own bytes
+    (re-encoding costs ~10 ms and some quality); anything else is turned upright, downscaled
+    and encoded."""
     from PIL import Image, ImageOps
 
     with Image.open(path) as img:
@@ -152,20 +142,16 @@ def answer_problem(answer: Answer, min_words: int) -> Optional[str]:
     return f"answer too short ({n_words} words, minimum {min_words})" if n_words < min_words else None
 
 
-def originals_fingerprint(jobs: list[Job]) -> Optional[str]:
-    """Fingerprint of the original captions given as context (None without them)."""
-    originals = {j.image_id: [j.original] for j in jobs if j.original}
-    return captions_fingerprint(originals) if originals else None
-
-
-def request_signature(cfg: RegenerateConfig, prompt: PromptTemplate, originals: Optional[str]) -> dict:
-    """Settings that change the answers; a resumed run must keep them."""
+def request_signature(cfg: RegenerateConfig, prompt: PromptTemplate, jobs: list[Job]) -> dict:
+    """Settings that change the answers (``jobs``: for the fingerprint of the original captions
+    given as context); a resumed run must keep them."""
+    originals = {j.image_id: [j.original] for j in jobs if j.original} if cfg.with_original else {}
     return {
         "model": cfg.model,
         "prompt_sha256": prompt.sha256,
         "target_words": cfg.target_words if prompt.uses_target_words() else None,
         "with_original": cfg.with_original,
-        "originals_sha256": originals if cfg.with_original else None,
+        "originals_sha256": captions_fingerprint(originals) if originals else None,
         **{k: getattr(cfg, k) for k in ("temperature", "max_tokens", "detail", "max_side", "jpeg_quality",
                                         "min_words")},
     }

@@ -1,15 +1,11 @@
-"""``regenerate(cfg)``: one caption-regeneration run from start to report.
-
-Collects the images, opens (or resumes) the journal, captions what is missing (online,
-through the Batch API, or from result files made elsewhere), then writes the caption
-set atomically from the journal. ``dry_run`` instead estimates requests, tokens and
-cost from the image headers alone (seconds for COCO's 82,783 images) and
-``write_requests`` writes the Batch API request files; neither needs a key or network.
-"""
+"""``regenerate(cfg)``: one run from start to report. Collects the images, opens (or resumes)
+the journal, captions what is missing (online, through the Batch API, or from result files
+made elsewhere) and writes the caption set from the journal. ``dry_run`` estimates the cost
+from the image headers alone, ``write_requests`` also writes the Batch API request files;
+neither needs a key or the network."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -18,28 +14,24 @@ from taco_plus.captions.checks import caption_problems
 from taco_plus.captions.format import CaptionSet, Provenance, build_caption_set, save_caption_set
 from taco_plus.captions.prompts import PromptTemplate, load_prompt
 from taco_plus.captions.regenerate.batch import BatchRunner, parse_result_lines, write_request_files
-from taco_plus.captions.regenerate.config import RegenerateConfig
+from taco_plus.captions.regenerate.config import RegenerateConfig, RegenerateError
 from taco_plus.captions.regenerate.cost import CostEstimate, estimate_cost, load_prices
 from taco_plus.captions.regenerate.journal import Journal, JournalState, read_journal
 from taco_plus.captions.regenerate.online import OnlineRunner
-from taco_plus.captions.regenerate.requests import (Job, build_request, collect_jobs, originals_fingerprint,
-                                                    prompt_text, request_signature, sent_size)
-from taco_plus.captions.regenerate.runner import UNREADABLE, Redactor, public_base_url, read_api_key
+from taco_plus.captions.regenerate.requests import (Job, build_request, collect_jobs, prompt_text, request_signature,
+                                                    sent_size)
+from taco_plus.captions.regenerate.runner import UNREADABLE, public_base_url, read_api_key
 from taco_plus.results.provenance import file_sha256
 
 SOURCE = "regenerated with taco-plus captions regenerate"
 
 
-class RegenerateError(RuntimeError):
-    """A run that cannot start as asked (the message says why)."""
-
-
 @dataclass
 class RegenerateReport:
-    """What a run did: the caption set written (``out``, None if nothing was captioned or in
-    a dry run), images in scope (``total``), ``captioned`` in all, ``already_done`` by
-    earlier runs, ``missing`` (image id -> why), retries and tokens billed in this run; for
-    dry runs the ``estimate`` and the ``request_files`` written."""
+    """What a run did: the caption set written (``out``, None if nothing was captioned or in a
+    dry run), images in scope (``total``), ``captioned`` in all, ``already_done`` by earlier
+    runs, ``missing`` (image id -> why), retries and tokens of this run; for dry runs the
+    ``estimate`` and the ``request_files`` written."""
 
     out: Optional[Path]
     journal: Path
@@ -72,9 +64,8 @@ def regenerate(cfg: RegenerateConfig) -> RegenerateReport:
     """Run caption regeneration as configured by ``cfg`` (see the module docstring)."""
     prompt = load_prompt(cfg.prompt)
     all_jobs = collect_jobs(cfg)
-    originals = originals_fingerprint(all_jobs) if cfg.with_original else None
-    jobs = all_jobs[: cfg.limit] if cfg.limit is not None else all_jobs
-    signature = request_signature(cfg, prompt, originals)
+    signature = request_signature(cfg, prompt, all_jobs)
+    jobs = all_jobs[: cfg.limit]
     if prompt.expected_words(cfg.target_words) < cfg.min_words:
         raise RegenerateError(f"the prompt asks for about {prompt.expected_words(cfg.target_words)} words but "
                               f"answers under --min-words {cfg.min_words} are rejected; lower --min-words")
@@ -84,26 +75,20 @@ def regenerate(cfg: RegenerateConfig) -> RegenerateReport:
     if cfg.out.exists() and not cfg.journal_path.exists():
         raise RegenerateError(f"{cfg.out} exists and has no journal beside it; refusing to overwrite it")
     with Journal.open(cfg.journal_path, signature, cfg.resume) as journal:
-        todo = [j for j in jobs if j.image_id not in journal.state.captions]
+        state = journal.state
+        todo = [j for j in jobs if j.image_id not in state.captions]
         kind = BatchRunner if cfg.results or cfg.mode == "batch" else OnlineRunner
-        runner = kind(cfg, journal, prompt, len(todo), Redactor(api_key))
+        runner = kind(cfg, journal, prompt, len(todo), api_key)
         try:
             if cfg.results:
                 results = {k: v for path in cfg.results for k, v in parse_result_lines(path.read_bytes()).items()}
-                ids = [j.image_id for j in todo if j.image_id in results]
-                runner.merge(results, ids, "the result files", results_files=[p.name for p in cfg.results])
-            elif todo and cfg.mode == "online":
-                asyncio.run(runner.run(todo, api_key))
+                runner.merge(results, [j.image_id for j in todo if j.image_id in results], "the result files",
+                             results_files=[p.name for p in cfg.results])
             elif todo:
-                import openai
-
-                with openai.OpenAI(api_key=api_key, base_url=cfg.base_url, timeout=cfg.timeout,
-                                   max_retries=cfg.max_attempts - 1) as runner.client:
-                    runner.run(todo)
+                runner.run(todo)
         finally:
             runner.bar.close()
-        caption_set = _caption_set(cfg, prompt, jobs, journal.state, signature)
-    state = journal.state
+        caption_set = _caption_set(cfg, prompt, jobs, state, signature)
     report = RegenerateReport(
         out=None, journal=cfg.journal_path, total=len(jobs), already_done=len(jobs) - len(todo),
         captioned=sum(j.image_id in state.captions for j in jobs), retried=runner.retried,
@@ -148,12 +133,11 @@ def plan(cfg: RegenerateConfig, prompt: PromptTemplate, jobs: list[Job]) -> Rege
     write their Batch API request files. No key, no network, no journal written."""
     from PIL import Image
 
-    state = read_journal(cfg.journal_path)
-    todo = [j for j in jobs if j.image_id not in state.captions]
+    todo = [j for j in jobs if j.image_id not in read_journal(cfg.journal_path).captions]
     skipped: dict[str, str] = {}
-    sized: list[tuple[str, int, int]] = []
+    sized: list[tuple[str, int, int]] = []  # (prompt text, width, height) as sent
 
-    def requests():  # (image id, body) for the request files, sizes noted as encoded
+    def requests():
         for job in todo:
             try:
                 body, size = build_request(job, cfg, prompt)

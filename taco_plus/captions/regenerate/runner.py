@@ -1,12 +1,5 @@
-"""What online and batch runs share: :class:`Runner` builds each image's request, judges
-each answer, journals the outcome and shows progress; and the API key stays secret.
-
-The openai SDK retries what a retry can fix (408/409/429/5xx, timeouts, dropped
-connections; with backoff, honouring ``Retry-After``). What reaches this code has failed
-for good and is sorted here: errors about one image (400/413/422, retries exhausted)
-skip it; those no other image can escape (a rejected key, no permission, an unknown
-model, an exhausted quota) stop the run. Finished captions are in the journal.
-"""
+"""What online and batch runs share: :class:`Runner` builds each image's request, judges each
+answer, journals the outcome and shows progress; and the API key stays secret."""
 
 from __future__ import annotations
 
@@ -19,14 +12,14 @@ from PIL import Image
 
 from taco_plus.captions.format import utc_now
 from taco_plus.captions.prompts import PromptTemplate
-from taco_plus.captions.regenerate.config import RegenerateConfig
+from taco_plus.captions.regenerate.config import RegenerateConfig, RegenerateError
 from taco_plus.captions.regenerate.journal import Journal
 from taco_plus.captions.regenerate.requests import Answer, Job, answer_problem, build_request
 
 UNREADABLE = (OSError, ValueError, Image.DecompressionBombError)  # what PIL raises for a bad image file
 
 
-class MissingAPIKeyError(RuntimeError):
+class MissingAPIKeyError(RegenerateError):
     """The key's environment variable is unset or empty."""
 
 
@@ -34,7 +27,7 @@ class FatalAPIError(RuntimeError):
     """A failure no retry and no other image can escape; the run stops."""
 
 
-def read_api_key(env_name: str = "OPENAI_API_KEY") -> str:
+def read_api_key(env_name: str) -> str:
     """The API key from the environment (never from the command line or a file)."""
     key = os.environ.get(env_name, "").strip()
     if not key:
@@ -66,24 +59,19 @@ def public_base_url(base_url: Optional[str]) -> Optional[str]:
 
 
 class Runner:
-    """Builds requests, judges answers, journals captions and failures and counts them.
-
-    Args:
-        cfg: the run settings.
-        journal: the open run journal.
-        prompt: the prompt template.
-        total: images to caption (the progress bar's length).
-        redact: scrubs the API key from messages.
-    """
+    """Builds requests, judges answers, journals captions and failures and counts them;
+    ``total`` is the length of the progress bar, ``api_key`` None when no server is asked."""
 
     mode = "online"
 
     def __init__(self, cfg: RegenerateConfig, journal: Journal, prompt: PromptTemplate, total: int,
-                 redact: Redactor) -> None:
+                 api_key: Optional[str]) -> None:
         from tqdm.auto import tqdm
 
-        self.cfg, self.journal, self.prompt, self.redact = cfg, journal, prompt, redact
+        self.cfg, self.journal, self.prompt, self.api_key = cfg, journal, prompt, api_key
+        self.redact = Redactor(api_key)
         self.done = self.failed = self.retried = self.prompt_tokens = self.completion_tokens = 0
+        self.given_up: set[str] = set()  # failed for good: no further attempt in this run
         self.status = ""  # shown after the counters (online: the longest wait in progress)
         self.bar = tqdm(total=total, desc=f"captions ({self.mode})", unit="img", dynamic_ncols=True,
                         file=sys.stderr, disable=not cfg.progress)
@@ -99,8 +87,8 @@ class Runner:
     def accept(self, image_id: str, answer: Answer, **extra) -> Optional[str]:
         """Journal ``answer`` as the caption of ``image_id``, or return why it is rejected."""
         usage = answer.usage
-        self.prompt_tokens, self.completion_tokens = (self.prompt_tokens + usage["prompt_tokens"],
-                                                      self.completion_tokens + usage["completion_tokens"])
+        self.prompt_tokens += usage["prompt_tokens"]
+        self.completion_tokens += usage["completion_tokens"]
         problem = answer_problem(answer, self.cfg.min_words)
         if problem is None:  # the caption: one paragraph, whitespace collapsed
             self.journal.append({"type": "caption", "image_id": image_id, "caption": " ".join(answer.text.split()),
@@ -112,9 +100,12 @@ class Runner:
 
     def fail(self, image_id: str, reason: str, final: bool = True, **extra) -> None:
         """Journal a failure; ``final``: no further attempt in this run."""
+        if image_id in self.given_up:
+            return
         self.journal.append({"type": "failure", "image_id": image_id, "reason": self.redact(reason),
                              "mode": self.mode, "time": utc_now(), **extra})
         if final:
+            self.given_up.add(image_id)
             self.failed += 1
             self.show(advance=1)
         else:
@@ -132,22 +123,3 @@ class Runner:
         self.bar.set_postfix_str(f"done={self.done} failed={self.failed} retried={self.retried} tokens={tokens:,}"
                                  + (f" | {self.status}" if self.status else ""), refresh=not advance)
         self.bar.update(advance)
-
-    def give_up_reason(self, err: Exception) -> str:
-        """Why an API call failed for good; raises :class:`FatalAPIError` when the run must stop."""
-        import openai
-
-        if isinstance(err, openai.APITimeoutError):
-            return "request timed out"
-        if isinstance(err, openai.APIConnectionError):
-            return f"connection error: {err}"
-        if not isinstance(err, openai.APIStatusError):
-            raise err
-        reason = self.redact(f"HTTP {err.status_code}: {(getattr(err, 'message', None) or str(err))[:300]}")
-        if isinstance(err, openai.RateLimitError) and getattr(err, "code", None) == "insufficient_quota":
-            raise FatalAPIError(f"quota exhausted ({reason}); check the account's billing") from None
-        if isinstance(err, (openai.AuthenticationError, openai.PermissionDeniedError)):
-            raise FatalAPIError(f"the server rejected the API key ({reason})") from None
-        if isinstance(err, openai.NotFoundError):
-            raise FatalAPIError(f"model or endpoint not found ({reason}); check --model and --base-url") from None
-        return reason
