@@ -33,7 +33,7 @@ from typing import Iterator, Optional
 
 from PIL import Image
 
-from taco_plus.captions.regenerate.cost import image_tokens
+from taco_plus.captions.regenerate.run import image_tokens
 
 CAPTION = ("A test photograph of {w}x{h} pixels with soft daylight from the left, a textured wooden surface, "
            "muted green and brown tones, fine grain, sharp edges in the foreground and a gently blurred "

@@ -25,7 +25,7 @@ from taco_plus.captions.prompts import load_prompt
 from taco_plus.captions.regenerate import regenerate
 from taco_plus.captions.regenerate.batch import write_request_files
 from taco_plus.captions.regenerate.requests import build_request, collect_jobs, request_signature
-from taco_plus.captions.regenerate.journal import Journal
+from taco_plus.captions.regenerate.journal import open_journal
 from taco_plus.cli import main
 
 
@@ -104,7 +104,7 @@ def test_upload_without_journaled_batch_finds_the_existing_batch(tmp_path, fake_
     with open(path, "rb") as fh:
         uploaded = client.files.create(file=fh, purpose="batch")
     client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
-    with Journal.open(cfg.journal_path, request_signature(cfg, prompt, jobs), resume=False) as journal:
+    with open_journal(cfg.journal_path, request_signature(cfg, prompt, jobs), resume=False) as journal:
         journal.append({"type": "upload", "file_id": uploaded.id, "file": path.name, "image_ids": ids})
 
     report = regenerate(cfg)

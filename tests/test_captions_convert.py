@@ -31,8 +31,8 @@ def test_kodak_ofa_flags_kodim17():
 
 def test_drop_bad_removes_broken_captions():
     result = convert_ofa(shared_path("data", "captions", "kodak_ofa.json"), drop_bad=True)
-    assert result.dropped == ["kodim17.png"]
     assert "kodim17.png" not in result.caption_set.captions and len(result.caption_set.captions) == 23
+    assert "1 of them left without any: ['kodim17.png']" in result.caption_set.provenance.notes[0]
     assert result.caption_set.issues == {}
 
 

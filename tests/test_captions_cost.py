@@ -12,8 +12,8 @@ from PIL import Image, ImageFile
 
 from taco_plus.captions.prompts import load_prompt
 from taco_plus.captions.regenerate import RegenerateConfig, regenerate
-from taco_plus.captions.regenerate.cost import image_tokens, load_prices
-from taco_plus.captions.regenerate.journal import Journal
+from taco_plus.captions.regenerate.run import image_tokens, load_prices
+from taco_plus.captions.regenerate.journal import open_journal
 from taco_plus.cli import main
 
 
@@ -90,7 +90,7 @@ def test_dry_run_skips_captioned_images_and_unknown_prices(tmp_path, monkeypatch
     from taco_plus.captions.prompts import load_prompt
     from taco_plus.captions.regenerate.requests import request_signature
 
-    with Journal.open(cfg.journal_path, request_signature(cfg, load_prompt(cfg.prompt), []), False) as journal:
+    with open_journal(cfg.journal_path, request_signature(cfg, load_prompt(cfg.prompt), []), False) as journal:
         journal.append({"type": "caption", "image_id": "big.png", "caption": "done"})
     assert regenerate(cfg).estimate.requests == 1
 

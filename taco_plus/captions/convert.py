@@ -6,13 +6,13 @@ TACO needs its exact inputs); broken ones are flagged in ``issues``, or dropped 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 from taco_plus.captions.checks import caption_problems, find_problems
 from taco_plus.captions.format import CaptionSet, Provenance, build_caption_set
-from taco_plus.captions.sources import CaptionSetSource, CocoCaptionsSource
+from taco_plus.captions.sources import CaptionSetSource, CaptionSource, CocoCaptionsSource
 from taco_plus.results.provenance import file_sha256
 
 OFA_SOURCE = "OFA captions released with TACO (github.com/effl-lab/TACO, materials/)"
@@ -22,14 +22,12 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".p
 
 @dataclass
 class Conversion:
-    """A converted ``caption_set``; ``problems`` (image id -> problems of its captions),
-    ``dropped`` (images left without captions by ``drop_bad``) and ``uncaptioned`` (images
-    known to exist -- listed in the COCO file or found on disk -- without a caption)."""
+    """A converted ``caption_set``, the ``problems`` found in its captions (image id -> problems)
+    and the images known to exist (listed in the COCO file, or on disk) ``uncaptioned``."""
 
     caption_set: CaptionSet
-    problems: dict[str, list[str]] = field(default_factory=dict)
-    dropped: list[str] = field(default_factory=list)
-    uncaptioned: list[str] = field(default_factory=list)
+    problems: dict[str, list[str]]
+    uncaptioned: list[str]
 
     def report(self) -> str:
         cs = self.caption_set
@@ -58,9 +56,10 @@ def list_images(image_dir: os.PathLike | str) -> list[str]:
     return sorted(found)
 
 
-def _finish(name: str, captions: dict[str, list[str]], provenance: Provenance, drop_bad: bool,
-            uncaptioned: list[str]) -> Conversion:
-    problems, dropped = find_problems(captions), []
+def _convert(original: CaptionSource, name: str, provenance: Provenance, drop_bad: bool,
+             uncaptioned: list[str]) -> Conversion:
+    captions = {k: original.captions(k) for k in original.ids()}
+    problems = find_problems(captions)
     if drop_bad and problems:
         for image_id in problems:
             captions[image_id] = [c for c in captions[image_id] if not caption_problems(c)]
@@ -69,37 +68,30 @@ def _finish(name: str, captions: dict[str, list[str]], provenance: Provenance, d
             del captions[image_id]
         provenance.notes.append(f"dropped the broken captions of {len(problems)} images, {len(dropped)} of them "
                                 f"left without any: {dropped}")
-    provenance.missing_images = list(uncaptioned)
+    provenance.origin = {"file": original.path.name, "sha256": file_sha256(original.path)}
+    provenance.missing_images = uncaptioned
     caption_set = build_caption_set(name, captions, provenance, {} if drop_bad else problems)
-    return Conversion(caption_set, problems, dropped, list(uncaptioned))
+    return Conversion(caption_set, problems, uncaptioned)
 
 
 def convert_ofa(path: os.PathLike | str, *, name: Optional[str] = None, source: Optional[str] = None,
                 model: Optional[str] = "OFA", drop_bad: bool = False) -> Conversion:
     """Convert a plain ``{file: caption | [captions]}`` JSON (TACO's OFA files); ``name``
     defaults to the file's stem, ``source`` to TACO's OFA release, ``model`` None for human captions."""
-    path = Path(path)
     original = CaptionSetSource(path)
     if original.caption_set is not None:
         raise ValueError(f"{path} is already a taco-plus caption set")
-    captions = {k: original.captions(k) for k in original.ids()}
-    provenance = Provenance(source=source or OFA_SOURCE, model=model,
-                            origin={"file": path.name, "sha256": file_sha256(path)})
-    return _finish(name or path.stem, captions, provenance, drop_bad, [])
+    return _convert(original, name or original.path.stem, Provenance(source or OFA_SOURCE, model=model), drop_bad, [])
 
 
 def convert_coco(annotations_json: os.PathLike | str, *, name: Optional[str] = None,
                  image_dir: Optional[os.PathLike | str] = None, drop_bad: bool = False) -> Conversion:
     """Convert ``captions_{train,val}2017.json`` to a set keyed by file name (``name`` defaults
     to ``coco_<stem>``); images in ``image_dir`` without a caption are reported."""
-    path = Path(annotations_json)
-    source = CocoCaptionsSource(path)
-    captions = {k: source.captions(k) for k in source.ids()}
-    uncaptioned, parameters = set(source.uncaptioned), {}
+    original = CocoCaptionsSource(annotations_json)
+    uncaptioned, provenance = set(original.uncaptioned), Provenance(COCO_SOURCE)
     if image_dir is not None:
         on_disk = list_images(image_dir)
-        uncaptioned |= set(on_disk) - set(captions)
-        parameters["images_on_disk"] = len(on_disk)
-    provenance = Provenance(source=COCO_SOURCE, origin={"file": path.name, "sha256": file_sha256(path)},
-                            parameters=parameters)
-    return _finish(name or f"coco_{path.stem}", captions, provenance, drop_bad, sorted(uncaptioned))
+        uncaptioned |= set(on_disk) - set(original.ids())
+        provenance.parameters["images_on_disk"] = len(on_disk)
+    return _convert(original, name or f"coco_{original.path.stem}", provenance, drop_bad, sorted(uncaptioned))

@@ -1,22 +1,31 @@
 """The versioned caption-set file (``format_version`` 1, specified in ``captions/FORMAT.md``):
 captions, provenance and statistics in one JSON file. Loading validates it; errors name the
-file and the JSON path. Empty or garbled caption text is flagged (``checks.py``), not refused."""
+file and the JSON path. Empty or garbled caption text is flagged (``checks.py``), not refused.
+
+Statistics count words and CLIP tokens: TACO pads/truncates captions to 38 tokens and CLIP
+has 77 positions; the share of captions over each limit tells how much text an encoder
+configuration throws away (DESIGN.md, pitfall 5)."""
 
 from __future__ import annotations
 
 import json
 import os
+import statistics
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
+from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from taco_plus.atomic import atomic_write
 
 FORMAT_NAME = "taco-plus-captions"
 FORMAT_VERSION = 1
 STATS_KEYS = ("num_images", "num_captions", "words_per_caption", "clip_tokens_per_caption",
-              "share_over_38_tokens", "share_over_77_tokens")  # computed by taco_plus.captions.stats
+              "share_over_38_tokens", "share_over_77_tokens")
+TOKENIZER_DESCRIPTION = "open_clip SimpleTokenizer (CLIP ViT-B-32 BPE); counts include start/end of text"
+TACO_TEXT_LENGTH = 38  # TACO's padded text length
+CLIP_CONTEXT_LENGTH = 77  # CLIP's positional-embedding length
 
 
 class CaptionFormatError(ValueError):
@@ -63,11 +72,46 @@ class CaptionSet:
                 "stats": self.stats, "issues": self.issues, "captions": self.captions}
 
 
+@lru_cache(maxsize=1)
+def _tokenizer():
+    # open_clip's own cleaning (ftfy) copes with lone surrogates, which a broken caption may hold
+    from open_clip.tokenizer import SimpleTokenizer  # the CLIP BPE ships with open_clip; imports torch
+
+    return SimpleTokenizer()
+
+
+def clip_token_count(text: str) -> int:
+    """Number of CLIP positions ``text`` occupies untruncated (BPE tokens + SOT + EOT)."""
+    return len(_tokenizer().encode(text)) + 2
+
+
+def _summary(values: Sequence[int]) -> dict:
+    ordered = sorted(values)
+    p95 = ordered[max(0, -(-95 * len(ordered) // 100) - 1)]  # nearest rank: 95% of captions do not exceed it
+    return {"mean": round(statistics.fmean(ordered), 2), "median": statistics.median(ordered), "p95": p95,
+            "min": ordered[0], "max": ordered[-1]}
+
+
+def caption_stats(captions: Mapping[str, Iterable[str]]) -> dict:
+    """The ``stats`` of a caption set (``captions/FORMAT.md``) for image id -> captions."""
+    texts = [c for caps in captions.values() for c in caps]
+    if not texts:
+        raise ValueError("cannot compute statistics of an empty caption set")
+    tokens = [clip_token_count(t) for t in texts]
+    return {
+        "num_images": len(captions),
+        "num_captions": len(texts),
+        "words_per_caption": _summary([len(t.split()) for t in texts]),
+        "clip_tokens_per_caption": _summary(tokens),
+        "share_over_38_tokens": round(sum(t > TACO_TEXT_LENGTH for t in tokens) / len(texts), 4),
+        "share_over_77_tokens": round(sum(t > CLIP_CONTEXT_LENGTH for t in tokens) / len(texts), 4),
+        "tokenizer": TOKENIZER_DESCRIPTION,
+    }
+
+
 def build_caption_set(name: str, captions: Mapping[str, Sequence[str] | str], provenance: Provenance,
                       issues: Optional[Mapping[str, Sequence[str]]] = None) -> CaptionSet:
     """A :class:`CaptionSet` with its statistics computed."""
-    from taco_plus.captions.stats import caption_stats  # the CLIP tokenizer imports open_clip: keep lazy
-
     caps = {k: [v] if isinstance(v, str) else list(v) for k, v in captions.items()}
     return CaptionSet(name, caps, provenance, caption_stats(caps), {k: list(v) for k, v in (issues or {}).items()})
 

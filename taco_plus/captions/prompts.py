@@ -32,14 +32,6 @@ class PromptTemplate:
     body: str
     context: Optional[str]
 
-    @property
-    def name(self) -> str:
-        return self.meta.get("name", self.path.stem)
-
-    @property
-    def version(self) -> str:
-        return self.meta.get("version", "0")
-
     def uses_target_words(self) -> bool:
         return "target_words" in _fields(self.body, self.path)
 
@@ -67,7 +59,8 @@ class PromptTemplate:
 
     def provenance(self) -> dict:
         """The ``provenance.prompt`` entry of a caption set."""
-        return {"file": self.path.name, "sha256": self.sha256, "name": self.name, "version": self.version}
+        return {"file": self.path.name, "sha256": self.sha256, "name": self.meta.get("name", self.path.stem),
+                "version": self.meta.get("version", "0")}
 
 
 def _fields(text: str, path: Path) -> set[str]:

@@ -62,9 +62,6 @@ class CaptionSource:
             self._fingerprint = captions_fingerprint(self._captions)
         return self._fingerprint
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r}, images={len(self)})"
-
 
 class CaptionSetSource(CaptionSource):
     """Captions from a versioned caption set or a plain ``{"file.png": "caption" | [captions]}``

@@ -76,9 +76,8 @@ def _convert(args: argparse.Namespace) -> int:
 
 def _stats(args: argparse.Namespace) -> int:
     from taco_plus.captions.checks import find_problems
-    from taco_plus.captions.format import CaptionFormatError
+    from taco_plus.captions.format import CaptionFormatError, caption_stats
     from taco_plus.captions.sources import open_caption_source
-    from taco_plus.captions.stats import caption_stats, format_stats
 
     try:
         source = open_caption_source(args.path)
@@ -89,7 +88,13 @@ def _stats(args: argparse.Namespace) -> int:
     coco = not hasattr(source, "caption_set")
     stored = None if coco else source.caption_set
     kind = "COCO captions file" if coco else f"caption set {stored.name!r}" if stored else "plain caption file"
-    print(f"{args.path}: {kind}; fingerprint {source.fingerprint[:16]}\n{format_stats(stats)}")
+    w, t = stats["words_per_caption"], stats["clip_tokens_per_caption"]
+    print(f"{args.path}: {kind}; fingerprint {source.fingerprint[:16]}\n"
+          f"images: {stats['num_images']}  captions: {stats['num_captions']}\n"
+          f"words per caption:       mean {w['mean']}  median {w['median']}  p95 {w['p95']}  range {w['min']}-{w['max']}\n"
+          f"CLIP tokens per caption: mean {t['mean']}  median {t['median']}  p95 {t['p95']}  range {t['min']}-{t['max']}\n"
+          f"over 38 tokens (TACO's text length): {100 * stats['share_over_38_tokens']:.1f}%   "
+          f"over 77 (CLIP's context): {100 * stats['share_over_77_tokens']:.1f}%")
     if stored is not None and {k: stored.stats.get(k) for k in stats} != stats:
         print("warning: the statistics stored in the file differ from the recomputed ones", file=sys.stderr)
     for image_id, problems in find_problems(captions).items():

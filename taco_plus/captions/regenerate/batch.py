@@ -6,6 +6,7 @@ the earlier run's batches: nothing is sent twice."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from pathlib import Path
@@ -25,27 +26,23 @@ def write_request_files(items: Iterable[tuple[str, dict]], directory: Path, pref
     ``(path, ids)`` as each file completes (one file open at a time, no request held in memory).
     A request over ``max_bytes`` is skipped with ``on_oversize(custom_id, size)``."""
     Path(directory).mkdir(parents=True, exist_ok=True)
-    fh, ids, size, count = None, [], 0, 0
-    try:
-        for custom_id, body in items:
-            line = json_bytes({"custom_id": custom_id, "method": "POST", "url": ENDPOINT, "body": body})
-            if len(line) > max_bytes:
-                on_oversize(custom_id, len(line))
-                continue
-            if fh is None or len(ids) >= max_requests or size + len(line) > max_bytes:
-                if fh is not None:
-                    fh.close()
-                    yield Path(fh.name), ids
-                fh, ids, size, count = open(Path(directory) / f"{prefix}-{count:03d}.jsonl", "wb"), [], 0, count + 1
-            fh.write(line)
-            ids.append(custom_id)
-            size += len(line)
-        if fh is not None:
+    fh, ids, count = None, [], 0
+    for custom_id, body in items:
+        line = json_bytes({"custom_id": custom_id, "method": "POST", "url": ENDPOINT, "body": body})
+        if len(line) > max_bytes:
+            on_oversize(custom_id, len(line))
+            continue
+        if fh is not None and (len(ids) >= max_requests or fh.tell() + len(line) > max_bytes):
             fh.close()
             yield Path(fh.name), ids
-    finally:
-        if fh is not None:
-            fh.close()
+            fh = None
+        if fh is None:
+            fh, ids, count = open(Path(directory) / f"{prefix}-{count:03d}.jsonl", "wb"), [], count + 1
+        fh.write(line)
+        ids.append(custom_id)
+    if fh is not None:
+        fh.close()
+        yield Path(fh.name), ids
 
 
 def parse_result_lines(data: bytes) -> dict[str, dict]:
@@ -82,47 +79,40 @@ class BatchRunner(Runner):
 
     mode = "batch"
 
-    def _call(self, what: str, fn):
-        import openai
-
-        try:
-            return fn()  # the SDK has retried what a retry can fix
-        except openai.APIError as err:
-            raise FatalAPIError(self.redact(f"{what} failed: {err}")) from None
-
     def run(self, jobs: list[Job]) -> None:
         """Caption every job not yet in the journal (see the module docstring)."""
         import openai
 
-        with openai.OpenAI(api_key=self.api_key, base_url=self.cfg.base_url, timeout=self.cfg.timeout,
-                           max_retries=self.cfg.max_attempts - 1) as self.client:
-            state = self.journal.state
-            for file_id in state.uploads_without_batch():
-                self._create_batch(file_id, look_for_existing=True)
-            rounds = 1 + self.cfg.max_answer_retries
-            for round_index in range(rounds):
-                busy = state.in_open_batches()
-                pending = [j for j in jobs if j.image_id not in state.captions
-                           and j.image_id not in self.given_up and j.image_id not in busy]
-                for file_id in self._upload(pending, round_index):
-                    self._create_batch(file_id)
-                if not state.open_batches():
-                    break
-                self._wait_and_merge(last_round=round_index == rounds - 1)
+        try:  # the SDK has retried what a retry can fix
+            with openai.OpenAI(api_key=self.api_key, base_url=self.cfg.base_url, timeout=self.cfg.timeout,
+                               max_retries=self.cfg.max_attempts - 1) as self.client:
+                self._run(jobs)
+        except openai.APIError as err:
+            what = f"{err.request.method} {err.request.url.path}"
+            raise FatalAPIError(self.redact(f"{what} failed: {err}")) from None
 
-    def _upload(self, jobs: list[Job], round_index: int) -> Iterator[str]:
-        """Write, upload and journal the request files one by one; yields input file ids."""
-        requests = ((j.image_id, body) for j in jobs if (body := self.request(j)) is not None)
-        prefix = f"requests-{utc_now().replace(':', '')[:17]}-r{round_index}"
-        for path, ids in write_request_files(requests, self.cfg.batch_dir, prefix, self.cfg.batch_max_requests,
-                                             self.cfg.batch_max_bytes, self._oversize):
-            with open(path, "rb") as fh:
-                uploaded = self._call(f"uploading {path.name}",
-                                      lambda: self.client.files.create(file=fh, purpose="batch"))
-            self.journal.append({"type": "upload", "file_id": uploaded.id, "file": path.name, "image_ids": ids,
-                                 "time": utc_now()}, sync=True)
-            path.unlink()  # the server holds it now (up to 200 MB each; --write-requests keeps them)
-            yield uploaded.id
+    def _run(self, jobs: list[Job]) -> None:
+        state = self.journal.state
+        for file_id in state.uploads_without_batch():
+            self._create_batch(file_id, look_for_existing=True)
+        rounds = 1 + self.cfg.max_answer_retries
+        for round_index in range(rounds):
+            busy = state.in_open_batches()
+            pending = [j for j in jobs if j.image_id not in state.captions
+                       and j.image_id not in self.given_up and j.image_id not in busy]
+            requests = ((j.image_id, body) for j in pending if (body := self.request(j)) is not None)
+            prefix = f"requests-{utc_now().replace(':', '')[:17]}-r{round_index}"
+            for path, ids in write_request_files(requests, self.cfg.batch_dir, prefix, self.cfg.batch_max_requests,
+                                                 self.cfg.batch_max_bytes, self._oversize):
+                with open(path, "rb") as fh:
+                    file_id = self.client.files.create(file=fh, purpose="batch").id
+                self.journal.append({"type": "upload", "file_id": file_id, "file": path.name, "image_ids": ids,
+                                     "time": utc_now()}, sync=True)
+                path.unlink()  # the server holds it now (up to 200 MB each; --write-requests keeps them)
+                self._create_batch(file_id)
+            if not state.open_batches():
+                break
+            self._wait_and_merge(last_round=round_index == rounds - 1)
 
     def _oversize(self, image_id: str, size: int) -> None:
         self.fail(image_id, f"request is {size} bytes, over the batch file limit")
@@ -130,14 +120,11 @@ class BatchRunner(Runner):
     def _create_batch(self, file_id: str, look_for_existing: bool = False) -> None:
         batch = None
         if look_for_existing:  # created by a run that died before journaling it? (newest 1,000 batches)
-            for i, found in enumerate(self._call("listing batches", lambda: self.client.batches.list(limit=100))):
-                if found.input_file_id == file_id or i >= 1000:
-                    batch = found if found.input_file_id == file_id else None
-                    break
+            found = itertools.islice(self.client.batches.list(limit=100), 1000)
+            batch = next((b for b in found if b.input_file_id == file_id), None)
         if batch is None:
-            batch = self._call(f"creating a batch for {file_id}", lambda: self.client.batches.create(
-                input_file_id=file_id, endpoint=ENDPOINT, completion_window="24h",
-                metadata={"created_by": "taco-plus captions regenerate"}))
+            batch = self.client.batches.create(input_file_id=file_id, endpoint=ENDPOINT, completion_window="24h",
+                                               metadata={"created_by": "taco-plus captions regenerate"})
         self.journal.append({"type": "batch", "batch_id": batch.id, "input_file_id": file_id, "time": utc_now()},
                             sync=True)
 
@@ -145,7 +132,7 @@ class BatchRunner(Runner):
         waiting = self.journal.state.open_batches()
         while waiting:
             for batch_id in list(waiting):
-                batch = self._call(f"polling {batch_id}", lambda: self.client.batches.retrieve(batch_id))
+                batch = self.client.batches.retrieve(batch_id)
                 counts = batch.request_counts
                 self.status = f"{batch_id}: {batch.status}" + (f" {counts.completed}/{counts.total}" if counts else "")
                 self.show()
@@ -154,7 +141,7 @@ class BatchRunner(Runner):
                 results = {}
                 for file_id, kind in ((batch.error_file_id, "errors"), (batch.output_file_id, "output")):
                     if file_id:
-                        data = self._call(f"downloading {file_id}", lambda: self.client.files.content(file_id)).content
+                        data = self.client.files.content(file_id).content
                         (self.cfg.batch_dir / f"{kind}-{batch.id}.jsonl").write_bytes(data)  # kept for inspection
                         results.update(parse_result_lines(data))
                 first = next((e.message for e in (batch.errors.data or [])), None) if batch.errors else None

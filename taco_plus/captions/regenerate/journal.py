@@ -13,9 +13,10 @@ import fcntl
 import json
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 from taco_plus.captions.format import json_bytes
 from taco_plus.captions.regenerate.config import RegenerateError
@@ -72,24 +73,20 @@ class JournalState:
 def _parse(data: bytes, path: Path) -> tuple[JournalState, int]:
     """State from the journal bytes, and the length of the valid prefix."""
     state, offset = JournalState(), 0
-    lines = data.split(b"\n")
+    lines = data.splitlines(keepends=True)
     for number, line in enumerate(lines, start=1):
-        last = number == len(lines)
-        if last and not line:  # the file ends with a newline
-            break
         try:
             record = json.loads(line)
             if not isinstance(record, dict) or "type" not in record:
                 raise ValueError("not a journal record")
-        except ValueError as err:
-            if last:  # half-written final line: the crash this journal exists for
-                break
-            raise JournalError(f"{path}: line {number} is unreadable ({err}); the journal is damaged") from None
-        try:
             state.apply(record)
         except KeyError as err:
             raise JournalError(f"{path}: line {number} lacks {err}; the journal is damaged") from None
-        offset += len(line) + (0 if last else 1)
+        except ValueError as err:
+            if number == len(lines):  # half-written final line: the crash this journal exists for
+                break
+            raise JournalError(f"{path}: line {number} is unreadable ({err}); the journal is damaged") from None
+        offset += len(line)
     return state, offset
 
 
@@ -100,45 +97,10 @@ def read_journal(path: os.PathLike | str) -> JournalState:
 
 
 class Journal:
-    """An open journal, locked against a second run; :meth:`append` writes records and applies
-    them to :attr:`state`. :meth:`open` creates it or, with ``resume``, continues it."""
+    """An open journal: :meth:`append` writes records and applies them to :attr:`state`."""
 
-    def __init__(self, path: Path, fh, state: JournalState) -> None:
-        self.path, self._fh, self.state, self._synced = path, fh, state, time.monotonic()
-
-    @classmethod
-    def open(cls, path: os.PathLike | str, signature: dict, resume: bool) -> "Journal":
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(path, "a+b")
-        try:
-            try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                raise JournalError(f"{path} is in use by another regenerate run") from None
-            fh.seek(0)
-            data = fh.read()
-            state, valid = _parse(data, path)
-            if state.header is not None and not resume:
-                raise JournalError(f"{path} already holds a run ({len(state.captions)} captions); pass --resume "
-                                   "to continue it, or remove it to start over")
-            old = state.header.get("signature", {}) if state.header else signature
-            if changed := sorted(k for k in set(old) | set(signature) if old.get(k) != signature.get(k)):
-                details = "; ".join(f"{k}: {old.get(k)!r} -> {signature.get(k)!r}" for k in changed)
-                raise JournalError(f"{path} was started with different settings ({details}). Mixing them would give "
-                                   "a caption set with two provenances: use the original settings, or a new --out")
-            if valid < len(data):  # cut the half-written line so appends start clean
-                fh.truncate(valid)
-            elif data and not data.endswith(b"\n"):  # complete last record, newline lost
-                fh.write(b"\n")
-            journal = cls(path, fh, state)
-            if state.header is None:
-                journal.append({"type": "header", "journal_version": JOURNAL_VERSION, "signature": signature})
-            journal.sync()
-            return journal
-        except BaseException:
-            fh.close()
-            raise
+    def __init__(self, fh, state: JournalState) -> None:
+        self._fh, self.state, self._synced = fh, state, time.monotonic()
 
     def append(self, record: dict, sync: bool = False) -> None:
         """Write one record; it survives the process from here on (``sync``: the machine too)."""
@@ -154,13 +116,37 @@ class Journal:
         os.fsync(self._fh.fileno())
         self._synced = time.monotonic()
 
-    def close(self) -> None:
-        if not self._fh.closed:
-            self.sync()
-            self._fh.close()  # also releases the lock
 
-    def __enter__(self) -> "Journal":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+@contextmanager
+def open_journal(path: os.PathLike | str, signature: dict, resume: bool) -> Iterator[Journal]:
+    """The journal of a run with ``signature`` (the request settings), created or, with
+    ``resume``, continued; locked against a second run until the ``with`` block ends."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as fh:  # closing it releases the lock
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise JournalError(f"{path} is in use by another regenerate run") from None
+        fh.seek(0)
+        data = fh.read()
+        state, valid = _parse(data, path)
+        if state.header is not None and not resume:
+            raise JournalError(f"{path} already holds a run ({len(state.captions)} captions); pass --resume "
+                               "to continue it, or remove it to start over")
+        old = state.header.get("signature", {}) if state.header else signature
+        if changed := sorted(k for k in set(old) | set(signature) if old.get(k) != signature.get(k)):
+            details = "; ".join(f"{k}: {old.get(k)!r} -> {signature.get(k)!r}" for k in changed)
+            raise JournalError(f"{path} was started with different settings ({details}). Mixing them would give "
+                               "a caption set with two provenances: use the original settings, or a new --out")
+        if valid < len(data):  # cut the half-written line so appends start clean
+            fh.truncate(valid)
+        elif data and not data.endswith(b"\n"):  # complete last record, newline lost
+            fh.write(b"\n")
+        journal = Journal(fh, state)
+        if state.header is None:
+            journal.append({"type": "header", "journal_version": JOURNAL_VERSION, "signature": signature})
+        try:
+            yield journal
+        finally:
+            journal.sync()

@@ -73,12 +73,6 @@ def collect_jobs(cfg: RegenerateConfig) -> list[Job]:
     return jobs
 
 
-def sent_size(width: int, height: int, max_side: int) -> tuple[int, int]:
-    """The size an image is sent at: downscaled to ``max_side`` (never upscaled)."""
-    scale = min(1.0, max_side / max(width, height))
-    return max(1, round(width * scale)), max(1, round(height * scale))
-
-
 def image_data_url(path: Path, max_side: int, jpeg_quality: int) -> tuple[str, tuple[int, int]]:
     """The image as a ``data:image/jpeg;base64,...`` URL and the size the server sees. A JPEG
     that fits (RGB or grey, upright, longest side <= ``max_side``) is sent as its own bytes

@@ -1,29 +1,65 @@
 """``regenerate(cfg)``: one run from start to report. Collects the images, opens (or resumes)
 the journal, captions what is missing (online, through the Batch API, or from result files
-made elsewhere) and writes the caption set from the journal. ``dry_run`` estimates the cost
-from the image headers alone, ``write_requests`` also writes the Batch API request files;
-neither needs a key or the network."""
+made elsewhere) and writes the caption set from the journal.
+
+A dry run (``dry_run``; ``write_requests`` also writes the Batch API request files) needs no
+key and no network: it estimates tokens and cost from the image headers alone, by the rules
+of docs/captions.md (OpenAI's image-token rule; 4 characters per text token plus 7 of chat
+framing; 0.75 words per answer token) and the prices (USD per 1M tokens) of ``prices.json``.
+"""
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
-from taco_plus.captions.checks import caption_problems
-from taco_plus.captions.format import CaptionSet, Provenance, build_caption_set, save_caption_set
+from taco_plus.captions.checks import find_problems
+from taco_plus.captions.format import Provenance, build_caption_set, save_caption_set
 from taco_plus.captions.prompts import PromptTemplate, load_prompt
 from taco_plus.captions.regenerate.batch import BatchRunner, parse_result_lines, write_request_files
 from taco_plus.captions.regenerate.config import RegenerateConfig, RegenerateError
-from taco_plus.captions.regenerate.cost import CostEstimate, estimate_cost, load_prices
-from taco_plus.captions.regenerate.journal import Journal, JournalState, read_journal
+from taco_plus.captions.regenerate.journal import open_journal, read_journal
 from taco_plus.captions.regenerate.online import OnlineRunner
-from taco_plus.captions.regenerate.requests import (Job, build_request, collect_jobs, prompt_text, request_signature,
-                                                    sent_size)
+from taco_plus.captions.regenerate.requests import Job, build_request, collect_jobs, prompt_text, request_signature
 from taco_plus.captions.regenerate.runner import UNREADABLE, public_base_url, read_api_key
 from taco_plus.results.provenance import file_sha256
 
 SOURCE = "regenerated with taco-plus captions regenerate"
+PRICES_FILE = Path(__file__).with_name("prices.json")
+
+
+@dataclass
+class CostEstimate:
+    """Tokens and dollars of ``requests`` requests to ``model``: estimated input tokens, expected
+    answer tokens and their ``max_tokens`` bound; ``price`` is None for a model without one."""
+
+    model: str
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    max_output_tokens: int
+    price: Optional[dict]
+    batch_discount: float = 0.5
+
+    def cost(self, output_tokens: int, batch: bool = False) -> Optional[float]:
+        if self.price is None:
+            return None
+        usd = (self.input_tokens * self.price["input_per_1m"] + output_tokens * self.price["output_per_1m"]) / 1e6
+        return usd * self.batch_discount if batch else usd
+
+    def table(self) -> str:
+        lines = [f"requests:              {self.requests:,}",
+                 f"input tokens (est.):   {self.input_tokens:,}",
+                 f"output tokens (est.):  {self.output_tokens:,} expected, at most {self.max_output_tokens:,}"]
+        if self.price is None:
+            return "\n".join(lines + [f"cost: no price for model {self.model!r} (add it to a --prices file)"])
+        for label, batch in (("online", False), ("batch ", True)):
+            lines.append(f"cost {label} ({self.model}): ${self.cost(self.output_tokens, batch):,.2f} expected, "
+                         f"at most ${self.cost(self.max_output_tokens, batch):,.2f}")
+        return "\n".join(lines)
 
 
 @dataclass
@@ -74,7 +110,7 @@ def regenerate(cfg: RegenerateConfig) -> RegenerateReport:
     api_key = None if cfg.results else read_api_key(cfg.api_key_env)
     if cfg.out.exists() and not cfg.journal_path.exists():
         raise RegenerateError(f"{cfg.out} exists and has no journal beside it; refusing to overwrite it")
-    with Journal.open(cfg.journal_path, signature, cfg.resume) as journal:
+    with open_journal(cfg.journal_path, signature, cfg.resume) as journal:
         state = journal.state
         todo = [j for j in jobs if j.image_id not in state.captions]
         kind = BatchRunner if cfg.results or cfg.mode == "batch" else OnlineRunner
@@ -88,63 +124,80 @@ def regenerate(cfg: RegenerateConfig) -> RegenerateReport:
                 runner.run(todo)
         finally:
             runner.bar.close()
-        caption_set = _caption_set(cfg, prompt, jobs, state, signature)
     report = RegenerateReport(
         out=None, journal=cfg.journal_path, total=len(jobs), already_done=len(jobs) - len(todo),
         captioned=sum(j.image_id in state.captions for j in jobs), retried=runner.retried,
         prompt_tokens=runner.prompt_tokens, completion_tokens=runner.completion_tokens,
         missing={j.image_id: state.failures.get(j.image_id, {}).get("reason", "not attempted")
-                 for j in jobs if j.image_id not in state.captions},
-    )
-    if caption_set is not None:
-        save_caption_set(caption_set, cfg.out)
+                 for j in jobs if j.image_id not in state.captions})
+    records = {j.image_id: state.captions[j.image_id] for j in jobs if j.image_id in state.captions}
+    if records:  # the caption set, from the journal
+        issues = find_problems({k: [r["caption"]] for k, r in records.items()})
+        for image_id in (k for k, r in records.items() if r.get("finish_reason") == "length"):
+            issues.setdefault(image_id, []).append("answer cut off at max_tokens (finish_reason=length)")
+        parameters = {k: v for k, v in signature.items() if k not in ("model", "prompt_sha256")}
+        parameters["modes"] = sorted({r.get("mode", "online") for r in records.values()})
+        parameters["base_url"] = public_base_url(cfg.base_url) or "https://api.openai.com/v1"
+        provenance = Provenance(
+            source=SOURCE, model=cfg.model, prompt=prompt.provenance(), parameters=parameters,
+            origin={"file": cfg.captions.name, "sha256": file_sha256(cfg.captions)} if cfg.captions else None,
+            usage={image_id: [r.get("usage")] for image_id, r in records.items()}, missing_images=list(report.missing),
+            notes=[f"per-request details (attempts, response ids) are in {cfg.journal_path.name}"])
+        captions = {k: [r["caption"]] for k, r in records.items()}
+        save_caption_set(build_caption_set(cfg.out.stem, captions, provenance, issues), cfg.out)
         report.out = cfg.out
     return report
 
 
-def _caption_set(cfg: RegenerateConfig, prompt: PromptTemplate, jobs: list[Job], state: JournalState,
-                 signature: dict) -> Optional[CaptionSet]:
-    """The caption set of ``jobs`` from the journal, or None if nothing is captioned."""
-    records = {j.image_id: state.captions[j.image_id] for j in jobs if j.image_id in state.captions}
-    if not records:
-        return None
-    issues = {}
-    for image_id, record in records.items():
-        found = caption_problems(record["caption"])
-        if record.get("finish_reason") == "length":
-            found.append("answer cut off at max_tokens (finish_reason=length)")
-        if found:
-            issues[image_id] = found
-    parameters = {k: v for k, v in signature.items() if k not in ("model", "prompt_sha256")}
-    parameters["modes"] = sorted({r.get("mode", "online") for r in records.values()})
-    parameters["base_url"] = public_base_url(cfg.base_url) or "https://api.openai.com/v1"
-    provenance = Provenance(
-        source=SOURCE, model=cfg.model, prompt=prompt.provenance(), parameters=parameters,
-        origin={"file": cfg.captions.name, "sha256": file_sha256(cfg.captions)} if cfg.captions else None,
-        usage={image_id: [r.get("usage")] for image_id, r in records.items()},
-        missing_images=[j.image_id for j in jobs if j.image_id not in records],
-        notes=[f"per-request details (attempts, response ids) are in {cfg.journal_path.name}"],
-    )
-    return build_caption_set(cfg.out.stem, {k: [r["caption"]] for k, r in records.items()}, provenance, issues)
+def image_tokens(width: int, height: int, detail: str, base_tokens: int = 85, tile_tokens: int = 170) -> int:
+    """Input tokens billed for one image: ``base_tokens`` at ``detail="low"``; otherwise (``"auto"``
+    counted as ``"high"``, an upper bound) ``tile_tokens`` more per 512-px tile of the image
+    scaled to fit 2048x2048, then to a shortest side of 768 (both only shrink, rounding down)."""
+    if detail == "low":
+        return base_tokens
+    w, h = width, height
+    for limit, side in ((2048, max), (768, min)):
+        if side(w, h) > limit:
+            scale = limit / side(w, h)
+            w, h = int(w * scale), int(h * scale)
+    return base_tokens + tile_tokens * math.ceil(w / 512) * math.ceil(h / 512)
+
+
+def load_prices(path: Optional[Path] = None) -> dict:
+    """The price table: ``{"batch_discount": 0.5, "models": {name: {"input_per_1m", ...}}}``."""
+    path = Path(path or PRICES_FILE)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data.get("models"), dict):
+        raise ValueError(f"{path}: a price table needs a \"models\" object")
+    for name, entry in data["models"].items():
+        for key in ("input_per_1m", "output_per_1m"):
+            if not isinstance(entry.get(key), (int, float)):
+                raise ValueError(f"{path}: models[{name!r}] needs a number {key!r} (USD per 1M tokens)")
+    return data
 
 
 def plan(cfg: RegenerateConfig, prompt: PromptTemplate, jobs: list[Job]) -> RegenerateReport:
-    """Estimate tokens and cost of the images not captioned yet; with ``write_requests`` also
-    write their Batch API request files. No key, no network, no journal written."""
+    """The dry run of ``jobs`` not captioned yet (see the module docstring); no journal written."""
     from PIL import Image
 
     todo = [j for j in jobs if j.image_id not in read_journal(cfg.journal_path).captions]
-    skipped: dict[str, str] = {}
-    sized: list[tuple[str, int, int]] = []  # (prompt text, width, height) as sent
+    skipped, sizes = {}, {}  # image id -> why / (width, height) as sent
+    for job in todo:  # the header gives the size: no pixel is decoded
+        try:
+            with Image.open(job.path) as img:
+                scale = min(1.0, cfg.max_side / max(img.size))
+                sizes[job.image_id] = [max(1, round(side * scale)) for side in img.size]
+        except UNREADABLE as err:
+            skipped[job.image_id] = f"cannot read image: {err}"
 
-    def requests():
-        for job in todo:
+    def bodies() -> Iterator[tuple[str, dict]]:
+        for job in (j for j in todo if j.image_id in sizes):
             try:
-                body, size = build_request(job, cfg, prompt)
-            except UNREADABLE as err:
+                body = build_request(job, cfg, prompt)[0]
+            except UNREADABLE as err:  # a readable header, broken pixels
                 skipped[job.image_id] = f"cannot read image: {err}"
+                del sizes[job.image_id]
                 continue
-            sized.append((prompt_text(job, cfg, prompt), *size))
             yield job.image_id, body
 
     files = []
@@ -152,16 +205,16 @@ def plan(cfg: RegenerateConfig, prompt: PromptTemplate, jobs: list[Job]) -> Rege
         for old in cfg.batch_dir.glob("requests-[0-9][0-9][0-9].jsonl"):
             old.unlink()
         files = [path for path, _ in write_request_files(
-            requests(), cfg.batch_dir, "requests", cfg.batch_max_requests, cfg.batch_max_bytes,
+            bodies(), cfg.batch_dir, "requests", cfg.batch_max_requests, cfg.batch_max_bytes,
             on_oversize=lambda i, n: skipped.__setitem__(i, f"request is {n} bytes, over the batch file limit"))]
-    else:
-        for job in todo:  # the header gives the size: no pixel is decoded
-            try:
-                with Image.open(job.path) as img:
-                    sized.append((prompt_text(job, cfg, prompt), *sent_size(*img.size, cfg.max_side)))
-            except UNREADABLE as err:
-                skipped[job.image_id] = f"cannot read image: {err}"
-    estimate = estimate_cost(cfg.model, sized, cfg.detail, prompt.expected_words(cfg.target_words), cfg.max_tokens,
-                             load_prices(cfg.prices))
+    prices = load_prices(cfg.prices)
+    entry = prices["models"].get(cfg.model) or {}
+    tiles = entry.get("image_base_tokens", 85), entry.get("image_tile_tokens", 170)
+    input_tokens = sum(math.ceil(len(prompt_text(j, cfg, prompt)) / 4) + 7  # 4 characters a token, chat framing
+                       + image_tokens(*sizes[j.image_id], cfg.detail, *tiles) for j in todo if j.image_id in sizes)
+    expected = min(cfg.max_tokens, math.ceil(prompt.expected_words(cfg.target_words) / 0.75))  # 0.75 words a token
+    n = len(sizes)
+    estimate = CostEstimate(cfg.model, n, input_tokens, n * expected, n * cfg.max_tokens,
+                            prices["models"].get(cfg.model), float(prices.get("batch_discount", 0.5)))
     return RegenerateReport(out=None, journal=cfg.journal_path, total=len(jobs), already_done=len(jobs) - len(todo),
                             missing=skipped, estimate=estimate, request_files=files)
