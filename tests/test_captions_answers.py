@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from taco_plus.captions.regenerate.batch import result_answer
-from taco_plus.captions.regenerate.requests import Answer, MalformedResponse, answer_problem, parse_completion
-from taco_plus.captions.regenerate.runner import Redactor, public_base_url
+from taco_plus.captions.regenerate.runner import (Answer, MalformedResponse, Redactor, answer_problem,
+                                                  parse_completion, public_base_url)
 
 LONG = "A red door with a brass knocker set in a weathered brick wall, lit by low afternoon sun."
 

@@ -24,7 +24,7 @@ from taco_plus.captions import load_caption_set
 from taco_plus.captions.prompts import load_prompt
 from taco_plus.captions.regenerate import regenerate
 from taco_plus.captions.regenerate.batch import write_request_files
-from taco_plus.captions.regenerate.requests import build_request, collect_jobs, request_signature
+from taco_plus.captions.regenerate.runner import build_request, collect_jobs, request_signature
 from taco_plus.captions.regenerate.journal import open_journal
 from taco_plus.cli import main
 

@@ -88,7 +88,7 @@ def test_dry_run_skips_captioned_images_and_unknown_prices(tmp_path, monkeypatch
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     cfg = _setup(tmp_path)
     from taco_plus.captions.prompts import load_prompt
-    from taco_plus.captions.regenerate.requests import request_signature
+    from taco_plus.captions.regenerate.runner import request_signature
 
     with open_journal(cfg.journal_path, request_signature(cfg, load_prompt(cfg.prompt), []), False) as journal:
         journal.append({"type": "caption", "image_id": "big.png", "caption": "done"})

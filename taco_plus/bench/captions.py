@@ -20,12 +20,10 @@ import os
 import shutil
 import statistics
 import tempfile
-import threading
 import time
-from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 from PIL import Image
 
@@ -38,11 +36,11 @@ CAPTION = ("A test photograph of {}x{} pixels with soft daylight from the left, 
 
 
 class _Handler(BaseHTTPRequestHandler):
-    """Answers each chat completion after ``latency`` seconds, with a caption naming the size
-    read from the header of the image it was sent."""
+    """Answers each chat completion after ``latency`` s with a caption naming the size read from
+    the header of the image sent; ``cpu`` holds the server process's CPU seconds."""
 
     protocol_version = "HTTP/1.1"
-    latency = 0.0
+    latency, cpu = 0.0, None
 
     def log_message(self, *args) -> None:
         pass
@@ -55,50 +53,34 @@ class _Handler(BaseHTTPRequestHandler):
         time.sleep(self.latency)
         data = json.dumps({"id": "chatcmpl-bench", "object": "chat.completion", "model": body["model"],
                            "choices": [{"index": 0, "message": {"role": "assistant", "content": caption},
-                                        "finish_reason": "stop"}],
-                           "usage": {"prompt_tokens": 0, "completion_tokens": len(caption.split())}}).encode()
+                                        "finish_reason": "stop"}]}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+        with self.cpu.get_lock():  # threads may finish out of order
+            self.cpu.value = max(self.cpu.value, time.process_time())
 
 
-def _serve(latency: float, conn) -> None:
-    with ThreadingHTTPServer(("127.0.0.1", 0), type("Handler", (_Handler,), {"latency": latency})) as httpd:
+def _serve(latency: float, cpu, url) -> None:
+    handler = type("Handler", (_Handler,), {"latency": latency, "cpu": cpu})
+    with ThreadingHTTPServer(("127.0.0.1", 0), handler) as httpd:
         httpd.daemon_threads = True
-        threading.Thread(target=httpd.serve_forever, daemon=True).start()
-        conn.send(f"http://127.0.0.1:{httpd.server_address[1]}/v1")
-        while conn.recv() != "stop":
-            conn.send(time.process_time())  # asked for its CPU time
-        httpd.shutdown()
+        url.put(f"http://127.0.0.1:{httpd.server_address[1]}/v1")
+        httpd.serve_forever()
 
 
-@contextmanager
-def server_process(latency: float) -> Iterator[tuple[str, object]]:
-    """The server in its own process (not sharing the client's GIL); yields its URL and pipe."""
-    parent, child = mp.Pipe()
-    process = mp.get_context("spawn").Process(target=_serve, args=(latency, child), daemon=True)
-    process.start()
-    try:
-        yield parent.recv(), parent
-    finally:
-        parent.send("stop")
-        process.join(10)
-
-
-def timed_run(n_images: int, concurrency: int, base_url: str, server, workdir: Path, tag: str) -> tuple:
+def timed_run(n_images: int, concurrency: int, base_url: str, server_cpu, workdir: Path, tag: str) -> tuple:
     """Seconds, client CPU seconds and server CPU seconds of captioning ``n_images``."""
     cfg = RegenerateConfig(out=workdir / tag / "set.json", image_root=workdir / "images", base_url=base_url,
                            concurrency=concurrency, limit=n_images, progress=False, timeout=30.0)
-    server.send("cpu")
-    server_cpu, cpu, start = server.recv(), time.process_time(), time.perf_counter()
+    server, cpu, start = server_cpu.value, time.process_time(), time.perf_counter()
     report = regenerate(cfg)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-    server.send("cpu")
     if report.captioned != n_images:
         raise RuntimeError(f"only {report.captioned}/{n_images} captioned: {report.missing}")
-    return seconds, cpu, server.recv() - server_cpu
+    return seconds, cpu, server_cpu.value - server
 
 
 def measure(concurrency: int, rounds: int, latency: float, workdir: Path, repeat: int = 1) -> dict:
@@ -106,14 +88,21 @@ def measure(concurrency: int, rounds: int, latency: float, workdir: Path, repeat
     small = max(10, 2 * concurrency)
     large = small + rounds * concurrency
     rates, client_ms, server_ms = [], [], []
-    with server_process(latency) as (base_url, server):
-        timed_run(concurrency, concurrency, base_url, server, workdir, f"c{concurrency}-warm-up")  # imports, caches
+    spawn = mp.get_context("spawn")  # the server in its own process: it does not share the client's GIL
+    cpu, url = spawn.Value("d", 0.0), spawn.Queue()
+    server = spawn.Process(target=_serve, args=(latency, cpu, url), daemon=True)
+    server.start()
+    try:
+        base_url = url.get(timeout=60)
+        timed_run(concurrency, concurrency, base_url, cpu, workdir, f"c{concurrency}-warm-up")  # imports, caches
         for r in range(repeat):
-            s = timed_run(small, concurrency, base_url, server, workdir, f"c{concurrency}-{r}-s")
-            big = timed_run(large, concurrency, base_url, server, workdir, f"c{concurrency}-{r}-l")
+            s = timed_run(small, concurrency, base_url, cpu, workdir, f"c{concurrency}-{r}-s")
+            big = timed_run(large, concurrency, base_url, cpu, workdir, f"c{concurrency}-{r}-l")
             rates.append((large - small) / (big[0] - s[0]))
             client_ms.append(1e3 * (big[1] - s[1]) / (large - small))
             server_ms.append(1e3 * (big[2] - s[2]) / (large - small))
+    finally:
+        server.terminate()
     rate = statistics.median(rates)
     return {"concurrency": concurrency, "images": large - small, "seconds": (large - small) / rate,
             "captions/s": rate, "ideal/s": concurrency / latency, "efficiency": rate * latency / concurrency,
@@ -140,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             shutil.copyfile(files[i % len(files)], Path(tmp) / "images" / f"img{i:05d}.jpg")
         rows = pd.DataFrame([measure(c, args.rounds, args.latency, Path(tmp), args.repeat) for c in args.concurrency])
     print(f"online throughput (marginal), server latency {args.latency * 1000:.0f} ms per request")
-    print(rows.to_string(index=False, float_format="{:.1f}".format, formatters={"efficiency": "{:.0%}".format}))
+    print(rows.to_string(index=False, float_format="{:.1f}".format, formatters={"seconds": "{:.2f}".format, "efficiency": "{:.0%}".format}))
 
 
 if __name__ == "__main__":

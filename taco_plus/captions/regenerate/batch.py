@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional
 
 from taco_plus.captions.format import json_bytes, utc_now
-from taco_plus.captions.regenerate.requests import Answer, Job, MalformedResponse, parse_completion
-from taco_plus.captions.regenerate.runner import FatalAPIError, Runner
+from taco_plus.captions.regenerate.runner import Answer, FatalAPIError, Job, MalformedResponse, Runner, parse_completion
 
 ENDPOINT = "/v1/chat/completions"
 TERMINAL = {"completed", "failed", "expired", "cancelled"}

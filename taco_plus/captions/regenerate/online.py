@@ -15,8 +15,8 @@ import json
 import time
 from dataclasses import dataclass
 
-from taco_plus.captions.regenerate.requests import Job, MalformedResponse, build_request, parse_completion
-from taco_plus.captions.regenerate.runner import UNREADABLE, FatalAPIError, Runner
+from taco_plus.captions.regenerate.runner import (UNREADABLE, FatalAPIError, Job, MalformedResponse, Runner,
+                                                  build_request, parse_completion)
 
 
 @dataclass

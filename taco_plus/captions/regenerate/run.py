@@ -23,8 +23,8 @@ from taco_plus.captions.regenerate.batch import BatchRunner, parse_result_lines,
 from taco_plus.captions.regenerate.config import RegenerateConfig, RegenerateError
 from taco_plus.captions.regenerate.journal import open_journal, read_journal
 from taco_plus.captions.regenerate.online import OnlineRunner
-from taco_plus.captions.regenerate.requests import Job, build_request, collect_jobs, prompt_text, request_signature
-from taco_plus.captions.regenerate.runner import UNREADABLE, public_base_url, read_api_key
+from taco_plus.captions.regenerate.runner import (UNREADABLE, Job, build_request, collect_jobs, prompt_text,
+                                                  public_base_url, read_api_key, request_signature)
 from taco_plus.results.provenance import file_sha256
 
 SOURCE = "regenerated with taco-plus captions regenerate"
