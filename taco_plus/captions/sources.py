@@ -21,19 +21,21 @@ class UnknownImageError(KeyError):
 
 
 def captions_fingerprint(captions: dict[str, list[str]]) -> str:
-    """sha256 of the canonical JSON of ``{image_id: [captions]}`` (sorted keys, UTF-8): the same
-    captions give the same fingerprint in any file format. Fitted artefacts store it."""
+    """sha256 of the canonical JSON of ``{image_id: [captions]}``: the same captions give the
+    same fingerprint in any file format. Fitted artefacts store it."""
     canonical = json.dumps(captions, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     # surrogatepass: a lone surrogate (a broken caption, flagged elsewhere) must not crash hashing
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class CaptionSource:
-    """Read-only mapping from image id to its captions; subclasses fill ``_captions``
-    (image id -> non-empty list of captions) and ``name``."""
+    """Read-only mapping from image id to its captions; subclasses set ``path``, ``name`` and
+    ``_captions`` (image id -> non-empty list), and may list ``uncaptioned`` images."""
 
+    path: Path
     name: str
     _captions: dict[str, list[str]]
+    uncaptioned: list[str] = []
     _fingerprint = None
 
     def ids(self) -> list[str]:
@@ -42,12 +44,11 @@ class CaptionSource:
 
     def captions(self, image_id: str) -> list[str]:
         """All captions of ``image_id`` (a copy); :class:`UnknownImageError` if absent."""
+        if image_id in self.uncaptioned:
+            raise UnknownImageError(f"image {image_id!r} is listed in {self.path.name} but has no caption annotations")
         if image_id not in self._captions:
-            raise UnknownImageError(self._unknown_message(image_id))
+            raise UnknownImageError(f"no captions for image {image_id!r} in caption source {self.name!r}")
         return list(self._captions[image_id])
-
-    def _unknown_message(self, image_id: str) -> str:
-        return f"no captions for image {image_id!r} in caption source {self.name!r}"
 
     def __contains__(self, image_id: object) -> bool:
         return image_id in self._captions
@@ -78,8 +79,7 @@ class CaptionSetSource(CaptionSource):
 
 class CocoCaptionsSource(CaptionSource):
     """Captions from an official MS-COCO ``captions_{train,val}2017.json``, keyed by image file
-    name, ordered by annotation id and stripped. Images listed without any caption are in
-    ``uncaptioned``, not in :meth:`ids`."""
+    name, ordered by annotation id and stripped; images listed without any are ``uncaptioned``."""
 
     def __init__(self, annotations_json: os.PathLike | str) -> None:
         self.path = Path(annotations_json)
@@ -100,12 +100,7 @@ class CocoCaptionsSource(CaptionSource):
                 raise CaptionFormatError(self.path, f"annotations[{i}] refers to unknown image id {ann.get('image_id')}")
             by_image[file_names[ann["image_id"]]].append((ann.get("id", i), ann["caption"].strip()))
         self._captions = {name: [c for _, c in sorted(by_image[name])] for name in sorted(by_image)}
-        self.uncaptioned: list[str] = sorted(set(file_names.values()) - set(self._captions))  # val2017 has some
-
-    def _unknown_message(self, image_id: str) -> str:
-        if image_id in self.uncaptioned:
-            return f"image {image_id!r} is listed in {self.path.name} but has no caption annotations"
-        return super()._unknown_message(image_id)
+        self.uncaptioned = sorted(set(file_names.values()) - set(self._captions))  # val2017 has some
 
 
 def open_caption_source(path: os.PathLike | str) -> CaptionSource:
