@@ -6,7 +6,6 @@ TACO needs its exact inputs); broken ones are flagged in ``issues``, or dropped 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -18,27 +17,6 @@ from taco_plus.results.provenance import file_sha256
 OFA_SOURCE = "OFA captions released with TACO (github.com/effl-lab/TACO, materials/)"
 COCO_SOURCE = "MS-COCO 2017 human captions (cocodataset.org, annotations_trainval2017.zip)"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm")
-
-
-@dataclass
-class Conversion:
-    """A converted ``caption_set``, the ``problems`` found in its captions (image id -> problems)
-    and the images known to exist (listed in the COCO file, or on disk) ``uncaptioned``."""
-
-    caption_set: CaptionSet
-    problems: dict[str, list[str]]
-    uncaptioned: list[str]
-
-    def report(self) -> str:
-        cs = self.caption_set
-        lines = [f"{cs.name}: {len(cs.captions)} images, {cs.stats['num_captions']} captions"]
-        for image_id, msgs in self.problems.items():
-            verb = "dropped" if image_id not in cs.issues else "kept, flagged in issues"
-            lines.append(f"  suspicious caption ({verb}): {image_id}: {'; '.join(msgs)}")
-        if self.uncaptioned:
-            shown = ", ".join(self.uncaptioned[:5]) + (" ..." if len(self.uncaptioned) > 5 else "")
-            lines.append(f"  {len(self.uncaptioned)} images without captions: {shown}")
-        return "\n".join(lines)
 
 
 def list_images(image_dir: os.PathLike | str) -> list[str]:
@@ -57,7 +35,7 @@ def list_images(image_dir: os.PathLike | str) -> list[str]:
 
 
 def _convert(original: CaptionSource, name: str, provenance: Provenance, drop_bad: bool,
-             uncaptioned: list[str]) -> Conversion:
+             uncaptioned: list[str]) -> CaptionSet:
     captions = {k: original.captions(k) for k in original.ids()}
     problems = find_problems(captions)
     if drop_bad and problems:
@@ -66,16 +44,16 @@ def _convert(original: CaptionSource, name: str, provenance: Provenance, drop_ba
         dropped = sorted(i for i in problems if not captions[i])
         for image_id in dropped:
             del captions[image_id]
-        provenance.notes.append(f"dropped the broken captions of {len(problems)} images, {len(dropped)} of them "
-                                f"left without any: {dropped}")
+        found = "; ".join(f"{i}: {', '.join(p)}" for i, p in problems.items())
+        provenance.notes.append(f"dropped the broken captions of {len(problems)} images ({found}), {len(dropped)} "
+                                f"of them left without any: {dropped}")
     provenance.origin = {"file": original.path.name, "sha256": file_sha256(original.path)}
     provenance.missing_images = uncaptioned
-    caption_set = build_caption_set(name, captions, provenance, {} if drop_bad else problems)
-    return Conversion(caption_set, problems, uncaptioned)
+    return build_caption_set(name, captions, provenance, {} if drop_bad else problems)
 
 
 def convert_ofa(path: os.PathLike | str, *, name: Optional[str] = None, source: Optional[str] = None,
-                model: Optional[str] = "OFA", drop_bad: bool = False) -> Conversion:
+                model: Optional[str] = "OFA", drop_bad: bool = False) -> CaptionSet:
     """Convert a plain ``{file: caption | [captions]}`` JSON (TACO's OFA files); ``name``
     defaults to the file's stem, ``source`` to TACO's OFA release, ``model`` None for human captions."""
     original = CaptionSetSource(path)
@@ -85,7 +63,7 @@ def convert_ofa(path: os.PathLike | str, *, name: Optional[str] = None, source: 
 
 
 def convert_coco(annotations_json: os.PathLike | str, *, name: Optional[str] = None,
-                 image_dir: Optional[os.PathLike | str] = None, drop_bad: bool = False) -> Conversion:
+                 image_dir: Optional[os.PathLike | str] = None, drop_bad: bool = False) -> CaptionSet:
     """Convert ``captions_{train,val}2017.json`` to a set keyed by file name (``name`` defaults
     to ``coco_<stem>``); images in ``image_dir`` without a caption are reported."""
     original = CocoCaptionsSource(annotations_json)

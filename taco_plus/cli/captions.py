@@ -64,13 +64,18 @@ def _convert(args: argparse.Namespace) -> int:
     try:
         if args.kind == "ofa":
             model = None if args.model.lower() == "none" else args.model
-            result = convert_ofa(args.input, name=args.name, source=args.source, model=model, drop_bad=args.drop_bad)
+            cs = convert_ofa(args.input, name=args.name, source=args.source, model=model, drop_bad=args.drop_bad)
         else:
-            result = convert_coco(args.input, name=args.name, image_dir=args.image_dir, drop_bad=args.drop_bad)
+            cs = convert_coco(args.input, name=args.name, image_dir=args.image_dir, drop_bad=args.drop_bad)
     except ValueError as err:  # CaptionFormatError included
         raise CLIError(str(err)) from None
-    save_caption_set(result.caption_set, args.out)
-    print(f"{result.report()}\nwrote {args.out}")
+    save_caption_set(cs, args.out)
+    lines = [f"{cs.name}: {len(cs.captions)} images, {cs.stats['num_captions']} captions", *cs.provenance.notes]
+    lines += [f"suspicious caption (kept, flagged in issues): {i}: {'; '.join(p)}" for i, p in cs.issues.items()]
+    if missing := cs.provenance.missing_images:
+        more = " ..." if len(missing) > 5 else ""
+        lines.append(f"{len(missing)} images without captions: {', '.join(missing[:5])}{more}")
+    print("\n".join(lines + [f"wrote {args.out}"]))
     return 0
 
 

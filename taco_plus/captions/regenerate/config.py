@@ -4,7 +4,7 @@ and ``add_argument`` keywords (docs/captions.md explains the options)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
@@ -71,14 +71,14 @@ class RegenerateConfig:
     def __post_init__(self) -> None:
         self.out, self.image_root = Path(self.out), Path(self.image_root)
         self.results = [Path(p) for p in self.results or []]
-        for name, choices in (("mode", ("online", "batch")), ("detail", ("low", "high", "auto"))):
-            if getattr(self, name) not in choices:
-                raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
-        for name in ("concurrency", "max_attempts", "max_side", "max_tokens", "batch_max_requests"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.max_answer_retries < 0 or self.min_words < 0 or min(self.timeout, self.image_timeout) <= 0:
-            raise ValueError("max_answer_retries and min_words must not be negative, the timeouts positive")
+        bad = [f"{f.name} must be one of {f.metadata['choices']}" for f in fields(self)
+               if getattr(self, f.name) not in f.metadata.get("choices", [getattr(self, f.name)])]
+        bad += [f"{n} must be at least 1" for n in ("concurrency", "max_attempts", "max_side", "max_tokens",
+                                                   "batch_max_requests") if getattr(self, n) < 1]
+        bad += [f"{n} must not be negative" for n in ("max_answer_retries", "min_words") if getattr(self, n) < 0]
+        bad += [f"{n} must be positive" for n in ("timeout", "image_timeout") if getattr(self, n) <= 0]
+        if bad:
+            raise ValueError("; ".join(bad))
 
     @property
     def journal_path(self) -> Path:
