@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from taco_plus.captions.regenerate.batch import result_answer
-from taco_plus.captions.regenerate.runner import (Answer, MalformedResponse, Redactor, answer_problem,
-                                                  parse_completion, public_base_url)
+from taco_plus.captions.regenerate.runner import (Answer, MalformedResponse, answer_problem,
+                                                  parse_completion, public_base_url, redact)
 
 LONG = "A red door with a brass knocker set in a weathered brick wall, lit by low afternoon sun."
 
@@ -57,8 +57,8 @@ def test_batch_result_lines():
 
 
 def test_redaction_and_public_url():
-    redact = Redactor("sk-abcdefgh12345")
-    assert redact("Incorrect API key provided: sk-abcdefgh12345.") == "Incorrect API key provided: [redacted]."
-    assert Redactor("local")("local server") == "local server"  # placeholder keys are not secrets
+    key = "sk-abcdefgh12345"
+    assert redact(f"Incorrect API key provided: {key}.", key) == "Incorrect API key provided: [redacted]."
+    assert redact("local server", "local") == "local server"  # placeholder keys are not secrets
     assert public_base_url("http://user:pw@example.org:8000/v1?x=1") == "http://example.org:8000/v1"
     assert public_base_url(None) is None

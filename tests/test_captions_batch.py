@@ -96,7 +96,7 @@ def test_upload_without_journaled_batch_finds_the_existing_batch(tmp_path, fake_
     prompt = load_prompt(cfg.prompt)
     jobs = collect_jobs(cfg)
     (path, ids), = write_request_files(
-        ((j.image_id, build_request(j, cfg, prompt)[0]) for j in jobs), tmp_path, "pre", 100, 10**8, None
+        ((j.image_id, build_request(j, cfg, prompt)) for j in jobs), tmp_path, "pre", 100, 10**8, None
     )
     import openai
 

@@ -66,7 +66,7 @@ def test_complete_last_record_without_newline_is_kept(tmp_path):
     caption = {"type": "caption", "image_id": "a.png", "caption": "x"}
     path.write_text(json.dumps(header) + "\n" + json.dumps(caption))
     with open_journal(path, {"model": "m"}, resume=True) as journal:
-        assert "a.png" in journal.state.captions
+        assert "a.png" in journal.captions
         journal.append({"type": "caption", "image_id": "b.png", "caption": "y"})
         with pytest.raises(JournalError, match="second caption for 'a.png'"):
             journal.append({"type": "caption", "image_id": "a.png", "caption": "z"})

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional
 
 from taco_plus.captions.format import json_bytes, utc_now
-from taco_plus.captions.regenerate.runner import Answer, FatalAPIError, Job, MalformedResponse, Runner, parse_completion
+from taco_plus.captions.regenerate.runner import (Answer, FatalAPIError, Job, MalformedResponse, Runner,
+                                                  parse_completion, redact)
 
 ENDPOINT = "/v1/chat/completions"
 TERMINAL = {"completed", "failed", "expired", "cancelled"}
@@ -88,16 +89,15 @@ class BatchRunner(Runner):
                 self._run(jobs)
         except openai.APIError as err:
             what = f"{err.request.method} {err.request.url.path}"
-            raise FatalAPIError(self.redact(f"{what} failed: {err}")) from None
+            raise FatalAPIError(redact(f"{what} failed: {err}", self.api_key)) from None
 
     def _run(self, jobs: list[Job]) -> None:
-        state = self.journal.state
-        for file_id in state.uploads_without_batch():
+        for file_id in self.journal.uploads_without_batch():
             self._create_batch(file_id, look_for_existing=True)
         rounds = 1 + self.cfg.max_answer_retries
         for round_index in range(rounds):
-            busy = state.in_open_batches()
-            pending = [j for j in jobs if j.image_id not in state.captions
+            busy = self.journal.in_open_batches()
+            pending = [j for j in jobs if j.image_id not in self.journal.captions
                        and j.image_id not in self.given_up and j.image_id not in busy]
             requests = ((j.image_id, body) for j in pending if (body := self.request(j)) is not None)
             prefix = f"requests-{utc_now().replace(':', '')[:17]}-r{round_index}"
@@ -109,7 +109,7 @@ class BatchRunner(Runner):
                                      "time": utc_now()}, sync=True)
                 path.unlink()  # the server holds it now (up to 200 MB each; --write-requests keeps them)
                 self._create_batch(file_id)
-            if not state.open_batches():
+            if not self.journal.open_batches():
                 break
             self._wait_and_merge(last_round=round_index == rounds - 1)
 
@@ -128,7 +128,7 @@ class BatchRunner(Runner):
                             sync=True)
 
     def _wait_and_merge(self, last_round: bool) -> None:
-        waiting = self.journal.state.open_batches()
+        waiting = self.journal.open_batches()
         while waiting:
             for batch_id in list(waiting):
                 batch = self.client.batches.retrieve(batch_id)
@@ -145,7 +145,7 @@ class BatchRunner(Runner):
                         results.update(parse_result_lines(data))
                 first = next((e.message for e in (batch.errors.data or [])), None) if batch.errors else None
                 source = f"batch {batch.id} (status {batch.status}" + (f": {first})" if first else ")")
-                ids = self.journal.state.uploads.get(batch.input_file_id, {}).get("image_ids", [])
+                ids = self.journal.uploads.get(batch.input_file_id, {}).get("image_ids", [])
                 self.merge(results, ids, source, last_round, batch_id=batch.id)
                 self.journal.append({"type": "batch_done", "batch_id": batch.id, "status": batch.status,
                                      "time": utc_now()}, sync=True)
@@ -157,7 +157,7 @@ class BatchRunner(Runner):
               **extra) -> None:
         """Journal the answers in ``results`` (custom id -> result line) for ``image_ids``."""
         for image_id in image_ids:
-            if image_id in self.journal.state.captions or image_id in self.given_up:
+            if image_id in self.journal.captions or image_id in self.given_up:
                 continue  # merged before an interruption
             result = results.get(image_id)
             answer, reason = result_answer(result) if result is not None else (None, f"no result in {source}")

@@ -14,14 +14,12 @@ import json
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator
 
 from taco_plus.captions.format import json_bytes
 from taco_plus.captions.regenerate.config import RegenerateError
 
-JOURNAL_VERSION = 1
 FSYNC_INTERVAL = 1.0  # seconds
 
 
@@ -29,16 +27,16 @@ class JournalError(RegenerateError):
     """An unusable journal (corrupt, locked, or made with different settings)."""
 
 
-@dataclass
-class JournalState:
-    """What a journal says has happened so far."""
+class Journal:
+    """What a journal says has happened, and (``fh``: the open file) :meth:`append` for more."""
 
-    header: Optional[dict] = None
-    captions: dict = field(default_factory=dict)  # image id -> caption record (the first one)
-    failures: dict = field(default_factory=dict)  # image id -> last failure record
-    uploads: dict = field(default_factory=dict)  # input file id -> upload record
-    batches: dict = field(default_factory=dict)  # batch id -> batch record
-    finished_batches: set = field(default_factory=set)
+    def __init__(self, fh=None) -> None:
+        self._fh, self._synced, self.header = fh, time.monotonic(), None
+        self.captions: dict[str, dict] = {}  # image id -> caption record (the first one)
+        self.failures: dict[str, dict] = {}  # image id -> last failure record
+        self.uploads: dict[str, dict] = {}  # input file id -> upload record
+        self.batches: dict[str, dict] = {}  # batch id -> batch record
+        self.finished_batches: set[str] = set()
 
     def apply(self, record: dict) -> None:
         kind = record.get("type")
@@ -69,17 +67,30 @@ class JournalState:
         done = {self.batches[b]["input_file_id"] for b in self.finished_batches if b in self.batches}
         return {i for f, u in self.uploads.items() if f not in done for i in u["image_ids"]}
 
+    def append(self, record: dict, sync: bool = False) -> None:
+        """Write one record; it survives the process from here on (``sync``: the machine too)."""
+        if record.get("type") == "caption" and record["image_id"] in self.captions:
+            raise JournalError(f"refusing to journal a second caption for {record['image_id']!r}")
+        self._fh.write(json_bytes(record))
+        self._fh.flush()  # in the kernel now: a killed process loses nothing
+        self.apply(record)
+        if sync or time.monotonic() - self._synced > FSYNC_INTERVAL:
+            self.sync()
 
-def _parse(data: bytes, path: Path) -> tuple[JournalState, int]:
-    """State from the journal bytes, and the length of the valid prefix."""
-    state, offset = JournalState(), 0
-    lines = data.splitlines(keepends=True)
+    def sync(self) -> None:
+        os.fsync(self._fh.fileno())
+        self._synced = time.monotonic()
+
+
+def _parse(data: bytes, path: Path, journal: Journal) -> int:
+    """Apply the records in ``data`` to ``journal``; returns the length of the valid prefix."""
+    offset, lines = 0, data.splitlines(keepends=True)
     for number, line in enumerate(lines, start=1):
         try:
             record = json.loads(line)
             if not isinstance(record, dict) or "type" not in record:
                 raise ValueError("not a journal record")
-            state.apply(record)
+            journal.apply(record)
         except KeyError as err:
             raise JournalError(f"{path}: line {number} lacks {err}; the journal is damaged") from None
         except ValueError as err:
@@ -87,34 +98,15 @@ def _parse(data: bytes, path: Path) -> tuple[JournalState, int]:
                 break
             raise JournalError(f"{path}: line {number} is unreadable ({err}); the journal is damaged") from None
         offset += len(line)
-    return state, offset
+    return offset
 
 
-def read_journal(path: os.PathLike | str) -> JournalState:
+def read_journal(path: os.PathLike | str) -> Journal:
     """A journal's state, read without opening it for writing (dry runs)."""
-    path = Path(path)
-    return _parse(path.read_bytes(), path)[0] if path.exists() else JournalState()
-
-
-class Journal:
-    """An open journal: :meth:`append` writes records and applies them to :attr:`state`."""
-
-    def __init__(self, fh, state: JournalState) -> None:
-        self._fh, self.state, self._synced = fh, state, time.monotonic()
-
-    def append(self, record: dict, sync: bool = False) -> None:
-        """Write one record; it survives the process from here on (``sync``: the machine too)."""
-        if record.get("type") == "caption" and record["image_id"] in self.state.captions:
-            raise JournalError(f"refusing to journal a second caption for {record['image_id']!r}")
-        self._fh.write(json_bytes(record))
-        self._fh.flush()  # in the kernel now: a killed process loses nothing
-        self.state.apply(record)
-        if sync or time.monotonic() - self._synced > FSYNC_INTERVAL:
-            self.sync()
-
-    def sync(self) -> None:
-        os.fsync(self._fh.fileno())
-        self._synced = time.monotonic()
+    journal = Journal()
+    if Path(path).exists():
+        _parse(Path(path).read_bytes(), Path(path), journal)
+    return journal
 
 
 @contextmanager
@@ -129,12 +121,12 @@ def open_journal(path: os.PathLike | str, signature: dict, resume: bool) -> Iter
         except OSError:
             raise JournalError(f"{path} is in use by another regenerate run") from None
         fh.seek(0)
-        data = fh.read()
-        state, valid = _parse(data, path)
-        if state.header is not None and not resume:
-            raise JournalError(f"{path} already holds a run ({len(state.captions)} captions); pass --resume "
+        data, journal = fh.read(), Journal(fh)
+        valid = _parse(data, path, journal)
+        if journal.header is not None and not resume:
+            raise JournalError(f"{path} already holds a run ({len(journal.captions)} captions); pass --resume "
                                "to continue it, or remove it to start over")
-        old = state.header.get("signature", {}) if state.header else signature
+        old = journal.header.get("signature", {}) if journal.header else signature
         if changed := sorted(k for k in set(old) | set(signature) if old.get(k) != signature.get(k)):
             details = "; ".join(f"{k}: {old.get(k)!r} -> {signature.get(k)!r}" for k in changed)
             raise JournalError(f"{path} was started with different settings ({details}). Mixing them would give "
@@ -143,9 +135,8 @@ def open_journal(path: os.PathLike | str, signature: dict, resume: bool) -> Iter
             fh.truncate(valid)
         elif data and not data.endswith(b"\n"):  # complete last record, newline lost
             fh.write(b"\n")
-        journal = Journal(fh, state)
-        if state.header is None:
-            journal.append({"type": "header", "journal_version": JOURNAL_VERSION, "signature": signature})
+        if journal.header is None:
+            journal.append({"type": "header", "journal_version": 1, "signature": signature})
         try:
             yield journal
         finally:

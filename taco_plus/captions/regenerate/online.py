@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 
 from taco_plus.captions.regenerate.runner import (UNREADABLE, FatalAPIError, Job, MalformedResponse, Runner,
-                                                  build_request, parse_completion)
+                                                  build_request, parse_completion, redact)
 
 
 @dataclass
@@ -85,7 +85,7 @@ class OnlineRunner(Runner):
         import openai
 
         try:  # in a thread: re-encoding a large image takes tens of milliseconds
-            body = (await asyncio.to_thread(build_request, job, self.cfg, self.prompt))[0]
+            body = await asyncio.to_thread(build_request, job, self.cfg, self.prompt)
         except UNREADABLE as err:
             self.fail(job.image_id, f"cannot read image: {err}")
             return
@@ -118,7 +118,8 @@ class OnlineRunner(Runner):
             return f"connection error: {err}"
         if not isinstance(err, openai.APIStatusError):
             raise err
-        reason = self.redact(f"HTTP {err.status_code}: {(getattr(err, 'message', None) or str(err))[:300]}")
+        reason = redact(f"HTTP {err.status_code}: {(getattr(err, 'message', None) or str(err))[:300]}",
+                        self.api_key)
         if isinstance(err, openai.RateLimitError) and getattr(err, "code", None) == "insufficient_quota":
             raise FatalAPIError(f"quota exhausted ({reason}); check the account's billing") from None
         if isinstance(err, (openai.AuthenticationError, openai.PermissionDeniedError)):

@@ -111,8 +111,7 @@ def regenerate(cfg: RegenerateConfig) -> RegenerateReport:
     if cfg.out.exists() and not cfg.journal_path.exists():
         raise RegenerateError(f"{cfg.out} exists and has no journal beside it; refusing to overwrite it")
     with open_journal(cfg.journal_path, signature, cfg.resume) as journal:
-        state = journal.state
-        todo = [j for j in jobs if j.image_id not in state.captions]
+        todo = [j for j in jobs if j.image_id not in journal.captions]
         kind = BatchRunner if cfg.results or cfg.mode == "batch" else OnlineRunner
         runner = kind(cfg, journal, prompt, len(todo), api_key)
         try:
@@ -126,11 +125,11 @@ def regenerate(cfg: RegenerateConfig) -> RegenerateReport:
             runner.bar.close()
     report = RegenerateReport(
         out=None, journal=cfg.journal_path, total=len(jobs), already_done=len(jobs) - len(todo),
-        captioned=sum(j.image_id in state.captions for j in jobs), retried=runner.retried,
+        captioned=sum(j.image_id in journal.captions for j in jobs), retried=runner.retried,
         prompt_tokens=runner.prompt_tokens, completion_tokens=runner.completion_tokens,
-        missing={j.image_id: state.failures.get(j.image_id, {}).get("reason", "not attempted")
-                 for j in jobs if j.image_id not in state.captions})
-    records = {j.image_id: state.captions[j.image_id] for j in jobs if j.image_id in state.captions}
+        missing={j.image_id: journal.failures.get(j.image_id, {}).get("reason", "not attempted")
+                 for j in jobs if j.image_id not in journal.captions})
+    records = {j.image_id: journal.captions[j.image_id] for j in jobs if j.image_id in journal.captions}
     if records:  # the caption set, from the journal
         issues = find_problems({k: [r["caption"]] for k, r in records.items()})
         for image_id in (k for k, r in records.items() if r.get("finish_reason") == "length"):
@@ -193,7 +192,7 @@ def plan(cfg: RegenerateConfig, prompt: PromptTemplate, jobs: list[Job]) -> Rege
     def bodies() -> Iterator[tuple[str, dict]]:
         for job in (j for j in todo if j.image_id in sizes):
             try:
-                body = build_request(job, cfg, prompt)[0]
+                body = build_request(job, cfg, prompt)
             except UNREADABLE as err:  # a readable header, broken pixels
                 skipped[job.image_id] = f"cannot read image: {err}"
                 del sizes[job.image_id]

@@ -89,36 +89,28 @@ def collect_jobs(cfg: RegenerateConfig) -> list[Job]:
     return jobs
 
 
-def image_data_url(path: Path, max_side: int, jpeg_quality: int) -> tuple[str, tuple[int, int]]:
-    """The image as a ``data:image/jpeg;base64,...`` URL and the size the server sees. A JPEG
-    that fits (RGB or grey, upright, longest side <= ``max_side``) is sent as its own bytes
-    (re-encoding costs ~10 ms and some quality); anything else is turned upright, downscaled
-    and encoded."""
-    with Image.open(path) as img:
-        if (img.format == "JPEG" and img.mode in ("RGB", "L") and max(img.size) <= max_side
-                and img.getexif().get(EXIF_ORIENTATION, 1) == 1):
-            data, size = path.read_bytes(), img.size
-        else:
-            img = ImageOps.exif_transpose(img).convert("RGB")
-            img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-            buf = io.BytesIO()
-            img.save(buf, format="JPEG", quality=jpeg_quality)
-            data, size = buf.getvalue(), img.size
-    return "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii"), size
-
-
 def prompt_text(job: Job, cfg: RegenerateConfig, prompt: PromptTemplate) -> str:
     return prompt.render(job.original if cfg.with_original else None, cfg.target_words)
 
 
-def build_request(job: Job, cfg: RegenerateConfig, prompt: PromptTemplate) -> tuple[dict, tuple[int, int]]:
-    """The chat-completions body for ``job`` (one user message: prompt and image) and the
-    image size sent. ``max_tokens`` is what gpt-4o, vLLM and Ollama all accept."""
-    url, size = image_data_url(job.path, cfg.max_side, cfg.jpeg_quality)
+def build_request(job: Job, cfg: RegenerateConfig, prompt: PromptTemplate) -> dict:
+    """The chat-completions body for ``job``: one user message with the prompt and the image.
+    ``max_tokens`` is what gpt-4o, vLLM and Ollama all accept."""
+    with Image.open(job.path) as img:
+        if (img.format == "JPEG" and img.mode in ("RGB", "L") and max(img.size) <= cfg.max_side
+                and img.getexif().get(EXIF_ORIENTATION, 1) == 1):
+            data = job.path.read_bytes()  # a JPEG that fits is sent as it is: re-encoding costs ~10 ms and quality
+        else:
+            img = ImageOps.exif_transpose(img).convert("RGB")
+            img.thumbnail((cfg.max_side, cfg.max_side), Image.Resampling.LANCZOS)
+            buf = io.BytesIO()
+            img.save(buf, format="JPEG", quality=cfg.jpeg_quality)
+            data = buf.getvalue()
+    url = "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")
     content = [{"type": "text", "text": prompt_text(job, cfg, prompt)},
                {"type": "image_url", "image_url": {"url": url, "detail": cfg.detail}}]
     return {"model": cfg.model, "messages": [{"role": "user", "content": content}],
-            "temperature": cfg.temperature, "max_tokens": cfg.max_tokens}, size
+            "temperature": cfg.temperature, "max_tokens": cfg.max_tokens}
 
 
 def parse_completion(data: Any) -> Answer:
@@ -165,7 +157,6 @@ def request_signature(cfg: RegenerateConfig, prompt: PromptTemplate, jobs: list[
     }
 
 
-
 def read_api_key(env_name: str) -> str:
     """The API key from the environment (never from the command line or a file)."""
     key = os.environ.get(env_name, "").strip()
@@ -177,15 +168,10 @@ def read_api_key(env_name: str) -> str:
     return key
 
 
-class Redactor:
-    """Replaces the key in any text with ``[redacted]`` (some servers echo it in 401 errors).
+def redact(text: object, key: Optional[str]) -> str:
+    """``text`` with ``key`` replaced by ``[redacted]`` (some servers echo it in 401 errors).
     Keys under 8 characters are placeholders for local servers, not secrets."""
-
-    def __init__(self, secret: Optional[str]) -> None:
-        self._secret = secret if secret and len(secret) >= 8 else None
-
-    def __call__(self, text: object) -> str:
-        return str(text).replace(self._secret, "[redacted]") if self._secret else str(text)
+    return str(text).replace(key, "[redacted]") if key and len(key) >= 8 else str(text)
 
 
 def public_base_url(base_url: Optional[str]) -> Optional[str]:
@@ -208,7 +194,6 @@ class Runner:
         from tqdm.auto import tqdm
 
         self.cfg, self.journal, self.prompt, self.api_key = cfg, journal, prompt, api_key
-        self.redact = Redactor(api_key)
         self.done = self.failed = self.retried = self.prompt_tokens = self.completion_tokens = 0
         self.given_up: set[str] = set()  # failed for good: no further attempt in this run
         self.status = ""  # shown after the counters (online: the longest wait in progress)
@@ -218,7 +203,7 @@ class Runner:
     def request(self, job: Job) -> Optional[dict]:
         """The request body, or None (the failure journaled) for an unreadable image."""
         try:
-            return build_request(job, self.cfg, self.prompt)[0]
+            return build_request(job, self.cfg, self.prompt)
         except UNREADABLE as err:
             self.fail(job.image_id, f"cannot read image: {err}")
             return None
@@ -241,7 +226,7 @@ class Runner:
         """Journal a failure; ``final``: no further attempt in this run."""
         if image_id in self.given_up:
             return
-        self.journal.append({"type": "failure", "image_id": image_id, "reason": self.redact(reason),
+        self.journal.append({"type": "failure", "image_id": image_id, "reason": redact(reason, self.api_key),
                              "mode": self.mode, "time": utc_now(), **extra})
         if final:
             self.given_up.add(image_id)
