@@ -59,17 +59,18 @@ def test_dry_run_arithmetic_by_hand(tmp_path, monkeypatch):
     est = report.estimate
     # Per request: 400 characters / 4 = 100 text tokens + 7 chat overhead = 107.
     # Images: 1000x800 -> 960x768 -> 2x2 tiles -> 85 + 4*170 = 765; 300x200 -> 1 tile -> 255.
-    assert est.requests == 2
-    assert est.input_tokens == 2 * 107 + 765 + 255 == 1234
+    assert est["requests"] == 2
+    assert est["input_tokens"] == 2 * 107 + 765 + 255 == 1234
     # Expected answer: 75 words / 0.75 words per token = 100 tokens; at most max_tokens=300.
-    assert est.output_tokens == 200 and est.max_output_tokens == 600
-    assert est.cost(est.output_tokens) == pytest.approx((1234 * 2.0 + 200 * 8.0) / 1e6)  # $0.004068
-    assert est.cost(est.output_tokens, batch=True) == pytest.approx(0.002034)
-    assert est.cost(est.max_output_tokens) == pytest.approx((1234 * 2.0 + 600 * 8.0) / 1e6)
-    assert "$0.00 expected" in est.table()  # rounded to cents in the printout
+    assert est["output_tokens"] == 200 and est["max_output_tokens"] == 600
+    online, batch = est["usd"]["online"], est["usd"]["batch"]
+    assert online[0] == pytest.approx((1234 * 2.0 + 200 * 8.0) / 1e6)  # $0.004068
+    assert batch[0] == pytest.approx(0.002034)
+    assert online[1] == pytest.approx((1234 * 2.0 + 600 * 8.0) / 1e6)
+    assert "cost online (test-model): $0.00 expected, at most $0.01" in report.summary()  # rounded to cents
 
     low = regenerate(RegenerateConfig(**{**vars(cfg), "detail": "low"})).estimate
-    assert low.input_tokens == 2 * 107 + 2 * 85
+    assert low["input_tokens"] == 2 * 107 + 2 * 85
 
     assert report.request_files == [] and not cfg.batch_dir.exists()  # estimated from the headers alone
 
@@ -92,7 +93,7 @@ def test_dry_run_skips_captioned_images_and_unknown_prices(tmp_path, monkeypatch
 
     with open_journal(cfg.journal_path, request_signature(cfg, load_prompt(cfg.prompt), []), False) as journal:
         journal.append({"type": "caption", "image_id": "big.png", "caption": "done"})
-    assert regenerate(cfg).estimate.requests == 1
+    assert regenerate(cfg).estimate["requests"] == 1
 
     rc = main(["captions", "regenerate", "--images", str(cfg.image_root), "--out", str(tmp_path / "o2.json"),
                "--model", "some-local-model", "--dry-run", "--base-url", "http://127.0.0.1:9/v1"])

@@ -32,42 +32,9 @@ PRICES_FILE = Path(__file__).with_name("prices.json")
 
 
 @dataclass
-class CostEstimate:
-    """Tokens and dollars of ``requests`` requests to ``model``: estimated input tokens, expected
-    answer tokens and their ``max_tokens`` bound; ``price`` is None for a model without one."""
-
-    model: str
-    requests: int
-    input_tokens: int
-    output_tokens: int
-    max_output_tokens: int
-    price: Optional[dict]
-    batch_discount: float = 0.5
-
-    def cost(self, output_tokens: int, batch: bool = False) -> Optional[float]:
-        if self.price is None:
-            return None
-        usd = (self.input_tokens * self.price["input_per_1m"] + output_tokens * self.price["output_per_1m"]) / 1e6
-        return usd * self.batch_discount if batch else usd
-
-    def table(self) -> str:
-        lines = [f"requests:              {self.requests:,}",
-                 f"input tokens (est.):   {self.input_tokens:,}",
-                 f"output tokens (est.):  {self.output_tokens:,} expected, at most {self.max_output_tokens:,}"]
-        if self.price is None:
-            return "\n".join(lines + [f"cost: no price for model {self.model!r} (add it to a --prices file)"])
-        for label, batch in (("online", False), ("batch ", True)):
-            lines.append(f"cost {label} ({self.model}): ${self.cost(self.output_tokens, batch):,.2f} expected, "
-                         f"at most ${self.cost(self.max_output_tokens, batch):,.2f}")
-        return "\n".join(lines)
-
-
-@dataclass
 class RegenerateReport:
-    """What a run did: the caption set written (``out``, None if nothing was captioned or in a
-    dry run), images in scope (``total``), ``captioned`` in all, ``already_done`` by earlier
-    runs, ``missing`` (image id -> why), retries and tokens of this run; for dry runs the
-    ``estimate`` and the ``request_files`` written."""
+    """What a run did (``out``: the caption set written, if any; ``missing``: image id -> why),
+    or for a dry run the cost ``estimate`` (see :func:`plan`) and the ``request_files`` written."""
 
     out: Optional[Path]
     journal: Path
@@ -78,15 +45,22 @@ class RegenerateReport:
     retried: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    estimate: Optional[CostEstimate] = None
+    estimate: Optional[dict] = None
     request_files: list = field(default_factory=list)
 
     def summary(self) -> str:
         if self.estimate is not None:
-            files = ", ".join(str(p) for p in self.request_files) or "none (--write-requests writes them)"
-            text = (f"dry run: {self.estimate.requests:,} requests ({self.already_done:,} of {self.total:,} images "
-                    f"already captioned in {self.journal})\n{self.estimate.table()}\nbatch request files: {files}")
-            return text + "".join(f"\nskipped {i}: {reason}" for i, reason in self.missing.items())
+            e, files = self.estimate, ", ".join(map(str, self.request_files)) or "none (--write-requests writes them)"
+            lines = [f"dry run: {e['requests']:,} requests ({self.already_done:,} of {self.total:,} images already "
+                     f"captioned in {self.journal})", f"requests:              {e['requests']:,}",
+                     f"input tokens (est.):   {e['input_tokens']:,}",
+                     f"output tokens (est.):  {e['output_tokens']:,} expected, at most {e['max_output_tokens']:,}"]
+            if not e["usd"]:
+                lines.append(f"cost: no price for model {e['model']!r} (add it to a --prices file)")
+            for mode, (expected, most) in e["usd"].items():
+                lines.append(f"cost {mode:6} ({e['model']}): ${expected:,.2f} expected, at most ${most:,.2f}")
+            lines += [f"batch request files: {files}"] + [f"skipped {i}: {why}" for i, why in self.missing.items()]
+            return "\n".join(lines)
         lines = [f"captioned {self.captioned}/{self.total} images ({self.already_done} from earlier runs); "
                  f"{self.retried} retries; tokens this run: {self.prompt_tokens:,} in, {self.completion_tokens:,} out",
                  f"caption set: {self.out}" if self.out else "caption set: not written (no captions yet)"]
@@ -176,7 +150,8 @@ def load_prices(path: Optional[Path] = None) -> dict:
 
 
 def plan(cfg: RegenerateConfig, prompt: PromptTemplate, jobs: list[Job]) -> RegenerateReport:
-    """The dry run of ``jobs`` not captioned yet (see the module docstring); no journal written."""
+    """The dry run of ``jobs`` not captioned yet (see the module docstring); no journal written.
+    The ``estimate``: requests, tokens, and ``usd[mode] = [expected, at most]`` for a priced model."""
     from PIL import Image
 
     todo = [j for j in jobs if j.image_id not in read_journal(cfg.journal_path).captions]
@@ -207,13 +182,16 @@ def plan(cfg: RegenerateConfig, prompt: PromptTemplate, jobs: list[Job]) -> Rege
             bodies(), cfg.batch_dir, "requests", cfg.batch_max_requests, cfg.batch_max_bytes,
             on_oversize=lambda i, n: skipped.__setitem__(i, f"request is {n} bytes, over the batch file limit"))]
     prices = load_prices(cfg.prices)
-    entry = prices["models"].get(cfg.model) or {}
-    tiles = entry.get("image_base_tokens", 85), entry.get("image_tile_tokens", 170)
+    price = prices["models"].get(cfg.model)
+    tiles = (price or {}).get("image_base_tokens", 85), (price or {}).get("image_tile_tokens", 170)
     input_tokens = sum(math.ceil(len(prompt_text(j, cfg, prompt)) / 4) + 7  # 4 characters a token, chat framing
                        + image_tokens(*sizes[j.image_id], cfg.detail, *tiles) for j in todo if j.image_id in sizes)
     expected = min(cfg.max_tokens, math.ceil(prompt.expected_words(cfg.target_words) / 0.75))  # 0.75 words a token
-    n = len(sizes)
-    estimate = CostEstimate(cfg.model, n, input_tokens, n * expected, n * cfg.max_tokens,
-                            prices["models"].get(cfg.model), float(prices.get("batch_discount", 0.5)))
+    outputs = len(sizes) * expected, len(sizes) * cfg.max_tokens
+    discounts = {"online": 1.0, "batch": float(prices.get("batch_discount", 0.5))} if price else {}
+    usd = {mode: [f * (input_tokens * price["input_per_1m"] + out * price["output_per_1m"]) / 1e6 for out in outputs]
+           for mode, f in discounts.items()}
+    estimate = {"model": cfg.model, "requests": len(sizes), "input_tokens": input_tokens, "output_tokens": outputs[0],
+                "max_output_tokens": outputs[1], "usd": usd}
     return RegenerateReport(out=None, journal=cfg.journal_path, total=len(jobs), already_done=len(jobs) - len(todo),
                             missing=skipped, estimate=estimate, request_files=files)
