@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from taco_plus.captions.regenerate.batch import result_answer
-from taco_plus.captions.regenerate.runner import (Answer, MalformedResponse, answer_problem,
-                                                  parse_completion, public_base_url, redact)
+from taco_plus.captions.regenerate.runner import Answer, answer_problem, parse_completion, public_base_url, redact
 
 LONG = "A red door with a brass knocker set in a weathered brick wall, lit by low afternoon sun."
 
@@ -40,7 +39,7 @@ def test_parse_completion():
     del data["usage"]
     assert parse_completion(data).usage == {"prompt_tokens": 0, "completion_tokens": 0}
     for bad in ({}, {"choices": []}, {"choices": [{}]}, "text", {"choices": [{"message": {"content": 3}}]}):
-        with pytest.raises(MalformedResponse):
+        with pytest.raises(ValueError, match="not a chat completion"):
             parse_completion(bad)
 
 

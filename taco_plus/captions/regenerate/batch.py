@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional
 
 from taco_plus.captions.format import json_bytes, utc_now
-from taco_plus.captions.regenerate.runner import (Answer, FatalAPIError, Job, MalformedResponse, Runner,
-                                                  parse_completion, redact)
+from taco_plus.captions.regenerate.runner import Answer, FatalAPIError, Job, Runner, parse_completion, redact
 
 ENDPOINT = "/v1/chat/completions"
 TERMINAL = {"completed", "failed", "expired", "cancelled"}
@@ -70,7 +69,7 @@ def result_answer(result: dict) -> tuple[Optional[Answer], Optional[str]]:
         return None, f"HTTP {response.get('status_code')}: {message}"[:300]
     try:
         return parse_completion(body), None
-    except MalformedResponse as err:
+    except ValueError as err:
         return None, f"malformed response: {err}"
 
 

@@ -15,8 +15,8 @@ import json
 import time
 from dataclasses import dataclass
 
-from taco_plus.captions.regenerate.runner import (UNREADABLE, FatalAPIError, Job, MalformedResponse, Runner,
-                                                  build_request, parse_completion, redact)
+from taco_plus.captions.regenerate.runner import (UNREADABLE, FatalAPIError, Job, Runner, build_request,
+                                                  parse_completion, redact)
 
 
 @dataclass
@@ -94,7 +94,7 @@ class OnlineRunner(Runner):
             try:  # client.post sends the body as built; create() would re-validate it field by field
                 text = await self.client.post("/chat/completions", cast_to=str, body=body)
                 answer = parse_completion(json.loads(text))
-            except (MalformedResponse, ValueError) as err:  # json.JSONDecodeError is a ValueError
+            except ValueError as err:  # not JSON, or not a chat completion
                 problem = f"malformed response: {str(err)[:200]}"
             except openai.APIError as err:
                 self.fail(job.image_id, f"gave up after {flight.attempts} attempts; last error: {self._reason(err)}",

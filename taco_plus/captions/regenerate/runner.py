@@ -1,6 +1,6 @@
 """What online and batch runs share: the request built for each image (the same body online
-and in Batch API files), the judging of each answer (refusals, empty, too-short and malformed
-answers are rejected), journaling, progress, and the API key's secrecy."""
+and in Batch API files), the judging of each answer, journaling, progress, and the API key's
+secrecy."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ import io
 import os
 import re
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 from urllib.parse import urlsplit, urlunsplit
 
 from PIL import Image, ImageOps
@@ -37,10 +36,6 @@ _REFUSAL_ANYWHERE = re.compile(
 )
 
 
-class MalformedResponse(ValueError):
-    """A response that is not a chat completion (bad JSON, missing fields)."""
-
-
 class MissingAPIKeyError(RegenerateError):
     """The key's environment variable is unset or empty."""
 
@@ -49,8 +44,7 @@ class FatalAPIError(RuntimeError):
     """A failure no retry and no other image can escape; the run stops."""
 
 
-@dataclass(frozen=True)
-class Job:
+class Job(NamedTuple):
     """One image to caption: its id (path relative to the image root), file and original caption."""
 
     image_id: str
@@ -58,14 +52,13 @@ class Job:
     original: Optional[str] = None
 
 
-@dataclass
-class Answer:
+class Answer(NamedTuple):
     """What matters in a chat completion; ``usage`` counts are 0 when the server omits them."""
 
     text: Optional[str]
     refusal: Optional[str] = None
     finish_reason: Optional[str] = None
-    usage: dict = field(default_factory=lambda: {"prompt_tokens": 0, "completion_tokens": 0})
+    usage: dict = {"prompt_tokens": 0, "completion_tokens": 0}  # never mutated
     response_id: Optional[str] = None
 
 
@@ -76,8 +69,7 @@ def collect_jobs(cfg: RegenerateConfig) -> list[Job]:
     if cfg.captions is not None:
         source = CaptionSetSource(cfg.captions)
         jobs = [Job(i, cfg.image_root / i, source.captions(i)[0]) for i in sorted(source.ids())]
-        missing = [j.image_id for j in jobs if not j.path.is_file()]
-        if missing:
+        if missing := [j.image_id for j in jobs if not j.path.is_file()]:
             shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
             raise RegenerateError(f"{len(missing)} images named in {cfg.captions} are not in {cfg.image_root}: {shown}")
     elif cfg.with_original:
@@ -114,7 +106,7 @@ def build_request(job: Job, cfg: RegenerateConfig, prompt: PromptTemplate) -> di
 
 
 def parse_completion(data: Any) -> Answer:
-    """An :class:`Answer` from a decoded chat-completion object, or :class:`MalformedResponse`."""
+    """An :class:`Answer` from a decoded chat-completion object; ValueError if it is none."""
     try:
         choice = data["choices"][0]
         text, refusal = choice["message"].get("content"), choice["message"].get("refusal")
@@ -124,7 +116,7 @@ def parse_completion(data: Any) -> Answer:
         counts = {k: int(usage.get(k) or 0) for k in ("prompt_tokens", "completion_tokens")}
         return Answer(text, refusal, choice.get("finish_reason"), counts, data.get("id"))
     except (KeyError, IndexError, TypeError, AttributeError, ValueError) as err:
-        raise MalformedResponse(f"not a chat completion ({type(err).__name__}: {err})") from None
+        raise ValueError(f"not a chat completion ({type(err).__name__}: {err})") from None
 
 
 def answer_problem(answer: Answer, min_words: int) -> Optional[str]:
@@ -143,24 +135,19 @@ def answer_problem(answer: Answer, min_words: int) -> Optional[str]:
 
 
 def request_signature(cfg: RegenerateConfig, prompt: PromptTemplate, jobs: list[Job]) -> dict:
-    """Settings that change the answers (``jobs``: for the fingerprint of the original captions
-    given as context); a resumed run must keep them."""
+    """Settings that change the answers, with the fingerprint of the ``jobs``' original captions
+    if they are given as context; a resumed run must keep them."""
     originals = {j.image_id: [j.original] for j in jobs if j.original} if cfg.with_original else {}
-    return {
-        "model": cfg.model,
-        "prompt_sha256": prompt.sha256,
-        "target_words": cfg.target_words if prompt.uses_target_words() else None,
-        "with_original": cfg.with_original,
-        "originals_sha256": captions_fingerprint(originals) if originals else None,
-        **{k: getattr(cfg, k) for k in ("temperature", "max_tokens", "detail", "max_side", "jpeg_quality",
-                                        "min_words")},
-    }
+    return {"model": cfg.model, "prompt_sha256": prompt.sha256,
+            "target_words": cfg.target_words if prompt.uses_target_words() else None,
+            "with_original": cfg.with_original, "originals_sha256": captions_fingerprint(originals) if originals else None,
+            **{k: getattr(cfg, k) for k in ("temperature", "max_tokens", "detail", "max_side", "jpeg_quality",
+                                            "min_words")}}
 
 
 def read_api_key(env_name: str) -> str:
     """The API key from the environment (never from the command line or a file)."""
-    key = os.environ.get(env_name, "").strip()
-    if not key:
+    if not (key := os.environ.get(env_name, "").strip()):
         raise MissingAPIKeyError(
             f"no API key: the environment variable {env_name} is not set. Export your OpenAI key there; for a "
             f"local server that ignores keys (vLLM, Ollama) any value works, e.g. {env_name}=local. "
@@ -206,17 +193,14 @@ class Runner:
             return build_request(job, self.cfg, self.prompt)
         except UNREADABLE as err:
             self.fail(job.image_id, f"cannot read image: {err}")
-            return None
 
     def accept(self, image_id: str, answer: Answer, **extra) -> Optional[str]:
         """Journal ``answer`` as the caption of ``image_id``, or return why it is rejected."""
-        usage = answer.usage
-        self.prompt_tokens += usage["prompt_tokens"]
-        self.completion_tokens += usage["completion_tokens"]
-        problem = answer_problem(answer, self.cfg.min_words)
-        if problem is None:  # the caption: one paragraph, whitespace collapsed
+        self.prompt_tokens += answer.usage["prompt_tokens"]
+        self.completion_tokens += answer.usage["completion_tokens"]
+        if (problem := answer_problem(answer, self.cfg.min_words)) is None:  # one paragraph, whitespace collapsed
             self.journal.append({"type": "caption", "image_id": image_id, "caption": " ".join(answer.text.split()),
-                                 "usage": usage, "mode": self.mode, "finish_reason": answer.finish_reason,
+                                 "usage": answer.usage, "mode": self.mode, "finish_reason": answer.finish_reason,
                                  "response_id": answer.response_id, "time": utc_now(), **extra})
             self.done += 1
             self.show(advance=1)
