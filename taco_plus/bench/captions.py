@@ -1,12 +1,8 @@
-"""Online caption-regeneration throughput against a loopback server with a fixed latency.
+"""Online caption-regeneration throughput against a loopback server with a fixed latency:
+marginal captions/s and CPU ms per caption of client and server (docs/captions.md).
 
     python -m taco_plus.bench.captions [--latency 0.2] [--concurrency 1 8 32] [--rounds 6]
                                        [--images DIR] [--repeat 1]
-
-The full ``regenerate()`` path runs on real COCO JPEGs (cycled) against a minimal server in
-its own process. Throughput is marginal -- a small (2c images) and a large run (2c + rounds·c)
-are timed, captions/s = Δimages / Δseconds -- and so are the CPU milliseconds per caption of
-client and server (docs/captions.md, "Tests and benchmark").
 """
 
 from __future__ import annotations
@@ -71,42 +67,36 @@ def _serve(latency: float, cpu, url) -> None:
         httpd.serve_forever()
 
 
-def timed_run(n_images: int, concurrency: int, base_url: str, server_cpu, workdir: Path, tag: str) -> tuple:
-    """Seconds, client CPU seconds and server CPU seconds of captioning ``n_images``."""
-    cfg = RegenerateConfig(out=workdir / tag / "set.json", image_root=workdir / "images", base_url=base_url,
-                           concurrency=concurrency, limit=n_images, progress=False, timeout=30.0)
-    server, cpu, start = server_cpu.value, time.process_time(), time.perf_counter()
-    report = regenerate(cfg)
-    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-    if report.captioned != n_images:
-        raise RuntimeError(f"only {report.captioned}/{n_images} captioned: {report.missing}")
-    return seconds, cpu, server_cpu.value - server
-
-
 def measure(concurrency: int, rounds: int, latency: float, workdir: Path, repeat: int = 1) -> dict:
     """Marginal captions/s and CPU ms per caption at ``concurrency`` (median of ``repeat``)."""
     small = max(10, 2 * concurrency)
     large = small + rounds * concurrency
-    rates, client_ms, server_ms = [], [], []
     spawn = mp.get_context("spawn")  # the server in its own process: it does not share the client's GIL
-    cpu, url = spawn.Value("d", 0.0), spawn.Queue()
-    server = spawn.Process(target=_serve, args=(latency, cpu, url), daemon=True)
+    server_cpu, url = spawn.Value("d", 0.0), spawn.Queue()
+    server = spawn.Process(target=_serve, args=(latency, server_cpu, url), daemon=True)
     server.start()
+
+    def run(n_images: int, tag: str) -> list[float]:
+        """Seconds, client and server CPU seconds of captioning ``n_images``."""
+        cfg = RegenerateConfig(out=workdir / f"c{concurrency}-{tag}" / "set.json", image_root=workdir / "images",
+                               base_url=base_url, concurrency=concurrency, limit=n_images, progress=False, timeout=30.0)
+        before = time.perf_counter(), time.process_time(), server_cpu.value
+        report = regenerate(cfg)
+        if report.captioned != n_images:
+            raise RuntimeError(f"only {report.captioned}/{n_images} captioned: {report.missing}")
+        return [b - a for a, b in zip(before, (time.perf_counter(), time.process_time(), server_cpu.value))]
+
     try:
         base_url = url.get(timeout=60)
-        timed_run(concurrency, concurrency, base_url, cpu, workdir, f"c{concurrency}-warm-up")  # imports, caches
-        for r in range(repeat):
-            s = timed_run(small, concurrency, base_url, cpu, workdir, f"c{concurrency}-{r}-s")
-            big = timed_run(large, concurrency, base_url, cpu, workdir, f"c{concurrency}-{r}-l")
-            rates.append((large - small) / (big[0] - s[0]))
-            client_ms.append(1e3 * (big[1] - s[1]) / (large - small))
-            server_ms.append(1e3 * (big[2] - s[2]) / (large - small))
+        run(concurrency, "warm-up")  # imports, caches
+        pairs = [(run(small, f"{r}-s"), run(large, f"{r}-l")) for r in range(repeat)]
     finally:
         server.terminate()
-    rate = statistics.median(rates)
-    return {"concurrency": concurrency, "images": large - small, "seconds": (large - small) / rate,
-            "captions/s": rate, "ideal/s": concurrency / latency, "efficiency": rate * latency / concurrency,
-            "client ms": statistics.median(client_ms), "server ms": statistics.median(server_ms)}
+    n = large - small
+    seconds, client, server = (statistics.median(big[i] - s[i] for s, big in pairs) for i in range(3))
+    return {"concurrency": concurrency, "images": n, "seconds": seconds, "captions/s": n / seconds,
+            "ideal/s": concurrency / latency, "efficiency": n / seconds * latency / concurrency,
+            "client ms": 1e3 * client / n, "server ms": 1e3 * server / n}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -128,8 +118,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         for i in range(max(max(10, 2 * c) + args.rounds * c for c in args.concurrency)):
             shutil.copyfile(files[i % len(files)], Path(tmp) / "images" / f"img{i:05d}.jpg")
         rows = pd.DataFrame([measure(c, args.rounds, args.latency, Path(tmp), args.repeat) for c in args.concurrency])
-    print(f"online throughput (marginal), server latency {args.latency * 1000:.0f} ms per request")
-    print(rows.to_string(index=False, float_format="{:.1f}".format, formatters={"seconds": "{:.2f}".format, "efficiency": "{:.0%}".format}))
+    formats = {"seconds": "{:.2f}".format, "efficiency": "{:.0%}".format}
+    print(f"online throughput (marginal), server latency {args.latency * 1000:.0f} ms per request\n"
+          + rows.to_string(index=False, float_format="{:.1f}".format, formatters=formats))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,7 @@
-"""The versioned caption-set file (``format_version`` 1, specified in ``captions/FORMAT.md``):
-captions, provenance and statistics in one JSON file. Loading validates it; errors name the
-file and the JSON path. Empty or garbled caption text is flagged (``checks.py``), not refused.
-
-Statistics count words and CLIP tokens: TACO pads/truncates captions to 38 tokens and CLIP
-has 77 positions; the share of captions over each limit tells how much text an encoder
-configuration throws away (DESIGN.md, pitfall 5)."""
+"""The versioned caption-set file (``captions/FORMAT.md``): captions, provenance and statistics
+(words and CLIP tokens per caption; the share over TACO's 38 and CLIP's 77 tokens tells how much
+text an encoder throws away, DESIGN.md pitfall 5). Loading validates; errors name the file and
+the JSON path. Empty or garbled text is flagged (``checks.py``), not refused."""
 
 from __future__ import annotations
 

@@ -1,8 +1,6 @@
-"""Batch mode: request files in the OpenAI Batch API format (which ``vllm run-batch`` reads
-too), split under both API limits, each uploaded and its batch created as soon as it is
-written, both ids journaled at once; then polled, downloaded and merged. Rejected or missing
-answers go into the next round. A resumed run submits what no batch holds yet and collects
-the earlier run's batches: nothing is sent twice."""
+"""Batch mode: request files in the OpenAI Batch API format (which ``vllm run-batch`` reads too),
+each uploaded and its batch created as soon as it is written, both ids journaled at once; then
+polled, downloaded and merged, rejected answers going into the next round. Nothing is sent twice."""
 
 from __future__ import annotations
 

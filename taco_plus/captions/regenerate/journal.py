@@ -1,11 +1,7 @@
-"""The run journal: an append-only JSONL file that makes regeneration resumable.
-
-A record counts once ``write`` has handed it to the operating system, so even ``kill -9``
-loses only the requests in flight; ``fsync`` at least once a second bounds what an OS crash
-loses. A half-written last line is cut off on reopening; any other bad line is an error.
-Records: ``header`` (the request ``signature`` a resumed run must match), ``caption``,
-``failure``, and in batch mode ``upload``, ``batch`` and ``batch_done``.
-"""
+"""The run journal: an append-only JSONL file that makes regeneration resumable. A record
+counts once ``write`` has handed it to the OS, so even ``kill -9`` loses only the requests in
+flight; ``fsync`` at least once a second bounds what an OS crash loses. A half-written last
+line is cut off on reopening; any other bad line is an error."""
 
 from __future__ import annotations
 
@@ -21,10 +17,6 @@ from taco_plus.captions.format import json_bytes
 from taco_plus.captions.regenerate.config import RegenerateError
 
 FSYNC_INTERVAL = 1.0  # seconds
-
-
-class JournalError(RegenerateError):
-    """An unusable journal (corrupt, locked, or made with different settings)."""
 
 
 class Journal:
@@ -70,7 +62,7 @@ class Journal:
     def append(self, record: dict, sync: bool = False) -> None:
         """Write one record; it survives the process from here on (``sync``: the machine too)."""
         if record.get("type") == "caption" and record["image_id"] in self.captions:
-            raise JournalError(f"refusing to journal a second caption for {record['image_id']!r}")
+            raise RegenerateError(f"refusing to journal a second caption for {record['image_id']!r}")
         self._fh.write(json_bytes(record))
         self._fh.flush()  # in the kernel now: a killed process loses nothing
         self.apply(record)
@@ -92,11 +84,11 @@ def _parse(data: bytes, path: Path, journal: Journal) -> int:
                 raise ValueError("not a journal record")
             journal.apply(record)
         except KeyError as err:
-            raise JournalError(f"{path}: line {number} lacks {err}; the journal is damaged") from None
+            raise RegenerateError(f"{path}: line {number} lacks {err}; the journal is damaged") from None
         except ValueError as err:
             if number == len(lines):  # half-written final line: the crash this journal exists for
                 break
-            raise JournalError(f"{path}: line {number} is unreadable ({err}); the journal is damaged") from None
+            raise RegenerateError(f"{path}: line {number} is unreadable ({err}); the journal is damaged") from None
         offset += len(line)
     return offset
 
@@ -119,17 +111,17 @@ def open_journal(path: os.PathLike | str, signature: dict, resume: bool) -> Iter
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            raise JournalError(f"{path} is in use by another regenerate run") from None
+            raise RegenerateError(f"{path} is in use by another regenerate run") from None
         fh.seek(0)
         data, journal = fh.read(), Journal(fh)
         valid = _parse(data, path, journal)
         if journal.header is not None and not resume:
-            raise JournalError(f"{path} already holds a run ({len(journal.captions)} captions); pass --resume "
+            raise RegenerateError(f"{path} already holds a run ({len(journal.captions)} captions); pass --resume "
                                "to continue it, or remove it to start over")
         old = journal.header.get("signature", {}) if journal.header else signature
         if changed := sorted(k for k in set(old) | set(signature) if old.get(k) != signature.get(k)):
             details = "; ".join(f"{k}: {old.get(k)!r} -> {signature.get(k)!r}" for k in changed)
-            raise JournalError(f"{path} was started with different settings ({details}). Mixing them would give "
+            raise RegenerateError(f"{path} was started with different settings ({details}). Mixing them would give "
                                "a caption set with two provenances: use the original settings, or a new --out")
         if valid < len(data):  # cut the half-written line so appends start clean
             fh.truncate(valid)

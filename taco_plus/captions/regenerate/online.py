@@ -1,11 +1,7 @@
-"""Online mode: ``concurrency`` workers send chat completions through ``openai.AsyncOpenAI``.
-
-The SDK retries each HTTP request (408/409/429/5xx, timeouts, dropped connections; with
-backoff, honouring ``Retry-After``); a rejected answer is asked again; each image has
-``image_timeout`` seconds in all. What the SDK gave up on is sorted here: errors about one
-image skip it, those no image can escape (key, permission, model, quota) stop the run.
-HTTP hooks print every retry as it starts and the bar shows the longest wait.
-"""
+"""Online mode: ``concurrency`` workers post chat completions through ``openai.AsyncOpenAI``,
+which retries each HTTP request; rejected answers are asked again, each image has
+``image_timeout`` seconds in all, and what the SDK gave up on either skips the image or stops
+the run. HTTP hooks print every retry as it starts; the bar shows the longest wait."""
 
 from __future__ import annotations
 

@@ -1,12 +1,7 @@
-"""``regenerate(cfg)``: one run from start to report. Collects the images, opens (or resumes)
-the journal, captions what is missing (online, through the Batch API, or from result files
-made elsewhere) and writes the caption set from the journal.
-
-A dry run (``dry_run``; ``write_requests`` also writes the Batch API request files) needs no
-key and no network: it estimates tokens and cost from the image headers alone, by the rules
-of docs/captions.md (OpenAI's image-token rule; 4 characters per text token plus 7 of chat
-framing; 0.75 words per answer token) and the prices (USD per 1M tokens) of ``prices.json``.
-"""
+"""``regenerate(cfg)``: collect the images, open (or resume) the journal, caption what is missing
+(online, through the Batch API, or from result files made elsewhere), write the caption set
+from the journal. A dry run estimates tokens and cost from the image headers alone, by the
+rules of docs/captions.md, and needs no key and no network."""
 
 from __future__ import annotations
 

@@ -36,10 +36,6 @@ _REFUSAL_ANYWHERE = re.compile(
 )
 
 
-class MissingAPIKeyError(RegenerateError):
-    """The key's environment variable is unset or empty."""
-
-
 class FatalAPIError(RuntimeError):
     """A failure no retry and no other image can escape; the run stops."""
 
@@ -148,7 +144,7 @@ def request_signature(cfg: RegenerateConfig, prompt: PromptTemplate, jobs: list[
 def read_api_key(env_name: str) -> str:
     """The API key from the environment (never from the command line or a file)."""
     if not (key := os.environ.get(env_name, "").strip()):
-        raise MissingAPIKeyError(
+        raise RegenerateError(
             f"no API key: the environment variable {env_name} is not set. Export your OpenAI key there; for a "
             f"local server that ignores keys (vLLM, Ollama) any value works, e.g. {env_name}=local. "
             "--dry-run, --write-requests and --results need no key.")
