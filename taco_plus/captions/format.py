@@ -26,11 +26,10 @@ CLIP_CONTEXT_LENGTH = 77  # CLIP's positional-embedding length
 
 
 class CaptionFormatError(ValueError):
-    """A caption file that cannot be read; the message names the file (``path``) and the ``problem``."""
+    """A caption file that cannot be read; the message names the file and the problem."""
 
     def __init__(self, path: os.PathLike | str, problem: str) -> None:
         super().__init__(f"{path}: {problem}")
-        self.path, self.problem = Path(path), problem
 
 
 def utc_now() -> str:

@@ -44,7 +44,6 @@ class RegenerateConfig:
     max_tokens: int = option(450, group=ASK)
     detail: str = option("high", group=ASK, choices=("low", "high", "auto"))
     max_side: int = option(1024, group=ASK, help="downscale images to this longest side")
-    jpeg_quality: int = option(90, group=ASK, help="of the images that are re-encoded (JPEGs that fit are sent as they are)")
     min_words: int = option(20, group=ASK, help="shorter answers are retried")
     mode: str = option("online", group=RUN, choices=("online", "batch"))
     concurrency: int = option(8, group=RUN)

@@ -24,6 +24,7 @@ from taco_plus.captions.sources import CaptionSetSource, captions_fingerprint
 
 UNREADABLE = (OSError, ValueError, Image.DecompressionBombError)  # what PIL raises for a bad image file
 EXIF_ORIENTATION = 0x0112
+JPEG_QUALITY = 90  # of the images that are re-encoded
 # Typical opening of a model declining a request ("I'm sorry, I can't help with that.").
 _REFUSAL_START = re.compile(
     r"^\W*(i['’]m sorry|i am sorry|sorry\b|i can(?:no|['’])t\b|i can not\b|i['’]m unable|"
@@ -92,7 +93,7 @@ def build_request(job: Job, cfg: RegenerateConfig, prompt: PromptTemplate) -> di
             img = ImageOps.exif_transpose(img).convert("RGB")
             img.thumbnail((cfg.max_side, cfg.max_side), Image.Resampling.LANCZOS)
             buf = io.BytesIO()
-            img.save(buf, format="JPEG", quality=cfg.jpeg_quality)
+            img.save(buf, format="JPEG", quality=JPEG_QUALITY)
             data = buf.getvalue()
     url = "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")
     content = [{"type": "text", "text": prompt_text(job, cfg, prompt)},
@@ -137,8 +138,8 @@ def request_signature(cfg: RegenerateConfig, prompt: PromptTemplate, jobs: list[
     return {"model": cfg.model, "prompt_sha256": prompt.sha256,
             "target_words": cfg.target_words if prompt.uses_target_words() else None,
             "with_original": cfg.with_original, "originals_sha256": captions_fingerprint(originals) if originals else None,
-            **{k: getattr(cfg, k) for k in ("temperature", "max_tokens", "detail", "max_side", "jpeg_quality",
-                                            "min_words")}}
+            **{k: getattr(cfg, k) for k in ("temperature", "max_tokens", "detail", "max_side")},
+            "jpeg_quality": JPEG_QUALITY, "min_words": cfg.min_words}
 
 
 def read_api_key(env_name: str) -> str:
