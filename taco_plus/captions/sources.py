@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 from collections import defaultdict
+from functools import cached_property
 from pathlib import Path
 
 from taco_plus.captions.format import FORMAT_NAME, CaptionFormatError, parse_caption_mapping, parse_caption_set, read_json
@@ -36,7 +37,6 @@ class CaptionSource:
     name: str
     _captions: dict[str, list[str]]
     uncaptioned: list[str] = []
-    _fingerprint = None
 
     def ids(self) -> list[str]:
         """Image ids with at least one caption, in a stable order."""
@@ -56,12 +56,10 @@ class CaptionSource:
     def __len__(self) -> int:
         return len(self._captions)
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
         """:func:`captions_fingerprint` of the captions."""
-        if self._fingerprint is None:
-            self._fingerprint = captions_fingerprint(self._captions)
-        return self._fingerprint
+        return captions_fingerprint(self._captions)
 
 
 class CaptionSetSource(CaptionSource):

@@ -44,16 +44,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Caption images with a vision chat model. The API key is read from the environment "
         "(--api-key-env, default OPENAI_API_KEY). Progress is journaled: re-run with --resume after an interruption.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    groups = {f.metadata["group"]: None for f in fields(RegenerateConfig)}
-    groups = {name: regenerate.add_argument_group(name) for name in groups}
     for f in fields(RegenerateConfig):  # each field is an option (config.py)
         kwargs = {k: v for k, v in f.metadata.items() if k not in ("flags", "group")}
         if isinstance(f.default, bool):
             kwargs["action"] = "store_false" if f.default else "store_true"
         elif f.default not in (None, MISSING):
             kwargs.update(type=kwargs.get("type", type(f.default)), default=f.default)
-        flags = f.metadata.get("flags", ["--" + f.name.replace("_", "-")])
-        groups[f.metadata["group"]].add_argument(*flags, dest=f.name, **kwargs)
+        group = regenerate.add_argument_group(f.metadata["group"]) if "group" in f.metadata else group
+        group.add_argument(*f.metadata.get("flags", ["--" + f.name.replace("_", "-")]), dest=f.name, **kwargs)
     regenerate.set_defaults(func=_regenerate)
 
 

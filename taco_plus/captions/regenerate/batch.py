@@ -42,33 +42,29 @@ def write_request_files(items: Iterable[tuple[str, dict]], directory: Path, pref
         yield Path(fh.name), ids
 
 
-def parse_result_lines(data: bytes) -> dict[str, dict]:
-    """custom id -> result line, from a Batch API output or error file."""
+def parse_results(data: bytes) -> dict[str, tuple[Optional[Answer], Optional[str]]]:
+    """custom id -> ``(answer, None)`` or ``(None, why not)``, from a Batch API output or error file."""
     results = {}
     for line in data.splitlines():
         try:
-            obj = json.loads(line)
-            results[obj["custom_id"]] = obj
-        except (ValueError, KeyError, TypeError):
+            result = json.loads(line)
+            custom_id, response, error = result["custom_id"], result.get("response") or {}, result.get("error")
+        except (ValueError, KeyError, TypeError, AttributeError):
             continue  # a blank or unreadable line names no request; its image stays pending
+        body, status = response.get("body"), response.get("status_code")
+        if error and status in (None, 200):
+            message = f"{error.get('code', 'error')}: {error.get('message', '')}" if isinstance(error, dict) else error
+            results[custom_id] = None, str(message)[:300]
+        elif status != 200:
+            detail = body.get("error") if isinstance(body, dict) else None
+            message = detail.get("message", "") if isinstance(detail, dict) else str(error or body)
+            results[custom_id] = None, f"HTTP {status}: {message}"[:300]
+        else:
+            try:
+                results[custom_id] = parse_completion(body), None
+            except ValueError as err:
+                results[custom_id] = None, f"malformed response: {err}"
     return results
-
-
-def result_answer(result: dict) -> tuple[Optional[Answer], Optional[str]]:
-    """``(answer, None)`` for a successful result line, ``(None, reason)`` otherwise."""
-    response, error = result.get("response") or {}, result.get("error")
-    if error and response.get("status_code") in (None, 200):
-        message = f"{error.get('code', 'error')}: {error.get('message', '')}" if isinstance(error, dict) else str(error)
-        return None, message[:300]
-    body = response.get("body")
-    if response.get("status_code") != 200:
-        detail = body.get("error") if isinstance(body, dict) else None
-        message = detail.get("message", "") if isinstance(detail, dict) else str(error or body)
-        return None, f"HTTP {response.get('status_code')}: {message}"[:300]
-    try:
-        return parse_completion(body), None
-    except ValueError as err:
-        return None, f"malformed response: {err}"
 
 
 class BatchRunner(Runner):
@@ -99,7 +95,7 @@ class BatchRunner(Runner):
             requests = ((j.image_id, body) for j in pending if (body := self.request(j)) is not None)
             prefix = f"requests-{utc_now().replace(':', '')[:17]}-r{round_index}"
             for path, ids in write_request_files(requests, self.cfg.batch_dir, prefix, self.cfg.batch_max_requests,
-                                                 self.cfg.batch_max_bytes, self._oversize):
+                                                 self.cfg.batch_max_bytes, on_oversize=self._oversize):
                 with open(path, "rb") as fh:
                     file_id = self.client.files.create(file=fh, purpose="batch").id
                 self.journal.append({"type": "upload", "file_id": file_id, "file": path.name, "image_ids": ids,
@@ -139,7 +135,7 @@ class BatchRunner(Runner):
                     if file_id:
                         data = self.client.files.content(file_id).content
                         (self.cfg.batch_dir / f"{kind}-{batch.id}.jsonl").write_bytes(data)  # kept for inspection
-                        results.update(parse_result_lines(data))
+                        results.update(parse_results(data))
                 first = next((e.message for e in (batch.errors.data or [])), None) if batch.errors else None
                 source = f"batch {batch.id} (status {batch.status}" + (f": {first})" if first else ")")
                 ids = self.journal.uploads.get(batch.input_file_id, {}).get("image_ids", [])
@@ -150,14 +146,13 @@ class BatchRunner(Runner):
             if waiting:
                 time.sleep(self.cfg.poll_interval)
 
-    def merge(self, results: dict[str, dict], image_ids: Iterable[str], source: str, last_round: bool = True,
+    def merge(self, results: dict[str, tuple], image_ids: Iterable[str], source: str, last_round: bool = True,
               **extra) -> None:
-        """Journal the answers in ``results`` (custom id -> result line) for ``image_ids``."""
+        """Journal the answers in ``results`` (:func:`parse_results`) for ``image_ids``."""
         for image_id in image_ids:
             if image_id in self.journal.captions or image_id in self.given_up:
                 continue  # merged before an interruption
-            result = results.get(image_id)
-            answer, reason = result_answer(result) if result is not None else (None, f"no result in {source}")
+            answer, reason = results.get(image_id, (None, f"no result in {source}"))
             if answer is not None:
                 reason = self.accept(image_id, answer, attempts=1, **extra)
             if reason is not None:

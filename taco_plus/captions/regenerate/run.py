@@ -14,7 +14,7 @@ from typing import Iterator, Optional
 from taco_plus.captions.checks import find_problems
 from taco_plus.captions.format import Provenance, build_caption_set, save_caption_set
 from taco_plus.captions.prompts import PromptTemplate, load_prompt
-from taco_plus.captions.regenerate.batch import BatchRunner, parse_result_lines, write_request_files
+from taco_plus.captions.regenerate.batch import BatchRunner, parse_results, write_request_files
 from taco_plus.captions.regenerate.config import RegenerateConfig, RegenerateError
 from taco_plus.captions.regenerate.journal import open_journal, read_journal
 from taco_plus.captions.regenerate.online import OnlineRunner
@@ -85,7 +85,7 @@ def regenerate(cfg: RegenerateConfig) -> RegenerateReport:
         runner = kind(cfg, journal, prompt, len(todo), api_key)
         try:
             if cfg.results:
-                results = {k: v for path in cfg.results for k, v in parse_result_lines(path.read_bytes()).items()}
+                results = {k: v for path in cfg.results for k, v in parse_results(path.read_bytes()).items()}
                 runner.merge(results, [j.image_id for j in todo if j.image_id in results], "the result files",
                              results_files=[p.name for p in cfg.results])
             elif todo:
