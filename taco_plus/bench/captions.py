@@ -25,7 +25,7 @@ from PIL import Image
 
 from taco_plus.captions.regenerate import RegenerateConfig, regenerate
 
-DEFAULT_IMAGES = Path(__file__).resolve().parents[3] / "shared" / "data" / "coco_mini"
+DEFAULT_IMAGES = Path(os.environ.get("TACO_DATA", "../shared/data")) / "coco_mini"
 CAPTION = ("A test photograph of {}x{} pixels with soft daylight from the left, a textured wooden surface, "
            "muted green and brown tones, fine grain, sharp edges in the foreground and a gently blurred "
            "background behind the subject, seen at eye level.")
@@ -47,9 +47,7 @@ class _Handler(BaseHTTPRequestHandler):
         with Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))) as img:  # the header only
             caption = CAPTION.format(*img.size)
         time.sleep(self.latency)
-        data = json.dumps({"id": "chatcmpl-bench", "object": "chat.completion", "model": body["model"],
-                           "choices": [{"index": 0, "message": {"role": "assistant", "content": caption},
-                                        "finish_reason": "stop"}]}).encode()
+        data = json.dumps({"choices": [{"message": {"role": "assistant", "content": caption}}]}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))

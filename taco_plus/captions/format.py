@@ -20,9 +20,6 @@ FORMAT_NAME = "taco-plus-captions"
 FORMAT_VERSION = 1
 STATS_KEYS = ("num_images", "num_captions", "words_per_caption", "clip_tokens_per_caption",
               "share_over_38_tokens", "share_over_77_tokens")
-TOKENIZER_DESCRIPTION = "open_clip SimpleTokenizer (CLIP ViT-B-32 BPE); counts include start/end of text"
-TACO_TEXT_LENGTH = 38  # TACO's padded text length
-CLIP_CONTEXT_LENGTH = 77  # CLIP's positional-embedding length
 
 
 class CaptionFormatError(ValueError):
@@ -99,9 +96,9 @@ def caption_stats(captions: Mapping[str, Iterable[str]]) -> dict:
         "num_captions": len(texts),
         "words_per_caption": _summary([len(t.split()) for t in texts]),
         "clip_tokens_per_caption": _summary(tokens),
-        "share_over_38_tokens": round(sum(t > TACO_TEXT_LENGTH for t in tokens) / len(texts), 4),
-        "share_over_77_tokens": round(sum(t > CLIP_CONTEXT_LENGTH for t in tokens) / len(texts), 4),
-        "tokenizer": TOKENIZER_DESCRIPTION,
+        "share_over_38_tokens": round(sum(t > 38 for t in tokens) / len(texts), 4),  # TACO's text length
+        "share_over_77_tokens": round(sum(t > 77 for t in tokens) / len(texts), 4),  # CLIP's context
+        "tokenizer": "open_clip SimpleTokenizer (CLIP ViT-B-32 BPE); counts include start/end of text",
     }
 
 
@@ -176,7 +173,8 @@ def parse_caption_set(data: Any, path: os.PathLike | str) -> CaptionSet:
         check(image_id in captions, f'provenance["usage"] names {image_id!r}, which has no captions')
         check(isinstance(entries, list) and len(entries) == len(captions[image_id]),
               f'provenance["usage"][{image_id!r}] must list one entry per caption')
-        check(all(e is None or (isinstance(e, dict) and all(_is_count(v) for v in e.values())) for e in entries),
+        check(all(e is None or (isinstance(e, dict) and all(v is None or (type(v) is int and v >= 0)
+                                                             for v in e.values())) for e in entries),
               f'provenance["usage"][{image_id!r}]: entries are token-count objects or null')
 
     stats = data.get("stats")
@@ -216,10 +214,6 @@ def parse_caption_mapping(data: Any, path: os.PathLike | str, where: str = "",
                 raise CaptionFormatError(path, f"{here}[{i}]: expected a string, got {_kind(caption)}")
         out[image_id] = value
     return out
-
-
-def _is_count(value: Any) -> bool:
-    return value is None or (type(value) is int and value >= 0)
 
 
 def _kind(value: Any) -> str:

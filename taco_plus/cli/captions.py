@@ -108,7 +108,7 @@ def _stats(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from taco_plus.captions.skimage_photos import export_skimage_photos
 
-    print("\n".join(map(str, export_skimage_photos(args.out_dir))))
+    print(*export_skimage_photos(args.out_dir), sep="\n")
     return 0
 
 
