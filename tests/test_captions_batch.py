@@ -21,7 +21,7 @@ from captions_support import (  # noqa: F401 - fixtures
 )
 
 from taco_plus.captions import load_caption_set
-from taco_plus.captions.prompts import load_prompt
+from taco_plus.captions.regenerate.config import load_prompt
 from taco_plus.captions.regenerate import regenerate
 from taco_plus.captions.regenerate.batch import write_request_files
 from taco_plus.captions.regenerate.runner import build_request, collect_jobs, request_signature

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from taco_plus.captions.prompts import load_prompt
+from taco_plus.captions.regenerate.config import load_prompt
 from taco_plus.captions.regenerate import RegenerateConfig, regenerate
 from taco_plus.captions.regenerate.run import image_tokens, load_prices
 from taco_plus.captions.regenerate.journal import open_journal
@@ -88,7 +88,6 @@ def test_dry_run_arithmetic_by_hand(tmp_path, monkeypatch):
 def test_dry_run_skips_captioned_images_and_unknown_prices(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     cfg = _setup(tmp_path)
-    from taco_plus.captions.prompts import load_prompt
     from taco_plus.captions.regenerate.runner import request_signature
 
     with open_journal(cfg.journal_path, request_signature(cfg, load_prompt(cfg.prompt), []), False) as journal:

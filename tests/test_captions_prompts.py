@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from taco_plus.captions.prompts import PROMPTS_DIR, PromptError, load_prompt
+from taco_plus.captions.regenerate.config import PROMPTS_DIR, PromptError, load_prompt
 
 
 def test_bundled_prompts_load_and_render():
     detailed = load_prompt()  # the default
-    assert detailed.provenance() == {"file": "detailed_scene_v1.txt", "sha256": detailed.sha256,
-                                     "name": "detailed_scene", "version": "1"}
+    assert (detailed.meta["name"], detailed.meta["version"]) == ("detailed_scene", "1")
     assert detailed.path == PROMPTS_DIR / "detailed_scene_v1.txt"
     assert "100 to 250 words" in detailed.render()
     assert detailed.expected_words() == 175

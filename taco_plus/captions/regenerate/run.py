@@ -13,9 +13,8 @@ from typing import Iterator, Optional
 
 from taco_plus.captions.checks import find_problems
 from taco_plus.captions.format import Provenance, build_caption_set, save_caption_set
-from taco_plus.captions.prompts import PromptTemplate, load_prompt
 from taco_plus.captions.regenerate.batch import BatchRunner, parse_results, write_request_files
-from taco_plus.captions.regenerate.config import RegenerateConfig, RegenerateError
+from taco_plus.captions.regenerate.config import PromptTemplate, RegenerateConfig, RegenerateError, load_prompt
 from taco_plus.captions.regenerate.journal import open_journal, read_journal
 from taco_plus.captions.regenerate.online import OnlineRunner
 from taco_plus.captions.regenerate.runner import (UNREADABLE, Job, build_request, collect_jobs, prompt_text,
@@ -107,7 +106,9 @@ def regenerate(cfg: RegenerateConfig) -> RegenerateReport:
         parameters["modes"] = sorted({r.get("mode", "online") for r in records.values()})
         parameters["base_url"] = public_base_url(cfg.base_url) or "https://api.openai.com/v1"
         provenance = Provenance(
-            source=SOURCE, model=cfg.model, prompt=prompt.provenance(), parameters=parameters,
+            source=SOURCE, model=cfg.model, parameters=parameters, prompt={
+                "file": prompt.path.name, "sha256": prompt.sha256, "name": prompt.meta.get("name", prompt.path.stem),
+                "version": prompt.meta.get("version", "0")},
             origin={"file": cfg.captions.name, "sha256": file_sha256(cfg.captions)} if cfg.captions else None,
             usage={image_id: [r.get("usage")] for image_id, r in records.items()}, missing_images=list(report.missing),
             notes=[f"per-request details (attempts, response ids) are in {cfg.journal_path.name}"])

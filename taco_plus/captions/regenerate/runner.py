@@ -17,8 +17,7 @@ from PIL import Image, ImageOps
 
 from taco_plus.captions.convert import list_images
 from taco_plus.captions.format import utc_now
-from taco_plus.captions.prompts import PromptTemplate
-from taco_plus.captions.regenerate.config import RegenerateConfig, RegenerateError
+from taco_plus.captions.regenerate.config import PromptTemplate, RegenerateConfig, RegenerateError
 from taco_plus.captions.regenerate.journal import Journal
 from taco_plus.captions.sources import CaptionSetSource, captions_fingerprint
 
