@@ -121,7 +121,7 @@ def _regenerate(args: argparse.Namespace) -> int:
     except FatalAPIError as err:
         raise CLIError(f"stopped: {err}. Finished captions are kept in the journal; fix the problem and "
                        "re-run with --resume") from None
-    except ValueError as err:  # RegenerateError, CaptionFormatError, PromptError, bad settings
+    except ValueError as err:  # RegenerateError, CaptionFormatError, bad settings
         raise CLIError(str(err)) from None
     except KeyboardInterrupt:
         print("\ninterrupted: finished captions are in the journal (batches keep running on the server); "

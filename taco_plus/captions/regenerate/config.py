@@ -19,7 +19,7 @@ _CONTEXT_MARKER = "--- original caption ---"
 
 
 class RegenerateError(ValueError):
-    """A run that cannot start as asked (the message says why)."""
+    """A run that cannot start as asked, a malformed prompt template included (the message says why)."""
 
 
 def option(*default: Any, **argparse_kwargs: Any) -> Any:
@@ -91,10 +91,6 @@ class RegenerateConfig:
         return self.out.with_name(self.out.stem + ".batch")
 
 
-class PromptError(ValueError):
-    """A malformed prompt template; the message names the file."""
-
-
 @dataclass(frozen=True)
 class PromptTemplate:
     """A parsed prompt file: ``sha256`` of its bytes, header ``meta``, ``body`` (sent with
@@ -112,7 +108,7 @@ class PromptTemplate:
     def _target(self, target_words: Optional[int]) -> Optional[str | int]:
         target = target_words or self.meta.get("target_words")
         if self.uses_target_words() and not target:
-            raise PromptError(f"{self.path}: needs a target length (--target-words)")
+            raise RegenerateError(f"{self.path}: needs a target length (--target-words)")
         return target
 
     def expected_words(self, target_words: Optional[int] = None) -> int:
@@ -128,7 +124,7 @@ class PromptTemplate:
         if original_caption is None:
             return text
         if self.context is None:
-            raise PromptError(f"{self.path}: has no '{_CONTEXT_MARKER}' part for the original caption")
+            raise RegenerateError(f"{self.path}: has no '{_CONTEXT_MARKER}' part for the original caption")
         return text + "\n\n" + self.context.format(original_caption=original_caption.strip(), target_words=target)
 
 
@@ -136,7 +132,7 @@ def _fields(text: str, path: Path) -> set[str]:
     try:
         return {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
     except ValueError as err:
-        raise PromptError(f"{path}: bad placeholder syntax ({err}); write literal braces as {{{{ }}}}") from None
+        raise RegenerateError(f"{path}: bad placeholder syntax ({err}); write literal braces as {{{{ }}}}") from None
 
 
 def load_prompt(name_or_path: os.PathLike | str | None = None) -> PromptTemplate:
@@ -150,26 +146,26 @@ def load_prompt(name_or_path: os.PathLike | str | None = None) -> PromptTemplate
     raw = path.read_bytes()
     header, sep, rest = raw.decode("utf-8").partition("\n---\n")
     if not sep:
-        raise PromptError(f"{path}: missing the '---' line that ends the header")
+        raise RegenerateError(f"{path}: missing the '---' line that ends the header")
     meta = {}
     for line in filter(None, (line.strip() for line in header.splitlines())):
         if not line.startswith("#"):
-            raise PromptError(f"{path}: header lines must start with '#': {line!r}")
+            raise RegenerateError(f"{path}: header lines must start with '#': {line!r}")
         key, colon, value = line[1:].partition(":")
         if colon and key.strip().replace("_", "").isalnum():  # "# some remark: ..." is a comment
             meta[key.strip()] = value.strip()
     body, marker, context = rest.partition(f"\n{_CONTEXT_MARKER}\n")
     body, context = body.strip(), (context.strip() if marker else None)
     if not body:
-        raise PromptError(f"{path}: the prompt text is empty")
+        raise RegenerateError(f"{path}: the prompt text is empty")
     unknown = _fields(body, path) - {"target_words"}
     if context is not None:
         if "original_caption" not in _fields(context, path):
-            raise PromptError(f"{path}: the original-caption part must contain {{original_caption}}")
+            raise RegenerateError(f"{path}: the original-caption part must contain {{original_caption}}")
         unknown |= _fields(context, path) - {"original_caption", "target_words"}
     if unknown:
-        raise PromptError(f"{path}: unknown placeholders {sorted(unknown)}")
+        raise RegenerateError(f"{path}: unknown placeholders {sorted(unknown)}")
     for key in ("expected_words", "target_words"):
         if key in meta and not meta[key].isdigit():
-            raise PromptError(f"{path}: header {key!r} must be a whole number, got {meta[key]!r}")
+            raise RegenerateError(f"{path}: header {key!r} must be a whole number, got {meta[key]!r}")
     return PromptTemplate(path, hashlib.sha256(raw).hexdigest(), meta, body, context)
