@@ -11,7 +11,8 @@ from collections import defaultdict
 from functools import cached_property
 from pathlib import Path
 
-from taco_plus.captions.format import FORMAT_NAME, CaptionFormatError, parse_caption_mapping, parse_caption_set, read_json
+from taco_plus.captions.format import (FORMAT_NAME, CaptionFormatError, parse_caption_mapping, parse_caption_set,
+                                       read_json)
 
 
 class UnknownImageError(KeyError):
@@ -95,7 +96,7 @@ class CocoCaptionsSource(CaptionSource):
             if not isinstance(ann, dict) or not isinstance(ann.get("caption"), str):
                 raise CaptionFormatError(self.path, f"annotations[{i}] lacks image_id or a caption string")
             if ann.get("image_id") not in file_names:
-                raise CaptionFormatError(self.path, f"annotations[{i}] refers to unknown image id {ann.get('image_id')}")
+                raise CaptionFormatError(self.path, f"annotations[{i}] names unknown image id {ann.get('image_id')}")
             by_image[file_names[ann["image_id"]]].append((ann.get("id", i), ann["caption"].strip()))
         self._captions = {name: [c for _, c in sorted(by_image[name])] for name in sorted(by_image)}
         self.uncaptioned = sorted(set(file_names.values()) - set(self._captions))  # val2017 has some

@@ -91,12 +91,12 @@ def _stats(args: argparse.Namespace) -> int:
     coco = not hasattr(source, "caption_set")
     stored = None if coco else source.caption_set
     kind = "COCO captions file" if coco else f"caption set {stored.name!r}" if stored else "plain caption file"
-    w, t = stats["words_per_caption"], stats["clip_tokens_per_caption"]
     print(f"{args.path}: {kind}; fingerprint {source.fingerprint[:16]}\n"
-          f"images: {stats['num_images']}  captions: {stats['num_captions']}\n"
-          f"words per caption:       mean {w['mean']}  median {w['median']}  p95 {w['p95']}  range {w['min']}-{w['max']}\n"
-          f"CLIP tokens per caption: mean {t['mean']}  median {t['median']}  p95 {t['p95']}  range {t['min']}-{t['max']}\n"
-          f"over 38 tokens (TACO's text length): {100 * stats['share_over_38_tokens']:.1f}%   "
+          f"images: {stats['num_images']}  captions: {stats['num_captions']}")
+    for label, s in (("words per caption:      ", stats["words_per_caption"]),
+                     ("CLIP tokens per caption:", stats["clip_tokens_per_caption"])):
+        print(f"{label} mean {s['mean']}  median {s['median']}  p95 {s['p95']}  range {s['min']}-{s['max']}")
+    print(f"over 38 tokens (TACO's text length): {100 * stats['share_over_38_tokens']:.1f}%   "
           f"over 77 (CLIP's context): {100 * stats['share_over_77_tokens']:.1f}%")
     if stored is not None and {k: stored.stats.get(k) for k in stats} != stats:
         print("warning: the statistics stored in the file differ from the recomputed ones", file=sys.stderr)
