@@ -134,8 +134,8 @@ def request_signature(cfg: RegenerateConfig, prompt: PromptTemplate, jobs: list[
     """Settings that change the answers, with the fingerprint of the ``jobs``' original captions
     if they are given as context; a resumed run must keep them."""
     originals = {j.image_id: [j.original] for j in jobs if j.original} if cfg.with_original else {}
-    return {"model": cfg.model, "prompt_sha256": prompt.sha256,
-            "target_words": cfg.target_words if prompt.uses_target_words() else None, "with_original": cfg.with_original,
+    target = cfg.target_words if prompt.uses_target_words() else None
+    return {"model": cfg.model, "prompt_sha256": prompt.sha256, "target_words": target, "with_original": cfg.with_original,
             "originals_sha256": captions_fingerprint(originals) if originals else None,
             **{k: getattr(cfg, k) for k in ("temperature", "max_tokens", "detail", "max_side")},
             "jpeg_quality": JPEG_QUALITY, "min_words": cfg.min_words}
