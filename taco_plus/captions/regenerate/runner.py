@@ -135,7 +135,8 @@ def request_signature(cfg: RegenerateConfig, prompt: PromptTemplate, jobs: list[
     if they are given as context; a resumed run must keep them."""
     originals = {j.image_id: [j.original] for j in jobs if j.original} if cfg.with_original else {}
     target = cfg.target_words if prompt.uses_target_words() else None
-    return {"model": cfg.model, "prompt_sha256": prompt.sha256, "target_words": target, "with_original": cfg.with_original,
+    return {"model": cfg.model, "prompt_sha256": prompt.sha256, "target_words": target,
+            "with_original": cfg.with_original,
             "originals_sha256": captions_fingerprint(originals) if originals else None,
             **{k: getattr(cfg, k) for k in ("temperature", "max_tokens", "detail", "max_side")},
             "jpeg_quality": JPEG_QUALITY, "min_words": cfg.min_words}
