@@ -15,6 +15,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import itertools
 import json
 import socket
@@ -29,7 +31,50 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator, Optional
 
-from taco_plus.bench.captions import caption_for, chat_completion, inspect_request
+from PIL import Image
+
+from taco_plus.captions.regenerate.run import image_tokens
+
+CAPTION = ("A test photograph of {w}x{h} pixels with soft daylight from the left, a textured wooden surface, "
+           "muted green and brown tones, fine grain, sharp edges in the foreground and a gently blurred "
+           "background behind the subject, seen at eye level.")
+
+
+def inspect_request(body: dict) -> tuple[str, Optional[tuple[int, int]], str]:
+    """Prompt text, decoded image size and ``detail`` of a chat-completions request body."""
+    prompt, size, detail = "", None, "auto"
+    for message in body.get("messages", []):
+        content = message.get("content")
+        for part in content if isinstance(content, list) else [{"type": "text", "text": content or ""}]:
+            if part.get("type") == "text":
+                prompt += part.get("text", "")
+            elif part.get("type") == "image_url":
+                detail = part["image_url"].get("detail", "auto")
+                data = base64.b64decode(part["image_url"]["url"].split(",", 1)[1])
+                with Image.open(io.BytesIO(data)) as img:  # reads the header only
+                    size = img.size
+    return prompt, size, detail
+
+
+def chat_completion(body: dict, text: Optional[str], refusal: Optional[str] = None, n: int = 0) -> dict:
+    """A chat-completion response to ``body`` with usage counted like gpt-4o's."""
+    prompt, size, detail = inspect_request(body)
+    prompt_tokens = len(prompt) // 4 + (image_tokens(*size, detail) if size else 0)
+    completion_tokens = round(len((text or refusal or "").split()) / 0.75)
+    return {
+        "id": f"chatcmpl-{n}", "object": "chat.completion", "created": int(time.time()),
+        "model": body.get("model", "local"),
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": refusal},
+                     "finish_reason": "stop", "logprobs": None}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens},
+    }
+
+
+def caption_for(body: dict) -> str:
+    """The caption the server answers: it names the image size, so tests can match it to its image."""
+    size = inspect_request(body)[1] or (0, 0)
+    return CAPTION.format(w=size[0], h=size[1])
 
 
 def _error(message: str, code: Optional[str]) -> dict:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from taco_plus.captions.regenerate.batch import result_answer
-from taco_plus.captions.regenerate.requests import Answer, MalformedResponse, answer_problem, parse_completion
-from taco_plus.captions.regenerate.runner import Redactor, public_base_url
+from taco_plus.captions.regenerate.batch import parse_results
+from taco_plus.captions.regenerate.runner import Answer, answer_problem, parse_completion, public_base_url, redact
 
 LONG = "A red door with a brass knocker set in a weathered brick wall, lit by low afternoon sun."
 
@@ -40,25 +41,29 @@ def test_parse_completion():
     del data["usage"]
     assert parse_completion(data).usage == {"prompt_tokens": 0, "completion_tokens": 0}
     for bad in ({}, {"choices": []}, {"choices": [{}]}, "text", {"choices": [{"message": {"content": 3}}]}):
-        with pytest.raises(MalformedResponse):
+        with pytest.raises(ValueError, match="not a chat completion"):
             parse_completion(bad)
 
 
 def test_batch_result_lines():
-    ok = {"custom_id": "a", "response": {"status_code": 200, "body": {"choices": [{"message": {"content": LONG}}]}}}
-    assert result_answer(ok)[0].text == LONG
-    assert result_answer({"custom_id": "a", "error": {"code": "x", "message": "boom"}}) == (None, "x: boom")
-    failed = {"custom_id": "a", "response": {"status_code": 500, "body": {"error": {"message": "oops"}}}}
-    assert result_answer(failed) == (None, "HTTP 500: oops")
-    assert "malformed" in result_answer({"custom_id": "a", "response": {"status_code": 200, "body": {}}})[1]
-    vllm_error = {"id": "x", "custom_id": "a", "response": {"status_code": 400, "request_id": "r", "body": None},
-                  "error": "image too large"}  # how vllm run-batch reports a failed line
-    assert result_answer(vllm_error) == (None, "HTTP 400: image too large")
+    lines = [{"custom_id": "ok", "response": {"status_code": 200, "body": {"choices": [{"message": {"content": LONG}}]}}},
+             {"custom_id": "err", "error": {"code": "x", "message": "boom"}},
+             {"custom_id": "500", "response": {"status_code": 500, "body": {"error": {"message": "oops"}}}},
+             {"custom_id": "bad", "response": {"status_code": 200, "body": {}}},
+             {"id": "x", "custom_id": "vllm", "response": {"status_code": 400, "request_id": "r", "body": None},
+              "error": "image too large"}]  # how vllm run-batch reports a failed line
+    results = parse_results(b"\n".join(json.dumps(x).encode() for x in lines) + b"\n{broken\n\n")
+    assert results["ok"][0].text == LONG and results["ok"][1] is None
+    assert results["err"] == (None, "x: boom")
+    assert results["500"] == (None, "HTTP 500: oops")
+    assert results["bad"][0] is None and "malformed" in results["bad"][1]
+    assert results["vllm"] == (None, "HTTP 400: image too large")
+    assert len(results) == 5  # unreadable lines name no request
 
 
 def test_redaction_and_public_url():
-    redact = Redactor("sk-abcdefgh12345")
-    assert redact("Incorrect API key provided: sk-abcdefgh12345.") == "Incorrect API key provided: [redacted]."
-    assert Redactor("local")("local server") == "local server"  # placeholder keys are not secrets
+    key = "sk-abcdefgh12345"
+    assert redact(f"Incorrect API key provided: {key}.", key) == "Incorrect API key provided: [redacted]."
+    assert redact("local server", "local") == "local server"  # placeholder keys are not secrets
     assert public_base_url("http://user:pw@example.org:8000/v1?x=1") == "http://example.org:8000/v1"
     assert public_base_url(None) is None

@@ -21,22 +21,22 @@ from captions_support import (  # noqa: F401 - fixtures
 )
 
 from taco_plus.captions import load_caption_set
-from taco_plus.captions.prompts import load_prompt
+from taco_plus.captions.regenerate.config import load_prompt
 from taco_plus.captions.regenerate import regenerate
 from taco_plus.captions.regenerate.batch import write_request_files
-from taco_plus.captions.regenerate.requests import build_request, collect_jobs, request_signature
-from taco_plus.captions.regenerate.journal import Journal
+from taco_plus.captions.regenerate.runner import build_request, collect_jobs, request_signature
+from taco_plus.captions.regenerate.journal import open_journal
 from taco_plus.cli import main
 
 
 def test_write_request_files_respects_both_limits(tmp_path):
     items = [(f"id{i}", {"n": "x" * (10 * i)}) for i in range(7)]
-    files = list(write_request_files(iter(items), tmp_path, "r", max_requests=3, max_bytes=10_000))
+    files = list(write_request_files(iter(items), tmp_path, "r", 3, 10_000, on_oversize=None))
     assert [ids for _, ids in files] == [["id0", "id1", "id2"], ["id3", "id4", "id5"], ["id6"]]
     sizes = [len(json.dumps({"custom_id": i, "method": "POST", "url": "/v1/chat/completions", "body": b},
                             separators=(",", ":"))) + 1 for i, b in items]
     limit = sizes[0] + sizes[1]  # room for two short lines, then one line per file
-    files = list(write_request_files(iter(items), tmp_path, "s", max_requests=100, max_bytes=limit))
+    files = list(write_request_files(iter(items), tmp_path, "s", 100, limit, on_oversize=None))
     assert [ids for _, ids in files][0] == ["id0", "id1"]
     for path, ids in files:
         assert path.stat().st_size <= limit
@@ -46,8 +46,6 @@ def test_write_request_files_respects_both_limits(tmp_path):
     files = list(write_request_files(iter(items), tmp_path, "t", 100, sizes[3], lambda i, n: skipped.append(i)))
     assert skipped == ["id4", "id5", "id6"]
     assert [ids for _, ids in files] == [["id0"], ["id1"], ["id2"], ["id3"]]
-    with pytest.raises(ValueError, match="over the 10-byte limit"):
-        list(write_request_files(iter(items), tmp_path, "u", 100, 10))
 
 
 def test_batch_round_trip_with_failed_lines(tmp_path, fake_server, api_key):
@@ -91,21 +89,6 @@ def test_rounds_are_bounded(tmp_path, fake_server, api_key):
     assert len(fake_server.batches) == 2
 
 
-@pytest.mark.slow
-def test_killed_batch_run_resumes_by_batch_id(tmp_path, fake_server, api_key):
-    make_images(tmp_path / "images", 3)
-    fake_server.batch_polls = 10**9  # the batch stays in progress while the first run waits
-    cfg = fast_config(tmp_path, fake_server, mode="batch", poll_interval=0.05)
-    run_and_kill(cfg, until=lambda text: '"type":"batch"' in text)
-    assert len(fake_server.batches) == 1 and not cfg.out.exists()
-
-    fake_server.batch_polls = 1
-    report = regenerate(fast_config(tmp_path, fake_server, mode="batch", resume=True))
-    assert report.captioned == 3
-    assert len(fake_server.batches) == 1  # collected, not submitted again
-    assert [r["type"] for r in journal_records(cfg.journal_path)].count("caption") == 3
-
-
 def test_upload_without_journaled_batch_finds_the_existing_batch(tmp_path, fake_server, api_key):
     """A crash between creating a batch and journaling its id must not create a second one."""
     make_images(tmp_path / "images", 2)
@@ -113,7 +96,7 @@ def test_upload_without_journaled_batch_finds_the_existing_batch(tmp_path, fake_
     prompt = load_prompt(cfg.prompt)
     jobs = collect_jobs(cfg)
     (path, ids), = write_request_files(
-        ((j.image_id, build_request(j, cfg, prompt)[0]) for j in jobs), tmp_path, "pre", 100, 10**8
+        ((j.image_id, build_request(j, cfg, prompt)) for j in jobs), tmp_path, "pre", 100, 10**8, None
     )
     import openai
 
@@ -121,7 +104,7 @@ def test_upload_without_journaled_batch_finds_the_existing_batch(tmp_path, fake_
     with open(path, "rb") as fh:
         uploaded = client.files.create(file=fh, purpose="batch")
     client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
-    with Journal.open(cfg.journal_path, request_signature(cfg, prompt, None), resume=False) as journal:
+    with open_journal(cfg.journal_path, request_signature(cfg, prompt, jobs), resume=False) as journal:
         journal.append({"type": "upload", "file_id": uploaded.id, "file": path.name, "image_ids": ids})
 
     report = regenerate(cfg)
@@ -130,17 +113,21 @@ def test_upload_without_journaled_batch_finds_the_existing_batch(tmp_path, fake_
 
 @pytest.mark.slow
 def test_killed_run_resumes_across_batches(tmp_path, fake_server, api_key):
+    """A SIGKILLed batch run, resumed, collects the batches it created and submits the rest."""
     ids = make_images(tmp_path / "images", 6)
     fake_server.batch_polls = 10**9  # batches stay in progress while the first run is killed
     cfg = fast_config(tmp_path, fake_server, mode="batch", batch_max_requests=2, poll_interval=0.05)
     run_and_kill(cfg, until=lambda text: '"type":"batch"' in text)  # after the first of three batches
+    assert len(fake_server.batches) >= 1 and not cfg.out.exists()
 
     fake_server.batch_polls = 1
     report = regenerate(fast_config(tmp_path, fake_server, mode="batch", batch_max_requests=2, resume=True))
     assert report.captioned == 6 and report.missing == {}
-    uploads = [r["image_ids"] for r in journal_records(cfg.journal_path) if r["type"] == "upload"]
+    records = journal_records(cfg.journal_path)
+    uploads = [r["image_ids"] for r in records if r["type"] == "upload"]
     assert sorted(i for u in uploads for i in u) == ids  # each image sent in exactly one batch
-    assert len(fake_server.batches) == 3 and all(len(u) <= 2 for u in uploads)
+    assert len(fake_server.batches) == 3 and all(len(u) <= 2 for u in uploads)  # none submitted twice
+    assert sorted(r["image_id"] for r in records if r["type"] == "caption") == ids
 
 
 def test_request_files_run_on_a_local_server_and_merge_back(tmp_path, fake_server, monkeypatch):

@@ -17,12 +17,10 @@ from taco_plus.cli import main
 
 
 def test_kodak_ofa_flags_kodim17():
-    result = convert_ofa(shared_path("data", "captions", "kodak_ofa.json"))
-    caption_set = result.caption_set
+    caption_set = convert_ofa(shared_path("data", "captions", "kodak_ofa.json"))
     assert caption_set.name == "kodak_ofa" and len(caption_set.captions) == 24
-    assert list(result.problems) == ["kodim17.png"]
-    assert "U+FFFD" in result.problems["kodim17.png"][0]
-    assert caption_set.issues == result.problems
+    assert list(caption_set.issues) == ["kodim17.png"]
+    assert "U+FFFD" in caption_set.issues["kodim17.png"][0]
     assert "\ufffd" in caption_set.captions["kodim17.png"][0]  # kept verbatim by default
     assert caption_set.provenance.model == "OFA"
     assert len(caption_set.provenance.origin["sha256"]) == 64
@@ -30,27 +28,29 @@ def test_kodak_ofa_flags_kodim17():
 
 
 def test_drop_bad_removes_broken_captions():
-    result = convert_ofa(shared_path("data", "captions", "kodak_ofa.json"), drop_bad=True)
-    assert result.dropped == ["kodim17.png"]
-    assert "kodim17.png" not in result.caption_set.captions and len(result.caption_set.captions) == 23
-    assert result.caption_set.issues == {}
+    caption_set = convert_ofa(shared_path("data", "captions", "kodak_ofa.json"), drop_bad=True)
+    assert "kodim17.png" not in caption_set.captions and len(caption_set.captions) == 23
+    assert caption_set.issues == {}
+    (note,) = caption_set.provenance.notes
+    assert "(kodim17.png: contains 2 U+FFFD" in note and "1 of them left without any: ['kodim17.png']" in note
 
 
 def test_clic_ofa_converts():
-    result = convert_ofa(shared_path("data", "captions", "clic_ofa.json"))
-    assert len(result.caption_set.captions) == 428
-    assert all(caption_problems(c[0]) for i, c in result.caption_set.captions.items() if i in result.problems)
+    caption_set = convert_ofa(shared_path("data", "captions", "clic_ofa.json"))
+    assert len(caption_set.captions) == 428 and len(caption_set.issues) == 1
+    assert all(caption_problems(caption_set.captions[i][0]) for i in caption_set.issues)
 
 
-def test_coco_val_reports_images_without_captions():
+def test_coco_val_reports_images_without_captions(capsys, tmp_path):
     root = shared_path("data", "coco_mini")
-    result = convert_coco(root / "annotations" / "captions_val2017.json", image_dir=root / "val2017")
-    assert result.caption_set.name == "coco_captions_val2017"
-    assert len(result.caption_set.captions) == 79
-    assert result.caption_set.stats["num_captions"] == 395
-    assert len(result.uncaptioned) == 80
-    assert result.caption_set.provenance.missing_images == result.uncaptioned
-    assert "80 images without captions" in result.report()
+    caption_set = convert_coco(root / "annotations" / "captions_val2017.json", image_dir=root / "val2017")
+    assert caption_set.name == "coco_captions_val2017"
+    assert len(caption_set.captions) == 79
+    assert caption_set.stats["num_captions"] == 395
+    assert len(caption_set.provenance.missing_images) == 80
+    assert main(["captions", "convert", "coco", str(root / "annotations" / "captions_val2017.json"),
+                 "--image-dir", str(root / "val2017"), "--out", str(tmp_path / "coco.json")]) == 0
+    assert "80 images without captions: " in capsys.readouterr().out
 
 
 def test_cli_convert_then_stats(tmp_path, capsys):
@@ -77,21 +77,15 @@ def test_quickstart_set_matches_exported_photos(tmp_path):
     assert list(caption_set.captions) == list(SKIMAGE_PHOTO_IDS)
     assert caption_set.provenance.source == "written for taco-plus"
     assert caption_set.issues == {}
-    paths = export_skimage_photos(tmp_path, ids=["chelsea.png", "coffee.png"])
-    assert [p.name for p in paths] == ["chelsea.png", "coffee.png"]
-    with Image.open(paths[0]) as img:
-        assert img.mode == "RGB" and img.size == (451, 300)
-    with pytest.raises(KeyError, match="not a bundled"):
-        export_skimage_photos(tmp_path, ids=["lena.png"])
-
-
-@pytest.mark.slow
-def test_every_quickstart_photo_exports_as_rgb(tmp_path):
     paths = export_skimage_photos(tmp_path)
     assert [p.name for p in paths] == list(SKIMAGE_PHOTO_IDS)
     for path in paths:
         pixels = np.asarray(Image.open(path))
-        assert pixels.ndim == 3 and pixels.shape[2] == 3 and pixels.std() > 10
+        assert pixels.ndim == 3 and pixels.shape[2] == 3 and pixels.dtype == np.uint8 and pixels.std() > 10
+    assert Image.open(tmp_path / "chelsea.png").size == (451, 300)
+    assert export_skimage_photos(tmp_path / "two", ids=["coffee.png"]) == [tmp_path / "two" / "coffee.png"]
+    with pytest.raises(KeyError, match="not a bundled"):
+        export_skimage_photos(tmp_path, ids=["lena.png"])
 
 
 BAD = '{"a.png": "a red door", "b.png": "", "c.png": "bad \\ud800 text", "d.png": ["", "two boats"]}'
@@ -121,8 +115,8 @@ def test_empty_coco_caption_is_flagged(tmp_path):
     path.write_text(json.dumps({"images": [{"id": 1, "file_name": "1.jpg"}],
                                 "annotations": [{"id": 1, "image_id": 1, "caption": "  "},
                                                 {"id": 2, "image_id": 1, "caption": "a cat"}]}))
-    assert convert_coco(path).problems == {"1.jpg": ["caption 0: empty caption"]}
-    assert convert_coco(path, drop_bad=True).caption_set.captions == {"1.jpg": ["a cat"]}
+    assert convert_coco(path).issues == {"1.jpg": ["caption 0: empty caption"]}
+    assert convert_coco(path, drop_bad=True).captions == {"1.jpg": ["a cat"]}
 
 
 @pytest.mark.parametrize("policy, expected", [

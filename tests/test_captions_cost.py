@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from taco_plus.captions.prompts import load_prompt
+from taco_plus.captions.regenerate.config import load_prompt
 from taco_plus.captions.regenerate import RegenerateConfig, regenerate
-from taco_plus.captions.regenerate.cost import image_tokens, load_prices
-from taco_plus.captions.regenerate.journal import Journal
+from taco_plus.captions.regenerate.run import image_tokens, load_prices
+from taco_plus.captions.regenerate.journal import open_journal
 from taco_plus.cli import main
 
 
@@ -59,17 +59,18 @@ def test_dry_run_arithmetic_by_hand(tmp_path, monkeypatch):
     est = report.estimate
     # Per request: 400 characters / 4 = 100 text tokens + 7 chat overhead = 107.
     # Images: 1000x800 -> 960x768 -> 2x2 tiles -> 85 + 4*170 = 765; 300x200 -> 1 tile -> 255.
-    assert est.requests == 2
-    assert est.input_tokens == 2 * 107 + 765 + 255 == 1234
+    assert est["requests"] == 2
+    assert est["input_tokens"] == 2 * 107 + 765 + 255 == 1234
     # Expected answer: 75 words / 0.75 words per token = 100 tokens; at most max_tokens=300.
-    assert est.output_tokens == 200 and est.max_output_tokens == 600
-    assert est.cost(est.output_tokens) == pytest.approx((1234 * 2.0 + 200 * 8.0) / 1e6)  # $0.004068
-    assert est.cost(est.output_tokens, batch=True) == pytest.approx(0.002034)
-    assert est.cost(est.max_output_tokens) == pytest.approx((1234 * 2.0 + 600 * 8.0) / 1e6)
-    assert "$0.00 expected" in est.table()  # rounded to cents in the printout
+    assert est["output_tokens"] == 200 and est["max_output_tokens"] == 600
+    online, batch = est["usd"]["online"], est["usd"]["batch"]
+    assert online[0] == pytest.approx((1234 * 2.0 + 200 * 8.0) / 1e6)  # $0.004068
+    assert batch[0] == pytest.approx(0.002034)
+    assert online[1] == pytest.approx((1234 * 2.0 + 600 * 8.0) / 1e6)
+    assert "cost online (test-model): $0.00 expected, at most $0.01" in report.summary()  # rounded to cents
 
     low = regenerate(RegenerateConfig(**{**vars(cfg), "detail": "low"})).estimate
-    assert low.input_tokens == 2 * 107 + 2 * 85
+    assert low["input_tokens"] == 2 * 107 + 2 * 85
 
     assert report.request_files == [] and not cfg.batch_dir.exists()  # estimated from the headers alone
 
@@ -87,12 +88,11 @@ def test_dry_run_arithmetic_by_hand(tmp_path, monkeypatch):
 def test_dry_run_skips_captioned_images_and_unknown_prices(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     cfg = _setup(tmp_path)
-    from taco_plus.captions.prompts import load_prompt
-    from taco_plus.captions.regenerate.requests import request_signature
+    from taco_plus.captions.regenerate.runner import request_signature
 
-    with Journal.open(cfg.journal_path, request_signature(cfg, load_prompt(cfg.prompt), None), False) as journal:
+    with open_journal(cfg.journal_path, request_signature(cfg, load_prompt(cfg.prompt), []), False) as journal:
         journal.append({"type": "caption", "image_id": "big.png", "caption": "done"})
-    assert regenerate(cfg).estimate.requests == 1
+    assert regenerate(cfg).estimate["requests"] == 1
 
     rc = main(["captions", "regenerate", "--images", str(cfg.image_root), "--out", str(tmp_path / "o2.json"),
                "--model", "some-local-model", "--dry-run", "--base-url", "http://127.0.0.1:9/v1"])
@@ -106,7 +106,7 @@ def test_dry_run_reads_only_image_headers(tmp_path, monkeypatch, capsys):
     images = tmp_path / "train"
     images.mkdir()
     Image.fromarray(np.full((480, 640, 3), 90, np.uint8)).save(tmp_path / "one.jpg")  # COCO's usual size
-    for i in range(2000):
+    for i in range(300):
         os.link(tmp_path / "one.jpg", images / f"{i:012d}.jpg")
     monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: pytest.fail("a dry run decoded pixels"))
     assert main(["captions", "regenerate", "--images", str(images), "--out", str(tmp_path / "coco.json"),
@@ -114,4 +114,4 @@ def test_dry_run_reads_only_image_headers(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     prompt = load_prompt()
     per_image = math.ceil(len(prompt.render()) / 4) + 7 + 425  # 640x480: 2 tiles
-    assert "requests:              2,000" in out and f"input tokens (est.):   {2000 * per_image:,}" in out
+    assert "requests:              300" in out and f"input tokens (est.):   {300 * per_image:,}" in out

@@ -11,10 +11,11 @@ from taco_plus.captions.format import (
     CaptionFormatError,
     Provenance,
     build_caption_set,
+    caption_stats,
+    clip_token_count,
     load_caption_set,
     save_caption_set,
 )
-from taco_plus.captions.stats import caption_stats, clip_token_count
 
 
 def _valid(tmp_path):

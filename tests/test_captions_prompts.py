@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from taco_plus.captions.prompts import PROMPTS_DIR, PromptError, load_prompt
+from taco_plus.captions.regenerate.config import PROMPTS_DIR, RegenerateError, load_prompt
 
 
 def test_bundled_prompts_load_and_render():
     detailed = load_prompt()  # the default
-    assert detailed.name == "detailed_scene" and detailed.version == "1"
+    assert (detailed.meta["name"], detailed.meta["version"]) == ("detailed_scene", "1")
     assert detailed.path == PROMPTS_DIR / "detailed_scene_v1.txt"
     assert "100 to 250 words" in detailed.render()
     assert detailed.expected_words() == 175
@@ -49,16 +49,16 @@ def test_hash_covers_the_whole_file(tmp_path):
     ],
 )
 def test_malformed_templates(tmp_path, text, message):
-    with pytest.raises(PromptError, match=message):
+    with pytest.raises(RegenerateError, match=message):
         load_prompt(_write(tmp_path, text))
 
 
 def test_missing_context_part_and_target(tmp_path):
     plain = load_prompt(_write(tmp_path, "# name: x\n---\nDescribe it.\n"))
-    with pytest.raises(PromptError, match="no '--- original caption ---' part"):
+    with pytest.raises(RegenerateError, match="no '--- original caption ---' part"):
         plain.render(original_caption="a door")
     needs_target = load_prompt(_write(tmp_path, "# name: y\n---\nUse {target_words} words.\n"))
-    with pytest.raises(PromptError, match="--target-words"):
+    with pytest.raises(RegenerateError, match="--target-words"):
         needs_target.render()
 
 

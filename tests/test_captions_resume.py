@@ -17,8 +17,8 @@ from captions_support import (  # noqa: F401 - fixtures
 )
 
 from taco_plus.captions import load_caption_set
-from taco_plus.captions.regenerate import regenerate
-from taco_plus.captions.regenerate.journal import Journal, JournalError, read_journal
+from taco_plus.captions.regenerate import RegenerateError, regenerate
+from taco_plus.captions.regenerate.journal import open_journal, read_journal
 
 
 @pytest.mark.slow
@@ -65,10 +65,10 @@ def test_complete_last_record_without_newline_is_kept(tmp_path):
     header = {"type": "header", "journal_version": 1, "signature": {"model": "m"}}
     caption = {"type": "caption", "image_id": "a.png", "caption": "x"}
     path.write_text(json.dumps(header) + "\n" + json.dumps(caption))
-    with Journal.open(path, {"model": "m"}, resume=True) as journal:
-        assert "a.png" in journal.state.captions
+    with open_journal(path, {"model": "m"}, resume=True) as journal:
+        assert "a.png" in journal.captions
         journal.append({"type": "caption", "image_id": "b.png", "caption": "y"})
-        with pytest.raises(JournalError, match="second caption for 'a.png'"):
+        with pytest.raises(RegenerateError, match="second caption for 'a.png'"):
             journal.append({"type": "caption", "image_id": "a.png", "caption": "z"})
     assert [r["image_id"] for r in journal_records(path)[1:]] == ["a.png", "b.png"]
 
@@ -76,14 +76,14 @@ def test_complete_last_record_without_newline_is_kept(tmp_path):
 def test_damaged_middle_line_is_an_error(tmp_path):
     path = tmp_path / "j.jsonl"
     path.write_text('{"type": "header", "signature": {}}\n{garbage\n{"type": "failure", "image_id": "a"}\n')
-    with pytest.raises(JournalError, match="line 2 is unreadable"):
-        Journal.open(path, {}, resume=True)
+    with pytest.raises(RegenerateError, match="line 2 is unreadable"), open_journal(path, {}, resume=True):
+        pass
 
 
 def test_one_run_per_journal(tmp_path):
     path = tmp_path / "j.jsonl"
-    with Journal.open(path, {"model": "m"}, resume=False):
-        with pytest.raises(JournalError, match="in use by another regenerate run"):
-            Journal.open(path, {"model": "m"}, resume=True)
-    with Journal.open(path, {"model": "m"}, resume=True):  # released on close
+    with open_journal(path, {"model": "m"}, resume=False):
+        with pytest.raises(RegenerateError, match="in use by another regenerate run"), open_journal(path, {}, True):
+            pass
+    with open_journal(path, {"model": "m"}, resume=True):  # released on close
         pass

@@ -1,10 +1,6 @@
-"""Caption sets: a versioned file format, sources for training and evaluation,
-converters from the original caption files, statistics, and GPT-4o caption
-regeneration (``taco_plus.captions.regenerate``, the only part that uses the network).
-
-Importing this package is cheap: the CLIP tokenizer (statistics) and the openai SDK
-(regeneration) load only when used.
-"""
+"""Caption sets (``captions/FORMAT.md``): the file format, sources for training and
+evaluation, converters, statistics, and GPT-4o regeneration (``regenerate``, the only part
+that uses the network). See docs/captions.md."""
 
 from taco_plus.captions.format import (FORMAT_VERSION, CaptionFormatError, CaptionSet, Provenance, build_caption_set,
                                        load_caption_set, save_caption_set)

@@ -1,11 +1,6 @@
-"""Checks for broken caption text.
-
-Machine captions come with real defects: TACO's Kodak OFA file has, for kodim17,
-``"a statue of a woman holding a coconacci New K\\ufffd F\\ufffd"`` -- U+FFFD REPLACEMENT
-CHARACTERs, the mark of bytes that were not valid UTF-8. Such captions are reported
-(and recorded under ``issues`` in a caption set) instead of passing silently to the
-text encoder; training and evaluation apply their ``bad_caption`` policy to them.
-"""
+"""Broken caption text. Machine captions have real defects (TACO's Kodak OFA caption of
+kodim17 ends in U+FFFD garbage); they are reported and listed under a set's ``issues``,
+and training and evaluation apply their ``bad_caption`` policy to them."""
 
 from __future__ import annotations
 
@@ -13,12 +8,7 @@ import unicodedata
 
 
 def caption_problems(text: str) -> list[str]:
-    """Human-readable problems with one caption; empty when it looks sound.
-
-    Detected: empty or whitespace-only text, U+FFFD (undecodable bytes), control characters
-    other than tab and newline, private-use code points, lone surrogates (``"\\ud800"`` in
-    JSON, not encodable as UTF-8), and leading/trailing whitespace.
-    """
+    """Human-readable problems with one caption; empty when it looks sound."""
     if not text.strip():
         return ["empty caption"]
     problems = []
@@ -30,7 +20,7 @@ def caption_problems(text: str) -> list[str]:
         problems.append(f"contains control characters {', '.join(controls)}")
     if "Co" in categories.values():
         problems.append("contains private-use code points")
-    if "Cs" in categories.values():
+    if "Cs" in categories.values():  # "\ud800" in JSON: not encodable as UTF-8
         problems.append("contains lone surrogates (not encodable as UTF-8)")
     if text != text.strip():
         problems.append("leading or trailing whitespace")

@@ -1,56 +1,22 @@
-"""Converters from the original caption files to the caption-set format.
-
-* TACO's OFA caption files (``materials/kodak_ofa.json``, ``clic_ofa.json`` in
-  github.com/effl-lab/TACO): ``{"kodim01.png": "a brick building ...", ...}``; any plain
-  ``{file: caption}`` or ``{file: [captions]}`` JSON converts the same way.
-* The official MS-COCO captions files (``captions_{train,val}2017.json`` from
-  cocodataset.org's ``annotations_trainval2017.zip``), keyed here by image file name.
-
-Captions are kept verbatim (reproducing TACO needs its exact inputs) but broken ones --
-kodim17's OFA caption holds U+FFFD garbage; empty text; lone surrogates -- are reported
-and recorded in the set's ``issues``. ``drop_bad=True`` removes them instead, and an
-image left without captions.
-"""
+"""Converters from the original caption files (TACO's OFA ``{file: caption}`` JSON, the
+official MS-COCO captions files) to caption sets. Captions are kept verbatim (reproducing
+TACO needs its exact inputs); broken ones are flagged in ``issues``, or dropped with
+``drop_bad``."""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 from taco_plus.captions.checks import caption_problems, find_problems
 from taco_plus.captions.format import CaptionSet, Provenance, build_caption_set
-from taco_plus.captions.sources import CaptionSetSource, CocoCaptionsSource
+from taco_plus.captions.sources import CaptionSetSource, CaptionSource, CocoCaptionsSource
 from taco_plus.results.provenance import file_sha256
 
 OFA_SOURCE = "OFA captions released with TACO (github.com/effl-lab/TACO, materials/)"
 COCO_SOURCE = "MS-COCO 2017 human captions (cocodataset.org, annotations_trainval2017.zip)"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm")
-
-
-@dataclass
-class Conversion:
-    """A converted ``caption_set``; ``problems`` (image id -> problems of its captions),
-    ``dropped`` (images left without captions by ``drop_bad``) and ``uncaptioned`` (images
-    known to exist -- listed in the COCO file or found on disk -- without a caption)."""
-
-    caption_set: CaptionSet
-    problems: dict[str, list[str]] = field(default_factory=dict)
-    dropped: list[str] = field(default_factory=list)
-    uncaptioned: list[str] = field(default_factory=list)
-
-    def report(self) -> str:
-        """Human-readable summary of what was found."""
-        cs = self.caption_set
-        lines = [f"{cs.name}: {len(cs.captions)} images, {cs.stats['num_captions']} captions"]
-        for image_id, msgs in self.problems.items():
-            verb = "dropped" if image_id not in cs.issues else "kept, flagged in issues"
-            lines.append(f"  suspicious caption ({verb}): {image_id}: {'; '.join(msgs)}")
-        if self.uncaptioned:
-            shown = ", ".join(self.uncaptioned[:5]) + (" ..." if len(self.uncaptioned) > 5 else "")
-            lines.append(f"  {len(self.uncaptioned)} images without captions: {shown}")
-        return "\n".join(lines)
 
 
 def list_images(image_dir: os.PathLike | str) -> list[str]:
@@ -68,61 +34,42 @@ def list_images(image_dir: os.PathLike | str) -> list[str]:
     return sorted(found)
 
 
-def _finish(name: str, captions: dict[str, list[str]], provenance: Provenance, drop_bad: bool,
-            uncaptioned: list[str]) -> Conversion:
-    problems, dropped = find_problems(captions), []
+def _convert(original: CaptionSource, name: str, provenance: Provenance, drop_bad: bool,
+             uncaptioned: list[str]) -> CaptionSet:
+    captions = {k: original.captions(k) for k in original.ids()}
+    problems = find_problems(captions)
     if drop_bad and problems:
         for image_id in problems:
             captions[image_id] = [c for c in captions[image_id] if not caption_problems(c)]
         dropped = sorted(i for i in problems if not captions[i])
         for image_id in dropped:
             del captions[image_id]
-        provenance.notes.append(f"dropped the broken captions of {len(problems)} images, {len(dropped)} of them "
-                                f"left without any: {dropped}")
-    provenance.missing_images = list(uncaptioned)
-    caption_set = build_caption_set(name, captions, provenance, {} if drop_bad else problems)
-    return Conversion(caption_set, problems, dropped, list(uncaptioned))
+        found = "; ".join(f"{i}: {', '.join(p)}" for i, p in problems.items())
+        provenance.notes.append(f"dropped the broken captions of {len(problems)} images ({found}), {len(dropped)} "
+                                f"of them left without any: {dropped}")
+    provenance.origin = {"file": original.path.name, "sha256": file_sha256(original.path)}
+    provenance.missing_images = uncaptioned
+    return build_caption_set(name, captions, provenance, {} if drop_bad else problems)
 
 
-def convert_ofa(path: os.PathLike | str, *, name: Optional[str] = None, source: str = OFA_SOURCE,
-                model: Optional[str] = "OFA", drop_bad: bool = False) -> Conversion:
-    """Convert a plain ``{file: caption}`` JSON (TACO's OFA files) to a caption set.
-
-    Args:
-        path: the original file.
-        name: set name; defaults to the file's stem (``kodak_ofa``).
-        source: provenance ``source`` text.
-        model: the captioning model, or None for human captions.
-        drop_bad: drop broken captions instead of flagging them.
-    """
-    path = Path(path)
+def convert_ofa(path: os.PathLike | str, *, name: Optional[str] = None, source: Optional[str] = None,
+                model: Optional[str] = "OFA", drop_bad: bool = False) -> CaptionSet:
+    """Convert a plain ``{file: caption | [captions]}`` JSON (TACO's OFA files); ``name``
+    defaults to the file's stem, ``source`` to TACO's OFA release, ``model`` None for human captions."""
     original = CaptionSetSource(path)
     if original.caption_set is not None:
         raise ValueError(f"{path} is already a taco-plus caption set")
-    captions = {k: original.captions(k) for k in original.ids()}
-    provenance = Provenance(source=source, model=model, origin={"file": path.name, "sha256": file_sha256(path)})
-    return _finish(name or path.stem, captions, provenance, drop_bad, [])
+    return _convert(original, name or original.path.stem, Provenance(source or OFA_SOURCE, model=model), drop_bad, [])
 
 
 def convert_coco(annotations_json: os.PathLike | str, *, name: Optional[str] = None,
-                 image_dir: Optional[os.PathLike | str] = None, drop_bad: bool = False) -> Conversion:
-    """Convert an official COCO captions file to a caption set keyed by file name.
-
-    Args:
-        annotations_json: ``captions_{train,val}2017.json``.
-        name: set name; defaults to ``coco_<stem>`` (``coco_captions_val2017``).
-        image_dir: optional folder of the split's images: files there without a caption are
-            reported (and listed under ``provenance.missing_images``).
-        drop_bad: drop broken captions instead of flagging them.
-    """
-    path = Path(annotations_json)
-    source = CocoCaptionsSource(path)
-    captions = {k: source.captions(k) for k in source.ids()}
-    uncaptioned, parameters = set(source.uncaptioned), {}
+                 image_dir: Optional[os.PathLike | str] = None, drop_bad: bool = False) -> CaptionSet:
+    """Convert ``captions_{train,val}2017.json`` to a set keyed by file name (``name`` defaults
+    to ``coco_<stem>``); images in ``image_dir`` without a caption are reported."""
+    original = CocoCaptionsSource(annotations_json)
+    uncaptioned, provenance = set(original.uncaptioned), Provenance(COCO_SOURCE)
     if image_dir is not None:
         on_disk = list_images(image_dir)
-        uncaptioned |= set(on_disk) - set(captions)
-        parameters["images_on_disk"] = len(on_disk)
-    provenance = Provenance(source=COCO_SOURCE, origin={"file": path.name, "sha256": file_sha256(path)},
-                            parameters=parameters)
-    return _finish(name or f"coco_{path.stem}", captions, provenance, drop_bad, sorted(uncaptioned))
+        uncaptioned |= set(on_disk) - set(original.ids())
+        provenance.parameters["images_on_disk"] = len(on_disk)
+    return _convert(original, name or f"coco_{original.path.stem}", provenance, drop_bad, sorted(uncaptioned))

@@ -1,36 +1,32 @@
-"""The versioned caption-set file format (``format_version`` 1; ``captions/FORMAT.md``).
-
-A caption set is one JSON file: captions (image id -> one or more captions), their
-provenance (source, model, prompt, parameters, date, token usage of each caption) and
-statistics. Training and evaluation read these files and never call a model.
-:func:`load_caption_set` validates a file and raises :class:`CaptionFormatError` naming
-the file and the JSON path of the problem; :func:`save_caption_set` writes atomically.
-Empty or garbled caption text is not a format error: it is flagged (``checks.py``).
-"""
+"""The versioned caption-set file (``captions/FORMAT.md``): captions, provenance and statistics
+(words and CLIP tokens per caption; the share over TACO's 38 and CLIP's 77 tokens tells how much
+text an encoder throws away, DESIGN.md pitfall 5). Loading validates; errors name the file and
+the JSON path. Empty or garbled text is flagged (``checks.py``), not refused."""
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+import statistics
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
+from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from taco_plus.atomic import atomic_write
 
 FORMAT_NAME = "taco-plus-captions"
 FORMAT_VERSION = 1
 STATS_KEYS = ("num_images", "num_captions", "words_per_caption", "clip_tokens_per_caption",
-              "share_over_38_tokens", "share_over_77_tokens")  # computed by taco_plus.captions.stats
+              "share_over_38_tokens", "share_over_77_tokens")
 
 
 class CaptionFormatError(ValueError):
-    """A caption file that cannot be read; the message names the file (``path``) and the ``problem``."""
+    """A caption file that cannot be read; the message names the file and the problem."""
 
     def __init__(self, path: os.PathLike | str, problem: str) -> None:
         super().__init__(f"{path}: {problem}")
-        self.path, self.problem = Path(path), problem
 
 
 def utc_now() -> str:
@@ -39,19 +35,7 @@ def utc_now() -> str:
 
 @dataclass
 class Provenance:
-    """Where a caption set came from.
-
-    Args:
-        source: human-readable origin ("MS-COCO 2017 captions", "regenerated with ...").
-        created: ISO-8601 UTC time the set was written.
-        model: captioning model (``"gpt-4o"``, ``"OFA"``) or None for human captions.
-        prompt: for generated sets, ``{"file", "sha256", "name", "version"}`` of the prompt.
-        parameters: generation or conversion parameters (temperature, detail, ...).
-        origin: for converted sets, ``{"file", "sha256"}`` of the original file.
-        usage: image id -> per caption ``{"prompt_tokens", "completion_tokens"}`` or None.
-        missing_images: images that were asked for but have no caption.
-        notes: free-form remarks.
-    """
+    """Where a caption set came from: the ``provenance`` fields of ``captions/FORMAT.md``."""
 
     source: str
     created: str = field(default_factory=utc_now)
@@ -66,9 +50,8 @@ class Provenance:
 
 @dataclass
 class CaptionSet:
-    """An in-memory caption set: ``name``, ``captions`` (image id -> captions), ``provenance``,
-    ``stats`` (:func:`taco_plus.captions.stats.caption_stats`) and ``issues`` (image id ->
-    problems found in its captions, e.g. U+FFFD garbage)."""
+    """An in-memory caption set: ``captions`` (image id -> captions), ``provenance``,
+    ``stats`` and ``issues`` (image id -> problems found in its captions)."""
 
     name: str
     captions: dict[str, list[str]]
@@ -82,29 +65,61 @@ class CaptionSet:
                 "stats": self.stats, "issues": self.issues, "captions": self.captions}
 
 
+@lru_cache(maxsize=1)
+def _tokenizer():
+    # open_clip's own cleaning (ftfy) copes with lone surrogates, which a broken caption may hold
+    from open_clip.tokenizer import SimpleTokenizer  # the CLIP BPE ships with open_clip; imports torch
+
+    return SimpleTokenizer()
+
+
+def clip_token_count(text: str) -> int:
+    """Number of CLIP positions ``text`` occupies untruncated (BPE tokens + SOT + EOT)."""
+    return len(_tokenizer().encode(text)) + 2
+
+
+def _summary(values: Sequence[int]) -> dict:
+    ordered = sorted(values)
+    p95 = ordered[max(0, -(-95 * len(ordered) // 100) - 1)]  # nearest rank: 95% of captions do not exceed it
+    return {"mean": round(statistics.fmean(ordered), 2), "median": statistics.median(ordered), "p95": p95,
+            "min": ordered[0], "max": ordered[-1]}
+
+
+def caption_stats(captions: Mapping[str, Iterable[str]]) -> dict:
+    """The ``stats`` of a caption set (``captions/FORMAT.md``) for image id -> captions."""
+    texts = [c for caps in captions.values() for c in caps]
+    if not texts:
+        raise ValueError("cannot compute statistics of an empty caption set")
+    tokens = [clip_token_count(t) for t in texts]
+    return {
+        "num_images": len(captions),
+        "num_captions": len(texts),
+        "words_per_caption": _summary([len(t.split()) for t in texts]),
+        "clip_tokens_per_caption": _summary(tokens),
+        "share_over_38_tokens": round(sum(t > 38 for t in tokens) / len(texts), 4),  # TACO's text length
+        "share_over_77_tokens": round(sum(t > 77 for t in tokens) / len(texts), 4),  # CLIP's context
+        "tokenizer": "open_clip SimpleTokenizer (CLIP ViT-B-32 BPE); counts include start/end of text",
+    }
+
+
 def build_caption_set(name: str, captions: Mapping[str, Sequence[str] | str], provenance: Provenance,
                       issues: Optional[Mapping[str, Sequence[str]]] = None) -> CaptionSet:
-    """A :class:`CaptionSet` with its statistics computed (CLIP tokenizer, see ``stats``)."""
-    from taco_plus.captions.stats import caption_stats  # imports open_clip: keep lazy
-
+    """A :class:`CaptionSet` with its statistics computed."""
     caps = {k: [v] if isinstance(v, str) else list(v) for k, v in captions.items()}
     return CaptionSet(name, caps, provenance, caption_stats(caps), {k: list(v) for k, v in (issues or {}).items()})
 
 
 def save_caption_set(caption_set: CaptionSet, path: os.PathLike | str) -> None:
-    """Validate and write ``caption_set`` to ``path`` atomically (temporary file + ``os.replace``)."""
+    """Validate and write ``caption_set`` to ``path`` atomically."""
     data = caption_set.to_json()
     parse_caption_set(data, path)  # never write a file the loader would reject
     atomic_write(path, json_bytes(data, indent=1))
 
 
 def json_bytes(data: Any, indent: Optional[int] = None) -> bytes:
-    """UTF-8 JSON text ending in a newline, even for strings holding lone surrogates.
-
-    ``json.loads('"\\\\ud800"')`` gives a string UTF-8 cannot encode. A surrogate can only
-    sit inside a JSON string, where ``backslashreplace`` writes it as ``\\\\ud800``: its
-    JSON escape, so the file reads back to the same string.
-    """
+    """UTF-8 JSON text ending in a newline. A lone surrogate (``json.loads('"\\\\ud800"')``)
+    can only sit inside a JSON string, where ``backslashreplace`` writes its JSON escape
+    ``\\\\ud800``: the file reads back to the same string."""
     text = json.dumps(data, ensure_ascii=False, indent=indent, separators=None if indent else (",", ":"))
     return (text + "\n").encode("utf-8", "backslashreplace")
 
@@ -122,11 +137,6 @@ def read_json(path: os.PathLike | str) -> Any:
 def load_caption_set(path: os.PathLike | str) -> CaptionSet:
     """Read and validate a versioned caption set."""
     return parse_caption_set(read_json(path), path)
-
-
-def is_caption_set(data: Any) -> bool:
-    """Whether parsed JSON claims to be a versioned caption set."""
-    return isinstance(data, dict) and data.get("format") == FORMAT_NAME
 
 
 def parse_caption_set(data: Any, path: os.PathLike | str) -> CaptionSet:
@@ -148,7 +158,7 @@ def parse_caption_set(data: Any, path: os.PathLike | str) -> CaptionSet:
 
     prov = data.get("provenance")
     check(isinstance(prov, dict), f'"provenance" must be an object, got {_kind(prov)}')
-    unknown = set(prov) - set(Provenance.__dataclass_fields__)
+    unknown = set(prov) - {f.name for f in fields(Provenance)}
     check(not unknown, f"provenance has unknown keys {sorted(unknown)}")
     for key in ("source", "created"):
         check(isinstance(prov.get(key), str) and prov[key], f'provenance["{key}"] must be a non-empty string')
@@ -163,7 +173,8 @@ def parse_caption_set(data: Any, path: os.PathLike | str) -> CaptionSet:
         check(image_id in captions, f'provenance["usage"] names {image_id!r}, which has no captions')
         check(isinstance(entries, list) and len(entries) == len(captions[image_id]),
               f'provenance["usage"][{image_id!r}] must list one entry per caption')
-        check(all(e is None or (isinstance(e, dict) and all(_is_count(v) for v in e.values())) for e in entries),
+        check(all(e is None or (isinstance(e, dict) and all(v is None or (type(v) is int and v >= 0)
+                                                             for v in e.values())) for e in entries),
               f'provenance["usage"][{image_id!r}]: entries are token-count objects or null')
 
     stats = data.get("stats")
@@ -198,15 +209,11 @@ def parse_caption_mapping(data: Any, path: os.PathLike | str, where: str = "",
         if not isinstance(value, list) or not value:
             expected = ("a caption string or " if allow_str else "") + "a non-empty list of captions"
             raise CaptionFormatError(path, f"{here}: expected {expected}, got {_kind(value)}")
-        for i, caption in enumerate(value):  # empty or broken text is flagged (checks.py), not refused
+        for i, caption in enumerate(value):
             if not isinstance(caption, str):
                 raise CaptionFormatError(path, f"{here}[{i}]: expected a string, got {_kind(caption)}")
         out[image_id] = value
     return out
-
-
-def _is_count(value: Any) -> bool:
-    return value is None or (type(value) is int and value >= 0)
 
 
 def _kind(value: Any) -> str:

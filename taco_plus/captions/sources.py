@@ -1,13 +1,6 @@
-"""Caption sources: image id -> captions, as used by training and evaluation.
-
-The Hydra ``captions`` config group instantiates one of these with ``_target_``::
-
-    _target_: taco_plus.captions.sources.CaptionSetSource
-    path: captions/kodak_ofa.json
-
-Image ids are file names relative to the image root (``"kodim01.png"``,
-``"000000397133.jpg"``). Sources only read files; nothing here touches the network.
-"""
+"""Caption sources (image id -> captions) for training and evaluation, instantiated by the
+Hydra ``captions`` group with ``_target_``. Image ids are file names relative to the image
+root (``"kodim01.png"``). Sources only read files."""
 
 from __future__ import annotations
 
@@ -15,11 +8,11 @@ import hashlib
 import json
 import os
 from collections import defaultdict
+from functools import cached_property
 from pathlib import Path
-from typing import Iterator
 
-from taco_plus.captions.format import (CaptionFormatError, is_caption_set, parse_caption_mapping,
-                                       parse_caption_set, read_json)
+from taco_plus.captions.format import (FORMAT_NAME, CaptionFormatError, parse_caption_mapping, parse_caption_set,
+                                       read_json)
 
 
 class UnknownImageError(KeyError):
@@ -30,24 +23,21 @@ class UnknownImageError(KeyError):
 
 
 def captions_fingerprint(captions: dict[str, list[str]]) -> str:
-    """sha256 of the canonical JSON of ``{image_id: [captions]}`` (sorted keys, UTF-8).
-
-    Two sources with the same captions have the same fingerprint whatever their file
-    format; fitted artefacts (TF-IDF statistics, NER caches) store it to detect a
-    caption set that changed under them.
-    """
+    """sha256 of the canonical JSON of ``{image_id: [captions]}``: the same captions give the
+    same fingerprint in any file format. Fitted artefacts store it."""
     canonical = json.dumps(captions, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     # surrogatepass: a lone surrogate (a broken caption, flagged elsewhere) must not crash hashing
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class CaptionSource:
-    """Read-only mapping from image id to its captions; subclasses fill ``_captions``
-    (image id -> non-empty list of captions) and ``name``."""
+    """Read-only mapping from image id to its captions; subclasses set ``path``, ``name`` and
+    ``_captions`` (image id -> non-empty list), and may list ``uncaptioned`` images."""
 
+    path: Path
     name: str
     _captions: dict[str, list[str]]
-    _fingerprint = None
+    uncaptioned: list[str] = []
 
     def ids(self) -> list[str]:
         """Image ids with at least one caption, in a stable order."""
@@ -55,12 +45,11 @@ class CaptionSource:
 
     def captions(self, image_id: str) -> list[str]:
         """All captions of ``image_id`` (a copy); :class:`UnknownImageError` if absent."""
+        if image_id in self.uncaptioned:
+            raise UnknownImageError(f"image {image_id!r} is listed in {self.path.name} but has no caption annotations")
         if image_id not in self._captions:
-            raise UnknownImageError(self._unknown_message(image_id))
+            raise UnknownImageError(f"no captions for image {image_id!r} in caption source {self.name!r}")
         return list(self._captions[image_id])
-
-    def _unknown_message(self, image_id: str) -> str:
-        return f"no captions for image {image_id!r} in caption source {self.name!r}"
 
     def __contains__(self, image_id: object) -> bool:
         return image_id in self._captions
@@ -68,45 +57,28 @@ class CaptionSource:
     def __len__(self) -> int:
         return len(self._captions)
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._captions)
-
-    @property
+    @cached_property
     def fingerprint(self) -> str:
-        """sha256 of the canonical serialisation of the captions (:func:`captions_fingerprint`)."""
-        if self._fingerprint is None:
-            self._fingerprint = captions_fingerprint(self._captions)
-        return self._fingerprint
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r}, images={len(self)})"
+        """:func:`captions_fingerprint` of the captions."""
+        return captions_fingerprint(self._captions)
 
 
 class CaptionSetSource(CaptionSource):
-    """Captions from a versioned caption set (``captions/FORMAT.md``) or a plain
-    ``{"file.png": "caption"}`` / ``{"file.png": ["c1", "c2"]}`` JSON such as TACO's
-    ``kodak_ofa.json``. Malformed files raise :class:`CaptionFormatError`.
-
-    Args:
-        path: the JSON file.
-    """
+    """Captions from a versioned caption set or a plain ``{"file.png": "caption" | [captions]}``
+    JSON such as TACO's ``kodak_ofa.json``; ``caption_set`` is None for a plain file."""
 
     def __init__(self, path: os.PathLike | str) -> None:
         self.path = Path(path)
         data = read_json(self.path)
-        self.caption_set = parse_caption_set(data, self.path) if is_caption_set(data) else None
+        versioned = isinstance(data, dict) and data.get("format") == FORMAT_NAME
+        self.caption_set = parse_caption_set(data, self.path) if versioned else None
         self.name = self.caption_set.name if self.caption_set else self.path.stem
         self._captions = self.caption_set.captions if self.caption_set else parse_caption_mapping(data, self.path)
 
 
 class CocoCaptionsSource(CaptionSource):
-    """Captions from an official MS-COCO captions file, keyed by image file name, ordered by
-    annotation id and stripped. Images listed without any caption are not in :meth:`ids`
-    (they are in ``uncaptioned``); asking for one raises :class:`UnknownImageError` saying so.
-
-    Args:
-        annotations_json: ``captions_{train,val}2017.json`` (``images`` and ``annotations``).
-    """
+    """Captions from an official MS-COCO ``captions_{train,val}2017.json``, keyed by image file
+    name, ordered by annotation id and stripped; images listed without any are ``uncaptioned``."""
 
     def __init__(self, annotations_json: os.PathLike | str) -> None:
         self.path = Path(annotations_json)
@@ -124,13 +96,14 @@ class CocoCaptionsSource(CaptionSource):
             if not isinstance(ann, dict) or not isinstance(ann.get("caption"), str):
                 raise CaptionFormatError(self.path, f"annotations[{i}] lacks image_id or a caption string")
             if ann.get("image_id") not in file_names:
-                message = f"annotations[{i}] refers to unknown image id {ann.get('image_id')}"
-                raise CaptionFormatError(self.path, message)
+                raise CaptionFormatError(self.path, f"annotations[{i}] names unknown image id {ann.get('image_id')}")
             by_image[file_names[ann["image_id"]]].append((ann.get("id", i), ann["caption"].strip()))
         self._captions = {name: [c for _, c in sorted(by_image[name])] for name in sorted(by_image)}
-        self.uncaptioned: list[str] = sorted(set(file_names.values()) - set(self._captions))  # val2017 has some
+        self.uncaptioned = sorted(set(file_names.values()) - set(self._captions))  # val2017 has some
 
-    def _unknown_message(self, image_id: str) -> str:
-        if image_id in self.uncaptioned:
-            return f"image {image_id!r} is listed in {self.path.name} but has no caption annotations"
-        return super()._unknown_message(image_id)
+
+def open_caption_source(path: os.PathLike | str) -> CaptionSource:
+    """The source of a caption file: a COCO captions file (told by its keys) or a caption set."""
+    data = read_json(path)
+    coco = isinstance(data, dict) and "annotations" in data and "images" in data
+    return CocoCaptionsSource(path) if coco else CaptionSetSource(path)

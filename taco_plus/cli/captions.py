@@ -1,48 +1,31 @@
-"""``taco-plus captions``: convert, inspect and regenerate caption sets.
-
-Subcommands::
-
-    taco-plus captions convert ofa  kodak_ofa.json --out captions/kodak_ofa.json
-    taco-plus captions convert coco captions_val2017.json --image-dir val2017 --out coco_val.json
-    taco-plus captions stats captions/kodak_ofa.json
-    taco-plus captions regenerate --images kodak/ --out kodak_gpt4o.json --dry-run
-    taco-plus captions export-skimage data/skimage
-
-Only ``regenerate`` (without ``--dry-run``) uses the network.
-"""
+"""``taco-plus captions``: convert, inspect and regenerate caption sets (docs/captions.md).
+Only ``regenerate`` (without ``--dry-run``) uses the network."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from pathlib import Path
 
 from taco_plus.cli import CLIError
 
 
-def _default(name: str):
+def register(subparsers: argparse._SubParsersAction) -> None:
     from taco_plus.captions.regenerate.config import RegenerateConfig
 
-    return {f.name: f.default for f in fields(RegenerateConfig)}[name]
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("captions", help="convert, inspect and regenerate caption sets")
-    sub = parser.add_subparsers(dest="captions_command", metavar="ACTION")
-    sub.required = True
+    sub = parser.add_subparsers(dest="captions_command", metavar="ACTION", required=True)
 
     convert = sub.add_parser("convert", help="convert original caption files to the caption-set format")
-    kinds = convert.add_subparsers(dest="kind", metavar="KIND")
-    kinds.required = True
+    kinds = convert.add_subparsers(dest="kind", metavar="KIND", required=True)
     ofa = kinds.add_parser("ofa", help='TACO\'s OFA files or any {"file.png": "caption"} JSON')
-    ofa.add_argument("input", type=Path)
     ofa.add_argument("--source", help="provenance source text (default: TACO's OFA captions)")
-    ofa.add_argument("--model", help='captioning model (default "OFA"; "none" for human captions)')
+    ofa.add_argument("--model", default="OFA", help='captioning model ("none" for human captions)')
     coco = kinds.add_parser("coco", help="an official COCO captions_{train,val}2017.json")
-    coco.add_argument("input", type=Path)
     coco.add_argument("--image-dir", type=Path, help="the split's images: report those without captions")
     for p in (ofa, coco):
+        p.add_argument("input", type=Path)
         p.add_argument("--out", type=Path, required=True, help="caption set to write")
         p.add_argument("--name", help="set name (default: from the input file name)")
         p.add_argument("--drop-bad", action="store_true", help="drop images with broken captions (default: flag them)")
@@ -56,102 +39,65 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("out_dir", type=Path)
     export.set_defaults(func=_export)
 
-    _add_regenerate(sub)
-
-
-def _add_regenerate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "regenerate",
-        help="caption images with GPT-4o or any OpenAI-compatible vision model",
+    regenerate = sub.add_parser(
+        "regenerate", help="caption images with GPT-4o or any OpenAI-compatible vision model",
         description="Caption images with a vision chat model. The API key is read from the environment "
-        "(--api-key-env, default OPENAI_API_KEY). Progress is journaled: re-run with --resume after "
-        "an interruption.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    what = p.add_argument_group("what to caption")
-    what.add_argument("--images", "--image-root", dest="image_root", metavar="DIR", type=Path, required=True,
-                      help="image folder; image ids are paths relative to it")
-    what.add_argument("--captions", type=Path, help="caption set naming the images (and holding the originals)")
-    what.add_argument("--out", type=Path, required=True, help="caption set to write")
-    what.add_argument("--limit", type=int, help="only the first N images")
-    ask = p.add_argument_group("request")
-    ask.add_argument("--model", default=_default("model"))
-    ask.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://localhost:8000/v1 (vLLM)")
-    ask.add_argument("--api-key-env", default=_default("api_key_env"), help="environment variable with the key")
-    ask.add_argument("--prompt", help="prompt file, or a name in taco_plus/captions/prompts/ (default detailed_scene_v1.txt)")
-    ask.add_argument("--target-words", type=int, help="answer length for length-controlled prompts")
-    ask.add_argument("--with-original", action="store_true", help="give the original caption as context")
-    ask.add_argument("--temperature", type=float, default=_default("temperature"))
-    ask.add_argument("--max-tokens", type=int, default=_default("max_tokens"))
-    ask.add_argument("--detail", choices=("low", "high", "auto"), default=_default("detail"))
-    ask.add_argument("--max-side", type=int, default=_default("max_side"), help="downscale images to this longest side")
-    ask.add_argument("--min-words", type=int, default=_default("min_words"), help="shorter answers are retried")
-    run = p.add_argument_group("execution")
-    run.add_argument("--mode", choices=("online", "batch"), default=_default("mode"))
-    run.add_argument("--concurrency", type=int, default=_default("concurrency"))
-    run.add_argument("--timeout", type=float, default=_default("timeout"), help="seconds per HTTP request")
-    run.add_argument("--image-timeout", type=float, default=_default("image_timeout"),
-                     help="seconds per image in online mode, retries and waits included; then it counts as failed")
-    run.add_argument("--max-attempts", type=int, default=_default("max_attempts"),
-                     help="HTTP attempts per request (the openai SDK retries 408/409/429/5xx and timeouts)")
-    run.add_argument("--max-answer-retries", type=int, default=_default("max_answer_retries"),
-                     help="new requests after a refusal, empty, short or malformed answer")
-    run.add_argument("--poll-interval", type=float, default=_default("poll_interval"), help="batch polling (s)")
-    run.add_argument("--batch-max-requests", type=int, default=_default("batch_max_requests"))
-    run.add_argument("--batch-max-bytes", type=int, default=_default("batch_max_bytes"))
-    run.add_argument("--journal", type=Path, help="journal file (default <out stem>.journal.jsonl)")
-    run.add_argument("--resume", action="store_true", help="continue the run recorded in the journal")
-    run.add_argument("--dry-run", action="store_true", help="estimate requests, tokens and cost; no key, no network")
-    run.add_argument("--write-requests", action="store_true",
-                     help="write the Batch API request files (<out stem>.batch/requests-NNN.jsonl) and stop")
-    run.add_argument("--results", type=Path, nargs="+", default=[],
-                     help="merge Batch API result files (OpenAI's, or vllm run-batch's) instead of sending requests")
-    run.add_argument("--prices", type=Path, help="price table JSON (default: the bundled prices.json)")
-    run.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    p.set_defaults(func=_regenerate)
+        "(--api-key-env, default OPENAI_API_KEY). Progress is journaled: re-run with --resume after an interruption.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for f in fields(RegenerateConfig):  # each field is an option (config.py)
+        kwargs = {k: v for k, v in f.metadata.items() if k not in ("flags", "group")}
+        if isinstance(f.default, bool):
+            kwargs["action"] = "store_false" if f.default else "store_true"
+        elif f.default not in (None, MISSING):
+            kwargs.update(type=kwargs.get("type", type(f.default)), default=f.default)
+        group = regenerate.add_argument_group(f.metadata["group"]) if "group" in f.metadata else group
+        group.add_argument(*f.metadata.get("flags", ["--" + f.name.replace("_", "-")]), dest=f.name, **kwargs)
+    regenerate.set_defaults(func=_regenerate)
 
 
 def _convert(args: argparse.Namespace) -> int:
     from taco_plus.captions.convert import convert_coco, convert_ofa
-    from taco_plus.captions.format import CaptionFormatError, save_caption_set
+    from taco_plus.captions.format import save_caption_set
 
     try:
         if args.kind == "ofa":
-            kwargs = {}
-            if args.source:
-                kwargs["source"] = args.source
-            if args.model:
-                kwargs["model"] = None if args.model.lower() == "none" else args.model
-            result = convert_ofa(args.input, name=args.name, drop_bad=args.drop_bad, **kwargs)
+            model = None if args.model.lower() == "none" else args.model
+            cs = convert_ofa(args.input, name=args.name, source=args.source, model=model, drop_bad=args.drop_bad)
         else:
-            result = convert_coco(args.input, name=args.name, image_dir=args.image_dir, drop_bad=args.drop_bad)
-    except (CaptionFormatError, FileNotFoundError, NotADirectoryError, ValueError) as err:
+            cs = convert_coco(args.input, name=args.name, image_dir=args.image_dir, drop_bad=args.drop_bad)
+    except ValueError as err:  # CaptionFormatError included
         raise CLIError(str(err)) from None
-    save_caption_set(result.caption_set, args.out)
-    print(result.report())
-    print(f"wrote {args.out}")
+    save_caption_set(cs, args.out)
+    lines = [f"{cs.name}: {len(cs.captions)} images, {cs.stats['num_captions']} captions", *cs.provenance.notes]
+    lines += [f"suspicious caption (kept, flagged in issues): {i}: {'; '.join(p)}" for i, p in cs.issues.items()]
+    if missing := cs.provenance.missing_images:
+        more = " ..." if len(missing) > 5 else ""
+        lines.append(f"{len(missing)} images without captions: {', '.join(missing[:5])}{more}")
+    print("\n".join(lines + [f"wrote {args.out}"]))
     return 0
 
 
 def _stats(args: argparse.Namespace) -> int:
     from taco_plus.captions.checks import find_problems
-    from taco_plus.captions.format import CaptionFormatError, read_json
-    from taco_plus.captions.sources import CaptionSetSource, CocoCaptionsSource
-    from taco_plus.captions.stats import caption_stats, format_stats
+    from taco_plus.captions.format import CaptionFormatError, caption_stats
+    from taco_plus.captions.sources import open_caption_source
 
     try:
-        data = read_json(args.path)
-        coco = isinstance(data, dict) and "annotations" in data and "images" in data
-        source = CocoCaptionsSource(args.path) if coco else CaptionSetSource(args.path)
-    except (CaptionFormatError, FileNotFoundError) as err:
+        source = open_caption_source(args.path)
+    except CaptionFormatError as err:
         raise CLIError(str(err)) from None
     captions = {i: source.captions(i) for i in source.ids()}
     stats = caption_stats(captions)
-    stored = getattr(source, "caption_set", None)
-    kind = "COCO captions file" if coco else (f"caption set {stored.name!r}" if stored else "plain caption file")
-    print(f"{args.path}: {kind}; "
-          f"fingerprint {source.fingerprint[:16]}")
-    print(format_stats(stats))
+    coco = not hasattr(source, "caption_set")
+    stored = None if coco else source.caption_set
+    kind = "COCO captions file" if coco else f"caption set {stored.name!r}" if stored else "plain caption file"
+    print(f"{args.path}: {kind}; fingerprint {source.fingerprint[:16]}\n"
+          f"images: {stats['num_images']}  captions: {stats['num_captions']}")
+    for label, s in (("words per caption:      ", stats["words_per_caption"]),
+                     ("CLIP tokens per caption:", stats["clip_tokens_per_caption"])):
+        print(f"{label} mean {s['mean']}  median {s['median']}  p95 {s['p95']}  range {s['min']}-{s['max']}")
+    print(f"over 38 tokens (TACO's text length): {100 * stats['share_over_38_tokens']:.1f}%   "
+          f"over 77 (CLIP's context): {100 * stats['share_over_77_tokens']:.1f}%")
     if stored is not None and {k: stored.stats.get(k) for k in stats} != stats:
         print("warning: the statistics stored in the file differ from the recomputed ones", file=sys.stderr)
     for image_id, problems in find_problems(captions).items():
@@ -162,27 +108,20 @@ def _stats(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from taco_plus.captions.skimage_photos import export_skimage_photos
 
-    for path in export_skimage_photos(args.out_dir):
-        print(path)
+    print(*export_skimage_photos(args.out_dir), sep="\n")
     return 0
 
 
 def _regenerate(args: argparse.Namespace) -> int:
-    from taco_plus.captions.format import CaptionFormatError
-    from taco_plus.captions.prompts import PromptError
-    from taco_plus.captions.regenerate import RegenerateConfig, RegenerateError, regenerate
-    from taco_plus.captions.regenerate.journal import JournalError
-    from taco_plus.captions.regenerate.requests import JobError
-    from taco_plus.captions.regenerate.runner import FatalAPIError, MissingAPIKeyError
+    from taco_plus.captions.regenerate import RegenerateConfig, regenerate
+    from taco_plus.captions.regenerate.runner import FatalAPIError
 
     try:
-        settings = {f.name: getattr(args, f.name) for f in fields(RegenerateConfig) if hasattr(args, f.name)}
-        report = regenerate(RegenerateConfig(**settings))
+        report = regenerate(RegenerateConfig(**{f.name: getattr(args, f.name) for f in fields(RegenerateConfig)}))
     except FatalAPIError as err:
         raise CLIError(f"stopped: {err}. Finished captions are kept in the journal; fix the problem and "
                        "re-run with --resume") from None
-    except (MissingAPIKeyError, JournalError, JobError, RegenerateError, PromptError, CaptionFormatError,
-            FileNotFoundError, ValueError) as err:
+    except ValueError as err:  # RegenerateError, CaptionFormatError, bad settings
         raise CLIError(str(err)) from None
     except KeyboardInterrupt:
         print("\ninterrupted: finished captions are in the journal (batches keep running on the server); "

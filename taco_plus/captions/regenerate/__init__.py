@@ -1,12 +1,7 @@
-"""Caption regeneration with GPT-4o (or any OpenAI-compatible vision model): the only
-part of taco-plus that talks to the network.
+"""Caption regeneration with GPT-4o or any OpenAI-compatible vision model: the only part of
+taco-plus that talks to the network. ``taco-plus captions regenerate`` is its command line."""
 
-``regenerate(RegenerateConfig(...))`` captions a folder of images (online: concurrent
-chat completions; batch: the Batch API), resumably through an fsync'd journal, and
-writes a versioned caption set. ``taco-plus captions regenerate`` is its command line.
-"""
-
-from taco_plus.captions.regenerate.config import RegenerateConfig
-from taco_plus.captions.regenerate.run import RegenerateError, RegenerateReport, regenerate
+from taco_plus.captions.regenerate.config import RegenerateConfig, RegenerateError
+from taco_plus.captions.regenerate.run import RegenerateReport, regenerate
 
 __all__ = ["RegenerateConfig", "RegenerateError", "RegenerateReport", "regenerate"]

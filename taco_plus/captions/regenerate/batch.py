@@ -1,202 +1,159 @@
-"""Batch mode: Batch API request files, the OpenAI Batch API, and result files from anywhere.
-
-A request line is ``{"custom_id": image id, "method": "POST", "url": "/v1/chat/completions",
-"body"}``: the OpenAI Batch API format, which ``vllm run-batch`` reads too. Files are split
-under both API limits; a result line is ``{"id", "custom_id", "response": {"status_code",
-"request_id", "body"}, "error"}``. :class:`BatchRunner` writes the files one at a time,
-uploads each and creates its batch, journaling both ids the moment they exist, then polls,
-downloads and merges; rejected or missing answers go into the next round. A resumed run
-submits what no batch holds yet and collects the earlier run's batches (an upload journaled
-without its batch is first looked up among the account's batches): nothing is sent twice.
-"""
+"""Batch mode: request files in the OpenAI Batch API format (which ``vllm run-batch`` reads too),
+each uploaded and its batch created as soon as it is written, both ids journaled at once; then
+polled, downloaded and merged, rejected answers going into the next round. Nothing is sent twice."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional
 
 from taco_plus.captions.format import json_bytes, utc_now
-from taco_plus.captions.regenerate.requests import Answer, Job, MalformedResponse, parse_completion
-from taco_plus.captions.regenerate.runner import FatalAPIError, Runner
+from taco_plus.captions.regenerate.runner import Answer, FatalAPIError, Job, Runner, parse_completion, redact
 
 ENDPOINT = "/v1/chat/completions"
 TERMINAL = {"completed", "failed", "expired", "cancelled"}
 
 
 def write_request_files(items: Iterable[tuple[str, dict]], directory: Path, prefix: str, max_requests: int,
-                        max_bytes: int, on_oversize: Optional[Callable[[str, int], None]] = None
-                        ) -> Iterator[tuple[Path, list[str]]]:
+                        max_bytes: int, on_oversize: Callable[[str, int], None]) -> Iterator[tuple[Path, list[str]]]:
     """Write ``(custom_id, body)`` requests to ``<prefix>-000.jsonl``, ``-001``, ... and yield
     ``(path, ids)`` as each file completes (one file open at a time, no request held in memory).
-    A request over ``max_bytes`` is skipped with ``on_oversize(custom_id, size)`` (ValueError without)."""
+    A request over ``max_bytes`` is skipped with ``on_oversize(custom_id, size)``."""
     Path(directory).mkdir(parents=True, exist_ok=True)
-    fh, ids, size, count = None, [], 0, 0
-    try:
-        for custom_id, body in items:
-            line = json_bytes({"custom_id": custom_id, "method": "POST", "url": ENDPOINT, "body": body})
-            if len(line) > max_bytes:
-                if on_oversize is None:
-                    raise ValueError(f"request for {custom_id!r} is {len(line)} bytes, over the {max_bytes}-byte limit")
-                on_oversize(custom_id, len(line))
-                continue
-            if fh is None or len(ids) >= max_requests or size + len(line) > max_bytes:
-                if fh is not None:
-                    fh.close()
-                    yield Path(fh.name), ids
-                fh, ids, size, count = open(Path(directory) / f"{prefix}-{count:03d}.jsonl", "wb"), [], 0, count + 1
-            fh.write(line)
-            ids.append(custom_id)
-            size += len(line)
-        if fh is not None:
+    fh, ids, count = None, [], 0
+    for custom_id, body in items:
+        line = json_bytes({"custom_id": custom_id, "method": "POST", "url": ENDPOINT, "body": body})
+        if len(line) > max_bytes:
+            on_oversize(custom_id, len(line))
+            continue
+        if fh is not None and (len(ids) >= max_requests or fh.tell() + len(line) > max_bytes):
             fh.close()
             yield Path(fh.name), ids
-    finally:
-        if fh is not None:
-            fh.close()
+            fh = None
+        if fh is None:
+            fh, ids, count = open(Path(directory) / f"{prefix}-{count:03d}.jsonl", "wb"), [], count + 1
+        fh.write(line)
+        ids.append(custom_id)
+    if fh is not None:
+        fh.close()
+        yield Path(fh.name), ids
 
 
-def parse_result_lines(data: bytes) -> dict[str, dict]:
-    """custom id -> result line, from a Batch API output or error file."""
+def parse_results(data: bytes) -> dict[str, tuple[Optional[Answer], Optional[str]]]:
+    """custom id -> ``(answer, None)`` or ``(None, why not)``, from a Batch API output or error file."""
     results = {}
     for line in data.splitlines():
         try:
-            obj = json.loads(line)
-            results[obj["custom_id"]] = obj
-        except (ValueError, KeyError, TypeError):
+            result = json.loads(line)
+            custom_id, response, error = result["custom_id"], result.get("response") or {}, result.get("error")
+        except (ValueError, KeyError, TypeError, AttributeError):
             continue  # a blank or unreadable line names no request; its image stays pending
+        body, status = response.get("body"), response.get("status_code")
+        if error and status in (None, 200):
+            message = f"{error.get('code', 'error')}: {error.get('message', '')}" if isinstance(error, dict) else error
+            results[custom_id] = None, str(message)[:300]
+        elif status != 200:
+            detail = body.get("error") if isinstance(body, dict) else None
+            message = detail.get("message", "") if isinstance(detail, dict) else str(error or body)
+            results[custom_id] = None, f"HTTP {status}: {message}"[:300]
+        else:
+            try:
+                results[custom_id] = parse_completion(body), None
+            except ValueError as err:
+                results[custom_id] = None, f"malformed response: {err}"
     return results
 
 
-def result_answer(result: dict) -> tuple[Optional[Answer], Optional[str]]:
-    """``(answer, None)`` for a successful result line, ``(None, reason)`` otherwise."""
-    response, error = result.get("response") or {}, result.get("error")
-    if error and response.get("status_code") in (None, 200):
-        message = f"{error.get('code', 'error')}: {error.get('message', '')}" if isinstance(error, dict) else str(error)
-        return None, message[:300]
-    body = response.get("body")
-    if response.get("status_code") != 200:
-        detail = body.get("error") if isinstance(body, dict) else None
-        message = detail.get("message", "") if isinstance(detail, dict) else str(error or body)
-        return None, f"HTTP {response.get('status_code')}: {message}"[:300]
-    try:
-        return parse_completion(body), None
-    except MalformedResponse as err:
-        return None, f"malformed response: {err}"
-
-
 class BatchRunner(Runner):
-    """Captions images through the Batch API with ``client`` (an ``openai.OpenAI``, set by
-    the caller), or merges result files."""
+    """Captions images through the Batch API, or merges result files made elsewhere."""
 
-    mode, client = "batch", None
-
-    def __init__(self, *args) -> None:
-        super().__init__(*args)
-        self._given_up: set[str] = set()  # images no further round can help
-
-    def _call(self, what: str, fn):
-        import openai
-
-        try:
-            return fn()  # the SDK has retried what a retry can fix
-        except openai.APIError as err:
-            raise FatalAPIError(self.redact(f"{what} failed: {err}")) from None
+    mode = "batch"
 
     def run(self, jobs: list[Job]) -> None:
         """Caption every job not yet in the journal (see the module docstring)."""
-        state = self.journal.state
-        for file_id in state.uploads_without_batch():
+        import openai
+
+        try:  # the SDK has retried what a retry can fix
+            with openai.OpenAI(api_key=self.api_key, base_url=self.cfg.base_url, timeout=self.cfg.timeout,
+                               max_retries=self.cfg.max_attempts - 1) as self.client:
+                self._run(jobs)
+        except openai.APIError as err:
+            what = f"{err.request.method} {err.request.url.path}"
+            raise FatalAPIError(redact(f"{what} failed: {err}", self.api_key)) from None
+
+    def _run(self, jobs: list[Job]) -> None:
+        for file_id in self.journal.uploads_without_batch():
             self._create_batch(file_id, look_for_existing=True)
         rounds = 1 + self.cfg.max_answer_retries
         for round_index in range(rounds):
-            busy = state.in_open_batches()
-            pending = [j for j in jobs if j.image_id not in state.captions
-                       and j.image_id not in self._given_up and j.image_id not in busy]
-            for file_id in self._upload(pending, round_index):
+            busy = self.journal.in_open_batches()
+            pending = [j for j in jobs if j.image_id not in self.journal.captions
+                       and j.image_id not in self.given_up and j.image_id not in busy]
+            requests = ((j.image_id, body) for j in pending if (body := self.request(j)) is not None)
+            prefix = f"requests-{utc_now().replace(':', '')[:17]}-r{round_index}"
+            for path, ids in write_request_files(requests, self.cfg.batch_dir, prefix, self.cfg.batch_max_requests,
+                                                 self.cfg.batch_max_bytes, on_oversize=self._oversize):
+                with open(path, "rb") as fh:
+                    file_id = self.client.files.create(file=fh, purpose="batch").id
+                self.journal.append({"type": "upload", "file_id": file_id, "file": path.name, "image_ids": ids,
+                                     "time": utc_now()}, sync=True)
+                path.unlink()  # the server holds it now (up to 200 MB each; --write-requests keeps them)
                 self._create_batch(file_id)
-            if not state.open_batches():
+            if not self.journal.open_batches():
                 break
             self._wait_and_merge(last_round=round_index == rounds - 1)
-
-    def _upload(self, jobs: list[Job], round_index: int) -> Iterator[str]:
-        """Write, upload and journal the request files one by one; yields input file ids."""
-        requests = ((j.image_id, body) for j in jobs if (body := self.request(j)) is not None)
-        prefix = f"requests-{utc_now().replace(':', '')[:17]}-r{round_index}"
-        for path, ids in write_request_files(requests, self.cfg.batch_dir, prefix, self.cfg.batch_max_requests,
-                                             self.cfg.batch_max_bytes, self._oversize):
-            with open(path, "rb") as fh:
-                uploaded = self._call(f"uploading {path.name}", lambda: self.client.files.create(file=fh,
-                                                                                                  purpose="batch"))
-            self.journal.append({"type": "upload", "file_id": uploaded.id, "file": path.name, "image_ids": ids,
-                                 "time": utc_now()}, sync=True)
-            path.unlink()  # the server holds it now (up to 200 MB each; --write-requests keeps them)
-            yield uploaded.id
 
     def _oversize(self, image_id: str, size: int) -> None:
         self.fail(image_id, f"request is {size} bytes, over the batch file limit")
 
-    def fail(self, image_id: str, reason: str, final: bool = True, **extra) -> None:
-        if image_id not in self._given_up:
-            super().fail(image_id, reason, final, **extra)
-        if final:
-            self._given_up.add(image_id)
-
     def _create_batch(self, file_id: str, look_for_existing: bool = False) -> None:
         batch = None
         if look_for_existing:  # created by a run that died before journaling it? (newest 1,000 batches)
-            for i, found in enumerate(self._call("listing batches", lambda: self.client.batches.list(limit=100))):
-                if found.input_file_id == file_id or i >= 1000:
-                    batch = found if found.input_file_id == file_id else None
-                    break
+            found = itertools.islice(self.client.batches.list(limit=100), 1000)
+            batch = next((b for b in found if b.input_file_id == file_id), None)
         if batch is None:
-            batch = self._call(f"creating a batch for {file_id}", lambda: self.client.batches.create(
-                input_file_id=file_id, endpoint=ENDPOINT, completion_window="24h",
-                metadata={"created_by": "taco-plus captions regenerate"}))
+            batch = self.client.batches.create(input_file_id=file_id, endpoint=ENDPOINT, completion_window="24h",
+                                               metadata={"created_by": "taco-plus captions regenerate"})
         self.journal.append({"type": "batch", "batch_id": batch.id, "input_file_id": file_id, "time": utc_now()},
                             sync=True)
 
     def _wait_and_merge(self, last_round: bool) -> None:
-        waiting = self.journal.state.open_batches()
+        waiting = self.journal.open_batches()
         while waiting:
             for batch_id in list(waiting):
-                batch = self._call(f"polling {batch_id}", lambda: self.client.batches.retrieve(batch_id))
-                counts = getattr(batch, "request_counts", None)
+                batch = self.client.batches.retrieve(batch_id)
+                counts = batch.request_counts
                 self.status = f"{batch_id}: {batch.status}" + (f" {counts.completed}/{counts.total}" if counts else "")
                 self.show()
-                if batch.status in TERMINAL:
-                    results = {}
-                    for file_id, kind in ((batch.error_file_id, "errors"), (batch.output_file_id, "output")):
-                        if file_id:
-                            data = self._call(f"downloading {file_id}", lambda: self.client.files.content(file_id))
-                            data = data.content
-                            (self.cfg.batch_dir / f"{kind}-{batch.id}.jsonl").write_bytes(data)  # kept for inspection
-                            results.update(parse_result_lines(data))
-                    ids = self.journal.state.uploads.get(batch.input_file_id, {}).get("image_ids", [])
-                    self.merge(results, ids, f"batch {batch.id} ({_status_text(batch)})", last_round, batch_id=batch.id)
-                    self.journal.append({"type": "batch_done", "batch_id": batch.id, "status": batch.status,
-                                         "time": utc_now()}, sync=True)
-                    waiting.remove(batch_id)
+                if batch.status not in TERMINAL:
+                    continue
+                results = {}
+                for file_id, kind in ((batch.error_file_id, "errors"), (batch.output_file_id, "output")):
+                    if file_id:
+                        data = self.client.files.content(file_id).content
+                        (self.cfg.batch_dir / f"{kind}-{batch.id}.jsonl").write_bytes(data)  # kept for inspection
+                        results.update(parse_results(data))
+                first = next((e.message for e in (batch.errors.data or [])), None) if batch.errors else None
+                source = f"batch {batch.id} (status {batch.status}" + (f": {first})" if first else ")")
+                ids = self.journal.uploads.get(batch.input_file_id, {}).get("image_ids", [])
+                self.merge(results, ids, source, last_round, batch_id=batch.id)
+                self.journal.append({"type": "batch_done", "batch_id": batch.id, "status": batch.status,
+                                     "time": utc_now()}, sync=True)
+                waiting.remove(batch_id)
             if waiting:
                 time.sleep(self.cfg.poll_interval)
 
-    def merge(self, results: dict[str, dict], image_ids: Iterable[str], source: str, last_round: bool = True,
+    def merge(self, results: dict[str, tuple], image_ids: Iterable[str], source: str, last_round: bool = True,
               **extra) -> None:
-        """Journal the answers in ``results`` (custom id -> result line) for ``image_ids``."""
+        """Journal the answers in ``results`` (:func:`parse_results`) for ``image_ids``."""
         for image_id in image_ids:
-            if image_id in self.journal.state.captions or image_id in self._given_up:
+            if image_id in self.journal.captions or image_id in self.given_up:
                 continue  # merged before an interruption
-            result = results.get(image_id)
-            answer, reason = result_answer(result) if result is not None else (None, f"no result in {source}")
+            answer, reason = results.get(image_id, (None, f"no result in {source}"))
             if answer is not None:
                 reason = self.accept(image_id, answer, attempts=1, **extra)
             if reason is not None:
                 self.fail(image_id, reason, final=last_round)
-
-
-def _status_text(batch) -> str:
-    """``status`` plus the batch's first error message, if any."""
-    errors = getattr(getattr(batch, "errors", None), "data", None) or []
-    first = getattr(errors[0], "message", None) if errors else None
-    return f"status {batch.status}" + (f": {first}" if first else "")

@@ -1,59 +1,40 @@
-"""The run journal: an append-only JSONL file that makes regeneration resumable.
-
-Each outcome is one line, handed to the operating system (``write``) before it counts:
-killing the process, even with ``kill -9``, loses only the requests in flight. The file
-is ``fsync``'d at least once a second and at the end, so an OS crash loses at most the
-last second. Batch mode also records uploads and batch ids, so an interrupted run
-collects its batches instead of paying twice. Records: ``header`` (the request
-``signature`` a resumed run must match), ``caption``, ``failure`` (retried by the next
-run), ``upload`` (``file_id``, ``image_ids``), ``batch`` and ``batch_done``. A crash can
-leave the last line half-written: it is cut off on reopening; any other bad line is an
-error. An image never gets two captions.
-"""
+"""The run journal: an append-only JSONL file that makes regeneration resumable. A record
+counts once ``write`` has handed it to the OS, so even ``kill -9`` loses only the requests in
+flight; ``fsync`` at least once a second bounds what an OS crash loses. A half-written last
+line is cut off on reopening; any other bad line is an error."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Iterator
 
 from taco_plus.captions.format import json_bytes
+from taco_plus.captions.regenerate.config import RegenerateError
 
-try:  # advisory lock so two runs cannot append to one journal (POSIX only)
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None
-
-JOURNAL_VERSION = 1
 FSYNC_INTERVAL = 1.0  # seconds
 
 
-class JournalError(RuntimeError):
-    """An unusable journal (corrupt, locked, or made with different settings)."""
+class Journal:
+    """What a journal says has happened, and (``fh``: the open file) :meth:`append` for more."""
 
-
-@dataclass
-class JournalState:
-    """What a journal says has happened so far."""
-
-    header: Optional[dict] = None
-    captions: dict = field(default_factory=dict)  # image id -> caption record
-    failures: dict = field(default_factory=dict)  # image id -> last failure record
-    uploads: dict = field(default_factory=dict)  # input file id -> upload record
-    batches: dict = field(default_factory=dict)  # batch id -> batch record
-    finished_batches: set = field(default_factory=set)
-    duplicates: int = 0  # caption records for already captioned images (ignored)
+    def __init__(self, fh=None) -> None:
+        self._fh, self._synced, self.header = fh, time.monotonic(), None
+        self.captions: dict[str, dict] = {}  # image id -> caption record (the first one)
+        self.failures: dict[str, dict] = {}  # image id -> last failure record
+        self.uploads: dict[str, dict] = {}  # input file id -> upload record
+        self.batches: dict[str, dict] = {}  # batch id -> batch record
+        self.finished_batches: set[str] = set()
 
     def apply(self, record: dict) -> None:
         kind = record.get("type")
         if kind == "header":
             self.header = record
-        elif kind == "caption" and record["image_id"] in self.captions:
-            self.duplicates += 1
-        elif kind == "caption":
+        elif kind == "caption" and record["image_id"] not in self.captions:
             self.captions[record["image_id"]] = record
             self.failures.pop(record["image_id"], None)
         elif kind == "failure":
@@ -78,84 +59,13 @@ class JournalState:
         done = {self.batches[b]["input_file_id"] for b in self.finished_batches if b in self.batches}
         return {i for f, u in self.uploads.items() if f not in done for i in u["image_ids"]}
 
-
-def _parse(data: bytes, path: Path) -> tuple[JournalState, int]:
-    """State from the journal bytes, and the length of the valid prefix."""
-    state, offset = JournalState(), 0
-    lines = data.split(b"\n")
-    for number, line in enumerate(lines, start=1):
-        last = number == len(lines)
-        if last and not line:  # the file ends with a newline
-            break
-        try:
-            record = json.loads(line)
-            if not isinstance(record, dict) or "type" not in record:
-                raise ValueError("not a journal record")
-        except ValueError as err:
-            if last:  # half-written final line: the crash this journal exists for
-                break
-            raise JournalError(f"{path}: line {number} is unreadable ({err}); the journal is damaged") from None
-        try:
-            state.apply(record)
-        except KeyError as err:
-            raise JournalError(f"{path}: line {number} lacks {err}; the journal is damaged") from None
-        offset += len(line) + (0 if last else 1)
-    return state, offset
-
-
-def read_journal(path: os.PathLike | str) -> JournalState:
-    """A journal's state, read without opening it for writing (dry runs)."""
-    path = Path(path)
-    return _parse(path.read_bytes(), path)[0] if path.exists() else JournalState()
-
-
-class Journal:
-    """An open, locked journal; :meth:`append` writes records and applies them to :attr:`state`."""
-
-    def __init__(self, path: Path, fh, state: JournalState) -> None:
-        self.path, self._fh, self.state, self._synced = path, fh, state, time.monotonic()
-
-    @classmethod
-    def open(cls, path: os.PathLike | str, signature: dict, resume: bool) -> "Journal":
-        """Open (or create) the journal of a run with ``signature`` (the request settings);
-        continuing a non-empty one needs ``resume``."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(path, "a+b")
-        try:
-            if fcntl is not None:
-                try:
-                    fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError:
-                    raise JournalError(f"{path} is in use by another regenerate run") from None
-            fh.seek(0)
-            data = fh.read()
-            state, valid = _parse(data, path)
-            if state.header is not None and not resume:
-                raise JournalError(f"{path} already holds a run ({len(state.captions)} captions); pass --resume "
-                                   "to continue it, or remove it to start over")
-            if state.header is not None:
-                _check_signature(path, state.header.get("signature", {}), signature)
-            if valid < len(data):  # cut the half-written line so appends start clean
-                fh.truncate(valid)
-            elif data and not data.endswith(b"\n"):  # complete last record, newline lost
-                fh.write(b"\n")
-            journal = cls(path, fh, state)
-            if state.header is None:
-                journal.append({"type": "header", "journal_version": JOURNAL_VERSION, "signature": signature})
-            journal.sync()
-            return journal
-        except BaseException:
-            fh.close()
-            raise
-
     def append(self, record: dict, sync: bool = False) -> None:
         """Write one record; it survives the process from here on (``sync``: the machine too)."""
-        if record.get("type") == "caption" and record["image_id"] in self.state.captions:
-            raise JournalError(f"refusing to journal a second caption for {record['image_id']!r}")
+        if record.get("type") == "caption" and record["image_id"] in self.captions:
+            raise RegenerateError(f"refusing to journal a second caption for {record['image_id']!r}")
         self._fh.write(json_bytes(record))
         self._fh.flush()  # in the kernel now: a killed process loses nothing
-        self.state.apply(record)
+        self.apply(record)
         if sync or time.monotonic() - self._synced > FSYNC_INTERVAL:
             self.sync()
 
@@ -163,21 +73,63 @@ class Journal:
         os.fsync(self._fh.fileno())
         self._synced = time.monotonic()
 
-    def close(self) -> None:
-        if not self._fh.closed:
-            self.sync()
-            self._fh.close()  # also releases the lock
 
-    def __enter__(self) -> "Journal":
-        return self
+def _parse(data: bytes, path: Path, journal: Journal) -> int:
+    """Apply the records in ``data`` to ``journal``; returns the length of the valid prefix."""
+    offset, lines = 0, data.splitlines(keepends=True)
+    for number, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict) or "type" not in record:
+                raise ValueError("not a journal record")
+            journal.apply(record)
+        except KeyError as err:
+            raise RegenerateError(f"{path}: line {number} lacks {err}; the journal is damaged") from None
+        except ValueError as err:
+            if number == len(lines):  # half-written final line: the crash this journal exists for
+                break
+            raise RegenerateError(f"{path}: line {number} is unreadable ({err}); the journal is damaged") from None
+        offset += len(line)
+    return offset
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+
+def read_journal(path: os.PathLike | str) -> Journal:
+    """A journal's state, read without opening it for writing (dry runs)."""
+    journal = Journal()
+    if Path(path).exists():
+        _parse(Path(path).read_bytes(), Path(path), journal)
+    return journal
 
 
-def _check_signature(path: Path, old: dict, new: dict) -> None:
-    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    if changed:
-        details = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
-        raise JournalError(f"{path} was started with different settings ({details}). Mixing them would give a "
-                           "caption set with two provenances: use the original settings, or a new --out")
+@contextmanager
+def open_journal(path: os.PathLike | str, signature: dict, resume: bool) -> Iterator[Journal]:
+    """The journal of a run with ``signature`` (the request settings), created or, with
+    ``resume``, continued; locked against a second run until the ``with`` block ends."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as fh:  # closing it releases the lock
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise RegenerateError(f"{path} is in use by another regenerate run") from None
+        fh.seek(0)
+        data, journal = fh.read(), Journal(fh)
+        valid = _parse(data, path, journal)
+        if journal.header is not None and not resume:
+            raise RegenerateError(f"{path} already holds a run ({len(journal.captions)} captions); pass --resume "
+                               "to continue it, or remove it to start over")
+        old = journal.header.get("signature", {}) if journal.header else signature
+        if changed := sorted(k for k in set(old) | set(signature) if old.get(k) != signature.get(k)):
+            details = "; ".join(f"{k}: {old.get(k)!r} -> {signature.get(k)!r}" for k in changed)
+            raise RegenerateError(f"{path} was started with different settings ({details}). Mixing them would give "
+                               "a caption set with two provenances: use the original settings, or a new --out")
+        if valid < len(data):  # cut the half-written line so appends start clean
+            fh.truncate(valid)
+        elif data and not data.endswith(b"\n"):  # complete last record, newline lost
+            fh.write(b"\n")
+        if journal.header is None:
+            journal.append({"type": "header", "journal_version": 1, "signature": signature})
+        try:
+            yield journal
+        finally:
+            journal.sync()

@@ -1,12 +1,7 @@
-"""Online mode: concurrent chat completions through ``openai.AsyncOpenAI``.
-
-``concurrency`` workers share the images. The SDK retries each HTTP request (up to
-``max_attempts``); an answer that is a refusal, empty, too short or not a chat
-completion is asked again (up to ``max_answer_retries`` times); and each image has
-``image_timeout`` seconds in all, after which it is journaled as failed. Retries are
-printed as they happen and the bar shows the longest wait in progress, so a server
-that accepts and never answers shows at once instead of freezing the bar.
-"""
+"""Online mode: ``concurrency`` workers post chat completions through ``openai.AsyncOpenAI``,
+which retries each HTTP request; rejected answers are asked again, each image has
+``image_timeout`` seconds in all, and what the SDK gave up on either skips the image or stops
+the run. HTTP hooks print every retry as it starts; the bar shows the longest wait."""
 
 from __future__ import annotations
 
@@ -16,8 +11,8 @@ import json
 import time
 from dataclasses import dataclass
 
-from taco_plus.captions.regenerate.requests import Job, MalformedResponse, build_request, parse_completion
-from taco_plus.captions.regenerate.runner import UNREADABLE, Runner
+from taco_plus.captions.regenerate.runner import (UNREADABLE, FatalAPIError, Job, Runner, build_request,
+                                                  parse_completion, redact)
 
 
 @dataclass
@@ -40,13 +35,16 @@ _flight: contextvars.ContextVar = contextvars.ContextVar("taco_plus_caption_flig
 class OnlineRunner(Runner):
     """Captions images with concurrent chat-completion requests (see the module docstring)."""
 
-    async def run(self, jobs: list[Job], api_key: str) -> None:
+    def run(self, jobs: list[Job]) -> None:
         """Caption every job; returns when each is journaled as captioned or failed."""
+        asyncio.run(self._run(jobs))
+
+    async def _run(self, jobs: list[Job]) -> None:
         import openai
 
         hooks = {"request": [self._on_request], "response": [self._on_response]}
         self.client = openai.AsyncOpenAI(
-            api_key=api_key, base_url=self.cfg.base_url, timeout=self.cfg.timeout,
+            api_key=self.api_key, base_url=self.cfg.base_url, timeout=self.cfg.timeout,
             max_retries=self.cfg.max_attempts - 1, http_client=openai.DefaultAsyncHttpxClient(event_hooks=hooks),
         )
         self._flights: dict[str, _Flight] = {}
@@ -83,7 +81,7 @@ class OnlineRunner(Runner):
         import openai
 
         try:  # in a thread: re-encoding a large image takes tens of milliseconds
-            body = (await asyncio.to_thread(build_request, job, self.cfg, self.prompt))[0]
+            body = await asyncio.to_thread(build_request, job, self.cfg, self.prompt)
         except UNREADABLE as err:
             self.fail(job.image_id, f"cannot read image: {err}")
             return
@@ -92,11 +90,10 @@ class OnlineRunner(Runner):
             try:  # client.post sends the body as built; create() would re-validate it field by field
                 text = await self.client.post("/chat/completions", cast_to=str, body=body)
                 answer = parse_completion(json.loads(text))
-            except (MalformedResponse, ValueError) as err:  # json.JSONDecodeError is a ValueError
+            except ValueError as err:  # not JSON, or not a chat completion
                 problem = f"malformed response: {str(err)[:200]}"
             except openai.APIError as err:
-                reason = self.give_up_reason(err)
-                self.fail(job.image_id, f"gave up after {flight.attempts} attempts; last error: {reason}",
+                self.fail(job.image_id, f"gave up after {flight.attempts} attempts; last error: {self._reason(err)}",
                           attempts=flight.attempts)
                 return
             else:
@@ -106,6 +103,26 @@ class OnlineRunner(Runner):
             if answers <= self.cfg.max_answer_retries:
                 self.retry(f"{job.image_id}: {problem}; asking again")
         self.fail(job.image_id, f"{problem} ({answers} answers rejected)", attempts=flight.attempts)
+
+    def _reason(self, err: Exception) -> str:
+        """Why a request failed for good; raises :class:`FatalAPIError` when the run must stop."""
+        import openai
+
+        if isinstance(err, openai.APITimeoutError):
+            return "request timed out"
+        if isinstance(err, openai.APIConnectionError):
+            return f"connection error: {err}"
+        if not isinstance(err, openai.APIStatusError):
+            raise err
+        reason = redact(f"HTTP {err.status_code}: {(getattr(err, 'message', None) or str(err))[:300]}",
+                        self.api_key)
+        if isinstance(err, openai.RateLimitError) and getattr(err, "code", None) == "insufficient_quota":
+            raise FatalAPIError(f"quota exhausted ({reason}); check the account's billing") from None
+        if isinstance(err, (openai.AuthenticationError, openai.PermissionDeniedError)):
+            raise FatalAPIError(f"the server rejected the API key ({reason})") from None
+        if isinstance(err, openai.NotFoundError):
+            raise FatalAPIError(f"model or endpoint not found ({reason}); check --model and --base-url") from None
+        return reason
 
     # -- HTTP hooks: they see every attempt, the SDK's retries included ---------------
     async def _on_request(self, request) -> None:
@@ -117,7 +134,7 @@ class OnlineRunner(Runner):
         if not flight.fresh:
             what = flight.last_error or f"no answer after {now - flight.since:.1f} s (timeout or lost connection)"
             self.retry(f"{flight.image_id}: {what}; retry {flight.attempts - 1} "
-                                f"(at most {self.cfg.max_attempts} attempts per request)")
+                       f"(at most {self.cfg.max_attempts} attempts per request)")
         flight.since, flight.last_error, flight.fresh = now, "", False
 
     async def _on_response(self, response) -> None:

@@ -1,59 +1,161 @@
-"""What online and batch runs share: :class:`Runner` builds each image's request, judges
-each answer, journals the outcome and shows progress; and the API key stays secret.
-
-The openai SDK retries what a retry can fix (408/409/429/5xx, timeouts, dropped
-connections; with backoff, honouring ``Retry-After``). What reaches this code has failed
-for good and is sorted here: errors about one image (400/413/422, retries exhausted)
-skip it; those no other image can escape (a rejected key, no permission, an unknown
-model, an exhausted quota) stop the run. Finished captions are in the journal.
-"""
+"""What online and batch runs share: the request built for each image (the same body online
+and in Batch API files), the judging of each answer, journaling, progress, and the API key's
+secrecy."""
 
 from __future__ import annotations
 
+import base64
+import io
 import os
+import re
 import sys
-from typing import Optional
+from pathlib import Path
+from typing import Any, NamedTuple, Optional
 from urllib.parse import urlsplit, urlunsplit
 
-from PIL import Image
+from PIL import Image, ImageOps
 
+from taco_plus.captions.convert import list_images
 from taco_plus.captions.format import utc_now
-from taco_plus.captions.prompts import PromptTemplate
-from taco_plus.captions.regenerate.config import RegenerateConfig
+from taco_plus.captions.regenerate.config import PromptTemplate, RegenerateConfig, RegenerateError
 from taco_plus.captions.regenerate.journal import Journal
-from taco_plus.captions.regenerate.requests import Answer, Job, answer_problem, build_request
+from taco_plus.captions.sources import CaptionSetSource, captions_fingerprint
 
 UNREADABLE = (OSError, ValueError, Image.DecompressionBombError)  # what PIL raises for a bad image file
-
-
-class MissingAPIKeyError(RuntimeError):
-    """The key's environment variable is unset or empty."""
+EXIF_ORIENTATION = 0x0112
+JPEG_QUALITY = 90  # of the images that are re-encoded
+# Typical opening of a model declining a request ("I'm sorry, I can't help with that.").
+_REFUSAL_START = re.compile(
+    r"^\W*(i['’]m sorry|i am sorry|sorry\b|i can(?:no|['’])t\b|i can not\b|i['’]m unable|"
+    r"i am unable|i['’]m not able|i won['’]t\b|unfortunately,? i\b|as an ai\b)",
+    re.IGNORECASE,
+)
+# Only unambiguous refusals: a caption may legitimately say "I cannot identify the brand".
+_REFUSAL_ANYWHERE = re.compile(
+    r"\bi (?:can(?:no|['’])t|am unable to|['’]m unable to) (?:help|assist|comply) with\b", re.IGNORECASE
+)
 
 
 class FatalAPIError(RuntimeError):
     """A failure no retry and no other image can escape; the run stops."""
 
 
-def read_api_key(env_name: str = "OPENAI_API_KEY") -> str:
+class Job(NamedTuple):
+    """One image to caption: its id (path relative to the image root), file and original caption."""
+
+    image_id: str
+    path: Path
+    original: Optional[str] = None
+
+
+class Answer(NamedTuple):
+    """What matters in a chat completion; ``usage`` counts are 0 when the server omits them."""
+
+    text: Optional[str]
+    refusal: Optional[str] = None
+    finish_reason: Optional[str] = None
+    usage: dict = {"prompt_tokens": 0, "completion_tokens": 0}  # never mutated
+    response_id: Optional[str] = None
+
+
+def collect_jobs(cfg: RegenerateConfig) -> list[Job]:
+    """Images named by ``cfg.captions`` (or every image under ``cfg.image_root``), id-sorted."""
+    if not cfg.image_root.is_dir():
+        raise RegenerateError(f"image folder not found: {cfg.image_root}")
+    if cfg.captions is not None:
+        source = CaptionSetSource(cfg.captions)
+        jobs = [Job(i, cfg.image_root / i, source.captions(i)[0]) for i in sorted(source.ids())]
+        if missing := [j.image_id for j in jobs if not j.path.is_file()]:
+            shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+            raise RegenerateError(f"{len(missing)} images named in {cfg.captions} are not in {cfg.image_root}: {shown}")
+    elif cfg.with_original:
+        raise RegenerateError("--with-original needs --captions (the set holding the original captions)")
+    else:
+        jobs = [Job(i, cfg.image_root / i) for i in list_images(cfg.image_root)]
+    if not jobs:
+        raise RegenerateError(f"no images to caption in {cfg.image_root}")
+    return jobs
+
+
+def prompt_text(job: Job, cfg: RegenerateConfig, prompt: PromptTemplate) -> str:
+    return prompt.render(job.original if cfg.with_original else None, cfg.target_words)
+
+
+def build_request(job: Job, cfg: RegenerateConfig, prompt: PromptTemplate) -> dict:
+    """The chat-completions body for ``job``: one user message with the prompt and the image.
+    ``max_tokens`` is what gpt-4o, vLLM and Ollama all accept."""
+    with Image.open(job.path) as img:
+        if (img.format == "JPEG" and img.mode in ("RGB", "L") and max(img.size) <= cfg.max_side
+                and img.getexif().get(EXIF_ORIENTATION, 1) == 1):
+            data = job.path.read_bytes()  # a JPEG that fits is sent as it is: re-encoding costs ~10 ms and quality
+        else:
+            img = ImageOps.exif_transpose(img).convert("RGB")
+            img.thumbnail((cfg.max_side, cfg.max_side), Image.Resampling.LANCZOS)
+            buf = io.BytesIO()
+            img.save(buf, format="JPEG", quality=JPEG_QUALITY)
+            data = buf.getvalue()
+    url = "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")
+    content = [{"type": "text", "text": prompt_text(job, cfg, prompt)},
+               {"type": "image_url", "image_url": {"url": url, "detail": cfg.detail}}]
+    return {"model": cfg.model, "messages": [{"role": "user", "content": content}],
+            "temperature": cfg.temperature, "max_tokens": cfg.max_tokens}
+
+
+def parse_completion(data: Any) -> Answer:
+    """An :class:`Answer` from a decoded chat-completion object; ValueError if it is none."""
+    try:
+        choice = data["choices"][0]
+        text, refusal = choice["message"].get("content"), choice["message"].get("refusal")
+        if text is not None and not isinstance(text, str):
+            raise TypeError("content is not a string")
+        usage = data.get("usage") or {}
+        counts = {k: int(usage.get(k) or 0) for k in ("prompt_tokens", "completion_tokens")}
+        return Answer(text, refusal, choice.get("finish_reason"), counts, data.get("id"))
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError) as err:
+        raise ValueError(f"not a chat completion ({type(err).__name__}: {err})") from None
+
+
+def answer_problem(answer: Answer, min_words: int) -> Optional[str]:
+    """Why ``answer`` is not a usable caption, or None if it is."""
+    if answer.refusal:
+        return f"refusal: {answer.refusal.strip()[:120]}"
+    text = (answer.text or "").strip()
+    if answer.finish_reason == "content_filter":
+        return "answer blocked by the server's content filter"
+    if not text:
+        return "empty answer"
+    if _REFUSAL_START.match(text) or _REFUSAL_ANYWHERE.search(text[:300]):
+        return f"refusal: {text[:120]}"
+    n_words = len(text.split())
+    return f"answer too short ({n_words} words, minimum {min_words})" if n_words < min_words else None
+
+
+def request_signature(cfg: RegenerateConfig, prompt: PromptTemplate, jobs: list[Job]) -> dict:
+    """Settings that change the answers, with the fingerprint of the ``jobs``' original captions
+    if they are given as context; a resumed run must keep them."""
+    originals = {j.image_id: [j.original] for j in jobs if j.original} if cfg.with_original else {}
+    target = cfg.target_words if prompt.uses_target_words() else None
+    return {"model": cfg.model, "prompt_sha256": prompt.sha256, "target_words": target,
+            "with_original": cfg.with_original,
+            "originals_sha256": captions_fingerprint(originals) if originals else None,
+            **{k: getattr(cfg, k) for k in ("temperature", "max_tokens", "detail", "max_side")},
+            "jpeg_quality": JPEG_QUALITY, "min_words": cfg.min_words}
+
+
+def read_api_key(env_name: str) -> str:
     """The API key from the environment (never from the command line or a file)."""
-    key = os.environ.get(env_name, "").strip()
-    if not key:
-        raise MissingAPIKeyError(
+    if not (key := os.environ.get(env_name, "").strip()):
+        raise RegenerateError(
             f"no API key: the environment variable {env_name} is not set. Export your OpenAI key there; for a "
             f"local server that ignores keys (vLLM, Ollama) any value works, e.g. {env_name}=local. "
             "--dry-run, --write-requests and --results need no key.")
     return key
 
 
-class Redactor:
-    """Replaces the key in any text with ``[redacted]`` (some servers echo it in 401 errors).
+def redact(text: object, key: Optional[str]) -> str:
+    """``text`` with ``key`` replaced by ``[redacted]`` (some servers echo it in 401 errors).
     Keys under 8 characters are placeholders for local servers, not secrets."""
-
-    def __init__(self, secret: Optional[str]) -> None:
-        self._secret = secret if secret and len(secret) >= 8 else None
-
-    def __call__(self, text: object) -> str:
-        return str(text).replace(self._secret, "[redacted]") if self._secret else str(text)
+    return str(text).replace(key, "[redacted]") if key and len(key) >= 8 else str(text)
 
 
 def public_base_url(base_url: Optional[str]) -> Optional[str]:
@@ -66,24 +168,18 @@ def public_base_url(base_url: Optional[str]) -> Optional[str]:
 
 
 class Runner:
-    """Builds requests, judges answers, journals captions and failures and counts them.
-
-    Args:
-        cfg: the run settings.
-        journal: the open run journal.
-        prompt: the prompt template.
-        total: images to caption (the progress bar's length).
-        redact: scrubs the API key from messages.
-    """
+    """Builds requests, judges answers, journals captions and failures and counts them;
+    ``total`` is the length of the progress bar, ``api_key`` None when no server is asked."""
 
     mode = "online"
 
     def __init__(self, cfg: RegenerateConfig, journal: Journal, prompt: PromptTemplate, total: int,
-                 redact: Redactor) -> None:
+                 api_key: Optional[str]) -> None:
         from tqdm.auto import tqdm
 
-        self.cfg, self.journal, self.prompt, self.redact = cfg, journal, prompt, redact
+        self.cfg, self.journal, self.prompt, self.api_key = cfg, journal, prompt, api_key
         self.done = self.failed = self.retried = self.prompt_tokens = self.completion_tokens = 0
+        self.given_up: set[str] = set()  # failed for good: no further attempt in this run
         self.status = ""  # shown after the counters (online: the longest wait in progress)
         self.bar = tqdm(total=total, desc=f"captions ({self.mode})", unit="img", dynamic_ncols=True,
                         file=sys.stderr, disable=not cfg.progress)
@@ -91,20 +187,17 @@ class Runner:
     def request(self, job: Job) -> Optional[dict]:
         """The request body, or None (the failure journaled) for an unreadable image."""
         try:
-            return build_request(job, self.cfg, self.prompt)[0]
+            return build_request(job, self.cfg, self.prompt)
         except UNREADABLE as err:
             self.fail(job.image_id, f"cannot read image: {err}")
-            return None
 
     def accept(self, image_id: str, answer: Answer, **extra) -> Optional[str]:
         """Journal ``answer`` as the caption of ``image_id``, or return why it is rejected."""
-        usage = answer.usage
-        self.prompt_tokens, self.completion_tokens = (self.prompt_tokens + usage["prompt_tokens"],
-                                                      self.completion_tokens + usage["completion_tokens"])
-        problem = answer_problem(answer, self.cfg.min_words)
-        if problem is None:  # the caption: one paragraph, whitespace collapsed
+        self.prompt_tokens += answer.usage["prompt_tokens"]
+        self.completion_tokens += answer.usage["completion_tokens"]
+        if (problem := answer_problem(answer, self.cfg.min_words)) is None:  # one paragraph, whitespace collapsed
             self.journal.append({"type": "caption", "image_id": image_id, "caption": " ".join(answer.text.split()),
-                                 "usage": usage, "mode": self.mode, "finish_reason": answer.finish_reason,
+                                 "usage": answer.usage, "mode": self.mode, "finish_reason": answer.finish_reason,
                                  "response_id": answer.response_id, "time": utc_now(), **extra})
             self.done += 1
             self.show(advance=1)
@@ -112,9 +205,12 @@ class Runner:
 
     def fail(self, image_id: str, reason: str, final: bool = True, **extra) -> None:
         """Journal a failure; ``final``: no further attempt in this run."""
-        self.journal.append({"type": "failure", "image_id": image_id, "reason": self.redact(reason),
+        if image_id in self.given_up:
+            return
+        self.journal.append({"type": "failure", "image_id": image_id, "reason": redact(reason, self.api_key),
                              "mode": self.mode, "time": utc_now(), **extra})
         if final:
+            self.given_up.add(image_id)
             self.failed += 1
             self.show(advance=1)
         else:
@@ -132,22 +228,3 @@ class Runner:
         self.bar.set_postfix_str(f"done={self.done} failed={self.failed} retried={self.retried} tokens={tokens:,}"
                                  + (f" | {self.status}" if self.status else ""), refresh=not advance)
         self.bar.update(advance)
-
-    def give_up_reason(self, err: Exception) -> str:
-        """Why an API call failed for good; raises :class:`FatalAPIError` when the run must stop."""
-        import openai
-
-        if isinstance(err, openai.APITimeoutError):
-            return "request timed out"
-        if isinstance(err, openai.APIConnectionError):
-            return f"connection error: {err}"
-        if not isinstance(err, openai.APIStatusError):
-            raise err
-        reason = self.redact(f"HTTP {err.status_code}: {(getattr(err, 'message', None) or str(err))[:300]}")
-        if isinstance(err, openai.RateLimitError) and getattr(err, "code", None) == "insufficient_quota":
-            raise FatalAPIError(f"quota exhausted ({reason}); check the account's billing") from None
-        if isinstance(err, (openai.AuthenticationError, openai.PermissionDeniedError)):
-            raise FatalAPIError(f"the server rejected the API key ({reason})") from None
-        if isinstance(err, openai.NotFoundError):
-            raise FatalAPIError(f"model or endpoint not found ({reason}); check --model and --base-url") from None
-        return reason
