@@ -119,7 +119,7 @@ class SkimagePhotosConfig(DataConfig):
 
 @dataclass
 class LpipsConfig:
-    """``taco_plus.losses.LpipsDistance``."""
+    """``taco_plus.losses.build_lpips``."""
 
     _target_: str = "taco_plus.losses.build_lpips"
     net: str = "alex"
