@@ -1,17 +1,8 @@
 """Atomic file writes: a crash mid-write leaves the previous file intact.
 
-Every file the project writes for later use (checkpoints, caption sets, results,
-weighting artefacts, ``.tacoz`` files, decoded PNGs) goes through :func:`atomic_writer`:
-the data is written to a temporary file in the destination folder, flushed and
-fsync'd, then renamed over the destination with ``os.replace`` (atomic on POSIX and
-Windows).
-
-The result has the permissions a plain ``open(path, "w")`` would give it: an existing
-file keeps its mode, a new one gets ``0o666`` minus the umask (``mkstemp`` alone would
-leave ``0o600``). The temporary file is named ``.<name>.<pid>.<random>.tmp``, so that
-one left behind by a killed writer (``kill -9`` mid-checkpoint) can be recognised and
-removed by :func:`remove_stale_temporaries` (checkpoint writes call it; it lists the
-folder, too slow to do for every file of a 30k-image evaluation).
+Data goes to ``.<name>.<pid>.<random>.tmp`` beside the destination, is fsync'd, then
+renamed over it (``os.replace``). The result gets the mode a plain ``open(path, "w")``
+would give (an existing file's, or ``0o666`` minus the umask; ``mkstemp`` alone gives 0o600).
 """
 
 from __future__ import annotations
@@ -23,62 +14,40 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator, Union
 
-
-# Temporaries this process is writing now.
+# Temporaries this process is writing now (never stale).
 _writing: set[Path] = set()
 
 
-def _umask() -> int:
-    # os.umask can only be read by setting it; 0o077 in the meantime errs on the safe side
-    # for a file another thread might create in this instant.
-    mask = os.umask(0o077)
-    os.umask(mask)
-    return mask
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
 def remove_stale_temporaries(path: Union[str, os.PathLike]) -> list[Path]:
-    """Removes temporaries of ``path`` whose writer process is gone; returns them.
+    """Removes the temporaries of ``path`` whose writer process is gone; returns them.
 
-    A writer on another machine (a shared file system) cannot be checked: its
-    temporary is removed when no process of that id runs here.
+    Our own pid counts as gone when we are not writing that file (a restarted container
+    often reuses the killed process's pid). A writer on another machine cannot be checked.
     """
     path = Path(path)
     prefix = f".{path.name}."
     removed = []
-    if not path.parent.is_dir():
-        return removed
-    for tmp in path.parent.iterdir():
-        if not (tmp.name.startswith(prefix) and tmp.name.endswith(".tmp")):
-            continue
+    for tmp in path.parent.iterdir() if path.parent.is_dir() else ():
         pid = tmp.name[len(prefix) :].split(".", 1)[0]
-        if not pid.isdigit() or tmp in _writing:
+        if not (tmp.name.startswith(prefix) and tmp.name.endswith(".tmp") and pid.isdigit()) or tmp in _writing:
             continue
-        # Our own id but not being written: stale (a restarted container often gives the
-        # new process the id of the killed one).
-        if int(pid) == os.getpid() or not _pid_alive(int(pid)):
-            tmp.unlink(missing_ok=True)
-            removed.append(tmp)
+        try:
+            if int(pid) != os.getpid():
+                os.kill(int(pid), 0)  # raises when no such process runs
+                continue
+        except ProcessLookupError:
+            pass
+        except PermissionError:  # alive, another user's
+            continue
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
     return removed
 
 
 @contextmanager
 def atomic_writer(path: Union[str, os.PathLike], mode: str = "wb") -> Iterator[IO]:
-    """Opens a temporary file beside ``path``; on success it replaces ``path``.
-
-    Args:
-        path: destination file (its folder is created if needed).
-        mode: ``"wb"`` for bytes or ``"w"`` for UTF-8 text.
-    """
+    """A temporary file beside ``path`` (``mode`` ``"wb"``, or ``"w"`` for UTF-8 text)
+    that replaces ``path`` when the block ends without an exception."""
     if mode not in ("wb", "w"):
         raise ValueError(f"mode must be 'wb' or 'w', got {mode!r}")
     path = Path(path)
@@ -86,7 +55,9 @@ def atomic_writer(path: Union[str, os.PathLike], mode: str = "wb") -> Iterator[I
     try:
         permissions = stat.S_IMODE(path.stat().st_mode)
     except FileNotFoundError:
-        permissions = 0o666 & ~_umask()
+        umask = os.umask(0o077)  # the umask can only be read by setting it
+        os.umask(umask)
+        permissions = 0o666 & ~umask
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     tmp = Path(name)
     _writing.add(tmp)
@@ -104,16 +75,14 @@ def atomic_writer(path: Union[str, os.PathLike], mode: str = "wb") -> Iterator[I
         _writing.discard(tmp)
 
 
-def write_error(err: OSError, what: str) -> OSError:
-    """``err`` (same errno) with a message saying what could not be written, e.g.
-    ``[Errno 28] cannot write checkpoint last.pt: No space left on device``."""
-    if err.errno is None:
-        return OSError(f"{what}: {err}")
-    return OSError(err.errno, f"{what}: {err.strerror}")
-
-
-def atomic_write(path: Union[str, os.PathLike], data: Union[bytes, str]) -> Path:
+def atomic_write(path: Union[str, os.PathLike], data: Union[bytes, memoryview, str]) -> Path:
     """Writes ``data`` (bytes, or text as UTF-8) to ``path`` atomically; returns the path."""
-    with atomic_writer(path, "wb" if isinstance(data, bytes) else "w") as f:
+    with atomic_writer(path, "w" if isinstance(data, str) else "wb") as f:
         f.write(data)
     return Path(path)
+
+
+def write_error(err: OSError, what: str) -> OSError:
+    """``err`` (same errno) saying what could not be written, e.g.
+    ``[Errno 28] cannot write checkpoint last.pt: No space left on device``."""
+    return OSError(f"{what}: {err}") if err.errno is None else OSError(err.errno, f"{what}: {err.strerror}")

@@ -15,17 +15,9 @@ Layout (all integers big-endian)::
     end-4   4     CRC-32 of every preceding byte
 
 The latent shape is not stored: z is (ceil(H/64), ceil(W/64)) by construction.
-Decoding validates magic, version, sizes, lengths, CRC, fingerprint and the pixel
-limit before any entropy decoding or allocation, so truncated, corrupted, foreign,
-wrong-model or oversized files raise :class:`BitstreamError` instead of crashing,
-hanging or yielding garbage. The strings themselves are then decoded by a decoder
-that never reads past them and requires each to decode to exactly the symbols the
-size announces (``taco_plus/models/rans.py``); a CRC-valid crafted file is an error too.
-
-The pixel limit (:data:`DEFAULT_MAX_PIXELS`, 2^25 = 33,554,432: 8K UHD fits) bounds
-the decoder's memory and time, which grow with H x W whatever the file's length
-(a few hundred bytes per pixel in the synthesis transform). Raise it for files you
-trust: ``max_pixels`` of :func:`unpack` / ``TacoCodec``, ``taco-plus decompress --max-pixels``.
+:func:`unpack` checks magic, version, sizes, lengths, CRC, fingerprint and the pixel
+limit (:data:`DEFAULT_MAX_PIXELS`, 2^25: 8K UHD fits) before anything is decoded or
+allocated; what the string decoder guarantees beyond that is in docs/coding.md.
 """
 
 from __future__ import annotations
@@ -67,11 +59,8 @@ class Payload:
 
 
 def model_fingerprint(model: torch.nn.Module) -> bytes:
-    """16-byte digest of every tensor in the state dict (names, dtypes, shapes, values).
-
-    Includes the entropy coders' CDF tables: decoding with different tables would
-    silently produce garbage.
-    """
+    """16-byte digest of every tensor in the state dict (names, dtypes, shapes, values),
+    the entropy coders' CDF tables included: other tables would decode garbage."""
     import torch
 
     digest = hashlib.sha256()
@@ -90,16 +79,8 @@ def pack(payload: Payload) -> bytes:
         raise ValueError(f"image size {payload.height}x{payload.width} out of range")
     if len(payload.fingerprint) != 16:
         raise ValueError("fingerprint must be 16 bytes")
-    body = _HEADER.pack(
-        MAGIC,
-        VERSION,
-        0,
-        payload.height,
-        payload.width,
-        payload.fingerprint,
-        len(payload.y_string),
-        len(payload.z_string),
-    )
+    body = _HEADER.pack(MAGIC, VERSION, 0, payload.height, payload.width, payload.fingerprint,
+                        len(payload.y_string), len(payload.z_string))
     body += payload.y_string + payload.z_string
     return body + struct.pack(">I", zlib.crc32(body))
 
@@ -107,13 +88,8 @@ def pack(payload: Payload) -> bytes:
 def unpack(
     data: bytes, expected_fingerprint: bytes | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> Payload:
-    """Parses and validates a ``.tacoz`` stream.
-
-    Args:
-        data: the file's bytes.
-        expected_fingerprint: the decoding model's fingerprint; a mismatch is an error.
-        max_pixels: refuse images of more pixels (H x W) than this (module docstring).
-    """
+    """Parses and validates a ``.tacoz`` stream; ``expected_fingerprint`` is the decoding
+    model's, ``max_pixels`` the largest H x W accepted."""
     if len(data) < 4 or data[:4] != MAGIC:
         raise BitstreamError("not a .tacoz file (bad magic bytes)")
     if len(data) < HEADER_BYTES:

@@ -1,44 +1,37 @@
 """Codec checkpoints: taco-plus's own format and official TACO checkpoints.
 
-A taco-plus checkpoint is a ``torch.save``'d dict of plain containers and tensors,
-readable with ``torch.load(..., weights_only=True)``::
+A taco-plus checkpoint is a ``torch.save``'d dict of plain containers and tensors:
+``format``, ``format_version``, the resolved Hydra nodes ``model_config``,
+``text_encoder_config`` and ``weighting_config``, ``state_dict``, and the training state
+when the trainer wrote it (docs/training.md). Anything else with TACO's keys is an official
+checkpoint and gets the official text pipeline.
 
-    {
-      "format": "taco-plus", "format_version": 1,
-      "model_config": {...},         # Hydra node: {"_target_": "taco_plus.models.TACO", ...}
-      "text_encoder_config": {...},  # Hydra node for the caption encoder used at encode time
-      "weighting_config": {...} | None,
-      "state_dict": {...},           # model weights (entropy-coder CDFs included once updated)
-      ...                            # training state (optimisers, step, RNG) when written by the trainer
-    }
-
-An official TACO checkpoint (a bare or wrapped state dict) is recognised by its keys
-and gets the official text pipeline: CLIP ViT-B/32 (OpenAI weights), 38 tokens,
-end-of-text padding, padding attended.
-
-Loading is safe for files of unknown origin: the pickle cannot run code
-(``weights_only=True``) and the stored configs are checked against the project's own
-components before anything is instantiated (:mod:`taco_plus.stored_config`). A file
-that is not a checkpoint, is damaged, or needs code to load gets a
-:class:`CheckpointError` that says which.
+A checkpoint is data. ``weights_only=True`` stops its pickle from running code, but its
+configs go to Hydra's ``instantiate``, which imports and calls whatever ``_target_`` names
+(``builtins.open``, ``shutil.copyfile``...). :func:`check_stored_config` refuses, before
+anything is built, a config whose ``_target_``s (at any depth) are not named by an option
+or schema of :data:`CHECKPOINT_GROUPS` (the allow-list follows the config files: a new
+option's classes are loadable, nothing else), that holds an interpolation (a resolver such
+as ``oc.decode`` could build a new ``_target_`` at instantiation), or that does not fit a
+registered schema (an unknown key such as ``cache_dir`` would choose where weights go).
 """
 
 from __future__ import annotations
 
+import io
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional
 
 import torch
 
-from taco_plus.atomic import atomic_writer, remove_stale_temporaries
-from taco_plus.stored_config import check_stored_config, instantiate_stored
+from taco_plus.atomic import atomic_write, remove_stale_temporaries
 
 FORMAT = "taco-plus"
 FORMAT_VERSION = 1
-
 OFFICIAL_TEXT_ENCODER = {
     "_target_": "taco_plus.text.ClipTextEncoder",
     "model_name": "ViT-B-32",
@@ -46,6 +39,18 @@ OFFICIAL_TEXT_ENCODER = {
     "max_tokens": 38,
     "pad": "eot",
 }
+# Groups whose nodes checkpoints store (the model config embeds the attention node).
+CHECKPOINT_GROUPS = ("model", "attention", "text_encoder", "weighting")
+# Hydra's instantiation keys: not constructor arguments, so not in a schema.
+HYDRA_KEYS = ("_partial_", "_args_", "_recursive_", "_convert_")
+
+
+class CheckpointError(ValueError):
+    """A file that cannot be used as a checkpoint (the message says why)."""
+
+
+class UntrustedConfigError(ValueError):
+    """A stored config names something that is not a taco-plus component."""
 
 
 @dataclass
@@ -56,46 +61,114 @@ class LoadedCodec:
     text_encoder_config: dict[str, Any]
     weighting_config: Optional[dict[str, Any]] = None
     source: str = FORMAT
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
-class CheckpointError(ValueError):
-    """A file that cannot be used as a checkpoint (the message says why)."""
+# ------------------------------------------------------------------ stored configs
+def _walk(node: Any, path: str) -> Iterator[tuple[str, Any]]:
+    """Every (path, value) of a nested dict/list, the root included (iterative: a hostile
+    depth hits no recursion limit)."""
+    stack = [(path, node)]
+    while stack:
+        path, node = stack.pop()
+        yield path, node
+        if isinstance(node, Mapping):
+            stack.extend((f"{path}.{k}", v) for k, v in node.items())
+        elif isinstance(node, (list, tuple)):
+            stack.extend((f"{path}[{i}]", v) for i, v in enumerate(node))
 
 
-class _ErrorKeepingFile:
-    """Keeps the ``OSError`` of a failed write: torch.save's C++ writer swallows it when
-    it writes tensor data and fails later with "unexpected pos ..." (a full disk)."""
+def _schema_nodes() -> list[Any]:
+    from hydra.core.config_store import ConfigStore
 
-    def __init__(self, f: Any) -> None:
-        self._f, self.error = f, None
+    import taco_plus.config  # noqa: F401  (registers the schemas)
 
-    def write(self, data: Any) -> int:
-        try:
-            return self._f.write(data)
-        except OSError as err:
-            self.error = err
-            raise
-
-    def flush(self) -> None:
-        self._f.flush()
+    return [entry.node for group in CHECKPOINT_GROUPS for entry in ConfigStore.instance().repo.get(group, {}).values()]
 
 
+@lru_cache(maxsize=1)
+def allowed_targets() -> frozenset[str]:
+    """Every ``_target_`` named by an option file or a schema of :data:`CHECKPOINT_GROUPS`."""
+    from omegaconf import OmegaConf
+
+    from taco_plus.config import CONFIG_DIR
+
+    files = [OmegaConf.load(p) for group in CHECKPOINT_GROUPS for p in sorted((CONFIG_DIR / group).rglob("*.yaml"))]
+    return frozenset(
+        node["_target_"]
+        for root in (*files, *_schema_nodes())
+        for _, node in _walk(OmegaConf.to_container(root, resolve=False), "")
+        if isinstance(node, Mapping) and isinstance(node.get("_target_"), str)
+    )
+
+
+@lru_cache(maxsize=1)
+def _schemas() -> dict[str, Any]:
+    return {node["_target_"]: node for node in _schema_nodes() if "_target_" in node}
+
+
+def check_stored_config(config: Any, what: str, source: str = "checkpoint", optional: bool = False) -> None:
+    """Raises :class:`UntrustedConfigError` unless ``config`` (a plain dict; None when
+    ``optional``) only builds taco-plus components. ``what`` and ``source`` name it in messages."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    if config is None and optional:
+        return
+    refuse = f"{source}: refusing to load it (nothing was instantiated):"
+    if not isinstance(config, Mapping):
+        raise UntrustedConfigError(f"{refuse} {what} is a {type(config).__name__}, not a config mapping")
+    for path, node in _walk(config, what):
+        if isinstance(node, str) and "${" in node:
+            raise UntrustedConfigError(f"{refuse} {path} holds an interpolation ({node[:80]!r})")
+        if not isinstance(node, Mapping):
+            continue
+        if any(isinstance(key, str) and "${" in key for key in node):
+            raise UntrustedConfigError(f"{refuse} a key of {path} holds an interpolation")
+        if "_target_" not in node:
+            continue
+        target = node["_target_"]
+        if not isinstance(target, str) or target not in allowed_targets():
+            raise UntrustedConfigError(
+                f"{refuse} {path}._target_ = {target!r:.100} is not a taco-plus component; a checkpoint may "
+                f"name only the classes of the {', '.join(CHECKPOINT_GROUPS)} config groups: "
+                f"{', '.join(sorted(allowed_targets()))}"
+            )
+        if target in _schemas():
+            try:
+                OmegaConf.merge(_schemas()[target], {k: v for k, v in node.items() if k not in HYDRA_KEYS})
+            except (OmegaConfBaseException, ValueError, TypeError) as err:
+                reason = str(err).splitlines()[0]
+                raise UntrustedConfigError(f"{refuse} {path} does not fit the schema of {target}: {reason}") from err
+
+
+def instantiate_stored(config: Optional[Mapping[str, Any]], what: str = "stored config") -> Any:
+    """Checks a stored component config, then instantiates it (None, or no ``_target_``: None)."""
+    if config is None:
+        return None
+    check_stored_config(config, what)
+    if config.get("_target_") is None:
+        return None
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(dict(config), _convert_="all")
+    except InstantiationException as err:  # the component's own error (e.g. CLIP weights missing offline)
+        raise (err.__cause__ or err) from err
+
+
+# --------------------------------------------------------------------- files
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file in the same folder, fsync, then rename.
+    """``torch.save`` to ``path`` atomically, after removing a killed writer's temporary.
 
-    A crash mid-write leaves the previous file intact; the temporary a killed writer
-    left behind is removed first. A failed write raises its ``OSError`` (ENOSPC, EFBIG).
+    Serialised in memory first: torch's C++ writer swallows the ``OSError`` of a failed
+    write (a full disk) and fails later with "unexpected pos"; written as bytes, the
+    ``OSError`` (ENOSPC, EFBIG) reaches the caller.
     """
     remove_stale_temporaries(path)
-    with atomic_writer(path, "wb") as f:
-        out = _ErrorKeepingFile(f)
-        try:
-            torch.save(obj, out)
-        except RuntimeError as err:
-            if out.error is None:
-                raise
-            raise out.error from err
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write(path, buffer.getbuffer())
 
 
 def save_codec(
@@ -121,25 +194,14 @@ def save_codec(
     )
 
 
-
-def _written_by_torch(head: bytes) -> bool:
-    """A zip archive (PyTorch >= 1.6) or the legacy format's pickled magic number (a
-    10-byte long, after the pickle protocol opcode)."""
-    return head.startswith(b"PK\x03\x04") or (head[:1] == b"\x80" and head[2:4] == b"\x8a\x0a")
-
-
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """``torch.load(weights_only=True)`` with clear errors for missing or foreign files."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    with path.open("rb") as f:
-        head = f.read(4)
-    if not _written_by_torch(head):
-        raise CheckpointError(f"{path} is not a checkpoint (not a file written by torch.save)")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # unsafe globals, truncated zip, foreign zip ...
+    except Exception as err:  # unsafe globals, truncated zip, not a torch file ...
         unsafe = re.search(r"GLOBAL (\S+)", str(err))
         if unsafe:
             raise CheckpointError(
@@ -147,7 +209,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
                 "read with weights_only=True (tensors and plain containers only)"
             ) from err
         reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path} is damaged or not a checkpoint: {reason}") from err
+        raise CheckpointError(f"{path} is not a checkpoint, or is damaged: {reason}") from err
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f"{path} is not a checkpoint: it holds a {type(checkpoint).__name__}, not a dict")
     return checkpoint
@@ -161,38 +223,28 @@ def build_model(model_config: Mapping[str, Any]) -> torch.nn.Module:
     return model
 
 
-def load_codec(path: str | os.PathLike, update_cdfs: bool = True) -> LoadedCodec:
-    """Loads a taco-plus or official TACO checkpoint in eval mode, CDFs updated."""
+def load_codec(path: str | os.PathLike) -> LoadedCodec:
+    """Loads a taco-plus or official TACO checkpoint in eval mode, entropy-coder CDFs updated."""
     from taco_plus.models import TACO
 
     checkpoint = read_checkpoint(path)
     if checkpoint.get("format") == FORMAT:
-        version = checkpoint.get("format_version")
-        if version != FORMAT_VERSION:
-            raise CheckpointError(f"{path}: unsupported taco-plus checkpoint version {version}")
+        if checkpoint.get("format_version") != FORMAT_VERSION:
+            raise CheckpointError(f"{path}: unsupported taco-plus checkpoint version {checkpoint.get('format_version')}")
         # Every stored config is checked before any of them is instantiated.
-        check_stored_config(checkpoint.get("model_config"), "model_config", str(path))
-        check_stored_config(checkpoint.get("text_encoder_config"), "text_encoder_config", str(path))
-        check_stored_config(checkpoint.get("weighting_config"), "weighting_config", str(path), optional=True)
+        for key in ("model_config", "text_encoder_config", "weighting_config"):
+            check_stored_config(checkpoint.get(key), key, str(path), optional=key == "weighting_config")
         model = build_model(checkpoint["model_config"])
         try:
             model.load_state_dict(checkpoint["state_dict"])
         except (KeyError, TypeError, RuntimeError) as err:
             raise CheckpointError(f"{path}: its weights do not fit its model config: {err}") from err
-        loaded = LoadedCodec(
-            model,
-            dict(checkpoint["text_encoder_config"]),
-            checkpoint.get("weighting_config"),
-            FORMAT,
-            {k: v for k, v in checkpoint.items() if k not in ("state_dict",)},
-        )
+        loaded = LoadedCodec(model, dict(checkpoint["text_encoder_config"]), checkpoint.get("weighting_config"))
     else:
         try:
             model = TACO.from_official(checkpoint)
         except (KeyError, ValueError, TypeError, RuntimeError) as err:
             raise CheckpointError(f"{path} is neither a taco-plus nor an official TACO checkpoint: {err}") from err
         loaded = LoadedCodec(model, dict(OFFICIAL_TEXT_ENCODER), None, "official")
-    loaded.model.eval()
-    if update_cdfs:
-        loaded.model.update(force=True)
+    loaded.model.eval().update(force=True)
     return loaded

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Optional
 
 import torch
 from torch import Tensor
 
-from taco_plus.bitstream import DEFAULT_MAX_PIXELS, HEADER_BYTES, Payload, model_fingerprint, pack, unpack
-from taco_plus.checkpoint import LoadedCodec
+from taco_plus.bitstream import DEFAULT_MAX_PIXELS, Payload, model_fingerprint, pack, unpack
+from taco_plus.checkpoint import LoadedCodec, instantiate_stored
 from taco_plus.images import crop, pad_to_multiple
-from taco_plus.stored_config import instantiate_stored
 
 
 @dataclass
@@ -33,7 +33,6 @@ class EncodeResult:
     height: int
     width: int
     encode_ms: float
-    estimated_bits: Optional[float] = None
 
     @property
     def bpp(self) -> float:
@@ -57,35 +56,30 @@ class TacoCodec:
         self.model = loaded.model.eval()
         self.max_pixels = max_pixels
         self.loaded = loaded
-        self._text_encoder = text_encoder
-        self._weighting = weighting
-        self._weighting_built = weighting is not None
+        if text_encoder is not None:
+            self.text_encoder = text_encoder
+        if weighting is not None:
+            self.weighting = weighting
         self.fingerprint = model_fingerprint(self.model)
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    @property
+    @cached_property
     def text_encoder(self):
-        if self._text_encoder is None:
-            self._text_encoder = instantiate_stored(self.loaded.text_encoder_config, "text_encoder_config")
-            if self._text_encoder is None:
-                raise ValueError("checkpoint names no text encoder")
-        return self._text_encoder
+        encoder = instantiate_stored(self.loaded.text_encoder_config, "text_encoder_config")
+        if encoder is None:
+            raise ValueError("checkpoint names no text encoder")
+        return encoder
 
-    @property
+    @cached_property
     def weighting(self):
-        if not self._weighting_built:
-            self._weighting = instantiate_stored(self.loaded.weighting_config, "weighting_config")
-            self._weighting_built = True
-        return self._weighting
+        return instantiate_stored(self.loaded.weighting_config, "weighting_config")
 
     @torch.no_grad()
     def encode_text(self, caption: str) -> tuple[Tensor, Tensor, Optional[Tensor]]:
         """Caption -> (features (1, L, D), mask (1, L), weights (1, L) or None)."""
-        if not isinstance(caption, str):
-            raise TypeError(f"caption must be a string, got {type(caption).__name__}")
         features = self.text_encoder([caption])
         tokens, mask, weights = features.tokens, features.mask, None
         if self.weighting is not None:
@@ -126,5 +120,3 @@ class TacoCodec:
         out = self.model(x_pad, text, mask, weights)
         return float(sum((-torch.log2(l)).sum() for l in out["likelihoods"].values()))
 
-
-__all__ = ["EncodeResult", "TacoCodec", "HEADER_BYTES"]

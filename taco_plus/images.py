@@ -1,24 +1,8 @@
 """Reading, writing and padding images for the codec.
 
-Conversion rule (every input becomes 8-bit-per-channel RGB, the precision of the
-decoded output):
-
-* EXIF orientation is applied first.
-* Grayscale (``L``, ``1``) is replicated to three channels.
-* 16-bit samples keep their most significant byte (``v >> 8``): Pillow already does
-  this for 16-bit RGB PNGs, and 16-bit grayscale (``I;16``/``I``) follows the same rule.
-  32-bit float images (``F``) are clipped to [0, 255].
-* Palette images are expanded through their palette (transparency included).
-* Alpha (``RGBA``, ``LA``, ``PA``) is composited over white — what a viewer shows —
-  and is not coded.
-* Other modes (``CMYK``, ``YCbCr``, ``LAB``, ``HSV``) are converted by Pillow.
-* Animations (GIF, APNG, WebP, multi-page TIFF) give their first frame, with an
-  :class:`ImageReadWarning` saying so.
-
-Sizes: any H×W ≥ 1×1 up to Pillow's decompression-bomb guard (``Image.MAX_IMAGE_PIXELS``
-× 2, 179 Mpixels by default), above which :func:`load_image` refuses the file. The codec
-pads bottom/right with zeros to a multiple of 64 (:func:`pad_to_multiple`) and crops back
-(:func:`crop`), as TACO's evaluation does.
+Every input becomes 8-bit RGB (EXIF orientation applied, 16-bit samples keep their high
+byte, alpha composited over white, first frame of an animation): the rule is in
+docs/coding.md. The codec zero-pads bottom/right to a multiple of 64 and crops back.
 """
 
 from __future__ import annotations
@@ -46,7 +30,7 @@ class ImageReadWarning(UserWarning):
 
 
 def to_rgb8(img: Image.Image) -> np.ndarray:
-    """Converts a PIL image of any mode to a (H, W, 3) uint8 array by the rule above."""
+    """A PIL image of any mode as a (H, W, 3) uint8 array (docs/coding.md)."""
     img = ImageOps.exif_transpose(img)
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         values = np.asarray(img).astype(np.int64)
@@ -80,9 +64,8 @@ def load_image(path: str | os.PathLike) -> Tensor:
     except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as err:
         raise ImageReadError(f"cannot read image {path}: {err}") from err
     if frames > 1:
-        warnings.warn(f"{path} has {frames} frames: only the first is read", ImageReadWarning, stacklevel=2)
-    if array.shape[0] < 1 or array.shape[1] < 1:
-        raise ImageReadError(f"image {path} has no pixels")
+        warnings.warn(f"{path} has {frames} frames: only the first is read; the others are not coded",
+                      ImageReadWarning, stacklevel=2)
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
@@ -93,11 +76,7 @@ def to_uint8(x: Tensor) -> Tensor:
 
 def encode_png(x: Tensor) -> bytes:
     """A (3, H, W) or (1, 3, H, W) [0, 1] tensor as the bytes of an 8-bit RGB PNG."""
-    if x.dim() == 4:
-        if x.shape[0] != 1:
-            raise ValueError("encode_png takes one image")
-        x = x[0]
-    array = to_uint8(x).permute(1, 2, 0).cpu().numpy()
+    array = to_uint8(x.reshape(x.shape[-3:])).permute(1, 2, 0).cpu().numpy()  # (H, W, 3); one image
     buffer = io.BytesIO()
     Image.fromarray(array, mode="RGB").save(buffer, format="PNG")
     return buffer.getvalue()

@@ -16,7 +16,7 @@ from taco_plus.config import CONFIG_DIR, compose, to_container
 from taco_plus.models import TACO
 from taco_plus.text import ClipTextEncoder
 from taco_plus.text.tokenizer import tokenize
-from taco_plus.train.state import load_initial_weights
+from taco_plus.train.trainer import load_initial_weights
 from taco_plus.weighting import TfidfStatistics, load_corpus
 from tests.conftest import shared_path
 

@@ -197,15 +197,24 @@ def _ddp_rank(rank: int, world: int, store: str, setup=None) -> dict:
         dist.destroy_process_group()
 
 
+def _text_features() -> torch.Tensor:
+    from taco_plus.text import ClipTextEncoder
+
+    return ClipTextEncoder("taco-tiny-clip", None, max_tokens=38)(CAPTIONS).tokens
+
+
 def _ddp_child(rank: int, world: int, store: str, out: str) -> None:
-    torch.save(_ddp_rank(rank, world, store), out)
+    # Also the tiny text tower's features in a fresh interpreter: the same seed must give the
+    # same untrained CLIP in every process (DDP ranks, evaluation in another process).
+    torch.save({**_ddp_rank(rank, world, store), "text_features": _text_features()}, out)
 
 
 @pytest.mark.slow  # two interpreters importing torch and open_clip
 def test_joint_loss_over_two_processes_equals_one_process(tmp_path):
     """2 gloo processes with 2 images each give the same loss and the same (DDP-averaged)
     gradients as 1 process with all 4: the embeddings are gathered with gradients.
-    This process is rank 0 (one interpreter start less), a spawned one rank 1."""
+    This process is rank 0 (one interpreter start less), a spawned one rank 1, which also
+    computes the tiny text tower's features (identical across processes)."""
     import torch.multiprocessing as mp
 
     single = _joint_terms(*_joint_setup(), GLOBAL_CAPTIONS)
@@ -218,6 +227,7 @@ def test_joint_loss_over_two_processes_equals_one_process(tmp_path):
         child.join(timeout=180)
     assert child.exitcode == 0
     ranks.append(torch.load(out, weights_only=True))
+    assert torch.equal(ranks[1].pop("text_features"), _text_features())
     for ranked in ranks:
         for name, value in single["terms"].items():
             torch.testing.assert_close(ranked["terms"][name], value, rtol=1e-5, atol=0)

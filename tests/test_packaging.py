@@ -13,10 +13,11 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 
-# With the installed package: compose, write a tiny random checkpoint (what training saves),
-# then the command line's compress and decompress (twice: decoding is deterministic).
+# With the installed package, in one interpreter: compose, write a tiny random checkpoint
+# (what training saves), the command line's compress and decompress (twice: decoding is
+# deterministic), then `python -m taco_plus.train experiment=taco_baseline --cfg job`.
 ROUND_TRIP = """
-import sys
+import contextlib, io, runpy, sys
 import numpy as np
 from PIL import Image
 import taco_plus
@@ -34,6 +35,11 @@ for out in ("a.png", "b.png"):
 a, b = (np.asarray(Image.open(f)) for f in ("a.png", "b.png"))
 assert a.shape == (48, 80, 3) and np.array_equal(a, b)
 print("round trip ok")
+sys.argv = ["taco_plus.train", "experiment=taco_baseline", "--cfg", "job"]
+job = io.StringIO()
+with contextlib.redirect_stdout(job):
+    runpy.run_module("taco_plus.train", run_name="__main__", alter_sys=True)  # as python -m does
+print(job.getvalue())
 """
 
 
@@ -59,7 +65,6 @@ def test_wheel_installed_outside_the_checkout_composes_and_codes(tmp_path):
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("TACO_DATA",)}
     env.update(PYTHONPATH=str(site), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    job = _run(["-m", "taco_plus.train", "experiment=taco_baseline", "--cfg", "job"], elsewhere, env)
-    assert "name: taco_baseline" in job and "mask_padding: false" in job and "convention: reference" in job
-
-    assert "round trip ok" in _run(["-c", ROUND_TRIP, str(site)], elsewhere, env)
+    out = _run(["-c", ROUND_TRIP, str(site)], elsewhere, env)
+    assert "round trip ok" in out
+    assert "name: taco_baseline" in out and "mask_padding: false" in out and "convention: reference" in out

@@ -10,10 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from taco_plus.checkpoint import FORMAT, FORMAT_VERSION, load_codec, save_codec
+from taco_plus.checkpoint import FORMAT, FORMAT_VERSION, UntrustedConfigError, allowed_targets, load_codec, save_codec
 from taco_plus.cli import main as cli_main
 from taco_plus.config import CONFIG_DIR
-from taco_plus.stored_config import UntrustedConfigError, allowed_targets
 from tests.test_codec import TINY_MODEL, TINY_TEXT, make_model
 
 VICTIM_TEXT = "precious data\n"

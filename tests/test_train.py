@@ -1,12 +1,12 @@
 """Training on a tiny config: exact resume, atomic checkpoints, NaN stop, adapter-only
-fine-tuning, official initialisation, logs, DDP and sweeps (every registered run: test_experiments_registry)."""
+fine-tuning, official initialisation, logs, DDP and sweeps (every registered run: test_experiments_registry;
+signals, full disks and a torchrun job: test_train_signals)."""
 
 from __future__ import annotations
 
 import csv
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -19,7 +19,7 @@ from taco_plus.checkpoint import load_codec, read_checkpoint
 from taco_plus.config import compose
 from taco_plus.losses import TacoLoss
 from taco_plus.train import NonFiniteLossError, train
-from tests.conftest import REPO_ROOT, shared_path
+from tests.conftest import shared_path
 
 CAPTIONS = {
     "a.png": "a red bus parked on a street in Paris",
@@ -198,11 +198,6 @@ def test_initialise_from_an_official_checkpoint(tiny_data, tmp_path):
                  "model=small")
 
 
-def _subprocess_env() -> dict:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT))
-    return env
-
-
 @pytest.mark.slow
 def test_hydra_entry_point_sweeps_lambda(tiny_data, tmp_path, monkeypatch):
     from hydra.core.global_hydra import GlobalHydra
@@ -220,21 +215,6 @@ def test_hydra_entry_point_sweeps_lambda(tiny_data, tmp_path, monkeypatch):
     finals = sorted(tmp_path.glob("*/checkpoints/final.pt"))
     assert [p.parts[-3] for p in finals] == ["0_lmbda0.0025", "1_lmbda0.0067", "2_lmbda0.018"]
     assert read_checkpoint(finals[2])["config"]["loss"]["lmbda"] == 0.018
-
-
-@pytest.mark.slow
-def test_torchrun_ddp_on_cpu(tiny_data, tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
-           "-m", "taco_plus.train", *tiny_overrides(tiny_data), "trainer.max_steps=2", "data.batch_size=1",
-           f"run_dir={tmp_path}"]
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=_subprocess_env(), capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    ckpt = read_checkpoint(tmp_path / "checkpoints" / "final.pt")
-    assert ckpt["world_size"] == 2 and len(ckpt["rng"]) == 2 and ckpt["step"] == 2
-    assert not torch.equal(ckpt["rng"][0]["torch"], ckpt["rng"][1]["torch"])  # per-rank streams
-    # 4 images over 2 ranks with batch 1: 2 steps per epoch, one CSV row per step.
-    with (tmp_path / "train_log.csv").open() as f:
-        assert [r["epoch"] for r in csv.DictReader(f)] == ["0", "0"]
 
 
 def test_entry_point_reports_user_errors_in_one_line(tiny_data, tmp_path, monkeypatch, capsys):
@@ -287,11 +267,12 @@ def test_bf16_keeps_the_entropy_model_in_fp32(tiny_data, tmp_path, monkeypatch):
 
 
 def _run_rank(rank: int, store_port: int, data: str, run_dir: str) -> str:
-    """One rank of a 2-process CPU run, launched as torchrun would; returns its run folder."""
+    """One rank of a 2-process CPU run (full tiny loss: the joint loss gathers across ranks),
+    launched as torchrun would; returns its run folder."""
     os.environ.update(WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(store_port))
     try:
-        return str(run_tiny_rd(Path(data), Path(run_dir), "trainer.max_steps=1", "data.batch_size=1").run_dir)
+        return str(run_tiny(Path(data), Path(run_dir), "trainer.max_steps=2", "data.batch_size=1").run_dir)
     finally:
         for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
             os.environ.pop(var, None)
@@ -303,9 +284,11 @@ def _rank_child(rank: int, port: int, data: str, run_dir: str, out: str) -> None
 
 
 @pytest.mark.slow
-def test_all_ranks_share_rank_0s_run_folder(tiny_data, tmp_path):
-    """Each rank is given its own folder (as each rank's Hydra names one from its clock):
-    every rank works in rank 0's, so `trainer.resume=auto` finds the same checkpoint."""
+def test_ddp_on_cpu_in_rank_0s_run_folder(tiny_data, tmp_path):
+    """A 2-process Gloo run (this process is rank 0, a spawned one rank 1). Each rank is
+    given its own folder (as each rank's Hydra names one from its clock): every rank works
+    in rank 0's, so `trainer.resume=auto` finds the same checkpoint. (A real torchrun job:
+    test_train_signals.py::test_torchrun_ranks_stop_at_the_same_step.)"""
     import socket
 
     import torch.multiprocessing as mp
@@ -323,5 +306,10 @@ def test_all_ranks_share_rank_0s_run_folder(tiny_data, tmp_path):
         child.join(timeout=300)
     assert child.exitcode == 0
     assert rank0 == out.read_text() == str(tmp_path / "rank0")
-    assert (tmp_path / "rank0" / "checkpoints" / "final.pt").is_file()
     assert not (tmp_path / "rank1").exists()
+    ckpt = read_checkpoint(tmp_path / "rank0" / "checkpoints" / "final.pt")
+    assert ckpt["world_size"] == 2 and len(ckpt["rng"]) == 2 and ckpt["step"] == 2
+    assert not torch.equal(ckpt["rng"][0]["torch"], ckpt["rng"][1]["torch"])  # per-rank streams
+    # 4 images over 2 ranks with batch 1: 2 steps per epoch, one CSV row per step.
+    with (tmp_path / "rank0" / "train_log.csv").open() as f:
+        assert [r["epoch"] for r in csv.DictReader(f)] == ["0", "0"]

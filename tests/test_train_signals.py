@@ -248,8 +248,9 @@ def test_log_has_one_row_per_step_after_a_resume(tiny_data, tmp_path):  # noqa: 
 
 @pytest.mark.slow
 def test_torchrun_ranks_stop_at_the_same_step(tiny_data, tmp_path):  # noqa: F811
-    """SIGTERM to every process of a 2-rank torchrun job: the ranks agree on one stop step
-    (they may see the signal at different steps), rank 0 writes last.pt, both end."""
+    """SIGTERM to every process of a 2-rank torchrun job (Gloo on CPU): the ranks agree on
+    one stop step (they may see the signal at different steps), rank 0 writes last.pt with
+    every rank's RNG streams, both end."""
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29519",
            "-m", "taco_plus.train", *tiny_overrides(tiny_data), "loss=rd", "data.batch_size=1",
@@ -258,5 +259,9 @@ def test_torchrun_ranks_stop_at_the_same_step(tiny_data, tmp_path):  # noqa: F81
     proc, err = sigterm_after_first_row(cmd, run_dir, tmp_path)
     last = read_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert last["world_size"] == 2 and len(last["rng"]) == 2
+    assert not torch.equal(last["rng"][0]["torch"], last["rng"][1]["torch"])  # per-rank streams
     assert err.count(f"taco-plus train: stopped by SIGTERM after step {last['step']};") == 2, err[-3000:]
     assert logged_steps(run_dir) == list(range(1, last["step"] + 1))
+    # 4 images over 2 ranks with batch 1: 2 steps per epoch.
+    with (run_dir / "train_log.csv").open() as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [(step - 1) // 2 for step in range(1, last["step"] + 1)]

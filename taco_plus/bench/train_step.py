@@ -84,10 +84,8 @@ def step_runner(cfg, variant: str, device: torch.device) -> tuple[Callable[..., 
     from compressai.models import Elic2022Official
     from hydra.utils import instantiate
 
-    from taco_plus.train.distributed import DistContext
-    from taco_plus.train.run import build_components
-    from taco_plus.train.state import seed_everything
-    from taco_plus.train.trainer import _Progress
+    from taco_plus.train.run import build_components, seed_everything
+    from taco_plus.train.trainer import DistContext, _Progress
 
     seed_everything(int(cfg.trainer.seed))
     parts = build_components(cfg)

@@ -1,17 +1,7 @@
-"""Structured schemas for the training configuration (Hydra ConfigStore).
-
-Each config-group option (``taco_plus/configs/<group>/<option>.yaml``) starts its defaults list
-with the schema of its group, e.g. ``model/taco.yaml``::
-
-    defaults:
-      - schema_taco
-      - _self_
-
-so the option's keys are merged into a typed dataclass: a misspelt key
-(``lmdba: 0.01``), a wrong type (``N: big``) or an override of a key that does not
-exist fails when the config is composed, not in the middle of run 37. The
-top-level :class:`TrainConfig` does the same for ``train.yaml``. The ``weighting``
-options vary in shape and have their schemas in ``taco_plus.weighting.schema``.
+"""Structured schemas of the config groups (Hydra ConfigStore): each option of a group
+lists its schema first in its defaults, so a misspelt key, a wrong type or an override of
+a missing key fails when the config is composed. The schemas hold the paper's defaults;
+option files set what differs. The ``weighting`` schemas are in ``taco_plus.weighting.schema``.
 """
 
 from __future__ import annotations
@@ -22,17 +12,15 @@ from typing import Any, List, Optional
 from omegaconf import MISSING
 
 
-# ---------------------------------------------------------------- model
 @dataclass
 class TacoModelConfig:
-    """``taco_plus.models.TACO`` constructor arguments."""
+    """``taco_plus.models.TACO``."""
 
     _target_: str = "taco_plus.models.TACO"
     N: int = 192
     M: int = 320
     slice_ch: List[int] = field(default_factory=lambda: [16, 16, 32, 64, 192])
-    # Follows the text encoder's token width, so any model option combines with any
-    # text_encoder option (the resolver reads open_clip's model config, no weights).
+    # The text encoder's token width: any model option combines with any text_encoder option.
     text_dim: int = "${clip_text_width:${text_encoder.model_name}}"  # type: ignore[assignment]
     num_heads: int = 8
     injector_attention: Any = "${attention.injector}"
@@ -41,19 +29,14 @@ class TacoModelConfig:
     mask_padding: bool = True
 
 
-# ------------------------------------------------------------ attention
 def full_attention() -> dict[str, Any]:
     return {"_target_": "taco_plus.models.attention.FullCrossAttention", "_partial_": True}
 
 
 @dataclass
 class AttentionConfig:
-    """``configs/attention/*.yaml``: the adapter's attention (docs/attention.md).
-
-    An option sets only what differs from full attention. ``injector`` / ``extractor``
-    are ``(dim, num_heads) -> CrossAttention`` factories; ``caption_summary`` is a
-    ``text_dim -> CaptionSummary`` factory, or None to keep every caption token.
-    """
+    """The adapter's attention (docs/attention.md): ``(dim, num_heads) -> CrossAttention``
+    factories, and a ``text_dim -> CaptionSummary`` factory or None (every caption token)."""
 
     injector: Any = field(default_factory=full_attention)
     extractor: Any = field(default_factory=full_attention)
@@ -65,12 +48,9 @@ class AttentionConfig:
 
 
 def caption_max_len(max_tokens: Any, chunked_max_len: int, k: int, allow: bool) -> int:
-    """``${caption_max_len:...}``: the longest caption a caption summary will see.
-
-    ``text_encoder.max_tokens`` (38, 77), or ``chunked_max_len`` for chunked captions.
-    Raises when ``k`` is not below it, so such a config fails when it is resolved,
-    before anything is built, unless ``allow`` (``attention.allow_k_not_below_caption``).
-    """
+    """``${caption_max_len:...}``: the longest caption a caption summary sees
+    (``text_encoder.max_tokens``, or ``chunked_max_len`` when chunked). A ``k`` not below it
+    fails at resolution, before anything is built, unless ``allow``."""
     longest = int(chunked_max_len) if str(max_tokens) == "chunked" else int(max_tokens)
     if int(k) >= longest and not allow:
         raise ValueError(
@@ -81,10 +61,9 @@ def caption_max_len(max_tokens: Any, chunked_max_len: int, k: int, allow: bool) 
     return longest
 
 
-# --------------------------------------------------------- text encoder
 @dataclass
 class ClipTextEncoderConfig:
-    """``taco_plus.text.ClipTextEncoder``: frozen CLIP per-token text features."""
+    """``taco_plus.text.ClipTextEncoder`` (no ``cache_dir``: a checkpoint must not choose it)."""
 
     _target_: str = "taco_plus.text.ClipTextEncoder"
     model_name: str = "ViT-B-32"
@@ -93,7 +72,6 @@ class ClipTextEncoderConfig:
     pad: str = "eot"
 
 
-# ------------------------------------------------------------- captions
 @dataclass
 class CaptionSetConfig:
     """``CaptionSetSource``: a caption-set JSON (versioned, or ``{"file.png": caption(s)}``)."""
@@ -110,10 +88,9 @@ class CocoCaptionsConfig:
     annotations_json: str = MISSING
 
 
-# ----------------------------------------------------------------- data
 @dataclass
 class DataConfig:
-    """``taco_plus.data.CaptionedImageData``: images in a folder + a caption source."""
+    """``taco_plus.data.CaptionedImageData`` (policies: docs/training.md#data)."""
 
     _target_: str = "taco_plus.data.CaptionedImageData"
     image_dir: str = MISSING
@@ -140,7 +117,6 @@ class SkimagePhotosConfig(DataConfig):
     _target_: str = "taco_plus.data.SkimagePhotosData"
 
 
-# ----------------------------------------------------------------- loss
 @dataclass
 class LpipsConfig:
     """``taco_plus.losses.build_lpips``."""
@@ -153,7 +129,7 @@ class LpipsConfig:
 
 @dataclass
 class ClipJointConfig:
-    """``taco_plus.losses.ClipJointLoss``: TACO's joint image-text loss."""
+    """``taco_plus.losses.ClipJointLoss``."""
 
     _target_: str = "taco_plus.losses.ClipJointLoss"
     model_name: str = "ViT-B-32"
@@ -165,7 +141,7 @@ class ClipJointConfig:
 
 @dataclass
 class TacoLossConfig:
-    """``taco_plus.losses.TacoLoss``: bpp + λ·255²·MSE + k_P·LPIPS + k_J·L_joint."""
+    """``taco_plus.losses.TacoLoss``."""
 
     _target_: str = "taco_plus.losses.TacoLoss"
     lmbda: float = 0.0016
@@ -175,10 +151,9 @@ class TacoLossConfig:
     joint: Optional[ClipJointConfig] = field(default_factory=ClipJointConfig)
 
 
-# ---------------------------------------------------------------- optim
 @dataclass
 class AdamConfig:
-    """A ``torch.optim`` optimiser class, called later with the parameters."""
+    """A ``torch.optim`` optimiser, called later with the parameters."""
 
     _target_: str = "torch.optim.Adam"
     _partial_: bool = True
@@ -200,22 +175,18 @@ class MultiStepLRConfig:
 
 @dataclass
 class OptimConfig:
-    """Adam for the codec, a second Adam for the entropy-bottleneck quantiles.
-
-    ``scheduler_unit`` says whether the milestones count epochs (TACO) or steps.
-    """
+    """Adam for the codec, a second Adam for the entropy-bottleneck quantiles."""
 
     optimizer: AdamConfig = field(default_factory=AdamConfig)
     aux_optimizer: AdamConfig = field(default_factory=lambda: AdamConfig(lr=1e-3))
     scheduler: MultiStepLRConfig = field(default_factory=MultiStepLRConfig)
-    scheduler_unit: str = "epoch"  # "epoch" | "step"
+    scheduler_unit: str = "epoch"  # the milestones count "epoch"s (TACO) or "step"s
     clip_max_norm: float = 1.0  # 0 disables clipping
 
 
-# -------------------------------------------------------------- trainer
 @dataclass
 class TrainerConfig:
-    """``taco_plus.train.Trainer``: length, device, precision, logging, checkpoints."""
+    """``taco_plus.train.Trainer``."""
 
     _target_: str = "taco_plus.train.Trainer"
     epochs: int = 50
@@ -236,15 +207,10 @@ class TrainerConfig:
     stop_signals: List[str] = field(default_factory=lambda: ["SIGTERM", "SIGUSR1", "SIGUSR2"])
 
 
-# ------------------------------------------------------------ study run
 @dataclass
 class RunMeta:
-    """What a registered run is (``experiment/<name>.yaml``), read by ``taco_plus.experiments``.
-
-    A run's base is the experiment its defaults list includes; ``changes`` lists the
-    config groups and dotted keys in which it differs from that base (a test holds each
-    run to it). Commands may use interpolations (``${weighting.artefact}``).
-    """
+    """What a registered run is (``experiment/<name>.yaml``; docs/experiments.md): ``changes``
+    lists the groups and dotted keys in which it differs from its base experiment."""
 
     title: str = ""
     changes: List[str] = field(default_factory=list)
@@ -252,7 +218,6 @@ class RunMeta:
     prepare: List[str] = field(default_factory=list)  # one-off commands; skipped when their --out exists
 
 
-# ---------------------------------------------------------------- root
 @dataclass
 class ComponentGroups:
     """The config groups that training and evaluation share."""
@@ -267,7 +232,7 @@ class ComponentGroups:
 
 @dataclass
 class TrainConfig(ComponentGroups):
-    """``taco_plus/configs/train.yaml``."""
+    """``train.yaml``."""
 
     loss: Any = MISSING
     optim: OptimConfig = field(default_factory=OptimConfig)

@@ -1,45 +1,20 @@
-"""Images in a folder paired with captions from a :class:`CaptionSource`.
+"""Images in a folder paired with captions from a :class:`CaptionSource`, and training crops.
 
-Image ids are paths relative to the image folder (``"kodim01.png"``,
-``"000000397133.jpg"``), the keys of every caption source. Real caption data is
-messy, so pairing is checked once, at construction, and every problem is counted
-and logged with examples; what happens to each kind is a policy:
-
-======================  ===========================================  =================
-problem                 policies                                     example
-======================  ===========================================  =================
-image without caption   ``error``, ``skip`` (drop), ``empty`` ("")   COCO val2017: 80
-caption without image   ``error``, ``warn`` (ignored)                missing files
-empty/garbage caption   ``error``, ``skip``, ``empty``, ``keep``     kodim17 (U+FFFD)
-unreadable image file   ``skip`` (report, count, go on), ``strict``  truncated JPEG
-======================  ===========================================  =================
-
-With an image list (MS-COCO 30k: TACO's 30,504 val2014 names) only the listed files
-are used, and "caption without image" means a listed name whose file is absent.
-
-An unreadable image (truncated, not an image, zero bytes) can only be found by
-decoding it, so it is met while a run goes on, not at construction. Under ``skip``
-training fills its slot with the next readable image of the dataset (batches keep
-their size on every process, and a resumed run sees the same substitutes; the item's
-``"bad_images"`` says why, and the training loader logs and counts it); evaluation
-gets an item with an ``"error"`` (path and reason) instead of an ``"image"``, and
-reports and counts it. ``strict`` raises :class:`BadImageError`.
-
-A garbage caption is one :func:`taco_plus.captions.checks.caption_problems` flags
-(empty, U+FFFD, control or private-use characters; surrounding whitespace is only
-stripped). Of an image's several captions (COCO has 5) the bad ones are dropped and
-the policy applies only when none is left.
-
-Caption choice: training draws one of an image's captions per step (``"random"``,
-seeded); evaluation takes the first (``"first"``: for COCO, the lowest annotation id).
-Every item also carries all of the image's usable captions (``"captions"``), for the
-evaluation's caption policies.
+Image ids are paths relative to the image folder, the keys of every caption source. Pairing
+is checked once, at construction; every problem is counted and logged with examples, and
+each kind has a policy (docs/training.md#data): image without caption, caption (or listed
+name) without image, empty/garbage caption (:func:`taco_plus.captions.checks.caption_problems`;
+of several captions the bad ones are dropped, the policy applies when none is left), and
+unreadable file. An unreadable file is met only when decoded: under ``skip`` training fills
+its slot with the next readable image (batches keep their size; a resumed run sees the same
+substitutes), evaluation gets an item with an ``"error"``; ``strict`` raises.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -48,6 +23,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -55,16 +31,18 @@ from torch.utils.data import Dataset
 from taco_plus.captions.checks import caption_problems
 from taco_plus.captions.convert import list_images
 from taco_plus.captions.sources import CaptionSource
-from taco_plus.data.transforms import SMALL_IMAGE_POLICIES, random_crop
 from taco_plus.images import ImageReadError, load_image
 
 logger = logging.getLogger(__name__)
 
-MISSING_CAPTION_POLICIES = ("error", "skip", "empty")
-BAD_CAPTION_POLICIES = ("error", "skip", "empty", "keep")
-MISSING_IMAGE_POLICIES = ("error", "warn")
-BAD_IMAGE_POLICIES = ("skip", "strict")
-CAPTION_CHOICES = ("random", "first")
+POLICIES = {
+    "small_images": ("upscale", "reflect"),
+    "caption_choice": ("random", "first"),
+    "missing_caption": ("error", "skip", "empty"),
+    "bad_caption": ("error", "skip", "empty", "keep"),
+    "missing_image": ("error", "warn"),
+    "bad_image": ("skip", "strict"),
+}
 _EXAMPLES = 5
 
 
@@ -72,27 +50,46 @@ class DatasetPairingError(ValueError):
     """Images and captions do not pair up and the policy says ``error``."""
 
 
-class BadImageError(ValueError):
-    """An image file that cannot be decoded, under ``bad_image="strict"``."""
+BadImageError = ImageReadError  # an image file that cannot be decoded (the name data users catch)
 
 
-def read_image(path: Path) -> Tensor:
-    """:func:`~taco_plus.images.load_image`, with every way a file can be unreadable
-    (missing, truncated, not an image, a decompression bomb) as :class:`BadImageError`."""
-    try:
-        return load_image(path)
-    except ImageReadError as err:  # its message names the file
-        raise BadImageError(str(err)) from err
-    except (OSError, Image.DecompressionBombError) as err:
-        raise BadImageError(f"cannot read image {path}: {err}") from err
+def fit_to_crop(x: Tensor, size: int, policy: str = "upscale") -> Tensor:
+    """Makes a (3, H, W) image at least ``size`` on both sides (unchanged if it is).
+
+    ``"upscale"``: bicubic (antialiased) until the shorter side is ``size``, aspect kept;
+    ``"reflect"``: mirror padding bottom/right. Upscaling is the default: the codec learns
+    from every pixel, and mirrored seams are a structure no photo has (docs/training.md).
+    """
+    h, w = x.shape[-2:]
+    if h >= size and w >= size:
+        return x
+    if policy == "upscale":
+        scale = size / min(h, w)
+        new_h, new_w = max(size, math.ceil(h * scale)), max(size, math.ceil(w * scale))
+        out = F.interpolate(x[None], size=(new_h, new_w), mode="bicubic", align_corners=False, antialias=True)
+        return out[0].clamp_(0.0, 1.0)
+    # Reflection padding cannot exceed the side it mirrors; repeat until large enough.
+    while x.shape[-2] < size or x.shape[-1] < size:
+        h, w = x.shape[-2:]
+        pad_h, pad_w = min(size - h, h - 1) if h < size else 0, min(size - w, w - 1) if w < size else 0
+        if (h < size and pad_h == 0) or (w < size and pad_w == 0):  # a 1-pixel side cannot reflect
+            return F.pad(x[None], (0, max(0, size - w), 0, max(0, size - h)), mode="replicate")[0]
+        x = F.pad(x[None], (0, pad_w, 0, pad_h), mode="reflect")[0]
+    return x
+
+
+def random_crop(x: Tensor, size: int, generator: torch.Generator, policy: str = "upscale") -> Tensor:
+    """A random ``size``×``size`` crop of a (3, H, W) image, position drawn from ``generator``."""
+    x = fit_to_crop(x, size, policy)
+    h, w = x.shape[-2:]
+    top = int(torch.randint(0, h - size + 1, (), generator=generator))
+    left = int(torch.randint(0, w - size + 1, (), generator=generator))
+    return x[:, top : top + size, left : left + size]
 
 
 @dataclass
 class PairingReport:
-    """What :class:`CaptionedImageDataset` found when pairing images and captions.
-
-    Each list holds image ids; ``bad_captions`` maps an image id to its problems.
-    """
+    """What pairing found: counts, and image ids (``bad_captions``: id -> its problems)."""
 
     images: int = 0
     kept: int = 0
@@ -106,8 +103,7 @@ class PairingReport:
         """Human-readable summary lines (counts with a few examples)."""
 
         def ex(ids: Sequence[str]) -> str:
-            more = f", ... (+{len(ids) - _EXAMPLES})" if len(ids) > _EXAMPLES else ""
-            return ", ".join(ids[:_EXAMPLES]) + more
+            return ", ".join(ids[:_EXAMPLES]) + (f", ... (+{len(ids) - _EXAMPLES})" if len(ids) > _EXAMPLES else "")
 
         out = [f"{self.kept} of {self.images} images kept"]
         if self.without_caption:
@@ -122,11 +118,6 @@ class PairingReport:
         if self.unreadable:
             out.append(f"{len(self.unreadable)} unreadable images skipped: {ex(self.unreadable)}")
         return out
-
-
-def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
 
 
 def read_image_list(path: os.PathLike | str) -> list[str]:
@@ -144,35 +135,26 @@ def read_image_list(path: os.PathLike | str) -> list[str]:
     bad = [n for n in names if Path(n).is_absolute() or ".." in Path(n).parts]
     if bad:
         raise DatasetPairingError(f"{path}: names must be relative paths inside the image folder, got {bad[:3]}")
-    if len(set(names)) != len(names):
-        dup = sorted(n for n, count in Counter(names).items() if count > 1)
+    dup = sorted(n for n, count in Counter(names).items() if count > 1)
+    if dup:
         raise DatasetPairingError(f"{path}: {len(dup)} names appear twice, e.g. {dup[:3]}")
     return sorted(names)
 
 
-def item_seed(seed: int, epoch: int, index: int) -> int:
-    """A 63-bit seed for one item of one epoch, independent of workers and processes."""
-    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(2, np.uint64)[0] >> np.uint64(1))
-
-
 class CaptionedImageDataset(Dataset):
-    """Captioned images as ``{"image": (3, H, W) in [0, 1], "caption": str, "id": str}``.
+    """Captioned images as ``{"image": (3, H, W) in [0, 1], "caption", "captions", "id"}``.
 
     Args:
         image_dir: folder of images; ids are paths relative to it.
         captions: caption source keyed by those ids.
-        crop_size: random square crop for training; None gives full images (evaluation).
-        small_images: how images smaller than the crop are handled (``"upscale"`` or
-            ``"reflect"``, see :mod:`taco_plus.data.transforms`).
-        caption_choice: ``"random"`` (one of the image's captions per step, seeded) or
-            ``"first"``.
-        missing_caption / bad_caption / missing_image: pairing policies (module docstring).
-        bad_image: ``"skip"`` or ``"strict"`` for unreadable files (module docstring).
-        replace_bad: fill a skipped image's slot with the next readable image
-            (training); otherwise the item carries ``"error"`` (evaluation).
+        crop_size: random square crop (training); None gives full images (evaluation).
+        small_images: ``"upscale"`` or ``"reflect"`` images smaller than the crop.
+        caption_choice: ``"random"`` (one of the image's captions per epoch, seeded) or ``"first"``.
+        missing_caption, bad_caption, missing_image, bad_image: the policies (module docstring).
+        replace_bad: fill a skipped image's slot with the next readable image (training);
+            otherwise the item carries ``"error"`` (evaluation).
         image_list: a JSON list of the image names to use (default: every image file).
-        min_side: drop images whose shorter side is below this (TACO trains on COCO
-            images with both sides >= 256); reads image headers once.
+        min_side: drop images whose shorter side is below this (TACO: 256); reads headers.
         seed: base seed of crops and caption draws.
         limit: keep only the first ``limit`` paired images (sorted by id).
     """
@@ -194,27 +176,19 @@ class CaptionedImageDataset(Dataset):
         seed: int = 0,
         limit: Optional[int] = None,
     ) -> None:
-        _check_choice("small_images", small_images, SMALL_IMAGE_POLICIES)
-        _check_choice("caption_choice", caption_choice, CAPTION_CHOICES)
-        _check_choice("missing_caption", missing_caption, MISSING_CAPTION_POLICIES)
-        _check_choice("bad_caption", bad_caption, BAD_CAPTION_POLICIES)
-        _check_choice("missing_image", missing_image, MISSING_IMAGE_POLICIES)
-        _check_choice("bad_image", bad_image, BAD_IMAGE_POLICIES)
+        chosen = dict(small_images=small_images, caption_choice=caption_choice, missing_caption=missing_caption,
+                      bad_caption=bad_caption, missing_image=missing_image, bad_image=bad_image)
+        for name, value in chosen.items():
+            if value not in POLICIES[name]:
+                raise ValueError(f"{name} must be one of {POLICIES[name]}, got {value!r}")
         if crop_size is not None and crop_size < 1:
             raise ValueError(f"crop_size must be positive, got {crop_size}")
         self.image_dir = Path(image_dir)
-        self.crop_size = crop_size
-        self.small_images = small_images
-        self.caption_choice = caption_choice
-        self.bad_image = bad_image
-        self.replace_bad = replace_bad
-        self.seed = seed
-        self.epoch = 0
+        self.crop_size, self.small_images, self.caption_choice = crop_size, small_images, caption_choice
+        self.bad_image, self.replace_bad, self.seed, self.epoch = bad_image, replace_bad, seed, 0
         self.report = PairingReport()
-        self.image_list = None if image_list is None else Path(image_list)
-        self.entries = self._pair(captions, missing_caption, bad_caption, missing_image, min_side)
-        if limit is not None:
-            self.entries = self.entries[:limit]
+        self.entries = self._pair(captions, missing_caption, bad_caption, missing_image, image_list, min_side)
+        self.entries = self.entries[:limit]
         self.report.kept = len(self.entries)
         name = getattr(captions, "name", type(captions).__name__)
         summary, *problems = self.report.lines()
@@ -222,21 +196,17 @@ class CaptionedImageDataset(Dataset):
         for line in problems:
             logger.warning("%s + captions %r: %s", self.image_dir, name, line)
         if not self.entries:
-            raise DatasetPairingError(
-                f"no usable captioned images in {self.image_dir} with captions {name!r}: "
-                + "; ".join(self.report.lines())
-            )
+            raise DatasetPairingError(f"no usable captioned images in {self.image_dir} with captions {name!r}: "
+                                      + "; ".join(self.report.lines()))
 
-    # ------------------------------------------------------------- pairing
-    def _pair(
-        self, source: CaptionSource, missing_caption: str, bad_caption: str, missing_image: str, min_side: int
-    ) -> list[tuple[str, list[str]]]:
+    def _pair(self, source: CaptionSource, missing_caption: str, bad_caption: str, missing_image: str,
+              image_list: Optional[os.PathLike | str], min_side: int) -> list[tuple[str, list[str]]]:
         report = self.report
-        if self.image_list is None:
+        if image_list is None:
             files = list_images(self.image_dir)
             report.without_image = sorted(set(source.ids()) - set(files))
         else:  # only the listed names; a listed name without a file is the missing case
-            listed = read_image_list(self.image_list)
+            listed = read_image_list(image_list)
             files = [n for n in listed if (self.image_dir / n).is_file()]
             report.without_image = sorted(set(listed) - set(files))
         report.images = len(files)
@@ -251,11 +221,10 @@ class CaptionedImageDataset(Dataset):
                     entries.append((image_id, [""]))
                 continue
             raw = [c.strip() for c in source.captions(image_id)]
-            problems = {i: caption_problems(c) for i, c in enumerate(raw)}
-            problems = {i: p for i, p in problems.items() if p}
-            good = [c for i, c in enumerate(raw) if i not in problems]
-            if problems:
-                report.bad_captions[image_id] = [p for ps in problems.values() for p in ps]
+            problems = [caption_problems(c) for c in raw]
+            good = [c for c, p in zip(raw, problems) if not p]
+            if len(good) < len(raw):
+                report.bad_captions[image_id] = [p for ps in problems for p in ps]
             if good:
                 entries.append((image_id, good))
             elif bad_caption == "keep":
@@ -264,20 +233,12 @@ class CaptionedImageDataset(Dataset):
                 entries.append((image_id, [""]))
         # Errors are raised after the scan so the message counts every case.
         if report.without_caption and missing_caption == "error":
-            raise DatasetPairingError(
-                next(l for l in report.lines() if "no caption" in l) + " (missing_caption=error)"
-            )
-        if bad_caption == "error" and report.bad_captions:
-            raise DatasetPairingError(
-                next(l for l in report.lines() if "garbage" in l) + " (bad_caption=error)"
-            )
-        if min_side > 0:
-            entries = self._drop_small(entries, min_side)
-        return entries
+            raise DatasetPairingError(next(s for s in report.lines() if "no caption" in s) + " (missing_caption=error)")
+        if report.bad_captions and bad_caption == "error":
+            raise DatasetPairingError(next(s for s in report.lines() if "garbage" in s) + " (bad_caption=error)")
+        return self._drop_small(entries, min_side) if min_side > 0 else entries
 
     def _drop_small(self, entries: list[tuple[str, list[str]]], min_side: int) -> list[tuple[str, list[str]]]:
-        from PIL import Image
-
         kept = []
         for image_id, caps in entries:
             try:
@@ -291,11 +252,10 @@ class CaptionedImageDataset(Dataset):
                 continue
             if min(size) < min_side:
                 self.report.too_small.append(image_id)
-                continue
-            kept.append((image_id, caps))
+            else:
+                kept.append((image_id, caps))
         return kept
 
-    # ------------------------------------------------------------- access
     def set_epoch(self, epoch: int) -> None:
         """Selects the epoch whose crops and caption draws ``__getitem__`` returns."""
         self.epoch = epoch
@@ -310,14 +270,16 @@ class CaptionedImageDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         index = range(len(self.entries))[index]  # IndexError past the end (ends iteration)
-        generator = torch.Generator().manual_seed(item_seed(self.seed, self.epoch, index))
+        # A seed per (seed, epoch, item): crops and draws independent of workers and processes.
+        item_seed = np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(2, np.uint64)[0]
+        generator = torch.Generator().manual_seed(int(item_seed >> np.uint64(1)))
         replaced: list[str] = []  # why each unreadable file whose slot this item fills was skipped
         for step in range(len(self.entries)):
             image_id, caps = self.entries[(index + step) % len(self.entries)]
             try:
-                x = read_image(self.image_dir / image_id)  # (3, H, W) in [0, 1]
+                x = load_image(self.image_dir / image_id)  # (3, H, W) in [0, 1]
                 break
-            except BadImageError as err:
+            except (ImageReadError, FileNotFoundError) as err:
                 if self.bad_image == "strict":
                     raise
                 if not self.replace_bad:  # the evaluation reports and counts it

@@ -1,33 +1,68 @@
 """The ``data`` config group: a folder of images + a caption source -> loaders.
 
-One object per option (``_target_``) holds everything about the data of a run; the
-trainer asks it for a training loader (random crops, seeded caption draws, resumable
-sharded order) and the evaluator for an evaluation dataset (full images, first
-caption; padding to a multiple of 64 is the codec's job).
+One object per option holds everything about a run's data: the trainer asks it for a
+training loader (random crops, seeded caption draws, resumable sharded order), the
+evaluator for an evaluation dataset (full images, first caption).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Any, Iterator, Optional, Sequence
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from taco_plus.captions.sources import CaptionSource
-from taco_plus.data.collate import collate_items
 from taco_plus.data.dataset import CaptionedImageDataset
-from taco_plus.data.sampler import ResumableSampler
 
 logger = logging.getLogger(__name__)
 
 
+class ResumableSampler(DistributedSampler):
+    """A ``DistributedSampler`` (epoch ``e`` permuted from ``seed + e``, one shard per rank,
+    the remainder dropped) that can start in the middle of an epoch: exact resume."""
+
+    def __init__(
+        self, dataset: Dataset, num_replicas: int = 1, rank: int = 0, shuffle: bool = True, seed: int = 0
+    ) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=True)
+        self.start = 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Selects epoch ``epoch``'s permutation and skips its first ``start`` samples."""
+        super().set_epoch(epoch)
+        if not 0 <= start <= self.num_samples:
+            raise ValueError(f"cannot start at sample {start} of an epoch of {self.num_samples}")
+        self.start = start
+
+    def __iter__(self) -> Iterator[int]:
+        return itertools.islice(super().__iter__(), self.start, None)
+
+    def __len__(self) -> int:
+        return self.num_samples - self.start
+
+
+def collate_items(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Stacks images (B, 3, H, W) of one size (training crops; evaluation uses batch 1);
+    captions and ids stay lists; ``"bad_images"`` lists the unreadable files skipped."""
+    sizes = {tuple(item["image"].shape) for item in items}
+    if len(sizes) > 1:
+        raise ValueError(f"images of one batch differ in size {sorted(sizes)}: use crops or batch size 1")
+    return {
+        "image": torch.stack([item["image"] for item in items]),
+        "caption": [item["caption"] for item in items],
+        "id": [item["id"] for item in items],
+        "bad_images": [path for item in items for path in item.get("bad_images", ())],
+    }
+
+
 class TrainLoader(DataLoader):
-    """A ``DataLoader`` that reports, in the training process, each unreadable image its
-    batches skipped (``batch["bad_images"]``) the first time it is met, and counts
-    them: :attr:`bad_images` maps each one's "path: reason" to the times it was skipped."""
+    """A ``DataLoader`` that logs each unreadable image its batches skipped the first time
+    it is met; :attr:`bad_images` maps each one's "path: reason" to the times it was skipped."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -44,24 +79,10 @@ class TrainLoader(DataLoader):
 
 
 class CaptionedImageData:
-    """Images in ``image_dir`` captioned by ``captions``.
-
-    Args:
-        image_dir: image folder; ids are paths relative to it.
-        captions: a caption source (the ``captions`` config group).
-        crop_size: side of the random square training crops (TACO: 256).
-        small_images: ``"upscale"`` or ``"reflect"`` for images smaller than the crop.
-        min_side: drop training images whose shorter side is below this (TACO: 256).
-        batch_size: training batch size *per process* (DDP multiplies it by the world size).
-        num_workers: DataLoader worker processes.
-        train_caption: ``"random"`` (one caption drawn per step) or ``"first"``.
-        missing_caption / bad_caption / missing_image / bad_image: pairing and
-            unreadable-file policies, see :class:`~taco_plus.data.dataset.CaptionedImageDataset`.
-        image_list: JSON list of the image names to use (MS-COCO 30k); default: all files.
-        fid_patch_size: the FID protocol of this set for the evaluation: 256 px patches
-            (Kodak, CLIC, as learned-compression papers do) or None (whole images, COCO-30k).
-        limit: keep only the first ``limit`` images (smoke runs).
-    """
+    """Images in ``image_dir`` captioned by ``captions``: the ``data`` group's keys
+    (:class:`taco_plus.config.schema.DataConfig`; the dataset arguments are
+    :class:`CaptionedImageDataset`'s). ``batch_size`` is per process; ``fid_patch_size`` is
+    the evaluation's FID protocol for this set (256 px patches, or None: whole images)."""
 
     def __init__(
         self,
@@ -99,8 +120,7 @@ class CaptionedImageData:
         self.limit = limit
 
     def train_dataset(self, seed: int = 0) -> CaptionedImageDataset:
-        """Random crops, a caption drawn per item per epoch (seeded); an unreadable
-        image's slot is filled by the next readable one (``bad_image="skip"``)."""
+        """Random crops, a caption drawn per item per epoch; unreadable images replaced."""
         return CaptionedImageDataset(
             self.image_dir,
             self.captions,
@@ -115,8 +135,8 @@ class CaptionedImageData:
         )
 
     def eval_dataset(self) -> CaptionedImageDataset:
-        """Full images with their first caption (and all of them, ``"captions"``);
-        an unreadable image gives an item with ``"error"`` (``bad_image="skip"``)."""
+        """Full images with their first caption (all of them in ``"captions"``); an
+        unreadable image gives an item with ``"error"``."""
         return CaptionedImageDataset(
             self.image_dir, self.captions, crop_size=None, caption_choice="first", limit=self.limit, **self.policies
         )
@@ -151,12 +171,8 @@ class CaptionedImageData:
 
 
 class SkimagePhotosData(CaptionedImageData):
-    """scikit-image's bundled photographs, exported to ``image_dir`` when missing.
-
-    For the offline quickstart: real photos on any machine, no download. Captions
-    come from the ``captions`` group (``skimage_quickstart``). Arguments as
-    :class:`CaptionedImageData`.
-    """
+    """scikit-image's bundled photographs, exported to ``image_dir`` when missing: real
+    photos on any machine, no download (the offline quickstart)."""
 
     def __init__(self, image_dir: os.PathLike | str, captions: CaptionSource, **kwargs) -> None:
         from taco_plus.captions.skimage_photos import SKIMAGE_PHOTO_IDS, export_skimage_photos

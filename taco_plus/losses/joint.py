@@ -1,27 +1,12 @@
-"""TACO's joint image-text loss on frozen CLIP towers.
+"""TACO's joint image-text loss on frozen CLIP towers (Lee et al., ICML 2024, Eq. 5).
 
-Lee et al., ICML 2024, Eq. (5): with CLIP image embedding ``e(.)`` and text
-embedding ``t`` (both L2-normalised, ViT-B/32, frozen),
-
-    L_joint = CLIPcontrastive(t, e(x_hat)) + beta * || e(x_hat) - e(x) ||_2
-
-* the contrastive term is CLIP's symmetric cross-entropy over the batch, logits
-  ``s * t @ e(x_hat)^T`` with the temperature held constant at ``s = exp(2.6592)``
-  (about 14.3, CLIP ViT-B/32's initial value, as TACO's code does);
-* the norm is taken over the whole (B, D) difference: not squared, not averaged;
-* images are resized (shorter side, bilinear, antialiased) to the tower's input size,
-  centre-cropped and normalised with CLIP's mean/std, like CLIP's preprocessing;
-* captions are tokenized as the text encoder does (Hugging Face's cleaning) and cut to
-  ``context_length`` tokens, end-of-text kept: 38 in TACO, whose joint loss reused the
-  adapter's 38-token ids; long-caption runs use CLIP's 77. Cuts are counted and logged.
-
-Gradients flow through the frozen image tower into ``x_hat`` only. Under
-``torch.distributed`` every term is computed over the *global* batch: the embeddings
-of all ranks are gathered with gradients (open_clip's ``gather_with_grad`` pattern), so
-the contrastive term is a choice among all images and the norm is taken over all of
-them, whatever the number of processes. Each rank then holds the same loss; the
-all-gather's backward sums every rank's gradient into the rows it owns, and DDP's
-average over ranks gives exactly the gradient of the single-process loss.
+``L_joint = CLIPcontrastive(t, e(x_hat)) + beta * ||e(x_hat) - e(x)||_2`` with L2-normalised
+CLIP embeddings, the temperature held at exp(2.6592), the norm over the whole batch (not
+squared, not averaged), captions cut to ``context_length`` tokens (cuts counted and logged);
+details in docs/training.md#loss. Under ``torch.distributed`` every term is over the
+*global* batch: the embeddings of all ranks are gathered with gradients (open_clip's
+``gather_with_grad``), so each rank holds the single-process loss, and DDP's average of the
+all-gather's summed gradients is exactly the single-process gradient.
 """
 
 from __future__ import annotations
@@ -59,16 +44,15 @@ def clip_contrastive(text: Tensor, image: Tensor, logit_scale: float) -> Tensor:
 
 
 class ClipJointLoss(nn.Module):
-    """``CLIPcontrastive(t, e(x_hat)) + beta * ||e(x_hat) - e(x)||_2`` (see module docstring).
+    """``CLIPcontrastive(t, e(x_hat)) + beta * ||e(x_hat) - e(x)||_2`` (module docstring).
 
     Args:
-        model_name: open_clip architecture (``"ViT-B-32"``; ``"taco-tiny-clip"`` for tests).
-        pretrained: weights, as for :func:`taco_plus.text.load_clip` (None: random init).
+        model_name, pretrained: the CLIP model, as for :func:`taco_plus.text.load_clip`.
         beta: weight of the embedding-distance term (40).
         logit_scale: log of the constant temperature (2.6592).
-        context_length: caption length in tokens, start/end included (38: TACO's; 77,
-            CLIP's limit, for long captions); None uses the tower's full context.
-        clip_model: an already-loaded open_clip model to use instead of loading one.
+        context_length: caption tokens, start/end included (38: TACO's; 77, CLIP's limit,
+            for long captions); None: the tower's full context.
+        clip_model: an already-loaded open_clip model instead of loading one.
     """
 
     def __init__(

@@ -1,17 +1,11 @@
-"""LPIPS (Zhang et al., "The Unreasonable Effectiveness of Deep Features as a
-Perceptual Metric", CVPR 2018) for images in [0, 1], via the ``lpips`` package.
+"""LPIPS (Zhang et al., "The Unreasonable Effectiveness of Deep Features as a Perceptual
+Metric", CVPR 2018) for images in [0, 1], via the ``lpips`` package.
 
-The metric expects inputs in [-1, 1]. TACO's reference code feeds [0, 1] tensors
-without ``normalize=True``; its LPIPS numbers (and the paper's) are therefore on a
-shifted input range. :func:`build_lpips` maps [0, 1] -> [-1, 1] by default
-(``convention="correct"``) and reproduces the reference with
-``convention="reference"``, so numbers can be compared with the paper's.
-
-``lpips`` ships only its linear calibration layers; the backbone (AlexNet, VGG16,
-SqueezeNet) comes from torchvision's download cache. Offline and without that file,
-:func:`build_lpips` fails at once saying which file to put where. ``pretrained=False``
-builds the metric on a *random* backbone: a working stand-in for tests and the
-offline demo, labelled as such everywhere it is described, never a real LPIPS.
+The metric expects [-1, 1]; TACO's code (and so the paper's numbers) fed [0, 1]:
+``convention="correct"`` maps the range, ``"reference"`` reproduces TACO's. The backbone
+comes from torchvision's download cache: offline without it, construction fails at once
+saying which file to put where. ``pretrained=False`` is a RANDOM-backbone stand-in (tests,
+the offline demo), labelled as such, never a real LPIPS.
 """
 
 from __future__ import annotations
@@ -42,17 +36,12 @@ def backbone_path(net: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / BACKBONE_FILES[net]
 
 
-def _offline() -> bool:
-    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "TACO_OFFLINE"))
-
-
 class LpipsDistance(nn.Module):
-    """Per-image LPIPS between two batches of images in [0, 1].
+    """Per-image LPIPS: two (B, 3, H, W) batches in [0, 1] -> (B,) distances.
 
     Args:
         net: backbone, ``"alex"`` (TACO), ``"vgg"`` or ``"squeeze"``.
-        convention: ``"correct"`` ([0, 1] mapped to [-1, 1]) or ``"reference"``
-            ([0, 1] fed as is, like TACO's code).
+        convention: ``"correct"`` or ``"reference"`` (module docstring).
         pretrained: real backbone (True) or random-backbone stand-in (False).
     """
 
@@ -71,7 +60,8 @@ class LpipsDistance(nn.Module):
             f"(set $TORCH_HOME to use another cache folder), or use the random-backbone "
             f"stand-in (pretrained=false, not a real LPIPS)"
         )
-        if pretrained and not path.is_file() and _offline():
+        offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes")
+        if pretrained and not path.is_file() and offline:
             raise LpipsBackboneUnavailableError(f"offline and not cached: {hint}")
         try:
             with warnings.catch_warnings():  # lpips calls torchvision's deprecated `pretrained=`
@@ -90,7 +80,6 @@ class LpipsDistance(nn.Module):
         return self
 
     def forward(self, x_hat: Tensor, x: Tensor) -> Tensor:
-        """(B, 3, H, W) x 2 in [0, 1] -> (B,) distances (differentiable in both)."""
         if x_hat.shape != x.shape or x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"LPIPS needs two (B, 3, H, W) batches, got {tuple(x_hat.shape)} and {tuple(x.shape)}")
         return self.metric(x_hat, x, normalize=self.convention == "correct").reshape(x.shape[0])
@@ -103,12 +92,5 @@ class LpipsDistance(nn.Module):
         return self.describe()
 
 
-def build_lpips(net: str = "alex", convention: str = "correct", pretrained: bool = True) -> LpipsDistance:
-    """LPIPS as a module mapping two (B, 3, H, W) images in [0, 1] to (B,) distances.
 
-    Args:
-        net: ``"alex"`` (TACO, evaluation), ``"vgg"`` or ``"squeeze"``.
-        convention: ``"correct"`` (default) or ``"reference"`` (TACO's [0, 1] inputs).
-        pretrained: False gives the random-backbone stand-in (offline tests/demo).
-    """
-    return LpipsDistance(net, convention, pretrained)
+build_lpips = LpipsDistance  # the name configs, the evaluator and the docs use

@@ -1,17 +1,6 @@
-"""TACO's training objective: rate + distortion + perceptual + joint image-text.
-
-Lee et al., ICML 2024:
-
-    L = bpp + lambda * 255^2 * MSE(x_hat, x) + k_P * LPIPS(x_hat, x) + k_J * L_joint
-
-* ``bpp = sum(-log2 p) / (B * H * W)`` over the likelihoods of y and z;
-* ``MSE`` is the mean over every element of the batch (images in [0, 1]);
-* ``LPIPS`` is the batch mean of :func:`~taco_plus.losses.lpips.build_lpips`'s per-image values;
-* ``L_joint`` is :class:`~taco_plus.losses.joint.ClipJointLoss`.
-
-TACO's recipe: k_P = 3.5, k_J = 0.0025, lambda in {0.0004 ... 0.015}. A term whose
-coefficient is 0 is not computed (and its module may be omitted): ``k_P = k_J = 0``
-is the plain rate-distortion loss of CompressAI.
+"""TACO's training objective (Lee et al., ICML 2024; docs/training.md#loss):
+``L = bpp + lambda * 255^2 * MSE(x_hat, x) + k_P * LPIPS(x_hat, x) + k_J * L_joint``.
+A term whose coefficient is 0 is not computed: ``k_P = k_J = 0`` is CompressAI's loss.
 """
 
 from __future__ import annotations

@@ -265,7 +265,7 @@ class TACO(CompressionModel):
         """Whether a state-dict key belongs to the text adapter: the one definition of the
         adapter (:meth:`AnalysisTransform.is_adapter`). Adapter-only fine-tuning trains
         these parameters; loading a checkpoint made with another attention option
-        tolerates them differing (``train/state.py``). Everything else is ELIC."""
+        tolerates them differing (``train/trainer.py``). Everything else is ELIC."""
         head, _, rest = key.partition(".")
         return head == "g_a" and self.g_a.is_adapter(rest)
 

@@ -1,25 +1,10 @@
 """Loading frozen open_clip models: one place for where CLIP weights come from.
 
-Used by the text encoder (text tower), the joint CLIP loss and the CLIP score.
-``pretrained`` may be
-
-* an open_clip tag (``"openai"``, ``"laion2b_s34b_b79k"``, ...): open_clip fetches the
-  weights through the Hugging Face hub, which serves them from its cache when they are
-  there. When they are not and cannot be downloaded (``HF_HUB_OFFLINE=1``, or no network)
-  :class:`ClipWeightsUnavailableError` says what to download and where to put it;
-* a local weights file (``.safetensors``, ``.bin``, ``.pt``, ``.pth``), loaded with
-  ``weights_only=True``;
-* a local folder (a path, or ``"local-dir:/path"``): with an ``open_clip_config.json``
-  inside (a downloaded hub repo) the folder's config and weights are used, as open_clip's
-  ``local-dir:`` schema does; otherwise the folder's checkpoint is loaded into
-  ``model_name``'s architecture;
-* ``None`` or ``"random"``: a random-init, UNTRAINED model, initialised from a fixed seed
-  independently of the global RNG state (tests and offline demos only).
-
-OpenAI's CLIP weights were trained with QuickGELU; the tag records it, a downloaded hub
-repo's ``open_clip_config.json`` records it, and a bare file needs ``quick_gelu=True``.
-The project's own configs (``model_configs/*.json``, e.g. ``taco-tiny-clip``) are
-registered with open_clip on first use.
+Used by the text encoder, the joint CLIP loss and the CLIP score. ``pretrained`` is an
+open_clip tag (fetched through the Hugging Face hub, which answers from its cache; with
+``HF_HUB_OFFLINE=1`` a missing file fails at once with :class:`ClipWeightsUnavailableError`
+saying what to download and where), a local weights file or folder, or None for a
+random-init UNTRAINED model (tests, offline demos). The rules are in docs/text.md.
 """
 
 from __future__ import annotations
@@ -29,7 +14,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Optional, Union
 
 import open_clip
 import torch
@@ -38,6 +23,7 @@ from torch import nn
 logger = logging.getLogger(__name__)
 
 MODEL_CONFIG_DIR = Path(__file__).with_name("model_configs")
+TINY_CLIP_NAME = "taco-tiny-clip"  # model_configs/taco-tiny-clip.json: CLIP's interfaces at toy sizes
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 # What `hf download` of an open_clip repo leaves, in open_clip's order of preference.
 HUB_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
@@ -49,33 +35,26 @@ class ClipWeightsUnavailableError(RuntimeError):
 
 @dataclass(frozen=True)
 class ClipSource:
-    """Where a loaded CLIP model's weights came from (``model.taco_source``).
-
-    Args:
-        model_name: open_clip architecture name (or ``local-dir:``/``hf-hub:`` id).
-        pretrained: the ``pretrained`` value asked for.
-        checkpoint: the local weights file or folder loaded, or None (tags, hub ids, random).
-        untrained: True for a random-init model.
-        seed: the initialisation seed of a random-init model.
-    """
+    """Where a loaded CLIP model's weights came from (``model.taco_source``)."""
 
     model_name: str
     pretrained: Optional[str]
-    checkpoint: Optional[str]
-    untrained: bool
-    seed: Optional[int] = None
+    checkpoint: Optional[str] = None  # the local weights file or folder loaded
+    seed: Optional[int] = None  # the initialisation seed of a random-init model
+
+    @property
+    def untrained(self) -> bool:
+        return self.seed is not None
 
     def describe(self) -> str:
         if self.untrained:
             return f"UNTRAINED random-init {self.model_name} (seed {self.seed})"
-        where = f" from {self.checkpoint}" if self.checkpoint else ""
-        return f"{self.model_name} pretrained={self.pretrained!r}{where}"
+        return f"{self.model_name} pretrained={self.pretrained!r}" + (f" from {self.checkpoint}" if self.checkpoint else "")
 
 
 def register_model_configs() -> None:
-    """Register the project's open_clip configs (``model_configs/*.json``) once."""
-    names = {p.stem for p in MODEL_CONFIG_DIR.glob("*.json")}
-    if not names <= set(open_clip.list_models()):
+    """Registers the project's open_clip configs (``model_configs/*.json``) once."""
+    if not {p.stem for p in MODEL_CONFIG_DIR.glob("*.json")} <= set(open_clip.list_models()):
         open_clip.add_model_config(MODEL_CONFIG_DIR)
 
 
@@ -93,82 +72,68 @@ def load_clip(
     cache_dir: Optional[str] = None,
     seed: int = 0,
 ) -> nn.Module:
-    """Load a frozen open_clip model (eval mode, no parameter requires grad).
+    """Loads a frozen open_clip model (eval mode, no parameter requires grad).
 
     Args:
         model_name: open_clip architecture (``"ViT-B-32"``, ``"taco-tiny-clip"``), or an
             ``"hf-hub:org/repo"`` / ``"local-dir:/path"`` id (``pretrained`` then ignored).
-        pretrained: tag, weights file, folder, or None/``"random"`` (see module docstring).
-        device: device to place the model on.
-        quick_gelu: force QuickGELU on (True) or off (False); None takes it from the tag,
-            the folder's ``open_clip_config.json``, or the architecture config.
-        cache_dir: Hugging Face / open_clip cache directory (default: their defaults).
-        seed: initialisation seed of a random-init model.
+        pretrained: tag, weights file, folder, or None/``"random"`` (docs/text.md).
+        quick_gelu: force QuickGELU on or off; None takes it from the tag, the folder's
+            ``open_clip_config.json``, or the architecture.
+        cache_dir: Hugging Face / open_clip cache directory.
+        seed: initialisation seed of a random-init model (independent of the global RNG).
     """
-    if not isinstance(model_name, str):
-        raise TypeError(f"model_name must be a str, got {type(model_name).__name__}")
-    if pretrained is not None and not isinstance(pretrained, (str, os.PathLike)):
-        raise TypeError(f"pretrained must be a str, a path or None, got {type(pretrained).__name__}")
     register_model_configs()
     pretrained = None if pretrained in (None, "", "random") else os.fspath(pretrained)
-    # A model kwarg overrides the architecture config in both directions.
-    kwargs: Dict[str, Any] = dict(cache_dir=cache_dir, weights_only=True)
-    if quick_gelu is not None:
+    kwargs: dict[str, Any] = dict(cache_dir=cache_dir, weights_only=True)
+    if quick_gelu is not None:  # a model kwarg overrides the architecture config both ways
         kwargs["quick_gelu"] = bool(quick_gelu)
-    checkpoint = None
-
-    if model_name.startswith(("local-dir:", "hf-hub:")):  # the id names config and weights, as in open_clip
-        pretrained = None
-        folder = Path(model_name.removeprefix("local-dir:"))
-        if model_name.startswith("hf-hub:"):
-            model = _create(model_name, None, kwargs, _hub_hint(model_name.removeprefix("hf-hub:"), model_name))
-        elif _folder_model_cfg(folder) is None:
+    source = ClipSource(model_name, pretrained)
+    if model_name.startswith("hf-hub:"):
+        source = ClipSource(model_name, None)
+        model = _create(model_name, None, kwargs, _hub_hint(model_name.removeprefix("hf-hub:"), model_name))
+    elif model_name.startswith("local-dir:"):
+        folder = model_name.removeprefix("local-dir:")
+        if _folder_model_cfg(Path(folder)) is None:
             raise FileNotFoundError(f"{model_name}: the folder must hold open_clip_config.json and the weights")
-        else:
-            model, checkpoint = _load_local(model_name, folder, kwargs)
+        model = open_clip.create_model(model_name, require_pretrained=True, **kwargs)
+        source = ClipSource(model_name, None, folder)
     elif open_clip.get_model_config(model_name) is None:
         raise ValueError(f"unknown open_clip model {model_name!r}; see open_clip.list_models()")
     elif pretrained is None:
-        model = _random_init(model_name, seed, kwargs)
-    elif os.path.exists(pretrained.removeprefix("local-dir:")) or pretrained.endswith(WEIGHT_SUFFIXES) or os.sep in pretrained:
+        logger.warning("UNTRAINED random-init CLIP %r (seed %d): for tests and offline demos only, "
+                       "its text features carry no meaning", model_name, seed)
+        with torch.random.fork_rng(devices=[]):  # the init depends on `seed` only
+            torch.manual_seed(seed)
+            model = open_clip.create_model(model_name, pretrained=None, **kwargs)
+        source = ClipSource(model_name, None, seed=seed)
+    elif os.path.exists(pretrained.removeprefix("local-dir:")) or pretrained.endswith(WEIGHT_SUFFIXES) \
+            or os.sep in pretrained:
         model, checkpoint = _load_local(model_name, Path(pretrained.removeprefix("local-dir:")), kwargs)
+        source = ClipSource(model_name, pretrained, checkpoint)
     else:
         model = _load_tag(model_name, pretrained, kwargs)
-
     model = model.to(device).eval().requires_grad_(False)
-    untrained = pretrained is None and not model_name.startswith(("local-dir:", "hf-hub:"))
-    model.taco_source = ClipSource(model_name, pretrained, checkpoint, untrained, seed if untrained else None)
+    model.taco_source = source
     return model
 
 
-def _random_init(model_name: str, seed: int, kwargs: Dict[str, Any]) -> nn.Module:
-    logger.warning(
-        "UNTRAINED random-init CLIP %r (seed %d): for tests and offline demos only, "
-        "its text features carry no meaning", model_name, seed,
-    )
-    # Fork the CPU RNG so the init depends only on `seed`, not on what ran before.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return open_clip.create_model(model_name, pretrained=None, pretrained_image=False,
-                                      pretrained_text=False, **kwargs)
+def tiny_clip(seed: int = 0, device: Union[str, torch.device] = "cpu") -> nn.Module:
+    """The frozen, random-init ``taco-tiny-clip`` (width 64, 2 layers; same weights for the
+    same seed in every process): tests and the offline demo; its features mean nothing."""
+    return load_clip(TINY_CLIP_NAME, pretrained=None, device=device, seed=seed)
 
 
-def _folder_model_cfg(folder: Path) -> Optional[Dict[str, Any]]:
+def _folder_model_cfg(folder: Path) -> Optional[dict[str, Any]]:
     """``model_cfg`` of a folder's ``open_clip_config.json`` (a downloaded hub repo), if any."""
     config = folder / "open_clip_config.json"
-    if not config.is_file():
-        return None
-    try:
-        return json.loads(config.read_text(encoding="utf-8")).get("model_cfg")
-    except (json.JSONDecodeError, AttributeError) as err:
-        raise ValueError(f"unreadable open_clip config {config}: {err}") from err
+    return json.loads(config.read_text(encoding="utf-8")).get("model_cfg") if config.is_file() else None
 
 
-def _load_local(model_name: str, path: Path, kwargs: Dict[str, Any]) -> tuple[nn.Module, str]:
+def _load_local(model_name: str, path: Path, kwargs: dict[str, Any]) -> tuple[nn.Module, str]:
     """A weights file, or a folder (with its own ``open_clip_config.json``, or only weights)."""
     if path.is_dir():
         if _folder_model_cfg(path) is not None:
-            logger.info("loading CLIP from %s with the folder's own open_clip_config.json", path)
             return open_clip.create_model(f"local-dir:{path}", require_pretrained=True, **kwargs), str(path)
         found = [path / n for n in HUB_WEIGHTS if (path / n).is_file()]
         found += sorted(p for p in path.iterdir() if p.suffix in WEIGHT_SUFFIXES)
@@ -176,7 +141,7 @@ def _load_local(model_name: str, path: Path, kwargs: Dict[str, Any]) -> tuple[nn
             raise FileNotFoundError(f"no CLIP weights ({', '.join(WEIGHT_SUFFIXES)}) in folder {path}")
         path = found[0]
     elif not path.is_file():
-        raise FileNotFoundError(f"CLIP weights file or folder not found: {path}")
+        raise FileNotFoundError(f"CLIP weights: no such file or folder: {path}")
     if not path.name.endswith(WEIGHT_SUFFIXES):
         raise ValueError(f"CLIP weights file must end with one of {WEIGHT_SUFFIXES}: {path}")
     # QuickGELU from an open_clip_config.json beside the file, unless given.
@@ -186,7 +151,7 @@ def _load_local(model_name: str, path: Path, kwargs: Dict[str, Any]) -> tuple[nn
     return open_clip.create_model(model_name, pretrained=str(path), require_pretrained=True, **kwargs), str(path)
 
 
-def _load_tag(model_name: str, tag: str, kwargs: Dict[str, Any]) -> nn.Module:
+def _load_tag(model_name: str, tag: str, kwargs: dict[str, Any]) -> nn.Module:
     cfg = open_clip.get_pretrained_cfg(model_name, tag)
     if not cfg:
         raise ValueError(
@@ -204,7 +169,7 @@ def _load_tag(model_name: str, tag: str, kwargs: Dict[str, Any]) -> nn.Module:
     return _create(model_name, tag, kwargs, hint)
 
 
-def _create(model_name: str, tag: Optional[str], kwargs: Dict[str, Any], hint: str) -> nn.Module:
+def _create(model_name: str, tag: Optional[str], kwargs: dict[str, Any], hint: str) -> nn.Module:
     """open_clip's download-and-load, its failure turned into the message that says what to do."""
     try:
         return open_clip.create_model(model_name, pretrained=tag, require_pretrained=True, **kwargs)
@@ -218,7 +183,7 @@ def _hub_hint(repo: str, what: str, quick_gelu: bool = False) -> str:
     return (
         f"CLIP weights for {what} are not on this machine and cannot be downloaded now "
         f"(HF_HUB_OFFLINE=1, or no network). On a machine with internet access run\n"
-        f"    hf download {repo} {' '.join(HUB_WEIGHTS[:1])} open_clip_config.json --local-dir /path/to/clip\n"
+        f"    hf download {repo} {HUB_WEIGHTS[0]} open_clip_config.json --local-dir /path/to/clip\n"
         f"copy the folder here and pass pretrained='/path/to/clip' (model_name='local-dir:/path/to/clip' for an "
         f"hf-hub: id); a file alone: pretrained='/path/to/clip/{HUB_WEIGHTS[0]}'"
         f"{', quick_gelu=True' if quick_gelu else ''} (older repos hold {HUB_WEIGHTS[1]}). Or download without "

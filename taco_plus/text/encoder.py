@@ -1,17 +1,11 @@
 """The frozen CLIP text encoder that guides TACO's analysis transform.
 
-Lee et al., "Neural Image Compression with Text-guided Encoding for both Pixel-level
-and Perceptual Fidelity", ICML 2024, feed the adapter the per-token hidden states of
-CLIP ViT-B/32's text tower (Hugging Face's ``last_hidden_state``) for captions padded
-or truncated to 38 tokens. :class:`ClipTextEncoder` computes the same states with
-open_clip, in the token layout of :mod:`taco_plus.text.tokenizer`, and adds a chunked
-policy for long captions (GPT-4o captions run to 100-250 words).
-
-The CLIP model is deliberately *not* a registered submodule: its weights come from
-``pretrained``, not from codec checkpoints (official TACO checkpoints hold no CLIP
-weights and load strictly), the optimizer never sees them, a parent's ``.train()`` never
-reaches them, and the joint CLIP loss can share the same model object. ``.to()``,
-``.cuda()``, ``.half()`` still move it.
+Lee et al., "Neural Image Compression with Text-guided Encoding for both Pixel-level and
+Perceptual Fidelity", ICML 2024, feed the adapter the per-token hidden states of CLIP
+ViT-B/32's text tower (Hugging Face's ``last_hidden_state``) for captions padded or cut to
+38 tokens. :class:`ClipTextEncoder` computes the same states with open_clip, in the token
+layout of :mod:`taco_plus.text.tokenizer`, plus a chunked policy for long captions. The
+pad rule (pads attend to the real tokens only, as in Hugging Face) is in docs/text.md.
 """
 
 from __future__ import annotations
@@ -26,13 +20,13 @@ from taco_plus.text.clip_loading import clip_source, load_clip
 from taco_plus.text.tokenizer import (
     CONTEXT_LENGTH,
     PAD_IDS,
+    VOCAB_SIZE,
     MaxTokens,
     PadPolicy,
     TokenizedCaption,
     check_policy,
     tokenize,
 )
-from taco_plus.text.tower import TextTower
 
 
 @dataclass
@@ -40,11 +34,9 @@ class TextFeatures:
     """Per-token CLIP text features of a batch of captions.
 
     Args:
-        tokens: (B, L, width) final-layer hidden states after ``ln_final``. With a fixed
-            ``max_tokens`` every row has ``L = max_tokens`` positions, padding included
-            (pad-token states as Hugging Face's ``CLIPTextModel`` computes them, which
-            TACO's unmasked adapter saw); when chunked, rows are right-padded to the
-            longest layout with zeros.
+        tokens: (B, L, width) final-layer states after ``ln_final``. With a fixed
+            ``max_tokens``, ``L = max_tokens``, pad positions included; chunked rows are
+            right-padded with zeros to the longest layout.
         mask: (B, L) bool, True on real tokens (SOT, pieces, EOT).
         layouts: the token layout of each caption (position -> BPE piece).
         num_sequences: how many text-tower sequences were run for the batch.
@@ -56,22 +48,67 @@ class TextFeatures:
     num_sequences: int
 
 
+class TextTower:
+    """A view of the text-tower modules of an open_clip ``CLIP`` (on the model) or
+    ``CustomTextCLIP`` (on ``model.text``); not a module, so moving the model moves it.
+
+    Towers without a causal mask, with a class token (CoCa) or another vocabulary are
+    refused: padding would change the real tokens' states, or the BPE layout not apply.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        owner = model if hasattr(model, "token_embedding") else getattr(model, "text", None)
+        kind = type(model).__name__
+        if owner is None or not hasattr(owner, "token_embedding") or not hasattr(owner, "ln_final"):
+            raise ValueError(f"{kind} has no open_clip TextTransformer text tower (token_embedding, ln_final)")
+        if getattr(owner, "attn_mask", None) is None:
+            raise ValueError(f"{kind}'s text tower has no causal mask: padding would change real-token features")
+        if getattr(owner, "cls_emb", None) is not None:
+            raise ValueError(f"{kind}'s text tower appends a class token (CoCa-style); not supported")
+        if owner.token_embedding.num_embeddings != VOCAB_SIZE:
+            raise ValueError(f"{kind}'s text tower has a vocabulary of {owner.token_embedding.num_embeddings}, "
+                             f"not CLIP's BPE vocabulary of {VOCAB_SIZE}")
+        self.owner = owner
+        self.width = owner.token_embedding.embedding_dim
+        self.context_length = owner.positional_embedding.shape[0]
+
+    def token_states(self, ids: Tensor, key_mask: Optional[Tensor] = None) -> Tensor:
+        """(S, L) ids -> (S, L, width) ``ln_final`` states; ``key_mask`` (S, L) is False on
+        keys no query may attend to (Hugging Face's ``attention_mask``)."""
+        tower, length = self.owner, ids.shape[1]
+        dtype = tower.transformer.get_cast_dtype()
+        x = tower.token_embedding(ids).to(dtype) + tower.positional_embedding[:length].to(dtype)  # (S, L, width)
+        mask = tower.attn_mask[:length, :length].to(dtype)  # (L, L) additive, causal
+        if key_mask is not None:  # (S, 1, L) + (L, L) -> (S, L, L), one copy per head
+            pad = torch.zeros(key_mask.shape, dtype=dtype, device=x.device).masked_fill(~key_mask, float("-inf"))
+            heads = tower.transformer.resblocks[0].attn.num_heads
+            mask = (pad[:, None, :] + mask).repeat_interleave(heads, dim=0)
+        return tower.ln_final(tower.transformer(x, attn_mask=mask))
+
+    def project(self, pooled: Tensor) -> Tensor:
+        """Pooled (EOT) states (..., width) -> the joint embedding space."""
+        proj = self.owner.text_projection
+        if proj is None:
+            return pooled
+        return proj(pooled) if isinstance(proj, nn.Linear) else pooled @ proj
+
+
 class ClipTextEncoder(nn.Module):
     """Frozen open_clip text tower returning per-token features.
 
+    The CLIP model is deliberately *not* a submodule: its weights come from ``pretrained``,
+    not from codec checkpoints (official ones hold none and load strictly), the optimiser
+    never sees them, a parent's ``.train()`` never reaches them, and the joint loss can
+    share the same model. ``.to()`` and casts still move it.
+
     Args:
-        model_name: open_clip architecture (``"ViT-B-32"`` as in TACO).
-        pretrained: weights: tag, file, folder or None (see :func:`load_clip`).
-        max_tokens: caption length policy: 38 (TACO), 77, or ``"chunked"``.
-        pad: pad id for fixed lengths: ``"eot"`` (49407, as official TACO checkpoints
-            were trained) or ``"zero"`` (open_clip's 0).
-        device: device of the CLIP model.
-        quick_gelu: see :func:`load_clip`.
-        cache_dir: see :func:`load_clip`.
-        seed: initialisation seed when ``pretrained`` is None.
-        sequence_batch: at most this many sequences per text-tower pass (bounds memory
-            for very long chunked captions).
-        clip_model: an already-loaded open_clip model to use instead of loading one.
+        model_name, pretrained, device, quick_gelu, cache_dir, seed: see :func:`load_clip`.
+        max_tokens: 38 (TACO), 77, or ``"chunked"``.
+        pad: pad id for fixed lengths: ``"eot"`` (49407, what official TACO checkpoints
+            saw) or ``"zero"`` (open_clip's 0).
+        sequence_batch: at most this many sequences per text-tower pass (memory bound for
+            very long chunked captions).
+        clip_model: an already-loaded open_clip model instead of loading one.
     """
 
     def __init__(
@@ -92,25 +129,21 @@ class ClipTextEncoder(nn.Module):
         if sequence_batch < 1:
             raise ValueError(f"sequence_batch must be >= 1, got {sequence_batch}")
         if clip_model is None:
-            clip_model = load_clip(
-                model_name, pretrained, device, quick_gelu=quick_gelu, cache_dir=cache_dir, seed=seed
-            )
+            clip_model = load_clip(model_name, pretrained, device, quick_gelu=quick_gelu, cache_dir=cache_dir, seed=seed)
         tower = TextTower(clip_model)
-        if (CONTEXT_LENGTH if max_tokens == "chunked" else max_tokens) > tower.context_length:
+        self.seq_len = CONTEXT_LENGTH if max_tokens == "chunked" else max_tokens  # of each tower sequence
+        if self.seq_len > tower.context_length:
             raise ValueError(f"max_tokens={max_tokens!r} needs more than the tower's {tower.context_length} positions")
         clip_model.eval().requires_grad_(False)
-        # Plain attributes, not submodules: see the module docstring.
-        self.__dict__["clip_model"] = clip_model
+        self.__dict__["clip_model"] = clip_model  # plain attributes, not submodules (see above)
         self.__dict__["tower"] = tower
-        self.max_tokens = max_tokens
-        self.pad = pad
-        self.sequence_batch = sequence_batch
+        self.max_tokens, self.pad, self.sequence_batch = max_tokens, pad, sequence_batch
 
     @classmethod
     def from_model(
         cls, clip_model: nn.Module, max_tokens: MaxTokens = 38, pad: PadPolicy = "eot", **kwargs
     ) -> "ClipTextEncoder":
-        """Wrap an already-loaded open_clip model (e.g. the one the joint loss uses)."""
+        """Wraps an already-loaded open_clip model (e.g. the one the joint loss uses)."""
         return cls(max_tokens=max_tokens, pad=pad, clip_model=clip_model, **kwargs)
 
     @property
@@ -120,12 +153,7 @@ class ClipTextEncoder(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.tower.device
-
-    @property
-    def seq_len(self) -> int:
-        """Length of each text-tower sequence: ``max_tokens``, or 77 when chunked."""
-        return CONTEXT_LENGTH if self.max_tokens == "chunked" else self.max_tokens
+        return self.tower.owner.token_embedding.weight.device
 
     def describe(self) -> str:
         """One line saying which text tower this is; untrained ones say so first."""
@@ -134,10 +162,8 @@ class ClipTextEncoder(nn.Module):
         if source is None:
             return f"open_clip {type(self.clip_model).__name__} text tower (weights of unknown origin), {policy}"
         if source.untrained:
-            return (
-                f"UNTRAINED random-init text tower ({source.model_name}, seed {source.seed}): "
-                f"features carry no meaning; {policy}"
-            )
+            return f"UNTRAINED random-init text tower ({source.model_name}, seed {source.seed}): " \
+                   f"features carry no meaning; {policy}"
         return f"CLIP text tower {source.describe()}, {policy}"
 
     def extra_repr(self) -> str:
@@ -149,20 +175,17 @@ class ClipTextEncoder(nn.Module):
         return self
 
     def _apply(self, fn: Callable, *args, **kwargs):
-        # The CLIP model is not a submodule; move/cast it with us anyway.
-        self.clip_model._apply(fn)
+        self.clip_model._apply(fn)  # not a submodule: move/cast it with us anyway
         return super()._apply(fn, *args, **kwargs)
 
     def tokenize(self, captions: Sequence[str]) -> List[TokenizedCaption]:
         """Token layouts of a batch of captions under this encoder's policy."""
         if isinstance(captions, str) or not isinstance(captions, Sequence):
             raise TypeError(f"captions must be a list of str, got {type(captions).__name__}")
-        layouts = []
         for i, caption in enumerate(captions):
             if not isinstance(caption, str):
                 raise TypeError(f"caption {i} must be a str, got {type(caption).__name__}: {caption!r:.80}")
-            layouts.append(tokenize(caption, self.max_tokens, self.pad))
-        return layouts
+        return [tokenize(caption, self.max_tokens, self.pad) for caption in captions]
 
     def forward(self, captions: Sequence[str]) -> TextFeatures:
         """Per-token features of a batch of captions (see :class:`TextFeatures`)."""
@@ -170,45 +193,30 @@ class ClipTextEncoder(nn.Module):
 
     def _sequences(self, layout: TokenizedCaption) -> List[List[int]]:
         """The text-tower input sequences of one layout, checked against the policy."""
-        pad_id = PAD_IDS[self.pad]
-        seqs = [layout.ids[a:b] + [pad_id] * (self.seq_len - (b - a)) for a, b in layout.chunks]
-        if any(len(s) != self.seq_len for s in seqs):
-            raise ValueError(f"a layout chunk is longer than {self.seq_len} tokens")
+        seqs = [layout.ids[a:b] + [PAD_IDS[self.pad]] * (self.seq_len - (b - a)) for a, b in layout.chunks]
         if self.max_tokens == "chunked":
             starts, ends = [a for a, _ in layout.chunks], [b for _, b in layout.chunks]
-            if not all(layout.mask) or starts != [0] + ends[:-1] or ends[-1] != len(layout):
-                raise ValueError("layout is not a chunked layout (padding inside, or chunks not contiguous)")
+            if not all(layout.mask) or starts != [0] + ends[:-1] or ends[-1] != len(layout) \
+                    or any(len(s) != self.seq_len for s in seqs):
+                raise ValueError("layout is not a chunked layout (padding inside, chunks not contiguous or too long)")
         elif len(seqs) != 1 or seqs[0] != layout.ids:
-            raise ValueError(
-                f"layout was not tokenized with max_tokens={self.max_tokens}, pad={self.pad!r}"
-            )
+            raise ValueError(f"layout was not tokenized with max_tokens={self.max_tokens}, pad={self.pad!r}")
         return seqs
-
-    @torch.no_grad()
-    def encode_sequences(self, ids: Tensor, lengths: Tensor) -> Tensor:
-        """Hidden states (S, seq, width) of token-id sequences (S, seq), in blocks.
-
-        ``lengths`` (S,) counts each sequence's real tokens; the padding after them is
-        hidden from every query, as Hugging Face's ``CLIPTextModel`` does with its
-        ``attention_mask`` (the reference's pad states).
-        """
-        key_mask = torch.arange(ids.shape[1], device=ids.device) < lengths[:, None]  # (S, seq)
-        blocks = zip(ids.split(self.sequence_batch), key_mask.split(self.sequence_batch))
-        return torch.cat([self.tower.token_states(i, None if m.all() else m) for i, m in blocks])
 
     @torch.no_grad()
     def encode_layouts(self, layouts: Sequence[TokenizedCaption]) -> TextFeatures:
         """Per-token features of already-tokenized captions (this encoder's policy)."""
         if not layouts:
             raise ValueError("no captions to encode")
-        seqs = [self._sequences(layout) for layout in layouts]
-        ids = torch.tensor([s for per in seqs for s in per], dtype=torch.long, device=self.device)
+        ids = torch.tensor([s for layout in layouts for s in self._sequences(layout)], device=self.device)
         lengths = torch.tensor([b - a for layout in layouts for a, b in layout.chunks], device=self.device)
-        states = self.encode_sequences(ids, lengths)  # (S, seq_len, width), S = total sequences
+        # Padding after each sequence's real tokens is hidden from every query (the reference's pad states).
+        key_mask = torch.arange(self.seq_len, device=self.device) < lengths[:, None]  # (S, seq_len)
+        blocks = zip(ids.split(self.sequence_batch), key_mask.split(self.sequence_batch))
+        states = torch.cat([self.tower.token_states(i, None if m.all() else m) for i, m in blocks])  # (S, seq, width)
 
-        batch, length = len(layouts), max(len(layout) for layout in layouts)
-        tokens = states.new_zeros(batch, length, self.width)  # (B, L, width)
-        mask = torch.zeros(batch, length, dtype=torch.bool, device=self.device)
+        tokens = states.new_zeros(len(layouts), max(len(layout) for layout in layouts), self.width)  # (B, L, width)
+        mask = torch.zeros(tokens.shape[:2], dtype=torch.bool, device=self.device)
         s = 0
         for b, layout in enumerate(layouts):
             if self.max_tokens == "chunked":
@@ -223,10 +231,8 @@ class ClipTextEncoder(nn.Module):
 
     @torch.no_grad()
     def eot_embedding(self, features: TextFeatures) -> Tensor:
-        """(B, embed_dim) projected state at each caption's first end-of-text token.
-
-        For a caption that fits one sequence this equals open_clip's ``encode_text``.
-        """
+        """(B, embed_dim) projected state at each caption's first end-of-text token (equals
+        open_clip's ``encode_text`` for a caption that fits one sequence)."""
         eot = torch.tensor([layout.chunks[0][1] - 1 for layout in features.layouts], device=features.tokens.device)
         pooled = features.tokens[torch.arange(len(eot), device=eot.device), eot]  # (B, width)
         return self.tower.project(pooled)

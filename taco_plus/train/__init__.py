@@ -1,9 +1,5 @@
-"""Training: ``python -m taco_plus.train [overrides]`` or :func:`train` on a composed config.
-
-* :func:`train` -- build the components of a config and train (``run.py``);
-* :class:`Trainer` -- the loop, the ``trainer`` config group (``trainer.py``);
-* resumable state, DDP helpers and logs in ``state.py``, ``distributed.py``, ``metrics_log.py``.
-"""
+"""Training (docs/training.md): ``python -m taco_plus.train [overrides]``, or :func:`train` on a
+composed config; :class:`Trainer` is the loop of the ``trainer`` config group."""
 
 from taco_plus.train.run import build_components, train
 from taco_plus.train.trainer import Components, NonFiniteLossError, Trainer, TrainResult

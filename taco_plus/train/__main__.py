@@ -1,13 +1,6 @@
-"""Hydra entry point: ``python -m taco_plus.train [group=option ...] [key=value ...]``.
-
-Examples::
-
-    python -m taco_plus.train experiment=taco_baseline loss.lmbda=0.0004
-    python -m taco_plus.train -m experiment=taco_baseline     # its six rate points (its sweep)
-    torchrun --nproc_per_node=4 -m taco_plus.train experiment=taco_baseline
-
-Stopped by a signal (``trainer.stop_signals``), the run writes ``last.pt`` and ends as
-the signal would have ended it; see :mod:`taco_plus.train.preemption`.
+"""Hydra entry point: ``python -m taco_plus.train [group=option ...] [key=value ...]``
+(``-m`` for an experiment's rate points; ``torchrun --nproc_per_node=K -m taco_plus.train``
+for DDP). User errors and stop signals end it with one line (docs/training.md).
 """
 
 from __future__ import annotations
@@ -25,8 +18,7 @@ from taco_plus.train.run import train
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    """Errors that are the user's to fix: printed as one line, no traceback (``OSError``:
-    missing files, a full disk)."""
+    """Errors that are the user's to fix (``OSError``: missing files, a full disk)."""
     from taco_plus.data import DatasetPairingError
     from taco_plus.losses import LpipsBackboneUnavailableError
     from taco_plus.text import ClipWeightsUnavailableError
@@ -44,13 +36,11 @@ def main(cfg: DictConfig) -> None:
     except TrainingInterrupted as stop:
         print(f"taco-plus train: {stop}", file=sys.stderr)
         stop.exit()
-    except _user_errors() as err:
-        print(f"taco-plus train: error: {err}", file=sys.stderr)
-        sys.exit(1)
-    except InstantiationException as err:  # a component's constructor refused: show its reason
-        if not isinstance(err.__cause__, _user_errors()):
+    except Exception as err:  # a user error, or a component's constructor refusing for one
+        cause = err.__cause__ if isinstance(err, InstantiationException) else err
+        if not isinstance(cause, _user_errors()):
             raise
-        print(f"taco-plus train: error: {err.__cause__}", file=sys.stderr)
+        print(f"taco-plus train: error: {cause}", file=sys.stderr)
         sys.exit(1)
     if result.final_checkpoint is not None:
         print(f"final checkpoint: {result.final_checkpoint}")

@@ -1,21 +1,12 @@
-"""Training logs: a CSV file (one row per logged step) and TensorBoard scalars.
-
-CSV columns: ``step, epoch, loss, bpp, mse, lpips, joint, aux, lr, time`` — each loss
-value is the mean over the steps since the previous row, ``lr`` the codec learning
-rate at the row's step, ``time`` seconds since the run (or resumed run) started. A
-term the loss does not compute (``lpips`` when ``k_P = 0``) is left empty.
-
-A resumed run appends to the same CSV and TensorBoard folder, after dropping what was
-logged past the step it resumes from (a run killed after logging step 3 but
-checkpointed at step 2 redoes step 3: one row per step remains). A fresh run in a
-folder that holds an old log starts it again (its checkpoints are replaced, too).
+"""Training logs: ``train_log.csv`` (one row per logged step: the mean of each term since
+the previous row) and TensorBoard scalars. A resumed run first drops what was logged past
+the step it resumes from, so each step has one row (docs/training.md).
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import math
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -24,20 +15,12 @@ from typing import Mapping, Optional
 from taco_plus.atomic import atomic_write, write_error
 
 CSV_COLUMNS = ("step", "epoch", "loss", "bpp", "mse", "lpips", "joint", "aux", "lr", "time")
-# Extra terms that go to TensorBoard only.
 TB_ONLY = ("contrastive", "embedding_distance")
 
 
 class MetricLog:
-    """Accumulates per-step terms and writes averaged rows.
-
-    Args:
-        run_dir: the run folder; ``train_log.csv`` and ``tensorboard/`` go there.
-        tensorboard: also write TensorBoard event files.
-        enabled: False on non-zero ranks (nothing is written).
-        start_step: the step the run starts from (the resumed step, 0 for a fresh run):
-            rows and scalars logged after it are dropped.
-    """
+    """Accumulates per-step terms and writes averaged rows to ``run_dir`` (nothing when not
+    ``enabled``: ranks > 0); rows and scalars logged after ``start_step`` are dropped."""
 
     def __init__(self, run_dir: Path, tensorboard: bool = True, enabled: bool = True, start_step: int = 0) -> None:
         self.enabled = enabled
@@ -62,7 +45,7 @@ class MetricLog:
         rows = []
         if self.path.exists() and not self.path.is_file():
             return  # a device or pipe the user chose: append to it as it is
-        if self.path.exists():
+        if self.path.is_file():
             with self.path.open(newline="") as f:
                 rows = list(csv.reader(f))
         kept = [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) <= start_step]
@@ -110,6 +93,4 @@ class MetricLog:
 def _cell(value: Optional[float]) -> str:
     if value is None:
         return ""
-    if isinstance(value, int):
-        return str(value)
-    return f"{value:.6g}" if math.isfinite(value) else str(value)
+    return str(value) if isinstance(value, int) else f"{value:.6g}"  # nan, inf as such

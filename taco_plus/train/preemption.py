@@ -1,33 +1,12 @@
 """Stopping a run on a signal at a step boundary, with a checkpoint, so it can be requeued.
 
-SLURM pre-emption and ``scancel`` send SIGTERM to every process of the job (then
-SIGKILL after ``KillWait``/``GraceTime``); ``sbatch --signal=USR1@120`` sends a chosen
-signal before the time limit; submitit (hydra-submitit-launcher) uses SIGUSR2 for
-pre-emption and time-outs. Each of them would kill the trainer at once and lose the
-work since the last checkpoint.
-
-:class:`StopSignals` replaces, for the duration of the training loop, the handlers of
-``trainer.stop_signals`` by one that only records the signal (no I/O inside a signal
-handler). At the next step boundary the trainer asks :meth:`StopSignals.requested`
-(every rank agrees, so all stop at the same step), writes ``last.pt``, and
-:meth:`StopSignals.hand_over` gives the signal to whatever handled it before training:
-
-* the default action (plain runs, ``sbatch``, ``torchrun``): :class:`TrainingInterrupted`
-  unwinds the run; ``python -m taco_plus.train`` prints where the checkpoint is and
-  :meth:`TrainingInterrupted.exit` re-delivers the signal with its default action, so the
-  process ends as the signal would have ended it (killed by SIGTERM: exit status 143 in
-  a shell, -15 for a Python parent). SLURM requeues a pre-empted ``--requeue`` job
-  whatever the status; rerun with ``trainer.resume=auto``.
-* a Python handler, i.e. submitit's: it is called. submitit's SIGUSR2 handler requeues
-  the job through the launcher's ``checkpoint`` (same overrides, so
-  ``trainer.resume=auto`` continues from ``last.pt``) and exits; its SIGTERM handler only
-  logs, and training goes on.
-* a signal ignored before training (``SIG_IGN``, e.g. SIGHUP under ``nohup``) stays ignored.
-
-Data-loader workers ignore the stop signals (:class:`IgnoreInWorkers`): SLURM signals
-every process of the job, and a torch worker dies on a SIGTERM that does not come from
-its parent, which makes the trainer fail with "DataLoader worker ... is killed by
-signal" before it reaches the step boundary.
+SLURM pre-emption and ``scancel`` send SIGTERM to every process of the job, ``sbatch
+--signal`` a chosen signal, submitit SIGUSR2. :class:`StopSignals` only records them during
+training (no I/O in a handler); at the next step boundary the trainer writes ``last.pt``
+(every rank agrees on the step) and hands the signal to what handled it before: the default
+action ends the process by that signal (:class:`TrainingInterrupted`), a Python handler
+(submitit's requeue) is called, an ignored signal stays ignored. Data-loader workers ignore
+these signals: a torch worker killed by SLURM's SIGTERM would fail the step (docs/training.md).
 """
 
 from __future__ import annotations
@@ -58,18 +37,15 @@ def parse_signals(names: Sequence[str]) -> list[signal.Signals]:
 
 
 class IgnoreInWorkers:
-    """A data-loader ``worker_init_fn`` that makes workers ignore ``signals`` (then calls
-    ``then``). Workers still end with their loader, or when the trainer is gone."""
+    """A data-loader ``worker_init_fn`` that makes workers ignore ``signals`` (they still
+    end with their loader, or when the trainer is gone)."""
 
-    def __init__(self, signals: Sequence[signal.Signals], then=None) -> None:
+    def __init__(self, signals: Sequence[signal.Signals]) -> None:
         self.signals = [int(s) for s in signals]  # plain ints: picklable for spawned workers
-        self.then = then
 
     def __call__(self, worker_id: int) -> None:
         for sig in self.signals:
             signal.signal(sig, signal.SIG_IGN)
-        if self.then is not None:
-            self.then(worker_id)
 
 
 class TrainingInterrupted(Exception):
@@ -83,19 +59,15 @@ class TrainingInterrupted(Exception):
         )
 
     def exit(self) -> NoReturn:
-        """Ends the process as the signal's default action would (status 128 + signum if
-        that action does not end it)."""
+        """Ends the process as the signal's default action would (killed by SIGTERM: 143 in
+        a shell, -15 for a Python parent; 128 + signum if that action does not end it)."""
         signal.signal(self.signum, signal.SIG_DFL)
         signal.raise_signal(self.signum)
         sys.exit(128 + self.signum)
 
 
 class StopSignals:
-    """Records stop signals during training and hands them over at a step boundary.
-
-    Args:
-        signals: the signals to catch (see :func:`parse_signals`).
-    """
+    """Records ``signals`` during training and hands them over at a step boundary."""
 
     def __init__(self, signals: Sequence[signal.Signals]) -> None:
         self.signals = list(signals)
@@ -134,11 +106,9 @@ class StopSignals:
         return int(signum.item())
 
     def hand_over(self, signum: int, step: int, checkpoint: Optional[Path]) -> None:
-        """Gives the signal to its previous handler once ``checkpoint`` is written.
-
-        Raises :class:`TrainingInterrupted` for the default action; calls a Python
-        handler, which may exit (submitit requeues) or return (training continues).
-        """
+        """Gives the signal to its previous handler once ``checkpoint`` is written: raises
+        :class:`TrainingInterrupted` for the default action, or calls a Python handler, which
+        may exit (submitit requeues) or return (training continues)."""
         self.received = None
         previous = self._previous.get(signum)
         name = signal.Signals(signum).name

@@ -1,26 +1,54 @@
 """``train(cfg)``: builds every component of a composed config and trains.
 
-The plain function behind ``python -m taco_plus.train`` (tests and the quickstart
-call it directly). Components come from their config groups with ``_target_``:
-nothing here branches on which option was chosen.
+The plain function behind ``python -m taco_plus.train`` (tests and the quickstart call it).
+Components come from their config groups with ``_target_``: nothing here branches on
+which option was chosen. With ``WORLD_SIZE > 1`` (``torchrun``, or a multi-task SLURM job
+through submitit) it joins the process group first (NCCL on GPUs, Gloo on CPUs).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import random
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
+import torch
+import torch.distributed as dist
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from taco_plus.config import to_container
-from taco_plus.train.distributed import broadcast_object, init_distributed, shutdown_distributed
-from taco_plus.train.state import seed_everything
-from taco_plus.train.trainer import Components, Trainer, TrainResult
+from taco_plus.train.trainer import Components, DistContext, Trainer, TrainResult
 
 logger = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    """Seeds Python's ``random``, numpy and torch (CPU and every CUDA device)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def init_distributed() -> DistContext:
+    """Joins the process group when launched with ``WORLD_SIZE > 1``."""
+    if "WORLD_SIZE" not in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1 \
+            and "SLURM_PROCID" in os.environ:  # hydra-submitit-launcher with tasks_per_node > 1
+        from submitit.helpers import TorchDistributedEnvironment
+
+        TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistContext()
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return DistContext(rank, local_rank, world_size)
 
 
 def build_loss(loss_cfg: DictConfig):
@@ -35,8 +63,8 @@ def build_loss(loss_cfg: DictConfig):
 
 
 def build_weighting(weighting_cfg: Optional[DictConfig], captions):
-    """The token weighting (None when the option has no ``_target_``), checked
-    against the caption set in use when it was fitted on one."""
+    """The token weighting (None when the option has no ``_target_``), checked against the
+    caption set in use when it was fitted on one."""
     if weighting_cfg is None or weighting_cfg.get("_target_") is None:
         return None
     weighting = instantiate(weighting_cfg, _convert_="all")
@@ -52,15 +80,11 @@ def build_components(cfg: DictConfig) -> Components:
     weighting = build_weighting(cfg.get("weighting"), data.captions)
     model = instantiate(cfg.model, _convert_="all")
     if getattr(model, "text_dim", text_encoder.width) != text_encoder.width:
-        raise ValueError(
-            f"model.text_dim={model.text_dim} but the text encoder gives width {text_encoder.width}"
-        )
+        raise ValueError(f"model.text_dim={model.text_dim} but the text encoder gives width {text_encoder.width}")
     loss = build_loss(cfg.loss)
     for part in (text_encoder, getattr(loss, "lpips", None), getattr(loss, "joint", None)):
         if part is not None:
             logger.info("%s", part.describe() if hasattr(part, "describe") else part.extra_repr())
-    weighting_node = cfg.get("weighting")
-    weighting_config = to_container(weighting_node) if weighting is not None else None
     return Components(
         model=model,
         text_encoder=text_encoder,
@@ -74,21 +98,14 @@ def build_components(cfg: DictConfig) -> Components:
         clip_max_norm=float(cfg.optim.clip_max_norm),
         model_config=to_container(cfg.model),
         text_encoder_config=to_container(cfg.text_encoder),
-        weighting_config=weighting_config,
+        weighting_config=to_container(cfg.weighting) if weighting is not None else None,
         config=to_container(cfg),
     )
 
 
 def train(cfg: DictConfig, run_dir: Optional[str | os.PathLike] = None) -> TrainResult:
-    """Trains the codec described by a composed ``train`` config.
-
-    Args:
-        cfg: the composed config (``taco_plus.config.compose([...])`` or Hydra's).
-        run_dir: output folder; defaults to ``cfg.run_dir``.
-
-    Returns:
-        The :class:`~taco_plus.train.trainer.TrainResult` (final checkpoint path on rank 0).
-    """
+    """Trains the codec described by a composed ``train`` config into ``run_dir``
+    (default ``cfg.run_dir``); the final checkpoint's path is in the result on rank 0."""
     to_container(cfg)  # resolves every interpolation: an invalid combination fails before anything is built
     run_dir = run_dir or cfg.get("run_dir")
     if not run_dir:
@@ -99,14 +116,18 @@ def train(cfg: DictConfig, run_dir: Optional[str | os.PathLike] = None) -> Train
     try:
         # One run folder for every rank, rank 0's: under torchrun each rank's Hydra names
         # its own from its clock, and `trainer.resume=auto` must find the same checkpoint.
-        run_dir = broadcast_object(str(run_dir), ctx)
+        box = [str(run_dir)]
+        if ctx.distributed:
+            dist.broadcast_object_list(box, src=0)
+        run_dir = Path(box[0])
         trainer: Trainer = instantiate(cfg.trainer, _convert_="all")
         seed_everything(trainer.seed)  # same initial weights (and loss stand-ins) on every rank
         parts = build_components(cfg)
         seed_everything(trainer.seed + ctx.rank)  # then one noise stream per rank
         if ctx.is_main:
-            Path(run_dir).mkdir(parents=True, exist_ok=True)
-            (Path(run_dir) / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        return trainer.fit(parts, Path(run_dir), ctx)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        return trainer.fit(parts, run_dir, ctx)
     finally:
-        shutdown_distributed(ctx)
+        if ctx.distributed and dist.is_initialized():
+            dist.destroy_process_group()

@@ -1,73 +1,61 @@
 """The training loop (the ``trainer`` config group): TACO's recipe, resumable.
 
-One step: captions -> frozen text features (+ token weights) -> codec forward ->
-loss terms; the codec loss and the entropy bottleneck's auxiliary loss are summed
-and back-propagated once (the aux loss reaches only the ``.quantiles``, which only
-the auxiliary Adam updates); gradients of the codec parameters are clipped by norm;
-both optimisers step. MultiStepLR steps per epoch (TACO) or per step.
-
-Checkpoints (``<run_dir>/checkpoints/last.pt`` every ``checkpoint_every`` steps and
-at each epoch end; ``final.pt`` with updated entropy-coder CDFs at the end) are
-taco-plus codec checkpoints carrying the whole training state: optimisers,
-scheduler, step, epoch, position in the epoch, every rank's RNG states. Resuming
-from one continues exactly: an interrupted and resumed run ends with the same
-weights as an uninterrupted one. A non-finite loss stops the run before any weight
-is touched, leaving the last good checkpoint in place.
-
-A stop signal (``stop_signals``: SLURM pre-emption, ``scancel``, submitit's time-out
-signal) ends the run at the next step boundary with ``last.pt`` written; see
-:mod:`taco_plus.train.preemption` for the exit and requeue behaviour. A checkpoint
-or log that cannot be written (disk full) stops the run with an ``OSError`` naming
-the file; the previous ``last.pt`` stays intact.
+One step: captions -> frozen text features (+ token weights) -> codec forward -> loss
+terms; ``loss + aux_loss`` is back-propagated once (the aux loss reaches only the
+``.quantiles``, which only the auxiliary Adam updates), codec gradients are clipped, both
+optimisers step. Checkpoints carry the whole training state (optimisers, scheduler, step,
+position in the epoch, every rank's RNG states), so a resumed run ends bitwise equal to an
+uninterrupted one; stop signals, NaN stops and full disks: docs/training.md.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
+import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from taco_plus.atomic import write_error
 from taco_plus.checkpoint import FORMAT, read_checkpoint, save_codec
-from taco_plus.train.distributed import (
-    DistContext,
-    all_ranks_finite,
-    barrier,
-    gather_objects,
-    resolve_device,
-)
 from taco_plus.train.metrics_log import MetricLog
 from taco_plus.train.preemption import IgnoreInWorkers, StopSignals, parse_signals
-from taco_plus.train.state import (
-    capture_rng,
-    load_initial_weights,
-    load_scheduler_state,
-    restore_rng,
-    scheduler_state,
-)
 
 logger = logging.getLogger(__name__)
-
-TRAINABLE = ("all", "adapter")
-PRECISIONS = ("fp32", "bf16")
 
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; the run stopped before updating the weights."""
 
 
+@dataclass(frozen=True)
+class DistContext:
+    """This process's place in a ``torchrun`` job (rank 0 of 1 when not distributed)."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
 @dataclass
 class Components:
-    """Everything a run trains with, built from the config by :func:`taco_plus.train.train`.
-
-    ``*_config`` are the resolved plain-dict Hydra nodes stored in checkpoints.
-    """
+    """Everything a run trains with, built by :func:`taco_plus.train.build_components`;
+    ``*_config`` are the resolved plain-dict nodes stored in checkpoints."""
 
     model: nn.Module
     text_encoder: nn.Module
@@ -90,7 +78,7 @@ class TrainResult:
     """What :meth:`Trainer.fit` did."""
 
     run_dir: Path
-    final_checkpoint: Optional[Path]
+    final_checkpoint: Optional[Path]  # rank 0 only
     steps: int
     epochs_completed: int
     history: list[dict[str, float]] = field(default_factory=list)
@@ -103,29 +91,64 @@ class _Progress:
     batch_in_epoch: int = 0  # batches of the current epoch already consumed
 
 
-class Trainer:
-    """TACO training loop.
+def capture_rng() -> dict[str, Any]:
+    """This process's RNG states in ``weights_only``-loadable form (numpy's key as a tensor)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
-    Args:
-        epochs: number of epochs (TACO: 50).
-        max_steps: stop after this many steps (wins over ``epochs``; quickstart, smoke runs).
-        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
-        precision: ``"fp32"`` or ``"bf16"`` (autocast of the codec forward).
-        seed: base seed (rank r uses seed + r for its RNG streams).
-        trainable: ``"all"`` or ``"adapter"`` (only ``model.adapter_parameters()``,
-            plus the quantiles, which the auxiliary loss always trains).
-        init_from: official TACO or taco-plus checkpoint to start from (fine-tuning).
-        resume: a taco-plus training checkpoint to continue, or ``"auto"`` for
-            ``<run_dir>/checkpoints/last.pt`` when it exists.
-        log_every: steps per CSV/TensorBoard row.
-        checkpoint_every: steps between ``last.pt`` writes.
-        checkpoint_each_epoch: also write ``last.pt`` at every epoch end (off for tiny
-            datasets whose epochs are a few steps long).
-        tensorboard: write TensorBoard scalars.
-        progress_bar: show a tqdm bar (rank 0).
-        stop_signals: signals that stop the run at the next step boundary with a
-            checkpoint (default SIGTERM, SIGUSR1, SIGUSR2; ``[]`` keeps their default action).
+
+def restore_rng(state: Mapping[str, Any]) -> None:
+    """Inverse of :func:`capture_rng`."""
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_initial_weights(model: nn.Module, path: str | Path) -> None:
+    """Loads an official TACO or taco-plus checkpoint into ``model`` for fine-tuning.
+
+    The backbone must match exactly; adapter tensors (``model.is_adapter_key``) may differ
+    (a Linformer adapter from an official full-attention checkpoint): the model's missing
+    ones keep their initialisation, the checkpoint's extra ones are ignored; both are logged.
     """
+    from taco_plus.models.official import normalise_state_dict
+
+    checkpoint = read_checkpoint(path)
+    official = checkpoint.get("format") != FORMAT
+    state = normalise_state_dict(checkpoint) if official else checkpoint["state_dict"]
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shape mismatches
+        raise ValueError(f"cannot initialise the model from {path}: {err}") from err
+    missing = [k for k in result.missing_keys if not model.is_adapter_key(k)]
+    unexpected = [k for k in result.unexpected_keys if not model.is_adapter_key(k)]
+    if missing or unexpected:
+        raise ValueError(f"{path} does not fit this model outside the text adapter: missing {missing[:5]}"
+                         f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
+                         f"{'...' if len(unexpected) > 5 else ''}")
+    logger.info("initialised from %s checkpoint %s", "official TACO" if official else "taco-plus", path)
+    if result.missing_keys:
+        logger.warning("%d adapter tensors not in %s keep their initialisation, e.g. %s",
+                       len(result.missing_keys), path, result.missing_keys[:3])
+    if result.unexpected_keys:
+        logger.warning("%d adapter tensors of %s do not exist in this model and are ignored, e.g. %s",
+                       len(result.unexpected_keys), path, result.unexpected_keys[:3])
+
+
+class Trainer:
+    """TACO training loop; the arguments are the ``trainer`` config group's keys
+    (:class:`taco_plus.config.schema.TrainerConfig`, docs/training.md)."""
 
     def __init__(
         self,
@@ -144,14 +167,11 @@ class Trainer:
         progress_bar: bool = True,
         stop_signals: tuple[str, ...] = ("SIGTERM", "SIGUSR1", "SIGUSR2"),
     ) -> None:
-        if trainable not in TRAINABLE:
-            raise ValueError(f"trainer.trainable must be one of {TRAINABLE}, got {trainable!r}")
-        if precision not in PRECISIONS:
-            raise ValueError(f"trainer.precision must be one of {PRECISIONS}, got {precision!r}")
-        if max_steps is None and epochs < 1:
-            raise ValueError("set trainer.epochs >= 1 or trainer.max_steps")
-        if max_steps is not None and max_steps < 1:
-            raise ValueError(f"trainer.max_steps must be >= 1, got {max_steps}")
+        if trainable not in ("all", "adapter") or precision not in ("fp32", "bf16"):
+            raise ValueError(f"trainer.trainable must be 'all' or 'adapter' (got {trainable!r}) and "
+                             f"trainer.precision 'fp32' or 'bf16' (got {precision!r})")
+        if (max_steps is None and epochs < 1) or (max_steps is not None and max_steps < 1):
+            raise ValueError(f"set trainer.epochs >= 1 or trainer.max_steps >= 1, got {epochs}, {max_steps}")
         if log_every < 1 or checkpoint_every < 1:
             raise ValueError("trainer.log_every and trainer.checkpoint_every must be >= 1")
         self.epochs, self.max_steps, self.device, self.precision = epochs, max_steps, device, precision
@@ -161,7 +181,6 @@ class Trainer:
         self.tensorboard, self.progress_bar = tensorboard, progress_bar
         self.stop_signals = parse_signals(stop_signals)
 
-    # ----------------------------------------------------------- parameters
     def split_parameters(self, model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """(codec parameters, entropy-bottleneck quantiles); freezes what is not trained."""
         named = dict(model.named_parameters())
@@ -179,13 +198,14 @@ class Trainer:
             raise ValueError(f"trainer.trainable={self.trainable!r} selects no parameters")
         return main, aux
 
-    # ---------------------------------------------------------------- fit
     def fit(self, parts: Components, run_dir: Path, ctx: Optional[DistContext] = None) -> TrainResult:
-        """Trains ``parts.model`` and writes checkpoints and logs under ``run_dir``."""
+        """Trains ``parts.model``; checkpoints go to ``run_dir/checkpoints``, logs to ``run_dir``."""
         ctx = ctx or DistContext()
         run_dir = Path(run_dir)
         ckpt_dir = run_dir / "checkpoints"
-        device = resolve_device(self.device, ctx)
+        device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if self.device == "auto" else self.device)
+        if device.type == "cuda" and ctx.distributed:  # one GPU per process
+            device = torch.device("cuda", ctx.local_rank)
         model = parts.model.to(device)
         parts.text_encoder.to(device)
         parts.loss.to(device)
@@ -194,26 +214,26 @@ class Trainer:
         if self.init_from and resume_path is None:
             load_initial_weights(model, self.init_from)
         main_params, aux_params = self.split_parameters(model)
-        optimizer = parts.optimizer(main_params)
-        aux_optimizer = parts.aux_optimizer(aux_params)
+        optimizer, aux_optimizer = parts.optimizer(main_params), parts.aux_optimizer(aux_params)
         scheduler = parts.scheduler(optimizer)
+        states = {"optimizer": optimizer, "aux_optimizer": aux_optimizer, "scheduler": scheduler}
 
         dataset = parts.data.train_dataset(seed=self.seed)
         loader, sampler = parts.data.train_loader(dataset, self.seed, ctx.rank, ctx.world_size)
-        loader.worker_init_fn = IgnoreInWorkers(self.stop_signals, loader.worker_init_fn)
+        loader.worker_init_fn = IgnoreInWorkers(self.stop_signals)
         steps_per_epoch = sampler.num_samples // parts.data.batch_size
         total = self.max_steps if self.max_steps is not None else self.epochs * steps_per_epoch
 
-        progress = _Progress()
-        if resume_path is not None:
-            progress = self._restore(resume_path, parts, model, optimizer, aux_optimizer, scheduler, ctx)
+        progress = self._restore(resume_path, parts, model, states, ctx) if resume_path else _Progress()
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
             if ctx.distributed else model
-
         log = MetricLog(run_dir, self.tensorboard and ctx.is_main, enabled=ctx.is_main, start_step=progress.step)
-        bar = self._bar(total, progress.step, ctx)
-        last_path: Optional[Path] = resume_path
-        saved_step = progress.step if resume_path is not None else None
+        bar = None
+        if self.progress_bar and ctx.is_main:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=total, initial=progress.step, desc="train", unit="step", dynamic_ncols=True)
+        last_path, saved_step = resume_path, progress.step if resume_path else None
         logger.info("training %d steps (%d per epoch, %d process(es)), run folder %s",
                     total, steps_per_epoch, ctx.world_size, run_dir)
         model.train()
@@ -222,7 +242,7 @@ class Trainer:
         def save_last() -> Path:
             nonlocal saved_step
             saved_step = progress.step
-            return self._save(ckpt_dir / "last.pt", parts, model, optimizer, aux_optimizer, scheduler, progress, ctx)
+            return self._save(ckpt_dir / "last.pt", parts, model, states, progress, ctx)
 
         try:
             with StopSignals(self.stop_signals) as stop:
@@ -267,13 +287,10 @@ class Trainer:
             if bar is not None:
                 bar.close()
 
-        # Entropy-coder CDFs for real bitstreams, then the final checkpoint.
-        model.update(force=True)
-        final = self._save(ckpt_dir / "final.pt", parts, model, optimizer, aux_optimizer, scheduler,
-                           progress, ctx, final=True)
+        model.update(force=True)  # entropy-coder CDFs: final.pt codes real bitstreams
+        final = self._save(ckpt_dir / "final.pt", parts, model, states, progress, ctx, final=True)
         return TrainResult(run_dir, final if ctx.is_main else None, progress.step, progress.epoch, log.rows)
 
-    # ---------------------------------------------------------------- step
     def _step(self, batch, parts, net, model, optimizer, aux_optimizer, main_params, device, ctx, progress,
               last_path) -> dict[str, float]:
         x = batch["image"].to(device, non_blocking=True)
@@ -286,85 +303,68 @@ class Trainer:
             weights = None if weights is None else weights.to(device)
         optimizer.zero_grad(set_to_none=True)
         aux_optimizer.zero_grad(set_to_none=True)
+        # bf16 autocast of the codec forward; the model keeps its entropy model in fp32.
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             out = net(x, tokens.to(device), mask.to(device), weights)
         terms = parts.loss(out, x, captions)
         aux = model.aux_loss()
         total = terms["loss"] + aux
-        if not all_ranks_finite(total, ctx):
+        finite = torch.isfinite(total.detach()).to(torch.int32).reshape(1)
+        if ctx.distributed:  # every rank stops together
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        if not finite.item():
             values = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
             kept = f"the last good checkpoint is {last_path}" if last_path else "no checkpoint was written yet"
-            raise NonFiniteLossError(
-                f"non-finite loss at step {progress.step + 1} (epoch {progress.epoch}): {values}, "
-                f"aux={aux.item():.4g}; stopped before updating the weights; {kept}"
-            )
+            raise NonFiniteLossError(f"non-finite loss at step {progress.step + 1} (epoch {progress.epoch}): "
+                                     f"{values}, aux={aux.item():.4g}; stopped before updating the weights; {kept}")
         total.backward()
         if parts.clip_max_norm > 0:
             torch.nn.utils.clip_grad_norm_(main_params, parts.clip_max_norm)
         optimizer.step()
         aux_optimizer.step()
-        out = {k: float(v.detach()) for k, v in terms.items()}
-        out["aux"] = float(aux.detach())
-        return out
+        return {**{k: float(v.detach()) for k, v in terms.items()}, "aux": float(aux.detach())}
 
-    # ---------------------------------------------------------- checkpoints
-    def _save(self, path, parts, model, optimizer, aux_optimizer, scheduler, progress, ctx, final=False):
-        rng = gather_objects(capture_rng(), ctx)  # every rank takes part
+    def _save(self, path: Path, parts: Components, model: nn.Module, states: dict, progress: _Progress,
+              ctx: DistContext, final: bool = False) -> Path:
+        rng = [capture_rng()]
+        if ctx.distributed:  # every rank's streams, in rank order
+            rng = [None] * ctx.world_size
+            dist.all_gather_object(rng, capture_rng())
         if ctx.is_main:
             try:
-                save_codec(
-                    path, model, parts.model_config, parts.text_encoder_config, parts.weighting_config,
-                    optimizer=optimizer.state_dict(), aux_optimizer=aux_optimizer.state_dict(),
-                    scheduler=scheduler_state(scheduler), step=progress.step, epoch=progress.epoch,
-                    batch_in_epoch=progress.batch_in_epoch, rng=rng, world_size=ctx.world_size,
-                    seed=self.seed, final=final, config=parts.config,
-                )
+                save_codec(path, model, parts.model_config, parts.text_encoder_config, parts.weighting_config,
+                           **{k: v.state_dict() for k, v in states.items()}, step=progress.step,
+                           epoch=progress.epoch, batch_in_epoch=progress.batch_in_epoch, rng=rng,
+                           world_size=ctx.world_size, seed=self.seed, final=final, config=parts.config)
             except OSError as err:  # disk full, quota, read-only: the previous file is intact
                 kept = f"{path} still holds the previous one" if path.exists() else "none was written yet"
                 raise write_error(err, f"cannot write the step-{progress.step} checkpoint {path} ({kept})") from err
-        barrier(ctx)
+        if ctx.distributed:
+            dist.barrier()
         return path
 
     def _resume_path(self, ckpt_dir: Path) -> Optional[Path]:
-        if self.resume is None:
-            return None
         if self.resume == "auto":
-            path = ckpt_dir / "last.pt"
-            return path if path.is_file() else None
-        path = Path(self.resume)
-        if not path.is_file():
-            raise FileNotFoundError(f"trainer.resume: checkpoint not found: {path}")
-        return path
+            return ckpt_dir / "last.pt" if (ckpt_dir / "last.pt").is_file() else None
+        if self.resume is not None and not Path(self.resume).is_file():
+            raise FileNotFoundError(f"trainer.resume: checkpoint not found: {self.resume}")
+        return None if self.resume is None else Path(self.resume)
 
-    def _restore(self, path, parts, model, optimizer, aux_optimizer, scheduler, ctx) -> _Progress:
+    def _restore(self, path: Path, parts: Components, model: nn.Module, states: dict, ctx: DistContext) -> _Progress:
         ckpt = read_checkpoint(path)
         if ckpt.get("format") != FORMAT or "optimizer" not in ckpt:
             raise ValueError(f"{path} is not a taco-plus training checkpoint (use trainer.init_from for weights only)")
         if ckpt["model_config"] != parts.model_config:
-            raise ValueError(
-                f"cannot resume from {path}: it was trained with model config {ckpt['model_config']}, "
-                f"this run builds {parts.model_config}"
-            )
+            raise ValueError(f"cannot resume from {path}: it was trained with model config {ckpt['model_config']}, "
+                             f"this run builds {parts.model_config}")
         model.load_state_dict(ckpt["state_dict"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        aux_optimizer.load_state_dict(ckpt["aux_optimizer"])
-        load_scheduler_state(scheduler, ckpt["scheduler"])
-        rng = ckpt["rng"]
-        if len(rng) == ctx.world_size:
-            restore_rng(rng[ctx.rank])
+        for name, state in states.items():
+            state.load_state_dict(ckpt[name])
+        if len(ckpt["rng"]) == ctx.world_size:
+            restore_rng(ckpt["rng"][ctx.rank])
         else:  # a different number of processes: data order holds, noise streams restart
             logger.warning("resuming %d-process state with %d processes: RNG streams reseeded",
-                           len(rng), ctx.world_size)
+                           len(ckpt["rng"]), ctx.world_size)
             torch.manual_seed(self.seed + ctx.rank + int(ckpt["step"]))
         logger.info("resumed from %s at step %d (epoch %d)", path, ckpt["step"], ckpt["epoch"])
         return _Progress(int(ckpt["step"]), int(ckpt["epoch"]), int(ckpt["batch_in_epoch"]))
-
-    def _bar(self, total: int, initial: int, ctx: DistContext):
-        if not (self.progress_bar and ctx.is_main):
-            return None
-        from tqdm.auto import tqdm
-
-        return tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True)
-
-
-__all__ = ["Components", "NonFiniteLossError", "TrainResult", "Trainer"]

@@ -1,6 +1,6 @@
 """Structured schemas of the ``weighting`` config group, one per option: each mirrors its
 class's constructor, so a misspelt key (``weighting.max_wieght=2``) fails when composed.
-:data:`SCHEMAS` uses the ``(group, name, node)`` layout of ``taco_plus.config.store``."""
+:data:`SCHEMAS` uses the ``(group, name, node)`` layout of ``taco_plus.config.SCHEMAS``."""
 
 from __future__ import annotations
 
