@@ -1,17 +1,9 @@
-"""Evaluation of a TACO codec on a captioned image set, with real bitstreams.
+"""Evaluation of a TACO codec on a captioned image set, with real bitstreams (docs/evaluation.md).
 
-For every image: encode with its caption(s) through :class:`~taco_plus.codec.TacoCodec`
-to a ``.tacoz`` file on disk, ``bpp = 8·file bytes / (H·W)`` of the original,
-decode the file back (no text), then PSNR and MS-SSIM (8-bit, CompressAI's
-convention), LPIPS, the CLIP score of the reconstruction against the real caption,
-and FID over the whole set (standard FID Inception). Rows go to ``per_image.csv`` as
-images finish, so a stopped run resumes (:mod:`taco_plus.evaluation.journal`);
-``results.json`` (CompressAI format + provenance) at the end. Which captions are coded
-is the caption policy (:mod:`taco_plus.evaluation.caption_policy`).
-:func:`caption_sensitivity` repeats this with an empty caption and with another
-image's caption and tabulates the differences.
-
-Usage::
+Every image is encoded with its caption(s) to a ``.tacoz`` file (bpp from the file size) and
+decoded from it without text; PSNR, MS-SSIM, LPIPS and the CLIP score per image, FID over the set.
+Rows go to ``per_image.csv`` as images finish (a stopped run resumes), ``results.json``
+(CompressAI format + provenance) at the end::
 
     python -m taco_plus.evaluate checkpoint=ckpt.pt data=kodak captions=kodak_ofa
     python -m taco_plus.evaluate checkpoint=ckpt.pt data=coco30k out_dir=runs/coco30k   # rerun to resume
@@ -34,12 +26,11 @@ from torch import Tensor, nn
 from taco_plus.checkpoint import LoadedCodec, build_model, load_codec
 from taco_plus.codec import TacoCodec
 from taco_plus.config import CONFIG_PATH, to_container
-from taco_plus.evaluation import EvaluationJournal, EvaluationMismatchError, Progress, code_image, policy_label
-from taco_plus.evaluation.caption_policy import check_policy
+from taco_plus.evaluation import EvaluationJournal, EvaluationMismatchError, Progress, check_policy, code_image, \
+    policy_label
 from taco_plus.evaluation.schema import EvalConfig  # noqa: F401  (registers eval_schema)
 from taco_plus.losses.lpips import LpipsBackboneUnavailableError, build_lpips
-from taco_plus.metrics import ClipScore, FidAccumulator, FidUnavailable
-from taco_plus.metrics.distortion import MS_SSIM_MIN_SIDE
+from taco_plus.metrics import MS_SSIM_MIN_SIDE, ClipScore, FidAccumulator, FidUnavailable
 from taco_plus.results.format import make_results, save_results
 from taco_plus.results.per_image import read_per_image_csv, summarize, write_per_image_csv
 from taco_plus.results.provenance import environment, file_sha256
@@ -111,36 +102,30 @@ def evaluate_dataset(
     caption_mode: str = "real",
     caption_policy: str = "first",
     resume: bool = True,
-    fid_snapshot_every: int = 100,
     description: str = "",
     meta: Optional[Mapping[str, Any]] = None,
 ) -> dict[str, Any]:
-    """Evaluates ``codec`` on ``dataset``; writes ``per_image.csv`` and ``results.json``.
+    """Evaluates ``codec`` on ``dataset``; writes ``per_image.csv`` and ``results.json`` in ``out_dir``.
 
-    Rows are written as images finish; with ``resume`` an evaluation already in
-    ``out_dir`` (same settings) continues where it stopped (:mod:`taco_plus.evaluation.journal`).
-    An item with an ``"error"`` (an unreadable image under ``bad_image=skip``) is
-    reported with its path, counted in ``meta.unreadable_images`` and skipped.
+    Rows are written as images finish; with ``resume`` an evaluation already in ``out_dir`` (same
+    settings) continues where it stopped. An item with an ``"error"`` (an unreadable image under
+    ``bad_image=skip``) is reported with its path, counted in ``meta.unreadable_images`` and skipped.
 
     Args:
         codec: a :class:`~taco_plus.codec.TacoCodec`.
-        dataset: items ``{"image": (3, H, W) in [0, 1], "caption": str, "id": str}``
-            and optionally ``"captions"`` (all of the image's captions; any size: the
-            codec pads). Iterated once (twice for ``"other"``).
-        out_dir: output folder; bitstreams go to ``out_dir/bitstreams/<id>.tacoz``.
+        dataset: items ``{"image": (3, H, W) in [0, 1], "caption": str, "id": str}``, optionally
+            ``"captions"`` (all of the image's). Iterated once (twice for ``"other"``).
+        out_dir: output folder; bitstreams go to ``out_dir/bitstreams/``.
         name: curve name in the results file (an oracle's gets ``-oracle_lpips``).
         lpips: LPIPS module ``(x_hat, x) -> (B,)`` (``taco_plus.losses.build_lpips``), or None.
         clip: :class:`~taco_plus.metrics.ClipScore`, or None.
         fid: a fresh :class:`~taco_plus.metrics.FidAccumulator`, or None.
         ms_ssim_enabled: compute MS-SSIM (NaN for images under 161 px).
         save_bitstreams: keep the files (otherwise bpp comes from the same bytes in memory).
-        caption_mode: caption given to the encoder: ``"real"``, ``"empty"`` or
-            ``"other"`` (the next image's caption in sorted id order). The CLIP
-            score always uses the real caption.
-        caption_policy: which real captions are coded, ``"first"``, ``"all"`` or
-            ``"oracle_lpips"`` (:mod:`taco_plus.evaluation.caption_policy`).
+        caption_mode: the encoder's caption: ``"real"``, ``"empty"`` or ``"other"`` (the next
+            image's in sorted id order); the CLIP score always uses the real one.
+        caption_policy: which real captions are coded: ``"first"``, ``"all"`` or ``"oracle_lpips"``.
         resume: continue the evaluation found in ``out_dir``; False starts over.
-        fid_snapshot_every: images between two saves of the FID sums.
         description: results-file description.
         meta: extra provenance merged into the results file's ``meta``.
 
@@ -162,7 +147,7 @@ def evaluate_dataset(
 
     settings = _settings(codec, lpips, clip, fid, caption_mode=caption_mode, caption_policy=caption_policy,
                          ms_ssim=ms_ssim_enabled, save_bitstreams=save_bitstreams)
-    journal = EvaluationJournal(out_dir, settings, fid, resume, fid_snapshot_every)
+    journal = EvaluationJournal(out_dir, settings, fid, resume)
     total = len(dataset) if hasattr(dataset, "__len__") else None
     progress = Progress(total, journal.resumed, desc=name)
     bitstreams = out_dir / "bitstreams" if save_bitstreams else None
@@ -195,9 +180,9 @@ def evaluate_dataset(
             logger.debug("%s: %d bytes, %.4f bpp, %.2f dB", image_id, row["bytes"], row["bpp"], row["psnr"])
     finally:
         journal.close()
-        progress.close()
+        progress.bar.close()
 
-    by_id = {row["id"]: row for row in journal.log.rows}
+    by_id = {row["id"]: row for row in journal.rows}
     stale = sorted(set(by_id) - seen)
     if stale:
         logger.warning("%d rows in %s are not in this dataset and are left out: %s", len(stale), out_dir, stale[:5])
@@ -221,27 +206,13 @@ def evaluate_dataset(
         logger.warning("decoded images differ from the encoder's prediction by up to %.4f", mismatch)
     oracle = caption_policy == "oracle_lpips"
     run_meta = {
-        "caption_mode": caption_mode,
-        "caption_policy": caption_policy,
-        "oracle": oracle,
-        "images": len(rows),
-        "resumed_images": journal.resumed,
-        "unreadable_images": unreadable,
-        "metric_images": counts,
+        "caption_mode": caption_mode, "caption_policy": caption_policy, "oracle": oracle, "images": len(rows),
+        "resumed_images": journal.resumed, "unreadable_images": unreadable, "metric_images": counts,
         "bpp_from": "file sizes" if save_bitstreams else "bitstream lengths (files not kept)",
-        "bitstreams": str(bitstreams) if save_bitstreams else None,
-        "decode_vs_encoder_max_abs_diff": mismatch,
-        "lpips": None if lpips is None else {
-            "describe": settings["lpips"],
-            "convention": getattr(lpips, "convention", None),
-        },
-        "lpips_convention": getattr(lpips, "convention", None),
-        "clip_score": None if clip is None else clip.name,
-        "fid": settings["fid"],
-        "notes": notes,
-        "skipped": skipped,
-        "environment": environment(codec.device),
-        **{k: v for k, v in (meta or {}).items() if k != "skipped"},
+        "bitstreams": str(bitstreams) if save_bitstreams else None, "decode_vs_encoder_max_abs_diff": mismatch,
+        "lpips": settings["lpips"], "lpips_convention": getattr(lpips, "convention", None),
+        "clip_score": settings["clip_score"], "fid": settings["fid"], "notes": notes, "skipped": skipped,
+        "environment": environment(codec.device), **{k: v for k, v in (meta or {}).items() if k != "skipped"},
     }
     description = description or f"caption_mode={caption_mode}, caption_policy={caption_policy}, bpp from real bitstreams"
     if oracle:
@@ -263,13 +234,8 @@ def caption_sensitivity(
     resume: bool = True,
     meta: Optional[Mapping[str, Any]] = None,
 ) -> list[dict[str, Any]]:
-    """Evaluates the real, empty and another image's caption (the first of each
-    image's captions); writes the table.
-
-    Each mode goes to ``out_dir/<mode>/`` (``per_image.csv``, ``results.json``; resumable);
-    the table to ``out_dir/sensitivity.{md,csv}``. Returns the table rows
-    (real first; deltas are means of per-image differences from the real caption).
-    """
+    """Evaluates with the real, empty and another image's caption, each into ``out_dir/<mode>/``
+    (resumable); writes ``out_dir/sensitivity.{md,csv}`` and returns its rows (real first)."""
     out_dir = Path(out_dir)
     rows_by_mode = {}
     for mode in CAPTION_MODES:
@@ -283,9 +249,6 @@ def caption_sensitivity(
     md, _ = write_sensitivity(table, out_dir)
     logger.info("caption sensitivity table:\n%s", md.read_text(encoding="utf-8"))
     return table
-
-
-# ------------------------------------------------------------------ Hydra entry
 
 
 def _device(name: str) -> torch.device:
@@ -311,9 +274,8 @@ def build_codec(cfg: DictConfig, device: torch.device) -> tuple[TacoCodec, dict[
     loaded.model.to(device)
     codec = TacoCodec(loaded)
     codec.text_encoder.to(device)  # built now: fails fast when its weights are missing
-    meta["model_fingerprint"] = codec.fingerprint.hex()
-    meta["text_encoder"] = loaded.text_encoder_config
-    meta["weighting"] = loaded.weighting_config
+    meta.update(model_fingerprint=codec.fingerprint.hex(), text_encoder=loaded.text_encoder_config,
+                weighting=loaded.weighting_config)
     return codec, meta
 
 

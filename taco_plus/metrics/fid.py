@@ -1,19 +1,10 @@
-"""Fréchet Inception Distance as published FIDs are computed.
+"""Fréchet Inception Distance as published FIDs are computed (Heusel et al., 2017).
 
-FID (Heusel et al., 2017, "GANs Trained by a Two Time-Scale Update Rule Converge to
-a Local Nash Equilibrium") compares Gaussian fits of the 2048-d pool features of the
-FID Inception network: the TensorFlow graph ``pt_inception-2015-12-05`` converted to
-PyTorch, the network behind pytorch-fid, torch-fidelity and torchmetrics. The metric
-itself is torchmetrics' :class:`~torchmetrics.image.fid.FrechetInceptionDistance`
-(torch-fidelity's feature extractor, running sums in float64), with TensorFlow 1.x's
-bilinear resize to 299² (``antialias=False``), as the original FID code does.
-
-Protocols: learned-compression papers (HiFiC, Mentzer et al. 2020) cut each image of
-a small set (Kodak, CLIC) into non-overlapping 256×256 patches, one sample each;
-MS-COCO 30k has enough images to use them whole (``patch_size=None``).
-
-The weights are read from a local file, never downloaded: :func:`load_fid_metric`
-fails at once, saying what to download and where, when the file is absent.
+torchmetrics' :class:`~torchmetrics.image.fid.FrechetInceptionDistance` on the FID Inception
+weights (``pt_inception-2015-12-05``, the network of pytorch-fid and torch-fidelity) with
+TensorFlow 1.x's bilinear resize (``antialias=False``). Small sets (Kodak, CLIC) give one sample
+per 256×256 patch (HiFiC, Mentzer et al. 2020); MS-COCO 30k whole images. The weights are read
+from a local file, never downloaded: a missing file fails at once (docs/evaluation.md).
 """
 
 from __future__ import annotations
@@ -41,11 +32,8 @@ def fid_weights_path() -> Path:
 
 
 def load_fid_metric(weights: Optional[str | os.PathLike] = None) -> nn.Module:
-    """torchmetrics' ``FrechetInceptionDistance`` on the FID Inception weights in ``weights``.
-
-    Args:
-        weights: the weights file (default :func:`fid_weights_path`). torch-fidelity's
-            copy, ``weights-inception-2015-12-05-6726825d.pth``, is the same network.
+    """torchmetrics' ``FrechetInceptionDistance`` on the weights file (default :func:`fid_weights_path`;
+    torch-fidelity's ``weights-inception-2015-12-05-6726825d.pth`` is the same network).
 
     Raises:
         FidUnavailable: the file is absent or is not a plain tensor file.
@@ -66,14 +54,11 @@ def load_fid_metric(weights: Optional[str | os.PathLike] = None) -> nn.Module:
 
 
 def split_patches(x: Tensor, patch_size: Optional[int]) -> Tensor:
-    """(B, 3, H, W) -> (P, 3, p, p) non-overlapping patches (remainders dropped).
-
-    Images smaller than a patch, or ``patch_size=None``, stay whole.
-    """
+    """(B, 3, H, W) -> (B·nH·nW, 3, p, p) non-overlapping patches, remainders dropped; images
+    smaller than a patch, or ``patch_size=None``, stay whole."""
     if patch_size is None or min(x.shape[-2:]) < patch_size:
         return x
-    patches = x.unfold(2, patch_size, patch_size).unfold(3, patch_size, patch_size)
-    # (B, 3, nH, nW, p, p) -> (B·nH·nW, 3, p, p)
+    patches = x.unfold(2, patch_size, patch_size).unfold(3, patch_size, patch_size)  # (B, 3, nH, nW, p, p)
     return patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, x.size(1), patch_size, patch_size)
 
 
@@ -81,8 +66,8 @@ class FidAccumulator:
     """Feeds original/reconstruction pairs, as 8-bit patches, to a FID metric.
 
     Args:
-        metric: a torchmetrics ``FrechetInceptionDistance`` (:func:`load_fid_metric`;
-            tests pass one with a small ``feature`` network taking uint8 images).
+        metric: a torchmetrics ``FrechetInceptionDistance`` (:func:`load_fid_metric`; tests pass
+            one with a small ``feature`` network taking uint8 images).
         patch_size: side of the square patches (``None``: whole images).
         name: the feature network, for provenance.
     """
@@ -111,21 +96,19 @@ class FidAccumulator:
     @torch.no_grad()
     def update(self, x: Tensor, x_hat: Tensor) -> None:
         """Adds originals ``x`` and reconstructions ``x_hat``, (B, 3, H, W) in [0, 1]."""
-        device = self.metric.device
         for images, real in ((x, True), (x_hat, False)):
-            self.metric.update(to_uint8(split_patches(images, self.patch_size)).to(device), real=real)
+            self.metric.update(to_uint8(split_patches(images, self.patch_size)).to(self.metric.device), real=real)
 
     def compute(self) -> float:
-        if min(int(self.metric.real_features_num_samples), int(self.metric.fake_features_num_samples)) < 2:
+        if min(self.num_samples, int(self.metric.fake_features_num_samples)) < 2:
             raise FidUnavailable(f"FID needs at least 2 samples, got {self.num_samples}")
         return float(self.metric.compute())
 
     def state_dict(self) -> dict[str, Tensor]:
-        """The running sums (a snapshot for resuming a long evaluation)."""
+        """The running sums: a snapshot to resume a long evaluation (without the network's weights)."""
         return {k: v.detach().cpu().clone() for k, v in self.metric.metric_state.items()}
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        """Restores :meth:`state_dict` (same feature width)."""
         current = self.metric.metric_state
         if set(state) != set(current) or any(state[k].shape != current[k].shape for k in current):
             raise ValueError("FID state does not match this metric (another feature network?)")

@@ -1,13 +1,6 @@
-"""Rate-distortion plots of results files, with the shipped reference curves.
+"""Rate-distortion plots of results files with the shipped reference curves, one panel per metric::
 
-Usage::
-
-    python -m taco_plus.results.plot a.json b.json --metric psnr-rgb \
-        --reference elic_paper --reference lic_tcm_large -o rd_psnr.png
-    python -m taco_plus.results.plot a.json --metric psnr-rgb --metric lpips -o rd.png   # one panel each
-
-Any results file in CompressAI's format works; ``--reference all`` draws every
-shipped curve that has the metric. Single-point files are drawn as markers.
+    python -m taco_plus.results.plot a.json b.json --metric psnr-rgb --reference elic_paper -o rd_psnr.png
 """
 
 from __future__ import annotations
@@ -18,8 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from taco_plus.results.format import LOWER_IS_BETTER, METRIC_LABELS, curve, list_references, load_reference, \
-    load_results
+from taco_plus.results.format import LOWER_IS_BETTER, METRIC_LABELS, curve, list_references, load_curve, load_results
 
 logger = logging.getLogger(__name__)
 QUALITY = ("psnr-rgb", "ms-ssim-rgb", "lpips", "clip_score")
@@ -48,7 +40,7 @@ def plot_rd(
 
     curves = [load_results(s) if isinstance(s, (str, Path)) else dict(s) for s in sources]
     everything = list(references) == ["all"]
-    refs = [load_reference(n) for n in (list_references() if everything else references)]
+    refs = [load_curve(n) for n in (list_references() if everything else references)]
     if isinstance(metrics, str):
         metrics = [metrics]
     metrics = list(metrics or [m for m in QUALITY if any(m in c["results"] for c in curves + refs)])

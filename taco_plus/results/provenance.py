@@ -1,10 +1,5 @@
-"""Provenance recorded in results files: which checkpoint, captions, code and machine.
-
-A results file must say what produced it so that a curve can be traced back and
-re-run: the checkpoint's path and sha256, the caption set's fingerprint, the git
-commit of the code (``+dirty`` when the working tree has changes), library
-versions and the device.
-"""
+"""Provenance recorded in results files: file hashes, the code's git commit, library versions
+and device, so that every curve can be traced back and re-run."""
 
 from __future__ import annotations
 
@@ -20,7 +15,7 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
+    """Hex sha256 of a file."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(chunk), b""):

@@ -1,14 +1,6 @@
-"""Caption sensitivity: does the text change what TACO codes?
-
-The same model encodes every image three times: with its real caption, with an
-empty caption, and with another image's caption (a fixed derangement: image *i*
-in sorted id order gets the caption of image *i+1*, the last gets the first's).
-The table gives, per caption mode, the mean bpp / PSNR / LPIPS / CLIP score and the
-mean per-image difference from the real caption (images paired by id). A codec
-whose text matters shows non-zero deltas; TACO's released models barely move
-(DESIGN.md: < 0.0005 LPIPS on Kodak with an empty caption). ``python -m taco_plus.evaluate
-caption_sensitivity=true`` writes the table.
-"""
+"""Caption sensitivity: does the text change what TACO codes? The same model codes every image
+with its real caption, an empty one and another image's (a fixed derangement); the table gives the
+means per mode and the mean per-image differences from the real caption (docs/evaluation.md)."""
 
 from __future__ import annotations
 
