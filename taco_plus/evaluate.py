@@ -26,8 +26,8 @@ from torch import Tensor, nn
 from taco_plus.checkpoint import LoadedCodec, build_model, load_codec
 from taco_plus.codec import TacoCodec
 from taco_plus.config import CONFIG_PATH, to_container
-from taco_plus.evaluation import EvaluationJournal, EvaluationMismatchError, Progress, check_policy, code_image, \
-    policy_label
+from taco_plus.evaluation import EvaluationJournal, EvaluationMismatchError, check_policy, code_image, policy_label, \
+    progress_bar
 from taco_plus.evaluation.schema import EvalConfig  # noqa: F401  (registers eval_schema)
 from taco_plus.losses.lpips import LpipsBackboneUnavailableError, build_lpips
 from taco_plus.metrics import MS_SSIM_MIN_SIDE, ClipScore, FidAccumulator, FidUnavailable
@@ -48,10 +48,7 @@ def _check_item(item: Mapping[str, Any]) -> tuple[Tensor, list[str], str]:
     x, caption, image_id = item["image"], item["caption"], str(item["id"])
     if not isinstance(x, Tensor) or x.dim() != 3 or x.size(0) != 3:
         raise ValueError(f"{image_id}: image must be a (3, H, W) tensor, got {getattr(x, 'shape', type(x))}")
-    captions = list(item.get("captions") or [caption])
-    if not all(isinstance(c, str) for c in [caption, *captions]):
-        raise ValueError(f"{image_id}: caption must be a string, got {type(caption).__name__}")
-    return x, captions, image_id
+    return x, list(item.get("captions") or [caption]), image_id
 
 
 def _check_id(image_id: str) -> str:
@@ -75,62 +72,27 @@ def _items(dataset: Iterable[Mapping[str, Any]], done: set[str]) -> Iterator[tup
         yield image_id, None if image_id in done else item
 
 
-def _settings(codec: TacoCodec, lpips, clip, fid, **options: Any) -> dict[str, Any]:
-    """What changes the numbers: an evaluation resumes only with the same settings."""
-    return {
-        "model_fingerprint": codec.fingerprint.hex(),
-        "text_encoder": codec.loaded.text_encoder_config,
-        "weighting": codec.loaded.weighting_config,
-        "lpips": None if lpips is None else (lpips.describe() if hasattr(lpips, "describe") else repr(lpips)),
-        "clip_score": None if clip is None else clip.name,
-        "fid": None if fid is None else fid.describe(),
-        **options,
-    }
-
-
-def evaluate_dataset(
-    codec: TacoCodec,
-    dataset: Iterable[Mapping[str, Any]],
-    out_dir: str | Path,
-    *,
-    name: str,
-    lpips: Optional[nn.Module] = None,
-    clip: Optional[ClipScore] = None,
-    fid: Optional[FidAccumulator] = None,
-    ms_ssim_enabled: bool = True,
-    save_bitstreams: bool = True,
-    caption_mode: str = "real",
-    caption_policy: str = "first",
-    resume: bool = True,
-    description: str = "",
-    meta: Optional[Mapping[str, Any]] = None,
-) -> dict[str, Any]:
-    """Evaluates ``codec`` on ``dataset``; writes ``per_image.csv`` and ``results.json`` in ``out_dir``.
-
-    Rows are written as images finish; with ``resume`` an evaluation already in ``out_dir`` (same
-    settings) continues where it stopped. An item with an ``"error"`` (an unreadable image under
-    ``bad_image=skip``) is reported with its path, counted in ``meta.unreadable_images`` and skipped.
+def evaluate_dataset(codec: TacoCodec, dataset: Iterable[Mapping[str, Any]], out_dir: str | Path, *, name: str,
+                     lpips: Optional[nn.Module] = None, clip: Optional[ClipScore] = None,
+                     fid: Optional[FidAccumulator] = None, ms_ssim_enabled: bool = True, save_bitstreams: bool = True,
+                     caption_mode: str = "real", caption_policy: str = "first", resume: bool = True,
+                     description: str = "", meta: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
+    """Evaluates ``codec`` on ``dataset``; writes ``per_image.csv`` and ``results.json`` in ``out_dir``
+    and returns the results (one rate point). Options and outputs: docs/evaluation.md.
 
     Args:
         codec: a :class:`~taco_plus.codec.TacoCodec`.
-        dataset: items ``{"image": (3, H, W) in [0, 1], "caption": str, "id": str}``, optionally
-            ``"captions"`` (all of the image's). Iterated once (twice for ``"other"``).
-        out_dir: output folder; bitstreams go to ``out_dir/bitstreams/``.
+        dataset: items ``{"image": (3, H, W) in [0, 1], "caption": str, "id": str}``, optionally with
+            ``"captions"`` (all of the image's); an item with ``"error"`` is an unreadable image
+            (reported, counted in ``meta.unreadable_images``, skipped).
+        out_dir: output folder; rows are written as images finish, and with ``resume`` an evaluation
+            found there (same settings) continues where it stopped.
         name: curve name in the results file (an oracle's gets ``-oracle_lpips``).
-        lpips: LPIPS module ``(x_hat, x) -> (B,)`` (``taco_plus.losses.build_lpips``), or None.
-        clip: :class:`~taco_plus.metrics.ClipScore`, or None.
-        fid: a fresh :class:`~taco_plus.metrics.FidAccumulator`, or None.
-        ms_ssim_enabled: compute MS-SSIM (NaN for images under 161 px).
-        save_bitstreams: keep the files (otherwise bpp comes from the same bytes in memory).
-        caption_mode: the encoder's caption: ``"real"``, ``"empty"`` or ``"other"`` (the next
-            image's in sorted id order); the CLIP score always uses the real one.
-        caption_policy: which real captions are coded: ``"first"``, ``"all"`` or ``"oracle_lpips"``.
-        resume: continue the evaluation found in ``out_dir``; False starts over.
-        description: results-file description.
-        meta: extra provenance merged into the results file's ``meta``.
-
-    Returns:
-        The results dict written to ``results.json`` (one rate point).
+        lpips / clip / fid: ``taco_plus.losses.build_lpips(...)``, :class:`~taco_plus.metrics.ClipScore`,
+            a fresh :class:`~taco_plus.metrics.FidAccumulator`, or None.
+        caption_mode: the encoder's caption, ``"real"``, ``"empty"`` or ``"other"`` (the next image's
+            in sorted id order); the CLIP score always uses the real one.
+        caption_policy: which real captions are coded, ``"first"``, ``"all"`` or ``"oracle_lpips"``.
     """
     if caption_mode not in CAPTION_MODES:
         raise ValueError(f"caption_mode must be one of {CAPTION_MODES}, got {caption_mode!r}")
@@ -145,11 +107,17 @@ def evaluate_dataset(
             captions[image_id] = caps[0]
         others = {i: captions[j] for i, j in derangement(list(captions)).items()}
 
-    settings = _settings(codec, lpips, clip, fid, caption_mode=caption_mode, caption_policy=caption_policy,
-                         ms_ssim=ms_ssim_enabled, save_bitstreams=save_bitstreams)
+    settings = {  # what changes the numbers: an evaluation resumes only with the same settings
+        "model_fingerprint": codec.fingerprint.hex(), "text_encoder": codec.loaded.text_encoder_config,
+        "weighting": codec.loaded.weighting_config,
+        "lpips": None if lpips is None else (lpips.describe() if hasattr(lpips, "describe") else repr(lpips)),
+        "clip_score": None if clip is None else clip.name, "fid": None if fid is None else fid.describe(),
+        "caption_mode": caption_mode, "caption_policy": caption_policy, "ms_ssim": ms_ssim_enabled,
+        "save_bitstreams": save_bitstreams,
+    }
     journal = EvaluationJournal(out_dir, settings, fid, resume)
     total = len(dataset) if hasattr(dataset, "__len__") else None
-    progress = Progress(total, journal.resumed, desc=name)
+    progress = progress_bar(total, journal.resumed, name)
     bitstreams = out_dir / "bitstreams" if save_bitstreams else None
     order, seen, unreadable, mismatch = [], set(), [], 0.0
     try:
@@ -163,7 +131,8 @@ def evaluate_dataset(
             if "error" in item:  # an unreadable image under bad_image=skip
                 logger.warning("%s: skipped (bad_image=skip)", item["error"])
                 unreadable.append(item["error"])
-                progress.update(skipped=True)
+                progress.set_postfix_str(f"unreadable={len(unreadable)}", refresh=False)
+                progress.update()
                 continue
             x, captions, image_id = _check_item(item)
             coded = {"real": None, "empty": "", "other": others.get(image_id, "")}[caption_mode]
@@ -180,7 +149,7 @@ def evaluate_dataset(
             logger.debug("%s: %d bytes, %.4f bpp, %.2f dB", image_id, row["bytes"], row["bpp"], row["psnr"])
     finally:
         journal.close()
-        progress.bar.close()
+        progress.close()
 
     by_id = {row["id"]: row for row in journal.rows}
     stale = sorted(set(by_id) - seen)
@@ -222,30 +191,18 @@ def evaluate_dataset(
     return data
 
 
-def caption_sensitivity(
-    codec: TacoCodec,
-    dataset: Iterable[Mapping[str, Any]],
-    out_dir: str | Path,
-    *,
-    name: str = "sensitivity",
-    lpips: Optional[nn.Module] = None,
-    clip: Optional[ClipScore] = None,
-    save_bitstreams: bool = False,
-    resume: bool = True,
-    meta: Optional[Mapping[str, Any]] = None,
-) -> list[dict[str, Any]]:
+def caption_sensitivity(codec: TacoCodec, dataset: Iterable[Mapping[str, Any]], out_dir: str | Path, *,
+                        name: str = "sensitivity", lpips: Optional[nn.Module] = None, clip: Optional[ClipScore] = None,
+                        save_bitstreams: bool = False, resume: bool = True,
+                        meta: Optional[Mapping[str, Any]] = None) -> list[dict[str, Any]]:
     """Evaluates with the real, empty and another image's caption, each into ``out_dir/<mode>/``
     (resumable); writes ``out_dir/sensitivity.{md,csv}`` and returns its rows (real first)."""
     out_dir = Path(out_dir)
-    rows_by_mode = {}
     for mode in CAPTION_MODES:
         logger.info("caption sensitivity: %s captions", mode)
-        evaluate_dataset(
-            codec, dataset, out_dir / mode, name=f"{name}-{mode}", lpips=lpips, clip=clip,
-            save_bitstreams=save_bitstreams, caption_mode=mode, resume=resume, meta=meta,
-        )
-        rows_by_mode[mode] = read_per_image_csv(out_dir / mode / "per_image.csv")
-    table = sensitivity_table(rows_by_mode)
+        evaluate_dataset(codec, dataset, out_dir / mode, name=f"{name}-{mode}", lpips=lpips, clip=clip,
+                         save_bitstreams=save_bitstreams, caption_mode=mode, resume=resume, meta=meta)
+    table = sensitivity_table({m: read_per_image_csv(out_dir / m / "per_image.csv") for m in CAPTION_MODES})
     md, _ = write_sensitivity(table, out_dir)
     logger.info("caption sensitivity table:\n%s", md.read_text(encoding="utf-8"))
     return table

@@ -2,6 +2,6 @@
 the resumable output folder, the config schema."""
 
 from taco_plus.evaluation.caption_policy import check_policy, code_image, policy_label
-from taco_plus.evaluation.journal import EvaluationJournal, EvaluationMismatchError, Progress
+from taco_plus.evaluation.journal import EvaluationJournal, EvaluationMismatchError, progress_bar
 
-__all__ = ["EvaluationJournal", "EvaluationMismatchError", "Progress", "check_policy", "code_image", "policy_label"]
+__all__ = ["EvaluationJournal", "EvaluationMismatchError", "check_policy", "code_image", "policy_label", "progress_bar"]

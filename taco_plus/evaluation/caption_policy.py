@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -23,33 +23,20 @@ from taco_plus.images import to_uint8
 from taco_plus.metrics import ClipScore, ms_ssim, psnr
 
 ORACLE = "oracle_lpips"
+POLICIES = ("first", "all", ORACLE)
 Coded = tuple[dict[str, Any], Tensor]  # (row of one caption, x_hat (1, 3, H, W))
 
 
-def _first(coded: Sequence[Coded]) -> tuple[dict[str, Any], list[Tensor]]:
-    row, x_hat = coded[0]
-    return {**row, "caption_index": 0}, [x_hat]
-
-
-def _all(coded: Sequence[Coded]) -> tuple[dict[str, Any], list[Tensor]]:
-    rows = [row for row, _ in coded]
-    mean = {k: None if any(r[k] is None for r in rows) else math.fsum(r[k] for r in rows) / len(rows)
-            for k in rows[0]}
-    return {**mean, "caption_index": None}, [x_hat for _, x_hat in coded]
-
-
-def _oracle_lpips(coded: Sequence[Coded]) -> tuple[dict[str, Any], list[Tensor]]:
-    best = min(range(len(coded)), key=lambda k: coded[k][0]["lpips"])  # ties: the earlier caption
-    row, x_hat = coded[best]
-    return {**row, "caption_index": best}, [x_hat]
-
-
-# policy -> (captions coded, what to report from them)
-CAPTION_POLICIES: dict[str, tuple[Callable[[Sequence[str]], Sequence[str]], Callable]] = {
-    "first": (lambda caps: caps[:1], _first),
-    "all": (lambda caps: caps, _all),
-    ORACLE: (lambda caps: caps, _oracle_lpips),
-}
+def _report(policy: str, coded: Sequence[Coded]) -> tuple[dict[str, Any], list[Tensor]]:
+    """The image's row and FID samples from its codings: the first one, the means over all of them
+    (every reconstruction a sample), or the lowest-LPIPS one (ties: the earlier caption)."""
+    if policy == "all":
+        rows = [row for row, _ in coded]
+        mean = {k: None if any(r[k] is None for r in rows) else math.fsum(r[k] for r in rows) / len(rows)
+                for k in rows[0]}
+        return {**mean, "caption_index": None}, [x_hat for _, x_hat in coded]
+    best = 0 if policy == "first" else min(range(len(coded)), key=lambda k: coded[k][0]["lpips"])
+    return {**coded[best][0], "caption_index": best}, [coded[best][1]]
 
 
 def policy_label(name: str, policy: str) -> str:
@@ -58,8 +45,8 @@ def policy_label(name: str, policy: str) -> str:
 
 
 def check_policy(policy: str, caption_mode: str, lpips: Optional[nn.Module]) -> None:
-    if policy not in CAPTION_POLICIES:
-        raise ValueError(f"caption_policy must be one of {tuple(CAPTION_POLICIES)}, got {policy!r}")
+    if policy not in POLICIES:
+        raise ValueError(f"caption_policy must be one of {POLICIES}, got {policy!r}")
     if policy != "first" and caption_mode != "real":
         raise ValueError(f"caption_policy={policy!r} chooses among real captions: it needs caption_mode='real'")
     if policy == ORACLE and lpips is None:
@@ -88,19 +75,9 @@ def _sync(device: torch.device) -> None:
 
 
 @torch.no_grad()
-def code_image(
-    codec: TacoCodec,
-    x: Tensor,
-    image_id: str,
-    captions: Sequence[str],
-    policy: str,
-    bitstreams: Optional[Path],
-    *,
-    encoder_caption: Optional[str] = None,
-    lpips: Optional[nn.Module] = None,
-    clip: Optional[ClipScore] = None,
-    ms_ssim_enabled: bool = True,
-) -> tuple[dict[str, Any], list[Tensor], float]:
+def code_image(codec: TacoCodec, x: Tensor, image_id: str, captions: Sequence[str], policy: str,
+               bitstreams: Optional[Path], *, encoder_caption: Optional[str] = None, lpips: Optional[nn.Module] = None,
+               clip: Optional[ClipScore] = None, ms_ssim_enabled: bool = True) -> tuple[dict[str, Any], list[Tensor], float]:
     """Codes ``x`` (3, H, W) with the captions ``policy`` picks from its real ``captions``.
 
     Each caption is encoded to a real bitstream (a file under ``bitstreams`` when given), decoded
@@ -111,8 +88,7 @@ def code_image(
         The image's ``per_image.csv`` row, the reconstructions that are FID samples, and the
         largest difference between a decoded image and the encoder's prediction of it.
     """
-    choose, report = CAPTION_POLICIES[policy]
-    coded_captions = list(choose(list(captions)))
+    coded_captions = list(captions)[:1] if policy == "first" else list(captions)
     h, w = x.shape[-2:]
     coded, mismatch = [], 0.0
     for k, caption in enumerate(coded_captions):
@@ -132,6 +108,6 @@ def code_image(
         row = measure(x, x_hat, caption, lpips, clip, ms_ssim_enabled)
         row.update(bytes=len(data), bpp=8 * len(data) / (h * w), enc_ms=encoded.encode_ms, dec_ms=dec_ms)
         coded.append((row, x_hat))
-    row, fid_images = report(coded)
+    row, fid_images = _report(policy, coded)
     row.update(id=image_id, height=h, width=w, caption_policy=policy, captions=len(coded_captions))
     return row, fid_images, mismatch

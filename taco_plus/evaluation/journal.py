@@ -13,7 +13,7 @@ import io
 import json
 import logging
 import os
-import time
+import sys
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -34,16 +34,11 @@ class EvaluationMismatchError(ValueError):
 
 
 class EvaluationJournal:
-    """Opens (or resumes) the evaluation in ``out_dir``; :meth:`add` records one image.
+    """Opens (or, with ``resume``, continues) the evaluation in ``out_dir``; :meth:`add` records one image.
 
-    Args:
-        out_dir: the evaluation folder.
-        settings: JSON-able description of everything that changes the numbers.
-        fid: the run's FID accumulator (its sums are restored on resume), or None.
-        resume: continue an evaluation found in ``out_dir``; False starts over.
-        fid_snapshot_every: images between two FID snapshots. Rows after the last snapshot are
-            dropped on resume (coded again: their samples are not in the sums); without FID
-            every row is kept.
+    ``settings`` (JSON-able) is everything that changes the numbers. With ``fid``, its sums are
+    snapshotted every ``fid_snapshot_every`` images and restored on resume, and the rows after the
+    last snapshot are dropped (coded again: their samples are not in the sums).
     """
 
     def __init__(self, out_dir: Path, settings: Mapping[str, Any], fid: Optional[FidAccumulator] = None,
@@ -118,28 +113,22 @@ class EvaluationJournal:
         self._csv.close()
 
 
-class Progress:
-    """A tqdm bar on a terminal and, for batch jobs' logs, a line at most every ``every_s`` seconds:
-    images done of the total, rate, time left, unreadable images skipped."""
+class _LogLines:
+    """A file for tqdm that writes its lines to the log (a batch job has no terminal)."""
 
-    def __init__(self, total: Optional[int], done: int = 0, desc: str = "eval", every_s: float = 60.0) -> None:
-        from tqdm.auto import tqdm
+    def write(self, text: str) -> None:
+        if text.strip():
+            logger.info("%s", text.strip())
 
-        self.total, self.done, self.desc, self.every_s, self.skipped = total, done, desc, every_s, 0
-        self._start_done, self._start = done, time.monotonic()
-        self._logged = self._start
-        self.bar = tqdm(total=total, initial=done, desc=desc, unit="img", dynamic_ncols=True, disable=None)
+    def flush(self) -> None:
+        pass
 
-    def update(self, skipped: bool = False) -> None:
-        self.done += 1
-        self.skipped += skipped
-        self.bar.update(1)
-        if skipped:
-            self.bar.set_postfix_str(f"unreadable={self.skipped}")
-        now = time.monotonic()
-        if now - self._logged >= self.every_s or self.done == self.total:
-            self._logged = now
-            rate = (self.done - self._start_done) / max(now - self._start, 1e-9)
-            left = f", {(self.total - self.done) / rate / 60:.1f} min left" if self.total and rate > 0 else ""
-            logger.info("%s: %d%s images, %.2f img/s%s, %d unreadable skipped", self.desc, self.done,
-                        f"/{self.total}" if self.total else "", rate, left, self.skipped)
+
+def progress_bar(total: Optional[int], done: int, desc: str) -> Any:
+    """A tqdm bar on a terminal; elsewhere a log line at most every minute and at the end."""
+    from tqdm.auto import tqdm
+
+    if sys.stderr.isatty():
+        return tqdm(total=total, initial=done, desc=desc, unit="img", dynamic_ncols=True)
+    return tqdm(total=total, initial=done, desc=desc, unit="img", file=_LogLines(), mininterval=60,
+                bar_format="{desc}: {n_fmt}/{total_fmt} images, {rate_fmt}, {remaining} left{postfix}")

@@ -1,13 +1,6 @@
-"""``python -m taco_plus.experiments``: the ablation study's command line.
+"""``python -m taco_plus.experiments``: the ablation study's command line (docs/experiments.md).
 
-Subcommands::
-
-    list                          every registered run: base, what it changes, rate points, status
-    show NAME                     a run's changes and its exact commands
-    run NAME [--stage S] [--lambda L] [--dry-run]   prepare -> train -> evaluate -> record
-    record RUN_DIR --name NAME    copy a finished evaluation into experiments/results/NAME
-    compare NAME... [--plot rd.png] [--anchor NAME] [--format text|markdown|latex|csv]
-    report [--out paper/generated]   the report's tables and figures
+Subcommands: ``list``, ``show NAME``, ``run NAME``, ``record RUN_DIR --name NAME``, ``compare NAME...``, ``report``.
 """
 
 from __future__ import annotations
@@ -60,15 +53,12 @@ def _run(args: Any) -> int:
 
 
 def _record(args: Any) -> int:
-    import json
-
     from taco_plus.experiments.record import record_run
 
     path = record_run(args.run_dir, args.name, args.results, title=args.title, dataset=args.dataset,
                       caption_set=args.caption_set, force=args.force,
                       command="python -m taco_plus.experiments " + " ".join(sys.argv[1:]))
-    provenance = json.loads((path / "provenance.json").read_text(encoding="utf-8"))
-    print(f"recorded {len(provenance['points'])} point(s) of {args.name!r} ({provenance['dataset']}) in {path}")
+    print(f"recorded {args.name!r} in {path}")
     return 0
 
 

@@ -133,8 +133,6 @@ def render(frame: pd.DataFrame, form: str = "text", notes: Sequence[str] = (), c
         return frame.to_csv(index=False)
     if form == "latex":
         return latex_table(shown, caption, label, "ll" + "r" * (len(shown.columns) - 2), notes)
-    if form not in ("text", "markdown"):
-        raise ValueError(f"format must be one of {FORMATS}, got {form!r}")
     body = shown.to_markdown(index=False) if form == "markdown" else shown.to_string(index=False)
     title = (f"**{caption}**" if form == "markdown" else caption) + "\n\n" if caption else ""
     return title + body + "\n" + "".join(f"  {n}\n" for n in notes)

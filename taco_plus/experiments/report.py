@@ -1,21 +1,8 @@
-"""The paper's generated tables and figures (``paper/generated/``), from the two registries.
-
-``python -m taco_plus.experiments report [--results experiments/results] [--out paper/generated]``
-(``make paper`` runs it, then LaTeX) empties the output folder of generated files and writes
-
-| file | from |
-|---|---|
-| ``runs.tex`` | the registered runs (``taco_plus/configs/experiment``): base, what each changes, rate points, status |
-| ``results.tex``, ``rd_<dataset>.png`` | per evaluation dataset: RD figure (on Kodak with the shipped reference curves), BD-rate summary and rate points of the recorded runs |
-| ``sensitivity.tex`` | the recorded runs' caption sensitivity, and the released TACO's from the reference curves |
-| ``attention.tex``, ``attention.png`` | ``bench/attention.csv`` (``python -m taco_plus.bench.attention --csv ...``) |
-| ``macros.tex`` | counts the text quotes |
-| ``manifest.json`` | every source file read, with its sha256 |
-
-Every source is checked before anything is written: a missing one stops the build with
-:class:`~taco_plus.experiments.record.MissingResultError` naming it and the command that
-writes it. A run without results is a "not run: <needs>" row, never a number; the output
-is deterministic, so regenerated files change in git only when their sources do.
+"""The paper's generated tables and figures (``paper/generated/``) from the two registries:
+``python -m taco_plus.experiments report`` (``make paper`` runs it, then LaTeX); the files and
+their sources are listed in docs/experiments.md ("The report"). Every source is checked before
+anything is written (:class:`~taco_plus.experiments.record.MissingResultError` names a missing
+one); a run without results is a "not run: <needs>" row; the output is deterministic.
 """
 
 from __future__ import annotations
@@ -29,7 +16,7 @@ from taco_plus.experiments.compare import MISSING, compare, latex_table, render
 from taco_plus.experiments.compare import latex_escape as _latex
 from taco_plus.experiments.record import RESULTS_DIR, load_recorded, recorded, relative, require
 from taco_plus.experiments.registry import Run, load_runs, not_run_reason
-from taco_plus.results.format import curve, list_references, load_reference
+from taco_plus.results.format import curve, list_references, load_curve
 from taco_plus.results.plot import plot_rd
 from taco_plus.results.provenance import file_sha256
 
@@ -95,7 +82,7 @@ def sensitivity_table(runs: dict[str, Run], root: Path) -> str:
                     rows.append({"run": name, "point": label, "caption": r["caption"], "bpp": r["bpp"],
                                  "Δbpp (%)": r["delta_bpp_pct"], "ΔPSNR (dB)": r["delta_psnr"],
                                  "ΔLPIPS": r["delta_lpips"], "ΔCLIP": r["delta_clip_score"]})
-    real, empty = load_reference("taco_released_lpips_ref"), load_reference("taco_released_empty_caption_lpips_ref")
+    real, empty = load_curve("taco_released_lpips_ref"), load_curve("taco_released_empty_caption_lpips_ref")
     (bpp, lpips_real), (_, lpips_empty) = curve(real, "lpips"), curve(empty, "lpips")
     for lam, b, lr, le in zip(real["meta"]["lambdas"], bpp, lpips_real, lpips_empty):
         rows.append({"run": "TACO released (third party, ref. LPIPS)", "point": f"λ {lam:g}", "caption": "empty",

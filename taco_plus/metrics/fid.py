@@ -31,28 +31,6 @@ def fid_weights_path() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / FID_WEIGHTS_FILE
 
 
-def load_fid_metric(weights: Optional[str | os.PathLike] = None) -> nn.Module:
-    """torchmetrics' ``FrechetInceptionDistance`` on the weights file (default :func:`fid_weights_path`;
-    torch-fidelity's ``weights-inception-2015-12-05-6726825d.pth`` is the same network).
-
-    Raises:
-        FidUnavailable: the file is absent or is not a plain tensor file.
-    """
-    path = Path(weights) if weights else fid_weights_path()
-    if not path.is_file():
-        raise FidUnavailable(
-            f"FID Inception weights not found at {path}: download {FID_WEIGHTS_URL} to that path "
-            f"(or set metrics.fid.weights=PATH, or TORCH_HOME), or evaluate without FID: metrics.fid.enabled=false"
-        )
-    try:  # a weights file is data: refuse pickled code before the library reads it
-        torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise FidUnavailable(f"{path} is not a plain weights file ({type(err).__name__}: {err})") from err
-    from torchmetrics.image.fid import FrechetInceptionDistance  # a heavy import: only when needed
-
-    return FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=str(path), antialias=False)
-
-
 def split_patches(x: Tensor, patch_size: Optional[int]) -> Tensor:
     """(B, 3, H, W) -> (B·nH·nW, 3, p, p) non-overlapping patches, remainders dropped; images
     smaller than a patch, or ``patch_size=None``, stay whole."""
@@ -66,8 +44,8 @@ class FidAccumulator:
     """Feeds original/reconstruction pairs, as 8-bit patches, to a FID metric.
 
     Args:
-        metric: a torchmetrics ``FrechetInceptionDistance`` (:func:`load_fid_metric`; tests pass
-            one with a small ``feature`` network taking uint8 images).
+        metric: a torchmetrics ``FrechetInceptionDistance`` (:meth:`inception`; tests pass one with a
+            small ``feature`` network taking uint8 images).
         patch_size: side of the square patches (``None``: whole images).
         name: the feature network, for provenance.
     """
@@ -78,12 +56,29 @@ class FidAccumulator:
         self.name = name or type(metric.inception).__name__
 
     @classmethod
-    def inception(
-        cls, weights: Optional[str | os.PathLike] = None, patch_size: Optional[int] = 256, device: str = "cpu"
-    ) -> "FidAccumulator":
-        """The standard FID (:func:`load_fid_metric`) on ``device``."""
+    def inception(cls, weights: Optional[str | os.PathLike] = None, patch_size: Optional[int] = 256,
+                  device: str = "cpu") -> "FidAccumulator":
+        """The standard FID: torchmetrics' ``FrechetInceptionDistance`` on the weights file (default
+        :func:`fid_weights_path`; torch-fidelity's ``weights-inception-2015-12-05-6726825d.pth`` is the
+        same network), on ``device``.
+
+        Raises:
+            FidUnavailable: the file is absent or is not a plain tensor file.
+        """
         path = Path(weights) if weights else fid_weights_path()
-        return cls(load_fid_metric(path).to(device), patch_size, f"FID Inception ({path.name}, torchmetrics)")
+        if not path.is_file():
+            raise FidUnavailable(
+                f"FID Inception weights not found at {path}: download {FID_WEIGHTS_URL} to that path "
+                f"(or set metrics.fid.weights=PATH, or TORCH_HOME), or evaluate without FID: metrics.fid.enabled=false"
+            )
+        try:  # a weights file is data: refuse pickled code before the library reads it
+            torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise FidUnavailable(f"{path} is not a plain weights file ({type(err).__name__}: {err})") from err
+        from torchmetrics.image.fid import FrechetInceptionDistance  # a heavy import: only when needed
+
+        metric = FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=str(path), antialias=False)
+        return cls(metric.to(device), patch_size, f"FID Inception ({path.name}, torchmetrics)")
 
     @property
     def num_samples(self) -> int:
