@@ -36,6 +36,7 @@ from taco_plus.results.per_image import read_per_image_csv, summarize, write_per
 from taco_plus.results.provenance import environment, file_sha256
 from taco_plus.results.sensitivity import CAPTION_MODES, derangement, sensitivity_table, write_sensitivity
 from taco_plus.text.clip_loading import ClipWeightsUnavailableError
+from taco_plus.train.distributed import DistContext, resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -119,13 +120,12 @@ def evaluate_dataset(codec: TacoCodec, dataset: Iterable[Mapping[str, Any]], out
     total = len(dataset) if hasattr(dataset, "__len__") else None
     progress = progress_bar(total, journal.resumed, name)
     bitstreams = out_dir / "bitstreams" if save_bitstreams else None
-    order, seen, unreadable, mismatch = [], set(), [], 0.0
+    order, unreadable, mismatch = {}, [], 0.0  # order: the dataset's ids (a dict keeps their order)
     try:
         for image_id, item in _items(dataset, journal.done):
-            if image_id in seen:
+            if image_id in order:
                 raise ValueError(f"image id {image_id!r} appears twice in the dataset")
-            order.append(image_id)
-            seen.add(image_id)
+            order[image_id] = None
             if item is None:
                 continue  # done by an earlier run
             if "error" in item:  # an unreadable image under bad_image=skip
@@ -136,23 +136,21 @@ def evaluate_dataset(codec: TacoCodec, dataset: Iterable[Mapping[str, Any]], out
                 continue
             x, captions, image_id = _check_item(item)
             coded = {"real": None, "empty": "", "other": others.get(image_id, "")}[caption_mode]
-            row, fid_images, diff = code_image(
-                codec, x, image_id, captions, caption_policy, bitstreams, encoder_caption=coded, lpips=lpips,
-                clip=clip, ms_ssim_enabled=ms_ssim_enabled,
-            )
+            row, fid_images, diff = code_image(codec, x, image_id, captions, caption_policy, bitstreams,
+                                               encoder_caption=coded, lpips=lpips, clip=clip,
+                                               ms_ssim_enabled=ms_ssim_enabled)
             mismatch = max(mismatch, diff)
             if fid is not None:
                 for x_hat in fid_images:
                     fid.update(x[None], x_hat.cpu())
             journal.add(row)
             progress.update()
-            logger.debug("%s: %d bytes, %.4f bpp, %.2f dB", image_id, row["bytes"], row["bpp"], row["psnr"])
     finally:
         journal.close()
         progress.close()
 
     by_id = {row["id"]: row for row in journal.rows}
-    stale = sorted(set(by_id) - seen)
+    stale = sorted(set(by_id) - set(order))
     if stale:
         logger.warning("%d rows in %s are not in this dataset and are left out: %s", len(stale), out_dir, stale[:5])
     rows = [by_id[i] for i in order if i in by_id]
@@ -160,10 +158,8 @@ def evaluate_dataset(codec: TacoCodec, dataset: Iterable[Mapping[str, Any]], out
     results, counts = summarize(rows)
     notes, skipped = [], dict((meta or {}).get("skipped", {}))
     if ms_ssim_enabled and counts.get("ms-ssim-rgb", 0) < len(rows):
-        notes.append(
-            f"MS-SSIM needs images of at least {MS_SSIM_MIN_SIDE} px on the short side (5 scales): "
-            f"{len(rows) - counts.get('ms-ssim-rgb', 0)} of {len(rows)} images are smaller and left out (nan)"
-        )
+        notes.append(f"MS-SSIM needs images of at least {MS_SSIM_MIN_SIDE} px on the short side (5 scales): "
+                     f"{len(rows) - counts.get('ms-ssim-rgb', 0)} of {len(rows)} images are smaller and left out (nan)")
     if unreadable:
         notes.append(f"{len(unreadable)} unreadable images were skipped (meta.unreadable_images)")
     if fid is not None:
@@ -206,12 +202,6 @@ def caption_sensitivity(codec: TacoCodec, dataset: Iterable[Mapping[str, Any]], 
     md, _ = write_sensitivity(table, out_dir)
     logger.info("caption sensitivity table:\n%s", md.read_text(encoding="utf-8"))
     return table
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def build_codec(cfg: DictConfig, device: torch.device) -> tuple[TacoCodec, dict[str, Any]]:
@@ -258,36 +248,25 @@ def build_metrics(cfg: DictConfig, device: torch.device) -> tuple[Any, Optional[
     return lpips, clip, fid, skipped
 
 
-def _out_dir(cfg: DictConfig) -> Path:
-    if cfg.out_dir:
-        return Path(cfg.out_dir)
-    if HydraConfig.initialized():
-        return Path(HydraConfig.get().runtime.output_dir)
-    raise ValueError("out_dir is required outside a Hydra run")
-
-
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Evaluates as configured; returns the results dict (also in ``out_dir/results.json``)."""
-    device = _device(cfg.device)
-    out_dir = _out_dir(cfg)
+    device = resolve_device(cfg.device, DistContext())
+    if not cfg.out_dir and not HydraConfig.initialized():
+        raise ValueError("out_dir is required outside a Hydra run")
+    out_dir = Path(cfg.out_dir or HydraConfig.get().runtime.output_dir)
     lpips, clip, fid, skipped = build_metrics(cfg.metrics, device)  # first: missing weights fail at once
     codec, codec_meta = build_codec(cfg, device)
     data = instantiate(cfg.data, _convert_="all")
     dataset = data.eval_dataset() if hasattr(data, "eval_dataset") else data
     captions = getattr(data, "captions", None)
-    meta = {
-        **codec_meta,
-        "dataset": repr(data),
-        "dataset_report": dataset.report.lines() if hasattr(dataset, "report") else None,
-        "caption_set": {"source": repr(captions), "fingerprint": getattr(captions, "fingerprint", None)},
-        "config": to_container(cfg),
-        "skipped": skipped,
-    }
-    results = evaluate_dataset(
-        codec, dataset, out_dir, name=cfg.name, lpips=lpips, clip=clip, fid=fid, ms_ssim_enabled=cfg.metrics.ms_ssim,
-        save_bitstreams=cfg.save_bitstreams, caption_mode=cfg.caption_mode, caption_policy=cfg.caption_policy,
-        resume=cfg.resume, meta=meta,
-    )
+    meta = {**codec_meta, "dataset": repr(data),
+            "dataset_report": dataset.report.lines() if hasattr(dataset, "report") else None,
+            "caption_set": {"source": repr(captions), "fingerprint": getattr(captions, "fingerprint", None)},
+            "config": to_container(cfg), "skipped": skipped}
+    results = evaluate_dataset(codec, dataset, out_dir, name=cfg.name, lpips=lpips, clip=clip, fid=fid,
+                               ms_ssim_enabled=cfg.metrics.ms_ssim, save_bitstreams=cfg.save_bitstreams,
+                               caption_mode=cfg.caption_mode, caption_policy=cfg.caption_policy, resume=cfg.resume,
+                               meta=meta)
     point = {k: v[0] for k, v in results["results"].items()}
     logger.info("%s: %s -> %s", cfg.name, point, out_dir / "results.json")
     if cfg.caption_sensitivity:

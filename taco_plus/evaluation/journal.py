@@ -9,7 +9,6 @@ number of rows they cover. An image is done when its row is in the CSV (docs/eva
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -20,6 +19,7 @@ from typing import Any, Mapping, Optional
 import torch
 
 from taco_plus.atomic import atomic_write
+from taco_plus.checkpoint import atomic_save
 from taco_plus.metrics import FidAccumulator
 from taco_plus.results.per_image import csv_lines, read_per_image_csv, write_per_image_csv
 
@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 STATE_FILE = "eval_state.json"
 FID_STATE_FILE = "fid_state.pt"
+START_OVER = "choose another out_dir, or resume=false to start over there"
 
 
 class EvaluationMismatchError(ValueError):
@@ -53,24 +54,22 @@ class EvaluationJournal:
             saved = json.loads(state_path.read_text(encoding="utf-8")).get("settings", {})
             differ = sorted(k for k in {*saved, *settings} if saved.get(k) != settings.get(k))
             if differ:
-                raise EvaluationMismatchError(
-                    f"{self.out_dir} holds an evaluation with other settings ({', '.join(differ)}): "
-                    "choose another out_dir, or resume=false to start over there"
-                )
+                raise EvaluationMismatchError(f"{self.out_dir} holds an evaluation with other settings "
+                                              f"({', '.join(differ)}): {START_OVER}")
             rows = read_per_image_csv(csv_path, finished_only=True) if csv_path.is_file() else []
             if fid is not None:
-                covered = self._restore_fid()
+                covered = 0
+                if (self.out_dir / FID_STATE_FILE).is_file():
+                    snapshot = torch.load(self.out_dir / FID_STATE_FILE, map_location="cpu", weights_only=True)
+                    fid.load_state_dict(snapshot["state"])
+                    covered = int(snapshot["rows"])
                 if covered > len(rows):
-                    raise EvaluationMismatchError(
-                        f"{self.out_dir / FID_STATE_FILE} covers {covered} images but {csv_path} has {len(rows)} "
-                        "rows: resume=false to start over"
-                    )
+                    raise EvaluationMismatchError(f"{self.out_dir / FID_STATE_FILE} covers {covered} images but "
+                                                  f"{csv_path} has {len(rows)} rows: {START_OVER}")
                 rows = rows[:covered]
         elif resume and csv_path.is_file():
-            raise EvaluationMismatchError(
-                f"{csv_path} exists but {STATE_FILE} does not, so it cannot be resumed: "
-                "choose another out_dir, or resume=false to start over there"
-            )
+            raise EvaluationMismatchError(f"{csv_path} exists but {STATE_FILE} does not, so it cannot be resumed: "
+                                          f"{START_OVER}")
         else:
             (self.out_dir / FID_STATE_FILE).unlink(missing_ok=True)
         atomic_write(state_path, json.dumps({"settings": settings}, indent=2) + "\n")
@@ -79,15 +78,6 @@ class EvaluationJournal:
         self._csv = write_per_image_csv(rows, csv_path).open("a", encoding="utf-8", newline="")
         if rows:
             logger.info("resuming the evaluation in %s: %d images already done", self.out_dir, len(rows))
-
-    def _restore_fid(self) -> int:
-        """Loads the FID snapshot; returns how many rows it covers (0 without one)."""
-        path = self.out_dir / FID_STATE_FILE
-        if not path.is_file():
-            return 0
-        snapshot = torch.load(path, map_location="cpu", weights_only=True)
-        self.fid.load_state_dict(snapshot["state"])
-        return int(snapshot["rows"])
 
     @property
     def done(self) -> set[str]:
@@ -104,9 +94,7 @@ class EvaluationJournal:
 
     def snapshot_fid(self) -> None:
         if self.fid is not None:
-            buffer = io.BytesIO()
-            torch.save({"rows": len(self.rows), "state": self.fid.state_dict()}, buffer)
-            atomic_write(self.out_dir / FID_STATE_FILE, buffer.getvalue())
+            atomic_save({"rows": len(self.rows), "state": self.fid.state_dict()}, self.out_dir / FID_STATE_FILE)
 
     def close(self) -> None:
         self.snapshot_fid()

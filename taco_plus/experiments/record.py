@@ -30,7 +30,6 @@ logger = logging.getLogger(__name__)
 RESULTS_DIR = Path("experiments/results")  # the registry of this checkout (commands run from its root)
 RUN_FORMAT = "taco-plus/recorded-run"
 RESERVED = ("bench",)  # registry folders holding measurements, not runs
-SENSITIVITY_FILES = ("sensitivity.csv", "sensitivity.md", "per_image.csv", "results.json")
 
 
 class RecordError(ValueError):
@@ -158,12 +157,9 @@ def _record_point(folder: Path, dest_root: Path, labels: set[str], caption_set: 
         shutil.copy2(train_dir / "config.yaml", dest / "train_config.yaml")
         if (train_dir / "train_log.csv").is_file():
             shutil.copy2(train_dir / "train_log.csv", dest / "train_log.csv")
-    if (folder / "sensitivity" / "sensitivity.csv").is_file():
-        for path in (folder / "sensitivity").rglob("*"):
-            if path.name in SENSITIVITY_FILES:
-                target = dest / "sensitivity" / path.relative_to(folder / "sensitivity")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(path, target)
+    if (folder / "sensitivity" / "sensitivity.csv").is_file():  # tables, and each mode's CSV and results
+        shutil.copytree(folder / "sensitivity", dest / "sensitivity",
+                        ignore=shutil.ignore_patterns("bitstreams", "eval_state.json", "fid_state.pt"))
     env = meta.get("environment") or {}
     if env.get("git_commit") is None:
         logger.warning("%s: the results do not say which git commit produced them", folder)
@@ -183,18 +179,10 @@ def _record_point(folder: Path, dest_root: Path, labels: set[str], caption_set: 
 def record_run(source: str | Path, name: str, root: Path = RESULTS_DIR, *, title: Optional[str] = None,
                dataset: Optional[str] = None, caption_set: Optional[str | Path] = None, force: bool = False,
                command: Optional[str] = None) -> Path:
-    """Records the evaluation(s) in ``source`` as run ``name`` of the registry ``root``; returns its folder.
-
-    Args:
-        source: an evaluation folder or a sweep folder of them.
-        name: run name (a registered run's, or any new one).
-        root: the results registry folder.
-        title: curve name in ``results.json`` (default: ``name``).
-        dataset: evaluation dataset label (default: Hydra's ``data`` choice).
-        caption_set: caption file of the points, when their results do not record its fingerprint.
-        force: replace an existing record of ``name``.
-        command: the command line, for the provenance.
-    """
+    """Records the evaluation folder ``source`` (or a sweep folder of them) as run ``name`` of the registry
+    ``root``; returns its folder. ``title`` names the curve (default ``name``), ``dataset`` overrides Hydra's
+    ``data`` choice, ``caption_set`` is the points' caption file when their results do not record its
+    fingerprint, ``force`` replaces an existing record, ``command`` goes into the provenance."""
     if not re.fullmatch(r"[a-z0-9][a-z0-9_]*", name) or name in RESERVED:
         raise RecordError(f"run name must be lower-case letters, digits and '_' and not one of {RESERVED}: {name!r}")
     source, root = Path(source), Path(root)

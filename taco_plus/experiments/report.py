@@ -32,15 +32,14 @@ def _dataset(run: Run) -> str:
     return next((o.split("=", 1)[1] for o in reversed(run.eval) if o.startswith("data=")), "kodak")
 
 
-def runs_table(runs: dict[str, Run], broken: dict[str, str], root: Path) -> str:
+def runs_frame(runs: dict[str, Run], broken: dict[str, str], root: Path) -> pd.DataFrame:
+    """Every registered run: base, what it changes, rate points, status (``list`` and the report)."""
     done = recorded(root)
-    rows = [{"run": name, "base": run.base or MISSING, "what it changes": run.change_text(),
-             "λ": len(run.lambdas), "status": f"recorded ({len(load_recorded(name, root).labels)} points)"
-             if name in done else not_run_reason(run)} for name, run in runs.items()]
-    rows += [{"run": name, "base": MISSING, "what it changes": MISSING, "λ": MISSING, "status": f"does not compose: {err}"}
-             for name, err in broken.items()]
-    return latex_table(pd.DataFrame(rows), "The registered runs (taco_plus/configs/experiment/*.yaml); commands: "
-                       "python -m taco_plus.experiments show NAME", "tab:runs", "p{3.6cm}p{2.4cm}p{4.4cm}rp{4cm}")
+    rows = [(name, run.base or MISSING, run.change_text(), len(run.lambdas),
+             f"recorded ({len(load_recorded(name, root).labels)} points)" if name in done else not_run_reason(run))
+            for name, run in runs.items()]
+    rows += [(name, MISSING, MISSING, MISSING, f"does not compose: {err}") for name, err in broken.items()]
+    return pd.DataFrame(rows, columns=["run", "base", "what it changes", "λ", "status"])
 
 
 def dataset_section(dataset: str, names: list[str], runs: dict[str, Run], root: Path, out: Path) -> str:
@@ -140,7 +139,9 @@ def build_report(results: Path = RESULTS_DIR, out: Path = GENERATED_DIR) -> list
         if name not in runs:
             groups.setdefault(load_recorded(name, root).dataset, []).append(name)
     texts = {
-        "runs.tex": runs_table(runs, broken, root),
+        "runs.tex": latex_table(runs_frame(runs, broken, root), "The registered runs "
+                                "(taco_plus/configs/experiment/*.yaml); commands: python -m taco_plus.experiments show "
+                                "NAME", "tab:runs", "p{3.6cm}p{2.4cm}p{4.4cm}rp{4cm}"),
         "results.tex": "\n".join(dataset_section(d, names, runs, root, out) for d, names in groups.items()),
         "sensitivity.tex": sensitivity_table(runs, root),
         "attention.tex": attention_section(bench, out),

@@ -15,13 +15,8 @@ from torchvision.transforms.v2 import functional as TF
 
 
 class ClipScore(nn.Module):
-    """CLIP score with a frozen open_clip model.
-
-    Args:
-        model: an open_clip ``CLIP`` model (image and text towers).
-        tokenizer: the matching open_clip tokenizer (``open_clip.get_tokenizer``).
-        name: label recorded in results files (e.g. ``"ViT-B-32/openai"``).
-    """
+    """CLIP score with a frozen open_clip ``model`` (image and text towers), its ``tokenizer``
+    (``open_clip.get_tokenizer``) and the ``name`` recorded in results files."""
 
     def __init__(self, model: nn.Module, tokenizer: Any, name: str = "clip") -> None:
         super().__init__()

@@ -41,14 +41,9 @@ def split_patches(x: Tensor, patch_size: Optional[int]) -> Tensor:
 
 
 class FidAccumulator:
-    """Feeds original/reconstruction pairs, as 8-bit patches, to a FID metric.
-
-    Args:
-        metric: a torchmetrics ``FrechetInceptionDistance`` (:meth:`inception`; tests pass one with a
-            small ``feature`` network taking uint8 images).
-        patch_size: side of the square patches (``None``: whole images).
-        name: the feature network, for provenance.
-    """
+    """Feeds original/reconstruction pairs, as 8-bit ``patch_size`` patches (None: whole images), to
+    ``metric``, a torchmetrics ``FrechetInceptionDistance`` (:meth:`inception`; tests pass one with a small
+    ``feature`` network taking uint8 images); ``name`` is the feature network, for provenance."""
 
     def __init__(self, metric: nn.Module, patch_size: Optional[int] = 256, name: Optional[str] = None) -> None:
         self.metric = metric

@@ -17,22 +17,12 @@ logger = logging.getLogger(__name__)
 QUALITY = ("psnr-rgb", "ms-ssim-rgb", "lpips", "clip_score")
 
 
-def plot_rd(
-    sources: Sequence[str | Path | Mapping[str, Any]],
-    out: str | Path,
-    metrics: Optional[str | Sequence[str]] = None,
-    references: Sequence[str] = (),
-    title: Optional[str] = None,
-) -> Path:
-    """Draws each metric against bpp, one panel per metric, results solid and references dashed.
-
-    Args:
-        sources: results file paths or loaded results dicts (their ``name`` is the legend).
-        out: PNG file to write.
-        metrics: results key(s) on the y axes (default: every quality metric a curve has).
-        references: names of shipped reference curves (``"all"``: every one with the metrics).
-        title: figure title.
-    """
+def plot_rd(sources: Sequence[str | Path | Mapping[str, Any]], out: str | Path,
+            metrics: Optional[str | Sequence[str]] = None, references: Sequence[str] = (),
+            title: Optional[str] = None) -> Path:
+    """Draws each metric against bpp into the PNG ``out``, one panel per metric (default: every quality
+    metric a curve has): ``sources`` (results files or dicts, legend = their ``name``) solid, the shipped
+    reference curves named in ``references`` (``"all"``: every one with the metrics) dashed."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only; no display on servers and CI

@@ -11,10 +11,8 @@ import pandas as pd
 
 CAPTION_MODES = ("real", "empty", "other")
 METRICS = ("bpp", "psnr", "lpips", "clip_score")
-TABLE_COLUMNS = (
-    "caption", "images", "bpp", "psnr", "lpips", "clip_score",
-    "delta_bpp", "delta_bpp_pct", "delta_psnr", "delta_lpips", "delta_clip_score",
-)
+TABLE_COLUMNS = ("caption", "images", "bpp", "psnr", "lpips", "clip_score", "delta_bpp", "delta_bpp_pct", "delta_psnr",
+                 "delta_lpips", "delta_clip_score")
 
 
 def derangement(ids: Sequence[str]) -> dict[str, str]:
@@ -22,8 +20,6 @@ def derangement(ids: Sequence[str]) -> dict[str, str]:
     order = sorted(ids)
     if len(order) < 2:
         raise ValueError("the 'other' caption mode needs at least two images")
-    if len(set(order)) != len(order):
-        raise ValueError("image ids are not unique")
     return {a: b for a, b in zip(order, order[1:] + order[:1])}
 
 
@@ -33,15 +29,10 @@ def _mean(values: pd.Series) -> Any:
     return None if pd.isna(mean) else float(mean)
 
 
-def sensitivity_table(
-    rows_by_mode: Mapping[str, Sequence[Mapping[str, Any]]], baseline: str = "real"
-) -> list[dict[str, Any]]:
-    """One row per caption mode (baseline first), deltas relative to ``baseline``.
-
-    Args:
-        rows_by_mode: caption mode -> per-image rows (``per_image`` CSV rows).
-        baseline: the mode the deltas are taken against.
-    """
+def sensitivity_table(rows_by_mode: Mapping[str, Sequence[Mapping[str, Any]]],
+                      baseline: str = "real") -> list[dict[str, Any]]:
+    """One row per caption mode (``baseline`` first) from each mode's ``per_image.csv`` rows: the
+    means, and the means of the per-image differences from ``baseline`` (images paired by id)."""
     if baseline not in rows_by_mode:
         raise ValueError(f"no {baseline!r} rows to compare against")
     frames = {m: pd.DataFrame(list(rows)).set_index("id").reindex(columns=METRICS) for m, rows in rows_by_mode.items()}
