@@ -1,10 +1,6 @@
-"""The offline quickstart (``make demo``): a small TACO trained on real photos on CPU, then coded.
-
-It exports scikit-image's 8 bundled photos (captions: ``taco_plus/captions/skimage_quickstart.json``),
-trains ``experiment=quickstart`` for a few hundred steps, codes every full photo to a real ``.tacoz``
-file and back (:func:`taco_plus.evaluate.evaluate_dataset`), codes them with JPEG for comparison,
-and writes ``runs/quickstart-<timestamp>/`` (docs/training.md, "The offline quickstart"). The text
-tower is untrained and the LPIPS backbone random: it shows the pipeline, not the paper's numbers::
+"""The offline quickstart (``make demo``): trains ``experiment=quickstart`` (a small TACO) on scikit-image's
+8 bundled photos on CPU, codes every full photo to a real ``.tacoz`` file and back, compares with JPEG and
+writes ``runs/quickstart-<timestamp>/`` (docs/training.md, "The offline quickstart")::
 
     python -m taco_plus.demo [--steps N] [--out DIR] [hydra overrides ...]
 """

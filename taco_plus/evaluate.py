@@ -1,13 +1,8 @@
-"""Evaluation of a TACO codec on a captioned image set, with real bitstreams (docs/evaluation.md).
+"""Evaluation of a TACO codec on a captioned image set with real bitstreams: ``per_image.csv`` (written
+as images finish: a stopped run resumes) and ``results.json`` (CompressAI format); docs/evaluation.md::
 
-Every image is encoded with its caption(s) to a ``.tacoz`` file (bpp from the file size) and
-decoded from it without text; PSNR, MS-SSIM, LPIPS and the CLIP score per image, FID over the set.
-Rows go to ``per_image.csv`` as images finish (a stopped run resumes), ``results.json``
-(CompressAI format + provenance) at the end::
-
-    python -m taco_plus.evaluate checkpoint=ckpt.pt data=kodak captions=kodak_ofa
+    python -m taco_plus.evaluate checkpoint=ckpt.pt data=kodak captions=kodak_ofa [caption_sensitivity=true]
     python -m taco_plus.evaluate checkpoint=ckpt.pt data=coco30k out_dir=runs/coco30k   # rerun to resume
-    python -m taco_plus.evaluate checkpoint=ckpt.pt caption_sensitivity=true metrics.fid.enabled=false
 """
 
 from __future__ import annotations
@@ -122,7 +117,7 @@ def evaluate_dataset(codec: TacoCodec, dataset: Iterable[Mapping[str, Any]], out
     bitstreams = out_dir / "bitstreams" if save_bitstreams else None
     order, unreadable, mismatch = {}, [], 0.0  # order: the dataset's ids (a dict keeps their order)
     try:
-        for image_id, item in _items(dataset, journal.done):
+        for image_id, item in _items(dataset, {row["id"] for row in journal.rows}):
             if image_id in order:
                 raise ValueError(f"image id {image_id!r} appears twice in the dataset")
             order[image_id] = None

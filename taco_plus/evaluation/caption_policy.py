@@ -1,11 +1,7 @@
-"""Coding one image: which of its captions the encoder gets (the caption policy), real bitstreams,
-and the per-image metrics.
-
-Policies (docs/evaluation.md, "MS-COCO 30k"): ``first`` codes the first caption; ``all`` codes
-every caption and reports per-image means (every reconstruction is an FID sample);
-``oracle_lpips`` codes every caption and keeps the lowest-LPIPS reconstruction, what TACO's
-COCO-30k script intends. That one needs the original to choose, so it is an ORACLE, not a codec,
-and says so in every output. One coded caption: ``<id>.tacoz``; several: ``<id>.<k>.tacoz``.
+"""Coding one image: the caption policy (which of its captions the encoder gets), real bitstreams,
+the per-image metrics. ``oracle_lpips`` keeps the lowest-LPIPS of every caption's reconstruction, as
+TACO's COCO-30k script intends: it needs the original, so it is an ORACLE, labelled in every output
+(docs/evaluation.md, "MS-COCO 30k"). Bitstreams: ``<id>.tacoz``, or ``<id>.<k>.tacoz`` per caption.
 """
 
 from __future__ import annotations
@@ -78,15 +74,12 @@ def _sync(device: torch.device) -> None:
 def code_image(codec: TacoCodec, x: Tensor, image_id: str, captions: Sequence[str], policy: str,
                bitstreams: Optional[Path], *, encoder_caption: Optional[str] = None, lpips: Optional[nn.Module] = None,
                clip: Optional[ClipScore] = None, ms_ssim_enabled: bool = True) -> tuple[dict[str, Any], list[Tensor], float]:
-    """Codes ``x`` (3, H, W) with the captions ``policy`` picks from its real ``captions``.
+    """Codes ``x`` (3, H, W) with the captions ``policy`` picks from its real ``captions``: each to a real
+    bitstream (a file under ``bitstreams`` when given), decoded from those bytes without text, measured.
+    ``encoder_caption`` replaces what the encoder gets (a sensitivity run's); the CLIP score uses the real one.
 
-    Each caption is encoded to a real bitstream (a file under ``bitstreams`` when given), decoded
-    from those bytes without text, and measured. ``encoder_caption`` replaces what the encoder
-    gets (a sensitivity run's empty or other caption); the CLIP score always uses the real one.
-
-    Returns:
-        The image's ``per_image.csv`` row, the reconstructions that are FID samples, and the
-        largest difference between a decoded image and the encoder's prediction of it.
+    Returns the image's ``per_image.csv`` row, the reconstructions that are FID samples, and the largest
+    difference between a decoded image and the encoder's prediction of it.
     """
     coded_captions = list(captions)[:1] if policy == "first" else list(captions)
     h, w = x.shape[-2:]

@@ -1,10 +1,6 @@
-"""The evaluation's output folder as a journal, so that a long evaluation can stop and resume.
-
-``eval_state.json`` holds the settings the rows were computed with (resuming with others is
-refused: numbers computed two ways would be averaged together); ``per_image.csv`` gets one
-line, flushed and fsync'd, per finished image; ``fid_state.pt`` the FID running sums with the
-number of rows they cover. An image is done when its row is in the CSV (docs/evaluation.md,
-"Resuming").
+"""The evaluation's output folder as a journal, so that a long evaluation can stop and resume:
+``eval_state.json`` (the settings; resuming with others is refused), ``per_image.csv`` (a line
+fsync'd per finished image) and ``fid_state.pt`` (FID sums and the rows they cover); docs/evaluation.md.
 """
 
 from __future__ import annotations
@@ -78,10 +74,6 @@ class EvaluationJournal:
         self._csv = write_per_image_csv(rows, csv_path).open("a", encoding="utf-8", newline="")
         if rows:
             logger.info("resuming the evaluation in %s: %d images already done", self.out_dir, len(rows))
-
-    @property
-    def done(self) -> set[str]:
-        return {row["id"] for row in self.rows}
 
     def add(self, row: Mapping[str, Any]) -> None:
         """Records a finished image (after its FID samples were added)."""

@@ -1,9 +1,6 @@
-"""The results registry (``experiments/results/<run>/``): recording an evaluation, reading it back.
-
-:func:`record_run` takes an evaluation folder or a ``-m`` sweep of them (one rate point each,
-merged into one curve), copies per point the results, per-image CSV, sensitivity tables and
-configs (the training ones found by following the checkpoint), and writes ``provenance.json``.
-A point whose captions cannot be identified is refused. Layout and fields: docs/experiments.md.
+"""The results registry (``experiments/results/<run>/``): :func:`record_run` copies an evaluation
+folder, or a ``-m`` sweep of them merged into one curve, with its configs and ``provenance.json``
+(refusing a point whose captions cannot be identified); layout and fields: docs/experiments.md.
 """
 
 from __future__ import annotations

@@ -1,8 +1,6 @@
-"""The registered runs of the study: the experiment files ``taco_plus/configs/experiment/*.yaml``.
-
-A run is a delta on its base (the experiment its defaults list includes), a ``meta`` node
-(:class:`taco_plus.config.schema.RunMeta`) and its rate points as a Hydra sweep; what it needs,
-what it changes and its commands are derived from the composed config (docs/experiments.md).
+"""The registered runs: the experiment files ``taco_plus/configs/experiment/*.yaml``, each a delta on
+its base with a ``meta`` node and its rate points as a Hydra sweep; what a run needs, changes and runs
+is derived from the composed config (docs/experiments.md).
 """
 
 from __future__ import annotations
@@ -117,10 +115,6 @@ def load_runs() -> tuple[dict[str, Run], dict[str, str]]:
         except Exception as err:  # noqa: BLE001 - listed with its reason, never hidden
             broken[name] = f"{type(err).__name__}: {str(err).splitlines()[0]}"
     return runs, broken
-
-
-def not_run_reason(run: Run) -> str:
-    return "not run: needs " + "; ".join(run.needs) if run.needs else "not recorded yet"
 
 
 def plan(run: Run, stages: Sequence[str] = STAGES, lambdas: Sequence[float] = (), runs_dir: str = RUNS_DIR,

@@ -1,8 +1,6 @@
-"""The paper's generated tables and figures (``paper/generated/``) from the two registries:
-``python -m taco_plus.experiments report`` (``make paper`` runs it, then LaTeX); the files and
-their sources are listed in docs/experiments.md ("The report"). Every source is checked before
-anything is written (:class:`~taco_plus.experiments.record.MissingResultError` names a missing
-one); a run without results is a "not run: <needs>" row; the output is deterministic.
+"""The paper's generated tables and figures (``paper/generated/``) from the two registries, for
+``make paper``: every source is checked before anything is written, a run without results is a
+"not run: <needs>" row, and the output is deterministic (docs/experiments.md, "The report").
 """
 
 from __future__ import annotations
@@ -15,15 +13,13 @@ import pandas as pd
 from taco_plus.experiments.compare import MISSING, compare, latex_table, render
 from taco_plus.experiments.compare import latex_escape as _latex
 from taco_plus.experiments.record import RESULTS_DIR, load_recorded, recorded, relative, require
-from taco_plus.experiments.registry import Run, load_runs, not_run_reason
+from taco_plus.experiments.registry import Run, load_runs
 from taco_plus.results.format import curve, list_references, load_curve
 from taco_plus.results.plot import plot_rd
 from taco_plus.results.provenance import file_sha256
 
 GENERATED_DIR = Path("paper/generated")
 BENCH_COMMAND = "python -m taco_plus.bench.attention --csv experiments/results/bench/attention.csv"
-KODAK_REFERENCES = ("elic_paper", "lic_tcm_large", "taco_reproduced_lambda0004", "taco_released_lpips_ref",
-                    "taco_released_empty_caption_lpips_ref")
 DATASET_LABELS = {"kodak": "Kodak (24 images)", "skimage_quickstart": "Quickstart photos (8 scikit-image photos)"}
 
 
@@ -35,9 +31,10 @@ def _dataset(run: Run) -> str:
 def runs_frame(runs: dict[str, Run], broken: dict[str, str], root: Path) -> pd.DataFrame:
     """Every registered run: base, what it changes, rate points, status (``list`` and the report)."""
     done = recorded(root)
-    rows = [(name, run.base or MISSING, run.change_text(), len(run.lambdas),
-             f"recorded ({len(load_recorded(name, root).labels)} points)" if name in done else not_run_reason(run))
-            for name, run in runs.items()]
+    status = {name: f"recorded ({len(load_recorded(name, root).labels)} points)" if name in done
+              else "not run: needs " + "; ".join(run.needs) if run.needs else "not recorded yet"
+              for name, run in runs.items()}
+    rows = [(name, run.base or MISSING, run.change_text(), len(run.lambdas), status[name]) for name, run in runs.items()]
     rows += [(name, MISSING, MISSING, MISSING, f"does not compose: {err}") for name, err in broken.items()]
     return pd.DataFrame(rows, columns=["run", "base", "what it changes", "λ", "status"])
 
@@ -48,7 +45,7 @@ def dataset_section(dataset: str, names: list[str], runs: dict[str, Run], root: 
     slug = dataset.replace("_", "-")
     with_results = [n for n in names if n in done]
     body = [f"\\subsection{{{_latex(label)}}}\\label{{sec:results-{slug}}}"]
-    references = KODAK_REFERENCES if dataset == "kodak" else ()
+    references = ("all",) if dataset == "kodak" else ()  # the shipped curves are Kodak's
     if with_results or references:
         titles = {n: runs[n].title if n in runs else n for n in with_results}
         curves = [dict(load_recorded(n, root).results, name=titles[n]) for n in with_results]

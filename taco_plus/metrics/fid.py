@@ -1,10 +1,7 @@
-"""Fréchet Inception Distance as published FIDs are computed (Heusel et al., 2017).
-
-torchmetrics' :class:`~torchmetrics.image.fid.FrechetInceptionDistance` on the FID Inception
-weights (``pt_inception-2015-12-05``, the network of pytorch-fid and torch-fidelity) with
-TensorFlow 1.x's bilinear resize (``antialias=False``). Small sets (Kodak, CLIC) give one sample
-per 256×256 patch (HiFiC, Mentzer et al. 2020); MS-COCO 30k whole images. The weights are read
-from a local file, never downloaded: a missing file fails at once (docs/evaluation.md).
+"""Fréchet Inception Distance as published FIDs are computed (Heusel et al., 2017): torchmetrics on
+the FID Inception weights (``pt_inception-2015-12-05``) with TensorFlow 1.x's resize; 256×256 patches
+for small sets (HiFiC, Mentzer et al. 2020), whole images for MS-COCO 30k. The weights are read from a
+local file, never downloaded (docs/evaluation.md).
 """
 
 from __future__ import annotations
@@ -54,12 +51,8 @@ class FidAccumulator:
     def inception(cls, weights: Optional[str | os.PathLike] = None, patch_size: Optional[int] = 256,
                   device: str = "cpu") -> "FidAccumulator":
         """The standard FID: torchmetrics' ``FrechetInceptionDistance`` on the weights file (default
-        :func:`fid_weights_path`; torch-fidelity's ``weights-inception-2015-12-05-6726825d.pth`` is the
-        same network), on ``device``.
-
-        Raises:
-            FidUnavailable: the file is absent or is not a plain tensor file.
-        """
+        :func:`fid_weights_path`; torch-fidelity's ``weights-inception-2015-12-05-6726825d.pth`` is the same
+        network), on ``device``; :class:`FidUnavailable` when the file is absent or not plain tensors."""
         path = Path(weights) if weights else fid_weights_path()
         if not path.is_file():
             raise FidUnavailable(

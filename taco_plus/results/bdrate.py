@@ -1,10 +1,7 @@
-"""Bjøntegaard delta rate (BD-rate) between two RD curves (G. Bjøntegaard, VCEG-M33, 2001).
-
-Log-rate is interpolated as a function of the quality metric for each curve (rising like PSNR or
-falling like LPIPS, monotonic), both interpolants are integrated over the metric interval the
-curves share, and ``BD-rate = exp(mean difference) − 1``; negative means the test curve needs
-fewer bits. ``"pchip"`` (default): piecewise cubic Hermite, as the JVET CTC spreadsheet
-(VCEG-AL22), from 2 points per curve; ``"cubic"``: the original least-squares cubic, 4+ points.
+"""Bjøntegaard delta rate (BD-rate) between two RD curves (G. Bjøntegaard, VCEG-M33, 2001): log-rate
+interpolated as a function of the (monotonic) quality metric, integrated over the interval both curves
+share; ``exp(mean difference) − 1``, negative when the test curve needs fewer bits. ``"pchip"``: piecewise
+cubic Hermite, as the JVET CTC spreadsheet (VCEG-AL22), from 2 points; ``"cubic"``: the original, 4+.
 """
 
 from __future__ import annotations

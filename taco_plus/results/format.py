@@ -1,11 +1,6 @@
-"""Rate-distortion results files in CompressAI's JSON format, and the shipped reference curves.
-
-One file is one curve ``{"name", "description", "results": {"bpp": [...], "psnr-rgb": [...], ...},
-"meta": {...}}``: every list holds one value per rate point; ``meta`` (provenance) is taco-plus's
-addition. Values that could not be computed are ``null``, never ``NaN``, so strict JSON readers
-(``python -m compressai.utils.plot``) accept the file. Keys and examples: docs/evaluation.md.
-``reference/*.json`` are published Kodak curves copied from the design notes (each
-``description`` says where from).
+"""Rate-distortion results files in CompressAI's JSON format (one curve: ``name``, ``description``,
+``results`` with one value per rate point in every list, taco-plus's ``meta``; uncomputable values are
+``null``, never ``NaN``), and the shipped reference curves ``reference/*.json`` (docs/evaluation.md).
 """
 
 from __future__ import annotations
@@ -20,18 +15,6 @@ import numpy as np
 
 from taco_plus.atomic import atomic_write
 
-# Axis labels of the known metrics; the plot and the BD-rate tool accept any key.
-METRIC_LABELS = {
-    "bpp": "Bit-rate [bpp]",
-    "psnr-rgb": "PSNR (RGB) [dB]",
-    "ms-ssim-rgb": "MS-SSIM (RGB)",
-    "lpips": "LPIPS",
-    "clip_score": "CLIP score",
-    "fid": "FID",
-    "encoding_time": "Encoding time [s]",
-    "decoding_time": "Decoding time [s]",
-}
-LOWER_IS_BETTER = {"lpips", "fid", "encoding_time", "decoding_time"}
 REFERENCE_DIR = Path(__file__).with_name("reference")
 
 

@@ -1,8 +1,5 @@
-"""``per_image.csv``, one row per evaluated image, and its summary into one rate point.
-
-An empty cell is a metric that was not computed, ``nan`` one that does not apply (MS-SSIM
-under 161 px); the columns are described in docs/evaluation.md ("Output files"). Files written
-before the caption-policy columns existed still read.
+"""``per_image.csv``, one row per evaluated image (an empty cell: not computed; ``nan``: does not
+apply), and its summary into one rate point. Columns: docs/evaluation.md, "Output files".
 """
 
 from __future__ import annotations
@@ -45,12 +42,8 @@ def write_per_image_csv(rows: Iterable[Mapping[str, Any]], path: str | os.PathLi
 
 
 def read_per_image_csv(path: str | os.PathLike, finished_only: bool = False) -> list[dict[str, Any]]:
-    """Reads a per-image CSV back: ints, floats (``nan`` kept), None for empty cells.
-
-    Args:
-        path: the CSV file.
-        finished_only: drop a last line without its newline (cut by a kill mid-write).
-    """
+    """Reads a per-image CSV back: ints, floats (``nan`` kept), None for empty cells; ``finished_only``
+    drops a last line without its newline (cut by a kill mid-write)."""
     data = Path(path).read_bytes()
     if finished_only:
         data = data[: data.rfind(b"\n") + 1]

@@ -11,10 +11,15 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from taco_plus.results.format import LOWER_IS_BETTER, METRIC_LABELS, curve, list_references, load_curve, load_results
+from taco_plus.results.format import curve, list_references, load_curve, load_results
 
 logger = logging.getLogger(__name__)
 QUALITY = ("psnr-rgb", "ms-ssim-rgb", "lpips", "clip_score")
+# Axis labels of the known metrics (any results key can be plotted).
+METRIC_LABELS = {"bpp": "Bit-rate [bpp]", "psnr-rgb": "PSNR (RGB) [dB]", "ms-ssim-rgb": "MS-SSIM (RGB)", "lpips": "LPIPS",
+                 "clip_score": "CLIP score", "fid": "FID", "encoding_time": "Encoding time [s]",
+                 "decoding_time": "Decoding time [s]"}
+LOWER_IS_BETTER = {"lpips", "fid", "encoding_time", "decoding_time"}
 
 
 def plot_rd(sources: Sequence[str | Path | Mapping[str, Any]], out: str | Path,
