@@ -1,21 +1,8 @@
-"""Evaluation of a TACO codec on a captioned image set, with real bitstreams.
+"""Evaluation of a TACO codec on a captioned image set with real bitstreams: ``per_image.csv`` (written
+as images finish: a stopped run resumes) and ``results.json`` (CompressAI format); docs/evaluation.md::
 
-For every image: encode with its caption(s) through :class:`~taco_plus.codec.TacoCodec`
-to a ``.tacoz`` file on disk, ``bpp = 8·file bytes / (H·W)`` of the original,
-decode the file back (no text), then PSNR and MS-SSIM (8-bit, CompressAI's
-convention), LPIPS, the CLIP score of the reconstruction against the real caption,
-and FID over the whole set (standard FID Inception). Rows go to ``per_image.csv`` as
-images finish, so a stopped run resumes (:mod:`taco_plus.evaluation.journal`);
-``results.json`` (CompressAI format + provenance) at the end. Which captions are coded
-is the caption policy (:mod:`taco_plus.evaluation.caption_policy`).
-:func:`caption_sensitivity` repeats this with an empty caption and with another
-image's caption and tabulates the differences.
-
-Usage::
-
-    python -m taco_plus.evaluate checkpoint=ckpt.pt data=kodak captions=kodak_ofa
+    python -m taco_plus.evaluate checkpoint=ckpt.pt data=kodak captions=kodak_ofa [caption_sensitivity=true]
     python -m taco_plus.evaluate checkpoint=ckpt.pt data=coco30k out_dir=runs/coco30k   # rerun to resume
-    python -m taco_plus.evaluate checkpoint=ckpt.pt caption_sensitivity=true metrics.fid.enabled=false
 """
 
 from __future__ import annotations
@@ -34,17 +21,17 @@ from torch import Tensor, nn
 from taco_plus.checkpoint import LoadedCodec, build_model, load_codec
 from taco_plus.codec import TacoCodec
 from taco_plus.config import CONFIG_PATH, to_container
-from taco_plus.evaluation import EvaluationJournal, EvaluationMismatchError, Progress, code_image, policy_label
-from taco_plus.evaluation.caption_policy import check_policy
+from taco_plus.evaluation import EvaluationJournal, EvaluationMismatchError, check_policy, code_image, policy_label, \
+    progress_bar
 from taco_plus.evaluation.schema import EvalConfig  # noqa: F401  (registers eval_schema)
 from taco_plus.losses.lpips import LpipsBackboneUnavailableError, build_lpips
-from taco_plus.metrics import ClipScore, FidAccumulator, FidUnavailable
-from taco_plus.metrics.distortion import MS_SSIM_MIN_SIDE
+from taco_plus.metrics import MS_SSIM_MIN_SIDE, ClipScore, FidAccumulator, FidUnavailable
 from taco_plus.results.format import make_results, save_results
 from taco_plus.results.per_image import read_per_image_csv, summarize, write_per_image_csv
 from taco_plus.results.provenance import environment, file_sha256
 from taco_plus.results.sensitivity import CAPTION_MODES, derangement, sensitivity_table, write_sensitivity
 from taco_plus.text.clip_loading import ClipWeightsUnavailableError
+from taco_plus.train.distributed import DistContext, resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -57,10 +44,7 @@ def _check_item(item: Mapping[str, Any]) -> tuple[Tensor, list[str], str]:
     x, caption, image_id = item["image"], item["caption"], str(item["id"])
     if not isinstance(x, Tensor) or x.dim() != 3 or x.size(0) != 3:
         raise ValueError(f"{image_id}: image must be a (3, H, W) tensor, got {getattr(x, 'shape', type(x))}")
-    captions = list(item.get("captions") or [caption])
-    if not all(isinstance(c, str) for c in [caption, *captions]):
-        raise ValueError(f"{image_id}: caption must be a string, got {type(caption).__name__}")
-    return x, captions, image_id
+    return x, list(item.get("captions") or [caption]), image_id
 
 
 def _check_id(image_id: str) -> str:
@@ -84,68 +68,27 @@ def _items(dataset: Iterable[Mapping[str, Any]], done: set[str]) -> Iterator[tup
         yield image_id, None if image_id in done else item
 
 
-def _settings(codec: TacoCodec, lpips, clip, fid, **options: Any) -> dict[str, Any]:
-    """What changes the numbers: an evaluation resumes only with the same settings."""
-    return {
-        "model_fingerprint": codec.fingerprint.hex(),
-        "text_encoder": codec.loaded.text_encoder_config,
-        "weighting": codec.loaded.weighting_config,
-        "lpips": None if lpips is None else (lpips.describe() if hasattr(lpips, "describe") else repr(lpips)),
-        "clip_score": None if clip is None else clip.name,
-        "fid": None if fid is None else fid.describe(),
-        **options,
-    }
-
-
-def evaluate_dataset(
-    codec: TacoCodec,
-    dataset: Iterable[Mapping[str, Any]],
-    out_dir: str | Path,
-    *,
-    name: str,
-    lpips: Optional[nn.Module] = None,
-    clip: Optional[ClipScore] = None,
-    fid: Optional[FidAccumulator] = None,
-    ms_ssim_enabled: bool = True,
-    save_bitstreams: bool = True,
-    caption_mode: str = "real",
-    caption_policy: str = "first",
-    resume: bool = True,
-    fid_snapshot_every: int = 100,
-    description: str = "",
-    meta: Optional[Mapping[str, Any]] = None,
-) -> dict[str, Any]:
-    """Evaluates ``codec`` on ``dataset``; writes ``per_image.csv`` and ``results.json``.
-
-    Rows are written as images finish; with ``resume`` an evaluation already in
-    ``out_dir`` (same settings) continues where it stopped (:mod:`taco_plus.evaluation.journal`).
-    An item with an ``"error"`` (an unreadable image under ``bad_image=skip``) is
-    reported with its path, counted in ``meta.unreadable_images`` and skipped.
+def evaluate_dataset(codec: TacoCodec, dataset: Iterable[Mapping[str, Any]], out_dir: str | Path, *, name: str,
+                     lpips: Optional[nn.Module] = None, clip: Optional[ClipScore] = None,
+                     fid: Optional[FidAccumulator] = None, ms_ssim_enabled: bool = True, save_bitstreams: bool = True,
+                     caption_mode: str = "real", caption_policy: str = "first", resume: bool = True,
+                     description: str = "", meta: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
+    """Evaluates ``codec`` on ``dataset``; writes ``per_image.csv`` and ``results.json`` in ``out_dir``
+    and returns the results (one rate point). Options and outputs: docs/evaluation.md.
 
     Args:
         codec: a :class:`~taco_plus.codec.TacoCodec`.
-        dataset: items ``{"image": (3, H, W) in [0, 1], "caption": str, "id": str}``
-            and optionally ``"captions"`` (all of the image's captions; any size: the
-            codec pads). Iterated once (twice for ``"other"``).
-        out_dir: output folder; bitstreams go to ``out_dir/bitstreams/<id>.tacoz``.
+        dataset: items ``{"image": (3, H, W) in [0, 1], "caption": str, "id": str}``, optionally with
+            ``"captions"`` (all of the image's); an item with ``"error"`` is an unreadable image
+            (reported, counted in ``meta.unreadable_images``, skipped).
+        out_dir: output folder; rows are written as images finish, and with ``resume`` an evaluation
+            found there (same settings) continues where it stopped.
         name: curve name in the results file (an oracle's gets ``-oracle_lpips``).
-        lpips: LPIPS module ``(x_hat, x) -> (B,)`` (``taco_plus.losses.build_lpips``), or None.
-        clip: :class:`~taco_plus.metrics.ClipScore`, or None.
-        fid: a fresh :class:`~taco_plus.metrics.FidAccumulator`, or None.
-        ms_ssim_enabled: compute MS-SSIM (NaN for images under 161 px).
-        save_bitstreams: keep the files (otherwise bpp comes from the same bytes in memory).
-        caption_mode: caption given to the encoder: ``"real"``, ``"empty"`` or
-            ``"other"`` (the next image's caption in sorted id order). The CLIP
-            score always uses the real caption.
-        caption_policy: which real captions are coded, ``"first"``, ``"all"`` or
-            ``"oracle_lpips"`` (:mod:`taco_plus.evaluation.caption_policy`).
-        resume: continue the evaluation found in ``out_dir``; False starts over.
-        fid_snapshot_every: images between two saves of the FID sums.
-        description: results-file description.
-        meta: extra provenance merged into the results file's ``meta``.
-
-    Returns:
-        The results dict written to ``results.json`` (one rate point).
+        lpips / clip / fid: ``taco_plus.losses.build_lpips(...)``, :class:`~taco_plus.metrics.ClipScore`,
+            a fresh :class:`~taco_plus.metrics.FidAccumulator`, or None.
+        caption_mode: the encoder's caption, ``"real"``, ``"empty"`` or ``"other"`` (the next image's
+            in sorted id order); the CLIP score always uses the real one.
+        caption_policy: which real captions are coded, ``"first"``, ``"all"`` or ``"oracle_lpips"``.
     """
     if caption_mode not in CAPTION_MODES:
         raise ValueError(f"caption_mode must be one of {CAPTION_MODES}, got {caption_mode!r}")
@@ -160,45 +103,49 @@ def evaluate_dataset(
             captions[image_id] = caps[0]
         others = {i: captions[j] for i, j in derangement(list(captions)).items()}
 
-    settings = _settings(codec, lpips, clip, fid, caption_mode=caption_mode, caption_policy=caption_policy,
-                         ms_ssim=ms_ssim_enabled, save_bitstreams=save_bitstreams)
-    journal = EvaluationJournal(out_dir, settings, fid, resume, fid_snapshot_every)
+    settings = {  # what changes the numbers: an evaluation resumes only with the same settings
+        "model_fingerprint": codec.fingerprint.hex(), "text_encoder": codec.loaded.text_encoder_config,
+        "weighting": codec.loaded.weighting_config,
+        "lpips": None if lpips is None else (lpips.describe() if hasattr(lpips, "describe") else repr(lpips)),
+        "clip_score": None if clip is None else clip.name, "fid": None if fid is None else fid.describe(),
+        "caption_mode": caption_mode, "caption_policy": caption_policy, "ms_ssim": ms_ssim_enabled,
+        "save_bitstreams": save_bitstreams,
+    }
+    journal = EvaluationJournal(out_dir, settings, fid, resume)
     total = len(dataset) if hasattr(dataset, "__len__") else None
-    progress = Progress(total, journal.resumed, desc=name)
+    progress = progress_bar(total, journal.resumed, name)
     bitstreams = out_dir / "bitstreams" if save_bitstreams else None
-    order, seen, unreadable, mismatch = [], set(), [], 0.0
+    order, unreadable, mismatch = {}, [], 0.0  # order: the dataset's ids (a dict keeps their order)
     try:
-        for image_id, item in _items(dataset, journal.done):
-            if image_id in seen:
+        for image_id, item in _items(dataset, {row["id"] for row in journal.rows}):
+            if image_id in order:
                 raise ValueError(f"image id {image_id!r} appears twice in the dataset")
-            order.append(image_id)
-            seen.add(image_id)
+            order[image_id] = None
             if item is None:
                 continue  # done by an earlier run
             if "error" in item:  # an unreadable image under bad_image=skip
                 logger.warning("%s: skipped (bad_image=skip)", item["error"])
                 unreadable.append(item["error"])
-                progress.update(skipped=True)
+                progress.set_postfix_str(f"unreadable={len(unreadable)}", refresh=False)
+                progress.update()
                 continue
             x, captions, image_id = _check_item(item)
             coded = {"real": None, "empty": "", "other": others.get(image_id, "")}[caption_mode]
-            row, fid_images, diff = code_image(
-                codec, x, image_id, captions, caption_policy, bitstreams, encoder_caption=coded, lpips=lpips,
-                clip=clip, ms_ssim_enabled=ms_ssim_enabled,
-            )
+            row, fid_images, diff = code_image(codec, x, image_id, captions, caption_policy, bitstreams,
+                                               encoder_caption=coded, lpips=lpips, clip=clip,
+                                               ms_ssim_enabled=ms_ssim_enabled)
             mismatch = max(mismatch, diff)
             if fid is not None:
                 for x_hat in fid_images:
                     fid.update(x[None], x_hat.cpu())
             journal.add(row)
             progress.update()
-            logger.debug("%s: %d bytes, %.4f bpp, %.2f dB", image_id, row["bytes"], row["bpp"], row["psnr"])
     finally:
         journal.close()
         progress.close()
 
-    by_id = {row["id"]: row for row in journal.log.rows}
-    stale = sorted(set(by_id) - seen)
+    by_id = {row["id"]: row for row in journal.rows}
+    stale = sorted(set(by_id) - set(order))
     if stale:
         logger.warning("%d rows in %s are not in this dataset and are left out: %s", len(stale), out_dir, stale[:5])
     rows = [by_id[i] for i in order if i in by_id]
@@ -206,10 +153,8 @@ def evaluate_dataset(
     results, counts = summarize(rows)
     notes, skipped = [], dict((meta or {}).get("skipped", {}))
     if ms_ssim_enabled and counts.get("ms-ssim-rgb", 0) < len(rows):
-        notes.append(
-            f"MS-SSIM needs images of at least {MS_SSIM_MIN_SIDE} px on the short side (5 scales): "
-            f"{len(rows) - counts.get('ms-ssim-rgb', 0)} of {len(rows)} images are smaller and left out (nan)"
-        )
+        notes.append(f"MS-SSIM needs images of at least {MS_SSIM_MIN_SIDE} px on the short side (5 scales): "
+                     f"{len(rows) - counts.get('ms-ssim-rgb', 0)} of {len(rows)} images are smaller and left out (nan)")
     if unreadable:
         notes.append(f"{len(unreadable)} unreadable images were skipped (meta.unreadable_images)")
     if fid is not None:
@@ -221,27 +166,13 @@ def evaluate_dataset(
         logger.warning("decoded images differ from the encoder's prediction by up to %.4f", mismatch)
     oracle = caption_policy == "oracle_lpips"
     run_meta = {
-        "caption_mode": caption_mode,
-        "caption_policy": caption_policy,
-        "oracle": oracle,
-        "images": len(rows),
-        "resumed_images": journal.resumed,
-        "unreadable_images": unreadable,
-        "metric_images": counts,
+        "caption_mode": caption_mode, "caption_policy": caption_policy, "oracle": oracle, "images": len(rows),
+        "resumed_images": journal.resumed, "unreadable_images": unreadable, "metric_images": counts,
         "bpp_from": "file sizes" if save_bitstreams else "bitstream lengths (files not kept)",
-        "bitstreams": str(bitstreams) if save_bitstreams else None,
-        "decode_vs_encoder_max_abs_diff": mismatch,
-        "lpips": None if lpips is None else {
-            "describe": settings["lpips"],
-            "convention": getattr(lpips, "convention", None),
-        },
-        "lpips_convention": getattr(lpips, "convention", None),
-        "clip_score": None if clip is None else clip.name,
-        "fid": settings["fid"],
-        "notes": notes,
-        "skipped": skipped,
-        "environment": environment(codec.device),
-        **{k: v for k, v in (meta or {}).items() if k != "skipped"},
+        "bitstreams": str(bitstreams) if save_bitstreams else None, "decode_vs_encoder_max_abs_diff": mismatch,
+        "lpips": settings["lpips"], "lpips_convention": getattr(lpips, "convention", None),
+        "clip_score": settings["clip_score"], "fid": settings["fid"], "notes": notes, "skipped": skipped,
+        "environment": environment(codec.device), **{k: v for k, v in (meta or {}).items() if k != "skipped"},
     }
     description = description or f"caption_mode={caption_mode}, caption_policy={caption_policy}, bpp from real bitstreams"
     if oracle:
@@ -251,47 +182,21 @@ def evaluate_dataset(
     return data
 
 
-def caption_sensitivity(
-    codec: TacoCodec,
-    dataset: Iterable[Mapping[str, Any]],
-    out_dir: str | Path,
-    *,
-    name: str = "sensitivity",
-    lpips: Optional[nn.Module] = None,
-    clip: Optional[ClipScore] = None,
-    save_bitstreams: bool = False,
-    resume: bool = True,
-    meta: Optional[Mapping[str, Any]] = None,
-) -> list[dict[str, Any]]:
-    """Evaluates the real, empty and another image's caption (the first of each
-    image's captions); writes the table.
-
-    Each mode goes to ``out_dir/<mode>/`` (``per_image.csv``, ``results.json``; resumable);
-    the table to ``out_dir/sensitivity.{md,csv}``. Returns the table rows
-    (real first; deltas are means of per-image differences from the real caption).
-    """
+def caption_sensitivity(codec: TacoCodec, dataset: Iterable[Mapping[str, Any]], out_dir: str | Path, *,
+                        name: str = "sensitivity", lpips: Optional[nn.Module] = None, clip: Optional[ClipScore] = None,
+                        save_bitstreams: bool = False, resume: bool = True,
+                        meta: Optional[Mapping[str, Any]] = None) -> list[dict[str, Any]]:
+    """Evaluates with the real, empty and another image's caption, each into ``out_dir/<mode>/``
+    (resumable); writes ``out_dir/sensitivity.{md,csv}`` and returns its rows (real first)."""
     out_dir = Path(out_dir)
-    rows_by_mode = {}
     for mode in CAPTION_MODES:
         logger.info("caption sensitivity: %s captions", mode)
-        evaluate_dataset(
-            codec, dataset, out_dir / mode, name=f"{name}-{mode}", lpips=lpips, clip=clip,
-            save_bitstreams=save_bitstreams, caption_mode=mode, resume=resume, meta=meta,
-        )
-        rows_by_mode[mode] = read_per_image_csv(out_dir / mode / "per_image.csv")
-    table = sensitivity_table(rows_by_mode)
+        evaluate_dataset(codec, dataset, out_dir / mode, name=f"{name}-{mode}", lpips=lpips, clip=clip,
+                         save_bitstreams=save_bitstreams, caption_mode=mode, resume=resume, meta=meta)
+    table = sensitivity_table({m: read_per_image_csv(out_dir / m / "per_image.csv") for m in CAPTION_MODES})
     md, _ = write_sensitivity(table, out_dir)
     logger.info("caption sensitivity table:\n%s", md.read_text(encoding="utf-8"))
     return table
-
-
-# ------------------------------------------------------------------ Hydra entry
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def build_codec(cfg: DictConfig, device: torch.device) -> tuple[TacoCodec, dict[str, Any]]:
@@ -311,9 +216,8 @@ def build_codec(cfg: DictConfig, device: torch.device) -> tuple[TacoCodec, dict[
     loaded.model.to(device)
     codec = TacoCodec(loaded)
     codec.text_encoder.to(device)  # built now: fails fast when its weights are missing
-    meta["model_fingerprint"] = codec.fingerprint.hex()
-    meta["text_encoder"] = loaded.text_encoder_config
-    meta["weighting"] = loaded.weighting_config
+    meta.update(model_fingerprint=codec.fingerprint.hex(), text_encoder=loaded.text_encoder_config,
+                weighting=loaded.weighting_config)
     return codec, meta
 
 
@@ -339,36 +243,25 @@ def build_metrics(cfg: DictConfig, device: torch.device) -> tuple[Any, Optional[
     return lpips, clip, fid, skipped
 
 
-def _out_dir(cfg: DictConfig) -> Path:
-    if cfg.out_dir:
-        return Path(cfg.out_dir)
-    if HydraConfig.initialized():
-        return Path(HydraConfig.get().runtime.output_dir)
-    raise ValueError("out_dir is required outside a Hydra run")
-
-
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Evaluates as configured; returns the results dict (also in ``out_dir/results.json``)."""
-    device = _device(cfg.device)
-    out_dir = _out_dir(cfg)
+    device = resolve_device(cfg.device, DistContext())
+    if not cfg.out_dir and not HydraConfig.initialized():
+        raise ValueError("out_dir is required outside a Hydra run")
+    out_dir = Path(cfg.out_dir or HydraConfig.get().runtime.output_dir)
     lpips, clip, fid, skipped = build_metrics(cfg.metrics, device)  # first: missing weights fail at once
     codec, codec_meta = build_codec(cfg, device)
     data = instantiate(cfg.data, _convert_="all")
     dataset = data.eval_dataset() if hasattr(data, "eval_dataset") else data
     captions = getattr(data, "captions", None)
-    meta = {
-        **codec_meta,
-        "dataset": repr(data),
-        "dataset_report": dataset.report.lines() if hasattr(dataset, "report") else None,
-        "caption_set": {"source": repr(captions), "fingerprint": getattr(captions, "fingerprint", None)},
-        "config": to_container(cfg),
-        "skipped": skipped,
-    }
-    results = evaluate_dataset(
-        codec, dataset, out_dir, name=cfg.name, lpips=lpips, clip=clip, fid=fid, ms_ssim_enabled=cfg.metrics.ms_ssim,
-        save_bitstreams=cfg.save_bitstreams, caption_mode=cfg.caption_mode, caption_policy=cfg.caption_policy,
-        resume=cfg.resume, meta=meta,
-    )
+    meta = {**codec_meta, "dataset": repr(data),
+            "dataset_report": dataset.report.lines() if hasattr(dataset, "report") else None,
+            "caption_set": {"source": repr(captions), "fingerprint": getattr(captions, "fingerprint", None)},
+            "config": to_container(cfg), "skipped": skipped}
+    results = evaluate_dataset(codec, dataset, out_dir, name=cfg.name, lpips=lpips, clip=clip, fid=fid,
+                               ms_ssim_enabled=cfg.metrics.ms_ssim, save_bitstreams=cfg.save_bitstreams,
+                               caption_mode=cfg.caption_mode, caption_policy=cfg.caption_policy, resume=cfg.resume,
+                               meta=meta)
     point = {k: v[0] for k, v in results["results"].items()}
     logger.info("%s: %s -> %s", cfg.name, point, out_dir / "results.json")
     if cfg.caption_sensitivity:

@@ -131,7 +131,7 @@ def test_evaluate_dataset_real_files_and_metrics(tmp_path, codec, dataset, lpips
     assert r["encoding_time"] == [pytest.approx(sum(x["enc_ms"] for x in rows) / 3000)]
     assert set(r) == {"bpp", "psnr-rgb", "ms-ssim-rgb", "lpips", "clip_score", "encoding_time", "decoding_time", "fid"}
     assert r["fid"][0] >= 0 and loaded["meta"]["skipped"] == {}
-    assert loaded["meta"]["lpips"]["convention"] == "correct" and "RANDOM" in loaded["meta"]["lpips"]["describe"]
+    assert loaded["meta"]["lpips_convention"] == "correct" and "RANDOM" in loaded["meta"]["lpips"]
     assert loaded["meta"]["decode_vs_encoder_max_abs_diff"] < 1e-4
     assert loaded["meta"]["clip_score"].startswith("UNTRAINED")
     parsed = parse_json_file(tmp_path / "results.json", "psnr")

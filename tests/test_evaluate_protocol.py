@@ -145,7 +145,7 @@ def test_fid_rows_after_the_last_snapshot_are_recomputed(tmp_path):
     # (no close(): the process was killed; every row was flushed, the FID snapshot covers 2)
     restored = small_fid()
     resumed = EvaluationJournal(tmp_path, settings, restored, fid_snapshot_every=2)
-    assert sorted(resumed.done) == ["img0.png", "img1.png"] and restored.num_samples == 2
+    assert [r["id"] for r in resumed.rows] == ["img0.png", "img1.png"] and restored.num_samples == 2
     assert len((tmp_path / "per_image.csv").read_text().splitlines()) == 3  # header + the 2 kept rows
     with pytest.raises(EvaluationMismatchError, match="other settings"):
         EvaluationJournal(tmp_path, {"model_fingerprint": "y"}, small_fid())

@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 from taco_plus.config import compose
 from taco_plus.experiments import __main__ as cli
@@ -143,30 +143,34 @@ def study_data(tmp_path_factory):
 @pytest.mark.parametrize("name", RUNS)
 def test_every_registered_run_trains_one_step_and_evaluates(name, study_data, tmp_path, monkeypatch):
     """Its own train overrides (tiny sizes, one step) after its prepare commands, then its own
-    evaluation overrides through evaluate.run on the checkpoint it wrote."""
+    evaluation overrides through evaluate.run on the checkpoint it wrote. (Two compositions per
+    run, the training config's and the evaluation's: composing dominates a tiny step.)"""
     import taco_plus.evaluate as evaluate
     from taco_plus.cli import main as taco_plus_cli
     from taco_plus.train import train
 
     monkeypatch.setenv("TACO_DATA", str(study_data / "data"))
     monkeypatch.setenv("TACO_OFFICIAL", str(study_data / "official"))
-    weighting = compose([f"experiment={name}"]).weighting
-    tiny = ["debug=tiny", "trainer.max_steps=1", "data.limit=8"]
-    tiny += [f"weighting.{k}={tmp_path / k}.json" for k in ARTEFACT_KEYS if weighting.get(k)]
-    run = load_run(name, tiny)
-    for command in run.prepare:
+    run = load_run(name, ["debug=tiny", "trainer.max_steps=1", "data.limit=8"])
+    cfg = run.cfg
+    for key in ARTEFACT_KEYS:  # fitted artefacts go to tmp_path; the prepare commands follow (interpolations)
+        if cfg.weighting.get(key):
+            OmegaConf.update(cfg, f"weighting.{key}", f"{tmp_path / key}.json")
+    for command in cfg.meta.prepare:
         if command.startswith("taco-plus captions regenerate"):  # the API's output, laid out by the fixture
             assert Path(creates(command)).is_file(), command
         else:
             assert taco_plus_cli(command.split()[1:]) == 0, command
-    result = train(compose([f"experiment={name}", *tiny]), tmp_path / "run")
+    with open_dict(cfg):
+        del cfg["hydra"]  # what compose() returns without return_hydra_config
+    result = train(cfg, tmp_path / "run")
     assert result.steps == 1 and result.final_checkpoint.is_file()
     assert all(math.isfinite(result.history[-1][k]) for k in ("loss", "bpp", "mse", "lpips", "joint", "aux"))
     metrics = [] if "metrics.lpips=null" in run.eval else ["metrics.lpips.pretrained=false"]
-    cfg = compose([*run.eval, f"checkpoint={result.final_checkpoint}", "device=cpu", "data.limit=2",
-                   "metrics.clip_score=null", "metrics.fid.enabled=false", "save_bitstreams=false",
-                   f"out_dir={tmp_path / 'eval'}", f"name={name}", *metrics], config_name="eval")
-    results = evaluate.run(cfg)
+    eval_cfg = compose([*run.eval, f"checkpoint={result.final_checkpoint}", "device=cpu", "data.limit=2",
+                        "metrics.clip_score=null", "metrics.fid.enabled=false", "save_bitstreams=false",
+                        f"out_dir={tmp_path / 'eval'}", f"name={name}", *metrics], config_name="eval")
+    results = evaluate.run(eval_cfg)
     assert results["results"]["bpp"][0] > 0
     if "caption_sensitivity=true" in run.eval:
         assert (tmp_path / "eval" / "sensitivity" / "sensitivity.csv").is_file()

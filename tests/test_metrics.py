@@ -17,7 +17,6 @@ from taco_plus.metrics import (
     FidAccumulator,
     FidUnavailable,
     fid_weights_path,
-    load_fid_metric,
     ms_ssim,
     psnr,
     split_patches,
@@ -169,7 +168,7 @@ def test_fid_weights_missing_or_hostile_fail_fast(tmp_path, monkeypatch):
     marker = tmp_path / "ran"
     torch.save({"x": RunsCode(marker)}, tmp_path / "hostile.pth")
     with pytest.raises(FidUnavailable, match="not a plain weights file"):
-        load_fid_metric(tmp_path / "hostile.pth")
+        FidAccumulator.inception(tmp_path / "hostile.pth")
     assert not marker.exists()
 
 

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from taco_plus.results.bdrate import bd_rate
-from taco_plus.results.format import list_references, load_reference, load_results, make_results, merge_results, \
+from taco_plus.results.format import list_references, load_curve, load_results, make_results, merge_results, \
     save_results
 from taco_plus.results.per_image import CSV_COLUMNS, read_per_image_csv, summarize, write_per_image_csv
 from taco_plus.results.plot import main as plot_main
@@ -84,7 +84,7 @@ def test_results_file_round_trip_and_compressai_reader(tmp_path):
 
 
 def test_results_validation(tmp_path):
-    with pytest.raises(ValueError, match="differ in length"):
+    with pytest.raises(ValueError, match="lists of one length"):
         make_results("x", {"bpp": [0.1, 0.2], "psnr-rgb": [30.0]})
     bad = tmp_path / "bad.json"
     bad.write_text('{"bpp": [1]}')
@@ -146,7 +146,7 @@ def _design_table() -> dict[str, list]:
 
 def test_reference_curves_copy_design_md_exactly():
     table = _design_table()
-    refs = {name: load_reference(name)["results"] for name in list_references()}
+    refs = {name: load_curve(name)["results"] for name in list_references()}
     assert refs["elic_paper"] == {"bpp": table["ELIC (paper)"][0], "psnr-rgb": table["ELIC (paper)"][1]}
     assert refs["lic_tcm_large"] == {"bpp": table["LIC-TCM large"][0], "psnr-rgb": table["LIC-TCM large"][1]}
     taco = table["TACO released, λ 0.0008 … 0.015"]
@@ -155,7 +155,7 @@ def test_reference_curves_copy_design_md_exactly():
     repro = table["TACO λ 0.0004, reproduced"]
     assert refs["taco_reproduced_lambda0004"]["bpp"] == repro[0] and refs["taco_reproduced_lambda0004"]["lpips"] == repro[2]
     for name in ("taco_released_lpips_ref", "taco_released_empty_caption_lpips_ref"):
-        assert "reference LPIPS convention" in load_reference(name)["description"]
+        assert "reference LPIPS convention" in load_curve(name)["description"]
 
 
 # ---------------------------------------------------------------- plots

@@ -1,7 +1,7 @@
-"""Parts of the evaluation (:mod:`taco_plus.evaluate`): caption policies and the
-resumable output folder."""
+"""Parts of the evaluation (:mod:`taco_plus.evaluate`): coding one image under a caption policy,
+the resumable output folder, the config schema."""
 
-from taco_plus.evaluation.caption_policy import CAPTION_POLICIES, code_image, policy_label
-from taco_plus.evaluation.journal import EvaluationJournal, EvaluationMismatchError, Progress
+from taco_plus.evaluation.caption_policy import check_policy, code_image, policy_label
+from taco_plus.evaluation.journal import EvaluationJournal, EvaluationMismatchError, progress_bar
 
-__all__ = ["CAPTION_POLICIES", "EvaluationJournal", "EvaluationMismatchError", "Progress", "code_image", "policy_label"]
+__all__ = ["EvaluationJournal", "EvaluationMismatchError", "check_policy", "code_image", "policy_label", "progress_bar"]

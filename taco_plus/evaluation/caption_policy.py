@@ -1,22 +1,7 @@
-"""Caption policies: which of an image's captions the encoder gets, and what is reported.
-
-MS-COCO images have five (sometimes six or seven) human captions. TACO's COCO-30k
-script codes each image with every caption and means to keep the one whose
-reconstruction has the lowest LPIPS against the original; its comparison is
-initialised so that it never fires, so in effect it reports each image's last
-caption. The policies here:
-
-* ``first`` (default): the first caption (for COCO, the lowest annotation id); a
-  deployable codec, the number to compare across methods.
-* ``all``: every caption is coded; the image's row holds the means over its captions
-  (bytes and bpp included), and every reconstruction is an FID sample.
-* ``oracle_lpips``: every caption is coded and the lowest-LPIPS reconstruction is
-  kept (what the official script intends). It needs the original to choose, so it is
-  an ORACLE, not a codec: the policy name is in every row, in the results name and
-  description, and in ``meta.caption_policy``.
-
-With one coded caption the bitstream is ``<id>.tacoz``; with several, ``<id>.<k>.tacoz``
-for caption ``k``.
+"""Coding one image: the caption policy (which of its captions the encoder gets), real bitstreams,
+the per-image metrics. ``oracle_lpips`` keeps the lowest-LPIPS of every caption's reconstruction, as
+TACO's COCO-30k script intends: it needs the original, so it is an ORACLE, labelled in every output
+(docs/evaluation.md, "MS-COCO 30k"). Bitstreams: ``<id>.tacoz``, or ``<id>.<k>.tacoz`` per caption.
 """
 
 from __future__ import annotations
@@ -24,44 +9,30 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from taco_plus.codec import TacoCodec
-from taco_plus.metrics import ClipScore, image_metrics
+from taco_plus.images import to_uint8
+from taco_plus.metrics import ClipScore, ms_ssim, psnr
 
 ORACLE = "oracle_lpips"
+POLICIES = ("first", "all", ORACLE)
 Coded = tuple[dict[str, Any], Tensor]  # (row of one caption, x_hat (1, 3, H, W))
 
 
-def _first(coded: Sequence[Coded]) -> tuple[dict[str, Any], list[Tensor]]:
-    row, x_hat = coded[0]
-    return {**row, "caption_index": 0}, [x_hat]
-
-
-def _all(coded: Sequence[Coded]) -> tuple[dict[str, Any], list[Tensor]]:
-    rows = [row for row, _ in coded]
-    mean = {}
-    for key in rows[0]:
-        values = [r[key] for r in rows]
-        mean[key] = None if any(v is None for v in values) else math.fsum(values) / len(values)
-    return {**mean, "caption_index": None}, [x_hat for _, x_hat in coded]
-
-
-def _oracle_lpips(coded: Sequence[Coded]) -> tuple[dict[str, Any], list[Tensor]]:
-    best = min(range(len(coded)), key=lambda k: coded[k][0]["lpips"])  # ties: the earlier caption
-    row, x_hat = coded[best]
-    return {**row, "caption_index": best}, [x_hat]
-
-
-# policy -> (captions coded, what to report from them)
-CAPTION_POLICIES: dict[str, tuple[Callable[[Sequence[str]], Sequence[str]], Callable]] = {
-    "first": (lambda caps: caps[:1], _first),
-    "all": (lambda caps: caps, _all),
-    ORACLE: (lambda caps: caps, _oracle_lpips),
-}
+def _report(policy: str, coded: Sequence[Coded]) -> tuple[dict[str, Any], list[Tensor]]:
+    """The image's row and FID samples from its codings: the first one, the means over all of them
+    (every reconstruction a sample), or the lowest-LPIPS one (ties: the earlier caption)."""
+    if policy == "all":
+        rows = [row for row, _ in coded]
+        mean = {k: None if any(r[k] is None for r in rows) else math.fsum(r[k] for r in rows) / len(rows)
+                for k in rows[0]}
+        return {**mean, "caption_index": None}, [x_hat for _, x_hat in coded]
+    best = 0 if policy == "first" else min(range(len(coded)), key=lambda k: coded[k][0]["lpips"])
+    return {**coded[best][0], "caption_index": best}, [coded[best][1]]
 
 
 def policy_label(name: str, policy: str) -> str:
@@ -70,12 +41,28 @@ def policy_label(name: str, policy: str) -> str:
 
 
 def check_policy(policy: str, caption_mode: str, lpips: Optional[nn.Module]) -> None:
-    if policy not in CAPTION_POLICIES:
-        raise ValueError(f"caption_policy must be one of {tuple(CAPTION_POLICIES)}, got {policy!r}")
+    if policy not in POLICIES:
+        raise ValueError(f"caption_policy must be one of {POLICIES}, got {policy!r}")
     if policy != "first" and caption_mode != "real":
         raise ValueError(f"caption_policy={policy!r} chooses among real captions: it needs caption_mode='real'")
     if policy == ORACLE and lpips is None:
         raise ValueError("caption_policy='oracle_lpips' chooses by LPIPS: enable the LPIPS metric")
+
+
+@torch.no_grad()
+def measure(x: Tensor, x_hat: Tensor, caption: str, lpips: Optional[nn.Module], clip: Optional[ClipScore],
+            ms_ssim_enabled: bool) -> dict[str, Optional[float]]:
+    """PSNR, MS-SSIM, LPIPS and CLIP score (None: not computed) of ``x`` (3, H, W) and ``x_hat``
+    (1, 3, H, W); every metric sees the 8-bit images a user gets from the PNG."""
+    x8, x_hat8 = to_uint8(x[None].cpu()).float() / 255, to_uint8(x_hat.cpu()).float() / 255  # (1, 3, H, W)
+    row = {"psnr": psnr(x8, x_hat8), "ms_ssim": ms_ssim(x8, x_hat8) if ms_ssim_enabled else None,
+           "lpips": None, "clip_score": None}
+    if lpips is not None:
+        device = next(lpips.parameters()).device
+        row["lpips"] = float(lpips(x_hat8.to(device), x8.to(device)).mean())
+    if clip is not None:
+        row["clip_score"] = float(clip(x_hat8, [caption])[0])  # always the real caption
+    return row
 
 
 def _sync(device: torch.device) -> None:
@@ -84,41 +71,24 @@ def _sync(device: torch.device) -> None:
 
 
 @torch.no_grad()
-def code_image(
-    codec: TacoCodec,
-    x: Tensor,
-    image_id: str,
-    captions: Sequence[str],
-    policy: str,
-    bitstreams: Optional[Path],
-    *,
-    encoder_caption: Optional[str] = None,
-    lpips: Optional[nn.Module] = None,
-    clip: Optional[ClipScore] = None,
-    ms_ssim_enabled: bool = True,
-) -> tuple[dict[str, Any], list[Tensor], float]:
-    """Codes ``x`` (3, H, W) with the captions ``policy`` picks from its real ``captions``.
+def code_image(codec: TacoCodec, x: Tensor, image_id: str, captions: Sequence[str], policy: str,
+               bitstreams: Optional[Path], *, encoder_caption: Optional[str] = None, lpips: Optional[nn.Module] = None,
+               clip: Optional[ClipScore] = None, ms_ssim_enabled: bool = True) -> tuple[dict[str, Any], list[Tensor], float]:
+    """Codes ``x`` (3, H, W) with the captions ``policy`` picks from its real ``captions``: each to a real
+    bitstream (a file under ``bitstreams`` when given), decoded from those bytes without text, measured.
+    ``encoder_caption`` replaces what the encoder gets (a sensitivity run's); the CLIP score uses the real one.
 
-    Each caption is encoded to a real bitstream (a file under ``bitstreams`` when
-    given), decoded from those bytes, and measured. ``encoder_caption`` replaces what
-    the encoder gets (the empty or another image's caption of a sensitivity run); the
-    CLIP score always uses the real caption.
-
-    Returns:
-        The image's row (``per_image.csv`` columns), the reconstructions that are FID
-        samples, and the largest difference between a decoded image and the encoder's
-        prediction of it.
+    Returns the image's ``per_image.csv`` row, the reconstructions that are FID samples, and the largest
+    difference between a decoded image and the encoder's prediction of it.
     """
-    choose, report = CAPTION_POLICIES[policy]
-    coded_captions = list(choose(list(captions)))
+    coded_captions = list(captions)[:1] if policy == "first" else list(captions)
     h, w = x.shape[-2:]
     coded, mismatch = [], 0.0
     for k, caption in enumerate(coded_captions):
         encoded = codec.encode(x, caption if encoder_caption is None else encoder_caption)
         data = encoded.data
         if bitstreams is not None:
-            suffix = "" if len(coded_captions) == 1 else f".{k}"
-            path = bitstreams / f"{image_id}{suffix}.tacoz"
+            path = bitstreams / f"{image_id}{'' if len(coded_captions) == 1 else f'.{k}'}.tacoz"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
             data = path.read_bytes()  # decode what is on disk, and count its size
@@ -128,9 +98,9 @@ def code_image(
         _sync(codec.device)
         dec_ms = 1000 * (time.perf_counter() - start)
         mismatch = max(mismatch, float((x_hat - encoded.x_hat).abs().max()))
-        row = image_metrics(x, x_hat, caption, lpips=lpips, clip=clip, ms_ssim_enabled=ms_ssim_enabled)
+        row = measure(x, x_hat, caption, lpips, clip, ms_ssim_enabled)
         row.update(bytes=len(data), bpp=8 * len(data) / (h * w), enc_ms=encoded.encode_ms, dec_ms=dec_ms)
         coded.append((row, x_hat))
-    row, fid_images = report(coded)
+    row, fid_images = _report(policy, coded)
     row.update(id=image_id, height=h, width=w, caption_policy=policy, captions=len(coded_captions))
     return row, fid_images, mismatch

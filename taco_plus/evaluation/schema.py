@@ -12,9 +12,7 @@ from taco_plus.config.schema import ComponentGroups, LpipsConfig
 
 
 @dataclass
-class ClipScoreConfig:
-    """The CLIP model of the CLIP score (``taco_plus.text.load_clip`` arguments)."""
-
+class ClipScoreConfig:  # taco_plus.text.load_clip arguments
     model_name: str = "ViT-B-32"
     pretrained: Optional[str] = "openai"  # tag, local file/folder, or null = UNTRAINED stand-in
 
@@ -35,9 +33,7 @@ class MetricsConfig:
 
 
 @dataclass
-class EvalConfig(ComponentGroups):
-    """``taco_plus/configs/eval.yaml``."""
-
+class EvalConfig(ComponentGroups):  # taco_plus/configs/eval.yaml
     name: str = "eval"
     checkpoint: Optional[str] = None  # null: random-init model from the groups (smoke runs only)
     text_weights: Optional[str] = None  # local CLIP weights for the checkpoint's text encoder

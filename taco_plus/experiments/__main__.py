@@ -1,13 +1,6 @@
-"""``python -m taco_plus.experiments``: the ablation study's command line.
+"""``python -m taco_plus.experiments``: the ablation study's command line (docs/experiments.md).
 
-Subcommands::
-
-    list                          every registered run: base, what it changes, rate points, status
-    show NAME                     a run's changes and its exact commands
-    run NAME [--stage S] [--lambda L] [--dry-run]   prepare -> train -> evaluate -> record
-    record RUN_DIR --name NAME    copy a finished evaluation into experiments/results/NAME
-    compare NAME... [--plot rd.png] [--anchor NAME] [--format text|markdown|latex|csv]
-    report [--out paper/generated]   the report's tables and figures
+Subcommands: ``list``, ``show NAME``, ``run NAME``, ``record RUN_DIR --name NAME``, ``compare NAME...``, ``report``.
 """
 
 from __future__ import annotations
@@ -25,17 +18,10 @@ from taco_plus.experiments.registry import RUNS_DIR, STAGES
 
 
 def _list(args: Any) -> int:
-    import pandas as pd
+    from taco_plus.experiments.registry import load_runs
+    from taco_plus.experiments.report import runs_frame
 
-    from taco_plus.experiments.record import recorded
-    from taco_plus.experiments.registry import load_runs, not_run_reason
-
-    runs, broken = load_runs()
-    done = recorded(args.results)
-    rows = [(n, r.base or "-", len(r.lambdas), r.change_text(), "recorded" if n in done else not_run_reason(r))
-            for n, r in runs.items()] + [(n, "?", "?", "?", f"does not compose: {e}") for n, e in broken.items()]
-    frame = pd.DataFrame(rows, columns=["run", "base", "λ", "changes", "status"])
-    print(frame.to_markdown(index=False, tablefmt="simple"))
+    print(runs_frame(*load_runs(), args.results).to_markdown(index=False, tablefmt="simple"))
     return 0
 
 
@@ -60,15 +46,12 @@ def _run(args: Any) -> int:
 
 
 def _record(args: Any) -> int:
-    import json
-
     from taco_plus.experiments.record import record_run
 
     path = record_run(args.run_dir, args.name, args.results, title=args.title, dataset=args.dataset,
                       caption_set=args.caption_set, force=args.force,
                       command="python -m taco_plus.experiments " + " ".join(sys.argv[1:]))
-    provenance = json.loads((path / "provenance.json").read_text(encoding="utf-8"))
-    print(f"recorded {len(provenance['points'])} point(s) of {args.name!r} ({provenance['dataset']}) in {path}")
+    print(f"recorded {args.name!r} in {path}")
     return 0
 
 
@@ -107,7 +90,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lambda", dest="lmbda", type=float, action="append", help="only this rate point (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="print the commands only")
     p.add_argument("--force", action="store_true", help="replace an existing record")
-
     p = sub.add_parser("record", help="record a finished evaluation folder into the results registry")
     p.add_argument("run_dir", type=Path, help="evaluation folder, or a sweep folder of them")
     p.add_argument("--name", required=True, help="run name (folder in the registry)")
@@ -116,7 +98,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--caption-set", default=None, help="caption file, when the results do not name theirs")
     p.add_argument("--force", action="store_true", help="replace an existing record")
     p.set_defaults(func=_record)
-
     p = sub.add_parser("compare", help="comparison tables and RD plots of runs")
     p.add_argument("names", nargs="+", help="recorded runs, reference curves or results files")
     p.add_argument("--anchor", default=None, help="BD-rate anchor (default: the first name)")
@@ -125,7 +106,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", type=Path, default=None, help="write the RD plots to this PNG")
     p.add_argument("--reference", action="append", default=[], help="shipped reference curve to add to the plot")
     p.set_defaults(func=_compare)
-
     p = sub.add_parser("report", help="regenerate the report's tables and figures")
     p.add_argument("--out", type=Path, default=Path("paper/generated"))
     p.set_defaults(func=_report)

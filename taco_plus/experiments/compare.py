@@ -1,6 +1,5 @@
-"""Comparison of runs (recorded runs, shipped reference curves, results files): the summary
-table (BD-rate against an anchor per quality metric, with a numbered note where one cannot be
-computed) and the rate-point table, as pandas frames rendered as text, markdown, LaTeX or CSV.
+"""Comparison of runs, reference curves and results files: the BD-rate summary against an anchor
+(a numbered note where one cannot be computed) and the rate points, as pandas tables.
 """
 
 from __future__ import annotations
@@ -133,8 +132,6 @@ def render(frame: pd.DataFrame, form: str = "text", notes: Sequence[str] = (), c
         return frame.to_csv(index=False)
     if form == "latex":
         return latex_table(shown, caption, label, "ll" + "r" * (len(shown.columns) - 2), notes)
-    if form not in ("text", "markdown"):
-        raise ValueError(f"format must be one of {FORMATS}, got {form!r}")
     body = shown.to_markdown(index=False) if form == "markdown" else shown.to_string(index=False)
     title = (f"**{caption}**" if form == "markdown" else caption) + "\n\n" if caption else ""
     return title + body + "\n" + "".join(f"  {n}\n" for n in notes)
@@ -143,8 +140,6 @@ def render(frame: pd.DataFrame, form: str = "text", notes: Sequence[str] = (), c
 def compare(names: Sequence[str], root: Path = RESULTS_DIR, anchor: Optional[str] = None, method: str = "pchip",
             labels: Optional[dict[str, str]] = None) -> tuple[list[Curve], Curve, pd.DataFrame, list[str], pd.DataFrame]:
     """Resolves ``names``; returns (curves, anchor, summary, its notes, points)."""
-    if not names:
-        raise ValueError("name at least one run")
     curves = [resolve(n, root, (labels or {}).get(n)) for n in names]
     anchor_curve = next((c for c in curves if c.name == (anchor or names[0])), None) or resolve(anchor, root)
     summary, notes = summary_table(curves, anchor_curve, method)

@@ -1,11 +1,6 @@
-"""The results registry (``experiments/results/<run>/``): recording an evaluation, reading it back.
-
-:func:`record_run` takes an evaluation folder or a ``-m`` sweep of them (one rate point each,
-merged into one curve), copies per point the results, per-image CSV, sensitivity tables,
-evaluation config and -- following the checkpoint to its training folder -- the training
-config and log, and writes ``provenance.json`` (commits, caption-set fingerprints,
-checkpoint hashes, the sha256 of every file). A point whose captions cannot be identified
-is refused. Layout and fields: docs/experiments.md.
+"""The results registry (``experiments/results/<run>/``): :func:`record_run` copies an evaluation
+folder, or a ``-m`` sweep of them merged into one curve, with its configs and ``provenance.json``
+(refusing a point whose captions cannot be identified); layout and fields: docs/experiments.md.
 """
 
 from __future__ import annotations
@@ -78,8 +73,8 @@ class RecordedRun:
 
 def recorded(root: Path = RESULTS_DIR) -> list[str]:
     """Names of the runs recorded in ``root``, sorted."""
-    return sorted(p.name for p in Path(root).glob("*") if p.is_dir() and p.name not in RESERVED
-                  and not p.name.startswith("."))
+    return sorted(p.name for p in Path(root).glob("*")
+                  if p.is_dir() and p.name not in RESERVED and not p.name.startswith("."))
 
 
 def load_recorded(name: str, root: Path = RESULTS_DIR) -> RecordedRun:
@@ -97,58 +92,18 @@ def load_recorded(name: str, root: Path = RESULTS_DIR) -> RecordedRun:
     return run
 
 
-@dataclass
-class Point:
-    """One evaluated rate point of the source folder."""
-
-    label: str
-    folder: Path
-    results: dict[str, Any]
-    eval_config: Optional[dict[str, Any]]
-    train_dir: Optional[Path]  # the training run folder of the evaluated checkpoint
-    dataset: Optional[str]  # Hydra's data choice
-
-
 def _yaml(path: Path) -> Any:
     return yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-def find_points(source: Path) -> list[Point]:
-    """The evaluated points in ``source`` (itself, or its immediate subfolders)."""
-    if not source.is_dir():
-        raise RecordError(f"not a folder: {source}")
-    folders = [source] if (source / "results.json").is_file() else \
-        sorted(p for p in source.iterdir() if (p / "results.json").is_file())
-    if not folders:
-        raise RecordError(f"no results.json in {source} or its subfolders: is it an evaluation folder?")
-    points: list[Point] = []
-    for folder in folders:
-        results = load_results(folder / "results.json")
-        meta = results.get("meta") or {}
-        checkpoint = Path(meta.get("checkpoint") or "")
-        if checkpoint.parent.name == "checkpoints" and checkpoint.parent.parent.is_dir():
-            train_dir: Optional[Path] = checkpoint.parent.parent  # <run>/checkpoints/x.pt -> <run>
-        else:  # the demo keeps training and evaluation in one folder
-            train_dir = folder if (folder / "config.yaml").is_file() and (folder / "train_log.csv").is_file() else None
-        label = re.sub(r"[^A-Za-z0-9._-]+", "_", train_dir.name if train_dir and train_dir != folder
-                       else folder.name).strip("._") or "point"
-        if label in {p.label for p in points}:
-            label = f"{label}_{folder.name}"
-        eval_config = _yaml(folder / ".hydra" / "config.yaml") or \
-            (meta.get("config") if isinstance(meta.get("config"), dict) else None)
-        hydra = _yaml(folder / ".hydra" / "hydra.yaml") or {}
-        dataset = ((hydra.get("hydra") or {}).get("runtime") or {}).get("choices", {}).get("data")
-        points.append(Point(label, folder, results, eval_config, train_dir, dataset))
-    return points
-
-
-def _caption_set(point: Point, train_config: Optional[dict], caption_set: Optional[Path]) -> dict[str, Any]:
-    """Where the evaluation's captions came from and their fingerprint."""
+def _caption_set(folder: Path, results: dict, configs: dict[str, Optional[dict]], caption_set: Optional[Path]) -> dict:
+    """Where a point's captions came from and their fingerprint: its results, ``--caption-set``,
+    or the ``captions`` node of its evaluation or training config."""
     from hydra.utils import instantiate
 
     from taco_plus.weighting.corpus import open_caption_source
 
-    recorded_set = (point.results.get("meta") or {}).get("caption_set") or {}
+    recorded_set = (results.get("meta") or {}).get("caption_set") or {}
     if recorded_set.get("fingerprint"):
         return {"source": recorded_set.get("source"), "fingerprint": recorded_set["fingerprint"], "from": "results meta"}
     if caption_set is not None:
@@ -156,90 +111,101 @@ def _caption_set(point: Point, train_config: Optional[dict], caption_set: Option
             raise RecordError(f"caption file not found: {caption_set}")
         return {"source": relative(caption_set), "fingerprint": open_caption_source(caption_set).fingerprint,
                 "from": "--caption-set"}
-    for where, config in (("evaluation config", point.eval_config), ("training config", train_config)):
+    for where, config in configs.items():
         node = (config or {}).get("captions")
         if isinstance(node, dict) and node.get("_target_"):
             try:
                 source = instantiate(node)
             except Exception as err:  # noqa: BLE001 - any failure means: cannot tell
-                raise RecordError(f"{point.folder}: cannot open the caption set of its {where} ({err}); "
+                raise RecordError(f"{folder}: cannot open the caption set of its {where} ({err}); "
                                   "pass --caption-set FILE") from err
             return {"source": repr(source), "fingerprint": source.fingerprint, "from": where}
-    raise RecordError(f"{point.folder}: cannot tell which caption set produced it; pass --caption-set FILE")
+    raise RecordError(f"{folder}: cannot tell which caption set produced it; pass --caption-set FILE")
 
 
-def _copy_point(point: Point, dest: Path, caption_set: Optional[Path]) -> dict[str, Any]:
-    """Copies one point's files into ``dest``; returns its provenance entry."""
-    dest.mkdir(parents=True)
-    read_per_image_csv(point.folder / "per_image.csv")  # validates (raises naming the file)
-    shutil.copy2(point.folder / "per_image.csv", dest / "per_image.csv")
-    save_results(point.results, dest / "results.json")
-    if point.eval_config is not None:
-        (dest / "eval_config.yaml").write_text(yaml.safe_dump(point.eval_config, sort_keys=False, allow_unicode=True),
-                                               encoding="utf-8")
-    train_config = _yaml(point.train_dir / "config.yaml") if point.train_dir else None
-    if train_config is not None:
-        shutil.copy2(point.train_dir / "config.yaml", dest / "train_config.yaml")
-        if (point.train_dir / "train_log.csv").is_file():
-            shutil.copy2(point.train_dir / "train_log.csv", dest / "train_log.csv")
-    if point.eval_config is None and train_config is None:
-        raise RecordError(f"{point.folder}: no config found (.hydra/config.yaml, config in results.json, "
+def _record_point(folder: Path, dest_root: Path, labels: set[str], caption_set: Optional[Path]) -> dict[str, Any]:
+    """Copies one evaluated point into ``dest_root/<label>``; returns its provenance entry."""
+    results = load_results(folder / "results.json")
+    meta = results.get("meta") or {}
+    checkpoint = Path(meta.get("checkpoint") or "")
+    if checkpoint.parent.name == "checkpoints" and checkpoint.parent.parent.is_dir():
+        train_dir: Optional[Path] = checkpoint.parent.parent  # <run>/checkpoints/x.pt -> <run>
+    else:  # the demo keeps training and evaluation in one folder
+        train_dir = folder if (folder / "config.yaml").is_file() and (folder / "train_log.csv").is_file() else None
+    label = re.sub(r"[^A-Za-z0-9._-]+", "_", train_dir.name if train_dir and train_dir != folder
+                   else folder.name).strip("._") or "point"
+    label = f"{label}_{folder.name}" if label in labels else label
+    eval_config = _yaml(folder / ".hydra" / "config.yaml")
+    if not eval_config and isinstance(meta.get("config"), dict):
+        eval_config = meta["config"]  # the quickstart demo's, outside Hydra
+    train_config = _yaml(train_dir / "config.yaml") if train_dir else None
+    if eval_config is None and train_config is None:
+        raise RecordError(f"{folder}: no config found (.hydra/config.yaml, config in results.json, "
                           "or the training run's config.yaml)")
-    sensitivity = point.folder / "sensitivity"
-    if (sensitivity / "sensitivity.csv").is_file():
-        for path in sensitivity.glob("**/*"):
-            if path.name in ("sensitivity.csv", "sensitivity.md", "per_image.csv", "results.json"):
-                target = dest / "sensitivity" / path.relative_to(sensitivity)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(path, target)
-    meta = point.results.get("meta") or {}
+    dest = dest_root / label
+    dest.mkdir(parents=True)
+    read_per_image_csv(folder / "per_image.csv")  # validates (raises naming the file)
+    shutil.copy2(folder / "per_image.csv", dest / "per_image.csv")
+    save_results(results, dest / "results.json")
+    if eval_config is not None:
+        (dest / "eval_config.yaml").write_text(yaml.safe_dump(eval_config, sort_keys=False, allow_unicode=True),
+                                               encoding="utf-8")
+    if train_config is not None:
+        shutil.copy2(train_dir / "config.yaml", dest / "train_config.yaml")
+        if (train_dir / "train_log.csv").is_file():
+            shutil.copy2(train_dir / "train_log.csv", dest / "train_log.csv")
+    if (folder / "sensitivity" / "sensitivity.csv").is_file():  # tables, and each mode's CSV and results
+        shutil.copytree(folder / "sensitivity", dest / "sensitivity",
+                        ignore=shutil.ignore_patterns("bitstreams", "eval_state.json", "fid_state.pt"))
     env = meta.get("environment") or {}
     if env.get("git_commit") is None:
-        logger.warning("%s: the results do not say which git commit produced them", point.folder)
+        logger.warning("%s: the results do not say which git commit produced them", folder)
+    hydra = _yaml(folder / ".hydra" / "hydra.yaml") or {}
     return {
-        "label": point.label, "source": relative(point.folder),
-        "lambda": ((train_config or {}).get("loss") or {}).get("lmbda"), "bpp": point.results["results"]["bpp"],
-        "git_commit": env.get("git_commit"), "evaluated": env.get("created"), "device": env.get("device"),
-        "checkpoint": relative(meta["checkpoint"]) if meta.get("checkpoint") else None,
+        "label": label, "source": relative(folder), "lambda": ((train_config or {}).get("loss") or {}).get("lmbda"),
+        "bpp": results["results"]["bpp"], "git_commit": env.get("git_commit"), "evaluated": env.get("created"),
+        "device": env.get("device"), "checkpoint": relative(meta["checkpoint"]) if meta.get("checkpoint") else None,
         "checkpoint_sha256": meta.get("checkpoint_sha256"), "model_fingerprint": meta.get("model_fingerprint"),
         "random_init": bool(meta.get("random_init", False)), "caption_mode": meta.get("caption_mode"),
-        "caption_set": _caption_set(point, train_config, caption_set), "dataset": point.dataset,
+        "caption_set": _caption_set(folder, results, {"evaluation config": eval_config,
+                                                      "training config": train_config}, caption_set),
+        "dataset": ((hydra.get("hydra") or {}).get("runtime") or {}).get("choices", {}).get("data"),
     }
 
 
 def record_run(source: str | Path, name: str, root: Path = RESULTS_DIR, *, title: Optional[str] = None,
                dataset: Optional[str] = None, caption_set: Optional[str | Path] = None, force: bool = False,
                command: Optional[str] = None) -> Path:
-    """Records the evaluation(s) in ``source`` as run ``name`` of the registry ``root``; returns its folder.
-
-    Args:
-        source: an evaluation folder or a sweep folder of them.
-        name: run name (a registered run's, or any new one).
-        root: the results registry folder.
-        title: curve name in ``results.json`` (default: ``name``).
-        dataset: evaluation dataset label (default: Hydra's ``data`` choice).
-        caption_set: caption file of the points, when their results do not record its fingerprint.
-        force: replace an existing record of ``name``.
-        command: the command line, for the provenance.
-    """
+    """Records the evaluation folder ``source`` (or a sweep folder of them) as run ``name`` of the registry
+    ``root``; returns its folder. ``title`` names the curve (default ``name``), ``dataset`` overrides Hydra's
+    ``data`` choice, ``caption_set`` is the points' caption file when their results do not record its
+    fingerprint, ``force`` replaces an existing record, ``command`` goes into the provenance."""
     if not re.fullmatch(r"[a-z0-9][a-z0-9_]*", name) or name in RESERVED:
         raise RecordError(f"run name must be lower-case letters, digits and '_' and not one of {RESERVED}: {name!r}")
     source, root = Path(source), Path(root)
     final = root / name
     if final.exists() and not force:
         raise RecordError(f"{final} already exists; pass --force to replace it")
-    points = find_points(source)
+    if not source.is_dir():
+        raise RecordError(f"not a folder: {source}")
+    folders = [source] if (source / "results.json").is_file() else \
+        sorted(p for p in source.iterdir() if (p / "results.json").is_file())
+    if not folders:
+        raise RecordError(f"no results.json in {source} or its subfolders: is it an evaluation folder?")
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
     try:
-        entries = [_copy_point(p, tmp / "points" / p.label, Path(caption_set) if caption_set else None)
-                   for p in points]
+        entries: list[dict[str, Any]] = []
+        for folder in folders:
+            entries.append(_record_point(folder, tmp / "points", {e["label"] for e in entries},
+                                         Path(caption_set) if caption_set else None))
         datasets = {e["dataset"] for e in entries if e["dataset"]}
         if not dataset and len(datasets) != 1:
             raise RecordError(f"the points were evaluated on different datasets {sorted(datasets)}" if datasets else
                               "cannot tell the evaluation dataset (not a Hydra run); pass --dataset NAME (e.g. kodak)")
-        save_results(merge_results([p.results for p in points], title or name, f"recorded from {relative(source)}"),
-                     tmp / "results.json")
+        merged = merge_results([load_results(f / "results.json") for f in folders], title or name,
+                               f"recorded from {relative(source)}")
+        save_results(merged, tmp / "results.json")
         provenance = {
             "format": RUN_FORMAT, "format_version": 1, "name": name, "dataset": dataset or datasets.pop(),
             "recorded": {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "git_commit": git_commit(),

@@ -1,20 +1,18 @@
-"""The registered runs of the study: the experiment files ``taco_plus/configs/experiment/*.yaml``.
-
-An experiment file is the one definition of a run: a delta on its *base* (the experiment
-its defaults list includes), a ``meta`` node (:class:`taco_plus.config.schema.RunMeta`) and
-its rate points as a Hydra sweep. What a run needs, what it changes in words and its
-commands (prepare -> train sweep -> evaluate -> record) are derived from the composed
-config; docs/experiments.md.
+"""The registered runs: the experiment files ``taco_plus/configs/experiment/*.yaml``, each a delta on
+its base with a ``meta`` node and its rate points as a Hydra sweep; what a run needs, changes and runs
+is derived from the composed config (docs/experiments.md).
 """
 
 from __future__ import annotations
 
+import functools
+import operator
 import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -48,22 +46,11 @@ class Run:
     cfg: DictConfig
 
     def change_text(self) -> str:
-        """``attention=linformer, model.mask_padding=True``: each declared change and its value."""
-        choices = self.cfg.hydra.runtime.choices
-        raw = OmegaConf.to_container(self.cfg, resolve=False)
-        parts = []
-        for entry in self.changes:
-            if entry in choices:
-                parts.append(f"{entry}={choices[entry]}")
-            else:
-                value: Any = raw
-                for key in entry.split("."):
-                    value = value[key]
-                parts.append(f"{entry}={value}")
-        return ", ".join(parts) or "(anchor)"
-
-    def checkpoints(self, runs_dir: str = RUNS_DIR) -> list[str]:
-        return [f"{runs_dir}/{self.name}/{lambda_label(lam)}/checkpoints/final.pt" for lam in self.lambdas]
+        """``attention=linformer, model.mask_padding=True``: each declared change and its (unresolved) value."""
+        choices, raw = self.cfg.hydra.runtime.choices, OmegaConf.to_container(self.cfg, resolve=False)
+        values = [choices[c] if c in choices else functools.reduce(operator.getitem, c.split("."), raw)
+                  for c in self.changes]
+        return ", ".join(f"{c}={v}" for c, v in zip(self.changes, values)) or "(anchor)"
 
     def commands(self, runs_dir: str = RUNS_DIR, lambdas: Sequence[float] = ()) -> dict[str, list[list[str]]]:
         """Argument lists per stage; ``lambdas`` restricts training to those rate points."""
@@ -71,13 +58,13 @@ class Run:
                  f"hydra.sweep.dir={runs_dir}/{self.name}", "hydra.sweep.subdir=lmbda_${loss.lmbda}"]
         if lambdas:
             train.append("loss.lmbda=" + ",".join(repr(float(v)) for v in lambdas))
+        checkpoints = [f"{runs_dir}/{self.name}/{lambda_label(v)}/checkpoints/final.pt" for v in self.lambdas]
         eval_dir = f"{runs_dir}/{self.name}/eval"
         return {
             "prepare": [shlex.split(c) for c in self.prepare],
             "train": [train],
             "eval": [["python", "-m", "taco_plus.evaluate", "-m", f"name={self.name}",
-                      "checkpoint=" + ",".join(self.checkpoints(runs_dir)), *self.eval,
-                      f"hydra.sweep.dir={eval_dir}"]],
+                      "checkpoint=" + ",".join(checkpoints), *self.eval, f"hydra.sweep.dir={eval_dir}"]],
             "record": [["python", "-m", "taco_plus.experiments", "record", eval_dir, "--name", self.name]],
         }
 
@@ -104,16 +91,15 @@ def load_run(name: str, overrides: Sequence[str] = ()) -> Run:
     if cfg.name != name:
         raise ValueError(f"experiment/{name}.yaml sets name={cfg.name!r}: a run's name is its file name")
     sweep = cfg.hydra.sweeper.params or {}
-    lambdas = tuple(float(v) for v in str(sweep["loss.lmbda"]).split(",")) if "loss.lmbda" in sweep \
-        else (float(cfg.loss.lmbda),)
+    lambdas = str(sweep["loss.lmbda"]).split(",") if "loss.lmbda" in sweep else [cfg.loss.lmbda]
     prepare = tuple(cfg.meta.prepare)
     needs = ["GPU training"] if cfg.trainer.device != "cpu" else []
     if cfg.trainer.init_from is not None:
         needs.append("the released TACO checkpoints")
     if any(c.startswith("taco-plus captions regenerate") for c in prepare):
         needs.append("the OpenAI API (caption regeneration)")
-    return Run(name, cfg.meta.title or name, base_of(name), tuple(cfg.meta.changes), lambdas, tuple(cfg.meta.eval),
-               prepare, tuple(needs), cfg)
+    return Run(name, cfg.meta.title or name, base_of(name), tuple(cfg.meta.changes), tuple(map(float, lambdas)),
+               tuple(cfg.meta.eval), prepare, tuple(needs), cfg)
 
 
 def run_names() -> list[str]:
@@ -131,26 +117,10 @@ def load_runs() -> tuple[dict[str, Run], dict[str, str]]:
     return runs, broken
 
 
-def not_run_reason(run: Run) -> str:
-    return "not run: needs " + "; ".join(run.needs) if run.needs else "not recorded yet"
-
-
-def executable(command: Sequence[str]) -> list[str]:
-    """The printed command with ``python`` / ``taco-plus`` mapped to this interpreter."""
-    if command[0] == "python":
-        return [sys.executable, *command[1:]]
-    if command[0] == "taco-plus":
-        return [sys.executable, "-m", "taco_plus", *command[1:]]
-    return list(command)
-
-
 def plan(run: Run, stages: Sequence[str] = STAGES, lambdas: Sequence[float] = (), runs_dir: str = RUNS_DIR,
          root: Path = Path(".")) -> list[tuple[str, list[str], str]]:
-    """(stage, command, skip reason or "") in execution order.
-
-    A prepare step whose output exists and a rate point whose ``final.pt`` exists are
-    skipped, so an interrupted study resumes where it stopped.
-    """
+    """(stage, command, skip reason or "") in execution order. A prepare step whose output exists
+    and a rate point whose ``final.pt`` exists are skipped: an interrupted study resumes."""
     unknown = sorted(set(stages) - set(STAGES)) + sorted(set(map(float, lambdas)) - set(run.lambdas))
     if unknown:
         raise ValueError(f"run {run.name!r}: unknown stages or rate points {unknown} (stages {STAGES}, "
@@ -165,19 +135,19 @@ def plan(run: Run, stages: Sequence[str] = STAGES, lambdas: Sequence[float] = ()
             steps.append(("prepare", command, f"{out} exists" if out and (root / out).exists() else ""))
     if "train" in stages:
         steps.append(("train", commands["train"][0], "" if todo else "every rate point has its final.pt"))
-    steps += [(stage, commands[stage][0], "") for stage in ("eval", "record") if stage in stages]
-    return steps
+    return steps + [(stage, commands[stage][0], "") for stage in ("eval", "record") if stage in stages]
 
 
 def execute(run: Run, stages: Sequence[str] = STAGES, lambdas: Sequence[float] = (), runs_dir: str = RUNS_DIR,
             dry_run: bool = False, force_record: bool = False) -> int:
-    """Runs (or prints) the plan; stops at the first failing command with its exit status."""
+    """Runs (or prints) the plan with this interpreter; stops at the first failing command with its status."""
     for stage, command, skip in plan(run, stages, lambdas, runs_dir):
         command = [*command, "--force"] if stage == "record" and force_record else command
         print(f"[{stage}] {'skip (' + skip + '): ' if skip else ''}{shlex.join(command)}", flush=True)
         if skip or dry_run:
             continue
-        code = subprocess.call(executable(command))
+        program = {"python": [sys.executable], "taco-plus": [sys.executable, "-m", "taco_plus"]}.get(command[0])
+        code = subprocess.call([*program, *command[1:]] if program else command)
         if code != 0:
             print(f"[{stage}] failed with exit status {code}; fix it and re-run (finished steps are skipped)",
                   file=sys.stderr)

@@ -1,21 +1,6 @@
-"""The paper's generated tables and figures (``paper/generated/``), from the two registries.
-
-``python -m taco_plus.experiments report [--results experiments/results] [--out paper/generated]``
-(``make paper`` runs it, then LaTeX) empties the output folder of generated files and writes
-
-| file | from |
-|---|---|
-| ``runs.tex`` | the registered runs (``taco_plus/configs/experiment``): base, what each changes, rate points, status |
-| ``results.tex``, ``rd_<dataset>.png`` | per evaluation dataset: RD figure (on Kodak with the shipped reference curves), BD-rate summary and rate points of the recorded runs |
-| ``sensitivity.tex`` | the recorded runs' caption sensitivity, and the released TACO's from the reference curves |
-| ``attention.tex``, ``attention.png`` | ``bench/attention.csv`` (``python -m taco_plus.bench.attention --csv ...``) |
-| ``macros.tex`` | counts the text quotes |
-| ``manifest.json`` | every source file read, with its sha256 |
-
-Every source is checked before anything is written: a missing one stops the build with
-:class:`~taco_plus.experiments.record.MissingResultError` naming it and the command that
-writes it. A run without results is a "not run: <needs>" row, never a number; the output
-is deterministic, so regenerated files change in git only when their sources do.
+"""The paper's generated tables and figures (``paper/generated/``) from the two registries, for
+``make paper``: every source is checked before anything is written, a run without results is a
+"not run: <needs>" row, and the output is deterministic (docs/experiments.md, "The report").
 """
 
 from __future__ import annotations
@@ -28,15 +13,13 @@ import pandas as pd
 from taco_plus.experiments.compare import MISSING, compare, latex_table, render
 from taco_plus.experiments.compare import latex_escape as _latex
 from taco_plus.experiments.record import RESULTS_DIR, load_recorded, recorded, relative, require
-from taco_plus.experiments.registry import Run, load_runs, not_run_reason
-from taco_plus.results.format import curve, list_references, load_reference
+from taco_plus.experiments.registry import Run, load_runs
+from taco_plus.results.format import curve, list_references, load_curve
 from taco_plus.results.plot import plot_rd
 from taco_plus.results.provenance import file_sha256
 
 GENERATED_DIR = Path("paper/generated")
 BENCH_COMMAND = "python -m taco_plus.bench.attention --csv experiments/results/bench/attention.csv"
-KODAK_REFERENCES = ("elic_paper", "lic_tcm_large", "taco_reproduced_lambda0004", "taco_released_lpips_ref",
-                    "taco_released_empty_caption_lpips_ref")
 DATASET_LABELS = {"kodak": "Kodak (24 images)", "skimage_quickstart": "Quickstart photos (8 scikit-image photos)"}
 
 
@@ -45,15 +28,15 @@ def _dataset(run: Run) -> str:
     return next((o.split("=", 1)[1] for o in reversed(run.eval) if o.startswith("data=")), "kodak")
 
 
-def runs_table(runs: dict[str, Run], broken: dict[str, str], root: Path) -> str:
+def runs_frame(runs: dict[str, Run], broken: dict[str, str], root: Path) -> pd.DataFrame:
+    """Every registered run: base, what it changes, rate points, status (``list`` and the report)."""
     done = recorded(root)
-    rows = [{"run": name, "base": run.base or MISSING, "what it changes": run.change_text(),
-             "λ": len(run.lambdas), "status": f"recorded ({len(load_recorded(name, root).labels)} points)"
-             if name in done else not_run_reason(run)} for name, run in runs.items()]
-    rows += [{"run": name, "base": MISSING, "what it changes": MISSING, "λ": MISSING, "status": f"does not compose: {err}"}
-             for name, err in broken.items()]
-    return latex_table(pd.DataFrame(rows), "The registered runs (taco_plus/configs/experiment/*.yaml); commands: "
-                       "python -m taco_plus.experiments show NAME", "tab:runs", "p{3.6cm}p{2.4cm}p{4.4cm}rp{4cm}")
+    status = {name: f"recorded ({len(load_recorded(name, root).labels)} points)" if name in done
+              else "not run: needs " + "; ".join(run.needs) if run.needs else "not recorded yet"
+              for name, run in runs.items()}
+    rows = [(name, run.base or MISSING, run.change_text(), len(run.lambdas), status[name]) for name, run in runs.items()]
+    rows += [(name, MISSING, MISSING, MISSING, f"does not compose: {err}") for name, err in broken.items()]
+    return pd.DataFrame(rows, columns=["run", "base", "what it changes", "λ", "status"])
 
 
 def dataset_section(dataset: str, names: list[str], runs: dict[str, Run], root: Path, out: Path) -> str:
@@ -62,7 +45,7 @@ def dataset_section(dataset: str, names: list[str], runs: dict[str, Run], root: 
     slug = dataset.replace("_", "-")
     with_results = [n for n in names if n in done]
     body = [f"\\subsection{{{_latex(label)}}}\\label{{sec:results-{slug}}}"]
-    references = KODAK_REFERENCES if dataset == "kodak" else ()
+    references = ("all",) if dataset == "kodak" else ()  # the shipped curves are Kodak's
     if with_results or references:
         titles = {n: runs[n].title if n in runs else n for n in with_results}
         curves = [dict(load_recorded(n, root).results, name=titles[n]) for n in with_results]
@@ -95,7 +78,7 @@ def sensitivity_table(runs: dict[str, Run], root: Path) -> str:
                     rows.append({"run": name, "point": label, "caption": r["caption"], "bpp": r["bpp"],
                                  "Δbpp (%)": r["delta_bpp_pct"], "ΔPSNR (dB)": r["delta_psnr"],
                                  "ΔLPIPS": r["delta_lpips"], "ΔCLIP": r["delta_clip_score"]})
-    real, empty = load_reference("taco_released_lpips_ref"), load_reference("taco_released_empty_caption_lpips_ref")
+    real, empty = load_curve("taco_released_lpips_ref"), load_curve("taco_released_empty_caption_lpips_ref")
     (bpp, lpips_real), (_, lpips_empty) = curve(real, "lpips"), curve(empty, "lpips")
     for lam, b, lr, le in zip(real["meta"]["lambdas"], bpp, lpips_real, lpips_empty):
         rows.append({"run": "TACO released (third party, ref. LPIPS)", "point": f"λ {lam:g}", "caption": "empty",
@@ -153,7 +136,9 @@ def build_report(results: Path = RESULTS_DIR, out: Path = GENERATED_DIR) -> list
         if name not in runs:
             groups.setdefault(load_recorded(name, root).dataset, []).append(name)
     texts = {
-        "runs.tex": runs_table(runs, broken, root),
+        "runs.tex": latex_table(runs_frame(runs, broken, root), "The registered runs "
+                                "(taco_plus/configs/experiment/*.yaml); commands: python -m taco_plus.experiments show "
+                                "NAME", "tab:runs", "p{3.6cm}p{2.4cm}p{4.4cm}rp{4cm}"),
         "results.tex": "\n".join(dataset_section(d, names, runs, root, out) for d, names in groups.items()),
         "sensitivity.tex": sensitivity_table(runs, root),
         "attention.tex": attention_section(bench, out),

@@ -1,10 +1,7 @@
-"""CLIP score of a reconstruction against its caption.
-
-The score is ``100 · max(cos(e_I(x̂), e_T(caption)), 0)`` with CLIP's image and text
-embeddings (the convention of torchmetrics' ``CLIPScore``; Hessel et al., 2021,
-"CLIPScore: A Reference-free Evaluation Metric for Image Captioning", use the
-same cosine with a 2.5 weight). It measures whether the decoded image still shows
-what the caption says, which is the semantic fidelity TACO's text guidance targets.
+"""CLIP score of a reconstruction against its caption: ``100 · max(cos(e_I(x̂), e_T(caption)), 0)``
+(torchmetrics' ``CLIPScore`` convention; Hessel et al., 2021, "CLIPScore: A Reference-free
+Evaluation Metric for Image Captioning", weight the same cosine by 2.5). It asks whether the
+decoded image still shows what the caption says: the semantic fidelity TACO's text guidance targets.
 """
 
 from __future__ import annotations
@@ -18,17 +15,8 @@ from torchvision.transforms.v2 import functional as TF
 
 
 class ClipScore(nn.Module):
-    """CLIP score with a frozen open_clip model.
-
-    Images are preprocessed as open_clip does for evaluation, on tensors: resize
-    the short side to the tower's input size (bicubic, antialiased), centre crop,
-    normalise with the model's mean and std.
-
-    Args:
-        model: an open_clip ``CLIP`` model (image and text towers).
-        tokenizer: the matching open_clip tokenizer (``open_clip.get_tokenizer``).
-        name: label recorded in results files (e.g. ``"ViT-B-32/openai"``).
-    """
+    """CLIP score with a frozen open_clip ``model`` (image and text towers), its ``tokenizer``
+    (``open_clip.get_tokenizer``) and the ``name`` recorded in results files."""
 
     def __init__(self, model: nn.Module, tokenizer: Any, name: str = "clip") -> None:
         super().__init__()
@@ -44,14 +32,9 @@ class ClipScore(nn.Module):
         self.std = list(cfg.get("std", open_clip.OPENAI_DATASET_STD))
 
     @classmethod
-    def load(
-        cls, model_name: str = "ViT-B-32", pretrained: Optional[str] = "openai", device: str = "cpu"
-    ) -> "ClipScore":
-        """Loads a CLIP model through ``taco_plus.text.clip_loading.load_clip``.
-
-        That loader fails fast, saying what to download, when pretrained weights
-        are not available offline.
-        """
+    def load(cls, model_name: str = "ViT-B-32", pretrained: Optional[str] = "openai", device: str = "cpu") -> "ClipScore":
+        """Through :func:`taco_plus.text.clip_loading.load_clip`, which fails fast, saying what to
+        download, when the weights are not on the machine."""
         import open_clip
 
         from taco_plus.text.clip_loading import clip_source, load_clip
@@ -61,33 +44,19 @@ class ClipScore(nn.Module):
         name = source.describe() if source is not None else f"{model_name} pretrained={pretrained!r}"
         return cls(model, open_clip.get_tokenizer(model_name), name=name)
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
     def preprocess(self, images: Tensor) -> Tensor:
-        """(B, 3, H, W) in [0, 1] -> (B, 3, S, S) normalised CLIP input."""
-        out_h, out_w = self.image_size
-        images = TF.resize(
-            images.float(),
-            [min(out_h, out_w)],
-            interpolation=TF.InterpolationMode.BICUBIC,
-            antialias=True,
-        )
-        images = TF.center_crop(images, [out_h, out_w]).clamp(0.0, 1.0)
-        return TF.normalize(images, self.mean, self.std)
+        """open_clip's evaluation transform on tensors: (B, 3, H, W) in [0, 1] -> (B, 3, S, S)
+        (short side resized, bicubic and antialiased; centre crop; CLIP normalisation)."""
+        size = list(self.image_size)
+        images = TF.resize(images.float(), [min(size)], interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
+        return TF.normalize(TF.center_crop(images, size).clamp(0.0, 1.0), self.mean, self.std)
 
     @torch.no_grad()
     def forward(self, images: Tensor, captions: Sequence[str]) -> Tensor:
         """CLIP scores, (B,), of ``images`` (B, 3, H, W) in [0, 1] against ``captions``."""
-        if images.dim() == 3:
-            images = images.unsqueeze(0)
-        if images.dim() != 4 or images.size(1) != 3:
-            raise ValueError(f"expected (B,3,H,W) images, got {tuple(images.shape)}")
         if len(captions) != images.size(0):
             raise ValueError(f"{images.size(0)} images but {len(captions)} captions")
-        device = self.device
+        device = next(self.model.parameters()).device
         image_emb = self.model.encode_image(self.preprocess(images.to(device)))  # (B, D)
         text_emb = self.model.encode_text(self.tokenizer(list(captions)).to(device))  # (B, D)
-        cos = F.cosine_similarity(image_emb.float(), text_emb.float(), dim=-1)
-        return 100.0 * cos.clamp(min=0.0)
+        return 100.0 * F.cosine_similarity(image_emb.float(), text_emb.float(), dim=-1).clamp(min=0.0)

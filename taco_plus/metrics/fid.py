@@ -1,19 +1,7 @@
-"""Fréchet Inception Distance as published FIDs are computed.
-
-FID (Heusel et al., 2017, "GANs Trained by a Two Time-Scale Update Rule Converge to
-a Local Nash Equilibrium") compares Gaussian fits of the 2048-d pool features of the
-FID Inception network: the TensorFlow graph ``pt_inception-2015-12-05`` converted to
-PyTorch, the network behind pytorch-fid, torch-fidelity and torchmetrics. The metric
-itself is torchmetrics' :class:`~torchmetrics.image.fid.FrechetInceptionDistance`
-(torch-fidelity's feature extractor, running sums in float64), with TensorFlow 1.x's
-bilinear resize to 299² (``antialias=False``), as the original FID code does.
-
-Protocols: learned-compression papers (HiFiC, Mentzer et al. 2020) cut each image of
-a small set (Kodak, CLIC) into non-overlapping 256×256 patches, one sample each;
-MS-COCO 30k has enough images to use them whole (``patch_size=None``).
-
-The weights are read from a local file, never downloaded: :func:`load_fid_metric`
-fails at once, saying what to download and where, when the file is absent.
+"""Fréchet Inception Distance as published FIDs are computed (Heusel et al., 2017): torchmetrics on
+the FID Inception weights (``pt_inception-2015-12-05``) with TensorFlow 1.x's resize; 256×256 patches
+for small sets (HiFiC, Mentzer et al. 2020), whole images for MS-COCO 30k. The weights are read from a
+local file, never downloaded (docs/evaluation.md).
 """
 
 from __future__ import annotations
@@ -40,52 +28,19 @@ def fid_weights_path() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / FID_WEIGHTS_FILE
 
 
-def load_fid_metric(weights: Optional[str | os.PathLike] = None) -> nn.Module:
-    """torchmetrics' ``FrechetInceptionDistance`` on the FID Inception weights in ``weights``.
-
-    Args:
-        weights: the weights file (default :func:`fid_weights_path`). torch-fidelity's
-            copy, ``weights-inception-2015-12-05-6726825d.pth``, is the same network.
-
-    Raises:
-        FidUnavailable: the file is absent or is not a plain tensor file.
-    """
-    path = Path(weights) if weights else fid_weights_path()
-    if not path.is_file():
-        raise FidUnavailable(
-            f"FID Inception weights not found at {path}: download {FID_WEIGHTS_URL} to that path "
-            f"(or set metrics.fid.weights=PATH, or TORCH_HOME), or evaluate without FID: metrics.fid.enabled=false"
-        )
-    try:  # a weights file is data: refuse pickled code before the library reads it
-        torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise FidUnavailable(f"{path} is not a plain weights file ({type(err).__name__}: {err})") from err
-    from torchmetrics.image.fid import FrechetInceptionDistance  # a heavy import: only when needed
-
-    return FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=str(path), antialias=False)
-
-
 def split_patches(x: Tensor, patch_size: Optional[int]) -> Tensor:
-    """(B, 3, H, W) -> (P, 3, p, p) non-overlapping patches (remainders dropped).
-
-    Images smaller than a patch, or ``patch_size=None``, stay whole.
-    """
+    """(B, 3, H, W) -> (B·nH·nW, 3, p, p) non-overlapping patches, remainders dropped; images
+    smaller than a patch, or ``patch_size=None``, stay whole."""
     if patch_size is None or min(x.shape[-2:]) < patch_size:
         return x
-    patches = x.unfold(2, patch_size, patch_size).unfold(3, patch_size, patch_size)
-    # (B, 3, nH, nW, p, p) -> (B·nH·nW, 3, p, p)
+    patches = x.unfold(2, patch_size, patch_size).unfold(3, patch_size, patch_size)  # (B, 3, nH, nW, p, p)
     return patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, x.size(1), patch_size, patch_size)
 
 
 class FidAccumulator:
-    """Feeds original/reconstruction pairs, as 8-bit patches, to a FID metric.
-
-    Args:
-        metric: a torchmetrics ``FrechetInceptionDistance`` (:func:`load_fid_metric`;
-            tests pass one with a small ``feature`` network taking uint8 images).
-        patch_size: side of the square patches (``None``: whole images).
-        name: the feature network, for provenance.
-    """
+    """Feeds original/reconstruction pairs, as 8-bit ``patch_size`` patches (None: whole images), to
+    ``metric``, a torchmetrics ``FrechetInceptionDistance`` (:meth:`inception`; tests pass one with a small
+    ``feature`` network taking uint8 images); ``name`` is the feature network, for provenance."""
 
     def __init__(self, metric: nn.Module, patch_size: Optional[int] = 256, name: Optional[str] = None) -> None:
         self.metric = metric
@@ -93,12 +48,25 @@ class FidAccumulator:
         self.name = name or type(metric.inception).__name__
 
     @classmethod
-    def inception(
-        cls, weights: Optional[str | os.PathLike] = None, patch_size: Optional[int] = 256, device: str = "cpu"
-    ) -> "FidAccumulator":
-        """The standard FID (:func:`load_fid_metric`) on ``device``."""
+    def inception(cls, weights: Optional[str | os.PathLike] = None, patch_size: Optional[int] = 256,
+                  device: str = "cpu") -> "FidAccumulator":
+        """The standard FID: torchmetrics' ``FrechetInceptionDistance`` on the weights file (default
+        :func:`fid_weights_path`; torch-fidelity's ``weights-inception-2015-12-05-6726825d.pth`` is the same
+        network), on ``device``; :class:`FidUnavailable` when the file is absent or not plain tensors."""
         path = Path(weights) if weights else fid_weights_path()
-        return cls(load_fid_metric(path).to(device), patch_size, f"FID Inception ({path.name}, torchmetrics)")
+        if not path.is_file():
+            raise FidUnavailable(
+                f"FID Inception weights not found at {path}: download {FID_WEIGHTS_URL} to that path "
+                f"(or set metrics.fid.weights=PATH, or TORCH_HOME), or evaluate without FID: metrics.fid.enabled=false"
+            )
+        try:  # a weights file is data: refuse pickled code before the library reads it
+            torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise FidUnavailable(f"{path} is not a plain weights file ({type(err).__name__}: {err})") from err
+        from torchmetrics.image.fid import FrechetInceptionDistance  # a heavy import: only when needed
+
+        metric = FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=str(path), antialias=False)
+        return cls(metric.to(device), patch_size, f"FID Inception ({path.name}, torchmetrics)")
 
     @property
     def num_samples(self) -> int:
@@ -111,21 +79,19 @@ class FidAccumulator:
     @torch.no_grad()
     def update(self, x: Tensor, x_hat: Tensor) -> None:
         """Adds originals ``x`` and reconstructions ``x_hat``, (B, 3, H, W) in [0, 1]."""
-        device = self.metric.device
         for images, real in ((x, True), (x_hat, False)):
-            self.metric.update(to_uint8(split_patches(images, self.patch_size)).to(device), real=real)
+            self.metric.update(to_uint8(split_patches(images, self.patch_size)).to(self.metric.device), real=real)
 
     def compute(self) -> float:
-        if min(int(self.metric.real_features_num_samples), int(self.metric.fake_features_num_samples)) < 2:
+        if min(self.num_samples, int(self.metric.fake_features_num_samples)) < 2:
             raise FidUnavailable(f"FID needs at least 2 samples, got {self.num_samples}")
         return float(self.metric.compute())
 
     def state_dict(self) -> dict[str, Tensor]:
-        """The running sums (a snapshot for resuming a long evaluation)."""
+        """The running sums: a snapshot to resume a long evaluation (without the network's weights)."""
         return {k: v.detach().cpu().clone() for k, v in self.metric.metric_state.items()}
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        """Restores :meth:`state_dict` (same feature width)."""
         current = self.metric.metric_state
         if set(state) != set(current) or any(state[k].shape != current[k].shape for k in current):
             raise ValueError("FID state does not match this metric (another feature network?)")

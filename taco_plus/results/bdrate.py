@@ -1,20 +1,7 @@
-"""Bjøntegaard delta rate (BD-rate) between two RD curves.
-
-G. Bjøntegaard, "Calculation of average PSNR differences between RD-curves",
-VCEG-M33, 2001. Log-rate is fitted as a function of the quality metric for each
-curve, both fits are integrated over the metric interval the curves share, and the
-mean log-rate difference becomes a percentage: ``BD-rate = exp(Δ) − 1``. Negative
-means the test curve needs fewer bits than the anchor for the same quality.
-
-Two interpolations:
-
-* ``"pchip"`` (default): piecewise cubic Hermite interpolation, as in the JVET
-  common-test-conditions spreadsheet (VCEG-AL22); works from 2 points per curve.
-* ``"cubic"``: the original least-squares cubic polynomial; needs 4 points.
-
-The metric may improve upwards (PSNR) or downwards (LPIPS): only the shared
-interval matters. Each curve must be monotonic in the metric. On results files:
-``python -m taco_plus.experiments compare anchor.json test.json`` (every metric).
+"""Bjøntegaard delta rate (BD-rate) between two RD curves (G. Bjøntegaard, VCEG-M33, 2001): log-rate
+interpolated as a function of the (monotonic) quality metric, integrated over the interval both curves
+share; ``exp(mean difference) − 1``, negative when the test curve needs fewer bits. ``"pchip"``: piecewise
+cubic Hermite, as the JVET CTC spreadsheet (VCEG-AL22), from 2 points; ``"cubic"``: the original, 4+.
 """
 
 from __future__ import annotations
@@ -31,10 +18,8 @@ def _prepare(rate: Sequence[float], metric: Sequence[float], method: str, which:
     rate, metric = np.asarray(rate, dtype=np.float64), np.asarray(metric, dtype=np.float64)
     if rate.shape != metric.shape or rate.ndim != 1:
         raise ValueError(f"{which}: rate and metric must be 1-D arrays of the same length")
-    if not (np.isfinite(rate).all() and np.isfinite(metric).all()):
-        raise ValueError(f"{which}: non-finite values")
-    if (rate <= 0).any():
-        raise ValueError(f"{which}: rates must be positive")
+    if not (np.isfinite(metric).all() and np.isfinite(rate).all() and (rate > 0).all()):
+        raise ValueError(f"{which}: non-finite values or non-positive rates")
     needed = 4 if method == "cubic" else 2
     if len(rate) < needed:
         raise ValueError(f"{which}: {method!r} BD-rate needs at least {needed} points, got {len(rate)}")
@@ -62,13 +47,7 @@ def bd_rate(
     metric_test: Sequence[float],
     method: str = "pchip",
 ) -> float:
-    """BD-rate of the test curve against the anchor, in percent.
-
-    Args:
-        rate_anchor / metric_anchor: anchor rate points (bpp) and quality values.
-        rate_test / metric_test: test rate points and quality values.
-        method: ``"pchip"`` or ``"cubic"`` (see module docstring).
-    """
+    """BD-rate in percent of the test curve (rates in bpp, quality values) against the anchor."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     m_a, r_a = _prepare(rate_anchor, metric_anchor, method, "anchor")

@@ -1,13 +1,6 @@
-"""Rate-distortion plots of results files, with the shipped reference curves.
+"""Rate-distortion plots of results files with the shipped reference curves, one panel per metric::
 
-Usage::
-
-    python -m taco_plus.results.plot a.json b.json --metric psnr-rgb \
-        --reference elic_paper --reference lic_tcm_large -o rd_psnr.png
-    python -m taco_plus.results.plot a.json --metric psnr-rgb --metric lpips -o rd.png   # one panel each
-
-Any results file in CompressAI's format works; ``--reference all`` draws every
-shipped curve that has the metric. Single-point files are drawn as markers.
+    python -m taco_plus.results.plot a.json b.json --metric psnr-rgb --reference elic_paper -o rd_psnr.png
 """
 
 from __future__ import annotations
@@ -18,29 +11,23 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from taco_plus.results.format import LOWER_IS_BETTER, METRIC_LABELS, curve, list_references, load_reference, \
-    load_results
+from taco_plus.results.format import curve, list_references, load_curve, load_results
 
 logger = logging.getLogger(__name__)
 QUALITY = ("psnr-rgb", "ms-ssim-rgb", "lpips", "clip_score")
+# Axis labels of the known metrics (any results key can be plotted).
+METRIC_LABELS = {"bpp": "Bit-rate [bpp]", "psnr-rgb": "PSNR (RGB) [dB]", "ms-ssim-rgb": "MS-SSIM (RGB)", "lpips": "LPIPS",
+                 "clip_score": "CLIP score", "fid": "FID", "encoding_time": "Encoding time [s]",
+                 "decoding_time": "Decoding time [s]"}
+LOWER_IS_BETTER = {"lpips", "fid", "encoding_time", "decoding_time"}
 
 
-def plot_rd(
-    sources: Sequence[str | Path | Mapping[str, Any]],
-    out: str | Path,
-    metrics: Optional[str | Sequence[str]] = None,
-    references: Sequence[str] = (),
-    title: Optional[str] = None,
-) -> Path:
-    """Draws each metric against bpp, one panel per metric, results solid and references dashed.
-
-    Args:
-        sources: results file paths or loaded results dicts (their ``name`` is the legend).
-        out: PNG file to write.
-        metrics: results key(s) on the y axes (default: every quality metric a curve has).
-        references: names of shipped reference curves (``"all"``: every one with the metrics).
-        title: figure title.
-    """
+def plot_rd(sources: Sequence[str | Path | Mapping[str, Any]], out: str | Path,
+            metrics: Optional[str | Sequence[str]] = None, references: Sequence[str] = (),
+            title: Optional[str] = None) -> Path:
+    """Draws each metric against bpp into the PNG ``out``, one panel per metric (default: every quality
+    metric a curve has): ``sources`` (results files or dicts, legend = their ``name``) solid, the shipped
+    reference curves named in ``references`` (``"all"``: every one with the metrics) dashed."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only; no display on servers and CI
@@ -48,7 +35,7 @@ def plot_rd(
 
     curves = [load_results(s) if isinstance(s, (str, Path)) else dict(s) for s in sources]
     everything = list(references) == ["all"]
-    refs = [load_reference(n) for n in (list_references() if everything else references)]
+    refs = [load_curve(n) for n in (list_references() if everything else references)]
     if isinstance(metrics, str):
         metrics = [metrics]
     metrics = list(metrics or [m for m in QUALITY if any(m in c["results"] for c in curves + refs)])

@@ -1,10 +1,5 @@
-"""Provenance recorded in results files: which checkpoint, captions, code and machine.
-
-A results file must say what produced it so that a curve can be traced back and
-re-run: the checkpoint's path and sha256, the caption set's fingerprint, the git
-commit of the code (``+dirty`` when the working tree has changes), library
-versions and the device.
-"""
+"""Provenance recorded in results files: file hashes, the code's git commit, library versions
+and device, so that every curve can be traced back and re-run."""
 
 from __future__ import annotations
 
@@ -20,7 +15,7 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
+    """Hex sha256 of a file."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(chunk), b""):
@@ -31,14 +26,12 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 def git_commit(repo: str | os.PathLike = PACKAGE_DIR) -> Optional[str]:
     """``HEAD`` of the checkout holding the code (``+dirty`` if modified), or None when the
     package is not in a git checkout (an installed wheel) or git is missing."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip()
+
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=repo, capture_output=True, text=True, timeout=10, check=True,
-        ).stdout.strip()
+        commit, dirty = git("rev-parse", "HEAD"), git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return None
     return commit + ("+dirty" if dirty else "") if commit else None
@@ -51,15 +44,9 @@ def environment(device: Any = None) -> dict[str, Any]:
 
     import taco_plus
 
-    env = {
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "taco_plus": taco_plus.__version__,
-        "git_commit": git_commit(),
-        "torch": torch.__version__,
-        "compressai": compressai.__version__,
-        "python": platform.python_version(),
-        "host": platform.node(),
-    }
+    env = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "taco_plus": taco_plus.__version__,
+           "git_commit": git_commit(), "torch": torch.__version__, "compressai": compressai.__version__,
+           "python": platform.python_version(), "host": platform.node()}
     if device is not None:
         env["device"] = str(device)
         if str(device).startswith("cuda") and torch.cuda.is_available():
