@@ -3,6 +3,7 @@ from its base only where it says, every run trains and evaluates, and the CLI pr
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from pathlib import Path
@@ -69,10 +70,16 @@ def _flat(node, prefix=""):
     return {prefix[:-1]: node}
 
 
+@functools.cache
+def _composed(name: str):
+    """Each run composed once for the module (bases serve several runs); only read, never changed."""
+    return load_run(name)
+
+
 @pytest.mark.parametrize("name", [n for n in RUNS if n not in ("taco_baseline", "quickstart")])
 def test_each_run_differs_from_its_base_only_where_it_declares(name):
-    run = load_run(name)
-    base = load_run(run.base)
+    run = _composed(name)
+    base = _composed(run.base)
     configs = [OmegaConf.to_container(r.cfg, resolve=False) for r in (run, base)]
     for c in configs:
         for key in ("hydra", "name", "meta"):

@@ -3,6 +3,7 @@ registry, and a loud failure naming the file when a source is missing. (LaTeX it
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -19,6 +20,17 @@ from tests.fixtures.registry.make_runs import make_sweep
 FIXTURES = Path(__file__).parent / "fixtures" / "registry"
 EXPECTED = ("runs.tex", "results.tex", "rd_kodak.png", "rd_skimage_quickstart.png", "sensitivity.tex",
             "attention.tex", "attention.png", "macros.tex", "manifest.json")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def runs_composed_once():
+    """The registered runs are composed once for the module (composing 21 runs dominates a build):
+    the second build of the determinism test renders the same runs again."""
+    import taco_plus.experiments.report as report
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(report, "load_runs", functools.cache(report.load_runs))
+        yield
 
 
 @pytest.fixture(scope="module")
