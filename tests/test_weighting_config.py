@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError
 
 from taco_plus.captions.sources import CaptionSetSource
+from taco_plus.config import register_configs
 from taco_plus.weighting import (
     FingerprintMismatchError,
     NerWeighting,
@@ -52,6 +53,7 @@ def test_option_matches_its_schema(option):
 
 @pytest.fixture
 def config_dir(tmp_path):
+    register_configs()  # the schemas the options' defaults name, whatever ran before
     root = tmp_path / "configs"
     shutil.copytree(CONFIGS / "weighting", root / "weighting")
     (root / "experiment").mkdir()
