@@ -26,15 +26,16 @@ def deconv(in_ch: int, out_ch: int, kernel_size: int = 5, stride: int = 2) -> nn
 
 class WinogradConv2d(nn.Conv2d):
     """A 3x3 stride-1 ``nn.Conv2d`` that, in fp32 CPU inference, runs NNPACK's Winograd
-    F(6x6, 3x3): ~1.7x faster than oneDNN with one thread, ~1e-5 relative float error
-    (oneDNN: ~1e-6). Training (grad enabled), GPU, autocast or a torch without NNPACK
-    get the plain convolution. Same parameters and state-dict names as ``nn.Conv2d``."""
+    F(6x6, 3x3): ~2x faster than oneDNN's channels-last convolution with one thread (96
+    channels, 128x192), ~1e-5 relative float error (oneDNN: ~1e-6). Training (grad enabled),
+    GPU, autocast or a torch without NNPACK get the plain convolution; parameters and
+    state-dict names are ``nn.Conv2d``'s."""
 
     def forward(self, x: Tensor) -> Tensor:
         if (
             not torch.is_grad_enabled() and x.device.type == "cpu" and x.dim() == 4
             and x.dtype == self.weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
-            and getattr(torch, "_nnpack_available", lambda: False)()
+            and getattr(torch, "_nnpack_available", lambda: False)()  # also initialises NNPACK
         ):  # fmt: skip
             return torch._nnpack_spatial_convolution(x, self.weight, self.bias, self.padding)
         return super().forward(x)
