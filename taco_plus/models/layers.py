@@ -8,6 +8,7 @@ TACO state dicts (``branch``, ``fushion`` [sic], ``fusion``) load unchanged.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 
@@ -21,6 +22,31 @@ def deconv(in_ch: int, out_ch: int, kernel_size: int = 5, stride: int = 2) -> nn
     return nn.ConvTranspose2d(
         in_ch, out_ch, kernel_size, stride=stride, output_padding=stride - 1, padding=kernel_size // 2
     )
+
+
+class WinogradConv2d(nn.Conv2d):
+    """A 3x3 stride-1 ``nn.Conv2d`` that, in fp32 CPU inference, runs NNPACK's Winograd
+    F(6x6, 3x3): ~2x faster than oneDNN's channels-last convolution with one thread (96
+    channels, 128x192), ~1e-5 relative float error (oneDNN: ~1e-6). Training (grad enabled),
+    GPU, autocast or a torch without NNPACK get the plain convolution; parameters and
+    state-dict names are ``nn.Conv2d``'s."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if (
+            not torch.is_grad_enabled() and x.device.type == "cpu" and x.dim() == 4
+            and x.dtype == self.weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+            and getattr(torch, "_nnpack_available", lambda: False)()  # also initialises NNPACK
+        ):  # fmt: skip
+            return torch._nnpack_spatial_convolution(x, self.weight, self.bias, self.padding)
+        return super().forward(x)
+
+
+def use_winograd(module: nn.Module) -> None:
+    """Makes every plain 3x3 stride-1 'same' convolution inside ``module`` a :class:`WinogradConv2d`."""
+    for c in module.modules():
+        if type(c) is nn.Conv2d and (c.kernel_size, c.stride, c.padding, c.dilation) == ((3, 3), (1, 1), (1, 1), (1, 1)):
+            if c.groups == 1 and c.padding_mode == "zeros":
+                c.__class__ = WinogradConv2d
 
 
 class ResidualBottleneck(nn.Module):

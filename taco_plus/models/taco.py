@@ -22,21 +22,10 @@ from compressai.ops import quantize_ste
 from torch import Tensor, nn
 
 from taco_plus.models.attention import AttentionFactory
-from taco_plus.models.checkerboard import (
-    DecodingCoder,
-    EncodingCoder,
-    LatentCoder,
-    RoundingCoder,
-    code_group,
-)
+from taco_plus.models.checkerboard import DecodingCoder, EncodingCoder, LatentCoder, RoundingCoder, code_group
 from taco_plus.models.layers import ChannelContext, EntropyParameters
 from taco_plus.models.rans import BucketizedGaussianConditional, decode_bottleneck, encode_bottleneck
-from taco_plus.models.transforms import (
-    AnalysisTransform,
-    HyperAnalysis,
-    HyperSynthesis,
-    SynthesisTransform,
-)
+from taco_plus.models.transforms import AnalysisTransform, HyperAnalysis, HyperSynthesis, SynthesisTransform
 
 
 class TACO(CompressionModel):
@@ -134,26 +123,20 @@ class TACO(CompressionModel):
         self, coder: LatentCoder, hyper: Tensor, y: Optional[Tensor]
     ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
         """Codes every channel group in order; returns y_hat and per-group scales/means."""
-        bounds = [sum(self.slice_ch[:i]) for i in range(len(self.slice_ch) + 1)]
         # One memory layout on every path, so forward, compress and decompress run
         # the same conv kernels and reconstruct bit-identical latents.
-        y = None if y is None else y.contiguous()
+        y_slices = [None] * len(self.slice_ch) if y is None else y.contiguous().split(self.slice_ch, dim=1)
         hyper = hyper.contiguous()
         y_hat_slices: list[Tensor] = []
         scales, means = [], []
-        for i in range(len(self.slice_ch)):
-            y_slice = None if y is None else y[:, bounds[i] : bounds[i + 1]]
+        for i, y_slice in enumerate(y_slices):
             context = [hyper]
             if i:
                 context.insert(0, self.channel_context[i](torch.cat(y_hat_slices, dim=1)))
             y_hat_slice, s, m = code_group(
-                coder,
-                y_slice,
-                context,
-                self.entropy_parameters_anchor[i],
-                self.entropy_parameters_nonanchor[i],
-                self.local_context[i],
-            )
+                coder, y_slice, context,
+                self.entropy_parameters_anchor[i], self.entropy_parameters_nonanchor[i], self.local_context[i],
+            )  # fmt: skip
             y_hat_slices.append(y_hat_slice)
             scales.append(s)
             means.append(m)
@@ -181,13 +164,8 @@ class TACO(CompressionModel):
             hyper = self.h_s(z_hat)
 
             y_hat, scales, means = self._code_latents(RoundingCoder(), hyper, y)
-            bounds = [sum(self.slice_ch[:i]) for i in range(len(self.slice_ch) + 1)]
             y_likelihoods = torch.cat(
-                [
-                    self.gaussian_conditional(y[:, bounds[i] : bounds[i + 1]], s, m)[1]
-                    for i, (s, m) in enumerate(zip(scales, means))
-                ],
-                dim=1,
+                [self.gaussian_conditional(y_i, s, m)[1] for y_i, s, m in zip(y.split(self.slice_ch, 1), scales, means)], 1
             )
         x_hat = self.g_s(y_hat)
         return {"x_hat": x_hat, "y": y, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
@@ -251,13 +229,7 @@ class TACO(CompressionModel):
         from taco_plus.models.official import infer_official_config, normalise_state_dict
 
         state_dict = normalise_state_dict(checkpoint)
-        config = {
-            **infer_official_config(state_dict),
-            "mask_padding": False,
-            "scale_table_levels": 64,
-            **overrides,
-        }
-        model = cls(**config)
+        model = cls(**{**infer_official_config(state_dict), "mask_padding": False, "scale_table_levels": 64, **overrides})
         model.load_state_dict(state_dict)
         return model
 

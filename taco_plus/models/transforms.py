@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from taco_plus.models.adapter import Extractor, Injector
 from taco_plus.models.attention import AttentionFactory
-from taco_plus.models.layers import ResidualBottleneck, conv, deconv
+from taco_plus.models.layers import ResidualBottleneck, conv, deconv, use_winograd
 
 
 def _res3(N: int) -> list[nn.Module]:
@@ -68,6 +68,9 @@ class AnalysisTransform(nn.Module):
             conv(N, M),
             AttentionBlock(M),
         )  # fmt: skip
+        # Encoder only: y needs no bit-exactness, only the reference's values to float
+        # error; the decoder (g_s, h_s, the context networks) keeps direct convolutions.
+        use_winograd(self.analysis_transform)
 
     def forward(
         self,
@@ -78,18 +81,15 @@ class AnalysisTransform(nn.Module):
     ) -> Tensor:
         if self.caption_summary is not None:  # (B, L, D) -> (B, k, D), mask and weights used up
             text, text_mask, text_weights = self.caption_summary(text, text_mask, text_weights), None, None
-        # Channels-last inside (faster convolutions, see SynthesisTransform.forward).
-        x = x.contiguous(memory_format=torch.channels_last)
+        # NCHW throughout: NNPACK's Winograd convolutions take and return it.
         for layer in self.analysis_transform:
             if isinstance(layer, Injector):
-                x = layer(x, text, text_mask, text_weights).contiguous(memory_format=torch.channels_last)
+                x = layer(x, text, text_mask, text_weights)
             elif isinstance(layer, Extractor):
                 text = layer(text, x, text_weights)
             else:
                 x = layer(x)
-        # y back in the default layout: what follows (h_a, the entropy model) must run
-        # the same kernels as the reference code and the decoder.
-        return x.contiguous()
+        return x
 
     def is_adapter(self, name: str) -> bool:
         """Whether a state-dict key of g_a (``name`` relative to it) is text adapter:
