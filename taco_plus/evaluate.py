@@ -31,6 +31,7 @@ from taco_plus.results.per_image import read_per_image_csv, summarize, write_per
 from taco_plus.results.provenance import environment, file_sha256
 from taco_plus.results.sensitivity import CAPTION_MODES, derangement, sensitivity_table, write_sensitivity
 from taco_plus.text.clip_loading import ClipWeightsUnavailableError
+from taco_plus.train.trainer import resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -244,9 +245,7 @@ def build_metrics(cfg: DictConfig, device: torch.device) -> tuple[Any, Optional[
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Evaluates as configured; returns the results dict (also in ``out_dir/results.json``)."""
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device={cfg.device!r} but CUDA is not available (use device=cpu)")
+    device = resolve_device(cfg.device)
     if not cfg.out_dir and not HydraConfig.initialized():
         raise ValueError("out_dir is required outside a Hydra run")
     out_dir = Path(cfg.out_dir or HydraConfig.get().runtime.output_dir)

@@ -104,6 +104,8 @@ class CocoCaptionsSource(CaptionSource):
 
 def open_caption_source(path: os.PathLike | str) -> CaptionSource:
     """The source of a caption file: a COCO captions file (told by its keys) or a caption set."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"caption file not found: {path}")
     data = read_json(path)
     coco = isinstance(data, dict) and "annotations" in data and "images" in data
     return CocoCaptionsSource(path) if coco else CaptionSetSource(path)

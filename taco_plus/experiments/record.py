@@ -101,7 +101,7 @@ def _caption_set(folder: Path, results: dict, configs: dict[str, Optional[dict]]
     or the ``captions`` node of its evaluation or training config."""
     from hydra.utils import instantiate
 
-    from taco_plus.weighting.corpus import open_caption_source
+    from taco_plus.captions.sources import open_caption_source
 
     recorded_set = (results.get("meta") or {}).get("caption_set") or {}
     if recorded_set.get("fingerprint"):

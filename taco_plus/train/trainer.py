@@ -52,6 +52,14 @@ class DistContext:
         return self.rank == 0
 
 
+def resolve_device(name: str, ctx: DistContext = DistContext()) -> torch.device:
+    """``"auto"`` -> CUDA when available, else the CPU; under torchrun, this rank's GPU."""
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} requested but CUDA is not available (use cpu)")
+    return torch.device("cuda", ctx.local_rank) if device.type == "cuda" and ctx.distributed else device
+
+
 @dataclass
 class Components:
     """Everything a run trains with, built by :func:`taco_plus.train.build_components`;
@@ -203,9 +211,7 @@ class Trainer:
         ctx = ctx or DistContext()
         run_dir = Path(run_dir)
         ckpt_dir = run_dir / "checkpoints"
-        device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if self.device == "auto" else self.device)
-        if device.type == "cuda" and ctx.distributed:  # one GPU per process
-            device = torch.device("cuda", ctx.local_rank)
+        device = resolve_device(self.device, ctx)
         model = parts.model.to(device)
         parts.text_encoder.to(device)
         parts.loss.to(device)

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional, Union
 
-from taco_plus.captions.format import read_json
-from taco_plus.captions.sources import CaptionSetSource, CaptionSource, CocoCaptionsSource
+from taco_plus.captions.sources import open_caption_source
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -22,15 +20,6 @@ class CaptionCorpus:
     captions: tuple[str, ...]
     fingerprint: str
     source: str
-
-
-def open_caption_source(path: PathLike) -> CaptionSource:
-    """Opens a caption file, telling a COCO captions file from a caption set by its keys."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"caption file not found: {path}")
-    data = read_json(path)
-    coco = isinstance(data, dict) and "annotations" in data and "images" in data
-    return CocoCaptionsSource(path) if coco else CaptionSetSource(path)
 
 
 def load_corpus(path: PathLike) -> CaptionCorpus:
