@@ -20,6 +20,8 @@ import open_clip
 import torch
 from torch import nn
 
+from taco_plus.text.tokenizer import LONG_CONTEXT_LENGTH
+
 logger = logging.getLogger(__name__)
 
 MODEL_CONFIG_DIR = Path(__file__).with_name("model_configs")
@@ -61,6 +63,11 @@ def register_model_configs() -> None:
 def clip_source(model: nn.Module) -> Optional[ClipSource]:
     """The :class:`ClipSource` recorded by :func:`load_clip`, or None."""
     return getattr(model, "taco_source", None)
+
+
+def is_longclip(model_name: str) -> bool:
+    """Whether an open_clip architecture has Long-CLIP's 248 text positions (loaded by :mod:`.longclip`)."""
+    return (open_clip.get_model_config(model_name) or {}).get("text_cfg", {}).get("context_length") == LONG_CONTEXT_LENGTH
 
 
 def load_clip(
@@ -107,6 +114,11 @@ def load_clip(
             torch.manual_seed(seed)
             model = open_clip.create_model(model_name, pretrained=None, **kwargs)
         source = ClipSource(model_name, None, seed=seed)
+    elif is_longclip(model_name):  # a Long-CLIP release file or Hugging Face folder (taco_plus.text.longclip)
+        from taco_plus.text.longclip import load_longclip
+
+        model, checkpoint = load_longclip(model_name, pretrained, kwargs)
+        source = ClipSource(model_name, pretrained, checkpoint)
     elif os.path.exists(pretrained.removeprefix("local-dir:")) or pretrained.endswith(WEIGHT_SUFFIXES) \
             or os.sep in pretrained:
         model, checkpoint = _load_local(model_name, Path(pretrained.removeprefix("local-dir:")), kwargs)
