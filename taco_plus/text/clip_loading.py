@@ -67,7 +67,8 @@ def clip_source(model: nn.Module) -> Optional[ClipSource]:
 
 def is_longclip(model_name: str) -> bool:
     """Whether an open_clip architecture has Long-CLIP's 248 text positions (loaded by :mod:`.longclip`)."""
-    return (open_clip.get_model_config(model_name) or {}).get("text_cfg", {}).get("context_length") == LONG_CONTEXT_LENGTH
+    text_cfg = (open_clip.get_model_config(model_name) or {}).get("text_cfg", {})
+    return text_cfg.get("context_length") == LONG_CONTEXT_LENGTH
 
 
 def load_clip(
@@ -82,9 +83,10 @@ def load_clip(
     """Loads a frozen open_clip model (eval mode, no parameter requires grad).
 
     Args:
-        model_name: open_clip architecture (``"ViT-B-32"``, ``"taco-tiny-clip"``), or an
-            ``"hf-hub:org/repo"`` / ``"local-dir:/path"`` id (``pretrained`` then ignored).
-        pretrained: tag, weights file, folder, or None/``"random"`` (docs/text.md).
+        model_name: open_clip architecture (``"ViT-B-32"``, ``"taco-tiny-clip"``, ``"LongCLIP-B"``), or
+            an ``"hf-hub:org/repo"`` / ``"local-dir:/path"`` id (``pretrained`` then ignored).
+        pretrained: tag, weights file, folder, or None/``"random"``; for Long-CLIP: ``"release"``,
+            a release file or a Hugging Face folder (docs/text.md).
         quick_gelu: force QuickGELU on or off; None takes it from the tag, the folder's
             ``open_clip_config.json``, or the architecture.
         cache_dir: Hugging Face / open_clip cache directory.

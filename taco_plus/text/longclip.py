@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import re
 from pathlib import Path
 from typing import Any
@@ -41,7 +40,7 @@ HF_RENAMES = (
     (r"^vision_model\.embeddings\.position_embedding\.weight", "visual.positional_embedding"),
     (r"^vision_model\.pre_layrnorm", "visual.ln_pre"), (r"^vision_model\.post_layernorm", "visual.ln_post"),
     (r"^vision_model\.encoder\.layers", "visual.transformer.resblocks"), (r"\.self_attn\.out_proj", ".attn.out_proj"),
-    (r"\.layer_norm1", ".ln_1"), (r"\.layer_norm2", ".ln_2"), (r"\.mlp\.fc1", ".mlp.c_fc"), (r"\.mlp\.fc2", ".mlp.c_proj"),
+    (r"\.layer_norm1", ".ln_1"), (r"\.layer_norm2", ".ln_2"), (r"\.fc1", ".c_fc"), (r"\.fc2", ".c_proj"),
 )
 
 
@@ -57,7 +56,8 @@ def longclip_weights(model_name: str, pretrained: str, cache_dir: str | None = N
     from the Hugging Face cache (downloaded when online; ``HF_HUB_OFFLINE=1`` reads the cache only)."""
     if pretrained != RELEASE:
         if not os.path.exists(pretrained):
-            raise FileNotFoundError(f"Long-CLIP weights: no such file or folder: {pretrained}. {weights_hint(model_name)}")
+            raise FileNotFoundError(f"Long-CLIP weights: no such file or folder: {pretrained}. "
+                                    + weights_hint(model_name))
         return Path(pretrained)
     if model_name not in RELEASES:
         raise ValueError(f"{model_name} has no released Long-CLIP checkpoint: pass a file or folder as pretrained")
@@ -68,15 +68,16 @@ def longclip_weights(model_name: str, pretrained: str, cache_dir: str | None = N
     try:
         return Path(hf_hub_download(repo, file, cache_dir=cache_dir, local_files_only=offline))
     except Exception as err:  # noqa: BLE001 - missing file, offline, network: one message that says what to do
-        raise ClipWeightsUnavailableError(f"{model_name} weights ({repo}, {file}) are not on this machine and cannot "
-                                          f"be downloaded now ({type(err).__name__}). {weights_hint(model_name)}") from err
+        raise ClipWeightsUnavailableError(f"{model_name} weights ({repo}, {file}) are not on this machine and "
+                                          f"cannot be downloaded now ({type(err).__name__}). "
+                                          + weights_hint(model_name)) from err
 
 
 def from_release(state: dict[str, Tensor], path: Path) -> dict[str, Tensor]:
     """A release state dict with Long-CLIP's two positional tables as the one its model adds."""
     state = {k: v for k, v in state.items() if k not in ("input_resolution", "context_length", "vocab_size")}
     if "positional_embedding_res" not in state:
-        raise ValueError(f"{path} has no positional_embedding_res: not a Long-CLIP checkpoint (longclip-B.pt, longclip-L.pt)")
+        raise ValueError(f"{path} has no positional_embedding_res: not a Long-CLIP checkpoint (longclip-B.pt, -L.pt)")
     res = state.pop("positional_embedding_res")
     state["positional_embedding"] = torch.cat([state["positional_embedding"][:KEEP], res[KEEP:]])  # (248, width)
     return state
@@ -85,12 +86,14 @@ def from_release(state: dict[str, Tensor], path: Path) -> dict[str, Tensor]:
 def from_hugging_face(folder: Path) -> dict[str, Tensor]:
     """A transformers ``CLIPModel`` folder (``config.json``, ``model.safetensors`` or
     ``pytorch_model.bin``) with 248 text positions, in open_clip's key names."""
-    config = json.loads((folder / "config.json").read_text(encoding="utf-8")) if (folder / "config.json").is_file() else {}
+    config_file = folder / "config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
     text, vision = config.get("text_config", {}), config.get("vision_config", {})
     positions = text.get("max_position_embeddings", 77)  # transformers writes only non-default values
-    if positions != LONG_CONTEXT_LENGTH or {text.get("hidden_act", "quick_gelu"), vision.get("hidden_act", "quick_gelu")} != {"quick_gelu"}:
+    acts = {text.get("hidden_act", "quick_gelu"), vision.get("hidden_act", "quick_gelu")}
+    if positions != LONG_CONTEXT_LENGTH or acts != {"quick_gelu"}:
         raise ValueError(f"{folder} is not a Hugging Face CLIPModel folder of a Long-CLIP model (config.json: "
-                         f"{positions} text positions, QuickGELU activations expected; {LONG_CONTEXT_LENGTH} needed)")
+                         f"{positions} text positions, activations {sorted(acts)}; 248 and quick_gelu needed)")
     if (folder / "model.safetensors").is_file():
         from safetensors.torch import load_file
 
@@ -120,7 +123,9 @@ def load_longclip(model_name: str, pretrained: str, kwargs: dict[str, Any]) -> t
     try:
         state = from_hugging_face(path) if path.is_dir() else \
             from_release(torch.load(path, map_location="cpu", weights_only=True), path)
-    except (RuntimeError, EOFError, pickle.UnpicklingError) as err:  # not a checkpoint, truncated, or unsafe pickle
+    except (ValueError, FileNotFoundError):
+        raise
+    except Exception as err:  # noqa: BLE001 - not a checkpoint, truncated, an unsafe pickle
         raise ValueError(f"{path}: not a readable Long-CLIP checkpoint ({str(err).splitlines()[0]})") from None
     model = open_clip.create_model(model_name, pretrained=None, **kwargs)
     try:
