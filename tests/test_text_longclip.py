@@ -276,3 +276,34 @@ def test_the_caption_policy_reaches_248_tokens_only_on_a_248_position_tower():
         ClipTextEncoder("taco-tiny-clip", None, max_tokens=100)
     assert compose(["debug=tiny", "text_encoder.max_tokens=248"]).text_encoder.model_name == "taco-tiny-longclip"
     assert compose(["debug=tiny"]).text_encoder.model_name == "taco-tiny-clip"
+
+
+@pytest.mark.parametrize("attention", ["full", "linformer_text", "linformer"])
+def test_token_weights_and_linformer_take_long_clip_features(attention):
+    """TF-IDF weights on the 248-position layout reach a word past CLIP's 77 positions and move
+    the latent through each attention option; so does changing that word."""
+    from taco_plus.checkpoint import build_model
+    from taco_plus.weighting import TfidfStatistics, TfidfWeighting
+
+    enc = ClipTextEncoder("taco-tiny-longclip", None, max_tokens=248, pad="zero")
+    captions = [longclip_golden.CAPTIONS[0] + " a zebra", "a red bus"]
+    feats = enc(captions)
+    zebra = feats.layouts[0].ids.index(bpe_ids("zebra")[0])
+    assert zebra > 77  # beyond CLIP's positions
+    weights = TfidfWeighting(TfidfStatistics({"zebra": 4.0}, 10, "0" * 64)).weights(feats.layouts, captions)
+    assert weights.shape == (2, 248) and weights[0, zebra] > 1 and weights[0, 200:].eq(1).all()  # padding: 1
+    node = to_container(compose([f"attention={attention}", "model=tiny", "text_encoder=tiny",
+                                 "text_encoder.max_tokens=248", "text_encoder.pad=zero"]).model)
+    torch.manual_seed(0)
+    model = build_model(node).eval()
+    for name, p in model.named_parameters():
+        if name.endswith("gamma"):  # 0 at init: make the text matter
+            torch.nn.init.normal_(p, std=0.5)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        plain = model.analysis(x, feats.tokens, feats.mask)
+        weighted = model.analysis(x, feats.tokens, feats.mask, weights)
+        other = enc([longclip_golden.CAPTIONS[0] + " a giraffe", "a red bus"])
+        changed = model.analysis(x, other.tokens, other.mask)
+    assert (weighted - plain)[0].abs().max() > 1e-4
+    assert (changed - plain)[0].abs().max() > 1e-4
