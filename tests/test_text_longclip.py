@@ -129,21 +129,26 @@ def test_reference_reproduces_the_golden_file(reference):
 
 
 @needs_reference
-@pytest.mark.parametrize("width,layers", [(128, 2), (256, 3)])
+@pytest.mark.parametrize("width,layers", [(128, 2), (256, 3), (512, 12)])
 def test_reference_side_by_side(reference, tmp_path, width, layers):
-    """A multi-head random Long-CLIP (heads = width / 64, full vocabulary), captions of every
-    length: our states, text and image embeddings equal the reference's at every position."""
+    """A multi-head random Long-CLIP (heads = width / 64, full vocabulary; 512: LongCLIP-B's
+    own architecture, 50 s), captions of every length: our states, text and image embeddings
+    equal the reference's at every position."""
     name = f"taco-test-longclip-{width}"
     config = {"embed_dim": 96, "quick_gelu": True,
               "vision_cfg": {"image_size": 64, "patch_size": 16, "width": width, "head_width": 64, "layers": 2},
               "text_cfg": {"context_length": 248, "vocab_size": 49408, "width": width, "heads": width // 64,
                            "layers": layers}}
-    (tmp_path / f"{name}.json").write_text(json.dumps(config))
-    open_clip.add_model_config(tmp_path / f"{name}.json")
+    if width == 512:
+        name, config = "LongCLIP-B", open_clip.get_model_config("LongCLIP-B")
+    else:
+        (tmp_path / f"{name}.json").write_text(json.dumps(config))
+        open_clip.add_model_config(tmp_path / f"{name}.json")
     state = longclip_golden.random_release(reference, longclip_golden.dims_of(config), seed=width)
     torch.save(state, tmp_path / "longclip.pt")
-    captions = ["a red boat", "", *longclip_golden.CAPTIONS]  # 5 tokens to > 248
-    pixels = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    captions = ["a red boat", "", *longclip_golden.CAPTIONS]  # 2 tokens to > 248
+    size = config["vision_cfg"]["image_size"]
+    pixels = torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(1))
     ref = longclip_golden.reference_outputs(reference, tmp_path / "longclip.pt", captions, pixels)
     out = ours(name, str(tmp_path / "longclip.pt"), captions, pixels)
     pads = longclip_golden.pad_positions(ref["ids"])
@@ -156,7 +161,7 @@ def test_reference_side_by_side(reference, tmp_path, width, layers):
         "pad positions vs encode_text_full (causal only; not the pad rule)":
             rel(out["states"][pads], ref["text_states"][pads]),
     }
-    print(f"width {width}, {layers} layers:", errors)
+    print(f"{name}, width {width}, {layers} layers:", errors)
     assert errors["ids equal"] and max(v for k, v in list(errors.items())[1:5]) < TOL, errors
 
 
