@@ -116,3 +116,18 @@ def test_measure_primitives():
     layer = torch.nn.Linear(64, 32, bias=False)
     assert measure.forward_gflops(layer, torch.randn(10, 64)) == pytest.approx(2 * 10 * 64 * 32 / 1e9)
     assert measure.time_ms(lambda: None, cpu) >= 0
+
+
+def test_attention_benchmark_default_grids_have_long_clip_rows(tmp_path):
+    """Long-CLIP's 248-token captions are a row of the default grids, in the same CSV columns."""
+    out_csv = tmp_path / "a.csv"
+    argv = ["--quick", "--variants", "full,linformer_text", "--sizes", "64x64", "--train-sizes", "64x64",
+            "--repeat", "1", "--warmup", "0", "--dims", "32,64,64,4", "--device", "cpu", "--clock", "cpu",
+            "--csv", str(out_csv), "--plot", str(tmp_path / "a.png")]  # fmt: skip
+    assert attention.main(argv) == 0
+    rows = read_rows(out_csv)
+    assert list(rows[0]) == attention.COLUMNS and 248 in attention.TOKENS
+    long = [r for r in rows if r["tokens"] == "248"]
+    assert {(r["variant"], r["part"]) for r in long} == {(v, p) for v in ("full", "linformer_text")
+                                                          for p in ("adapter", "encoder")}
+    assert all(float(r["gflops"]) > 0 for r in long)

@@ -26,7 +26,8 @@ def test_the_study_is_registered():
             "weighting_tfidf", "weighting_ner", "weighting_tfidf_ner", "captions_regenerated",
             "captions_regenerated_chunked", "captions_regenerated_chunked_linformer",
             "captions_regenerated_chunked_linformer_text", "captions_regenerated_chunked_linformer_image",
-            "linformer_tfidf_ner", "finetune_official_control", "finetune_official_linformer", "quickstart"} <= set(RUNS)
+            "linformer_tfidf_ner", "finetune_official_control", "finetune_official_linformer", "quickstart",
+            "captions_regenerated_longclip", "captions_regenerated_longclip_linformer_text"} <= set(RUNS)
 
 
 def test_taco_baseline_is_the_papers_recipe_exactly(monkeypatch):

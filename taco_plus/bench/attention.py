@@ -4,7 +4,7 @@ Times TACO's text adapter (``part=adapter``) and the whole g_a (``part=encoder``
 sizes with random weights; columns, methods and conclusions: docs/attention.md, "Benchmark"::
 
     python -m taco_plus.bench.attention --quick
-    python -m taco_plus.bench.attention --variants full,linformer --tokens 38,77,2464 \\
+    python -m taco_plus.bench.attention --variants full,linformer --tokens 38,77,248,2464 \\
         --sizes 256x256,768x512 --repeat 5 --csv out.csv --plot out.png
 """
 
@@ -25,9 +25,9 @@ from taco_plus.config import CONFIG_DIR
 from taco_plus.models.adapter import Extractor, Injector
 from taco_plus.models.transforms import AnalysisTransform
 
-TOKENS = (38, 77, 154, 308, 616, 1232, 2464)
+TOKENS = (38, 77, 154, 248, 308, 616, 1232, 2464)  # 248: Long-CLIP's whole context (text_encoder=longclip_b)
 SIZES = ((256, 256), (768, 512), (2048, 1365))
-QUICK = dict(tokens=(38, 77, 308, 1232, 2464), sizes=((256, 256), (768, 512)), repeat=3)
+QUICK = dict(tokens=(38, 77, 248, 308, 1232, 2464), sizes=((256, 256), (768, 512)), repeat=3)
 OFFICIAL_DIMS = dict(N=192, M=320, text_dim=512, num_heads=8)
 COLUMNS = [
     "variant", "tokens", "height", "width", "image_tokens", "part", "fwd_ms", "fwd_bwd_ms",

@@ -51,6 +51,12 @@ def clip_text_width(model_name: str) -> int:
     return int(config.get("text_cfg", {}).get("width", 512))
 
 
+def tiny_clip_name(max_tokens) -> str:
+    """``${tiny_clip:MAX_TOKENS}``: the UNTRAINED tiny tower with enough positions for the captions:
+    ``taco-tiny-clip`` (77), or ``taco-tiny-longclip`` (Long-CLIP's 248) above 77 tokens."""
+    return "taco-tiny-longclip" if str(max_tokens) != "chunked" and int(max_tokens) > 77 else "taco-tiny-clip"
+
+
 def register_configs() -> None:
     """Stores every schema in Hydra's ConfigStore and registers the resolvers (idempotent)."""
     from taco_plus.weighting.schema import SCHEMAS as WEIGHTING_SCHEMAS
@@ -58,7 +64,7 @@ def register_configs() -> None:
     for group, name, node in (*SCHEMAS, *WEIGHTING_SCHEMAS):
         ConfigStore.instance().store(group=group, name=name, node=node)
     resolvers = {"clip_text_width": clip_text_width, "taco_package": lambda: str(PACKAGE_DIR),
-                 "caption_max_len": schema.caption_max_len}
+                 "caption_max_len": schema.caption_max_len, "tiny_clip": tiny_clip_name}
     for name, resolver in resolvers.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver, use_cache=name == "clip_text_width")

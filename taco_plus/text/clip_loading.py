@@ -20,6 +20,8 @@ import open_clip
 import torch
 from torch import nn
 
+from taco_plus.text.tokenizer import LONG_CONTEXT_LENGTH
+
 logger = logging.getLogger(__name__)
 
 MODEL_CONFIG_DIR = Path(__file__).with_name("model_configs")
@@ -63,6 +65,12 @@ def clip_source(model: nn.Module) -> Optional[ClipSource]:
     return getattr(model, "taco_source", None)
 
 
+def is_longclip(model_name: str) -> bool:
+    """Whether an open_clip architecture has Long-CLIP's 248 text positions (loaded by :mod:`.longclip`)."""
+    text_cfg = (open_clip.get_model_config(model_name) or {}).get("text_cfg", {})
+    return text_cfg.get("context_length") == LONG_CONTEXT_LENGTH
+
+
 def load_clip(
     model_name: str = "ViT-B-32",
     pretrained: Optional[str] = "openai",
@@ -75,9 +83,10 @@ def load_clip(
     """Loads a frozen open_clip model (eval mode, no parameter requires grad).
 
     Args:
-        model_name: open_clip architecture (``"ViT-B-32"``, ``"taco-tiny-clip"``), or an
-            ``"hf-hub:org/repo"`` / ``"local-dir:/path"`` id (``pretrained`` then ignored).
-        pretrained: tag, weights file, folder, or None/``"random"`` (docs/text.md).
+        model_name: open_clip architecture (``"ViT-B-32"``, ``"taco-tiny-clip"``, ``"LongCLIP-B"``), or
+            an ``"hf-hub:org/repo"`` / ``"local-dir:/path"`` id (``pretrained`` then ignored).
+        pretrained: tag, weights file, folder, or None/``"random"``; for Long-CLIP: ``"release"``,
+            a release file or a Hugging Face folder (docs/text.md).
         quick_gelu: force QuickGELU on or off; None takes it from the tag, the folder's
             ``open_clip_config.json``, or the architecture.
         cache_dir: Hugging Face / open_clip cache directory.
@@ -107,6 +116,11 @@ def load_clip(
             torch.manual_seed(seed)
             model = open_clip.create_model(model_name, pretrained=None, **kwargs)
         source = ClipSource(model_name, None, seed=seed)
+    elif is_longclip(model_name):  # a Long-CLIP release file or Hugging Face folder (taco_plus.text.longclip)
+        from taco_plus.text.longclip import load_longclip
+
+        model, checkpoint = load_longclip(model_name, pretrained, kwargs)
+        source = ClipSource(model_name, pretrained, checkpoint)
     elif os.path.exists(pretrained.removeprefix("local-dir:")) or pretrained.endswith(WEIGHT_SUFFIXES) \
             or os.sep in pretrained:
         model, checkpoint = _load_local(model_name, Path(pretrained.removeprefix("local-dir:")), kwargs)

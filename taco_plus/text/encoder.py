@@ -103,7 +103,7 @@ class ClipTextEncoder(nn.Module):
 
     Args:
         model_name, pretrained, device, quick_gelu, cache_dir, seed: see :func:`load_clip`.
-        max_tokens: 38 (TACO), 77, or ``"chunked"``.
+        max_tokens: 38 (TACO), 77, 248 (Long-CLIP towers), or ``"chunked"``.
         pad: pad id for fixed lengths: ``"eot"`` (49407, what official TACO checkpoints
             saw) or ``"zero"`` (open_clip's 0).
         sequence_batch: at most this many sequences per text-tower pass (memory bound for

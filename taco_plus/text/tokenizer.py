@@ -3,7 +3,7 @@
 The layout is a contract (docs/text.md): token weightings map per-word weights onto exactly
 these positions, and the adapter receives features in exactly this order. ``bpe_ids`` is
 open_clip's BPE with the cleaning of Hugging Face's ``CLIPTokenizer`` (the TACO
-reference's); ``tokenize`` places the pieces at a fixed length (38, 77: ``[SOT, pieces,
+reference's); ``tokenize`` places the pieces at a fixed length (38, 77, 248: ``[SOT, pieces,
 EOT, pad...]``, EOT kept when cut) or ``"chunked"`` (75-piece windows, nothing dropped).
 """
 
@@ -25,6 +25,7 @@ VOCAB_SIZE = 49408
 # CLIP's positional embedding has 77 slots; a chunk holds SOT + 75 pieces + EOT.
 CONTEXT_LENGTH = 77
 CHUNK_PIECES = CONTEXT_LENGTH - 2
+LONG_CONTEXT_LENGTH = 248  # Long-CLIP's stretched positional embedding (taco_plus.text.longclip)
 
 PAD_IDS = {"eot": EOT_ID, "zero": ZERO_PAD_ID}
 MaxTokens = Union[int, Literal["chunked"]]
@@ -89,11 +90,11 @@ class TokenizedCaption:
 def check_policy(max_tokens: object, pad: object) -> None:
     """Raises a clear error for an unknown caption-length or padding policy."""
     if max_tokens != "chunked" and not (
-        isinstance(max_tokens, int) and not isinstance(max_tokens, bool) and 2 <= max_tokens <= CONTEXT_LENGTH
+        isinstance(max_tokens, int) and not isinstance(max_tokens, bool) and 2 <= max_tokens <= LONG_CONTEXT_LENGTH
     ):
         raise ValueError(
-            f"max_tokens must be an int in [2, {CONTEXT_LENGTH}] (38 as in TACO, or 77) "
-            f"or 'chunked', got {max_tokens!r}"
+            f"max_tokens must be an int in [2, {LONG_CONTEXT_LENGTH}] (38 as in TACO, 77 for CLIP, 248 for "
+            f"Long-CLIP; at most the text tower's positions) or 'chunked', got {max_tokens!r}"
         )
     if pad not in PAD_IDS:
         raise ValueError(f"pad must be one of {sorted(PAD_IDS)}, got {pad!r}")
@@ -125,7 +126,7 @@ def layout_from_pieces(pieces: List[int], max_tokens: MaxTokens = 38, pad: PadPo
 
 
 def tokenize(text: str, max_tokens: MaxTokens = 38, pad: PadPolicy = "eot") -> TokenizedCaption:
-    """One caption's layout: ``max_tokens`` 38 (TACO), 77, any length in [2, 77], or
+    """One caption's layout: ``max_tokens`` 38 (TACO), 77, 248 (Long-CLIP), any length in [2, 248], or
     ``"chunked"``; ``pad`` ``"eot"`` (49407) or ``"zero"`` (0) for fixed lengths."""
     return layout_from_pieces(bpe_ids(text), max_tokens, pad)
 
