@@ -7,11 +7,13 @@ into the journal and the caption set."""
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import string
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
+from urllib.parse import urlsplit
 
 PROMPTS_DIR = Path(__file__).parents[1] / "prompts"
 DEFAULT_PROMPT = "detailed_scene_v1.txt"
@@ -76,8 +78,22 @@ class RegenerateConfig:
                if getattr(self, f.name) not in f.metadata.get("choices", [getattr(self, f.name)])]
         bad += [f"{n} must be at least 1" for n in ("concurrency", "max_attempts", "max_side", "max_tokens",
                                                    "batch_max_requests") if getattr(self, n) < 1]
-        bad += [f"{n} must not be negative" for n in ("max_answer_retries", "min_words") if getattr(self, n) < 0]
+        bad += [f"{n} must not be negative" for n in ("max_answer_retries", "min_words", "poll_interval")
+                if getattr(self, n) < 0]
         bad += [f"{n} must be positive" for n in ("timeout", "image_timeout") if getattr(self, n) <= 0]
+        bad += [f"{f.name} must be a finite number" for f in fields(self) if f.type == "float"
+                and not math.isfinite(getattr(self, f.name))]
+        if self.temperature < 0 or self.temperature > 2:
+            bad.append("temperature must be between 0 and 2")
+        if self.limit is not None and self.limit < 1:
+            bad.append("limit must be at least 1")
+        try:  # an unparsable URL would end in a traceback inside httpx
+            url = urlsplit(self.base_url or "http://localhost")
+            url.port
+        except ValueError as err:
+            url, bad = None, bad + [f"base_url {self.base_url!r} is not a URL ({err})"]
+        if url and (url.scheme not in ("http", "https") or not url.hostname):
+            bad.append(f"base_url {self.base_url!r} is not an http(s) URL")
         if bad:
             raise ValueError("; ".join(bad))
 
