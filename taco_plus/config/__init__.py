@@ -51,6 +51,14 @@ def clip_text_width(model_name: str) -> int:
     return int(config.get("text_cfg", {}).get("width", 512))
 
 
+def config_groups(config_name: str) -> str:
+    """``${config_groups:train}`` in ``--help``: each group of ``<config_name>.yaml``'s defaults
+    list and its options (the YAML files; the schemas in Hydra's ConfigStore are not options)."""
+    groups = [next(iter(d)).removeprefix("optional ") for d in OmegaConf.load(CONFIG_DIR / f"{config_name}.yaml").defaults
+              if isinstance(d, DictConfig)]
+    return "\n".join(f"{g}: {', '.join(sorted(p.stem for p in (CONFIG_DIR / g).glob('*.yaml')))}" for g in groups)
+
+
 def register_configs() -> None:
     """Stores every schema in Hydra's ConfigStore and registers the resolvers (idempotent)."""
     from taco_plus.weighting.schema import SCHEMAS as WEIGHTING_SCHEMAS
@@ -58,7 +66,8 @@ def register_configs() -> None:
     for group, name, node in (*SCHEMAS, *WEIGHTING_SCHEMAS):
         ConfigStore.instance().store(group=group, name=name, node=node)
     resolvers = {"clip_text_width": clip_text_width, "taco_package": lambda: str(PACKAGE_DIR),
-                 "caption_max_len": schema.caption_max_len}
+                 "caption_max_len": schema.caption_max_len, "config_groups": config_groups,
+                 "first_set": lambda *values: next((v for v in values if v not in (None, "")), None)}
     for name, resolver in resolvers.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver, use_cache=name == "clip_text_width")
