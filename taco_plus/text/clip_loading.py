@@ -180,6 +180,8 @@ def _load_tag(model_name: str, tag: str, kwargs: dict[str, Any]) -> nn.Module:
         kwargs = {**kwargs, "force_quick_gelu": True}
     if cfg.get("hf_hub"):  # "org/repo/" or "org/repo/file"
         hint = _hub_hint(os.path.split(cfg["hf_hub"])[0], f"{model_name!r}, pretrained={tag!r}", quick_gelu)
+        if (model_name, tag) == ("ViT-B-32", "openai"):
+            hint += "\nWith network access, `taco-plus download clip` fills that cache."
     else:
         hint = (f"Download {cfg['url']} on a machine with internet access and pass its path as "
                 f"pretrained='/path/to/{os.path.basename(cfg['url'])}'{' with quick_gelu=True' if quick_gelu else ''}.")
