@@ -120,3 +120,25 @@ def test_codec_benchmark_reads_kodak_from_taco_data(monkeypatch, tmp_path):
     assert codec_bench_parser().parse_args([]).kodak == tmp_path / "kodak"
     monkeypatch.delenv("TACO_DATA")
     assert codec_bench_parser().parse_args([]).kodak == Path("data") / "kodak"
+
+
+def test_training_docs_list_every_option():
+    """docs/training.md's switchboard table names each option file of each group, and no other."""
+    from taco_plus.config import CONFIG_DIR
+
+    rows = {m[1]: set(re.findall(r"`([a-z0-9_]+)`", m[2]))
+            for m in re.finditer(r"^\| `(\w+)` \| (.+?) \| [^|]+ \|$", (REPO_ROOT / "docs" / "training.md").read_text(),
+                                 re.MULTILINE)}
+    groups = sorted(p.name for p in CONFIG_DIR.iterdir() if p.is_dir() and not p.name.startswith("_"))
+    assert sorted(rows) == groups
+    for group in groups:
+        assert rows[group] == {p.stem for p in (CONFIG_DIR / group).glob("*.yaml")}, group
+
+
+def test_evaluation_docs_list_the_csv_columns():
+    from taco_plus.results.per_image import CSV_COLUMNS
+
+    text = (REPO_ROOT / "docs" / "evaluation.md").read_text()
+    listed = re.search(r"per_image\.csv +([a-z_,]+,)\n +([a-z_,]+)\n", text)
+    assert (listed[1] + listed[2]).split(",") == list(CSV_COLUMNS)
+    assert "enc_ms,dec_ms" not in (REPO_ROOT / "docs" / "experiments.md").read_text()  # one list, in one place

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,8 @@ def test_wheel_installed_outside_the_checkout_composes_and_codes(tmp_path):
          tmp_path, dict(os.environ))
     site = tmp_path / "site"
     wheel = next((tmp_path / "dist").glob("taco_plus-*.whl"))
+    with zipfile.ZipFile(wheel) as z:
+        assert "taco_plus/py.typed" in z.namelist()  # PEP 561: type checkers read the hints
     _run(["-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)], tmp_path, dict(os.environ))
 
     elsewhere = tmp_path / "elsewhere"  # neither the checkout nor its ../shared

@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ofa = kinds.add_parser("ofa", help='TACO\'s OFA files or any {"file.png": "caption"} JSON')
     ofa.add_argument("--source", help="provenance source text (default: TACO's OFA captions)")
     ofa.add_argument("--model", default="OFA", help='captioning model ("none" for human captions)')
-    coco = kinds.add_parser("coco", help="an official COCO captions_{train,val}2017.json")
+    coco = kinds.add_parser("coco", help="an official COCO captions_{train,val}2014.json (2017 alike)")
     coco.add_argument("--image-dir", type=Path, help="the split's images: report those without captions")
     for p in (ofa, coco):
         p.add_argument("input", type=Path)

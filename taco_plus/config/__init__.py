@@ -54,8 +54,8 @@ def clip_text_width(model_name: str) -> int:
 def config_groups(config_name: str) -> str:
     """``${config_groups:train}`` in ``--help``: each group of ``<config_name>.yaml``'s defaults
     list and its options (the YAML files; the schemas in Hydra's ConfigStore are not options)."""
-    groups = [next(iter(d)).removeprefix("optional ") for d in OmegaConf.load(CONFIG_DIR / f"{config_name}.yaml").defaults
-              if isinstance(d, DictConfig)]
+    defaults = OmegaConf.load(CONFIG_DIR / f"{config_name}.yaml").defaults
+    groups = [next(iter(d)).removeprefix("optional ") for d in defaults if isinstance(d, DictConfig)]
     return "\n".join(f"{g}: {', '.join(sorted(p.stem for p in (CONFIG_DIR / g).glob('*.yaml')))}" for g in groups)
 
 

@@ -61,10 +61,9 @@ class _OnceFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno > logging.INFO or f"{os.sep}open_clip{os.sep}" not in record.pathname:
             return True
-        message = record.getMessage()
-        new = message not in self.seen
-        self.seen.add(message)
-        return new
+        repeat = record.getMessage() in self.seen
+        self.seen.add(record.getMessage())
+        return not repeat
 
 
 def register_model_configs() -> None:

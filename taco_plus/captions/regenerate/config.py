@@ -62,7 +62,7 @@ class RegenerateConfig:
     max_answer_retries: int = option(2, help="new requests after a refusal, empty, short or malformed answer")
     poll_interval: float = option(30.0, help="batch polling (s)")
     batch_max_requests: int = option(50_000, help="requests per batch file (the API's limit)")
-    batch_max_bytes: int = option(200 * 1000 * 1000 - 1024, help="bytes per batch file (a little under the API's 200 MB)")
+    batch_max_bytes: int = option(200 * 1000 * 1000 - 1024, help="bytes per batch file (under the API's 200 MB)")
     journal: Optional[Path] = option(None, type=Path, help="journal file (default <out stem>.journal.jsonl)")
     resume: bool = option(False, help="continue the run recorded in the journal")
     dry_run: bool = option(False, help="estimate requests, tokens and cost; no key, no network")

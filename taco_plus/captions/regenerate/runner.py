@@ -121,9 +121,9 @@ def parse_completion(data: Any) -> Answer:
 def answer_problem(answer: Answer, min_words: int, max_tokens: Optional[int] = None) -> Optional[str]:
     """Why ``answer`` is not a usable caption, or None if it is. An answer far beyond
     ``max_tokens`` (twice the tokens, or 32 characters a token) is a server ignoring the limit."""
-    if max_tokens and (answer.usage["completion_tokens"] > 2 * max_tokens or len(answer.text or "") > 32 * max_tokens):
-        return (f"answer far beyond max_tokens {max_tokens} ({len(answer.text or ''):,} characters, "
-                f"{answer.usage['completion_tokens']:,} tokens); not kept")
+    n_chars, n_tokens = len(answer.text or ""), answer.usage["completion_tokens"]
+    if max_tokens and (n_tokens > 2 * max_tokens or n_chars > 32 * max_tokens):
+        return f"answer far beyond max_tokens {max_tokens} ({n_chars:,} characters, {n_tokens:,} tokens); not kept"
     if answer.refusal:
         return f"refusal: {answer.refusal.strip()[:120]}"
     text = (answer.text or "").strip()
