@@ -224,3 +224,11 @@ def test_missing_weights_messages_name_the_download_command(tmp_path, monkeypatc
         FidAccumulator.inception()
     with pytest.raises(ClipWeightsUnavailableError, match="taco-plus download clip"):
         load_clip("ViT-B-32", "openai", cache_dir=str(tmp_path / "hf"))
+
+
+def test_offline_mode_is_named_when_a_hub_download_fails(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # as the docs advise for offline machines
+    code, out, err = run(capsys, "longclip-b")
+    assert code == 2 and "(to download)" in out
+    assert err.strip().endswith("(HF_HUB_OFFLINE is set: unset it to download)") and len(err.strip().splitlines()) == 1

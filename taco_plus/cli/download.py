@@ -157,7 +157,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             item.fetch()
         except (RuntimeError, OSError) as err:  # no network, HTTP errors, torch.hub's hash check
-            raise CLIError(f"{target}: {err}") from None
+            offline = os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
+            raise CLIError(f"{target}: {err}" + (" (HF_HUB_OFFLINE is set: unset it to download)" * offline)) from None
         print(f"{target:14} done: {item.where}")
     return 0
 
