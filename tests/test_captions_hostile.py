@@ -42,18 +42,20 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
         assert fragment in proc.stderr, proc.stderr
 
 
-def test_deeply_nested_json_is_a_one_line_error(tmp_path):
+def test_deeply_nested_json_is_a_one_line_error(tmp_path, capsys):
     deep = tmp_path / "deep.json"
     deep.write_text("[" * 100_000 + "]" * 100_000)
     deep_object = tmp_path / "deep_object.json"
     deep_object.write_text('{"a":' * 100_000 + "1" + "}" * 100_000)
     for argv in (["captions", "stats", str(deep)],
                  ["captions", "convert", "ofa", str(deep_object), "--out", str(tmp_path / "set.json")],
-                 ["weights", "fit", "--captions", str(deep), "--out", str(tmp_path / "tfidf.json")],
-                 ["weights", "--weighting", "tfidf", "--tfidf", str(deep_object), "a red door"]):
+                 ["weights", "fit", "--captions", str(deep), "--out", str(tmp_path / "tfidf.json")]):
         proc = cli(*argv)
         assert_one_line_error(proc, "deep")
         assert str(tmp_path) in proc.stderr, proc.stderr  # the file is named
+    # A weighting artefact, in this process.
+    assert main(["weights", "--weighting", "tfidf", "--tfidf", str(deep_object), "a red door"]) == 2
+    assert "deep_object.json is not a JSON weighting artefact" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["deep.json", "deep_object.json"]
 
 

@@ -1,9 +1,6 @@
 """``taco-plus download``: the pretrained weights and data evaluation reads, each fetched by its
-library's own downloader into the cache that library reads (docs/evaluation.md "Getting the
-weights and data"): CLIP through open_clip and Long-CLIP through huggingface_hub (the Hugging
-Face cache; interrupted files resume), LPIPS' AlexNet and the FID Inception through torch.hub
-(``$TORCH_HOME/hub/checkpoints``, SHA-256 prefix of the file name checked), Kodak and the
-MS-COCO 2014 captions from their sites into ``$TACO_DATA`` (HTTP range requests resume them)."""
+library's own downloader into the cache that library reads, checked, resumable
+(docs/evaluation.md, "Getting the weights and data")."""
 
 from __future__ import annotations
 
