@@ -6,7 +6,10 @@
   batch line): ``"429"``, ``"500"`` (both with a short ``retry-after-ms``), ``"hang"``
   (answers after ``hang_seconds``), ``"malformed"`` (invalid JSON), ``"refusal"`` (the
   API's field), ``"refusal_text"`` ("I'm sorry..."), ``"empty"``, ``"short"``, ``"400"``,
-  ``"401"`` (echoes the key it received, like a careless server) and ``"quota"``. Answers
+  ``"401"`` (echoes the key it received, like a careless server), ``"quota"``, ``"echo_key"``
+  (a 200 answer quoting the ``Authorization`` header it received), ``"huge"`` (a 200 KB
+  caption, far beyond any ``max_tokens``) and ``"flood"`` (a 64 MiB body, sent until the
+  client hangs up; ``flood_sent`` counts its bytes). Answers
   name the size of the image received, so tests can match each caption to its image.
 * :func:`run_batch`: what ``vllm run-batch -i requests.jsonl -o results.jsonl`` does with a
   request file, with this server as the model.
@@ -96,6 +99,8 @@ class FakeOpenAIServer:
                  hang_seconds: float = 5.0, retry_after: float = 0.02) -> None:
         self.latency, self.api_key, self.batch_polls = latency, api_key, batch_polls
         self.hang_seconds, self.retry_after = hang_seconds, retry_after
+        self.last_authorization = ""  # the Authorization header of the latest request
+        self.flood_sent = 0
         self.expire_next_batches = 0  # that many batches end "expired" with half their results
         self.lock = threading.Lock()
         self.faults: deque[str] = deque()
@@ -148,10 +153,15 @@ class FakeOpenAIServer:
             return status, wait, _error(message, code)
         if fault == "malformed":
             return 200, {}, b'{"id": "chatcmpl-broken", "choices": [{"message": '
+        echo = f" (request sent with Authorization: {self.last_authorization})"
         text = {"refusal": None, "refusal_text": "I'm sorry, I can't help with describing this image.",
-                "empty": "", "short": "A photo."}.get(fault, caption_for(body))
+                "empty": "", "short": "A photo.", "echo_key": caption_for(body) + echo,
+                "huge": caption_for(body) + " Fine grain." * 20_000}.get(fault, caption_for(body))
         refusal = "I'm sorry, but I can't help with that request." if fault == "refusal" else None
-        return 200, {}, chat_completion(body, text, refusal, next(self._ids))
+        payload = chat_completion(body, text, refusal, next(self._ids))
+        if fault == "echo_key":
+            payload["id"] += echo
+        return 200, {}, payload
 
     def run_batch(self, batch: dict, expire: bool) -> None:
         """Answer every line of a batch's input file and attach output/error files."""
@@ -198,8 +208,22 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
             pass
 
+    def _send_flood(self) -> None:
+        chunk = b"x" * 65536
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(1024 * len(chunk)))
+        self.end_headers()
+        try:
+            for _ in range(1024):
+                self.wfile.write(chunk)
+                self.fake.flood_sent += len(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        self.close_connection = True
+
     def _authorised(self) -> bool:
-        given = self.headers.get("Authorization", "")
+        given = self.fake.last_authorization = self.headers.get("Authorization", "")
         if self.fake.api_key is None or given == f"Bearer {self.fake.api_key}":
             return True
         self._send(401, _error(f"Incorrect API key provided: {given.removeprefix('Bearer ')}", "invalid_api_key"))
@@ -215,6 +239,8 @@ class _Handler(BaseHTTPRequestHandler):
             if fault == "401":
                 given = self.headers.get("Authorization", "").removeprefix("Bearer ")
                 return self._send(401, _error(f"Incorrect API key provided: {given}", "invalid_api_key"))
+            if fault == "flood":
+                return self._send_flood()
             fake._stop.wait(fake.latency + (fake.hang_seconds if fault == "hang" else 0))
             status, headers, payload = fake.complete(json.loads(body), fault)
             self._send(status, payload, headers)

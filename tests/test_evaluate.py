@@ -215,7 +215,7 @@ def test_run_from_eval_config_with_checkpoint(tmp_path, dataset):
     overrides = _folder(tmp_path, dataset) + [f"checkpoint={tmp_path / 'tiny.pt'}", f"out_dir={out}", "name=tiny-ckpt"]
     # FID weights absent: the run stops before coding anything, saying what to download.
     start = time.perf_counter()
-    with pytest.raises(FidUnavailable, match=r"no_inception\.pth: download https://\S+/pt_inception-2015-12-05-6726825d"):
+    with pytest.raises(FidUnavailable, match=r"no_inception\.pth: run `taco-plus download fid` \(or download https://\S+-2015-12-05-6726825d"):
         run(compose(overrides, config_name="eval"))
     assert time.perf_counter() - start < 5 and not out.exists()
     results = run(compose(overrides + ["metrics.fid.enabled=false"], config_name="eval"))

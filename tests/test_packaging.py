@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,8 @@ def test_wheel_installed_outside_the_checkout_composes_and_codes(tmp_path):
          tmp_path, dict(os.environ))
     site = tmp_path / "site"
     wheel = next((tmp_path / "dist").glob("taco_plus-*.whl"))
+    with zipfile.ZipFile(wheel) as z:
+        assert "taco_plus/py.typed" in z.namelist()  # PEP 561: type checkers read the hints
     _run(["-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)], tmp_path, dict(os.environ))
 
     elsewhere = tmp_path / "elsewhere"  # neither the checkout nor its ../shared
@@ -68,3 +71,17 @@ def test_wheel_installed_outside_the_checkout_composes_and_codes(tmp_path):
     out = _run(["-c", ROUND_TRIP, str(site)], elsewhere, env)
     assert "round trip ok" in out
     assert "name: taco_baseline" in out and "mask_padding: false" in out and "convention: reference" in out
+
+
+def test_open_clip_is_pinned_to_the_tested_release_line():
+    """The text encoder reads open_clip's internals: the dependency names a bounded range that
+    holds the installed (tested) version."""
+    tomllib = pytest.importorskip("tomllib")
+    from importlib.metadata import version
+
+    from packaging.requirements import Requirement
+
+    dependencies = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    (open_clip,) = [Requirement(d) for d in dependencies if Requirement(d).name == "open_clip_torch"]
+    assert any(s.operator == "<" for s in open_clip.specifier), open_clip
+    assert open_clip.specifier.contains(version("open_clip_torch")), (open_clip, version("open_clip_torch"))

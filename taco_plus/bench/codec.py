@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import platform
 import sys
 from pathlib import Path
@@ -40,7 +41,6 @@ from taco_plus.bench.attention import parse_size, positive_int
 from taco_plus.images import load_image, pad_to_multiple
 from taco_plus.models import TACO
 
-DEFAULT_KODAK = Path(__file__).resolve().parents[3] / "shared" / "data" / "kodak"
 COLUMNS = ["image", "model", "height", "width", "encode_ms", "decode_ms", "g_a_ms", "bytes", "bpp", "device", "clock"]
 
 
@@ -49,7 +49,7 @@ def kodak_images(folder: Path, count: int, names: Sequence[str] = ()) -> list[Pa
     paths = sorted(Path(folder).glob("*.png"))
     if not paths:
         raise FileNotFoundError(
-            f"no PNG images in {folder}: download Kodak (kodim01.png ... kodim24.png) and pass --kodak DIR"
+            f"no PNG images in {folder}: download Kodak (`taco-plus download kodak`) or pass --kodak DIR"
         )
     if names:
         missing = [n for n in names if not (Path(folder) / n).is_file()]
@@ -175,7 +175,8 @@ def parse_widths(text: str) -> tuple[int, int]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m taco_plus.bench.codec", description=__doc__.split("\n")[0])
-    p.add_argument("--kodak", type=Path, default=DEFAULT_KODAK, help="folder of Kodak PNGs")
+    p.add_argument("--kodak", type=Path, default=Path(os.environ.get("TACO_DATA", "data")) / "kodak",
+                   help="folder of Kodak PNGs (default: $TACO_DATA/kodak, TACO_DATA defaulting to data)")
     p.add_argument("--images", type=positive_int, default=3, help="first N images (sorted)")
     p.add_argument("--image", action="append", default=[], metavar="NAME",
                    help="a Kodak file to run instead (repeatable), e.g. kodim23.png")

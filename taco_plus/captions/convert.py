@@ -15,7 +15,7 @@ from taco_plus.captions.sources import CaptionSetSource, CaptionSource, CocoCapt
 from taco_plus.results.provenance import file_sha256
 
 OFA_SOURCE = "OFA captions released with TACO (github.com/effl-lab/TACO, materials/)"
-COCO_SOURCE = "MS-COCO 2017 human captions (cocodataset.org, annotations_trainval2017.zip)"
+COCO_SOURCE = "MS-COCO human captions (cocodataset.org, annotations_trainval2014.zip or 2017)"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm")
 
 
@@ -64,7 +64,7 @@ def convert_ofa(path: os.PathLike | str, *, name: Optional[str] = None, source: 
 
 def convert_coco(annotations_json: os.PathLike | str, *, name: Optional[str] = None,
                  image_dir: Optional[os.PathLike | str] = None, drop_bad: bool = False) -> CaptionSet:
-    """Convert ``captions_{train,val}2017.json`` to a set keyed by file name (``name`` defaults
+    """Convert ``captions_{train,val}2014.json`` (or 2017) to a set keyed by file name (``name`` defaults
     to ``coco_<stem>``); images in ``image_dir`` without a caption are reported."""
     original = CocoCaptionsSource(annotations_json)
     uncaptioned, provenance = set(original.uncaptioned), Provenance(COCO_SOURCE)

@@ -1,6 +1,6 @@
 """The versioned caption-set file (``captions/FORMAT.md``): captions, provenance and statistics
 (words and CLIP tokens per caption; the share over TACO's 38 and CLIP's 77 tokens tells how much
-text an encoder throws away, DESIGN.md pitfall 5). Loading validates; errors name the file and
+text an encoder throws away). Loading validates; errors name the file and
 the JSON path. Empty or garbled text is flagged (``checks.py``), not refused."""
 
 from __future__ import annotations
@@ -132,6 +132,8 @@ def read_json(path: os.PathLike | str) -> Any:
         raise CaptionFormatError(path, f"not UTF-8 text ({err})") from None
     except json.JSONDecodeError as err:
         raise CaptionFormatError(path, f"not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
+    except RecursionError:
+        raise CaptionFormatError(path, "JSON nested too deeply to read") from None
 
 
 def load_caption_set(path: os.PathLike | str) -> CaptionSet:

@@ -77,8 +77,8 @@ class CaptionSetSource(CaptionSource):
 
 
 class CocoCaptionsSource(CaptionSource):
-    """Captions from an official MS-COCO ``captions_{train,val}2017.json``, keyed by image file
-    name, ordered by annotation id and stripped; images listed without any are ``uncaptioned``."""
+    """Captions from an official MS-COCO ``captions_{train,val}2014.json`` (or 2017), keyed by image
+    file name, ordered by annotation id and stripped; images listed without any are ``uncaptioned``."""
 
     def __init__(self, annotations_json: os.PathLike | str) -> None:
         self.path = Path(annotations_json)

@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ofa = kinds.add_parser("ofa", help='TACO\'s OFA files or any {"file.png": "caption"} JSON')
     ofa.add_argument("--source", help="provenance source text (default: TACO's OFA captions)")
     ofa.add_argument("--model", default="OFA", help='captioning model ("none" for human captions)')
-    coco = kinds.add_parser("coco", help="an official COCO captions_{train,val}2017.json")
+    coco = kinds.add_parser("coco", help="an official COCO captions_{train,val}2014.json (2017 alike)")
     coco.add_argument("--image-dir", type=Path, help="the split's images: report those without captions")
     for p in (ofa, coco):
         p.add_argument("input", type=Path)
@@ -42,14 +42,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     regenerate = sub.add_parser(
         "regenerate", help="caption images with GPT-4o or any OpenAI-compatible vision model",
         description="Caption images with a vision chat model. The API key is read from the environment "
-        "(--api-key-env, default OPENAI_API_KEY). Progress is journaled: re-run with --resume after an interruption.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        "(--api-key-env, default OPENAI_API_KEY). Progress is journaled: re-run with --resume after an interruption.")
     for f in fields(RegenerateConfig):  # each field is an option (config.py)
         kwargs = {k: v for k, v in f.metadata.items() if k not in ("flags", "group")}
-        if isinstance(f.default, bool):
+        if isinstance(f.default, bool):  # a flag: its help says what it does
             kwargs["action"] = "store_false" if f.default else "store_true"
         elif f.default not in (None, MISSING):
             kwargs.update(type=kwargs.get("type", type(f.default)), default=f.default)
+            if "(default" not in kwargs.get("help", ""):
+                kwargs["help"] = kwargs.get("help", "") + " (default: %(default)s)"
         group = regenerate.add_argument_group(f.metadata["group"]) if "group" in f.metadata else group
         group.add_argument(*f.metadata.get("flags", ["--" + f.name.replace("_", "-")]), dest=f.name, **kwargs)
     regenerate.set_defaults(func=_regenerate)

@@ -75,13 +75,16 @@ def fit(args: argparse.Namespace) -> int:
         raise CLIError("fit needs --captions SET.json and --out FILE")
     try:
         corpus = load_corpus(args.captions)
-        if kind == "tfidf":
-            stats = TfidfStatistics.fit(corpus)
-            stats.save(args.out)
-            what = f"{len(stats.idf)} terms"
-        else:
-            NerWeighting(args.pipeline).save_cache(args.out, corpus)
-            what = f"entities of {len(set(corpus.captions))} distinct captions ({args.pipeline})"
+        try:
+            if kind == "tfidf":
+                stats = TfidfStatistics.fit(corpus)
+                stats.save(args.out)
+                what = f"{len(stats.idf)} terms"
+            else:
+                NerWeighting(args.pipeline).save_cache(args.out, corpus)
+                what = f"entities of {len(set(corpus.captions))} distinct captions ({args.pipeline})"
+        except OSError as err:  # a failed write: name the output, not its temporary file
+            raise CLIError(f"cannot write {args.out}: {err.strerror or err}") from None
     except (FileNotFoundError, CaptionFormatError, PipelineNotInstalledError, ValueError) as err:
         raise CLIError(str(err)) from err
     print(f"{args.out}: {kind} artefact, {what} from {len(corpus.captions)} captions "

@@ -57,6 +57,14 @@ def tiny_clip_name(max_tokens) -> str:
     return "taco-tiny-longclip" if str(max_tokens) != "chunked" and int(max_tokens) > 77 else "taco-tiny-clip"
 
 
+def config_groups(config_name: str) -> str:
+    """``${config_groups:train}`` in ``--help``: each group of ``<config_name>.yaml``'s defaults
+    list and its options (the YAML files; the schemas in Hydra's ConfigStore are not options)."""
+    defaults = OmegaConf.load(CONFIG_DIR / f"{config_name}.yaml").defaults
+    groups = [next(iter(d)).removeprefix("optional ") for d in defaults if isinstance(d, DictConfig)]
+    return "\n".join(f"{g}: {', '.join(sorted(p.stem for p in (CONFIG_DIR / g).glob('*.yaml')))}" for g in groups)
+
+
 def register_configs() -> None:
     """Stores every schema in Hydra's ConfigStore and registers the resolvers (idempotent)."""
     from taco_plus.weighting.schema import SCHEMAS as WEIGHTING_SCHEMAS
@@ -64,7 +72,9 @@ def register_configs() -> None:
     for group, name, node in (*SCHEMAS, *WEIGHTING_SCHEMAS):
         ConfigStore.instance().store(group=group, name=name, node=node)
     resolvers = {"clip_text_width": clip_text_width, "taco_package": lambda: str(PACKAGE_DIR),
-                 "caption_max_len": schema.caption_max_len, "tiny_clip": tiny_clip_name}
+                 "caption_max_len": schema.caption_max_len, "tiny_clip": tiny_clip_name,
+                 "config_groups": config_groups,
+                 "first_set": lambda *values: next((v for v in values if v not in (None, "")), None)}
     for name, resolver in resolvers.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver, use_cache=name == "clip_text_width")

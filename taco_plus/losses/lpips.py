@@ -55,8 +55,8 @@ class LpipsDistance(nn.Module):
             raise ValueError(f"LPIPS convention must be one of {CONVENTIONS}, got {convention!r}")
         path = backbone_path(net)
         hint = (
-            f"LPIPS({net}) needs the torchvision backbone weights {path.name}; download "
-            f"https://download.pytorch.org/models/{path.name} and put it at {path} "
+            f"LPIPS({net}) needs the torchvision backbone weights {path.name}: `taco-plus download lpips` "
+            f"fetches AlexNet's; or download https://download.pytorch.org/models/{path.name} to {path} "
             f"(set $TORCH_HOME to use another cache folder), or use the random-backbone "
             f"stand-in (pretrained=false, not a real LPIPS)"
         )

@@ -16,7 +16,9 @@ from torch import Tensor, nn
 from taco_plus.images import to_uint8
 
 FID_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
-FID_WEIGHTS_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{FID_WEIGHTS_FILE}"
+# torch-fidelity's release of the same file (what torchmetrics' FID network loads); `taco-plus download fid`
+FID_WEIGHTS_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
+                   "weights-inception-2015-12-05-6726825d.pth")
 
 
 class FidUnavailable(RuntimeError):
@@ -56,8 +58,9 @@ class FidAccumulator:
         path = Path(weights) if weights else fid_weights_path()
         if not path.is_file():
             raise FidUnavailable(
-                f"FID Inception weights not found at {path}: download {FID_WEIGHTS_URL} to that path "
-                f"(or set metrics.fid.weights=PATH, or TORCH_HOME), or evaluate without FID: metrics.fid.enabled=false"
+                f"FID Inception weights not found at {path}: run `taco-plus download fid` (or download "
+                f"{FID_WEIGHTS_URL} to that path, set metrics.fid.weights=PATH or TORCH_HOME), or evaluate without "
+                "FID: metrics.fid.enabled=false"
             )
         try:  # a weights file is data: refuse pickled code before the library reads it
             torch.load(path, map_location="cpu", weights_only=True)

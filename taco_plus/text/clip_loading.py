@@ -54,6 +54,20 @@ class ClipSource:
         return f"{self.model_name} pretrained={self.pretrained!r}" + (f" from {self.checkpoint}" if self.checkpoint else "")
 
 
+class _OnceFilter(logging.Filter):
+    """Drops repeats of open_clip's INFO lines (logged on the root logger): the text encoder
+    and the joint loss each create a CLIP model, and the log tells it once."""
+
+    seen: set = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.INFO or f"{os.sep}open_clip{os.sep}" not in record.pathname:
+            return True
+        repeat = record.getMessage() in self.seen
+        self.seen.add(record.getMessage())
+        return not repeat
+
+
 def register_model_configs() -> None:
     """Registers the project's open_clip configs (``model_configs/*.json``) once."""
     if not {p.stem for p in MODEL_CONFIG_DIR.glob("*.json")} <= set(open_clip.list_models()):
@@ -93,6 +107,8 @@ def load_clip(
         seed: initialisation seed of a random-init model (independent of the global RNG).
     """
     register_model_configs()
+    if not any(isinstance(f, _OnceFilter) for f in logging.getLogger().filters):
+        logging.getLogger().addFilter(_OnceFilter())
     pretrained = None if pretrained in (None, "", "random") else os.fspath(pretrained)
     kwargs: dict[str, Any] = dict(cache_dir=cache_dir, weights_only=True)
     if quick_gelu is not None:  # a model kwarg overrides the architecture config both ways
@@ -177,6 +193,8 @@ def _load_tag(model_name: str, tag: str, kwargs: dict[str, Any]) -> nn.Module:
         kwargs = {**kwargs, "force_quick_gelu": True}
     if cfg.get("hf_hub"):  # "org/repo/" or "org/repo/file"
         hint = _hub_hint(os.path.split(cfg["hf_hub"])[0], f"{model_name!r}, pretrained={tag!r}", quick_gelu)
+        if (model_name, tag) == ("ViT-B-32", "openai"):
+            hint += "\nWith network access, `taco-plus download clip` fills that cache."
     else:
         hint = (f"Download {cfg['url']} on a machine with internet access and pass its path as "
                 f"pretrained='/path/to/{os.path.basename(cfg['url'])}'{' with quick_gelu=True' if quick_gelu else ''}.")

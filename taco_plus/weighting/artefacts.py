@@ -56,7 +56,7 @@ def load_artefact(path: PathLike, kind: str, expected_fingerprint: Optional[str]
                             f"`taco-plus weights fit --weighting {kind} --captions SET.json --out {path}`.")
     try:
         document = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise ArtefactError(f"{path} is not a JSON weighting artefact: {err}") from None
     fmt = document.get("format") if isinstance(document, dict) else type(document).__name__
     if fmt != f"taco-plus/weighting/{kind}":

@@ -150,8 +150,8 @@ class TfidfWeighting(TokenWeighting):
 
 
 class TfidfEmbeddingScale(TfidfWeighting):
-    """The naive control (DESIGN.md pitfall 1): CLIP token features multiplied by their
-    TF-IDF weights before the model, which then gets no weights. Nearly inert: every
+    """The naive control (docs/weighting.md, "Where the weights act"): CLIP token features
+    multiplied by their TF-IDF weights before the model, which then gets no weights. Nearly inert: every
     adapter block LayerNorms its text input, so only the Injectors' Linear bias's share
     of a scaled token changes. Arguments as for :class:`TfidfWeighting`.
     """

@@ -134,7 +134,8 @@ class BatchRunner(Runner):
                 for file_id, kind in ((batch.error_file_id, "errors"), (batch.output_file_id, "output")):
                     if file_id:
                         data = self.client.files.content(file_id).content
-                        (self.cfg.batch_dir / f"{kind}-{batch.id}.jsonl").write_bytes(data)  # kept for inspection
+                        kept = redact(data.decode("utf-8", "replace"), self.api_key)  # kept for inspection
+                        (self.cfg.batch_dir / f"{kind}-{batch.id}.jsonl").write_text(kept, encoding="utf-8")
                         results.update(parse_results(data))
                 first = next((e.message for e in (batch.errors.data or [])), None) if batch.errors else None
                 source = f"batch {batch.id} (status {batch.status}" + (f": {first})" if first else ")")

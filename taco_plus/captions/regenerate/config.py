@@ -7,11 +7,13 @@ into the journal and the caption set."""
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import string
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
+from urllib.parse import urlsplit
 
 PROMPTS_DIR = Path(__file__).parents[1] / "prompts"
 DEFAULT_PROMPT = "detailed_scene_v1.txt"
@@ -39,27 +41,28 @@ class RegenerateConfig:
                               help="image folder; image ids are paths relative to it")
     captions: Optional[Path] = option(None, type=Path, help="caption set naming the images (and their originals)")
     limit: Optional[int] = option(None, type=int, help="only the first N images")
-    model: str = option("gpt-4o", group="request")
+    model: str = option("gpt-4o", group="request", help="vision chat model")
     base_url: Optional[str] = option(None, help="OpenAI-compatible server, e.g. http://localhost:8000/v1")
     api_key_env: str = option("OPENAI_API_KEY", help="environment variable with the key")
     prompt: Optional[str] = option(None, help="prompt file, or a name in taco_plus/captions/prompts/ "
                                               "(default detailed_scene_v1.txt)")
     target_words: Optional[int] = option(None, type=int, help="answer length for length-controlled prompts")
     with_original: bool = option(False, help="give the original caption as context")
-    temperature: float = option(0.2)
-    max_tokens: int = option(450)
-    detail: str = option("high", choices=("low", "high", "auto"))
+    temperature: float = option(0.2, help="sampling temperature")
+    max_tokens: int = option(450, help="longest answer, in tokens")
+    detail: str = option("high", choices=("low", "high", "auto"), help="image detail the model sees")
     max_side: int = option(1024, help="downscale images to this longest side")
     min_words: int = option(20, help="shorter answers are retried")
-    mode: str = option("online", group="execution", choices=("online", "batch"))
-    concurrency: int = option(8)
+    mode: str = option("online", group="execution", choices=("online", "batch"),
+                      help="concurrent requests, or the Batch API (half price, within 24 h)")
+    concurrency: int = option(8, help="requests in flight (online)")
     timeout: float = option(60.0, help="seconds per HTTP request")
     image_timeout: float = option(180.0, help="seconds per image in online mode, retries and waits included")
     max_attempts: int = option(6, help="HTTP attempts per request (the openai SDK retries 408/409/429/5xx)")
     max_answer_retries: int = option(2, help="new requests after a refusal, empty, short or malformed answer")
     poll_interval: float = option(30.0, help="batch polling (s)")
-    batch_max_requests: int = option(50_000)  # the Batch API's limits per input file: 50,000
-    batch_max_bytes: int = option(200 * 1000 * 1000 - 1024)  # requests, 200 MB (a little under)
+    batch_max_requests: int = option(50_000, help="requests per batch file (the API's limit)")
+    batch_max_bytes: int = option(200 * 1000 * 1000 - 1024, help="bytes per batch file (under the API's 200 MB)")
     journal: Optional[Path] = option(None, type=Path, help="journal file (default <out stem>.journal.jsonl)")
     resume: bool = option(False, help="continue the run recorded in the journal")
     dry_run: bool = option(False, help="estimate requests, tokens and cost; no key, no network")
@@ -76,8 +79,22 @@ class RegenerateConfig:
                if getattr(self, f.name) not in f.metadata.get("choices", [getattr(self, f.name)])]
         bad += [f"{n} must be at least 1" for n in ("concurrency", "max_attempts", "max_side", "max_tokens",
                                                    "batch_max_requests") if getattr(self, n) < 1]
-        bad += [f"{n} must not be negative" for n in ("max_answer_retries", "min_words") if getattr(self, n) < 0]
+        bad += [f"{n} must not be negative" for n in ("max_answer_retries", "min_words", "poll_interval")
+                if getattr(self, n) < 0]
         bad += [f"{n} must be positive" for n in ("timeout", "image_timeout") if getattr(self, n) <= 0]
+        bad += [f"{f.name} must be a finite number" for f in fields(self) if f.type == "float"
+                and not math.isfinite(getattr(self, f.name))]
+        if self.temperature < 0 or self.temperature > 2:
+            bad.append("temperature must be between 0 and 2")
+        if self.limit is not None and self.limit < 1:
+            bad.append("limit must be at least 1")
+        try:  # an unparsable URL would end in a traceback inside httpx
+            url = urlsplit(self.base_url or "http://localhost")
+            url.port
+        except ValueError as err:
+            url, bad = None, bad + [f"base_url {self.base_url!r} is not a URL ({err})"]
+        if url and (url.scheme not in ("http", "https") or not url.hostname):
+            bad.append(f"base_url {self.base_url!r} is not an http(s) URL")
         if bad:
             raise ValueError("; ".join(bad))
 

@@ -85,7 +85,7 @@ def _parse(data: bytes, path: Path, journal: Journal) -> int:
             journal.apply(record)
         except KeyError as err:
             raise RegenerateError(f"{path}: line {number} lacks {err}; the journal is damaged") from None
-        except ValueError as err:
+        except (ValueError, RecursionError) as err:
             if number == len(lines):  # half-written final line: the crash this journal exists for
                 break
             raise RegenerateError(f"{path}: line {number} is unreadable ({err}); the journal is damaged") from None

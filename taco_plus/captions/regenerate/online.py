@@ -87,10 +87,9 @@ class OnlineRunner(Runner):
             return
         for answers in range(1, self.cfg.max_answer_retries + 2):
             flight.fresh = True
-            try:  # client.post sends the body as built; create() would re-validate it field by field
-                text = await self.client.post("/chat/completions", cast_to=str, body=body)
-                answer = parse_completion(json.loads(text))
-            except ValueError as err:  # not JSON, or not a chat completion
+            try:
+                answer = parse_completion(json.loads(await self._post(body)))
+            except ValueError as err:  # not JSON, not a chat completion, or too large
                 problem = f"malformed response: {str(err)[:200]}"
             except openai.APIError as err:
                 self.fail(job.image_id, f"gave up after {flight.attempts} attempts; last error: {self._reason(err)}",
@@ -103,6 +102,25 @@ class OnlineRunner(Runner):
             if answers <= self.cfg.max_answer_retries:
                 self.retry(f"{job.image_id}: {problem}; asking again")
         self.fail(job.image_id, f"{problem} ({answers} answers rejected)", attempts=flight.attempts)
+
+    async def _post(self, body: dict) -> bytes:
+        """The chat completion's body, read up to 1 MiB + 64 bytes per ``max_tokens``: a server
+        ignoring ``max_tokens`` cannot fill the memory. ``client.post`` sends the body as built
+        (``create()`` would re-validate it field by field); the raw-response header streams it."""
+        import openai
+
+        limit, data = (1 << 20) + 64 * self.cfg.max_tokens, bytearray()
+        response = await self.client.post("/chat/completions", cast_to=openai.AsyncAPIResponse[bytes], body=body,
+                                          options={"headers": {"X-Stainless-Raw-Response": "stream"}})
+        try:
+            async for chunk in response.iter_bytes():
+                data += chunk
+                if len(data) > limit:
+                    raise ValueError(f"response body over {limit:,} bytes (max_tokens {self.cfg.max_tokens}); "
+                                     "not read further")
+        finally:
+            await response.close()
+        return bytes(data)
 
     def _reason(self, err: Exception) -> str:
         """Why a request failed for good; raises :class:`FatalAPIError` when the run must stop."""

@@ -36,6 +36,9 @@ _REFUSAL_ANYWHERE = re.compile(
 )
 
 
+_BEARER = re.compile(r"Bearer\s+[\w.~+/=-]+", re.IGNORECASE)
+
+
 class FatalAPIError(RuntimeError):
     """A failure no retry and no other image can escape; the run stops."""
 
@@ -115,8 +118,12 @@ def parse_completion(data: Any) -> Answer:
         raise ValueError(f"not a chat completion ({type(err).__name__}: {err})") from None
 
 
-def answer_problem(answer: Answer, min_words: int) -> Optional[str]:
-    """Why ``answer`` is not a usable caption, or None if it is."""
+def answer_problem(answer: Answer, min_words: int, max_tokens: Optional[int] = None) -> Optional[str]:
+    """Why ``answer`` is not a usable caption, or None if it is. An answer far beyond
+    ``max_tokens`` (twice the tokens, or 32 characters a token) is a server ignoring the limit."""
+    n_chars, n_tokens = len(answer.text or ""), answer.usage["completion_tokens"]
+    if max_tokens and (n_tokens > 2 * max_tokens or n_chars > 32 * max_tokens):
+        return f"answer far beyond max_tokens {max_tokens} ({n_chars:,} characters, {n_tokens:,} tokens); not kept"
     if answer.refusal:
         return f"refusal: {answer.refusal.strip()[:120]}"
     text = (answer.text or "").strip()
@@ -153,9 +160,11 @@ def read_api_key(env_name: str) -> str:
 
 
 def redact(text: object, key: Optional[str]) -> str:
-    """``text`` with ``key`` replaced by ``[redacted]`` (some servers echo it in 401 errors).
-    Keys under 8 characters are placeholders for local servers, not secrets."""
-    return str(text).replace(key, "[redacted]") if key and len(key) >= 8 else str(text)
+    """``text`` with ``key`` and any ``Bearer <token>`` replaced by ``[redacted]`` (some servers
+    echo the key, in errors or answers). Keys under 8 characters are placeholders for local
+    servers, not secrets."""
+    text = _BEARER.sub("Bearer [redacted]", str(text))
+    return text.replace(key, "[redacted]") if key and len(key) >= 8 else text
 
 
 def public_base_url(base_url: Optional[str]) -> Optional[str]:
@@ -195,10 +204,10 @@ class Runner:
         """Journal ``answer`` as the caption of ``image_id``, or return why it is rejected."""
         self.prompt_tokens += answer.usage["prompt_tokens"]
         self.completion_tokens += answer.usage["completion_tokens"]
-        if (problem := answer_problem(answer, self.cfg.min_words)) is None:  # one paragraph, whitespace collapsed
-            self.journal.append({"type": "caption", "image_id": image_id, "caption": " ".join(answer.text.split()),
-                                 "usage": answer.usage, "mode": self.mode, "finish_reason": answer.finish_reason,
-                                 "response_id": answer.response_id, "time": utc_now(), **extra})
+        if (problem := answer_problem(answer, self.cfg.min_words, self.cfg.max_tokens)) is None:
+            self._append({"type": "caption", "image_id": image_id, "caption": " ".join(answer.text.split()),
+                          "usage": answer.usage, "mode": self.mode, "finish_reason": answer.finish_reason,
+                          "response_id": answer.response_id, "time": utc_now(), **extra})
             self.done += 1
             self.show(advance=1)
         return problem
@@ -207,8 +216,8 @@ class Runner:
         """Journal a failure; ``final``: no further attempt in this run."""
         if image_id in self.given_up:
             return
-        self.journal.append({"type": "failure", "image_id": image_id, "reason": redact(reason, self.api_key),
-                             "mode": self.mode, "time": utc_now(), **extra})
+        self._append({"type": "failure", "image_id": image_id, "reason": reason, "mode": self.mode,
+                      "time": utc_now(), **extra})
         if final:
             self.given_up.add(image_id)
             self.failed += 1
@@ -216,15 +225,21 @@ class Runner:
         else:
             self.retry()
 
+    def _append(self, record: dict) -> None:
+        """Journal ``record`` with the key scrubbed from every text the server chose."""
+        self.journal.append({k: redact(v, self.api_key) if isinstance(v, str) and k != "image_id" else v
+                             for k, v in record.items()})
+
     def retry(self, message: Optional[str] = None) -> None:
         """Count a retry; ``message`` is printed above the bar as it happens."""
         self.retried += 1
         if message and not self.bar.disable:
-            self.bar.write(message, file=sys.stderr)
+            self.bar.write(redact(message, self.api_key), file=sys.stderr)
         self.show()
 
     def show(self, advance: int = 0) -> None:
         tokens = self.prompt_tokens + self.completion_tokens
         self.bar.set_postfix_str(f"done={self.done} failed={self.failed} retried={self.retried} tokens={tokens:,}"
-                                 + (f" | {self.status}" if self.status else ""), refresh=not advance)
+                                 + (f" | {redact(self.status, self.api_key)}" if self.status else ""),
+                                 refresh=not advance)
         self.bar.update(advance)
