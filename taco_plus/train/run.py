@@ -73,12 +73,20 @@ def build_weighting(weighting_cfg: Optional[DictConfig], captions):
     return weighting
 
 
+def build_model(cfg: DictConfig) -> torch.nn.Module:
+    """The codec of a composed config, initialised from ``trainer.seed`` alone (whatever was
+    built before it; the adapter draws from its own stream, ``models/transforms.py``)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.trainer.seed)
+        return instantiate(cfg.model, _convert_="all")
+
+
 def build_components(cfg: DictConfig) -> Components:
     """Instantiates model, text encoder, weighting, data, loss and optimiser factories."""
     text_encoder = instantiate(cfg.text_encoder, _convert_="all")
     data = instantiate(cfg.data, _convert_="all")
     weighting = build_weighting(cfg.get("weighting"), data.captions)
-    model = instantiate(cfg.model, _convert_="all")
+    model = build_model(cfg)
     if getattr(model, "text_dim", text_encoder.width) != text_encoder.width:
         raise ValueError(f"model.text_dim={model.text_dim} but the text encoder gives width {text_encoder.width}")
     loss = build_loss(cfg.loss)

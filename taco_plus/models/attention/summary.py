@@ -61,8 +61,11 @@ class CaptionSummary(nn.Module):
     def extra_repr(self) -> str:
         return f"text_dim={self.text_dim}, k={self.k}, max_len={self.max_len}"
 
-    def forward(self, text: Tensor, mask: Optional[Tensor] = None, weights: Optional[Tensor] = None) -> Tensor:
-        """Tokens (B, L, D), mask (B, L) True = real, weights (B, L) > 0 -> summaries (B, k, D)."""
+    def forward(
+        self, text: Tensor, mask: Optional[Tensor] = None, weights: Optional[Tensor] = None, real: Optional[Tensor] = None
+    ) -> Tensor:
+        """Tokens (B, L, D), mask (B, L) True = kept, weights (B, L) > 0 -> summaries (B, k, D).
+        ``real`` (B, L): the real tokens, over which the weights' mean is taken (default: kept)."""
         b, n, _ = text.shape
         if n > self.max_len:
             raise ValueError(
@@ -76,9 +79,10 @@ class CaptionSummary(nn.Module):
         else:  # the j-th real token takes row j; padding takes a zero row
             rank = (mask.long().cumsum(dim=1) - 1).clamp(min=0)  # (B, L)
             rows = self.proj[rank] * mask.unsqueeze(-1)
-        if weights is not None:
+        if weights is not None:  # mean over real tokens only: attended pads do not dilute it
             w = weights.to(text.dtype)
-            real = torch.ones_like(w) if mask is None else mask.to(w.dtype)
+            real = mask if real is None else real.to(torch.bool) if mask is None else real.to(torch.bool) & mask
+            real = torch.ones_like(w) if real is None else real.to(w.dtype)
             mean = (w * real).sum(dim=1, keepdim=True) / real.sum(dim=1, keepdim=True)  # (B, 1)
             rows = rows * (w / mean).unsqueeze(-1)
         return torch.einsum("bnd,bnk->bkd", text, rows.to(text.dtype))
