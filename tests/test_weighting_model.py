@@ -18,7 +18,7 @@ from taco_plus.config import CONFIG_DIR, compose, to_container
 from taco_plus.experiments.registry import run_names
 from taco_plus.models import TACO
 from taco_plus.models.adapter import Injector
-from taco_plus.models.attention import CaptionSummary, FullCrossAttention
+from taco_plus.models.attention import FullCrossAttention
 from taco_plus.train.run import build_model as build_model_at_seed
 from taco_plus.text.tokenizer import tokenize
 from taco_plus.weighting import NoWeighting, TfidfEmbeddingScale, TfidfStatistics, TfidfWeighting
@@ -159,19 +159,6 @@ def test_a_weighted_token_acts_comparably_under_every_attention_option(setting):
     assert effect["full"] > 1e-3
     for option, value in effect.items():
         assert 0.5 < value / effect["full"] < 2.0, (option, effect)
-
-
-def test_a_caption_summary_means_weights_over_real_tokens_only():
-    """Attended pads (no mask) are projected like tokens, but weigh nothing in mean(w)."""
-    torch.manual_seed(0)
-    summary = CaptionSummary(8, k=4, max_len=10)
-    text, real = torch.randn(1, 10, 8), torch.arange(10)[None] < 4  # SOT, 2 pieces, EOT, 6 pads
-    weights = torch.ones(1, 10)
-    weights[0, 1] = 1.5
-    scale = (weights / (4.5 / 4)).sqrt()  # energy share x w / mean(w), the mean over the 4 real tokens
-    expected = torch.einsum("bnd,bnk->bkd", text, summary.proj.detach()[None] * scale[..., None])
-    assert torch.allclose(summary(text, None, weights, real), expected, atol=1e-6)
-    assert torch.allclose(summary(text, None, torch.full((1, 10), 1.3), real), summary(text), atol=1e-6)
 
 
 def relative_changes(seed: int, zero_bias: bool = False) -> tuple[float, float]:
