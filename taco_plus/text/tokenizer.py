@@ -130,7 +130,6 @@ def tokenize(text: str, max_tokens: MaxTokens = 38, pad: PadPolicy = "eot") -> T
     return layout_from_pieces(bpe_ids(text), max_tokens, pad)
 
 
-
 def real_lengths(captions: Iterable[str], max_tokens: MaxTokens = 38) -> List[int]:
     """Real tokens (SOT, pieces, EOT; padding not counted) of each caption's layout."""
     return [sum(layout_from_pieces(bpe_ids(c), max_tokens).mask) for c in captions]

@@ -82,9 +82,10 @@ def check_caption_lengths(cfg: DictConfig, captions, sample: int = 50_000) -> No
         return
     texts = [c for i in captions.ids() for c in captions.captions(i)]
     lengths = np.array(real_lengths(texts[:: max(1, -(-len(texts) // sample))], cfg.text_encoder.max_tokens) or [0])
-    k, share = int(cfg.attention.k), float(np.mean(lengths <= int(cfg.attention.k)))
-    stats = {"captions": len(lengths), "median": float(np.median(lengths)), "p90": round(float(np.percentile(lengths, 90)), 1),
-             "max": int(lengths.max()), "at_most_k": round(share, 4)}
+    k = int(cfg.attention.k)
+    share = float(np.mean(lengths <= k))
+    stats = {"captions": len(lengths), "median": float(np.median(lengths)),
+             "p90": round(float(np.percentile(lengths, 90)), 1), "max": int(lengths.max()), "at_most_k": round(share, 4)}
     logger.info("caption lengths of %s in real tokens: %s", captions.name, stats)
     if k >= stats["max"] and not cfg.attention.allow_k_not_below_caption:
         raise ValueError(f"attention.k={k} is not below the longest caption of {captions.name} ({stats['max']} real "

@@ -22,9 +22,8 @@ caption wherever the padding sits. (A model that attends a caption's own pads,
 (mean over the caption's real tokens, never its pads). The rows have random signs, so
 tokens add up in a summary by energy (variances add): token j's share of a summary's
 energy then grows by ``w_j / mean(w)``, as its attention mass does under full attention.
-Uniform weights change nothing. (Scaling the row by ``w_j / mean(w)`` moved the latent
-2.2-2.9x as much as full attention where the caption's pads are attended; docs/weighting.md
-gives the numbers.)
+Uniform weights change nothing. (The row scaled by ``w_j / mean(w)`` moved the latent 2-5x
+as much as full attention where the caption's pads are attended: docs/weighting.md.)
 
 Positions beyond the longest training caption use untrained rows of ``E``, as in any
 Linformer; ``max_len`` is therefore the longest caption the text encoder produces
@@ -82,7 +81,7 @@ class CaptionSummary(nn.Module):
             rows = self.proj[rank] * mask.unsqueeze(-1)
         if weights is not None:  # energy share x w / mean(w), the mean over real tokens only
             w = weights.to(text.dtype)
-            real = mask if real is None else real.to(torch.bool) if mask is None else real.to(torch.bool) & mask
+            real = mask if real is None else real
             real = torch.ones_like(w) if real is None else real.to(w.dtype)
             mean = (w * real).sum(dim=1, keepdim=True) / real.sum(dim=1, keepdim=True)  # (B, 1)
             rows = rows * (w / mean).sqrt().unsqueeze(-1)
