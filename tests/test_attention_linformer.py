@@ -80,12 +80,16 @@ def test_uniform_weights_change_nothing_and_others_do(variant):
 
 
 def test_summary_weights_scale_each_token_share():
-    """Token j's projection row is scaled by w_j / mean(w) over the real tokens."""
+    """Token j's projection row is scaled by sqrt(w_j / mean(w)), the mean over the real tokens only:
+    attended pads (no mask) are projected like tokens but weigh nothing in mean(w)."""
     summary = CaptionSummary(D, k=8, max_len=64)
-    text, weights = torch.randn(1, 6, D), torch.tensor([[1.0, 1.5, 1.0, 1.2, 1.0, 1.0]])
-    relative = weights / weights.mean()
-    expected = summary.proj[:6].detach().t() @ (text[0] * relative[0, :, None])
-    torch.testing.assert_close(summary(text, weights=weights)[0], expected, rtol=0, atol=1e-5)
+    text, weights = torch.randn(1, 10, D), torch.tensor([[1.0, 1.5, 1.0, 1.2, 1.0, 1.0] + [1.0] * 4])
+    real = torch.arange(10)[None] < 6  # 4 pads
+    relative = (weights / weights[:, :6].mean()).sqrt()
+    expected = summary.proj[:10].detach().t() @ (text[0] * relative[0, :, None])
+    torch.testing.assert_close(summary(text, weights=weights, real=real)[0], expected, rtol=0, atol=1e-5)
+    uniform = torch.full((1, 10), 1.3)
+    torch.testing.assert_close(summary(text, weights=uniform, real=real), summary(text), rtol=0, atol=1e-6)
 
 
 def test_pooled_is_permutation_invariant_like_full_attention():

@@ -11,7 +11,7 @@ import torch
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 
-from taco_plus.checkpoint import build_model, load_codec, save_codec
+from taco_plus.checkpoint import build_model, load_codec, read_checkpoint, save_codec
 from taco_plus.config import CONFIG_DIR, compose, to_container
 from taco_plus.models import TACO
 from taco_plus.text import ClipTextEncoder
@@ -121,6 +121,37 @@ def test_training_refuses_such_a_k_before_building_anything(tmp_path):
     with pytest.raises(Exception, match="attention.k=38 is not below the longest caption"):
         train(compose(["debug=tiny", "attention=linformer_text", "attention.k=38"]), tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def caption_folder(root, captions: dict) -> str:
+    from PIL import Image
+
+    root.mkdir()
+    for name in captions:
+        Image.fromarray((torch.rand(64, 64, 3) * 255).to(torch.uint8).numpy()).save(root / name)
+    (root / "captions.json").write_text(json.dumps(captions), "utf-8")
+    return ["debug=tiny", "loss=rd", "data=folder", f"data.image_dir={root}", "captions=file",
+            f"captions.path={root / 'captions.json'}", "trainer.max_steps=1", "attention=linformer_text"]
+
+
+def test_training_checks_k_against_the_real_caption_lengths(tmp_path, caplog):
+    """38-token layouts, but COCO-like captions mostly shorter than k = 16 real tokens: the run
+    says so in its log and its run config; captions all within k are refused."""
+    from taco_plus.train.run import train
+
+    short = {"a.png": "a red bus", "b.png": "two cats asleep on a blue sofa", "c.png": "a bowl of green apples"}
+    with pytest.raises(ValueError, match="attention.k=16 is not below the longest caption of captions .9 real tokens"):
+        train(compose(caption_folder(tmp_path / "short", short)), tmp_path / "refused")
+    mixed = {**short, "d.png": "a lighthouse on a rocky island near the sea at dusk, with waves breaking on the "
+                               "black rocks below and gulls overhead"}
+    with caplog.at_level("INFO"):
+        result = train(compose(caption_folder(tmp_path / "mixed", mixed)), tmp_path / "run")
+    stats = {"captions": 4, "median": 8.0, "p90": 20.2, "max": 25, "at_most_k": 0.75,
+             "note": "75% of the captions have at most attention.k=16 real tokens: the caption summary compresses "
+                     "few of them (docs/attention.md)"}
+    assert stats["note"] in caplog.text and "'median': 8.0" in caplog.text
+    assert read_checkpoint(result.final_checkpoint)["config"]["attention"]["caption_tokens"] == stats
+    assert "caption_tokens:\n    captions: 4" in (tmp_path / "run" / "config.yaml").read_text()
 
 
 @pytest.mark.parametrize("override", ["attention.kk=3", "attention.caption_sumary.k=3", "attention.injektor=x"])

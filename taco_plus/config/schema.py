@@ -45,6 +45,7 @@ class AttentionConfig:
     image_k: Optional[int] = None  # pooled summaries of the image tokens (image side)
     max_len: int = 2464  # longest chunked caption a caption summary covers (32 CLIP windows)
     allow_k_not_below_caption: bool = False  # accept a k that compresses nothing
+    caption_tokens: Optional[Any] = None  # set by training: real-token lengths of its captions vs k
 
 
 def caption_max_len(max_tokens: Any, chunked_max_len: int, k: int, allow: bool) -> int:

@@ -103,20 +103,28 @@ class TACO(CompressionModel):
         text_embeddings: Tensor,
         text_mask: Optional[Tensor] = None,
         text_weights: Optional[Tensor] = None,
+        text_lengths: Optional[Tensor] = None,
     ) -> Tensor:
         """g_a with the text adapter: x (B, 3, H, W) -> y (B, M, H/16, W/16).
 
-        ``text_weights`` (B, L) act inside the adapter (``adapter.py``); a weighting
-        that acts elsewhere prepares the inputs itself (``taco_plus.weighting``).
+        ``text_mask`` (B, L) is True on real tokens. ``text_lengths`` (B,): positions of
+        each caption's own sequence (``TextFeatures.lengths``: real tokens and the pads of
+        a fixed-length layout); later ones only pad the batch and are never attended
+        (None: all L). Without ``mask_padding`` a caption's own pads are attended (the
+        reference). ``text_weights`` (B, L) act inside the adapter (``adapter.py``); a
+        weighting that acts elsewhere prepares the inputs itself (``taco_plus.weighting``).
         """
         if text_embeddings.dim() != 3 or text_embeddings.shape[-1] != self.text_dim:
             raise ValueError(
                 f"text_embeddings must be (B, L, {self.text_dim}), got {tuple(text_embeddings.shape)}"
             )
         mask = text_mask if self.mask_padding else None
+        if text_lengths is not None:
+            own = torch.arange(text_embeddings.shape[1], device=x.device) < text_lengths.to(x.device)[:, None]
+            mask = own if mask is None else mask.to(torch.bool) & own
         if mask is not None and not mask.any(dim=1).all():
             raise ValueError("every caption needs at least one unmasked token (its SOT/EOT)")
-        return self.g_a(x, text_embeddings, mask, text_weights)
+        return self.g_a(x, text_embeddings, mask, text_weights, text_mask)
 
     # --------------------------------------------------------------- latents
     def _code_latents(
@@ -149,9 +157,10 @@ class TACO(CompressionModel):
         text_embeddings: Tensor,
         text_mask: Optional[Tensor] = None,
         text_weights: Optional[Tensor] = None,
+        text_lengths: Optional[Tensor] = None,
     ) -> dict[str, Any]:
         """Returns ``{"x_hat", "likelihoods": {"y", "z"}}`` (CompressAI's contract)."""
-        y = self.analysis(x, text_embeddings, text_mask, text_weights)
+        y = self.analysis(x, text_embeddings, text_mask, text_weights, text_lengths)
         z = self.h_a(y)
         # The entropy model stays fp32 under mixed precision (autocast): likelihoods,
         # rounding around the means and the networks that predict them, as compress and
@@ -177,6 +186,7 @@ class TACO(CompressionModel):
         text_embeddings: Tensor,
         text_mask: Optional[Tensor] = None,
         text_weights: Optional[Tensor] = None,
+        text_lengths: Optional[Tensor] = None,
     ) -> dict[str, Any]:
         """Returns ``{"strings": [y_strings, z_strings], "shape": z.shape[-2:], "y_hat"}``.
 
@@ -184,7 +194,7 @@ class TACO(CompressionModel):
         will reconstruct (so ``g_s(y_hat)`` is the decoded image). Requires
         :meth:`update` first.
         """
-        y = self.analysis(x, text_embeddings, text_mask, text_weights)
+        y = self.analysis(x, text_embeddings, text_mask, text_weights, text_lengths)
         z = self.h_a(y)
         z_strings, z_hat = encode_bottleneck(self.entropy_bottleneck, z)
         coder = EncodingCoder(self.gaussian_conditional)

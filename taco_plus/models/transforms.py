@@ -55,16 +55,23 @@ class AnalysisTransform(nn.Module):
         caption_summary: Optional[Callable[[int], nn.Module]] = None,
     ) -> None:
         super().__init__()
-        # A module only when used (official state dicts have no such key).
-        self.caption_summary = caption_summary and caption_summary(text_dim)
+        # The adapter draws from its own stream (seeded from the global one, which it leaves
+        # as it was), so every attention option starts from the same ELIC backbone at a seed.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(2**62, ())))
+            # A module only when used (official state dicts have no such key).
+            self.caption_summary = caption_summary and caption_summary(text_dim)
+            blocks = [Injector(N, text_dim, num_heads, injector_attention),
+                      Extractor(N, text_dim, num_heads, extractor_attention),
+                      Injector(N, text_dim, num_heads, injector_attention)]
         self.analysis_transform = nn.Sequential(
             conv(3, N), *_res3(N),
             conv(N, N), *_res3(N),
-            Injector(N, text_dim, num_heads, injector_attention),  # 8
+            blocks[0],  # 8: Injector
             AttentionBlock(N),
             conv(N, N), *_res3(N),
-            Extractor(N, text_dim, num_heads, extractor_attention),  # 14
-            Injector(N, text_dim, num_heads, injector_attention),  # 15
+            blocks[1],  # 14: Extractor
+            blocks[2],  # 15: Injector
             conv(N, M),
             AttentionBlock(M),
         )  # fmt: skip
@@ -78,9 +85,12 @@ class AnalysisTransform(nn.Module):
         text: Tensor,
         text_mask: Optional[Tensor] = None,
         text_weights: Optional[Tensor] = None,
+        real_mask: Optional[Tensor] = None,
     ) -> Tensor:
+        """``text_mask``: the positions attended; ``real_mask``: the real tokens (means of weights)."""
         if self.caption_summary is not None:  # (B, L, D) -> (B, k, D), mask and weights used up
-            text, text_mask, text_weights = self.caption_summary(text, text_mask, text_weights), None, None
+            text = self.caption_summary(text, text_mask, text_weights, real_mask)
+            text_mask = text_weights = None
         # NCHW throughout: NNPACK's Winograd convolutions take and return it.
         for layer in self.analysis_transform:
             if isinstance(layer, Injector):

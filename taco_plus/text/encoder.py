@@ -47,6 +47,12 @@ class TextFeatures:
     layouts: List[TokenizedCaption]
     num_sequences: int
 
+    @property
+    def lengths(self) -> Tensor:
+        """(B,) positions of each caption's own layout (real tokens, and the pads of a fixed
+        length); later positions only pad the batch (chunked captions of unequal lengths)."""
+        return torch.tensor([len(layout) for layout in self.layouts], device=self.tokens.device)
+
 
 class TextTower:
     """A view of the text-tower modules of an open_clip ``CLIP`` (on the model) or

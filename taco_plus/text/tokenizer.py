@@ -13,7 +13,7 @@ import functools
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import List, Literal, Tuple, Union
+from typing import Iterable, List, Literal, Tuple, Union
 
 from open_clip.tokenizer import SimpleTokenizer
 
@@ -130,3 +130,7 @@ def tokenize(text: str, max_tokens: MaxTokens = 38, pad: PadPolicy = "eot") -> T
     ``"chunked"``; ``pad`` ``"eot"`` (49407) or ``"zero"`` (0) for fixed lengths."""
     return layout_from_pieces(bpe_ids(text), max_tokens, pad)
 
+
+def real_lengths(captions: Iterable[str], max_tokens: MaxTokens = 38) -> List[int]:
+    """Real tokens (SOT, pieces, EOT; padding not counted) of each caption's layout."""
+    return [sum(layout_from_pieces(bpe_ids(c), max_tokens).mask) for c in captions]

@@ -21,6 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from taco_plus.config import to_container
+from taco_plus.text.tokenizer import real_lengths
 from taco_plus.train.trainer import Components, DistContext, Trainer, TrainResult
 
 logger = logging.getLogger(__name__)
@@ -73,12 +74,45 @@ def build_weighting(weighting_cfg: Optional[DictConfig], captions):
     return weighting
 
 
+def check_caption_lengths(cfg: DictConfig, captions, sample: int = 50_000) -> None:
+    """Real-token lengths of the training captions (an even sample of at most ``sample``) against
+    the caption summary's k: logged and kept as ``attention.caption_tokens`` in the run config, with
+    a note when most captions have at most k; a k not below the longest one fails (docs/attention.md)."""
+    if cfg.attention.get("caption_summary") is None or not hasattr(captions, "ids"):
+        return
+    texts = [c for i in captions.ids() for c in captions.captions(i)]
+    lengths = np.array(real_lengths(texts[:: max(1, -(-len(texts) // sample))], cfg.text_encoder.max_tokens) or [0])
+    k = int(cfg.attention.k)
+    share = float(np.mean(lengths <= k))
+    stats = {"captions": len(lengths), "median": float(np.median(lengths)),
+             "p90": round(float(np.percentile(lengths, 90)), 1), "max": int(lengths.max()), "at_most_k": round(share, 4)}
+    logger.info("caption lengths of %s in real tokens: %s", captions.name, stats)
+    if k >= stats["max"] and not cfg.attention.allow_k_not_below_caption:
+        raise ValueError(f"attention.k={k} is not below the longest caption of {captions.name} ({stats['max']} real "
+                         "tokens): the caption summary would compress nothing. Lower attention.k, or set "
+                         "attention.allow_k_not_below_caption=true")
+    if share > 0.5:
+        stats["note"] = (f"{share:.0%} of the captions have at most attention.k={k} real tokens: the caption "
+                         "summary compresses few of them (docs/attention.md)")
+        logger.warning("%s", stats["note"])
+    cfg.attention.caption_tokens = stats
+
+
+def build_model(cfg: DictConfig) -> torch.nn.Module:
+    """The codec of a composed config, initialised from ``trainer.seed`` alone (whatever was
+    built before it; the adapter draws from its own stream, ``models/transforms.py``)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.trainer.seed)
+        return instantiate(cfg.model, _convert_="all")
+
+
 def build_components(cfg: DictConfig) -> Components:
     """Instantiates model, text encoder, weighting, data, loss and optimiser factories."""
     text_encoder = instantiate(cfg.text_encoder, _convert_="all")
     data = instantiate(cfg.data, _convert_="all")
     weighting = build_weighting(cfg.get("weighting"), data.captions)
-    model = instantiate(cfg.model, _convert_="all")
+    check_caption_lengths(cfg, data.captions)
+    model = build_model(cfg)
     if getattr(model, "text_dim", text_encoder.width) != text_encoder.width:
         raise ValueError(f"model.text_dim={model.text_dim} but the text encoder gives width {text_encoder.width}")
     loss = build_loss(cfg.loss)

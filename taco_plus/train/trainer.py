@@ -123,6 +123,17 @@ def restore_rng(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+@torch.no_grad()
+def text_inputs(text_encoder: nn.Module, weighting: Any, captions: list[str], device: torch.device) -> tuple:
+    """``(tokens, mask, weights or None, lengths)`` of a batch of captions, on ``device``, for
+    ``model(x, *inputs)``: the lengths keep the padding of unequal captions unattended."""
+    text = text_encoder(captions)
+    tokens, mask, weights = text.tokens, text.mask, None
+    if weighting is not None:
+        tokens, mask, weights = weighting.model_inputs(text, captions)
+    return tuple(None if t is None else t.to(device) for t in (tokens, mask, weights, text.lengths))
+
+
 def load_initial_weights(model: nn.Module, path: str | Path) -> None:
     """Loads an official TACO or taco-plus checkpoint into ``model`` for fine-tuning.
 
@@ -301,17 +312,12 @@ class Trainer:
               last_path) -> dict[str, float]:
         x = batch["image"].to(device, non_blocking=True)
         captions = batch["caption"]
-        with torch.no_grad():
-            text = parts.text_encoder(captions)
-            tokens, mask, weights = text.tokens, text.mask, None
-            if parts.weighting is not None:
-                tokens, mask, weights = parts.weighting.model_inputs(text, captions)
-            weights = None if weights is None else weights.to(device)
+        text = text_inputs(parts.text_encoder, parts.weighting, captions, device)
         optimizer.zero_grad(set_to_none=True)
         aux_optimizer.zero_grad(set_to_none=True)
         # bf16 autocast of the codec forward; the model keeps its entropy model in fp32.
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-            out = net(x, tokens.to(device), mask.to(device), weights)
+            out = net(x, *text)
         terms = parts.loss(out, x, captions)
         aux = model.aux_loss()
         total = terms["loss"] + aux

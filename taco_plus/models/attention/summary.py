@@ -15,15 +15,15 @@ caption length except for this O(L·k·D) projection.
 **Padding.** Padded tokens are removed, not just ignored: their features are zeroed
 and their projection rows are zero, and the real tokens are *compacted* (the j-th real
 token of a caption uses row j of ``E``), so the summaries equal those of the unpadded
-caption wherever the padding sits.
+caption wherever the padding sits. (A model that attends a caption's own pads,
+``mask_padding=false``, keeps them as tokens; only batch padding is removed.)
 
-**Token weights** act in the projection: token j's row is scaled by its weight
-relative to the caption's mean weight, ``E'_ji = E_ji · w_j / mean(w)``, so its share
-of every summary grows as its attention mass does under full attention (where the
-mass is scaled by ``w_j`` and renormalised). Uniform weights change nothing; the
-summaries carry no weights of their own. (A log-weight bias per summary, the mean
-weight of its tokens, was diluted by the mixing: a 1.5x token moved the latent about
-4x less than under full attention; docs/weighting.md gives the numbers.)
+**Token weights** act in the projection: token j's row is scaled by ``sqrt(w_j / mean(w))``
+(mean over the caption's real tokens, never its pads). The rows have random signs, so
+tokens add up in a summary by energy (variances add): token j's share of a summary's
+energy then grows by ``w_j / mean(w)``, as its attention mass does under full attention.
+Uniform weights change nothing. (The row scaled by ``w_j / mean(w)`` moved the latent 2-5x
+as much as full attention where the caption's pads are attended: docs/weighting.md.)
 
 Positions beyond the longest training caption use untrained rows of ``E``, as in any
 Linformer; ``max_len`` is therefore the longest caption the text encoder produces
@@ -61,8 +61,11 @@ class CaptionSummary(nn.Module):
     def extra_repr(self) -> str:
         return f"text_dim={self.text_dim}, k={self.k}, max_len={self.max_len}"
 
-    def forward(self, text: Tensor, mask: Optional[Tensor] = None, weights: Optional[Tensor] = None) -> Tensor:
-        """Tokens (B, L, D), mask (B, L) True = real, weights (B, L) > 0 -> summaries (B, k, D)."""
+    def forward(
+        self, text: Tensor, mask: Optional[Tensor] = None, weights: Optional[Tensor] = None, real: Optional[Tensor] = None
+    ) -> Tensor:
+        """Tokens (B, L, D), mask (B, L) True = kept, weights (B, L) > 0 -> summaries (B, k, D).
+        ``real`` (B, L): the real tokens, over which the weights' mean is taken (default: kept)."""
         b, n, _ = text.shape
         if n > self.max_len:
             raise ValueError(
@@ -76,9 +79,10 @@ class CaptionSummary(nn.Module):
         else:  # the j-th real token takes row j; padding takes a zero row
             rank = (mask.long().cumsum(dim=1) - 1).clamp(min=0)  # (B, L)
             rows = self.proj[rank] * mask.unsqueeze(-1)
-        if weights is not None:
+        if weights is not None:  # energy share x w / mean(w), the mean over real tokens only
             w = weights.to(text.dtype)
-            real = torch.ones_like(w) if mask is None else mask.to(w.dtype)
+            real = mask if real is None else real
+            real = torch.ones_like(w) if real is None else real.to(w.dtype)
             mean = (w * real).sum(dim=1, keepdim=True) / real.sum(dim=1, keepdim=True)  # (B, 1)
-            rows = rows * (w / mean).unsqueeze(-1)
+            rows = rows * (w / mean).sqrt().unsqueeze(-1)
         return torch.einsum("bnd,bnk->bkd", text, rows.to(text.dtype))
