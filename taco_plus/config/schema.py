@@ -27,6 +27,7 @@ class TacoModelConfig:
     extractor_attention: Any = "${attention.extractor}"
     caption_summary: Any = "${attention.caption_summary}"
     mask_padding: bool = True
+    scale_table_levels: int = 512  # entropy coder's Gaussian scale table (TACO: 64)
 
 
 def full_attention() -> dict[str, Any]:
