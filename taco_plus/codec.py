@@ -20,6 +20,22 @@ from taco_plus.checkpoint import LoadedCodec, instantiate_stored
 from taco_plus.images import crop, pad_to_multiple
 
 
+# The networks that predict the entropy model's scales and means, which the decoder recomputes
+# and the encoder's symbols depend on (the hyper-synthesis, contexts, entropy parameters).
+ENTROPY_MODEL = ("h_s", "channel_context", "local_context", "entropy_parameters_anchor", "entropy_parameters_nonanchor")
+
+
+def run_on_one_thread(module: torch.nn.Module) -> None:
+    """Makes ``module`` compute on one CPU thread. oneDNN splits a 1x1 convolution's sums by
+    the thread count, so the means the decoder recomputes (and the scale indexes) would depend
+    on it: kodim23 decoded with 2 threads from a 1-thread encode differed in 9 pixels."""
+    if getattr(module, "_one_thread", False):  # a second codec on the same model
+        return
+    module._one_thread, saved = True, []
+    module.register_forward_pre_hook(lambda m, a: saved.append(torch.get_num_threads()) or torch.set_num_threads(1))
+    module.register_forward_hook(lambda m, a, out: torch.set_num_threads(saved.pop()))
+
+
 @dataclass
 class EncodeResult:
     """One encoded image.
@@ -54,6 +70,11 @@ class TacoCodec:
         self, loaded: LoadedCodec, text_encoder=None, weighting=None, max_pixels: int = DEFAULT_MAX_PIXELS
     ) -> None:
         self.model = loaded.model.eval()
+        for name in ENTROPY_MODEL:  # decoding must not depend on the thread count (docs/coding.md)
+            part = getattr(self.model, name, None)
+            for module in part if isinstance(part, torch.nn.ModuleList) else [part]:
+                if module is not None:
+                    run_on_one_thread(module)
         self.max_pixels = max_pixels
         self.loaded = loaded
         if text_encoder is not None:

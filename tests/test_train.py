@@ -230,7 +230,7 @@ def test_entry_point_reports_user_errors_in_one_line(tiny_data, tmp_path, monkey
             main()
     finally:
         GlobalHydra.instance().clear()
-    assert exit_info.value.code == 1
+    assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert f"taco-plus train: error: image folder not found: {tmp_path / 'missing'}" in err
     assert "Traceback" not in err

@@ -213,7 +213,7 @@ def test_full_disk_is_a_one_line_error(tiny_data, tmp_path, monkeypatch, capsys)
     # The log: train_log.csv on /dev/full, where every write fails with ENOSPC.
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "train_log.csv").symlink_to("/dev/full")
-    assert _run_main([*common, f"run_dir={tmp_path / 'a'}"], monkeypatch) == 1
+    assert _run_main([*common, f"run_dir={tmp_path / 'a'}"], monkeypatch) == 2
     err = capsys.readouterr().err
     assert f"taco-plus train: error: [Errno 28] cannot append step 1 to {tmp_path}/a/train_log.csv: " \
            "No space left on device" in err and "Traceback" not in err
@@ -227,7 +227,7 @@ def test_full_disk_is_a_one_line_error(tiny_data, tmp_path, monkeypatch, capsys)
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
         signal.signal(signal.SIGXFSZ, xfsz)
     err = capsys.readouterr().err
-    assert status == 1 and "Traceback" not in err
+    assert status == 2 and "Traceback" not in err
     assert f"taco-plus train: error: [Errno 27] cannot write the step-1 checkpoint {tmp_path}/b/checkpoints/" \
            "last.pt (none was written yet): File too large" in err
     assert list((tmp_path / "b" / "checkpoints").iterdir()) == []  # no partial file left

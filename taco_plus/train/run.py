@@ -18,10 +18,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 from taco_plus.config import to_container
-from taco_plus.train.trainer import Components, DistContext, Trainer, TrainResult
+from taco_plus.train.trainer import Components, DistContext, Trainer, TrainResult, write_run_config
 
 logger = logging.getLogger(__name__)
 
@@ -124,9 +124,12 @@ def train(cfg: DictConfig, run_dir: Optional[str | os.PathLike] = None) -> Train
         seed_everything(trainer.seed)  # same initial weights (and loss stand-ins) on every rank
         parts = build_components(cfg)
         seed_everything(trainer.seed + ctx.rank)  # then one noise stream per rank
+        if hasattr(parts.data, "describe"):
+            parts.config["training_data"] = parts.data.describe()
+            logger.info("training data: %s", parts.config["training_data"])
         if ctx.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+            write_run_config(run_dir, parts.config)
         return trainer.fit(parts, run_dir, ctx)
     finally:
         if ctx.distributed and dist.is_initialized():
