@@ -7,17 +7,14 @@ when the trainer wrote it (docs/training.md). Anything else with TACO's keys is 
 checkpoint and gets the official text pipeline.
 
 A checkpoint is data. ``weights_only=True`` stops its pickle from running code, but its
-configs go to Hydra's ``instantiate``, which imports and calls whatever ``_target_`` names
-(``builtins.open``, ``shutil.copyfile``...). :func:`check_stored_config` refuses, before
-anything is built, a config whose ``_target_``s (at any depth) are not named by an option
-or schema of :data:`CHECKPOINT_GROUPS` (the allow-list follows the config files: a new
-option's classes are loadable, nothing else) or whose root is not of its own group (a model
-class as the text encoder), that holds an interpolation (a resolver such as ``oc.decode``
-could build a new ``_target_`` at instantiation), that does not fit a registered schema
-exactly (an unknown key such as ``cache_dir`` would choose where weights go; a string where
-an int belongs), or whose model sizes are out of range. The weights are then checked
-against the model built on the meta device, which allocates nothing (a config announcing
-8 TB of parameters costs nothing): every state-dict entry a tensor of the model's shape.
+configs go to Hydra's ``instantiate``, which imports and calls whatever ``_target_`` names.
+:func:`check_stored_config` refuses, before anything is built, a config whose ``_target_``s
+(at any depth) are not named by an option or schema of :data:`CHECKPOINT_GROUPS` (a new
+option's classes are loadable, nothing else), whose root is of another group, that holds an
+interpolation (``oc.decode`` could build a new ``_target_``), that does not fit a schema
+exactly (an unknown key such as ``cache_dir``; ``"32"`` for an int), or whose model sizes
+are out of range. :func:`check_weights` then compares the weights with the model built on
+the meta device, which allocates nothing (a config announcing 8 TB costs nothing).
 """
 
 from __future__ import annotations
@@ -37,13 +34,8 @@ from taco_plus.atomic import atomic_write, remove_stale_temporaries
 
 FORMAT = "taco-plus"
 FORMAT_VERSION = 1
-OFFICIAL_TEXT_ENCODER = {
-    "_target_": "taco_plus.text.ClipTextEncoder",
-    "model_name": "ViT-B-32",
-    "pretrained": "openai",
-    "max_tokens": 38,
-    "pad": "eot",
-}
+OFFICIAL_TEXT_ENCODER = {"_target_": "taco_plus.text.ClipTextEncoder", "model_name": "ViT-B-32",
+                         "pretrained": "openai", "max_tokens": 38, "pad": "eot"}
 # Groups whose nodes checkpoints store (the model config embeds the attention node).
 CHECKPOINT_GROUPS = ("model", "attention", "text_encoder", "weighting")
 # Hydra's instantiation keys: not constructor arguments, so not in a schema.
@@ -211,18 +203,10 @@ def save_codec(
     **extra: Any,
 ) -> None:
     """Writes a taco-plus checkpoint atomically. Configs must be plain containers."""
-    atomic_save(
-        {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "model_config": dict(model_config),
-            "text_encoder_config": dict(text_encoder_config),
-            "weighting_config": None if weighting_config is None else dict(weighting_config),
-            "state_dict": model.state_dict(),
-            **extra,
-        },
-        path,
-    )
+    atomic_save({"format": FORMAT, "format_version": FORMAT_VERSION, "model_config": dict(model_config),
+                 "text_encoder_config": dict(text_encoder_config),
+                 "weighting_config": None if weighting_config is None else dict(weighting_config),
+                 "state_dict": model.state_dict(), **extra}, path)
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -247,13 +231,14 @@ def _reason(err: BaseException) -> str:
 CODER_TABLES = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
 
 
-def check_weights(build: Callable[[], torch.nn.Module], state: Any, source: str) -> None:
-    """Builds the model on the meta device (nothing is allocated) and checks ``state`` against
-    it: the same keys, each a real or integer tensor as the model's, of its shape (the coder
-    tables excepted). Then building the model allocates no more than the file holds."""
+def check_weights(build: Callable[[], tuple[torch.nn.Module, Any]], source: str) -> None:
+    """``build() -> (model, state_dict)`` on the meta device (nothing is allocated); the state
+    dict must hold the model's keys, each a real or integer tensor as the model's, of its shape
+    (the coder tables excepted): then the real model takes no more memory than the file."""
     try:
         with torch.device("meta"):
-            expected = build().state_dict()
+            model, state = build()
+            expected = model.state_dict()
     except Exception as err:  # stored sizes that build no model (zero heads, groups not summing to M ...)
         raise CheckpointError(f"{source}: its stored model does not build: {_reason(err)}") from err
     if not isinstance(state, Mapping):
@@ -265,16 +250,7 @@ def check_weights(build: Callable[[], torch.nn.Module], state: Any, source: str)
                 "not a tensor of the model's kind and shape": wrong}
     if any(problems.values()):
         raise CheckpointError(f"{source}: its weights do not fit its model: " + "; ".join(
-            f"{kind}: {', '.join(map(str, keys[:3]))}{' ...' if len(keys) > 3 else ''}" for kind, keys in problems.items() if keys))
-
-
-def _official_state(checkpoint: Mapping[str, Any], source: str) -> dict[str, Any]:
-    from taco_plus.models.official import normalise_state_dict
-
-    try:
-        return normalise_state_dict(checkpoint)
-    except (ValueError, TypeError, AttributeError) as err:
-        raise CheckpointError(f"{source}: {_reason(err)}") from err
+            f"{kind}: {', '.join(map(str, keys[:3]))}{' ...' * (len(keys) > 3)}" for kind, keys in problems.items() if keys))
 
 
 def build_model(model_config: Mapping[str, Any]) -> torch.nn.Module:
@@ -296,13 +272,15 @@ def load_codec(path: str | os.PathLike) -> LoadedCodec:
         # Every stored config is checked before any of them is instantiated.
         for key in ("model_config", "text_encoder_config", "weighting_config"):
             check_stored_config(checkpoint.get(key), key, str(path), optional=key == "weighting_config")
-        check_weights(lambda: build_model(checkpoint["model_config"]), checkpoint.get("state_dict"), str(path))
+        check_weights(lambda: (build_model(checkpoint["model_config"]), checkpoint.get("state_dict")), str(path))
         model = build_model(checkpoint["model_config"])
         model.load_state_dict(checkpoint["state_dict"])
         loaded = LoadedCodec(model, dict(checkpoint["text_encoder_config"]), checkpoint.get("weighting_config"))
     else:
-        source = f"{path} (read as an official TACO checkpoint)"
-        check_weights(lambda: TACO.from_official(checkpoint), _official_state(checkpoint, source), source)
+        from taco_plus.models.official import normalise_state_dict
+
+        check_weights(lambda: (TACO.from_official(checkpoint), normalise_state_dict(checkpoint)),
+                      f"{path} (read as an official TACO checkpoint)")
         loaded = LoadedCodec(TACO.from_official(checkpoint), dict(OFFICIAL_TEXT_ENCODER), None, "official")
     loaded.model.eval().update(force=True)
     return loaded

@@ -99,8 +99,7 @@ def _warn_if_truncated(codec, caption: str) -> None:
 
 
 def _read_image(path: str, max_pixels: int):
-    """The image (its size checked from the header first); what of the file is not coded
-    (later frames) is said on stderr."""
+    """The image (size checked from the header); what is not coded (later frames) is said on stderr."""
     from taco_plus.images import load_image
 
     with warnings.catch_warnings(record=True) as caught:

@@ -109,8 +109,7 @@ class DataConfig:
     image_list: Optional[str] = None  # JSON list of image names (MS-COCO 30k); null: every file
     fid_patch_size: Optional[int] = 256  # evaluation FID: 256 px patches, or null = whole images
     limit: Optional[int] = None  # keep the first N images (sorted by id), for smoke runs
-    # TACO's published training lists (parallel JSON lists: image names, one caption each);
-    # both or neither; they replace `captions` and select the images (docs/training.md#data)
+    # TACO's published training lists (both or neither), replacing `captions` (docs/training.md#data)
     name_list: Optional[str] = None
     caption_list: Optional[str] = None
 
@@ -191,7 +190,8 @@ class OptimConfig:
 
 @dataclass
 class TestSetSelectionConfig:
-    """Opt-in TEST-SET SELECTION (``taco_plus.train.selection``): off while ``image_dir`` is null."""
+    """Opt-in TEST-SET SELECTION as the official script (``taco_plus.train.selection``): keep the
+    epoch that scores best on these test images (optimistic results); off while ``image_dir`` is null."""
 
     image_dir: Optional[str] = None  # the test images coded after every epoch (TACO: Kodak)
     captions: Optional[str] = None  # their caption file (TACO: kodak_ofa.json; first caption each)
@@ -220,8 +220,6 @@ class TrainerConfig:
     # sbatch --signal, submitit's SIGUSR2); [] keeps the signals' default action.
     stop_signals: List[str] = field(default_factory=lambda: ["SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2"])
     allow_resume_changes: bool = False  # resume even if the loss or the data changed (recorded)
-    # Keep the checkpoint that scores best on a test set after each epoch, as the official
-    # script did: selection on the test set (optimistic results); off by default
     test_set_selection: TestSetSelectionConfig = field(default_factory=TestSetSelectionConfig)
 
 

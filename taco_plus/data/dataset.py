@@ -120,30 +120,26 @@ class PairingReport:
         return out
 
 
-def _json_list(path: os.PathLike | str, what: str) -> list[str]:
-    path = Path(path)
-    if not path.is_file():
+def _json_list(path: os.PathLike | str, what: str, names: bool = True) -> list[str]:
+    """A JSON list of non-empty strings; ``names``: relative paths inside the image folder."""
+    if not Path(path).is_file():
         raise FileNotFoundError(f"{what} not found: {path}")
     try:
-        items = json.loads(path.read_text(encoding="utf-8"))
+        items = json.loads(Path(path).read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise DatasetPairingError(f"{path}: not a JSON list ({str(err)[:100]})") from err
     if not isinstance(items, list) or not all(isinstance(n, str) and n for n in items):
         raise DatasetPairingError(f"{path}: must be a JSON list of non-empty strings ({what})")
-    return items
-
-
-def _check_names(names: list[str], path: os.PathLike | str) -> list[str]:
-    bad = [n for n in names if Path(n).is_absolute() or ".." in Path(n).parts]
+    bad = [n for n in items if names and (Path(n).is_absolute() or ".." in Path(n).parts)]
     if bad:
         raise DatasetPairingError(f"{path}: names must be relative paths inside the image folder, got {bad[:3]}")
-    return names
+    return items
 
 
 def read_image_list(path: os.PathLike | str) -> list[str]:
     """A JSON list of image names relative to the image folder (TACO's
     ``mscoco_30k_list.json``), checked: strings, relative, no duplicates; sorted."""
-    names = _check_names(_json_list(path, "image list"), path)
+    names = _json_list(path, "image list")
     dup = sorted(n for n, count in Counter(names).items() if count > 1)
     if dup:
         raise DatasetPairingError(f"{path}: {len(dup)} names appear twice, e.g. {dup[:3]}")
@@ -155,8 +151,7 @@ class ListedCaptions(CaptionSource):
     two parallel JSON lists, image names and one caption each (a repeated name keeps every caption)."""
 
     def __init__(self, name_list: os.PathLike | str, caption_list: os.PathLike | str) -> None:
-        names = _check_names(_json_list(name_list, "name list"), name_list)
-        captions = _json_list(caption_list, "caption list")
+        names, captions = _json_list(name_list, "name list"), _json_list(caption_list, "caption list", False)
         if len(names) != len(captions):
             raise DatasetPairingError(f"{name_list} lists {len(names)} names but {caption_list} {len(captions)} captions")
         self.path, self.name, self._captions = Path(caption_list), Path(caption_list).stem, {}

@@ -86,26 +86,12 @@ class CaptionedImageData:
     ``name_list`` + ``caption_list`` (TACO's published training lists, :class:`ListedCaptions`)
     replace ``captions`` and select the listed images."""
 
-    def __init__(
-        self,
-        image_dir: os.PathLike | str,
-        captions: CaptionSource,
-        crop_size: int = 256,
-        small_images: str = "upscale",
-        min_side: int = 0,
-        batch_size: int = 8,
-        num_workers: int = 4,
-        train_caption: str = "random",
-        missing_caption: str = "skip",
-        bad_caption: str = "skip",
-        missing_image: str = "warn",
-        bad_image: str = "skip",
-        image_list: Optional[os.PathLike | str] = None,
-        fid_patch_size: Optional[int] = 256,
-        limit: Optional[int] = None,
-        name_list: Optional[str] = None,
-        caption_list: Optional[str] = None,
-    ) -> None:
+    def __init__(self, image_dir: os.PathLike | str, captions: CaptionSource, crop_size: int = 256,
+                 small_images: str = "upscale", min_side: int = 0, batch_size: int = 8, num_workers: int = 4,
+                 train_caption: str = "random", missing_caption: str = "skip", bad_caption: str = "skip",
+                 missing_image: str = "warn", bad_image: str = "skip", image_list: Optional[os.PathLike | str] = None,
+                 fid_patch_size: Optional[int] = 256, limit: Optional[int] = None, name_list: Optional[str] = None,
+                 caption_list: Optional[str] = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if num_workers < 0:
@@ -139,18 +125,9 @@ class CaptionedImageData:
 
     def train_dataset(self, seed: int = 0) -> CaptionedImageDataset:
         """Random crops, a caption drawn per item per epoch; unreadable images replaced."""
-        return CaptionedImageDataset(
-            self.image_dir,
-            self.captions,
-            crop_size=self.crop_size,
-            small_images=self.small_images,
-            caption_choice=self.train_caption,
-            min_side=self.min_side,
-            seed=seed,
-            limit=self.limit,
-            replace_bad=True,
-            **self.policies,
-        )
+        return CaptionedImageDataset(self.image_dir, self.captions, crop_size=self.crop_size, small_images=self.small_images,
+                                     caption_choice=self.train_caption, min_side=self.min_side, seed=seed,
+                                     limit=self.limit, replace_bad=True, **self.policies)
 
     def eval_dataset(self) -> CaptionedImageDataset:
         """Full images with their first caption (all of them in ``"captions"``); an

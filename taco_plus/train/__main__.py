@@ -40,7 +40,7 @@ def main(cfg: DictConfig) -> None:
         result = train(cfg, run_dir)
     except TrainingInterrupted as stop:
         print(f"taco-plus train: {stop}", file=sys.stderr)
-        stop.exit()
+        exit_by_signal(stop.signum)
     except KeyboardInterrupt:  # a second Ctrl-C before the step boundary, or one before training
         print("taco-plus train: interrupted: stopped at once, without a new checkpoint "
               "(trainer.resume=auto continues from the last one)", file=sys.stderr)

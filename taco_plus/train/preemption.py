@@ -60,10 +60,6 @@ class TrainingInterrupted(Exception):
             "(continue with trainer.resume=auto)"
         )
 
-    def exit(self) -> NoReturn:
-        exit_by_signal(self.signum)
-
-
 def exit_by_signal(signum: int) -> NoReturn:
     """Ends the process as the signal's default action would (killed by SIGTERM: 143 in a
     shell, -15 for a Python parent; SIGINT: 130, -2; 128 + signum if that action does not end it)."""

@@ -21,7 +21,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
 from taco_plus.config import to_container
-from taco_plus.train.trainer import Components, DistContext, Trainer, TrainResult, write_run_config
+from taco_plus.train.resume import write_run_config
+from taco_plus.train.trainer import Components, DistContext, Trainer, TrainResult
 
 logger = logging.getLogger(__name__)
 
@@ -124,9 +125,7 @@ def train(cfg: DictConfig, run_dir: Optional[str | os.PathLike] = None) -> Train
         seed_everything(trainer.seed)  # same initial weights (and loss stand-ins) on every rank
         parts = build_components(cfg)
         seed_everything(trainer.seed + ctx.rank)  # then one noise stream per rank
-        if hasattr(parts.data, "describe"):
-            parts.config["training_data"] = parts.data.describe()
-            logger.info("training data: %s", parts.config["training_data"])
+        parts.config["training_data"] = parts.data.describe()  # what TACO's lists, or their stand-in, gave
         if ctx.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             write_run_config(run_dir, parts.config)

@@ -3,9 +3,10 @@
 One step, as TACO's official loop: captions -> frozen text features (+ token weights) ->
 codec forward -> loss terms; the loss is back-propagated, the gradients of every parameter
 (the ``.quantiles`` included) are clipped, the codec's Adam steps; then the auxiliary loss
-is computed, back-propagated and its Adam steps. Checkpoints carry the whole training state (optimisers, scheduler, step,
-position in the epoch, every rank's RNG states), so a resumed run ends bitwise equal to an
-uninterrupted one; stop signals, NaN stops and full disks: docs/training.md.
+is computed, back-propagated and its Adam steps. Checkpoints carry the whole training state
+(optimisers, scheduler, step, position in the epoch, every rank's RNG states), so a resumed
+run ends bitwise equal to an uninterrupted one; stop signals, NaN stops and full disks:
+docs/training.md.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from taco_plus.atomic import write_error
 from taco_plus.checkpoint import FORMAT, read_checkpoint, save_codec
 from taco_plus.train.metrics_log import MetricLog
 from taco_plus.train.preemption import IgnoreInWorkers, StopSignals, parse_signals
-from taco_plus.train.resume import resume_changes
+from taco_plus.train.resume import resume_changes, write_run_config
 from taco_plus.train.selection import TestSetSelection
 
 logger = logging.getLogger(__name__)
@@ -125,14 +126,6 @@ def restore_rng(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def write_run_config(run_dir: Path, config: Mapping[str, Any]) -> None:
-    """``run_dir/config.yaml``: the resolved run config, with what training data it used
-    (``training_data``) and the settings changed at each resume (``resume_changes``)."""
-    import yaml
-
-    (Path(run_dir) / "config.yaml").write_text(yaml.safe_dump(dict(config), sort_keys=False, allow_unicode=True))
-
-
 def load_initial_weights(model: nn.Module, path: str | Path) -> None:
     """Loads an official TACO or taco-plus checkpoint into ``model`` for fine-tuning.
 
@@ -168,25 +161,12 @@ class Trainer:
     """TACO training loop; the arguments are the ``trainer`` config group's keys
     (:class:`taco_plus.config.schema.TrainerConfig`, docs/training.md)."""
 
-    def __init__(
-        self,
-        epochs: int = 50,
-        max_steps: Optional[int] = None,
-        device: str = "auto",
-        precision: str = "fp32",
-        seed: int = 0,
-        trainable: str = "all",
-        init_from: Optional[str] = None,
-        resume: Optional[str] = None,
-        log_every: int = 50,
-        checkpoint_every: int = 1000,
-        tensorboard: bool = True,
-        checkpoint_each_epoch: bool = True,
-        progress_bar: bool = True,
-        stop_signals: tuple[str, ...] = ("SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2"),
-        allow_resume_changes: bool = False,
-        test_set_selection: Optional[Mapping[str, Any]] = None,
-    ) -> None:
+    def __init__(self, epochs: int = 50, max_steps: Optional[int] = None, device: str = "auto",
+                 precision: str = "fp32", seed: int = 0, trainable: str = "all", init_from: Optional[str] = None,
+                 resume: Optional[str] = None, log_every: int = 50, checkpoint_every: int = 1000,
+                 tensorboard: bool = True, checkpoint_each_epoch: bool = True, progress_bar: bool = True,
+                 stop_signals: tuple[str, ...] = ("SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2"),
+                 allow_resume_changes: bool = False, test_set_selection: Optional[Mapping[str, Any]] = None) -> None:
         if trainable not in ("all", "adapter") or precision not in ("fp32", "bf16"):
             raise ValueError(f"trainer.trainable must be 'all' or 'adapter' (got {trainable!r}) and "
                              f"trainer.precision 'fp32' or 'bf16' (got {precision!r})")
@@ -346,8 +326,7 @@ class Trainer:
         optimizer.step()
         aux = model.aux_loss()  # after the codec step, from its updated entropy bottleneck (the same on every rank)
         if not torch.isfinite(aux.detach()):
-            raise NonFiniteLossError(f"non-finite auxiliary loss after the codec update of step {progress.step + 1}: "
-                                     f"aux={aux.item():.4g}; stopped before the auxiliary update; {kept}")
+            raise NonFiniteLossError(f"non-finite auxiliary loss {aux.item()} after step {progress.step + 1}; {kept}")
         aux.backward()
         aux_optimizer.step()
         return {**{k: float(v.detach()) for k, v in terms.items()}, "aux": float(aux.detach())}
@@ -385,13 +364,9 @@ class Trainer:
         if ckpt["model_config"] != parts.model_config:
             raise ValueError(f"cannot resume from {path}: it was trained with model config {ckpt['model_config']}, "
                              f"this run builds {parts.model_config}")
-        changes = resume_changes(ckpt.get("config"), parts.config or {}, self.allow_resume_changes, path)
-        if changes:
-            logger.warning("resuming from %s with changed settings (recorded in the run config): %s", path,
-                           "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items()))
         if parts.config is not None:
-            parts.config["resume_changes"] = [*(ckpt.get("config") or {}).get("resume_changes", []),
-                                              *([{"step": int(ckpt["step"]), "changes": changes}] if changes else [])]
+            parts.config["resume_changes"] = resume_changes(ckpt.get("config"), parts.config, int(ckpt["step"]),
+                                                            self.allow_resume_changes, path)
         model.load_state_dict(ckpt["state_dict"])
         for name, state in states.items():
             state.load_state_dict(ckpt[name])
