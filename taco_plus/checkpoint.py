@@ -148,7 +148,7 @@ def check_stored_config(config: Any, what: str, source: str = "checkpoint", opti
                 reason = str(err).splitlines()[0]
                 raise UntrustedConfigError(f"{refuse} {path} does not fit the schema of {target}: {reason}") from err
             for key, value in given.items():  # what the merge converted ("32" -> 32) is refused, not converted
-                if type(typed[key]) is not type(value) or typed[key] != value:
+                if not isinstance(value, Mapping) and (type(typed[key]) is not type(value) or typed[key] != value):
                     raise UntrustedConfigError(f"{refuse} {path}.{key} = {value!r:.80} is a {type(value).__name__}, "
                                                f"not the {type(typed[key]).__name__} the schema of {target} holds")
 
