@@ -1,12 +1,14 @@
 """Atomic file writes: a crash mid-write leaves the previous file intact.
 
-Data goes to ``.<name>.<pid>.<random>.tmp`` beside the destination, is fsync'd, then
-renamed over it (``os.replace``). The result gets the mode a plain ``open(path, "w")``
+Data goes to ``.<name>.<pid>.<random>.tmp`` beside the destination (a name over 200 bytes
+is cut to its first 100 and a hash, so the temporary's stays under the 255-byte limit), is
+fsync'd, then renamed over it (``os.replace``). The result gets the mode a plain ``open(path, "w")``
 would give (an existing file's, or ``0o666`` minus the umask; ``mkstemp`` alone gives 0o600).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import tempfile
@@ -18,6 +20,13 @@ from typing import IO, Iterator, Union
 _writing: set[Path] = set()
 
 
+def _prefix(path: Path) -> str:
+    name = os.fsencode(path.name)
+    if len(name) > 200:
+        name = name[:100] + b"~" + hashlib.sha256(name).hexdigest()[:12].encode()
+    return f".{os.fsdecode(name)}."
+
+
 def remove_stale_temporaries(path: Union[str, os.PathLike]) -> list[Path]:
     """Removes the temporaries of ``path`` whose writer process is gone; returns them.
 
@@ -25,7 +34,7 @@ def remove_stale_temporaries(path: Union[str, os.PathLike]) -> list[Path]:
     often reuses the killed process's pid). A writer on another machine cannot be checked.
     """
     path = Path(path)
-    prefix = f".{path.name}."
+    prefix = _prefix(path)
     removed = []
     for tmp in path.parent.iterdir() if path.parent.is_dir() else ():
         pid = tmp.name[len(prefix) :].split(".", 1)[0]
@@ -58,7 +67,7 @@ def atomic_writer(path: Union[str, os.PathLike], mode: str = "wb") -> Iterator[I
         umask = os.umask(0o077)  # the umask can only be read by setting it
         os.umask(umask)
         permissions = 0o666 & ~umask
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f"{_prefix(path)}{os.getpid()}.", suffix=".tmp", dir=path.parent)
     tmp = Path(name)
     _writing.add(tmp)
     try:

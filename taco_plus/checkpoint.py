@@ -7,24 +7,26 @@ when the trainer wrote it (docs/training.md). Anything else with TACO's keys is 
 checkpoint and gets the official text pipeline.
 
 A checkpoint is data. ``weights_only=True`` stops its pickle from running code, but its
-configs go to Hydra's ``instantiate``, which imports and calls whatever ``_target_`` names
-(``builtins.open``, ``shutil.copyfile``...). :func:`check_stored_config` refuses, before
-anything is built, a config whose ``_target_``s (at any depth) are not named by an option
-or schema of :data:`CHECKPOINT_GROUPS` (the allow-list follows the config files: a new
-option's classes are loadable, nothing else), that holds an interpolation (a resolver such
-as ``oc.decode`` could build a new ``_target_`` at instantiation), or that does not fit a
-registered schema (an unknown key such as ``cache_dir`` would choose where weights go).
+configs go to Hydra's ``instantiate``, which imports and calls whatever ``_target_`` names.
+:func:`check_stored_config` refuses, before anything is built, a config whose ``_target_``s
+(at any depth) are not named by an option or schema of :data:`CHECKPOINT_GROUPS` (a new
+option's classes are loadable, nothing else), whose root is of another group, that holds an
+interpolation (``oc.decode`` could build a new ``_target_``), that does not fit a schema
+exactly (an unknown key such as ``cache_dir``; ``"32"`` for an int), or whose model sizes
+are out of range. :func:`check_weights` then compares the weights with the model built on
+the meta device, which allocates nothing (a config announcing 8 TB costs nothing).
 """
 
 from __future__ import annotations
 
 import io
 import os
+import pickle
 import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 import torch
 
@@ -32,13 +34,8 @@ from taco_plus.atomic import atomic_write, remove_stale_temporaries
 
 FORMAT = "taco-plus"
 FORMAT_VERSION = 1
-OFFICIAL_TEXT_ENCODER = {
-    "_target_": "taco_plus.text.ClipTextEncoder",
-    "model_name": "ViT-B-32",
-    "pretrained": "openai",
-    "max_tokens": 38,
-    "pad": "eot",
-}
+OFFICIAL_TEXT_ENCODER = {"_target_": "taco_plus.text.ClipTextEncoder", "model_name": "ViT-B-32",
+                         "pretrained": "openai", "max_tokens": 38, "pad": "eot"}
 # Groups whose nodes checkpoints store (the model config embeds the attention node).
 CHECKPOINT_GROUPS = ("model", "attention", "text_encoder", "weighting")
 # Hydra's instantiation keys: not constructor arguments, so not in a schema.
@@ -77,25 +74,25 @@ def _walk(node: Any, path: str) -> Iterator[tuple[str, Any]]:
             stack.extend((f"{path}[{i}]", v) for i, v in enumerate(node))
 
 
-def _schema_nodes() -> list[Any]:
+def _schema_nodes(groups: tuple[str, ...] = CHECKPOINT_GROUPS) -> list[Any]:
     from hydra.core.config_store import ConfigStore
 
     import taco_plus.config  # noqa: F401  (registers the schemas)
 
-    return [entry.node for group in CHECKPOINT_GROUPS for entry in ConfigStore.instance().repo.get(group, {}).values()]
+    return [entry.node for group in groups for entry in ConfigStore.instance().repo.get(group, {}).values()]
 
 
-@lru_cache(maxsize=1)
-def allowed_targets() -> frozenset[str]:
-    """Every ``_target_`` named by an option file or a schema of :data:`CHECKPOINT_GROUPS`."""
+@lru_cache(maxsize=None)
+def allowed_targets(groups: tuple[str, ...] = CHECKPOINT_GROUPS) -> frozenset[str]:
+    """Every ``_target_`` named by an option file or a schema of ``groups``."""
     from omegaconf import OmegaConf
 
     from taco_plus.config import CONFIG_DIR
 
-    files = [OmegaConf.load(p) for group in CHECKPOINT_GROUPS for p in sorted((CONFIG_DIR / group).rglob("*.yaml"))]
+    files = [OmegaConf.load(p) for group in groups for p in sorted((CONFIG_DIR / group).rglob("*.yaml"))]
     return frozenset(
         node["_target_"]
-        for root in (*files, *_schema_nodes())
+        for root in (*files, *_schema_nodes(groups))
         for _, node in _walk(OmegaConf.to_container(root, resolve=False), "")
         if isinstance(node, Mapping) and isinstance(node.get("_target_"), str)
     )
@@ -117,7 +114,17 @@ def check_stored_config(config: Any, what: str, source: str = "checkpoint", opti
     refuse = f"{source}: refusing to load it (nothing was instantiated):"
     if not isinstance(config, Mapping):
         raise UntrustedConfigError(f"{refuse} {what} is a {type(config).__name__}, not a config mapping")
+    group = what.removesuffix("_config")
+    if group in CHECKPOINT_GROUPS and config.get("_target_") not in (None, *allowed_targets((group,))):
+        raise UntrustedConfigError(f"{refuse} {what}._target_ = {config['_target_']!r:.100} is not a {group} "
+                                   f"component ({', '.join(sorted(allowed_targets((group,))))})")
     for path, node in _walk(config, what):
+        # Sizes: the model is built (on the meta device) before its weights are compared with it.
+        high = 4096 if path.endswith(".scale_table_levels") else 1 << 16
+        if group == "model" and type(node) is int and not 1 <= node <= high:
+            raise UntrustedConfigError(f"{refuse} {path} = {node} is out of range [1, {high}]")
+        if group == "model" and isinstance(node, list) and len(node) > 64:
+            raise UntrustedConfigError(f"{refuse} {path} has {len(node)} entries (at most 64)")
         if isinstance(node, str) and "${" in node:
             raise UntrustedConfigError(f"{refuse} {path} holds an interpolation ({node[:80]!r})")
         if not isinstance(node, Mapping):
@@ -134,11 +141,25 @@ def check_stored_config(config: Any, what: str, source: str = "checkpoint", opti
                 f"{', '.join(sorted(allowed_targets()))}"
             )
         if target in _schemas():
+            given = {k: v for k, v in node.items() if k not in HYDRA_KEYS}
             try:
-                OmegaConf.merge(_schemas()[target], {k: v for k, v in node.items() if k not in HYDRA_KEYS})
+                typed = OmegaConf.to_container(OmegaConf.merge(_schemas()[target], given))
             except (OmegaConfBaseException, ValueError, TypeError) as err:
                 reason = str(err).splitlines()[0]
                 raise UntrustedConfigError(f"{refuse} {path} does not fit the schema of {target}: {reason}") from err
+            for key, value in given.items():  # what the merge converted ("32" -> 32) is refused, not converted
+                if not isinstance(value, Mapping) and (type(typed[key]) is not type(value) or typed[key] != value):
+                    raise UntrustedConfigError(f"{refuse} {path}.{key} = {value!r:.80} is a {type(value).__name__}, "
+                                               f"not the {type(typed[key]).__name__} the schema of {target} holds")
+
+
+def _load_error(err: BaseException, path: Any) -> CheckpointError:
+    """A failed ``torch.load(weights_only=True)`` of ``path`` as one line."""
+    unsafe, detail = re.search(r"GLOBAL (\S+)", str(err)), re.search(r"WeightsUnpickler error:\s*(.+)", str(err))
+    if unsafe:
+        return CheckpointError(f"{path} is refused: loading it would run code ({unsafe.group(1)}); checkpoints are "
+                               "read with weights_only=True (tensors and plain containers only)")
+    return CheckpointError(f"{path} is not a checkpoint, or is damaged: {detail.group(1) if detail else _reason(err)}")
 
 
 def instantiate_stored(config: Optional[Mapping[str, Any]], what: str = "stored config") -> Any:
@@ -154,6 +175,8 @@ def instantiate_stored(config: Optional[Mapping[str, Any]], what: str = "stored 
     try:
         return instantiate(dict(config), _convert_="all")
     except InstantiationException as err:  # the component's own error (e.g. CLIP weights missing offline)
+        if isinstance(err.__cause__, pickle.UnpicklingError):  # a weights file that is a code-running pickle
+            raise _load_error(err.__cause__, f"{what}.pretrained = {config.get('pretrained')!r:.100}") from err
         raise (err.__cause__ or err) from err
 
 
@@ -180,18 +203,10 @@ def save_codec(
     **extra: Any,
 ) -> None:
     """Writes a taco-plus checkpoint atomically. Configs must be plain containers."""
-    atomic_save(
-        {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "model_config": dict(model_config),
-            "text_encoder_config": dict(text_encoder_config),
-            "weighting_config": None if weighting_config is None else dict(weighting_config),
-            "state_dict": model.state_dict(),
-            **extra,
-        },
-        path,
-    )
+    atomic_save({"format": FORMAT, "format_version": FORMAT_VERSION, "model_config": dict(model_config),
+                 "text_encoder_config": dict(text_encoder_config),
+                 "weighting_config": None if weighting_config is None else dict(weighting_config),
+                 "state_dict": model.state_dict(), **extra}, path)
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -202,17 +217,40 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # unsafe globals, truncated zip, not a torch file ...
-        unsafe = re.search(r"GLOBAL (\S+)", str(err))
-        if unsafe:
-            raise CheckpointError(
-                f"{path} is refused: loading it would run code ({unsafe.group(1)}); checkpoints are "
-                "read with weights_only=True (tensors and plain containers only)"
-            ) from err
-        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path} is not a checkpoint, or is damaged: {reason}") from err
+        raise _load_error(err, path) from err
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f"{path} is not a checkpoint: it holds a {type(checkpoint).__name__}, not a dict")
     return checkpoint
+
+
+def _reason(err: BaseException) -> str:
+    return str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+
+
+# Entropy-coder tables, sized by update(): loading resizes them.
+CODER_TABLES = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
+
+
+def check_weights(build: Callable[[], tuple[torch.nn.Module, Any]], source: str) -> None:
+    """``build() -> (model, state_dict)`` on the meta device (nothing is allocated); the state
+    dict must hold the model's keys, each a real or integer tensor as the model's, of its shape
+    (the coder tables excepted): then the real model takes no more memory than the file."""
+    try:
+        with torch.device("meta"):
+            model, state = build()
+            expected = model.state_dict()
+    except Exception as err:  # stored sizes that build no model (zero heads, groups not summing to M ...)
+        raise CheckpointError(f"{source}: its stored model does not build: {_reason(err)}") from err
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{source}: its state_dict is a {type(state).__name__}, not a mapping of tensors")
+    wrong = [k for k, v in state.items() if k in expected and not (
+        isinstance(v, torch.Tensor) and not v.is_complex() and v.is_floating_point() == expected[k].is_floating_point()
+        and (v.shape == expected[k].shape or k.endswith(CODER_TABLES)))]
+    problems = {"missing": sorted(expected.keys() - state.keys()), "unexpected": sorted(state.keys() - expected.keys()),
+                "not a tensor of the model's kind and shape": wrong}
+    if any(problems.values()):
+        raise CheckpointError(f"{source}: its weights do not fit its model: " + "; ".join(
+            f"{kind}: {', '.join(map(str, keys[:3]))}{' ...' * (len(keys) > 3)}" for kind, keys in problems.items() if keys))
 
 
 def build_model(model_config: Mapping[str, Any]) -> torch.nn.Module:
@@ -234,17 +272,15 @@ def load_codec(path: str | os.PathLike) -> LoadedCodec:
         # Every stored config is checked before any of them is instantiated.
         for key in ("model_config", "text_encoder_config", "weighting_config"):
             check_stored_config(checkpoint.get(key), key, str(path), optional=key == "weighting_config")
+        check_weights(lambda: (build_model(checkpoint["model_config"]), checkpoint.get("state_dict")), str(path))
         model = build_model(checkpoint["model_config"])
-        try:
-            model.load_state_dict(checkpoint["state_dict"])
-        except (KeyError, TypeError, RuntimeError) as err:
-            raise CheckpointError(f"{path}: its weights do not fit its model config: {err}") from err
+        model.load_state_dict(checkpoint["state_dict"])
         loaded = LoadedCodec(model, dict(checkpoint["text_encoder_config"]), checkpoint.get("weighting_config"))
     else:
-        try:
-            model = TACO.from_official(checkpoint)
-        except (KeyError, ValueError, TypeError, RuntimeError) as err:
-            raise CheckpointError(f"{path} is neither a taco-plus nor an official TACO checkpoint: {err}") from err
-        loaded = LoadedCodec(model, dict(OFFICIAL_TEXT_ENCODER), None, "official")
+        from taco_plus.models.official import normalise_state_dict
+
+        check_weights(lambda: (TACO.from_official(checkpoint), normalise_state_dict(checkpoint)),
+                      f"{path} (read as an official TACO checkpoint)")
+        loaded = LoadedCodec(TACO.from_official(checkpoint), dict(OFFICIAL_TEXT_ENCODER), None, "official")
     loaded.model.eval().update(force=True)
     return loaded

@@ -20,6 +20,21 @@ from taco_plus.checkpoint import LoadedCodec, instantiate_stored
 from taco_plus.images import crop, pad_to_multiple
 
 
+def run_on_one_thread(model: torch.nn.Module) -> None:
+    """Makes the networks that give the entropy model's scales and means (``h_s``, the contexts,
+    the entropy parameters), which the decoder recomputes, run on one CPU thread: oneDNN sums a
+    1x1 convolution in a thread-count-dependent order, so kodim23 decoded with 2 threads from
+    a 1-thread encode differed in 9 pixels. Idempotent."""
+    names = ("h_s", "channel_context", "local_context", "entropy_parameters_anchor", "entropy_parameters_nonanchor")
+    for part in (getattr(model, n, None) for n in names):
+        for module in part if isinstance(part, torch.nn.ModuleList) else [part]:
+            if module is not None and not getattr(module, "_one_thread", False):
+                module._one_thread, saved = True, []
+                module.register_forward_pre_hook(lambda m, a, s=saved: s.append(torch.get_num_threads()) or
+                                                 torch.set_num_threads(1))
+                module.register_forward_hook(lambda m, a, out, s=saved: torch.set_num_threads(s.pop()))
+
+
 @dataclass
 class EncodeResult:
     """One encoded image.
@@ -54,6 +69,7 @@ class TacoCodec:
         self, loaded: LoadedCodec, text_encoder=None, weighting=None, max_pixels: int = DEFAULT_MAX_PIXELS
     ) -> None:
         self.model = loaded.model.eval()
+        run_on_one_thread(self.model)  # decoding must not depend on the thread count (docs/coding.md)
         self.max_pixels = max_pixels
         self.loaded = loaded
         if text_encoder is not None:

@@ -276,7 +276,7 @@ def main(cfg: DictConfig) -> None:
 
     try:
         run(cfg)
-    except (FileNotFoundError, LpipsBackboneUnavailableError, ClipWeightsUnavailableError, FidUnavailable,
+    except (FileNotFoundError, ValueError, LpipsBackboneUnavailableError, ClipWeightsUnavailableError, FidUnavailable,
             DatasetPairingError, BadImageError, EvaluationMismatchError) as err:
         logger.error("%s", err)  # what is missing and where to put it; no traceback needed
         raise SystemExit(2) from err

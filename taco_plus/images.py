@@ -11,6 +11,7 @@ import io
 import os
 import warnings
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -19,6 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 from taco_plus.atomic import atomic_write
+from taco_plus.bitstream import MAX_SIDE
 
 
 class ImageReadError(ValueError):
@@ -51,13 +53,23 @@ def to_rgb8(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
 
-def load_image(path: str | os.PathLike) -> Tensor:
-    """Reads an image file as a float32 tensor (3, H, W) in [0, 1]."""
+def load_image(path: str | os.PathLike, max_pixels: Optional[int] = None) -> Tensor:
+    """Reads an image file as a float32 tensor (3, H, W) in [0, 1]; with ``max_pixels``, an
+    image the ``.tacoz`` format cannot hold (a side over 65,536, more pixels than that) is
+    refused from its header, before its pixels are decoded."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"image not found: {path}")
+    if not path.is_file():  # reading a FIFO or /dev/zero would block or never end
+        kind = "a folder" if path.is_dir() else "a FIFO" if path.is_fifo() else "a device or socket"
+        raise ImageReadError(f"cannot read image {path}: it is {kind}, not a regular file")
     try:
         with Image.open(path) as img:
+            w, h = img.size
+            if max_pixels is not None and (max(w, h) > MAX_SIDE or w * h > max_pixels):
+                raise ImageReadError(
+                    f"image {path} is {h}x{w} = {h * w:,} pixels: a .tacoz file holds sides up to {MAX_SIDE:,} "
+                    f"and decoding refuses more than {max_pixels:,} pixels (--max-pixels N); crop or downscale it")
             img.load()
             array = to_rgb8(img)
             frames = getattr(img, "n_frames", 1)

@@ -121,3 +121,62 @@ def test_silent_changes_are_reported(photo, checkpoint, tmp_path, capsys):  # no
     frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
     status, err = run(capsys, "compress", tmp_path / "anim.gif", "--caption", "x", "--checkpoint", checkpoint)
     assert status == 0 and "anim.gif has 3 frames: only the first is read; the others are not coded" in err
+
+
+def _png_header(path: Path, width: int, height: int) -> None:
+    """A PNG whose header announces width x height (pixel data of a 1x1 image: only the header is read)."""
+    import struct
+    import zlib
+
+    tiny = path.with_suffix(".tiny.png")
+    Image.new("RGB", (1, 1)).save(tiny)
+    data = bytearray(tiny.read_bytes())
+    data[16:24] = struct.pack(">II", width, height)  # IHDR width, height
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    path.write_bytes(bytes(data))
+
+
+def test_compress_checks_the_size_from_the_header(checkpoint, tmp_path, capsys):  # noqa: F811
+    """Before any pixel is decoded (a 12000x12000 image needed 9.3 GB with the tiny model), against the
+    format's 65,536-side limit and the pixel limit decoding applies (--max-pixels)."""
+    narrow = tmp_path / "narrow.png"
+    Image.new("RGB", (70000, 3)).save(narrow)  # real, small, but no .tacoz can hold it
+    huge = tmp_path / "huge.png"
+    _png_header(huge, 12000, 12000)
+    for image, extra, size, limit in ((narrow, [], "3x70000 = 210,000", "33,554,432"),
+                                      (huge, [], "12000x12000 = 144,000,000", "33,554,432"),
+                                      (tmp_path / "photo.png", ["--max-pixels", "1000"], "30x40 = 1,200", "1,000")):
+        if not image.exists():
+            Image.new("RGB", (40, 30)).save(image)
+        status, err = run(capsys, "compress", image, "--caption", "x", "--checkpoint", checkpoint, *extra)
+        assert status == 2 and size in err and "sides up to 65,536" in err and f"more than {limit} pixels" in err, err
+    assert not list(tmp_path.glob("*.tacoz"))
+
+
+def test_special_files_long_names_and_stale_temporaries(photo, checkpoint, tmp_path, capsys):  # noqa: F811
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    status, err = run(capsys, "compress", fifo, "--caption", "x", "--checkpoint", checkpoint)
+    assert status == 2 and f"cannot read image {fifo}: it is a FIFO, not a regular file" in err
+    status, err = run(capsys, "compress", "/dev/zero", "--caption", "x", "--checkpoint", checkpoint, "-o", tmp_path / "z")
+    assert status == 2 and "/dev/zero: it is a device or socket, not a regular file" in err
+    # A 240-character output name: its temporary file's name must stay under the 255-byte limit.
+    long = tmp_path / ("x" * 234 + ".tacoz")
+    assert run(capsys, "compress", photo, "--caption", "x", "--checkpoint", checkpoint, "-o", long)[0] == 0
+    assert long.is_file() and not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    # A temporary left by a killed compress (its process gone) is removed by the next one.
+    stale = tmp_path / ".photo.tacoz.4194303.k1ll3d.tmp"  # above the kernel's largest pid
+    stale.write_bytes(b"partial")
+    assert run(capsys, "compress", photo, "--caption", "x", "--checkpoint", checkpoint)[0] == 0
+    assert not stale.exists() and photo.with_suffix(".tacoz").is_file()
+
+
+def test_device_option(photo, checkpoint, capsys):  # noqa: F811
+    import torch
+
+    assert run(capsys, "compress", photo, "--caption", "x", "--checkpoint", checkpoint, "--device", "cpu")[0] == 0
+    tacoz = photo.with_suffix(".tacoz")
+    assert run(capsys, "decompress", tacoz, "--checkpoint", checkpoint, "--device", "cpu")[0] == 0
+    if not torch.cuda.is_available():
+        status, err = run(capsys, "decompress", tacoz, "--checkpoint", checkpoint, "--device", "cuda", "--force")
+        assert status == 2 and "CUDA is not available" in err and len(err.splitlines()) == 1

@@ -267,3 +267,32 @@ def test_image_list_selects_images(tmp_path, small_set):
 def test_reference_coco30k_list_reads():
     names = read_image_list(shared_path("reference", "mscoco_30k_list.json"))
     assert len(names) == 30504 and names[0].startswith("COCO_val2014_") and names == sorted(names)
+
+
+def test_tacos_published_training_lists(tmp_path, small_set):
+    """Two parallel JSON lists (train2014 names, one caption each) replace the caption source and select
+    the images: TACO's materials/mscoco_train_{name,caption}_list_larger_than_256.json, as data keys."""
+    folder, source = small_set
+    (tmp_path / "names.json").write_text(json.dumps(["d.jpg", "b.png", "missing.png"]))
+    (tmp_path / "caps.json").write_text(json.dumps(["a strip", "b's listed caption", "not there"]))
+    data = CaptionedImageData(folder, source, train_caption="random", name_list=str(tmp_path / "names.json"),
+                              caption_list=str(tmp_path / "caps.json"))
+    dataset = data.train_dataset()
+    assert dataset.ids == ["b.png", "d.jpg"] and dataset.report.without_image == ["missing.png"]
+    assert [dataset[i]["captions"] for i in range(2)] == [["b's listed caption"], ["a strip"]]
+    assert data.describe() == f"the 3 images of {tmp_path / 'names.json'}; one caption each from {tmp_path / 'caps.json'}"
+    with pytest.raises(DatasetPairingError, match="give both"):
+        CaptionedImageData(folder, source, name_list=str(tmp_path / "names.json"))
+    (tmp_path / "caps.json").write_text(json.dumps(["one"]))
+    with pytest.raises(DatasetPairingError, match="lists 3 names but .*caps.json 1 captions"):
+        CaptionedImageData(folder, source, name_list=str(tmp_path / "names.json"),
+                           caption_list=str(tmp_path / "caps.json"))
+
+
+def test_a_gif_is_an_image_as_for_compress(tmp_path):
+    """compress codes a GIF's first frame; a dataset folder uses it too (it used to be 'no image file')."""
+    (tmp_path / "img").mkdir()
+    Image.fromarray(np.full((40, 40, 3), 200, np.uint8)).save(tmp_path / "img" / "anim.gif")
+    (tmp_path / "c.json").write_text(json.dumps({"anim.gif": "a grey square"}))
+    ds = CaptionedImageDataset(tmp_path / "img", CaptionSetSource(tmp_path / "c.json"))
+    assert ds.ids == ["anim.gif"] and not ds.report.without_image and ds[0]["image"].shape == (3, 40, 40)

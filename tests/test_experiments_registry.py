@@ -27,7 +27,8 @@ def test_the_study_is_registered():
             "captions_regenerated_chunked", "captions_regenerated_chunked_linformer",
             "captions_regenerated_chunked_linformer_text", "captions_regenerated_chunked_linformer_image",
             "linformer_tfidf_ner", "finetune_official_control", "finetune_official_linformer", "quickstart",
-            "captions_regenerated_longclip", "captions_regenerated_longclip_linformer_text"} <= set(RUNS)
+            "captions_regenerated_longclip", "captions_regenerated_longclip_linformer_text",
+            "scale_table_512"} <= set(RUNS)
 
 
 def test_taco_baseline_is_the_papers_recipe_exactly(monkeypatch):
@@ -40,7 +41,7 @@ def test_taco_baseline_is_the_papers_recipe_exactly(monkeypatch):
         loss="taco", optim="adam", trainer="default")
     paper = {
         "model.N": 192, "model.M": 320, "model.slice_ch": [16, 16, 32, 64, 192], "model.num_heads": 8,
-        "model.mask_padding": False, "model.caption_summary": None,
+        "model.mask_padding": False, "model.caption_summary": None, "model.scale_table_levels": 64,
         "model.injector_attention._target_": "taco_plus.models.attention.FullCrossAttention",
         "model.extractor_attention._target_": "taco_plus.models.attention.FullCrossAttention",
         "text_encoder.model_name": "ViT-B-32", "text_encoder.pretrained": "openai", "text_encoder.max_tokens": 38,

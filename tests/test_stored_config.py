@@ -135,3 +135,80 @@ def test_genuine_checkpoints_still_load(tmp_path):
                {"_target_": "taco_plus.weighting.NoWeighting", "max_weight": 1.0})
     loaded = load_codec(tmp_path / "lin.pt")
     assert type(loaded.model).__name__ == "TACO" and loaded.weighting_config["max_weight"] == 1.0
+
+
+def hostile_sizes(tmp_path, state_dict):
+    """(name, checkpoint object, what the one-line error says): configs and weights that pass the
+    allow-list but used to crash the CLI (ZeroDivisionError, an 8 TB allocation, TypeError ...)."""
+    import os
+    import pickle
+
+    class RunsCode:
+        def __reduce__(self):
+            return os.system, (f"touch {tmp_path / 'ran'}",)
+
+    pickled = tmp_path / "clip.pt"
+    if tmp_path.is_dir():
+        pickled.write_bytes(pickle.dumps(RunsCode()))
+    weight = "g_s.synthesis_transform.0.conv_a.0.conv.0.weight"
+
+    def ours(model=TINY_MODEL, text=TINY_TEXT, state=state_dict):
+        return {"format": FORMAT, "format_version": FORMAT_VERSION, "model_config": model,
+                "text_encoder_config": text, "weighting_config": None, "state_dict": state}
+
+    return [
+        ("zero heads", ours({**TINY_MODEL, "num_heads": 0}), "model_config.num_heads = 0 is out of range"),
+        ("negative heads", ours({**TINY_MODEL, "num_heads": -4}), "model_config.num_heads = -4 is out of range"),
+        ("string N", ours({**TINY_MODEL, "N": "32"}), "model_config.N = '32' is a str, not the int"),
+        ("huge N", ours({**TINY_MODEL, "N": 10**7}), "model_config.N = 10000000 is out of range [1, 65536]"),
+        ("partial text config", ours(text={"_target_": "taco_plus.text.ClipTextEncoder", "model_name": 5}),
+         "text_encoder_config.model_name = 5 is a int, not the str"),
+        ("text target a model class", ours(text=TINY_MODEL), "text_encoder_config._target_ = 'taco_plus.models.TACO' "
+                                                             "is not a text_encoder component"),
+        ("YAML anchor string", ours({**TINY_MODEL, "caption_summary": "*summary"}),  # an Any-typed key
+         "its stored model does not build: 'str' object is not callable"),
+        ("integer state-dict entry", ours(state={**state_dict, weight: 5}), f"not a tensor of the model's kind and "
+                                                                           f"shape: {weight}"),
+        ("list state-dict entry", ours(state={**state_dict, weight: [1.0]}), f"shape: {weight}"),
+        ("flat official-format dict", {**{k: 1 for k in state_dict}, "x": torch.zeros(1)},
+         "(read as an official TACO checkpoint): its stored model does not build"),
+        ("scalar official-format dict", {"state_dict": {k: torch.tensor(1.0) for k in state_dict}},
+         "(read as an official TACO checkpoint): its stored model does not build"),
+        ("pickled text pretrained", ours(text={**TINY_TEXT, "pretrained": str(pickled)}),
+         f"text_encoder_config.pretrained = '{pickled}' is not a checkpoint, or is damaged"),
+    ]
+
+
+SIZE_CASES = [c[0] for c in hostile_sizes(Path("/nonexistent"), {})]
+
+
+@pytest.mark.parametrize("case", SIZE_CASES)
+def test_hostile_sizes_and_weights_are_one_line_errors(case, state_dict, tmp_path, capsys):
+    _, obj, message = next(c for c in hostile_sizes(tmp_path, state_dict) if c[0] == case)
+    torch.save(obj, tmp_path / "hostile.pt")
+    image = tmp_path / "img.png"
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(image)
+    capsys.readouterr()
+    assert cli_main(["compress", str(image), "--caption", "x", "--checkpoint", str(tmp_path / "hostile.pt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "ran").exists()
+
+
+def test_an_8_terabyte_model_is_refused_before_allocation(state_dict, tmp_path):
+    """A real `taco-plus decompress` process on a checkpoint whose sizes pass the range check but not its
+    weights (N = 65536, 4 TB of float32 for the analysis transform): built on the meta device, compared, refused."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, "model_config": {**TINY_MODEL, "N": 65536},
+                "text_encoder_config": TINY_TEXT, "weighting_config": None, "state_dict": state_dict},
+               tmp_path / "big.pt")
+    (tmp_path / "x.tacoz").write_bytes(b"TACZ")
+    proc = subprocess.run([sys.executable, "-m", "taco_plus", "decompress", str(tmp_path / "x.tacoz"),
+                           "--checkpoint", str(tmp_path / "big.pt")], capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "its weights do not fit its model: not a tensor of the model's kind and shape: g_a." in proc.stderr

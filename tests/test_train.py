@@ -230,7 +230,7 @@ def test_entry_point_reports_user_errors_in_one_line(tiny_data, tmp_path, monkey
             main()
     finally:
         GlobalHydra.instance().clear()
-    assert exit_info.value.code == 1
+    assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert f"taco-plus train: error: image folder not found: {tmp_path / 'missing'}" in err
     assert "Traceback" not in err
@@ -313,3 +313,138 @@ def test_ddp_on_cpu_in_rank_0s_run_folder(tiny_data, tmp_path):
     # 4 images over 2 ranks with batch 1: 2 steps per epoch, one CSV row per step.
     with (tmp_path / "rank0" / "train_log.csv").open() as f:
         assert [r["epoch"] for r in csv.DictReader(f)] == ["0", "0"]
+
+
+# ------------------------------------------------- the official step, resume changes, test-set selection
+
+
+def test_step_is_the_official_loop(tiny_data):
+    """Trainer._step equals TACO's train_one_epoch step by step (train.py of the official code): the main
+    loss's backward, clip_grad_norm_ over model.parameters() (quantiles included), the codec's Adam step,
+    THEN aux_loss from the updated entropy bottleneck, its backward and step. Bitwise, after 3 steps."""
+    import copy
+
+    from taco_plus.train import build_components
+    from taco_plus.train.trainer import DistContext, Trainer, _Progress
+
+    torch.manual_seed(0)
+    parts = build_components(compose(tiny_overrides(tiny_data, "loss=rd", "optim.clip_max_norm=0.05")))
+    trainer = Trainer(device="cpu")
+    models = [parts.model, copy.deepcopy(parts.model)]
+    opts = []
+    for model in models:
+        main, aux = trainer.split_parameters(model)
+        opts.append((parts.optimizer(main), parts.aux_optimizer(aux)))
+    loader, sampler = parts.data.train_loader(parts.data.train_dataset(), 0)
+    sampler.set_epoch(0)
+    batches = [b for b, _ in zip(loader, range(3))]
+    for i, batch in enumerate(batches):
+        torch.manual_seed(i)  # the same noise (entropy bottleneck) in both
+        trainer._step(batch, parts, models[0], models[0], *opts[0], torch.device("cpu"), DistContext(), _Progress(), None)
+        torch.manual_seed(i)
+        model, (optimizer, aux_optimizer) = models[1], opts[1]  # the official loop, verbatim
+        text = parts.text_encoder(batch["caption"])
+        optimizer.zero_grad()
+        aux_optimizer.zero_grad()
+        out_net = model(batch["image"], text.tokens, text.mask)
+        out_criterion = parts.loss(out_net, batch["image"], batch["caption"])
+        out_criterion["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.05)
+        optimizer.step()
+        aux_loss = model.aux_loss()
+        aux_loss.backward()
+        aux_optimizer.step()
+    for (name, a), b in zip(models[0].state_dict().items(), models[1].state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def _yaml(path: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(path.read_text())
+
+
+def test_resume_records_changes_and_refuses_loss_or_data_changes(tiny_data, tmp_path):
+    run_dir = tmp_path / "run"
+    run_tiny_rd(tiny_data, run_dir, "trainer.max_steps=2")
+    assert "resume_changes" not in _yaml(run_dir / "config.yaml")
+    for change in ("loss.lmbda=0.5", "data.batch_size=1", "text_encoder.max_tokens=20"):
+        with pytest.raises(ValueError, match=f"changes what the model learns from \\({change.split('=')[0]}.*"
+                                             "trainer.allow_resume_changes=true"):
+            run_tiny_rd(tiny_data, run_dir, "trainer.resume=auto", "trainer.max_steps=3", change)
+    run_tiny_rd(tiny_data, run_dir, "trainer.resume=auto", "trainer.max_steps=3", "optim.optimizer.lr=2e-4")
+    run_tiny_rd(tiny_data, run_dir, "trainer.resume=auto", "trainer.max_steps=4", "optim.optimizer.lr=2e-4",
+                "loss.lmbda=0.5", "trainer.allow_resume_changes=true")
+    expected = [{"step": 2, "changes": {"optim.optimizer.lr": [1e-4, 2e-4], "trainer.max_steps": [2, 3]}},
+                {"step": 3, "changes": {"loss.lmbda": [0.0016, 0.5], "trainer.max_steps": [3, 4]}}]
+    assert _yaml(run_dir / "config.yaml")["resume_changes"] == expected
+    assert read_checkpoint(run_dir / "checkpoints" / "final.pt")["config"]["resume_changes"] == expected
+
+
+def test_test_set_selection_is_opt_in_and_labelled(tiny_data, tmp_path, caplog):
+    run_tiny_rd(tiny_data, tmp_path / "default", "trainer.max_steps=4")
+    assert not (tmp_path / "default" / "checkpoints" / "best_on_test_set.pt").exists()
+    caplog.set_level("WARNING")
+    run_dir = tmp_path / "selected"
+    run_tiny_rd(tiny_data, run_dir, "trainer.max_steps=4", "trainer.test_set_selection.metric=bpp",
+                f"trainer.test_set_selection.image_dir={tiny_data}",
+                f"trainer.test_set_selection.captions={tiny_data / 'captions.json'}")
+    lines = [r.getMessage() for r in caplog.records if "TEST-SET SELECTION" in r.getMessage()]
+    assert len(lines) == 2 and all(f"on {tiny_data}: bpp " in line for line in lines)  # 2 epochs of 2 steps
+    best = read_checkpoint(run_dir / "checkpoints" / "best_on_test_set.pt")["test_set_selection"]
+    assert best["metric"] == "bpp" and best["epoch"] in (0, 1) and best["values"]["bpp"] == best["value"] > 0
+    assert best["value"] == min(float(line.split("bpp ")[1].split(",")[0]) for line in lines) or abs(
+        best["value"] - min(float(line.split("bpp ")[1].split(",")[0]) for line in lines)) < 1e-4
+    load_codec(run_dir / "checkpoints" / "best_on_test_set.pt")  # codes real files, like final.pt
+
+
+def test_training_data_is_stated_in_the_run_config(tiny_data, tmp_path):
+    run_tiny_rd(tiny_data, tmp_path / "a", "trainer.max_steps=1", "data.train_caption=first", "data.min_side=60")
+    stated = _yaml(tmp_path / "a" / "config.yaml")["training_data"]
+    assert stated == (f"every image file in {tiny_data} with both sides >= 60 px; the first of each image's captions "
+                      f"in {tiny_data / 'captions.json'}; TACO's published lists (data.name_list, data.caption_list) "
+                      "not given")
+    (tmp_path / "names.json").write_text(json.dumps(["b.png", "c.png"]))
+    (tmp_path / "caps.json").write_text(json.dumps(["two cats", "a lighthouse"]))
+    run_tiny_rd(tiny_data, tmp_path / "b", "trainer.max_steps=1", "data.batch_size=1",
+                f"data.name_list={tmp_path / 'names.json'}", f"data.caption_list={tmp_path / 'caps.json'}")
+    assert _yaml(tmp_path / "b" / "config.yaml")["training_data"] == \
+        f"the 2 images of {tmp_path / 'names.json'}; one caption each from {tmp_path / 'caps.json'}"
+
+
+def _python(args: list[str], cwd: Path) -> tuple[int, str]:
+    import subprocess
+
+    from tests.conftest import REPO_ROOT
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT))
+    proc = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    return proc.returncode, proc.stdout + proc.stderr  # Hydra's job log (evaluate's errors) goes to stdout
+
+
+def test_entry_points_print_bad_input_in_one_line(tiny_data, tmp_path):
+    """A real `python -m taco_plus.train` / `taco_plus.evaluate`: exit 2, one line, no traceback."""
+    garbage = tmp_path / "random.pt"
+    garbage.write_bytes(np.random.default_rng(0).bytes(4096))
+    run_tiny_rd(tiny_data, tmp_path / "run", "trainer.max_steps=1")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for name in CAPTIONS:
+        (bad / name).write_bytes(b"not an image")
+    common = ["-m", "taco_plus.train", *tiny_overrides(tiny_data), "loss=rd", f"hydra.run.dir={tmp_path / 'h'}"]
+    cases = [
+        ([*common, f"trainer.resume={garbage}", f"run_dir={tmp_path / 'a'}"],
+         f"taco-plus train: error: {garbage} is not a checkpoint, or is damaged"),
+        ([*common, "trainer.resume=auto", "model.N=24", f"run_dir={tmp_path / 'run'}"],
+         f"taco-plus train: error: cannot resume from {tmp_path / 'run'}/checkpoints/last.pt: it was trained with"),
+        ([*common, f"data.image_dir={bad}", "data.num_workers=1", f"run_dir={tmp_path / 'b'}"],
+         f"taco-plus train: error: no readable image in {bad}: 4 files failed"),
+        (["-m", "taco_plus.evaluate", f"checkpoint={garbage}", "data=kodak", f"data.image_dir={tiny_data}",
+          "device=cpu", "metrics.fid.enabled=false", "metrics.clip_score=null", "metrics.lpips=null",
+          f"out_dir={tmp_path / 'e'}", f"hydra.run.dir={tmp_path / 'h'}"],
+         f"{garbage} is not a checkpoint, or is damaged"),
+    ]
+    for args, message in cases:
+        status, err = _python(args, tmp_path)
+        assert status == 2 and message in err and "Traceback" not in err, err[-3000:]
+        assert len([line for line in err.splitlines() if "error" in line.lower()]) == 1, err[-3000:]

@@ -52,15 +52,16 @@ def wait_for_rows(run_dir: Path, rows: int, running, timeout: float = 300) -> No
     raise TimeoutError("training did not log in time")
 
 
-def sigterm_after_first_row(cmd: list[str], run_dir: Path, cwd: Path) -> tuple[subprocess.Popen, str]:
-    """Starts ``cmd`` in its own session, sends SIGTERM to the whole group (as scancel does
-    to a job) once the first step is logged, waits; returns the process and its stderr."""
+def sigterm_after_first_row(cmd: list[str], run_dir: Path, cwd: Path,
+                            signum: int = signal.SIGTERM) -> tuple[subprocess.Popen, str]:
+    """Starts ``cmd`` in its own session, sends SIGTERM (or ``signum``) to the whole group (as
+    scancel does to a job) once the first step is logged, waits; returns the process and its stderr."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT))
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
         wait_for_rows(run_dir, 1, lambda: proc.poll() is None)
-        os.killpg(proc.pid, signal.SIGTERM)
+        os.killpg(proc.pid, signum)
         return proc, proc.communicate(timeout=300)[1]
     finally:
         if proc.poll() is None:
@@ -213,7 +214,7 @@ def test_full_disk_is_a_one_line_error(tiny_data, tmp_path, monkeypatch, capsys)
     # The log: train_log.csv on /dev/full, where every write fails with ENOSPC.
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "train_log.csv").symlink_to("/dev/full")
-    assert _run_main([*common, f"run_dir={tmp_path / 'a'}"], monkeypatch) == 1
+    assert _run_main([*common, f"run_dir={tmp_path / 'a'}"], monkeypatch) == 2
     err = capsys.readouterr().err
     assert f"taco-plus train: error: [Errno 28] cannot append step 1 to {tmp_path}/a/train_log.csv: " \
            "No space left on device" in err and "Traceback" not in err
@@ -227,7 +228,7 @@ def test_full_disk_is_a_one_line_error(tiny_data, tmp_path, monkeypatch, capsys)
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
         signal.signal(signal.SIGXFSZ, xfsz)
     err = capsys.readouterr().err
-    assert status == 1 and "Traceback" not in err
+    assert status == 2 and "Traceback" not in err
     assert f"taco-plus train: error: [Errno 27] cannot write the step-1 checkpoint {tmp_path}/b/checkpoints/" \
            "last.pt (none was written yet): File too large" in err
     assert list((tmp_path / "b" / "checkpoints").iterdir()) == []  # no partial file left
@@ -265,3 +266,44 @@ def test_torchrun_ranks_stop_at_the_same_step(tiny_data, tmp_path):  # noqa: F81
     # 4 images over 2 ranks with batch 1: 2 steps per epoch.
     with (run_dir / "train_log.csv").open() as f:
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == [(step - 1) // 2 for step in range(1, last["step"] + 1)]
+
+
+def test_ctrl_c_checkpoints_like_sigterm(tiny_data, tmp_path):  # noqa: F811
+    """Ctrl-C (SIGINT to the foreground process group: the trainer and its data-loader worker) in a real
+    `python -m taco_plus.train`: last.pt at the step boundary, one line, ended by SIGINT (130 in a shell)."""
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "taco_plus.train", *tiny_overrides(tiny_data), "loss=rd", "trainer.max_steps=1000",
+           "trainer.checkpoint_every=1000", "data.num_workers=1", f"run_dir={run_dir}", f"hydra.run.dir={tmp_path / 'h'}"]
+    proc, err = sigterm_after_first_row(cmd, run_dir, tmp_path, signal.SIGINT)
+    assert proc.returncode == -signal.SIGINT and "Traceback" not in err, err[-3000:]
+    stopped = read_checkpoint(run_dir / "checkpoints" / "last.pt")["step"]
+    assert f"taco-plus train: stopped by SIGINT after step {stopped}; checkpoint {run_dir}/checkpoints/last.pt" in err
+    assert logged_steps(run_dir) == list(range(1, stopped + 1))
+
+
+def test_second_ctrl_c_stops_at_once(tiny_data, tmp_path):  # noqa: F811
+    """Two SIGINTs within step 2: no waiting for the boundary, no new checkpoint, one line."""
+    run_dir = tmp_path / "run"
+    overrides = [*tiny_overrides(tiny_data), "loss=rd", "trainer.max_steps=1000", "trainer.checkpoint_every=1",
+                 f"run_dir={run_dir}", f"hydra.run.dir={tmp_path / 'h'}"]
+    script = f"""
+import os, signal, sys, time
+from taco_plus.train import trainer
+from taco_plus.train.__main__ import main
+step = trainer.Trainer._step
+def twice(self, batch, parts, *args):
+    if args[-2].step == 1:  # progress: step 2 is running
+        for _ in range(2):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.5)  # the handler runs here
+    return step(self, batch, parts, *args)
+trainer.Trainer._step = twice
+sys.argv = ["taco_plus.train", *{overrides!r}]
+main()
+"""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT))
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == -signal.SIGINT and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "taco-plus train: interrupted: stopped at once, without a new checkpoint" in proc.stderr
+    assert read_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] == 1

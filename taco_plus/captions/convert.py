@@ -16,7 +16,7 @@ from taco_plus.results.provenance import file_sha256
 
 OFA_SOURCE = "OFA captions released with TACO (github.com/effl-lab/TACO, materials/)"
 COCO_SOURCE = "MS-COCO human captions (cocodataset.org, annotations_trainval2014.zip or 2017)"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".gif")
 
 
 def list_images(image_dir: os.PathLike | str) -> list[str]:

@@ -43,6 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "regenerate", help="caption images with GPT-4o or any OpenAI-compatible vision model",
         description="Caption images with a vision chat model. The API key is read from the environment "
         "(--api-key-env, default OPENAI_API_KEY). Progress is journaled: re-run with --resume after an interruption.")
+    group = regenerate
     for f in fields(RegenerateConfig):  # each field is an option (config.py)
         kwargs = {k: v for k, v in f.metadata.items() if k not in ("flags", "group")}
         if isinstance(f.default, bool):  # a flag: its help says what it does

@@ -3,7 +3,8 @@
 Default outputs: ``photo.png`` -> ``photo.tacoz`` -> ``photo.decoded.png`` (never the
 original). An existing output is refused unless ``--force``; one of the inputs (image,
 ``.tacoz`` file, checkpoint, caption file; any spelling or link) even with it. Outputs
-are written atomically.
+are written atomically (a killed writer's temporary beside them is removed). ``--device``:
+CUDA when present; docs/coding.md says what decodes exactly across devices.
 """
 
 from __future__ import annotations
@@ -15,21 +16,27 @@ import warnings
 from pathlib import Path
 from typing import Optional, Sequence
 
-from taco_plus.atomic import atomic_write
+from taco_plus.atomic import atomic_write, remove_stale_temporaries
 from taco_plus.bitstream import DEFAULT_MAX_PIXELS
 from taco_plus.cli import CLIError
 
 DECODED_SUFFIX = ".decoded.png"
 
 
-def _load(checkpoint: str, text_weights: str | None = None):
+def _load(args: argparse.Namespace, text_weights: str | None = None):
     from taco_plus.checkpoint import load_codec
     from taco_plus.codec import TacoCodec
+    from taco_plus.train.trainer import resolve_device
 
-    loaded = load_codec(checkpoint)
+    try:
+        device = resolve_device(args.device or "auto")
+    except RuntimeError as err:  # cuda asked for, none present
+        raise CLIError(str(err)) from err
+    loaded = load_codec(args.checkpoint)
     if text_weights is not None:  # same architecture, weights from a local file or folder
         loaded.text_encoder_config = {**loaded.text_encoder_config, "pretrained": text_weights}
-    return TacoCodec(loaded)
+    loaded.model.to(device)
+    return TacoCodec(loaded, max_pixels=args.max_pixels)
 
 
 def _check_output(out: Path, inputs: Sequence[Optional[str]], force: bool) -> Path:
@@ -58,6 +65,7 @@ def _check_output(out: Path, inputs: Sequence[Optional[str]], force: bool) -> Pa
 def _write(target: Path, data: bytes, out: Path) -> None:
     """Writes ``target`` (the resolved ``-o out``) atomically, naming ``out`` when it fails."""
     try:
+        remove_stale_temporaries(target)
         atomic_write(target, data)
     except OSError as err:  # read-only folder, disk full ...
         raise CLIError(f"cannot write {out}: {err.strerror or err}") from err
@@ -90,13 +98,13 @@ def _warn_if_truncated(codec, caption: str) -> None:
         )
 
 
-def _read_image(path: str):
-    """The image; what of the file is not coded (later frames) is said on stderr."""
+def _read_image(path: str, max_pixels: int):
+    """The image (size checked from the header); what is not coded (later frames) is said on stderr."""
     from taco_plus.images import load_image
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        image = load_image(path)
+        image = load_image(path, max_pixels)
     for w in caught:
         print(f"taco-plus compress: warning: {w.message}", file=sys.stderr)
     return image
@@ -106,8 +114,8 @@ def compress(args: argparse.Namespace) -> int:
     caption = _read_caption(args)
     out = Path(args.output or Path(args.image).with_suffix(".tacoz"))
     target = _check_output(out, (args.image, args.checkpoint, args.caption_file), args.force)
-    image = _read_image(args.image)
-    codec = _load(args.checkpoint, args.text_weights)
+    image = _read_image(args.image, args.max_pixels)
+    codec = _load(args, args.text_weights)
     from taco_plus.text import ClipWeightsUnavailableError
 
     try:
@@ -129,10 +137,10 @@ def decompress(args: argparse.Namespace) -> int:
     path = Path(args.file)
     out = Path(args.output or path.with_name(path.stem + DECODED_SUFFIX))
     target = _check_output(out, (args.file, args.checkpoint), args.force)
+    if path.exists() and not path.is_file():  # /dev/zero would be read forever
+        raise CLIError(f"input {path} is not a regular file")
     data = path.read_bytes()
-    codec = _load(args.checkpoint)
-    codec.max_pixels = args.max_pixels
-    x_hat = codec.decode(data)
+    x_hat = _load(args).decode(data)
     _write(target, encode_png(x_hat), out)
     h, w = x_hat.shape[-2:]
     print(f"{out}: {h}x{w}, {8 * len(data) / (h * w):.4f} bpp")
@@ -141,6 +149,9 @@ def decompress(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     force_help = "overwrite an existing output file (never one of the inputs)"
+    pixels_help = (f"refuse images of more than N pixels (default {DEFAULT_MAX_PIXELS:,}; decoding needs a few "
+                   "hundred bytes of memory per pixel)")
+    device_help = "where the networks run (default: cuda when present); docs/coding.md: decoding across devices"
     p = subparsers.add_parser("compress", help="compress an image with its caption to a .tacoz file")
     p.add_argument("image", help="input image (PNG, JPEG, ...; any size and mode; first frame of an animation)")
     p.add_argument("--caption", help="the image's caption (used by the encoder only)")
@@ -151,6 +162,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "for the checkpoint's text encoder, e.g. offline with an official checkpoint")
     p.add_argument("-o", "--output", help="output file (default: IMAGE with .tacoz)")
     p.add_argument("--force", action="store_true", help=force_help)
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N", help=pixels_help)
+    p.add_argument("--device", choices=("cpu", "cuda"), help=device_help)
     p.set_defaults(func=compress)
 
     p = subparsers.add_parser("decompress", help="decode a .tacoz file to PNG (no caption needed)")
@@ -158,7 +171,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, help="the checkpoint that encoded the file")
     p.add_argument("-o", "--output", help=f"output PNG (default: FILE with {DECODED_SUFFIX})")
     p.add_argument("--force", action="store_true", help=force_help)
-    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
-                   help=f"refuse files announcing more than N pixels (default {DEFAULT_MAX_PIXELS:,}; "
-                   "decoding needs a few hundred bytes of memory per pixel)")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N", help=pixels_help)
+    p.add_argument("--device", choices=("cpu", "cuda"), help=device_help)
     p.set_defaults(func=decompress)

@@ -27,6 +27,7 @@ class TacoModelConfig:
     extractor_attention: Any = "${attention.extractor}"
     caption_summary: Any = "${attention.caption_summary}"
     mask_padding: bool = True
+    scale_table_levels: int = 512  # entropy coder's Gaussian scale table (TACO: 64)
 
 
 def full_attention() -> dict[str, Any]:
@@ -109,6 +110,9 @@ class DataConfig:
     image_list: Optional[str] = None  # JSON list of image names (MS-COCO 30k); null: every file
     fid_patch_size: Optional[int] = 256  # evaluation FID: 256 px patches, or null = whole images
     limit: Optional[int] = None  # keep the first N images (sorted by id), for smoke runs
+    # TACO's published training lists (both or neither), replacing `captions` (docs/training.md#data)
+    name_list: Optional[str] = None
+    caption_list: Optional[str] = None
 
 
 @dataclass
@@ -186,6 +190,16 @@ class OptimConfig:
 
 
 @dataclass
+class TestSetSelectionConfig:
+    """Opt-in TEST-SET SELECTION as the official script (``taco_plus.train.selection``): keep the
+    epoch that scores best on these test images (optimistic results); off while ``image_dir`` is null."""
+
+    image_dir: Optional[str] = None  # the test images coded after every epoch (TACO: Kodak)
+    captions: Optional[str] = None  # their caption file (TACO: kodak_ofa.json; first caption each)
+    metric: str = "psnr"  # "psnr" | "ms_ssim" (highest) | "bpp" | "lpips" (lowest; the loss's LPIPS)
+
+
+@dataclass
 class TrainerConfig:
     """``taco_plus.train.Trainer``."""
 
@@ -203,9 +217,11 @@ class TrainerConfig:
     checkpoint_each_epoch: bool = True  # also at every epoch end
     tensorboard: bool = True
     progress_bar: bool = True
-    # Stop at the next step boundary with a checkpoint (SLURM pre-emption/scancel,
+    # Stop at the next step boundary with a checkpoint (Ctrl-C, SLURM pre-emption/scancel,
     # sbatch --signal, submitit's SIGUSR2); [] keeps the signals' default action.
-    stop_signals: List[str] = field(default_factory=lambda: ["SIGTERM", "SIGUSR1", "SIGUSR2"])
+    stop_signals: List[str] = field(default_factory=lambda: ["SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2"])
+    allow_resume_changes: bool = False  # resume even if the loss or the data changed (recorded)
+    test_set_selection: TestSetSelectionConfig = field(default_factory=TestSetSelectionConfig)
 
 
 @dataclass

@@ -120,25 +120,43 @@ class PairingReport:
         return out
 
 
+def _json_list(path: os.PathLike | str, what: str, names: bool = True) -> list[str]:
+    """A JSON list of non-empty strings; ``names``: relative paths inside the image folder."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        items = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        raise DatasetPairingError(f"{path}: not a JSON list ({str(err)[:100]})") from err
+    if not isinstance(items, list) or not all(isinstance(n, str) and n for n in items):
+        raise DatasetPairingError(f"{path}: must be a JSON list of non-empty strings ({what})")
+    bad = [n for n in items if names and (Path(n).is_absolute() or ".." in Path(n).parts)]
+    if bad:
+        raise DatasetPairingError(f"{path}: names must be relative paths inside the image folder, got {bad[:3]}")
+    return items
+
+
 def read_image_list(path: os.PathLike | str) -> list[str]:
     """A JSON list of image names relative to the image folder (TACO's
     ``mscoco_30k_list.json``), checked: strings, relative, no duplicates; sorted."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image list not found: {path}")
-    try:
-        names = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DatasetPairingError(f"{path}: not a JSON list of image names ({err})") from err
-    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
-        raise DatasetPairingError(f"{path}: must be a JSON list of image file names")
-    bad = [n for n in names if Path(n).is_absolute() or ".." in Path(n).parts]
-    if bad:
-        raise DatasetPairingError(f"{path}: names must be relative paths inside the image folder, got {bad[:3]}")
+    names = _json_list(path, "image list")
     dup = sorted(n for n, count in Counter(names).items() if count > 1)
     if dup:
         raise DatasetPairingError(f"{path}: {len(dup)} names appear twice, e.g. {dup[:3]}")
     return sorted(names)
+
+
+class ListedCaptions(CaptionSource):
+    """TACO's published training lists (``materials/mscoco_train_{name,caption}_list_larger_than_256.json``):
+    two parallel JSON lists, image names and one caption each (a repeated name keeps every caption)."""
+
+    def __init__(self, name_list: os.PathLike | str, caption_list: os.PathLike | str) -> None:
+        names, captions = _json_list(name_list, "name list"), _json_list(caption_list, "caption list", False)
+        if len(names) != len(captions):
+            raise DatasetPairingError(f"{name_list} lists {len(names)} names but {caption_list} {len(captions)} captions")
+        self.path, self.name, self._captions = Path(caption_list), Path(caption_list).stem, {}
+        for name, caption in zip(names, captions):
+            self._captions.setdefault(name, []).append(caption)
 
 
 class CaptionedImageDataset(Dataset):
@@ -153,7 +171,7 @@ class CaptionedImageDataset(Dataset):
         missing_caption, bad_caption, missing_image, bad_image: the policies (module docstring).
         replace_bad: fill a skipped image's slot with the next readable image (training);
             otherwise the item carries ``"error"`` (evaluation).
-        image_list: a JSON list of the image names to use (default: every image file).
+        image_list: a JSON list (file) of the image names to use, or the names (default: every image file).
         min_side: drop images whose shorter side is below this (TACO: 256); reads headers.
         seed: base seed of crops and caption draws.
         limit: keep only the first ``limit`` paired images (sorted by id).
@@ -171,7 +189,7 @@ class CaptionedImageDataset(Dataset):
         missing_image: str = "warn",
         bad_image: str = "skip",
         replace_bad: bool = False,
-        image_list: Optional[os.PathLike | str] = None,
+        image_list: Optional[os.PathLike | str | Sequence[str]] = None,
         min_side: int = 0,
         seed: int = 0,
         limit: Optional[int] = None,
@@ -200,13 +218,13 @@ class CaptionedImageDataset(Dataset):
                                       + "; ".join(self.report.lines()))
 
     def _pair(self, source: CaptionSource, missing_caption: str, bad_caption: str, missing_image: str,
-              image_list: Optional[os.PathLike | str], min_side: int) -> list[tuple[str, list[str]]]:
+              image_list: Optional[os.PathLike | str | Sequence[str]], min_side: int) -> list[tuple[str, list[str]]]:
         report = self.report
         if image_list is None:
             files = list_images(self.image_dir)
             report.without_image = sorted(set(source.ids()) - set(files))
         else:  # only the listed names; a listed name without a file is the missing case
-            listed = read_image_list(image_list)
+            listed = read_image_list(image_list) if isinstance(image_list, (str, os.PathLike)) else sorted(image_list)
             files = [n for n in listed if (self.image_dir / n).is_file()]
             report.without_image = sorted(set(listed) - set(files))
         report.images = len(files)

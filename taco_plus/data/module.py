@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from taco_plus.captions.sources import CaptionSource
-from taco_plus.data.dataset import CaptionedImageDataset
+from taco_plus.data.dataset import CaptionedImageDataset, DatasetPairingError, ListedCaptions
 
 logger = logging.getLogger(__name__)
 
@@ -82,32 +82,25 @@ class CaptionedImageData:
     """Images in ``image_dir`` captioned by ``captions``: the ``data`` group's keys
     (:class:`taco_plus.config.schema.DataConfig`; the dataset arguments are
     :class:`CaptionedImageDataset`'s). ``batch_size`` is per process; ``fid_patch_size`` is
-    the evaluation's FID protocol for this set (256 px patches, or None: whole images)."""
+    the evaluation's FID protocol for this set (256 px patches, or None: whole images).
+    ``name_list`` + ``caption_list`` (TACO's published training lists, :class:`ListedCaptions`)
+    replace ``captions`` and select the listed images."""
 
-    def __init__(
-        self,
-        image_dir: os.PathLike | str,
-        captions: CaptionSource,
-        crop_size: int = 256,
-        small_images: str = "upscale",
-        min_side: int = 0,
-        batch_size: int = 8,
-        num_workers: int = 4,
-        train_caption: str = "random",
-        missing_caption: str = "skip",
-        bad_caption: str = "skip",
-        missing_image: str = "warn",
-        bad_image: str = "skip",
-        image_list: Optional[os.PathLike | str] = None,
-        fid_patch_size: Optional[int] = 256,
-        limit: Optional[int] = None,
-    ) -> None:
+    def __init__(self, image_dir: os.PathLike | str, captions: CaptionSource, crop_size: int = 256,
+                 small_images: str = "upscale", min_side: int = 0, batch_size: int = 8, num_workers: int = 4,
+                 train_caption: str = "random", missing_caption: str = "skip", bad_caption: str = "skip",
+                 missing_image: str = "warn", bad_image: str = "skip", image_list: Optional[os.PathLike | str] = None,
+                 fid_patch_size: Optional[int] = 256, limit: Optional[int] = None, name_list: Optional[str] = None,
+                 caption_list: Optional[str] = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        if (name_list is None) != (caption_list is None):
+            raise DatasetPairingError("data.name_list and data.caption_list are TACO's two parallel lists: give both")
+        self.lists = None if name_list is None else (name_list, caption_list)
         self.image_dir = Path(image_dir)
-        self.captions = captions
+        self.captions = captions if name_list is None else ListedCaptions(name_list, caption_list)
         self.crop_size = crop_size
         self.small_images = small_images
         self.min_side = min_side
@@ -115,24 +108,26 @@ class CaptionedImageData:
         self.num_workers = num_workers
         self.train_caption = train_caption
         self.policies = dict(missing_caption=missing_caption, bad_caption=bad_caption, missing_image=missing_image,
-                             bad_image=bad_image, image_list=image_list)
+                             bad_image=bad_image, image_list=self.captions.ids() if self.lists else image_list)
         self.fid_patch_size = fid_patch_size
         self.limit = limit
 
+    def describe(self) -> str:
+        """Which images and captions training uses, for the run config."""
+        images = (f"the {len(self.captions.ids())} images of {self.lists[0]}" if self.lists
+                  else f"every image file in {self.image_dir}")
+        size = f" with both sides >= {self.min_side} px" if self.min_side else ""
+        caption = f"one caption each from {self.lists[1]}" if self.lists else (
+            f"{'the first' if self.train_caption == 'first' else 'a random one'} of each image's captions in "
+            f"{getattr(self.captions, 'path', self.captions)}; TACO's published lists (data.name_list, "
+            "data.caption_list) not given")
+        return f"{images}{size}; {caption}"
+
     def train_dataset(self, seed: int = 0) -> CaptionedImageDataset:
         """Random crops, a caption drawn per item per epoch; unreadable images replaced."""
-        return CaptionedImageDataset(
-            self.image_dir,
-            self.captions,
-            crop_size=self.crop_size,
-            small_images=self.small_images,
-            caption_choice=self.train_caption,
-            min_side=self.min_side,
-            seed=seed,
-            limit=self.limit,
-            replace_bad=True,
-            **self.policies,
-        )
+        return CaptionedImageDataset(self.image_dir, self.captions, crop_size=self.crop_size, small_images=self.small_images,
+                                     caption_choice=self.train_caption, min_side=self.min_side, seed=seed,
+                                     limit=self.limit, replace_bad=True, **self.policies)
 
     def eval_dataset(self) -> CaptionedImageDataset:
         """Full images with their first caption (all of them in ``"captions"``); an

@@ -1,6 +1,6 @@
 """Hydra entry point: ``python -m taco_plus.train [group=option ...] [key=value ...]``
 (``-m`` for an experiment's rate points; ``torchrun --nproc_per_node=K -m taco_plus.train``
-for DDP). User errors and stop signals end it with one line (docs/training.md).
+for DDP). User errors (exit status 2) and stop signals end it with one line (docs/training.md).
 """
 
 from __future__ import annotations
@@ -13,19 +13,24 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
 from taco_plus.config import CONFIG_PATH  # importing it registers the schemas
-from taco_plus.train.preemption import TrainingInterrupted
+from taco_plus.train.preemption import TrainingInterrupted, exit_by_signal
 from taco_plus.train.run import train
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    """Errors that are the user's to fix (``OSError``: missing files, a full disk)."""
-    from taco_plus.data import DatasetPairingError
+    """Errors that are the user's to fix (``OSError``: missing files, a full disk; ``ValueError``:
+    every bad-input error of the package, damaged or refused checkpoints included)."""
     from taco_plus.losses import LpipsBackboneUnavailableError
     from taco_plus.text import ClipWeightsUnavailableError
     from taco_plus.train.trainer import NonFiniteLossError
 
-    return (OSError, DatasetPairingError, LpipsBackboneUnavailableError,
-            ClipWeightsUnavailableError, NonFiniteLossError)
+    return OSError, ValueError, LpipsBackboneUnavailableError, ClipWeightsUnavailableError, NonFiniteLossError
+
+
+def one_line(err: BaseException) -> str:
+    """The error's message; a data-loader worker's (which quotes the worker's traceback): its last line."""
+    text = str(err).strip()
+    return text.splitlines()[-1].partition(": ")[2] or text if "DataLoader worker" in text else text
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="train", version_base="1.3")
@@ -35,13 +40,17 @@ def main(cfg: DictConfig) -> None:
         result = train(cfg, run_dir)
     except TrainingInterrupted as stop:
         print(f"taco-plus train: {stop}", file=sys.stderr)
-        stop.exit()
+        exit_by_signal(stop.signum)
+    except KeyboardInterrupt:  # a second Ctrl-C before the step boundary, or one before training
+        print("taco-plus train: interrupted: stopped at once, without a new checkpoint "
+              "(trainer.resume=auto continues from the last one)", file=sys.stderr)
+        exit_by_signal(2)
     except Exception as err:  # a user error, or a component's constructor refusing for one
         cause = err.__cause__ if isinstance(err, InstantiationException) else err
         if not isinstance(cause, _user_errors()):
             raise
-        print(f"taco-plus train: error: {cause}", file=sys.stderr)
-        sys.exit(1)
+        print(f"taco-plus train: error: {one_line(cause)}", file=sys.stderr)
+        sys.exit(2)
     if result.final_checkpoint is not None:
         print(f"final checkpoint: {result.final_checkpoint}")
 

@@ -4,8 +4,10 @@ SLURM pre-emption and ``scancel`` send SIGTERM to every process of the job, ``sb
 --signal`` a chosen signal, submitit SIGUSR2. :class:`StopSignals` only records them during
 training (no I/O in a handler); at the next step boundary the trainer writes ``last.pt``
 (every rank agrees on the step) and hands the signal to what handled it before: the default
-action ends the process by that signal (:class:`TrainingInterrupted`), a Python handler
-(submitit's requeue) is called, an ignored signal stays ignored. Data-loader workers ignore
+action ends the process by that signal (:class:`TrainingInterrupted`; Ctrl-C's SIGINT too,
+whose default Python handler would raise ``KeyboardInterrupt``), a Python handler (submitit's
+requeue) is called, an ignored signal stays ignored. A second SIGINT before the boundary
+raises ``KeyboardInterrupt`` at once. Data-loader workers ignore
 these signals: a torch worker killed by SLURM's SIGTERM would fail the step (docs/training.md).
 """
 
@@ -58,12 +60,12 @@ class TrainingInterrupted(Exception):
             "(continue with trainer.resume=auto)"
         )
 
-    def exit(self) -> NoReturn:
-        """Ends the process as the signal's default action would (killed by SIGTERM: 143 in
-        a shell, -15 for a Python parent; 128 + signum if that action does not end it)."""
-        signal.signal(self.signum, signal.SIG_DFL)
-        signal.raise_signal(self.signum)
-        sys.exit(128 + self.signum)
+def exit_by_signal(signum: int) -> NoReturn:
+    """Ends the process as the signal's default action would (killed by SIGTERM: 143 in a
+    shell, -15 for a Python parent; SIGINT: 130, -2; 128 + signum if that action does not end it)."""
+    signal.signal(signum, signal.SIG_DFL)
+    signal.raise_signal(signum)
+    sys.exit(128 + signum)
 
 
 class StopSignals:
@@ -75,6 +77,8 @@ class StopSignals:
         self._previous: dict[int, object] = {}
 
     def _record(self, signum: int, frame) -> None:
+        if self.received == signum == signal.SIGINT:  # Ctrl-C twice: now
+            raise KeyboardInterrupt
         if self.received is None:
             self.received = signum
 
@@ -112,7 +116,7 @@ class StopSignals:
         self.received = None
         previous = self._previous.get(signum)
         name = signal.Signals(signum).name
-        if callable(previous):
+        if callable(previous) and previous is not signal.default_int_handler:
             logger.warning("%s: checkpoint of step %d written to %s; calling the previous handler",
                            name, step, checkpoint)
             previous(signum, None)

@@ -18,10 +18,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 from taco_plus.config import to_container
 from taco_plus.text.tokenizer import real_lengths
+from taco_plus.train.resume import write_run_config
 from taco_plus.train.trainer import Components, DistContext, Trainer, TrainResult
 
 logger = logging.getLogger(__name__)
@@ -158,9 +159,10 @@ def train(cfg: DictConfig, run_dir: Optional[str | os.PathLike] = None) -> Train
         seed_everything(trainer.seed)  # same initial weights (and loss stand-ins) on every rank
         parts = build_components(cfg)
         seed_everything(trainer.seed + ctx.rank)  # then one noise stream per rank
+        parts.config["training_data"] = parts.data.describe()  # what TACO's lists, or their stand-in, gave
         if ctx.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+            write_run_config(run_dir, parts.config)
         return trainer.fit(parts, run_dir, ctx)
     finally:
         if ctx.distributed and dist.is_initialized():

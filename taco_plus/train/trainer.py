@@ -1,11 +1,12 @@
 """The training loop (the ``trainer`` config group): TACO's recipe, resumable.
 
-One step: captions -> frozen text features (+ token weights) -> codec forward -> loss
-terms; ``loss + aux_loss`` is back-propagated once (the aux loss reaches only the
-``.quantiles``, which only the auxiliary Adam updates), codec gradients are clipped, both
-optimisers step. Checkpoints carry the whole training state (optimisers, scheduler, step,
-position in the epoch, every rank's RNG states), so a resumed run ends bitwise equal to an
-uninterrupted one; stop signals, NaN stops and full disks: docs/training.md.
+One step, as TACO's official loop: captions -> frozen text features (+ token weights) ->
+codec forward -> loss terms; the loss is back-propagated, the gradients of every parameter
+(the ``.quantiles`` included) are clipped, the codec's Adam steps; then the auxiliary loss
+is computed, back-propagated and its Adam steps. Checkpoints carry the whole training state
+(optimisers, scheduler, step, position in the epoch, every rank's RNG states), so a resumed
+run ends bitwise equal to an uninterrupted one; stop signals, NaN stops and full disks:
+docs/training.md.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from taco_plus.atomic import write_error
 from taco_plus.checkpoint import FORMAT, read_checkpoint, save_codec
 from taco_plus.train.metrics_log import MetricLog
 from taco_plus.train.preemption import IgnoreInWorkers, StopSignals, parse_signals
+from taco_plus.train.resume import resume_changes, write_run_config
+from taco_plus.train.selection import TestSetSelection
 
 logger = logging.getLogger(__name__)
 
@@ -169,23 +172,12 @@ class Trainer:
     """TACO training loop; the arguments are the ``trainer`` config group's keys
     (:class:`taco_plus.config.schema.TrainerConfig`, docs/training.md)."""
 
-    def __init__(
-        self,
-        epochs: int = 50,
-        max_steps: Optional[int] = None,
-        device: str = "auto",
-        precision: str = "fp32",
-        seed: int = 0,
-        trainable: str = "all",
-        init_from: Optional[str] = None,
-        resume: Optional[str] = None,
-        log_every: int = 50,
-        checkpoint_every: int = 1000,
-        tensorboard: bool = True,
-        checkpoint_each_epoch: bool = True,
-        progress_bar: bool = True,
-        stop_signals: tuple[str, ...] = ("SIGTERM", "SIGUSR1", "SIGUSR2"),
-    ) -> None:
+    def __init__(self, epochs: int = 50, max_steps: Optional[int] = None, device: str = "auto",
+                 precision: str = "fp32", seed: int = 0, trainable: str = "all", init_from: Optional[str] = None,
+                 resume: Optional[str] = None, log_every: int = 50, checkpoint_every: int = 1000,
+                 tensorboard: bool = True, checkpoint_each_epoch: bool = True, progress_bar: bool = True,
+                 stop_signals: tuple[str, ...] = ("SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2"),
+                 allow_resume_changes: bool = False, test_set_selection: Optional[Mapping[str, Any]] = None) -> None:
         if trainable not in ("all", "adapter") or precision not in ("fp32", "bf16"):
             raise ValueError(f"trainer.trainable must be 'all' or 'adapter' (got {trainable!r}) and "
                              f"trainer.precision 'fp32' or 'bf16' (got {precision!r})")
@@ -199,6 +191,9 @@ class Trainer:
         self.checkpoint_each_epoch = checkpoint_each_epoch
         self.tensorboard, self.progress_bar = tensorboard, progress_bar
         self.stop_signals = parse_signals(stop_signals)
+        self.allow_resume_changes = allow_resume_changes
+        selection = dict(test_set_selection or {})
+        self.selection = TestSetSelection(**selection) if selection.get("image_dir") else None
 
     def split_parameters(self, model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """(codec parameters, entropy-bottleneck quantiles); freezes what is not trained."""
@@ -242,6 +237,8 @@ class Trainer:
         total = self.max_steps if self.max_steps is not None else self.epochs * steps_per_epoch
 
         progress = self._restore(resume_path, parts, model, states, ctx) if resume_path else _Progress()
+        if resume_path and ctx.is_main and (parts.config or {}).get("resume_changes"):
+            write_run_config(run_dir, parts.config)
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
             if ctx.distributed else model
         log = MetricLog(run_dir, self.tensorboard and ctx.is_main, enabled=ctx.is_main, start_step=progress.step)
@@ -277,10 +274,12 @@ class Trainer:
                     sampler.set_epoch(progress.epoch, progress.batch_in_epoch * parts.data.batch_size)
                     dataset.set_epoch(progress.epoch)
                     for batch in loader:
-                        terms = self._step(batch, parts, net, model, optimizer, aux_optimizer, main_params,
-                                           device, ctx, progress, last_path)
+                        terms = self._step(batch, parts, net, model, optimizer, aux_optimizer, device, ctx,
+                                           progress, last_path)
                         progress.step += 1
                         progress.batch_in_epoch += 1
+                        if self.selection and ctx.is_main and progress.batch_in_epoch == steps_per_epoch:
+                            self.selection.after_epoch(ckpt_dir, model, parts, progress.epoch, progress.step)
                         if parts.scheduler_unit == "step":
                             scheduler.step()
                         log.accumulate(terms)
@@ -308,7 +307,7 @@ class Trainer:
         final = self._save(ckpt_dir / "final.pt", parts, model, states, progress, ctx, final=True)
         return TrainResult(run_dir, final if ctx.is_main else None, progress.step, progress.epoch, log.rows)
 
-    def _step(self, batch, parts, net, model, optimizer, aux_optimizer, main_params, device, ctx, progress,
+    def _step(self, batch, parts, net, model, optimizer, aux_optimizer, device, ctx, progress,
               last_path) -> dict[str, float]:
         x = batch["image"].to(device, non_blocking=True)
         captions = batch["caption"]
@@ -319,20 +318,22 @@ class Trainer:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             out = net(x, *text)
         terms = parts.loss(out, x, captions)
-        aux = model.aux_loss()
-        total = terms["loss"] + aux
-        finite = torch.isfinite(total.detach()).to(torch.int32).reshape(1)
+        finite = torch.isfinite(terms["loss"].detach()).to(torch.int32).reshape(1)
         if ctx.distributed:  # every rank stops together
             dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        kept = f"the last good checkpoint is {last_path}" if last_path else "no checkpoint was written yet"
         if not finite.item():
             values = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
-            kept = f"the last good checkpoint is {last_path}" if last_path else "no checkpoint was written yet"
             raise NonFiniteLossError(f"non-finite loss at step {progress.step + 1} (epoch {progress.epoch}): "
-                                     f"{values}, aux={aux.item():.4g}; stopped before updating the weights; {kept}")
-        total.backward()
-        if parts.clip_max_norm > 0:
-            torch.nn.utils.clip_grad_norm_(main_params, parts.clip_max_norm)
+                                     f"{values}; stopped before updating the weights; {kept}")
+        terms["loss"].backward()
+        if parts.clip_max_norm > 0:  # every parameter, the quantiles included (their main-loss gradient is 0)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), parts.clip_max_norm)
         optimizer.step()
+        aux = model.aux_loss()  # after the codec step, from its updated entropy bottleneck (the same on every rank)
+        if not torch.isfinite(aux.detach()):
+            raise NonFiniteLossError(f"non-finite auxiliary loss {aux.item()} after step {progress.step + 1}; {kept}")
+        aux.backward()
         aux_optimizer.step()
         return {**{k: float(v.detach()) for k, v in terms.items()}, "aux": float(aux.detach())}
 
@@ -369,6 +370,9 @@ class Trainer:
         if ckpt["model_config"] != parts.model_config:
             raise ValueError(f"cannot resume from {path}: it was trained with model config {ckpt['model_config']}, "
                              f"this run builds {parts.model_config}")
+        if parts.config is not None:
+            parts.config["resume_changes"] = resume_changes(ckpt.get("config"), parts.config, int(ckpt["step"]),
+                                                            self.allow_resume_changes, path)
         model.load_state_dict(ckpt["state_dict"])
         for name, state in states.items():
             state.load_state_dict(ckpt[name])

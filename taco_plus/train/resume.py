@@ -1,0 +1,49 @@
+"""What a resumed run changes: every setting that differs from the run config stored in the
+checkpoint is recorded in the run config and logged; a change to what the model learns from
+(loss, data, captions, text features, token weights, model) stops the resume unless
+``trainer.allow_resume_changes=true`` (docs/training.md#resuming-and-fine-tuning)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+logger = logging.getLogger(__name__)
+
+STOPPING = ("loss", "data", "captions", "text_encoder", "weighting", "model", "attention")
+# Where the run is and how it reports, not what it learns; derived notes.
+IGNORED = ("run_dir", "trainer.resume", "trainer.allow_resume_changes", "data.num_workers", "training_data",
+           "resume_changes")
+
+
+def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, Mapping) and node:
+        return {k: v for key, value in node.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: node}
+
+
+def resume_changes(old: Optional[Mapping], new: Mapping, step: int, allow: bool, path: Any) -> list[dict]:
+    """The run's ``resume_changes``: the checkpoint's, plus ``{"step", "changes": {key: [checkpoint
+    value, this run's value]}}`` when this resume changes settings (logged); raises ``ValueError``
+    for a change in :data:`STOPPING` unless ``allow``. A key the checkpoint lacks counts only when set."""
+    a, b = _flat(old or {}), _flat(new)
+    changes = {k: [a.get(k), b.get(k)] for k in sorted(a.keys() | b.keys())
+               if a.get(k) != b.get(k) and (k in a or b.get(k) is not None)
+               and not any(k == i or k.startswith(i + ".") for i in IGNORED)}
+    shown = "; ".join(f"{k}: {x!r} -> {y!r}" for k, (x, y) in changes.items() if allow or k.split(".")[0] in STOPPING)
+    if shown and not allow:
+        raise ValueError(f"cannot resume from {path}: this run changes what the model learns from ({shown}); keep "
+                         "the checkpoint's settings, or set trainer.allow_resume_changes=true (the change is recorded)")
+    if changes:
+        logger.warning("resuming from %s with changed settings (recorded in the run config): %s", path,
+                       "; ".join(f"{k}: {x!r} -> {y!r}" for k, (x, y) in changes.items()))
+    return [*(old or {}).get("resume_changes", []), *([{"step": step, "changes": changes}] if changes else [])]
+
+
+def write_run_config(run_dir: Path, config: Mapping[str, Any]) -> None:
+    """``run_dir/config.yaml``: the resolved run config, with the data training used
+    (``training_data``) and the settings changed at each resume (``resume_changes``)."""
+    import yaml
+
+    (Path(run_dir) / "config.yaml").write_text(yaml.safe_dump(dict(config), sort_keys=False, allow_unicode=True))
