@@ -55,7 +55,7 @@ def test_record_a_sweep_copies_files_and_writes_provenance(tmp_path, results):
 def test_record_refuses_overwrite_unknown_folders_and_bad_names(tmp_path, results):
     sweep = make_sweep(tmp_path / "runs", [0.0016, 0.004])
     record_run(sweep, "mine", results)
-    with pytest.raises(RecordError, match="already exists; pass --force"):
+    with pytest.raises(RecordError, match="already recorded; pass --force"):
         record_run(sweep, "mine", results)
     record_run(sweep, "mine", results, force=True)
     with pytest.raises(RecordError, match="no results.json"):

@@ -65,8 +65,10 @@ def conclusions(rows: Rows) -> list[str]:
     return out
 
 
-def plot(rows: Rows, path: Path) -> None:
-    """Adapter forward time and FLOPs against caption length (log-log), one line per variant and size."""
+def plot(rows: Rows, path: Path, conditions: str = "") -> None:
+    """Adapter forward time and FLOPs against caption length (log-log): one colour per attention
+    option, one line style per image size, the legend beside the panels, ``conditions`` (device,
+    threads) in the title."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -75,22 +77,22 @@ def plot(rows: Rows, path: Path) -> None:
 
     df = pd.DataFrame(rows)
     adapter = df[df.part == "adapter"].sort_values("tokens")
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    variants, sizes = list(dict.fromkeys(adapter.variant)), list(dict.fromkeys(zip(adapter.width, adapter.height)))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4), layout="constrained")
     for (variant, w, h), line in adapter.groupby(["variant", "width", "height"], sort=False):
         for ax, key in zip(axes, ("fwd_ms", "gflops")):
-            style = "-" if variant == BASELINE else "--"
-            ax.plot(line.tokens, line[key], style, marker="o", label=f"{variant} {w}x{h}")
+            ax.plot(line.tokens, line[key], ("-", "--", ":", "-.")[sizes.index((w, h)) % 4], marker="o", markersize=4,
+                    color=f"C{variants.index(variant) % 10}", label=f"{variant}, {w}×{h}")
     lengths = sorted(df.tokens.unique())
-    for ax, ylabel in zip(axes, ("adapter forward time (ms)", "adapter forward GFLOPs")):
+    for ax, ylabel in zip(axes, ("adapter forward time [ms]", "adapter forward GFLOPs")):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xticks(lengths, [str(n) for n in lengths])
         ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-        ax.set(xlabel="caption length (tokens)", ylabel=ylabel)
+        ax.set(xlabel="caption length [tokens]", ylabel=ylabel)
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle("TACO text adapter: attention options")
-    fig.tight_layout()
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right center", fontsize=8, frameon=False)
+    fig.suptitle("TACO text adapter, attention options" + (f" ({conditions})" if conditions else ""))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=150)
     plt.close(fig)

@@ -75,11 +75,13 @@ def creates(command: str) -> Optional[str]:
     return words[words.index("--out") + 1] if "--out" in words[:-1] else None
 
 
-def base_of(name: str) -> Optional[str]:
-    """The experiment that ``name``'s defaults list includes, if any."""
-    data = yaml.safe_load((EXPERIMENT_DIR / f"{name}.yaml").read_text(encoding="utf-8")) or {}
+def declared(name: str) -> tuple[Optional[str], tuple[str, ...]]:
+    """The base run (the experiment ``name``'s defaults list includes) and its declared changes,
+    read from its file without composing; (None, ()) for a name that is not registered."""
+    path = EXPERIMENT_DIR / f"{name}.yaml"
+    data = (yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None) or {}
     bases = [d.removeprefix("/experiment/") for d in data.get("defaults") or [] if isinstance(d, str) and d != "_self_"]
-    return bases[0] if bases else None
+    return (bases[0] if bases else None), tuple((data.get("meta") or {}).get("changes") or ())
 
 
 def load_run(name: str, overrides: Sequence[str] = ()) -> Run:
@@ -98,7 +100,7 @@ def load_run(name: str, overrides: Sequence[str] = ()) -> Run:
         needs.append("the released TACO checkpoints")
     if any(c.startswith("taco-plus captions regenerate") for c in prepare):
         needs.append("the OpenAI API (caption regeneration)")
-    return Run(name, cfg.meta.title or name, base_of(name), tuple(cfg.meta.changes), tuple(map(float, lambdas)),
+    return Run(name, cfg.meta.title or name, declared(name)[0], tuple(cfg.meta.changes), tuple(map(float, lambdas)),
                tuple(cfg.meta.eval), prepare, tuple(needs), cfg)
 
 

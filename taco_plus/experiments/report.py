@@ -1,21 +1,24 @@
 """The paper's generated tables and figures (``paper/generated/``) from the two registries, for
 ``make paper``: every source is checked before anything is written, a run without results is a
-"not run: <needs>" row, and the output is deterministic (docs/experiments.md, "The report").
+"not run: <needs>" row, every number is a mean over seeds with its spread, and the output is
+deterministic (docs/experiments.md, "The report").
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Sequence
 
 import pandas as pd
 
 from taco_plus.experiments.compare import MISSING, compare, latex_table, render
 from taco_plus.experiments.compare import latex_escape as _latex
 from taco_plus.experiments.record import RESULTS_DIR, load_recorded, recorded, relative, require
-from taco_plus.experiments.registry import Run, load_runs
-from taco_plus.results.format import curve, list_references, load_curve
-from taco_plus.results.plot import plot_rd
+from taco_plus.experiments.registry import Run, lambda_label, load_runs
+from taco_plus.results.format import curve, list_references, load_curve, load_results
+from taco_plus.results.per_image import read_per_image_csv
+from taco_plus.results.plot import convention, plot_rd
 from taco_plus.results.provenance import file_sha256
 
 GENERATED_DIR = Path("paper/generated")
@@ -28,10 +31,16 @@ def _dataset(run: Run) -> str:
     return next((o.split("=", 1)[1] for o in reversed(run.eval) if o.startswith("data=")), "kodak")
 
 
+def _status(run) -> str:
+    seeds = {run.seed(e) for e in run.provenance["points"]}
+    points = len((run.results.get("meta") or {}).get("labels") or run.labels)
+    return f"recorded ({points} points" + (f", {len(seeds)} seeds)" if len(seeds) > 1 else ")")
+
+
 def runs_frame(runs: dict[str, Run], broken: dict[str, str], root: Path) -> pd.DataFrame:
     """Every registered run: base, what it changes, rate points, status (``list`` and the report)."""
     done = recorded(root)
-    status = {name: f"recorded ({len(load_recorded(name, root).labels)} points)" if name in done
+    status = {name: _status(load_recorded(name, root)) if name in done
               else "not run: needs " + "; ".join(run.needs) if run.needs else "not recorded yet"
               for name, run in runs.items()}
     rows = [(name, run.base or MISSING, run.change_text(), len(run.lambdas), status[name]) for name, run in runs.items()]
@@ -46,52 +55,150 @@ def dataset_section(dataset: str, names: list[str], runs: dict[str, Run], root: 
     with_results = [n for n in names if n in done]
     body = [f"\\subsection{{{_latex(label)}}}\\label{{sec:results-{slug}}}"]
     references = ("all",) if dataset == "kodak" else ()  # the shipped curves are Kodak's
+    titles = {n: runs[n].title if n in runs else n for n in with_results}
     if with_results or references:
-        titles = {n: runs[n].title if n in runs else n for n in with_results}
         curves = [dict(load_recorded(n, root).results, name=titles[n]) for n in with_results]
         plot_rd(curves, out / f"rd_{dataset}.png", references=references, title=f"Rate-distortion on {label}")
-        caption = (f"Rate-distortion on {label}: recorded runs (solid): {', '.join(titles.values()) or 'none yet'}."
-                   + (" Shipped reference curves dashed; the released-TACO LPIPS curves use the reference LPIPS "
-                      "convention." if references else ""))
+        caption = (f"Rate-distortion on {label}: recorded runs (solid; a mean over seeds with error bars of one "
+                   f"standard deviation, n in the legend): {', '.join(titles.values()) or 'none yet'}."
+                   + (" Shipped reference curves dashed. No PSNR curve of the released TACO checkpoints is published: "
+                      "the one TACO PSNR value is a third-party reproduction at λ 0.0004 (labelled point); the released "
+                      "checkpoints' LPIPS curves use the reference LPIPS convention, each convention on its own axis."
+                      if references else ""))
         body += ["\\begin{figure}[H]\\centering", f"\\includegraphics[width=\\linewidth]{{generated/rd_{dataset}.png}}",
                  f"\\caption{{{_latex(caption)}}}\\label{{fig:rd-{slug}}}", "\\end{figure}"]
     if with_results:
-        curves, anchor, summary, notes, points = compare(with_results, root, labels=titles)
-        body.append(render(summary, "latex", notes, f"{label}: BD-rate against {anchor.label} (pchip); negative "
-                                                    "saves bits", f"tab:summary-{slug}"))
-        body.append(render(points, "latex", caption=f"{label}: every rate point (times in seconds)",
-                           label=f"tab:points-{slug}"))
+        _, summary, notes, points = compare(with_results, root, labels=titles)
+        body.append(render(summary, "latex", notes, f"{label}: BD-rate of each run against its declared base "
+                                                    "(pchip, seed means); negative saves bits", f"tab:summary-{slug}"))
+        body.append(render(points, "latex", caption=f"{label}: every rate point, mean ± standard deviation over "
+                                                    "seeds (times in seconds)", label=f"tab:points-{slug}"))
     pending = [n for n in names if n not in done]
     if pending:
         body.append(f"\\noindent Not recorded yet (Table~\\ref{{tab:runs}} says why): {_latex(', '.join(pending))}.\n")
     return "\n".join(body) + "\n"
 
 
-def sensitivity_table(runs: dict[str, Run], root: Path) -> str:
-    names, rows = recorded(root), []
-    for name in names:
+def linformer_table(runs: dict[str, Run], root: Path) -> str:
+    """The attention ablation, each run against its declared base: the long-caption (chunked) runs
+    are the Linformer comparison; runs at a fixed caption length are labelled for what they measure."""
+    done, rows = recorded(root), []
+    ablation = {n: r for n, r in runs.items() if "attention" in r.changes}
+    names = [n for n, r in ablation.items() if n in done and r.base in done]
+    summary, notes = compare(names, root, labels={n: n for n in names})[1:3] if names else (pd.DataFrame(), [])
+    for name, run in sorted(ablation.items(), key=lambda kv: (str(kv[1].cfg.text_encoder.max_tokens) != "chunked", kv[0])):
+        tokens, k, image_k = run.cfg.text_encoder.max_tokens, run.cfg.attention.k, run.cfg.attention.image_k
+        sides = ([f"caption to k = {k} summaries"] if k else []) + ([f"image tokens to {image_k}"] if image_k else [])
+        measures = "long captions (hundreds of tokens): " + " and ".join(sides) if tokens == "chunked" else \
+            f"real captions mostly shorter than k = {k}: the text is not compressed; measures the changed adapter" + \
+            (f", image tokens to {image_k}" if image_k else "") if k else "caption in full; " + " and ".join(sides)
+        row = {"run": name, "against": run.base, "captions": "chunked" if tokens == "chunked" else f"{tokens} tokens",
+               "what it measures": measures}
+        if name in names:
+            row.update(summary[summary.run == name].iloc[0].filter(like="BD-rate").to_dict())
+        else:
+            row["BD-rate PSNR"] = "not recorded" if name not in done else f"{run.base} not recorded"
+        rows.append(row)
+    frame = pd.DataFrame(rows).fillna(MISSING)
+    return latex_table(frame, "The attention ablation, each run against its declared base (BD-rates as in the results "
+                       "tables). The Linformer comparison is the long-caption runs; the fixed-length ones are labelled "
+                       "for what they measure", "tab:linformer", "p{3.6cm}p{2.8cm}p{1.3cm}p{4.2cm}" +
+                       "r" * (len(frame.columns) - 4), notes)
+
+
+def sensitivity_frame(root: Path) -> pd.DataFrame:
+    """Per image, rate point, seed and caption variant of every recorded run: the differences from
+    coding with the image's own caption (bpp in percent, PSNR, LPIPS and its convention, CLIP score)."""
+    frames = []
+    for name in recorded(root):
         run = load_recorded(name, root)
-        for label in run.labels:
-            path = run.path / "points" / label / "sensitivity" / "sensitivity.csv"
-            for r in pd.read_csv(path).to_dict("records") if path.is_file() else []:
-                if r["caption"] != "real":
-                    rows.append({"run": name, "point": label, "caption": r["caption"], "bpp": r["bpp"],
-                                 "Δbpp (%)": r["delta_bpp_pct"], "ΔPSNR (dB)": r["delta_psnr"],
-                                 "ΔLPIPS": r["delta_lpips"], "ΔCLIP": r["delta_clip_score"]})
+        for entry in run.provenance["points"]:
+            folder = run.path / "points" / entry["label"] / "sensitivity"
+            if not (folder / "sensitivity.csv").is_file():
+                continue
+            modes = {m: pd.DataFrame(read_per_image_csv(folder / m / "per_image.csv")).set_index("id")[
+                ["bpp", "psnr", "lpips", "clip_score"]].astype(float) for m in ("real", "empty", "other")}
+            real = modes.pop("real")
+            for mode, frame in modes.items():
+                delta = frame.loc[real.index] - real
+                frames.append(pd.DataFrame({
+                    "run": name, "point": lambda_label(entry["lambda"]) if entry["lambda"] is not None else entry["label"],
+                    "seed": run.seed(entry), "caption": mode, "bpp": real.bpp, "Δbpp (%)": 100 * delta.bpp / real.bpp,
+                    "ΔPSNR (dB)": delta.psnr, "ΔLPIPS": delta.lpips, "ΔCLIP": delta.clip_score,
+                    "convention": convention(load_results(folder / mode / "results.json"), "lpips")
+                    if delta.lpips.notna().any() else None}))
+    return pd.concat(frames) if frames else pd.DataFrame()
+
+
+def sensitivity_section(runs: dict[str, Run], root: Path, out: Path) -> str:
+    """The caption-sensitivity table and figure: recorded runs (mean ± standard deviation over images
+    and seeds) and the released TACO's empty-caption ΔLPIPS from the reference curves."""
+    per_image = sensitivity_frame(root)
+    deltas = ["Δbpp (%)", "ΔPSNR (dB)", "ΔLPIPS", "ΔCLIP"]
+    rows = []
+    if len(per_image):
+        for (run, point, caption, conv), group in per_image.groupby(["run", "point", "caption", "convention"],
+                                                                   sort=False, dropna=False):
+            row = {"run": run, "point": point, "caption": caption, "n": len(group), "bpp": group.bpp.mean()}
+            for column in deltas:
+                row[column], row[column + " sd"] = group[column].mean(), group[column].std(ddof=1)
+            rows.append(dict(row, convention=conv))
     real, empty = load_curve("taco_released_lpips_ref"), load_curve("taco_released_empty_caption_lpips_ref")
     (bpp, lpips_real), (_, lpips_empty) = curve(real, "lpips"), curve(empty, "lpips")
     for lam, b, lr, le in zip(real["meta"]["lambdas"], bpp, lpips_real, lpips_empty):
-        rows.append({"run": "TACO released (third party, ref. LPIPS)", "point": f"λ {lam:g}", "caption": "empty",
-                     "bpp": b, "ΔLPIPS": le - lr})
+        rows.append({"run": "TACO released (third party)", "point": f"λ {lam:g}", "caption": "empty", "bpp": b,
+                     "ΔLPIPS": le - lr, "convention": convention(empty, "lpips")})
     frame = pd.DataFrame(rows)
-    formats = {"bpp": "{:.4f}", "Δbpp (%)": "{:+.2f}", "ΔPSNR (dB)": "{:+.3f}", "ΔLPIPS": "{:+.4f}", "ΔCLIP": "{:+.2f}"}
-    for column, form in formats.items():
-        frame[column] = [MISSING if pd.isna(v) else form.format(v) for v in frame.get(column, [None] * len(frame))]
-    pending = [n for n, r in runs.items() if "caption_sensitivity=true" in r.eval and n not in names]
-    text = latex_table(frame, "Caption sensitivity: coding each image with an empty caption or another image's "
-                              "caption, minus coding it with its own (means of per-image differences)",
-                       "tab:sensitivity", "lllrrrrr")
-    return text + (f"\\noindent Not recorded yet: {_latex(', '.join(pending))}.\n" if pending else "")
+    sensitivity_figure(frame, out / "sensitivity.png", recorded(root))
+    table = frame[["run", "point", "caption"]].assign(n=frame.get("n"), bpp=[f"{v:.4f}" for v in frame.bpp])
+    for column, form in zip(deltas, ("{:+.2f}", "{:+.3f}", "{:+.4f}", "{:+.2f}")):
+        cells = [MISSING if pd.isna(m) else form.format(m) + ("" if pd.isna(sd) else " ± " + form.format(sd).lstrip("+"))
+                 for m, sd in zip(frame[column], frame.get(column + " sd", [float("nan")] * len(frame)))]
+        if column == "ΔLPIPS":  # one column per convention: never two on one axis
+            for conv in frame.convention.dropna().unique():
+                table[f"ΔLPIPS ({conv})"] = [c if v == conv else MISSING for c, v in zip(cells, frame.convention)]
+        else:
+            table[column] = cells
+    table["n"] = [MISSING if pd.isna(v) else str(int(v)) for v in table.n]
+    pending = [n for n, r in runs.items() if "caption_sensitivity=true" in r.eval and n not in recorded(root)]
+    text = latex_table(table, "Caption sensitivity: coding each image with an empty caption or another image's "
+                              "caption, minus coding it with its own: mean ± standard deviation over the n images "
+                              "(all seeds) of the per-image differences", "tab:sensitivity")
+    figure = ("\\begin{figure}[H]\\centering\n\\includegraphics[width=\\linewidth]{generated/sensitivity.png}\n"
+              "\\caption{Caption sensitivity (Table~\\ref{tab:sensitivity}): per caption variant, the change in rate "
+              "and in LPIPS (one panel per LPIPS convention) against the rate of each point; error bars one standard "
+              "deviation over images and seeds.}\\label{fig:sensitivity}\n\\end{figure}\n")
+    return figure + text + (f"\\noindent Not recorded yet: {_latex(', '.join(pending))}.\n" if pending else "")
+
+
+def sensitivity_figure(frame: pd.DataFrame, path: Path, recorded_runs: Sequence[str]) -> None:
+    """Δbpp (%) and ΔLPIPS (one panel per convention) against bpp: one colour per run, one line style
+    per caption variant, reference curves dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("Δbpp (%)", None)] + [("ΔLPIPS", c) for c in frame.convention.dropna().unique()]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 4), squeeze=False, layout="constrained")
+    runs = list(dict.fromkeys(frame.run))
+    for (run, caption), series in frame.groupby(["run", "caption"], sort=False):
+        for ax, (column, conv) in zip(axes.flat, panels):
+            part = series[series[column].notna() & ((series.convention == conv) if conv else True)].sort_values("bpp")
+            style = "--" if run not in recorded_runs else "-" if caption == "empty" else ":"
+            if len(part):
+                ax.errorbar(part.bpp, part[column], yerr=part.get(column + " sd"), fmt=("o" if caption == "empty"
+                            else "s") + style, color=f"C{runs.index(run) % 10}", markersize=4, capsize=2,
+                            label=f"{run}: {caption} caption")
+    for ax, (column, conv) in zip(axes.flat, panels):
+        ax.axhline(0, color="black", linewidth=0.6)
+        ax.set(xlabel="Bit-rate [bpp]", ylabel=column.replace("Δbpp (%)", "Δ rate [%]") + (f", {conv} convention" if conv else ""))
+        ax.grid(True, alpha=0.35)
+    handles = {h.get_label(): h for ax in axes.flat for h in ax.get_legend_handles_labels()[0]}
+    fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=3, fontsize=8, frameon=False)
+    fig.suptitle("Caption sensitivity: other captions minus the image's own")
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
 
 
 def attention_section(csv_path: Path, out: Path) -> str:
@@ -110,7 +217,7 @@ def attention_section(csv_path: Path, out: Path) -> str:
     text = latex_table(table, "Text adapter cost (fwd = forward ms, fwd bwd = forward and backward ms at the training "
                               f"crop, gflops = forward GFLOPs), official sizes, random weights; {conditions}",
                        "tab:attention")
-    bench_report.plot(rows.to_dict("records"), out / "attention.png")
+    bench_report.plot(rows.to_dict("records"), out / "attention.png", conditions.split(", dims=")[0])
     lines = bench_report.conclusions(rows.to_dict("records"))[1:]
     return text + "\\begin{itemize}\\small\n" + "".join(f"\\item{{}} {_latex(line)}\n" for line in lines) + "\\end{itemize}\n"
 
@@ -140,7 +247,8 @@ def build_report(results: Path = RESULTS_DIR, out: Path = GENERATED_DIR) -> list
                                 "(taco_plus/configs/experiment/*.yaml); commands: python -m taco_plus.experiments show "
                                 "NAME", "tab:runs", "p{3.6cm}p{2.4cm}p{4.4cm}rp{4cm}"),
         "results.tex": "\n".join(dataset_section(d, names, runs, root, out) for d, names in groups.items()),
-        "sensitivity.tex": sensitivity_table(runs, root),
+        "linformer.tex": linformer_table(runs, root),
+        "sensitivity.tex": sensitivity_section(runs, root, out),
         "attention.tex": attention_section(bench, out),
         "macros.tex": "".join(f"\\newcommand{{\\{k}}}{{{v}}}\n" for k, v in (
             ("NumRuns", len(runs) + len(broken)), ("NumRecorded", len([n for n in done if n in runs])),

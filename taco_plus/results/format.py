@@ -93,20 +93,32 @@ def curve(data: Mapping[str, Any], metric: str) -> tuple[np.ndarray, np.ndarray]
     return bpp, values
 
 
-def merge_results(sources: Iterable[Mapping[str, Any]], name: str, description: str = "") -> dict[str, Any]:
-    """Combines results (e.g. one file per λ) into one curve sorted by bpp: the metrics present in
-    every source, each point's ``meta`` (with its source's name) under ``meta["points"]``."""
+def merge_results(sources: Iterable[Mapping[str, Any]], name: str, description: str = "",
+                  groups: Optional[Sequence[Any]] = None) -> dict[str, Any]:
+    """Combines results (e.g. one file per λ and seed) into one curve sorted by bpp: the metrics present
+    in every source, averaged over the sources of a group (``groups``, one key per source: the seeds of
+    a rate point, named in ``meta.labels``; default: one group per source), with ``meta.seeds`` (sources per point),
+    ``meta.spread`` (their standard deviation per metric, None for one) and each source's ``meta``
+    (with its name) under ``meta.points``."""
+    import pandas as pd
+
     sources = [validate(dict(s)) for s in sources]
     if not sources:
         raise ValueError("nothing to merge")
     keys = [k for k in sources[0]["results"] if all(k in s["results"] for s in sources)]
-    points = [({k: s["results"][k][i] for k in keys}, {"name": s.get("name"), **s.get("meta", {})})
-              for s in sources for i in range(len(s["results"]["bpp"]))]
-    if any(values["bpp"] is None for values, _ in points):
+    groups = list(range(len(sources))) if groups is None else list(groups)
+    rows = [{**{k: s["results"][k][i] for k in keys}, "_group": (g, i)}
+            for s, g in zip(sources, groups) for i in range(len(s["results"]["bpp"]))]
+    if any(row["bpp"] is None for row in rows):
         raise ValueError("cannot merge a rate point without a bpp value")
-    points.sort(key=lambda point: point[0]["bpp"])
-    meta: dict[str, Any] = {"points": [point_meta for _, point_meta in points]}
+    by = pd.DataFrame(rows).astype({k: float for k in keys}).groupby("_group", sort=False)
+    mean, spread = by.mean().sort_values("bpp", kind="stable"), by.std(ddof=1)
+    spread = spread.loc[mean.index]
+    meta: dict[str, Any] = {"points": [{"name": s.get("name"), **s.get("meta", {})} for s in sources],
+                            "seeds": by.size().loc[mean.index].tolist(), "spread": spread.to_dict("list")}
+    if any(isinstance(g, str) for g in groups):
+        meta["labels"] = [g for g, _ in mean.index]
     dropped = sorted({k for s in sources for k in s["results"]} - set(keys))
     if dropped:
         meta["dropped_metrics"] = dropped  # not present in every source
-    return make_results(name, {k: [values[k] for values, _ in points] for k in keys}, description, meta)
+    return _clean(make_results(name, mean.to_dict("list"), description, meta))
