@@ -6,6 +6,7 @@ seeds), as pandas tables (docs/experiments.md, "Comparisons").
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -28,23 +29,22 @@ SPREAD_NOTE = ("± standard deviation of the BD-rate over seed pairs (each seed 
 
 
 def decimals(column: str) -> int:
-    """Digits shown in a column: bpp 4, times 3, a quality metric its own (default 4)."""
-    return {"bpp": 4, **{t: 3 for t in TIMES.values()}}.get(column) or next(
+    """Digits shown in a column: bpp 4, times 3, a quality metric its own."""
+    return {"bpp": 4, **dict.fromkeys(TIMES.values(), 3)}.get(column) or next(
         (d for label, d in QUALITY.values() if column.startswith(label)), 4)
 
 
 @dataclass
 class Curve:
-    """A curve to compare: the name asked, the label shown, its CompressAI results (seed means),
-    its evaluation dataset (``unknown`` for a file that does not say), rate-point labels, one curve
-    per seed, the evaluated images and caption-set fingerprints (empty: unknown) and, for a
-    registered run, its declared base and changes."""
+    """A curve to compare: the name asked, the label shown, its CompressAI results (seed means), its
+    evaluation dataset (``unknown`` for a file that does not say), one curve per seed, the evaluated
+    images and caption-set fingerprints (empty: unknown), whether it is a registered run, its
+    declared base and changes."""
 
     name: str
     label: str
     results: dict[str, Any]
     dataset: str
-    labels: list[str] = field(default_factory=list)
     seeds: dict[Any, dict[str, Any]] = field(default_factory=dict)
     images: frozenset[str] = frozenset()
     fingerprints: frozenset[str] = frozenset()
@@ -57,63 +57,53 @@ def resolve(name: str, root: Path = RESULTS_DIR, label: Optional[str] = None) ->
     """Finds ``name`` among recorded runs, reference curves and results files."""
     if (Path(root) / name).is_dir():
         run = load_recorded(name, root)
-        return Curve(name, label or run.results["name"], run.results, run.dataset,
-                     (run.results.get("meta") or {}).get("labels") or run.labels, run.seed_curves(), run.image_ids(),
-                     frozenset(run.provenance.get("caption_set_fingerprints") or ()),
-                     (EXPERIMENT_DIR / f"{name}.yaml").is_file(), *declared(name))
+        return Curve(name, label or run.results["name"], run.results, run.dataset, run.seed_curves(), run.image_ids(),
+                     frozenset(run.provenance["caption_set_fingerprints"]), (EXPERIMENT_DIR / f"{name}.yaml").is_file(),
+                     *declared(name))
     if name in list_references() or Path(name).is_file():
         data = load_curve(name)
         return Curve(name, label or data["name"], data, str((data.get("meta") or {}).get("dataset", "unknown")),
-                     seeds={None: data})
+                     {None: data})
     raise MissingResultError(f"{name!r} is neither a recorded run, a reference curve nor a results file "
                              f"(recorded: {', '.join(recorded(root)) or 'none'}; references: "
                              f"{', '.join(list_references())})")
 
 
 def comparable(anchor: Curve, test: Curve) -> list[str]:
-    """Why ``test`` cannot be compared with ``anchor`` at all (empty: it can): different datasets,
+    """Why ``test`` cannot be compared with ``anchor`` at all (none: it can): different datasets,
     image lists, or caption sets where the captions are not what ``test`` changes from its base."""
-    reasons = []
-    if anchor.dataset != test.dataset and "unknown" not in (anchor.dataset, test.dataset):
-        reasons.append(f"different datasets ({anchor.dataset} vs {test.dataset})")
+    reasons = [f"different datasets ({anchor.dataset} vs {test.dataset})"] \
+        if anchor.dataset != test.dataset and "unknown" not in (anchor.dataset, test.dataset) else []
     if anchor.images and test.images and anchor.images != test.images:
         reasons.append(f"different image lists ({len(anchor.images)} vs {len(test.images)} images, e.g. "
                        f"{sorted(anchor.images ^ test.images)[0]})")
     ablated = test.base == anchor.name and any(c.split(".")[0] == "captions" for c in test.changes)
     if anchor.fingerprints and test.fingerprints and anchor.fingerprints != test.fingerprints and not ablated:
-        reasons.append(f"different caption sets ({', '.join(f[:8] for f in sorted(anchor.fingerprints))} vs "
-                       f"{', '.join(f[:8] for f in sorted(test.fingerprints))})")
+        reasons.append("different caption sets (" + " vs ".join(", ".join(sorted(f[:8] for f in c.fingerprints))
+                                                                  for c in (anchor, test)) + ")")
     return reasons
 
 
 def bd_rate_cell(anchor: Curve, test: Curve, metric: str, method: str = "pchip") -> tuple[str, str]:
     """The cell (BD-rate in percent of the seed means, ± its spread over seed pairs, * when the
-    difference exceeds it; or MISSING) and the reason when it is missing ("" when a curve lacks the metric)."""
+    difference exceeds it; else MISSING or "not comparable") and its note ("": nothing to explain)."""
     if metric not in anchor.results["results"] or metric not in test.results["results"]:
         return MISSING, ""
-    if convention(anchor.results, metric) != convention(test.results, metric):
-        return "not comparable", (f"different {QUALITY[metric][0]} conventions ({convention(anchor.results, metric)}"
-                                  f" vs {convention(test.results, metric)})")
+    conventions = convention(anchor.results, metric), convention(test.results, metric)
+    if conventions[0] != conventions[1]:
+        return "not comparable", f"different {QUALITY[metric][0]} conventions ({' vs '.join(conventions)})"
     try:
         value = bd_rate(*curve(anchor.results, metric), *curve(test.results, metric), method)
     except ValueError as err:
         return MISSING, str(err)
     pairs = []
-    for a in anchor.seeds.values():
-        for t in test.seeds.values():
-            try:
-                pairs.append(bd_rate(*curve(a, metric), *curve(t, metric), method))
-            except (ValueError, KeyError):
-                pass  # a seed with too few points has no BD-rate of its own
+    for a, t in ((a, t) for a in anchor.seeds.values() for t in test.seeds.values()):
+        with contextlib.suppress(ValueError, KeyError):  # a seed with too few points has no BD-rate of its own
+            pairs.append(bd_rate(*curve(a, metric), *curve(t, metric), method))
     if len(pairs) < 2:
         return f"{value:+.2f}%", ""
     sigma = float(np.std(pairs, ddof=1))
     return f"{value:+.2f} ± {sigma:.2f}%" + (" *" if abs(value) > 2 * sigma else ""), ""
-
-
-def _mean(results: dict[str, Any], key: str) -> Optional[float]:
-    values = [v for v in results["results"].get(key, []) if v is not None]
-    return float(np.mean(values)) if values else None
 
 
 def summary_table(curves: Sequence[Curve], anchors: dict[str, Any], method: str = "pchip") -> tuple[pd.DataFrame, list[str]]:
@@ -121,28 +111,22 @@ def summary_table(curves: Sequence[Curve], anchors: dict[str, Any], method: str 
     or the name of a base that is not recorded), seeds, rate points, bpp range, the BD-rate cell
     per quality metric (LPIPS: one column per convention), mean coding times; and the cells' notes."""
     rows, notes = [], {}
-
-    def noted(text: str, why: str) -> str:
-        return f"{text} [{notes.setdefault(why, len(notes) + 1)}]" if why else text
-
     for c in curves:
-        anchor, bpp = anchors[c.name], [b for b in c.results["results"]["bpp"] if b is not None]
+        anchor, r = anchors[c.name], c.results["results"]
         row = {"run": c.label, "against": anchor.label if isinstance(anchor, Curve) else anchor or MISSING,
-               "seeds": len(c.seeds), "points": len(bpp), "bpp range": f"{min(bpp):.3f}–{max(bpp):.3f}"}
+               "seeds": len(c.seeds), "points": len(r["bpp"]), "bpp range": f"{min(r['bpp']):.3f}–{max(r['bpp']):.3f}"}
         reasons = "; ".join(comparable(anchor, c)) if isinstance(anchor, Curve) else ""
         for metric, conv, label in quality_panels([x.results for x in curves]):
-            column = f"BD-rate {label}"
-            if metric not in c.results["results"] or convention(c.results, metric) != conv:
-                row[column] = MISSING  # no such values, or in another convention's column
+            if metric not in r or convention(c.results, metric) != conv:
+                text, why = MISSING, ""  # no such values, or in another convention's column
             elif anchor is None:
-                row[column] = "anchor"
-            elif isinstance(anchor, str):
-                row[column] = noted(MISSING, f"{anchor} is not recorded")
-            elif reasons:
-                row[column] = noted("not comparable", reasons)
+                text, why = "anchor", ""
+            elif isinstance(anchor, str) or reasons:
+                text, why = (MISSING, f"{anchor} is not recorded") if isinstance(anchor, str) else ("not comparable", reasons)
             else:
-                row[column] = noted(*bd_rate_cell(anchor, c, metric, method))
-        row.update({name: _mean(c.results, key) for key, name in TIMES.items()})
+                text, why = bd_rate_cell(anchor, c, metric, method)
+            row[f"BD-rate {label}"] = f"{text} [{notes.setdefault(why, len(notes) + 1)}]" if why else text
+        row.update({name: np.mean([v for v in r[key] if v is not None]) if key in r else None for key, name in TIMES.items()})
         rows.append(row)
     return pd.DataFrame(rows), [f"[{i}] {text}" for text, i in notes.items()]
 
@@ -153,18 +137,18 @@ def points_table(curves: Sequence[Curve]) -> pd.DataFrame:
     rows = []
     for c in curves:
         r, meta = c.results["results"], c.results.get("meta") or {}
-        spread, seeds = meta.get("spread") or {}, meta.get("seeds") or [1] * len(r["bpp"])
+        spread, n = meta.get("spread") or {}, len(r["bpp"])
 
         def cell(key: str, i: int, digits: int) -> Any:
-            sd = (spread.get(key) or [None] * len(r["bpp"]))[i]
+            sd = (spread.get(key) or [None] * n)[i]
             return r[key][i] if sd is None or r[key][i] is None else f"{r[key][i]:.{digits}f} ± {sd:.{digits}f}"
 
         for k, i in enumerate(np.argsort([b if b is not None else np.inf for b in r["bpp"]], kind="stable")):
-            row = {"run": c.label, "point": c.labels[k] if k < len(c.labels) else str(k), "seeds": seeds[i],
-                   "bpp": cell("bpp", i, 4)}
+            row = {"run": c.label, "point": (meta.get("labels") or [str(j) for j in range(n)])[k],
+                   "seeds": (meta.get("seeds") or [1] * n)[i], "bpp": cell("bpp", i, 4)}
             for metric, conv, label in quality_panels([x.results for x in curves]):
-                ok = metric in r and convention(c.results, metric) == conv
-                row[label] = cell(metric, i, decimals(label)) if ok else None
+                row[label] = cell(metric, i, decimals(label)) if metric in r and convention(c.results, metric) == conv \
+                    else None
             row.update({name: r[key][i] if key in r else None for key, name in TIMES.items()})
             rows.append(row)
     return pd.DataFrame(rows)
@@ -195,9 +179,8 @@ def render(frame: pd.DataFrame, form: str = "text", notes: Sequence[str] = (), c
     shown = frame.copy()
     for column in shown.columns:  # numbers formatted once here, so every form shows the same digits
         if column in ("bpp", *TIMES.values()) or any(column.startswith(label) for label, _ in QUALITY.values()):
-            d = decimals(column)
-            shown[column] = [MISSING if v is None or (not isinstance(v, str) and pd.isna(v)) else
-                             v if isinstance(v, str) else f"{v:.{d}f}" for v in shown[column]]
+            shown[column] = [v if isinstance(v, str) else MISSING if v is None or pd.isna(v) else
+                             f"{v:.{decimals(column)}f}" for v in shown[column]]
     if form == "csv":
         return frame.to_csv(index=False)
     if form == "latex":

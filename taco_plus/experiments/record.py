@@ -68,17 +68,11 @@ class RecordedRun:
         """Point labels (the training folders, ``lmbda_<λ>[_seed<S>]``) in bpp order."""
         return [p["label"] for p in sorted(self.provenance["points"], key=lambda p: p["bpp"][0])]
 
-    def seed(self, entry: dict[str, Any]) -> Optional[int]:
-        """A point's training seed (older records: read from its training config)."""
-        if "seed" in entry:
-            return entry["seed"]
-        return ((_yaml(self.path / "points" / entry["label"] / "train_config.yaml") or {}).get("trainer") or {}).get("seed")
-
     def seed_curves(self) -> dict[Any, dict[str, Any]]:
         """One curve per training seed, from its points' own results files."""
         by_seed: dict[Any, list] = {}
         for entry in self.provenance["points"]:
-            by_seed.setdefault(self.seed(entry), []).append(load_results(self.path / "points" / entry["label"] / "results.json"))
+            by_seed.setdefault(entry["seed"], []).append(load_results(self.path / "points" / entry["label"] / "results.json"))
         return {seed: merge_results(sources, f"{self.name} seed {seed}") for seed, sources in by_seed.items()}
 
     def image_ids(self) -> frozenset[str]:
@@ -226,14 +220,15 @@ def record_run(source: str | Path, name: str, root: Path = RESULTS_DIR, *, title
             clash = sorted({e["label"] for e in entries} & {e["label"] for e in old.get("points", [])})
             if clash and not force:
                 raise RecordError(f"{final}: points {clash} are already recorded; pass --force to replace them")
-            for entry in [e for e in old.get("points", []) if e["label"] not in clash]:  # the points kept
-                shutil.copytree(final / "points" / entry["label"], tmp / "points" / entry["label"])
-                entries.append(entry)
-            datasets = {e["dataset"] for e in entries if e["dataset"]} | ({old["dataset"]} if old else set())
-            if not dataset and len(datasets) != 1:
+            datasets = ({dataset} if dataset else {e["dataset"] for e in entries if e["dataset"]}) | \
+                ({old["dataset"]} if old else set())
+            if len(datasets) != 1:
                 raise RecordError(f"the points were evaluated on different datasets {sorted(datasets)}" if datasets
                                   else "cannot tell the evaluation dataset (not a Hydra run); pass --dataset NAME "
                                        "(e.g. kodak)")
+            for entry in [e for e in old.get("points", []) if e["label"] not in clash]:  # the points kept
+                shutil.copytree(final / "points" / entry["label"], tmp / "points" / entry["label"])
+                entries.append(entry)
             entries.sort(key=lambda e: e["bpp"][0])
             sources = [load_results(tmp / "points" / e["label"] / "results.json") for e in entries]
             groups = [f"lmbda_{float(e['lambda'])!r}" if e["lambda"] is not None else e["label"] for e in entries]
@@ -241,7 +236,7 @@ def record_run(source: str | Path, name: str, root: Path = RESULTS_DIR, *, title
                                    f"recorded from {relative(source)}", groups)  # the seeds of a λ: one point
             save_results(merged, tmp / "results.json")
             provenance = {
-                "format": RUN_FORMAT, "format_version": 1, "name": name, "dataset": dataset or datasets.pop(),
+                "format": RUN_FORMAT, "format_version": 1, "name": name, "dataset": datasets.pop(),
                 "recorded": {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                              "git_commit": git_commit(), "source": relative(source),
                              "command": command or f"python -m taco_plus.experiments record {relative(source)} --name {name}"},

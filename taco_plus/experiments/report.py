@@ -15,10 +15,11 @@ import pandas as pd
 from taco_plus.experiments.compare import MISSING, compare, latex_table, render
 from taco_plus.experiments.compare import latex_escape as _latex
 from taco_plus.experiments.record import RESULTS_DIR, load_recorded, recorded, relative, require
-from taco_plus.experiments.registry import Run, lambda_label, load_runs
+from taco_plus.experiments.registry import Run, eval_dataset, lambda_label, load_runs
 from taco_plus.results.format import curve, list_references, load_curve, load_results
 from taco_plus.results.per_image import read_per_image_csv
 from taco_plus.results.plot import convention, plot_rd
+from taco_plus.results.sensitivity import CAPTION_MODES, METRICS
 from taco_plus.results.provenance import file_sha256
 
 GENERATED_DIR = Path("paper/generated")
@@ -26,15 +27,9 @@ BENCH_COMMAND = "python -m taco_plus.bench.attention --csv experiments/results/b
 DATASET_LABELS = {"kodak": "Kodak (24 images)", "skimage_quickstart": "Quickstart photos (8 scikit-image photos)"}
 
 
-def _dataset(run: Run) -> str:
-    """The evaluation dataset of a registered run: its ``data=`` override, else eval.yaml's Kodak."""
-    return next((o.split("=", 1)[1] for o in reversed(run.eval) if o.startswith("data=")), "kodak")
-
-
 def _status(run) -> str:
-    seeds = {run.seed(e) for e in run.provenance["points"]}
-    points = len((run.results.get("meta") or {}).get("labels") or run.labels)
-    return f"recorded ({points} points" + (f", {len(seeds)} seeds)" if len(seeds) > 1 else ")")
+    seeds = {e["seed"] for e in run.provenance["points"]}
+    return f"recorded ({len(run.results['results']['bpp'])} points" + (f", {len(seeds)} seeds)" if len(seeds) > 1 else ")")
 
 
 def runs_frame(runs: dict[str, Run], broken: dict[str, str], root: Path) -> pd.DataFrame:
@@ -108,95 +103,83 @@ def linformer_table(runs: dict[str, Run], root: Path) -> str:
 
 def sensitivity_frame(root: Path) -> pd.DataFrame:
     """Per image, rate point, seed and caption variant of every recorded run: the differences from
-    coding with the image's own caption (bpp in percent, PSNR, LPIPS and its convention, CLIP score)."""
+    coding it with its own caption (bpp in percent, PSNR, LPIPS with its convention, CLIP score)."""
     frames = []
     for name in recorded(root):
         run = load_recorded(name, root)
         for entry in run.provenance["points"]:
             folder = run.path / "points" / entry["label"] / "sensitivity"
-            if not (folder / "sensitivity.csv").is_file():
-                continue
-            modes = {m: pd.DataFrame(read_per_image_csv(folder / m / "per_image.csv")).set_index("id")[
-                ["bpp", "psnr", "lpips", "clip_score"]].astype(float) for m in ("real", "empty", "other")}
-            real = modes.pop("real")
-            for mode, frame in modes.items():
-                delta = frame.loc[real.index] - real
-                frames.append(pd.DataFrame({
-                    "run": name, "point": lambda_label(entry["lambda"]) if entry["lambda"] is not None else entry["label"],
-                    "seed": run.seed(entry), "caption": mode, "bpp": real.bpp, "Δbpp (%)": 100 * delta.bpp / real.bpp,
-                    "ΔPSNR (dB)": delta.psnr, "ΔLPIPS": delta.lpips, "ΔCLIP": delta.clip_score,
-                    "convention": convention(load_results(folder / mode / "results.json"), "lpips")
-                    if delta.lpips.notna().any() else None}))
-    return pd.concat(frames) if frames else pd.DataFrame()
+            modes = {m: pd.DataFrame(read_per_image_csv(folder / m / "per_image.csv")).set_index("id")[list(METRICS)]
+                     .astype(float) for m in CAPTION_MODES} if (folder / "sensitivity.csv").is_file() else {}
+            for mode in list(modes)[1:]:
+                real, delta = modes["real"], modes[mode].loc[modes["real"].index] - modes["real"]
+                conv = convention(load_results(folder / mode / "results.json"), "lpips") if delta.lpips.notna().any() \
+                    else None
+                frames.append(delta.assign(run=name, point=lambda_label(entry["lambda"]) if entry["lambda"] is not None
+                                           else entry["label"], caption=mode, rate=real.bpp, bpp=100 * delta.bpp / real.bpp,
+                                           convention=conv))
+    return pd.concat(frames) if frames else pd.DataFrame(columns=["run", "point", "caption", "convention", "rate",
+                                                                  *METRICS], dtype=float)
 
 
 def sensitivity_section(runs: dict[str, Run], root: Path, out: Path) -> str:
-    """The caption-sensitivity table and figure: recorded runs (mean ± standard deviation over images
+    """The caption-sensitivity figure and table: recorded runs (mean ± standard deviation over images
     and seeds) and the released TACO's empty-caption ΔLPIPS from the reference curves."""
-    per_image = sensitivity_frame(root)
-    deltas = ["Δbpp (%)", "ΔPSNR (dB)", "ΔLPIPS", "ΔCLIP"]
-    rows = []
-    if len(per_image):
-        for (run, point, caption, conv), group in per_image.groupby(["run", "point", "caption", "convention"],
-                                                                   sort=False, dropna=False):
-            row = {"run": run, "point": point, "caption": caption, "n": len(group), "bpp": group.bpp.mean()}
-            for column in deltas:
-                row[column], row[column + " sd"] = group[column].mean(), group[column].std(ddof=1)
-            rows.append(dict(row, convention=conv))
-    real, empty = load_curve("taco_released_lpips_ref"), load_curve("taco_released_empty_caption_lpips_ref")
-    (bpp, lpips_real), (_, lpips_empty) = curve(real, "lpips"), curve(empty, "lpips")
-    for lam, b, lr, le in zip(real["meta"]["lambdas"], bpp, lpips_real, lpips_empty):
-        rows.append({"run": "TACO released (third party)", "point": f"λ {lam:g}", "caption": "empty", "bpp": b,
-                     "ΔLPIPS": le - lr, "convention": convention(empty, "lpips")})
-    frame = pd.DataFrame(rows)
-    sensitivity_figure(frame, out / "sensitivity.png", recorded(root))
-    table = frame[["run", "point", "caption"]].assign(n=frame.get("n"), bpp=[f"{v:.4f}" for v in frame.bpp])
-    for column, form in zip(deltas, ("{:+.2f}", "{:+.3f}", "{:+.4f}", "{:+.2f}")):
-        cells = [MISSING if pd.isna(m) else form.format(m) + ("" if pd.isna(sd) else " ± " + form.format(sd).lstrip("+"))
-                 for m, sd in zip(frame[column], frame.get(column + " sd", [float("nan")] * len(frame)))]
-        if column == "ΔLPIPS":  # one column per convention: never two on one axis
-            for conv in frame.convention.dropna().unique():
-                table[f"ΔLPIPS ({conv})"] = [c if v == conv else MISSING for c, v in zip(cells, frame.convention)]
-        else:
-            table[column] = cells
-    table["n"] = [MISSING if pd.isna(v) else str(int(v)) for v in table.n]
+    groups = sensitivity_frame(root).groupby(["run", "point", "caption", "convention"], sort=False, dropna=False)
+    frame = groups.mean().join(groups.std(), rsuffix=" sd").assign(n=groups.size()).reset_index()
+    (rate, real), (_, empty) = curve(load_curve("taco_released_lpips_ref"), "lpips"), \
+        curve(load_curve("taco_released_empty_caption_lpips_ref"), "lpips")
+    frame = pd.concat([frame, pd.DataFrame({"run": "TACO released (third party)", "caption": "empty", "rate": rate,
+                                            "point": [f"λ {v:g}" for v in load_curve("taco_released_lpips_ref")[
+                                                "meta"]["lambdas"]], "lpips": empty - real, "convention": "reference"})])
+    conventions = list(frame.convention.dropna().unique())
+    sensitivity_figure(frame, conventions, out / "sensitivity.png")
+
+    def cells(column: str, digits: int) -> list[str]:
+        return [MISSING if pd.isna(m) else f"{m:+.{digits}f}" + ("" if pd.isna(sd) else f" ± {sd:.{digits}f}")
+                for m, sd in zip(frame[column], frame[column + " sd"])]
+
+    table = pd.DataFrame({"run": frame.run, "point": frame.point, "caption": frame.caption,
+                          "n": [MISSING if pd.isna(n) else f"{n:.0f}" for n in frame.n], "bpp": frame.rate.map("{:.4f}".format),
+                          "Δbpp (%)": cells("bpp", 2), "ΔPSNR (dB)": cells("psnr", 3),
+                          **{f"ΔLPIPS ({c})": [v if k else MISSING for v, k in zip(cells("lpips", 4), frame.convention == c)]
+                             for c in conventions}, "ΔCLIP": cells("clip_score", 2)})
     pending = [n for n, r in runs.items() if "caption_sensitivity=true" in r.eval and n not in recorded(root)]
-    text = latex_table(table, "Caption sensitivity: coding each image with an empty caption or another image's "
-                              "caption, minus coding it with its own: mean ± standard deviation over the n images "
-                              "(all seeds) of the per-image differences", "tab:sensitivity")
-    figure = ("\\begin{figure}[H]\\centering\n\\includegraphics[width=\\linewidth]{generated/sensitivity.png}\n"
-              "\\caption{Caption sensitivity (Table~\\ref{tab:sensitivity}): per caption variant, the change in rate "
-              "and in LPIPS (one panel per LPIPS convention) against the rate of each point; error bars one standard "
-              "deviation over images and seeds.}\\label{fig:sensitivity}\n\\end{figure}\n")
-    return figure + text + (f"\\noindent Not recorded yet: {_latex(', '.join(pending))}.\n" if pending else "")
+    return ("\\begin{figure}[H]\\centering\n\\includegraphics[width=\\linewidth]{generated/sensitivity.png}\n"
+            "\\caption{Caption sensitivity (Table~\\ref{tab:sensitivity}): the change in rate and in LPIPS (one panel per "
+            "LPIPS convention) when an image is coded with an empty caption or another image's, against the rate; error "
+            "bars one standard deviation over images and seeds.}\\label{fig:sensitivity}\n\\end{figure}\n"
+            + latex_table(table, "Caption sensitivity: coding each image with an empty caption or another image's "
+                                 "caption, minus coding it with its own: mean ± standard deviation over the n images "
+                                 "(all seeds) of the per-image differences", "tab:sensitivity")
+            + (f"\\noindent Not recorded yet: {_latex(', '.join(pending))}.\n" if pending else ""))
 
 
-def sensitivity_figure(frame: pd.DataFrame, path: Path, recorded_runs: Sequence[str]) -> None:
-    """Δbpp (%) and ΔLPIPS (one panel per convention) against bpp: one colour per run, one line style
-    per caption variant, reference curves dashed."""
+def sensitivity_figure(frame: pd.DataFrame, conventions: Sequence[str], path: Path) -> None:
+    """Δ rate (%) and ΔLPIPS (one panel per convention) against bpp: one colour per run, one marker and
+    line style per caption variant; the released TACO's dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("Δbpp (%)", None)] + [("ΔLPIPS", c) for c in frame.convention.dropna().unique()]
+    panels = [("bpp", None, "Δ rate [%]")] + [("lpips", c, f"ΔLPIPS, {c} convention") for c in conventions]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 4), squeeze=False, layout="constrained")
     runs = list(dict.fromkeys(frame.run))
     for (run, caption), series in frame.groupby(["run", "caption"], sort=False):
-        for ax, (column, conv) in zip(axes.flat, panels):
-            part = series[series[column].notna() & ((series.convention == conv) if conv else True)].sort_values("bpp")
-            style = "--" if run not in recorded_runs else "-" if caption == "empty" else ":"
+        for ax, (column, conv, _) in zip(axes.flat, panels):
+            part = series[series[column].notna() & ((series.convention == conv) if conv else True)].sort_values("rate")
+            style = ("o" if caption == "empty" else "s") + ("--" if "TACO" in run else "-" if caption == "empty" else ":")
             if len(part):
-                ax.errorbar(part.bpp, part[column], yerr=part.get(column + " sd"), fmt=("o" if caption == "empty"
-                            else "s") + style, color=f"C{runs.index(run) % 10}", markersize=4, capsize=2,
-                            label=f"{run}: {caption} caption")
-    for ax, (column, conv) in zip(axes.flat, panels):
+                ax.errorbar(part.rate, part[column], yerr=part.get(column + " sd"), fmt=style, markersize=4, capsize=2,
+                            color=f"C{runs.index(run) % 10}", label=f"{run}: {caption} caption")
+    for ax, (_, _, label) in zip(axes.flat, panels):
         ax.axhline(0, color="black", linewidth=0.6)
-        ax.set(xlabel="Bit-rate [bpp]", ylabel=column.replace("Δbpp (%)", "Δ rate [%]") + (f", {conv} convention" if conv else ""))
+        ax.set(xlabel="Bit-rate [bpp]", ylabel=label)
         ax.grid(True, alpha=0.35)
     handles = {h.get_label(): h for ax in axes.flat for h in ax.get_legend_handles_labels()[0]}
     fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=3, fontsize=8, frameon=False)
-    fig.suptitle("Caption sensitivity: other captions minus the image's own")
+    fig.suptitle("Caption sensitivity: another caption minus the image's own")
     fig.savefig(path, dpi=150)
     plt.close(fig)
 
@@ -238,7 +221,7 @@ def build_report(results: Path = RESULTS_DIR, out: Path = GENERATED_DIR) -> list
             path.unlink()
     groups: dict[str, list[str]] = {}
     for name, run in sorted(runs.items(), key=lambda kv: (kv[1].base is not None, kv[0])):  # anchors first
-        groups.setdefault(_dataset(run), []).append(name)
+        groups.setdefault(eval_dataset(run.eval), []).append(name)
     for name in done:
         if name not in runs:
             groups.setdefault(load_recorded(name, root).dataset, []).append(name)

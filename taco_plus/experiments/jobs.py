@@ -1,0 +1,185 @@
+"""The study as jobs of a Hydra launcher, one per (run, λ, seed): train (``trainer.resume=auto``, so a
+requeued job continues), evaluate, record the point into the results registry. Under a submitit
+launcher the evaluation is a job of its own, submitted once the training succeeded (one task of
+the same parameters); pre-emption requeues either. Commands and
+layout: docs/experiments.md, "Running the study".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, List, Sequence
+
+import hydra
+import pandas as pd
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
+
+from taco_plus.config import compose
+from taco_plus.experiments.record import RESULTS_DIR, record_run
+from taco_plus.experiments.registry import RUNS_DIR, Run, creates, eval_dataset, lambda_label, load_run
+
+# hydra-submitit-launcher's parameters that submitit takes without the cluster's prefix
+BASE_PARAMS = ("timeout_min", "cpus_per_task", "gpus_per_node", "tasks_per_node", "mem_gb", "nodes", "name")
+
+
+def point_label(run: Run, lmbda: float, seed: int) -> str:
+    """A job's training folder and registry point: ``lmbda_<λ>``, plus ``_seed<S>`` for another seed than the run's."""
+    return lambda_label(lmbda) + ("" if seed == run.cfg.trainer.seed else f"_seed{seed}")
+
+
+@contextlib.contextmanager
+def outside_hydra() -> Iterator[None]:
+    """Composing configs inside a Hydra job: its global state is set aside meanwhile."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.initialize import get_gh_backup, restore_gh_from_backup
+
+    backup = get_gh_backup()
+    GlobalHydra.instance().clear()
+    try:
+        yield
+    finally:
+        restore_gh_from_backup(backup)
+
+
+@dataclass
+class Evaluation:
+    """Evaluates a trained point with its run's evaluation overrides into ``<runs_dir>/<run>/eval/<label>``
+    (resumable, so submitit may requeue it) and records it into the registry."""
+
+    name: str
+    label: str
+    overrides: List[str]
+    runs_dir: str
+    results: str
+    force: bool = False
+
+    def __call__(self) -> Path:
+        import taco_plus.evaluate as evaluate
+
+        out, folder = Path(self.runs_dir) / self.name / "eval" / self.label, Path(self.runs_dir) / self.name / self.label
+        with outside_hydra():
+            evaluate.run(compose([*self.overrides, f"checkpoint={folder / 'checkpoints' / 'final.pt'}", f"out_dir={out}",
+                                  f"name={self.name}"], "eval"))
+        return record_run(out, self.name, Path(self.results), dataset=eval_dataset(self.overrides), force=self.force,
+                          command=f"python -m taco_plus.experiments run {self.name} ({self.label})")
+
+    def checkpoint(self) -> Any:  # submitit's pre-emption and time-limit hook: requeue
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self)
+
+
+def submit_evaluation(evaluation: Evaluation, launcher: Any) -> None:
+    """Submits ``evaluation`` with the training job's launcher parameters, as one task on one node;
+    a local job is awaited, since submitit cancels it with its handle."""
+    import submitit
+
+    params = {**OmegaConf.to_container(launcher, resolve=True), "tasks_per_node": 1, "nodes": 1,
+              "name": f"{evaluation.name}_eval"}
+    cluster = "slurm" if params.pop("_target_").endswith("SlurmLauncher") else "local"
+    executor = submitit.AutoExecutor(Path(params.pop("submitit_folder")).parent.parent / "eval" / "%j", cluster=cluster,
+                                     **{f"{cluster}_{k}": params.pop(k) for k in ["max_num_timeout"] if k in params})
+    executor.update_parameters(**{k if k in BASE_PARAMS else f"{cluster}_{k}": v for k, v in params.items()})
+    job = executor.submit(evaluation)
+    print(f"{evaluation.name} {evaluation.label}: evaluation job {job.job_id}", flush=True)
+    if cluster == "local":
+        job.result()
+
+
+@hydra.main(config_path=None, config_name=None, version_base="1.3")
+def main(cfg: Any) -> None:
+    """One job, ``+job=RUN/λ/SEED``, with what :func:`jobs_command` and ``run`` add (defaults below)."""
+    from taco_plus.train import train
+    from taco_plus.train.preemption import TrainingInterrupted
+
+    cfg = OmegaConf.merge({"runs_dir": RUNS_DIR, "results": str(RESULTS_DIR), "stages": ["train", "eval"], "train": [],
+                           "eval": [], "force": False}, cfg)  # train, eval: overrides added to every job's
+    name, lmbda, seed = cfg.job.split("/")
+    with outside_hydra():
+        run = load_run(name)
+        train_cfg = compose([f"experiment={name}", f"loss.lmbda={lmbda}", f"trainer.seed={seed}", "trainer.resume=auto",
+                             *cfg.train])
+    label = point_label(run, float(lmbda), int(seed))
+    if "train" in cfg.stages and not (Path(cfg.runs_dir) / name / label / "checkpoints" / "final.pt").is_file():
+        try:
+            train(train_cfg, Path(cfg.runs_dir) / name / label)
+        except TrainingInterrupted as stop:  # the signal's default action; submitit's handler requeues instead
+            print(f"taco-plus train: {stop}", file=sys.stderr)
+            stop.exit()
+    if not {"eval", "record"} & set(cfg.stages) or int(os.environ.get("RANK", "0")) != 0:
+        return
+    evaluation = Evaluation(name, label, [*run.eval, *cfg.eval], cfg.runs_dir, cfg.results, cfg.force)
+    launcher = HydraConfig.get().launcher
+    if "submitit" in launcher._target_:
+        submit_evaluation(evaluation, launcher)
+    else:
+        evaluation()
+
+
+def jobs_command(jobs: Iterable[tuple[str, float, int]], runs_dir: str = RUNS_DIR, launcher: str = "basic",
+                 overrides: Sequence[str] = ()) -> list[str]:
+    """The Hydra multirun of this module over ``jobs`` (run, λ, seed)."""
+    return ["python", "-m", "taco_plus.experiments.jobs", "-m", "+job=" + ",".join(f"{n}/{v!r}/{s}" for n, v, s in jobs),
+            f"+runs_dir={runs_dir}", f"hydra/launcher={launcher}", f"hydra.sweep.dir={runs_dir}/.jobs",
+            "hydra.sweep.subdir=${hydra.job.num}", *overrides]
+
+
+def job_table(runs: Sequence[Run], lambdas: Sequence[float] = (), seeds: Sequence[int] = (),
+              runs_dir: str = RUNS_DIR, results: Path = RESULTS_DIR, force: bool = False,
+              launcher_args: Sequence[str] = ()) -> pd.DataFrame:
+    """One row per (run, λ, seed): GPUs per job, the step time ``bench.train_step --record`` measured,
+    and what is left to do (nothing for a recorded point, unless ``force``)."""
+    gpus = {k: int(v) for k, _, v in (a.partition("=") for a in launcher_args) if k in ("gpus_per_node", "nodes")}
+    bench = Path(results) / "bench" / "train_step.csv"
+    steps, rows = pd.read_csv(bench) if bench.is_file() else pd.DataFrame(columns=["variant", "precision", "compile"]), []
+    for run in runs:
+        unknown = sorted(set(map(float, lambdas)) - set(run.lambdas))
+        if unknown:
+            raise ValueError(f"run {run.name!r}: unknown rate points {unknown} (its rate points: {list(run.lambdas)})")
+        provenance = Path(results) / run.name / "provenance.json"
+        done = {p["label"] for p in json.loads(provenance.read_text())["points"]} if provenance.is_file() else set()
+        step = steps[(steps.variant == run.cfg.hydra.runtime.choices.attention) & ~steps["compile"].astype(bool)
+                     & (steps.precision == run.cfg.trainer.precision)].get("step_ms", [])
+        for lmbda in lambdas or run.lambdas:
+            for seed in seeds or [run.cfg.trainer.seed]:
+                label = point_label(run, lmbda, seed)
+                trained = (Path(runs_dir) / run.name / label / "checkpoints" / "final.pt").is_file()
+                rows.append({"run": run.name, "λ": lmbda, "seed": seed, "folder": label,
+                             "GPUs": 0 if run.cfg.trainer.device == "cpu" else gpus.get("gpus_per_node", 1) *
+                             gpus.get("nodes", 1), "step (ms)": f"{step.iloc[0]:.0f}" if len(step) else "—",
+                             "to do": "nothing (recorded)" if label in done and not force else
+                             "evaluate, record" if trained else "train, evaluate, record"})
+    return pd.DataFrame(rows)
+
+
+def run_study(runs: Sequence[Run], table: pd.DataFrame, stages: Sequence[str], launcher: str = "basic",
+              overrides: Sequence[str] = (), runs_dir: str = RUNS_DIR) -> int:
+    """Runs the missing outputs' prepare commands here, then the jobs of ``table`` left to do through
+    ``launcher`` (``overrides``: the job config's and ``hydra.launcher.*``); returns the exit status."""
+    for command in [c for run in runs for c in run.prepare if "prepare" in stages]:
+        if not (creates(command) and Path(creates(command)).exists()):
+            words = shlex.split(command)
+            print(f"[prepare] {command}", flush=True)
+            program = {"python": [sys.executable], "taco-plus": [sys.executable, "-m", "taco_plus"]}.get(words[0])
+            if subprocess.call([*program, *words[1:]] if program else words):
+                return 1
+    todo = table[table["to do"] != "nothing (recorded)"]
+    if todo.empty or not {"train", "eval", "record"} & set(stages):
+        print("no job to run" + (": every point is recorded" if todo.empty else ""), flush=True)
+        return 0
+    print(f"[jobs] {len(todo)} through hydra/launcher={launcher}", flush=True)
+    command = jobs_command(zip(todo.run, todo.λ, todo.seed), runs_dir, launcher,
+                           [f"+stages={json.dumps(list(stages))}", *overrides])
+    return subprocess.call([sys.executable, *command[1:]])
+
+
+if __name__ == "__main__":
+    main()
