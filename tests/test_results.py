@@ -97,8 +97,18 @@ def test_merge_sorts_by_bpp_and_keeps_common_metrics(tmp_path):
     lo = save_results(make_results("lo", {"bpp": [0.2], "psnr-rgb": [30.0]}, meta={"l": 1}), tmp_path / "lo.json")
     merged = merge_results([load_results(hi), load_results(lo)], "curve")
     assert merged["results"] == {"bpp": [0.2, 0.5], "psnr-rgb": [30.0, 34.0]}
-    assert [p["l"] for p in merged["meta"]["points"]] == [1, 2]
-    assert merged["meta"]["dropped_metrics"] == ["lpips"]
+    assert sorted(p["l"] for p in merged["meta"]["points"]) == [1, 2]
+    assert merged["meta"]["dropped_metrics"] == ["lpips"] and merged["meta"]["seeds"] == [1, 1]
+
+
+def test_merge_averages_the_seeds_of_a_rate_point():
+    """Two seeds of one λ become one point: the means, their standard deviation and count."""
+    seeds = [make_results(f"s{i}", {"bpp": [b], "psnr-rgb": [p], "lpips": [None]}) for i, (b, p) in
+             enumerate([(0.50, 30.0), (0.52, 30.4), (0.20, 28.0)])]
+    merged = merge_results(seeds, "curve", groups=["lmbda_0.004", "lmbda_0.004", "lmbda_0.0016"])
+    assert merged["results"]["bpp"] == [0.2, pytest.approx(0.51)] and merged["results"]["psnr-rgb"][1] == pytest.approx(30.2)
+    assert merged["results"]["lpips"] == [None, None] and merged["meta"]["labels"] == ["lmbda_0.0016", "lmbda_0.004"]
+    assert merged["meta"]["seeds"] == [1, 2] and merged["meta"]["spread"]["bpp"] == [None, pytest.approx(0.02 / 2 ** 0.5)]
 
 
 def test_per_image_csv_round_trip_and_summary(tmp_path):

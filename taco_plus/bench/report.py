@@ -50,13 +50,9 @@ def conclusions(rows: Rows) -> list[str]:
                 if BASELINE not in table:
                     break
                 n = crossover(table[BASELINE], table[variant])
-                if n is None:
-                    verdict = f"{variant} is not cheaper at the longest measured length"
-                elif n == lo:
-                    verdict = f"{variant} cheaper at every measured length ({n} tokens and up)"
-                else:
-                    verdict = f"{variant} cheaper from {n} tokens on"
-                out.append(f"{label} crossover ({what}): {verdict}")
+                out.append(f"{label} crossover ({what}): " + (f"{variant} is not cheaper at the longest measured length"
+                           if n is None else f"{variant} cheaper at every measured length ({n} tokens and up)" if n == lo
+                           else f"{variant} cheaper from {n} tokens on"))
         share = 100 * ms / encoder["fwd_ms"]
         for variant in share:
             shares = ", ".join(f"{n}: {v:.0f}%" for n, v in share[variant].dropna().items())
@@ -75,15 +71,14 @@ def plot(rows: Rows, path: Path, conditions: str = "") -> None:
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    df = pd.DataFrame(rows)
-    adapter = df[df.part == "adapter"].sort_values("tokens")
+    adapter = pd.DataFrame(rows).query("part == 'adapter'").sort_values("tokens")
     variants, sizes = list(dict.fromkeys(adapter.variant)), list(dict.fromkeys(zip(adapter.width, adapter.height)))
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.4), layout="constrained")
     for (variant, w, h), line in adapter.groupby(["variant", "width", "height"], sort=False):
         for ax, key in zip(axes, ("fwd_ms", "gflops")):
             ax.plot(line.tokens, line[key], ("-", "--", ":", "-.")[sizes.index((w, h)) % 4], marker="o", markersize=4,
                     color=f"C{variants.index(variant) % 10}", label=f"{variant}, {w}×{h}")
-    lengths = sorted(df.tokens.unique())
+    lengths = sorted(adapter.tokens.unique())
     for ax, ylabel in zip(axes, ("adapter forward time [ms]", "adapter forward GFLOPs")):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")

@@ -1,13 +1,10 @@
-"""The study as jobs of a Hydra launcher, one per (run, λ, seed): train (``trainer.resume=auto``, so a
-requeued job continues), evaluate, record the point into the results registry. Under a submitit
-launcher the evaluation is a job of its own, submitted once the training succeeded (one task of
-the same parameters); pre-emption requeues either. Commands and
-layout: docs/experiments.md, "Running the study".
+"""The study as jobs of a Hydra launcher, one per (run, λ, seed): train (``trainer.resume=auto``: a requeued
+job continues), evaluate, record the point into the results registry. Under submitit the evaluation is a
+job of its own, submitted once training succeeded; pre-emption requeues either (docs/experiments.md).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shlex
@@ -15,44 +12,37 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, List, Sequence
+from typing import Any, Iterable, List, Sequence
 
 import hydra
 import pandas as pd
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from taco_plus.config import compose
+from taco_plus.config import CONFIG_PATH, compose
 from taco_plus.experiments.record import RESULTS_DIR, record_run
-from taco_plus.experiments.registry import RUNS_DIR, Run, creates, eval_dataset, lambda_label, load_run
+from taco_plus.experiments.registry import RUNS_DIR, Run, creates, eval_dataset, lambda_label
 
 # hydra-submitit-launcher's parameters that submitit takes without the cluster's prefix
 BASE_PARAMS = ("timeout_min", "cpus_per_task", "gpus_per_node", "tasks_per_node", "mem_gb", "nodes", "name")
 
 
-def point_label(run: Run, lmbda: float, seed: int) -> str:
+def point_label(lmbda: float, seed: int, run_seed: int) -> str:
     """A job's training folder and registry point: ``lmbda_<λ>``, plus ``_seed<S>`` for another seed than the run's."""
-    return lambda_label(lmbda) + ("" if seed == run.cfg.trainer.seed else f"_seed{seed}")
+    return lambda_label(lmbda) + ("" if int(seed) == run_seed else f"_seed{seed}")
 
 
-@contextlib.contextmanager
-def outside_hydra() -> Iterator[None]:
-    """Composing configs inside a Hydra job: its global state is set aside meanwhile."""
+def _compose(overrides: Sequence[str], config_name: str = "train") -> Any:
+    """``taco_plus.config.compose``, or inside a job the job's own Hydra (its search path has the configs)."""
     from hydra.core.global_hydra import GlobalHydra
-    from hydra.initialize import get_gh_backup, restore_gh_from_backup
 
-    backup = get_gh_backup()
-    GlobalHydra.instance().clear()
-    try:
-        yield
-    finally:
-        restore_gh_from_backup(backup)
+    return hydra.compose(config_name, list(overrides)) if GlobalHydra.instance().is_initialized() else \
+        compose(overrides, config_name)
 
 
 @dataclass
 class Evaluation:
-    """Evaluates a trained point with its run's evaluation overrides into ``<runs_dir>/<run>/eval/<label>``
-    (resumable, so submitit may requeue it) and records it into the registry."""
+    """Evaluates a trained point into ``<runs_dir>/<run>/eval/<label>`` (resumable) and records it."""
 
     name: str
     label: str
@@ -65,9 +55,8 @@ class Evaluation:
         import taco_plus.evaluate as evaluate
 
         out, folder = Path(self.runs_dir) / self.name / "eval" / self.label, Path(self.runs_dir) / self.name / self.label
-        with outside_hydra():
-            evaluate.run(compose([*self.overrides, f"checkpoint={folder / 'checkpoints' / 'final.pt'}", f"out_dir={out}",
-                                  f"name={self.name}"], "eval"))
+        evaluate.run(_compose([*self.overrides, f"checkpoint={folder / 'checkpoints' / 'final.pt'}", f"out_dir={out}",
+                               f"name={self.name}"], "eval"))
         return record_run(out, self.name, Path(self.results), dataset=eval_dataset(self.overrides), force=self.force,
                           command=f"python -m taco_plus.experiments run {self.name} ({self.label})")
 
@@ -78,8 +67,8 @@ class Evaluation:
 
 
 def submit_evaluation(evaluation: Evaluation, launcher: Any) -> None:
-    """Submits ``evaluation`` with the training job's launcher parameters, as one task on one node;
-    a local job is awaited, since submitit cancels it with its handle."""
+    """Submits ``evaluation`` as one task with the training job's launcher parameters (a local job is
+    awaited: submitit cancels it with its handle)."""
     import submitit
 
     params = {**OmegaConf.to_container(launcher, resolve=True), "tasks_per_node": 1, "nodes": 1,
@@ -94,7 +83,7 @@ def submit_evaluation(evaluation: Evaluation, launcher: Any) -> None:
         job.result()
 
 
-@hydra.main(config_path=None, config_name=None, version_base="1.3")
+@hydra.main(config_path=CONFIG_PATH, config_name=None, version_base="1.3")  # compose() finds the configs
 def main(cfg: Any) -> None:
     """One job, ``+job=RUN/λ/SEED``, with what :func:`jobs_command` and ``run`` add (defaults below)."""
     from taco_plus.train import train
@@ -103,11 +92,10 @@ def main(cfg: Any) -> None:
     cfg = OmegaConf.merge({"runs_dir": RUNS_DIR, "results": str(RESULTS_DIR), "stages": ["train", "eval"], "train": [],
                            "eval": [], "force": False}, cfg)  # train, eval: overrides added to every job's
     name, lmbda, seed = cfg.job.split("/")
-    with outside_hydra():
-        run = load_run(name)
-        train_cfg = compose([f"experiment={name}", f"loss.lmbda={lmbda}", f"trainer.seed={seed}", "trainer.resume=auto",
-                             *cfg.train])
-    label = point_label(run, float(lmbda), int(seed))
+    run = _compose([f"experiment={name}"])
+    train_cfg = _compose([f"experiment={name}", f"loss.lmbda={lmbda}", f"trainer.seed={seed}", "trainer.resume=auto",
+                          *cfg.train])
+    label = point_label(float(lmbda), seed, run.trainer.seed)
     if "train" in cfg.stages and not (Path(cfg.runs_dir) / name / label / "checkpoints" / "final.pt").is_file():
         try:
             train(train_cfg, Path(cfg.runs_dir) / name / label)
@@ -116,7 +104,7 @@ def main(cfg: Any) -> None:
             stop.exit()
     if not {"eval", "record"} & set(cfg.stages) or int(os.environ.get("RANK", "0")) != 0:
         return
-    evaluation = Evaluation(name, label, [*run.eval, *cfg.eval], cfg.runs_dir, cfg.results, cfg.force)
+    evaluation = Evaluation(name, label, [*run.meta.eval, *cfg.eval], cfg.runs_dir, cfg.results, cfg.force)
     launcher = HydraConfig.get().launcher
     if "submitit" in launcher._target_:
         submit_evaluation(evaluation, launcher)
@@ -132,25 +120,24 @@ def jobs_command(jobs: Iterable[tuple[str, float, int]], runs_dir: str = RUNS_DI
             "hydra.sweep.subdir=${hydra.job.num}", *overrides]
 
 
-def job_table(runs: Sequence[Run], lambdas: Sequence[float] = (), seeds: Sequence[int] = (),
-              runs_dir: str = RUNS_DIR, results: Path = RESULTS_DIR, force: bool = False,
-              launcher_args: Sequence[str] = ()) -> pd.DataFrame:
+def job_table(runs: Sequence[Run], lambdas: Sequence[float] = (), seeds: Sequence[int] = (), runs_dir: str = RUNS_DIR,
+              results: Path = RESULTS_DIR, force: bool = False, launcher_args: Sequence[str] = ()) -> pd.DataFrame:
     """One row per (run, λ, seed): GPUs per job, the step time ``bench.train_step --record`` measured,
     and what is left to do (nothing for a recorded point, unless ``force``)."""
     gpus = {k: int(v) for k, _, v in (a.partition("=") for a in launcher_args) if k in ("gpus_per_node", "nodes")}
     bench = Path(results) / "bench" / "train_step.csv"
     steps, rows = pd.read_csv(bench) if bench.is_file() else pd.DataFrame(columns=["variant", "precision", "compile"]), []
     for run in runs:
-        unknown = sorted(set(map(float, lambdas)) - set(run.lambdas))
-        if unknown:
-            raise ValueError(f"run {run.name!r}: unknown rate points {unknown} (its rate points: {list(run.lambdas)})")
+        if set(map(float, lambdas)) - set(run.lambdas):
+            raise ValueError(f"run {run.name!r}: unknown rate points {sorted(set(lambdas) - set(run.lambdas))} (its "
+                             f"rate points: {list(run.lambdas)})")
         provenance = Path(results) / run.name / "provenance.json"
         done = {p["label"] for p in json.loads(provenance.read_text())["points"]} if provenance.is_file() else set()
         step = steps[(steps.variant == run.cfg.hydra.runtime.choices.attention) & ~steps["compile"].astype(bool)
                      & (steps.precision == run.cfg.trainer.precision)].get("step_ms", [])
         for lmbda in lambdas or run.lambdas:
             for seed in seeds or [run.cfg.trainer.seed]:
-                label = point_label(run, lmbda, seed)
+                label = point_label(lmbda, seed, run.cfg.trainer.seed)
                 trained = (Path(runs_dir) / run.name / label / "checkpoints" / "final.pt").is_file()
                 rows.append({"run": run.name, "λ": lmbda, "seed": seed, "folder": label,
                              "GPUs": 0 if run.cfg.trainer.device == "cpu" else gpus.get("gpus_per_node", 1) *

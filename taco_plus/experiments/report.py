@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
 
 import pandas as pd
 
@@ -27,17 +26,15 @@ BENCH_COMMAND = "python -m taco_plus.bench.attention --csv experiments/results/b
 DATASET_LABELS = {"kodak": "Kodak (24 images)", "skimage_quickstart": "Quickstart photos (8 scikit-image photos)"}
 
 
-def _status(run) -> str:
-    seeds = {e["seed"] for e in run.provenance["points"]}
-    return f"recorded ({len(run.results['results']['bpp'])} points" + (f", {len(seeds)} seeds)" if len(seeds) > 1 else ")")
-
-
 def runs_frame(runs: dict[str, Run], broken: dict[str, str], root: Path) -> pd.DataFrame:
     """Every registered run: base, what it changes, rate points, status (``list`` and the report)."""
-    done = recorded(root)
-    status = {name: _status(load_recorded(name, root)) if name in done
-              else "not run: needs " + "; ".join(run.needs) if run.needs else "not recorded yet"
-              for name, run in runs.items()}
+    done, status = recorded(root), {}
+    for name, run in runs.items():
+        status[name] = "not run: needs " + "; ".join(run.needs) if run.needs else "not recorded yet"
+        if name in done:
+            record = load_recorded(name, root)
+            seeds = len({e["seed"] for e in record.provenance["points"]})
+            status[name] = f"recorded ({len(record.results['results']['bpp'])} points" + (f", {seeds} seeds)" * (seeds > 1) or ")")
     rows = [(name, run.base or MISSING, run.change_text(), len(run.lambdas), status[name]) for name, run in runs.items()]
     rows += [(name, MISSING, MISSING, MISSING, f"does not compose: {err}") for name, err in broken.items()]
     return pd.DataFrame(rows, columns=["run", "base", "what it changes", "λ", "status"])
@@ -52,16 +49,12 @@ def dataset_section(dataset: str, names: list[str], runs: dict[str, Run], root: 
     references = ("all",) if dataset == "kodak" else ()  # the shipped curves are Kodak's
     titles = {n: runs[n].title if n in runs else n for n in with_results}
     if with_results or references:
-        curves = [dict(load_recorded(n, root).results, name=titles[n]) for n in with_results]
-        plot_rd(curves, out / f"rd_{dataset}.png", references=references, title=f"Rate-distortion on {label}")
-        caption = (f"Rate-distortion on {label}: recorded runs (solid; a mean over seeds with error bars of one "
-                   f"standard deviation, n in the legend): {', '.join(titles.values()) or 'none yet'}."
-                   + (" Shipped reference curves dashed. No PSNR curve of the released TACO checkpoints is published: "
-                      "the one TACO PSNR value is a third-party reproduction at λ 0.0004 (labelled point); the released "
-                      "checkpoints' LPIPS curves use the reference LPIPS convention, each convention on its own axis."
-                      if references else ""))
+        plot_rd([dict(load_recorded(n, root).results, name=titles[n]) for n in with_results], out / f"rd_{dataset}.png",
+                references=references, title=f"Rate-distortion on {label}")
         body += ["\\begin{figure}[H]\\centering", f"\\includegraphics[width=\\linewidth]{{generated/rd_{dataset}.png}}",
-                 f"\\caption{{{_latex(caption)}}}\\label{{fig:rd-{slug}}}", "\\end{figure}"]
+                 f"\\caption{{Rate-distortion on {_latex(label)}: recorded runs solid (seed means, error bars one standard "
+                 f"deviation): {_latex(', '.join(titles.values()) or 'none yet')}" + ("; shipped reference curves dashed "
+                 "(Section~\\ref{sec:rd})" if references else "") + f".}}\\label{{fig:rd-{slug}}}", "\\end{figure}"]
     if with_results:
         _, summary, notes, points = compare(with_results, root, labels=titles)
         body.append(render(summary, "latex", notes, f"{label}: BD-rate of each run against its declared base "
@@ -77,28 +70,22 @@ def dataset_section(dataset: str, names: list[str], runs: dict[str, Run], root: 
 def linformer_table(runs: dict[str, Run], root: Path) -> str:
     """The attention ablation, each run against its declared base: the long-caption (chunked) runs
     are the Linformer comparison; runs at a fixed caption length are labelled for what they measure."""
-    done, rows = recorded(root), []
-    ablation = {n: r for n, r in runs.items() if "attention" in r.changes}
+    done, ablation = recorded(root), {n: r for n, r in runs.items() if "attention" in r.changes}
     names = [n for n, r in ablation.items() if n in done and r.base in done]
     summary, notes = compare(names, root, labels={n: n for n in names})[1:3] if names else (pd.DataFrame(), [])
-    for name, run in sorted(ablation.items(), key=lambda kv: (str(kv[1].cfg.text_encoder.max_tokens) != "chunked", kv[0])):
+    rows = []
+    for name, run in sorted(ablation.items(), key=lambda kv: (kv[1].cfg.text_encoder.max_tokens != "chunked", kv[0])):
         tokens, k, image_k = run.cfg.text_encoder.max_tokens, run.cfg.attention.k, run.cfg.attention.image_k
-        sides = ([f"caption to k = {k} summaries"] if k else []) + ([f"image tokens to {image_k}"] if image_k else [])
-        measures = "long captions (hundreds of tokens): " + " and ".join(sides) if tokens == "chunked" else \
-            f"real captions mostly shorter than k = {k}: the text is not compressed; measures the changed adapter" + \
-            (f", image tokens to {image_k}" if image_k else "") if k else "caption in full; " + " and ".join(sides)
-        row = {"run": name, "against": run.base, "captions": "chunked" if tokens == "chunked" else f"{tokens} tokens",
-               "what it measures": measures}
-        if name in names:
-            row.update(summary[summary.run == name].iloc[0].filter(like="BD-rate").to_dict())
-        else:
-            row["BD-rate PSNR"] = "not recorded" if name not in done else f"{run.base} not recorded"
-        rows.append(row)
+        sides = " and ".join([f"caption to k = {k} summaries"] * bool(k) + [f"image tokens to {image_k}"] * bool(image_k))
+        rows.append({"run": name, "against": run.base, "captions": tokens, "what it measures": f"long captions: {sides}"
+                     if tokens == "chunked" else f"captions mostly shorter than k = {k}: the changed adapter, not a "
+                     f"compressed caption" + f"; image tokens to {image_k}" * bool(image_k) if k else f"full caption; {sides}",
+                     **(summary[summary.run == name].iloc[0].filter(like="BD-rate").to_dict() if name in names else
+                        {"BD-rate PSNR": "not recorded" if name not in done else f"{run.base} not recorded"})})
     frame = pd.DataFrame(rows).fillna(MISSING)
-    return latex_table(frame, "The attention ablation, each run against its declared base (BD-rates as in the results "
-                       "tables). The Linformer comparison is the long-caption runs; the fixed-length ones are labelled "
-                       "for what they measure", "tab:linformer", "p{3.6cm}p{2.8cm}p{1.3cm}p{4.2cm}" +
-                       "r" * (len(frame.columns) - 4), notes)
+    return latex_table(frame, "The attention ablation, each run against its declared base. The Linformer comparison is "
+                       "the long-caption runs; the others are labelled for what they measure", "tab:linformer",
+                       "p{3.6cm}p{2.8cm}p{1.2cm}p{4.2cm}" + "r" * (len(frame.columns) - 4), notes)
 
 
 def sensitivity_frame(root: Path) -> pd.DataFrame:
@@ -133,7 +120,11 @@ def sensitivity_section(runs: dict[str, Run], root: Path, out: Path) -> str:
                                             "point": [f"λ {v:g}" for v in load_curve("taco_released_lpips_ref")[
                                                 "meta"]["lambdas"]], "lpips": empty - real, "convention": "reference"})])
     conventions = list(frame.convention.dropna().unique())
-    sensitivity_figure(frame, conventions, out / "sensitivity.png")
+    plot_rd([{"name": f"{run}: {caption} caption", "meta": {"lpips_convention": g.convention.iloc[0], "spread": {
+        "Δ rate [%]": list(g["bpp sd"]), "lpips": list(g["lpips sd"])}}, "results": {"bpp": list(g.rate), "Δ rate [%]":
+        list(g.bpp), **({"lpips": list(g.lpips)} if g.lpips.notna().any() else {})}} for (run, caption), g in
+        frame.sort_values("rate").groupby(["run", "caption"], sort=False)], out / "sensitivity.png", ["Δ rate [%]", "lpips"],
+        title="Caption sensitivity: another caption minus the image's own", ylabels={"lpips": "ΔLPIPS"})
 
     def cells(column: str, digits: int) -> list[str]:
         return [MISSING if pd.isna(m) else f"{m:+.{digits}f}" + ("" if pd.isna(sd) else f" ± {sd:.{digits}f}")
@@ -145,43 +136,10 @@ def sensitivity_section(runs: dict[str, Run], root: Path, out: Path) -> str:
                           **{f"ΔLPIPS ({c})": [v if k else MISSING for v, k in zip(cells("lpips", 4), frame.convention == c)]
                              for c in conventions}, "ΔCLIP": cells("clip_score", 2)})
     pending = [n for n, r in runs.items() if "caption_sensitivity=true" in r.eval and n not in recorded(root)]
-    return ("\\begin{figure}[H]\\centering\n\\includegraphics[width=\\linewidth]{generated/sensitivity.png}\n"
-            "\\caption{Caption sensitivity (Table~\\ref{tab:sensitivity}): the change in rate and in LPIPS (one panel per "
-            "LPIPS convention) when an image is coded with an empty caption or another image's, against the rate; error "
-            "bars one standard deviation over images and seeds.}\\label{fig:sensitivity}\n\\end{figure}\n"
-            + latex_table(table, "Caption sensitivity: coding each image with an empty caption or another image's "
-                                 "caption, minus coding it with its own: mean ± standard deviation over the n images "
-                                 "(all seeds) of the per-image differences", "tab:sensitivity")
-            + (f"\\noindent Not recorded yet: {_latex(', '.join(pending))}.\n" if pending else ""))
-
-
-def sensitivity_figure(frame: pd.DataFrame, conventions: Sequence[str], path: Path) -> None:
-    """Δ rate (%) and ΔLPIPS (one panel per convention) against bpp: one colour per run, one marker and
-    line style per caption variant; the released TACO's dashed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = [("bpp", None, "Δ rate [%]")] + [("lpips", c, f"ΔLPIPS, {c} convention") for c in conventions]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 4), squeeze=False, layout="constrained")
-    runs = list(dict.fromkeys(frame.run))
-    for (run, caption), series in frame.groupby(["run", "caption"], sort=False):
-        for ax, (column, conv, _) in zip(axes.flat, panels):
-            part = series[series[column].notna() & ((series.convention == conv) if conv else True)].sort_values("rate")
-            style = ("o" if caption == "empty" else "s") + ("--" if "TACO" in run else "-" if caption == "empty" else ":")
-            if len(part):
-                ax.errorbar(part.rate, part[column], yerr=part.get(column + " sd"), fmt=style, markersize=4, capsize=2,
-                            color=f"C{runs.index(run) % 10}", label=f"{run}: {caption} caption")
-    for ax, (_, _, label) in zip(axes.flat, panels):
-        ax.axhline(0, color="black", linewidth=0.6)
-        ax.set(xlabel="Bit-rate [bpp]", ylabel=label)
-        ax.grid(True, alpha=0.35)
-    handles = {h.get_label(): h for ax in axes.flat for h in ax.get_legend_handles_labels()[0]}
-    fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=3, fontsize=8, frameon=False)
-    fig.suptitle("Caption sensitivity: another caption minus the image's own")
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
+    return latex_table(table, "Caption sensitivity: coding each image with an empty caption or another image's caption, "
+                              "minus coding it with its own: mean ± standard deviation over the n images (all seeds) of "
+                              "the per-image differences", "tab:sensitivity") + \
+        (f"\\noindent Not recorded yet: {_latex(', '.join(pending))}.\n" if pending else "")
 
 
 def attention_section(csv_path: Path, out: Path) -> str:

@@ -94,30 +94,27 @@ def curve(data: Mapping[str, Any], metric: str) -> tuple[np.ndarray, np.ndarray]
 
 
 def merge_results(sources: Iterable[Mapping[str, Any]], name: str, description: str = "",
-                  groups: Optional[Sequence[Any]] = None) -> dict[str, Any]:
-    """Combines results (e.g. one file per λ and seed) into one curve sorted by bpp: the metrics present
-    in every source, averaged over the sources of a group (``groups``, one key per source: the seeds of
-    a rate point, named in ``meta.labels``; default: one group per source), with ``meta.seeds`` (sources per point),
-    ``meta.spread`` (their standard deviation per metric, None for one) and each source's ``meta``
-    (with its name) under ``meta.points``."""
+                  groups: Optional[Sequence[str]] = None) -> dict[str, Any]:
+    """Combines results (one file per λ and seed) into one curve sorted by bpp: the metrics present in every
+    source, averaged over the sources of a group (``groups``, one label per source: the seeds of a rate
+    point; default: each point alone), with ``meta.labels``, ``meta.seeds`` (sources per point),
+    ``meta.spread`` (standard deviation per metric, None for one) and each source's ``meta`` in ``meta.points``."""
     import pandas as pd
 
     sources = [validate(dict(s)) for s in sources]
     if not sources:
         raise ValueError("nothing to merge")
     keys = [k for k in sources[0]["results"] if all(k in s["results"] for s in sources)]
-    groups = list(range(len(sources))) if groups is None else list(groups)
-    rows = [{**{k: s["results"][k][i] for k in keys}, "_group": (g, i)}
-            for s, g in zip(sources, groups) for i in range(len(s["results"]["bpp"]))]
-    if any(row["bpp"] is None for row in rows):
+    frame = pd.concat([pd.DataFrame({k: s["results"][k] for k in keys}, dtype=float).assign(_group=g)
+                       for s, g in zip(sources, groups or [None] * len(sources))], ignore_index=True)
+    if frame.bpp.isna().any():
         raise ValueError("cannot merge a rate point without a bpp value")
-    by = pd.DataFrame(rows).astype({k: float for k in keys}).groupby("_group", sort=False)
-    mean, spread = by.mean().sort_values("bpp", kind="stable"), by.std(ddof=1)
-    spread = spread.loc[mean.index]
+    by = frame.assign(_group=frame.index if groups is None else frame._group).groupby("_group", sort=False)
+    mean = by.mean().sort_values("bpp", kind="stable")
     meta: dict[str, Any] = {"points": [{"name": s.get("name"), **s.get("meta", {})} for s in sources],
-                            "seeds": by.size().loc[mean.index].tolist(), "spread": spread.to_dict("list")}
-    if any(isinstance(g, str) for g in groups):
-        meta["labels"] = [g for g, _ in mean.index]
+                            "seeds": by.size()[mean.index].tolist(), "spread": by.std(ddof=1).loc[mean.index].to_dict("list")}
+    if groups is not None:
+        meta["labels"] = list(mean.index)
     dropped = sorted({k for s in sources for k in s["results"]} - set(keys))
     if dropped:
         meta["dropped_metrics"] = dropped  # not present in every source

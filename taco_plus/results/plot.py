@@ -11,7 +11,6 @@ labelled in place; one legend for the figure, outside the panels::
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 import sys
 from pathlib import Path
@@ -19,7 +18,6 @@ from typing import Any, Mapping, Optional, Sequence
 
 from taco_plus.results.format import curve, list_references, load_curve, load_results
 
-logger = logging.getLogger(__name__)
 # results key -> (short label in tables and panel keys, decimals shown)
 QUALITY = {"psnr-rgb": ("PSNR", 2), "ms-ssim-rgb": ("MS-SSIM", 4), "lpips": ("LPIPS", 4), "clip_score": ("CLIP", 2)}
 # Axis labels of the known metrics (any results key can be plotted).
@@ -43,13 +41,8 @@ def quality_panels(datas: Sequence[Mapping[str, Any]], metrics: Optional[Sequenc
     """(metric, LPIPS convention or None, label) of each panel or table column: the ``metrics`` (default
     the quality metrics and any other ``lpips*`` key) that the curves have, LPIPS once per convention."""
     keys = metrics or [*QUALITY, *sorted({k for d in datas for k in d["results"] if k.startswith("lpips")} - {"lpips"})]
-    panels: dict[tuple, str] = {}
-    for metric in keys:
-        for data in datas:
-            if metric in data["results"]:
-                conv = convention(data, metric)
-                panels.setdefault((metric, conv), QUALITY.get(metric, (metric,))[0] + (f" ({conv})" if conv else ""))
-    return [(metric, conv, label) for (metric, conv), label in panels.items()]
+    panels = dict.fromkeys((m, convention(d, m)) for m in keys for d in datas if m in d["results"])
+    return [(m, c, QUALITY.get(m, (m,))[0] + (f" ({c})" if c else "")) for m, c in panels]
 
 
 def _series(data: Mapping[str, Any], metric: str) -> list[tuple]:
@@ -62,10 +55,10 @@ def _series(data: Mapping[str, Any], metric: str) -> list[tuple]:
 
 def plot_rd(sources: Sequence[str | Path | Mapping[str, Any]], out: str | Path,
             metrics: Optional[str | Sequence[str]] = None, references: Sequence[str] = (),
-            title: Optional[str] = None) -> Path:
+            title: Optional[str] = None, ylabels: Mapping[str, str] = {}) -> Path:
     """Draws each metric against bpp into the PNG ``out`` (default: every quality metric a curve has):
     ``sources`` (results files or dicts, legend = their ``name``) solid, the shipped reference curves
-    named in ``references`` (``"all"``: every one with the metrics) dashed."""
+    named in ``references`` (``"all"``: every one with the metrics) dashed; ``ylabels`` names axes."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only; no display on servers and CI
@@ -99,25 +92,20 @@ def plot_rd(sources: Sequence[str | Path | Mapping[str, Any]], out: str | Path,
             if metric == "ms-ssim-rgb":  # dB, as CompressAI plots it; the spread to first order
                 yerr = [None if e is None else 10 * e / math.log(10) / (1 - v) for v, e in zip(y, yerr)]
                 y = [-10 * math.log10(1 - v) for v in y]
-            bars = {k: None if None in e else e for k, e in (("xerr", xerr), ("yerr", yerr))}
+            bars = {k: None if any(v is None or math.isnan(v) for v in e) else e for k, e in (("xerr", xerr), ("yerr", yerr))}
             ax.errorbar(x, y, **bars, fmt="o" + (style if len(points) > 1 else ""), color=f"C{i % 10}",
                         markersize=4, linewidth=1.2, capsize=2, label=name)
             if len(points) == 1:  # a single rate point: a marker, labelled where it is
                 ax.annotate(data["name"], (x[0], y[0]), xytext=(4, 4), textcoords="offset points", fontsize=7,
                             color=f"C{i % 10}")
     for ax, (metric, conv, _) in zip(axes.flat, panels):
-        label = METRIC_LABELS.get(metric, metric) + (f", {conv} convention" if conv else "")
-        ax.set(xlabel=METRIC_LABELS["bpp"], ylabel=label + (" (lower is better)" if metric in LOWER_IS_BETTER else ""))
+        label = ylabels.get(metric) or METRIC_LABELS.get(metric, metric) + " (lower is better)" * (metric in LOWER_IS_BETTER)
+        ax.set(xlabel=METRIC_LABELS["bpp"], ylabel=label + (f", {conv} convention" if conv else ""))
         ax.grid(True, alpha=0.35)
     handles = {h.get_label(): h for ax in axes.flat for h in ax.get_legend_handles_labels()[0]}
-    spare = list(axes.flat)[len(panels):]
-    for ax in spare:
-        ax.axis("off")
-    legend = dict(handles=list(handles.values()), labels=list(handles), fontsize=8, frameon=False)
-    if spare:  # the legend takes the place of the missing panel
-        spare[0].legend(loc="center", **legend)
-    else:
-        fig.legend(loc="outside lower center", ncol=min(3, len(handles)), **legend)
+    for ax in list(axes.flat)[len(panels):]:
+        fig.delaxes(ax)  # no empty panel
+    fig.legend(handles.values(), handles, loc="outside lower center", ncol=min(3, len(handles)), fontsize=8, frameon=False)
     fig.suptitle(title or ", ".join(label for _, _, label in panels) + " vs rate")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
