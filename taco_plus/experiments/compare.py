@@ -23,23 +23,21 @@ from taco_plus.results.plot import QUALITY, convention, quality_panels
 FORMATS = ("text", "markdown", "latex", "csv")
 MISSING = "—"
 TIMES = {"encoding_time": "enc (s)", "decoding_time": "dec (s)"}
-SPREAD_NOTE = ("± standard deviation of the BD-rate over seed pairs (each seed of the run against each seed of the "
-               "curve it is compared with); * the difference exceeds the seed spread (|BD-rate| > 2σ); no ±: a "
-               "single seed on both sides, spread unknown")
+SPREAD_NOTE = ("± standard deviation of the BD-rate over seed pairs (each seed of one curve against each of the other); "
+               "* the difference exceeds the seed spread (|BD-rate| > 2σ); no ±: one seed each, spread unknown")
 
 
 def decimals(column: str) -> int:
     """Digits shown in a column: bpp 4, times 3, a quality metric its own."""
-    return {"bpp": 4, **dict.fromkeys(TIMES.values(), 3)}.get(column) or next(
-        (d for label, d in QUALITY.values() if column.startswith(label)), 4)
+    return {"bpp": 4, **dict.fromkeys(TIMES.values(), 3)}.get(column) or next((d for label, d in QUALITY.values()
+                                                                            if column.startswith(label)), 4)
 
 
 @dataclass
 class Curve:
-    """A curve to compare: the name asked, the label shown, its CompressAI results (seed means), its
-    evaluation dataset (``unknown`` for a file that does not say), one curve per seed, the evaluated
-    images and caption-set fingerprints (empty: unknown), whether it is a registered run, its
-    declared base and changes."""
+    """A curve to compare: name, label shown, CompressAI results (seed means), evaluation dataset, one curve
+    per seed, evaluated images and caption-set fingerprints (empty: unknown), registered or not, declared
+    base and changes."""
 
     name: str
     label: str
