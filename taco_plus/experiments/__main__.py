@@ -1,7 +1,5 @@
-"""``python -m taco_plus.experiments``: the ablation study's command line (docs/experiments.md).
-
-Subcommands: ``list``, ``show NAME``, ``run NAME... | --all``, ``record RUN_DIR --name NAME``, ``compare NAME...``,
-``report``.
+"""``python -m taco_plus.experiments``: the ablation study's command line (docs/experiments.md). Subcommands:
+``list``, ``show NAME``, ``run NAME... | --all``, ``record RUN_DIR --name NAME``, ``compare NAME...``, ``report``.
 """
 
 from __future__ import annotations
@@ -10,6 +8,7 @@ import argparse
 import json
 import logging
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -42,19 +41,35 @@ def _show(args: Any) -> int:
 
 
 def _run(args: Any) -> int:
-    from taco_plus.experiments.jobs import job_table, run_study
-    from taco_plus.experiments.registry import load_run, run_names
+    """The job table; the missing prepare outputs, here; the jobs left as one multirun through ``--launcher``."""
+    from taco_plus.experiments.jobs import job_table, jobs_command
+    from taco_plus.experiments.registry import creates, load_run, run_names
 
     if bool(args.names) == args.all:
         raise ValueError("name the runs to run, or --all")
     runs = [load_run(name) for name in (run_names() if args.all else args.names)]
     table = job_table(runs, args.lmbda or (), args.seed or (), args.runs_dir, args.results, args.force, args.launcher_arg)
     print(table.to_string(index=False) + "\n", flush=True)
-    overrides = [f"+results={args.results}", f"+train={json.dumps(args.train)}", f"+eval={json.dumps(args.eval)}",
-                 f"+force={args.force}", *(f"hydra.launcher.{a}" for a in args.launcher_arg)]
+    stages = args.stage or STAGES
+    if args.dry_run:
+        return 0
+    for command in [c for run in runs for c in run.prepare] if "prepare" in stages else []:
+        if not (creates(command) and Path(creates(command)).exists()):
+            print(f"[prepare] {command}", flush=True)
+            words = shlex.split(command)
+            program = {"python": [sys.executable], "taco-plus": [sys.executable, "-m", "taco_plus"]}.get(words[0])
+            if subprocess.call([*program, *words[1:]] if program else words):
+                return 1
+    todo = table[table["to do"] != "nothing (recorded)"]
+    if todo.empty or not {"train", "eval", "record"} & set(stages):
+        return print("no job to run" + (": every point is recorded" if todo.empty else ""), flush=True) or 0
+    overrides = [f"+stages={json.dumps(list(stages))}", f"+results={args.results}", f"+train={json.dumps(args.train)}",
+                 f"+eval={json.dumps(args.eval)}", f"+force={args.force}", *(f"hydra.launcher.{a}" for a in args.launcher_arg)]
     if args.launcher == "submitit_slurm" and not any(a.startswith("max_num_timeout=") for a in args.launcher_arg):
         overrides.append("hydra.launcher.max_num_timeout=10")  # requeues after pre-emption or time limits
-    return 0 if args.dry_run else run_study(runs, table, args.stage or STAGES, args.launcher, overrides, args.runs_dir)
+    print(f"[jobs] {len(todo)} through hydra/launcher={args.launcher}", flush=True)
+    command = jobs_command(zip(todo.run, todo.λ, todo.seed), args.runs_dir, args.launcher, overrides)
+    return subprocess.call([sys.executable, *command[1:]])
 
 
 def _record(args: Any) -> int:

@@ -1,7 +1,6 @@
-"""Comparison of runs, reference curves and results files: the BD-rate of each run against its
-declared base (seed means, with the spread over seed pairs), "not comparable" with the reason when
-images, captions or metric conventions differ, and the rate points (mean ± standard deviation over
-seeds), as pandas tables (docs/experiments.md, "Comparisons").
+"""Comparison of runs, reference curves and results files, as pandas tables: each run's BD-rate against its
+declared base (seed means ± the spread over seed pairs; "not comparable" and why when images, captions or
+metric conventions differ) and the rate points (mean ± standard deviation over seeds); docs/experiments.md.
 """
 
 from __future__ import annotations
@@ -36,8 +35,7 @@ def decimals(column: str) -> int:
 @dataclass
 class Curve:
     """A curve to compare: name, label shown, CompressAI results (seed means), evaluation dataset, one curve
-    per seed, evaluated images and caption-set fingerprints (empty: unknown), registered or not, declared
-    base and changes."""
+    per seed, evaluated images and caption-set fingerprints (empty: unknown), declared base and changes."""
 
     name: str
     label: str
@@ -46,7 +44,6 @@ class Curve:
     seeds: dict[Any, dict[str, Any]] = field(default_factory=dict)
     images: frozenset[str] = frozenset()
     fingerprints: frozenset[str] = frozenset()
-    registered: bool = False
     base: Optional[str] = None
     changes: tuple[str, ...] = ()
 
@@ -56,8 +53,7 @@ def resolve(name: str, root: Path = RESULTS_DIR, label: Optional[str] = None) ->
     if (Path(root) / name).is_dir():
         run = load_recorded(name, root)
         return Curve(name, label or run.results["name"], run.results, run.dataset, run.seed_curves(), run.image_ids(),
-                     frozenset(run.provenance["caption_set_fingerprints"]), (EXPERIMENT_DIR / f"{name}.yaml").is_file(),
-                     *declared(name))
+                     frozenset(run.provenance["caption_set_fingerprints"]), *declared(name))
     if name in list_references() or Path(name).is_file():
         data = load_curve(name)
         return Curve(name, label or data["name"], data, str((data.get("meta") or {}).get("dataset", "unknown")),
@@ -108,21 +104,16 @@ def summary_table(curves: Sequence[Curve], anchors: dict[str, Any], method: str 
     """One row per curve: what it is compared with (``anchors[name]``: a Curve, None for an anchor,
     or the name of a base that is not recorded), seeds, rate points, bpp range, the BD-rate cell
     per quality metric (LPIPS: one column per convention), mean coding times; and the cells' notes."""
-    rows, notes = [], {}
+    rows, notes, panels = [], {}, quality_panels([x.results for x in curves])
     for c in curves:
         anchor, r = anchors[c.name], c.results["results"]
         row = {"run": c.label, "against": anchor.label if isinstance(anchor, Curve) else anchor or MISSING,
                "seeds": len(c.seeds), "points": len(r["bpp"]), "bpp range": f"{min(r['bpp']):.3f}–{max(r['bpp']):.3f}"}
         reasons = "; ".join(comparable(anchor, c)) if isinstance(anchor, Curve) else ""
-        for metric, conv, label in quality_panels([x.results for x in curves]):
-            if metric not in r or convention(c.results, metric) != conv:
-                text, why = MISSING, ""  # no such values, or in another convention's column
-            elif anchor is None:
-                text, why = "anchor", ""
-            elif isinstance(anchor, str) or reasons:
-                text, why = (MISSING, f"{anchor} is not recorded") if isinstance(anchor, str) else ("not comparable", reasons)
-            else:
-                text, why = bd_rate_cell(anchor, c, metric, method)
+        for metric, conv, label in panels:  # a curve's values only in its own convention's column
+            text, why = (MISSING, "") if metric not in r or convention(c.results, metric) != conv else \
+                ("anchor", "") if anchor is None else (MISSING, f"{anchor} is not recorded") if isinstance(anchor, str) \
+                else ("not comparable", reasons) if reasons else bd_rate_cell(anchor, c, metric, method)
             row[f"BD-rate {label}"] = f"{text} [{notes.setdefault(why, len(notes) + 1)}]" if why else text
         row.update({name: np.mean([v for v in r[key] if v is not None]) if key in r else None for key, name in TIMES.items()})
         rows.append(row)
@@ -132,7 +123,7 @@ def summary_table(curves: Sequence[Curve], anchors: dict[str, Any], method: str 
 def points_table(curves: Sequence[Curve]) -> pd.DataFrame:
     """Every rate point of every curve in bpp order: seeds, bpp and each quality metric (LPIPS: one
     column per convention) as the mean, ± the standard deviation over seeds, and mean coding times."""
-    rows = []
+    rows, panels = [], quality_panels([x.results for x in curves])
     for c in curves:
         r, meta = c.results["results"], c.results.get("meta") or {}
         spread, n = meta.get("spread") or {}, len(r["bpp"])
@@ -144,9 +135,8 @@ def points_table(curves: Sequence[Curve]) -> pd.DataFrame:
         for k, i in enumerate(np.argsort([b if b is not None else np.inf for b in r["bpp"]], kind="stable")):
             row = {"run": c.label, "point": (meta.get("labels") or [str(j) for j in range(n)])[k],
                    "seeds": (meta.get("seeds") or [1] * n)[i], "bpp": cell("bpp", i, 4)}
-            for metric, conv, label in quality_panels([x.results for x in curves]):
-                row[label] = cell(metric, i, decimals(label)) if metric in r and convention(c.results, metric) == conv \
-                    else None
+            row.update({label: cell(metric, i, decimals(label)) if metric in r and convention(c.results, metric) == conv
+                        else None for metric, conv, label in panels})
             row.update({name: r[key][i] if key in r else None for key, name in TIMES.items()})
             rows.append(row)
     return pd.DataFrame(rows)
@@ -198,7 +188,7 @@ def compare(names: Sequence[str], root: Path = RESULTS_DIR, anchor: Optional[str
     known: dict[str, Any] = {c.name: c for c in curves}
     anchors: dict[str, Any] = {}
     for c in curves:
-        target = anchor or (c.base if c.registered else names[0])
+        target = anchor or (c.base if (EXPERIMENT_DIR / f"{c.name}.yaml").is_file() else names[0])
         if target is not None and target != c.name and target not in known:
             try:
                 known[target] = resolve(target, root, labels.get(target))

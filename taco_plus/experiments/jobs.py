@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +19,7 @@ from omegaconf import OmegaConf
 
 from taco_plus.config import CONFIG_PATH, compose
 from taco_plus.experiments.record import RESULTS_DIR, record_run
-from taco_plus.experiments.registry import RUNS_DIR, Run, creates, eval_dataset, lambda_label
+from taco_plus.experiments.registry import RUNS_DIR, Run, eval_dataset, lambda_label
 
 # hydra-submitit-launcher's parameters that submitit takes without the cluster's prefix
 BASE_PARAMS = ("timeout_min", "cpus_per_task", "gpus_per_node", "tasks_per_node", "mem_gb", "nodes", "name")
@@ -61,9 +59,7 @@ class Evaluation:
                           command=f"python -m taco_plus.experiments run {self.name} ({self.label})")
 
     def checkpoint(self) -> Any:  # submitit's pre-emption and time-limit hook: requeue
-        import submitit
-
-        return submitit.helpers.DelayedSubmission(self)
+        return __import__("submitit").helpers.DelayedSubmission(self)
 
 
 def submit_evaluation(evaluation: Evaluation, launcher: Any) -> None:
@@ -102,14 +98,10 @@ def main(cfg: Any) -> None:
         except TrainingInterrupted as stop:  # the signal's default action; submitit's handler requeues instead
             print(f"taco-plus train: {stop}", file=sys.stderr)
             stop.exit()
-    if not {"eval", "record"} & set(cfg.stages) or int(os.environ.get("RANK", "0")) != 0:
-        return
-    evaluation = Evaluation(name, label, [*run.meta.eval, *cfg.eval], cfg.runs_dir, cfg.results, cfg.force)
-    launcher = HydraConfig.get().launcher
-    if "submitit" in launcher._target_:
-        submit_evaluation(evaluation, launcher)
-    else:
-        evaluation()
+    if {"eval", "record"} & set(cfg.stages) and int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", 0))) == 0:
+        evaluation = Evaluation(name, label, [*run.meta.eval, *cfg.eval], cfg.runs_dir, cfg.results, cfg.force)
+        launcher = HydraConfig.get().launcher  # under submitit a job of its own, else here and now
+        submit_evaluation(evaluation, launcher) if "submitit" in launcher._target_ else evaluation()
 
 
 def jobs_command(jobs: Iterable[tuple[str, float, int]], runs_dir: str = RUNS_DIR, launcher: str = "basic",
@@ -129,8 +121,7 @@ def job_table(runs: Sequence[Run], lambdas: Sequence[float] = (), seeds: Sequenc
     steps, rows = pd.read_csv(bench) if bench.is_file() else pd.DataFrame(columns=["variant", "precision", "compile"]), []
     for run in runs:
         if set(map(float, lambdas)) - set(run.lambdas):
-            raise ValueError(f"run {run.name!r}: unknown rate points {sorted(set(lambdas) - set(run.lambdas))} (its "
-                             f"rate points: {list(run.lambdas)})")
+            raise ValueError(f"run {run.name!r}: unknown rate points {list(lambdas)} (its rate points: {list(run.lambdas)})")
         provenance = Path(results) / run.name / "provenance.json"
         done = {p["label"] for p in json.loads(provenance.read_text())["points"]} if provenance.is_file() else set()
         step = steps[(steps.variant == run.cfg.hydra.runtime.choices.attention) & ~steps["compile"].astype(bool)
@@ -145,27 +136,6 @@ def job_table(runs: Sequence[Run], lambdas: Sequence[float] = (), seeds: Sequenc
                              "to do": "nothing (recorded)" if label in done and not force else
                              "evaluate, record" if trained else "train, evaluate, record"})
     return pd.DataFrame(rows)
-
-
-def run_study(runs: Sequence[Run], table: pd.DataFrame, stages: Sequence[str], launcher: str = "basic",
-              overrides: Sequence[str] = (), runs_dir: str = RUNS_DIR) -> int:
-    """Runs the missing outputs' prepare commands here, then the jobs of ``table`` left to do through
-    ``launcher`` (``overrides``: the job config's and ``hydra.launcher.*``); returns the exit status."""
-    for command in [c for run in runs for c in run.prepare if "prepare" in stages]:
-        if not (creates(command) and Path(creates(command)).exists()):
-            words = shlex.split(command)
-            print(f"[prepare] {command}", flush=True)
-            program = {"python": [sys.executable], "taco-plus": [sys.executable, "-m", "taco_plus"]}.get(words[0])
-            if subprocess.call([*program, *words[1:]] if program else words):
-                return 1
-    todo = table[table["to do"] != "nothing (recorded)"]
-    if todo.empty or not {"train", "eval", "record"} & set(stages):
-        print("no job to run" + (": every point is recorded" if todo.empty else ""), flush=True)
-        return 0
-    print(f"[jobs] {len(todo)} through hydra/launcher={launcher}", flush=True)
-    command = jobs_command(zip(todo.run, todo.λ, todo.seed), runs_dir, launcher,
-                           [f"+stages={json.dumps(list(stages))}", *overrides])
-    return subprocess.call([sys.executable, *command[1:]])
 
 
 if __name__ == "__main__":

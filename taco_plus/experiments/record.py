@@ -148,9 +148,8 @@ def _record_point(folder: Path, dest_root: Path, labels: set[str], caption_set: 
     label = re.sub(r"[^A-Za-z0-9._-]+", "_", train_dir.name if train_dir and train_dir != folder
                    else folder.name).strip("._") or "point"
     label = f"{label}_{folder.name}" if label in labels else label
-    eval_config = _yaml(folder / ".hydra" / "config.yaml")
-    if not eval_config and isinstance(meta.get("config"), dict):
-        eval_config = meta["config"]  # the quickstart demo's, outside Hydra
+    eval_config = _yaml(folder / ".hydra" / "config.yaml") or (  # else the one of a run outside Hydra (demo, jobs)
+        meta["config"] if isinstance(meta.get("config"), dict) else None)
     train_config = _yaml(train_dir / "config.yaml") if train_dir else None
     if eval_config is None and train_config is None:
         raise RecordError(f"{folder}: no config found (.hydra/config.yaml, config in results.json, "
@@ -190,12 +189,10 @@ def _record_point(folder: Path, dest_root: Path, labels: set[str], caption_set: 
 def record_run(source: str | Path, name: str, root: Path = RESULTS_DIR, *, title: Optional[str] = None,
                dataset: Optional[str] = None, caption_set: Optional[str | Path] = None, force: bool = False,
                command: Optional[str] = None) -> Path:
-    """Adds the evaluation folder ``source`` (or a sweep folder of them) to run ``name`` of the registry
-    ``root`` (created when new); returns its folder. The curve is the mean over seeds at each rate point.
-    ``title`` names the curve (default ``name``), ``dataset`` overrides Hydra's ``data`` choice,
-    ``caption_set`` is the points' caption file when their results do not record its fingerprint,
-    ``force`` replaces points already recorded, ``command`` goes into the provenance. Concurrent
-    recordings (one per finished job) take turns."""
+    """Adds the evaluation folder ``source`` (or a sweep folder of them) to run ``name`` of the registry ``root``
+    (concurrent recordings take turns); returns its folder. ``title`` names the curve, ``dataset`` overrides
+    Hydra's ``data`` choice, ``caption_set`` is the points' caption file when their results do not record its
+    fingerprint, ``force`` replaces points already recorded, ``command`` goes into the provenance."""
     if not re.fullmatch(r"[a-z0-9][a-z0-9_]*", name) or name in RESERVED:
         raise RecordError(f"run name must be lower-case letters, digits and '_' and not one of {RESERVED}: {name!r}")
     source, root = Path(source), Path(root)

@@ -1,7 +1,6 @@
-"""The paper's generated tables and figures (``paper/generated/``) from the two registries, for
-``make paper``: every source is checked before anything is written, a run without results is a
-"not run: <needs>" row, every number is a mean over seeds with its spread, and the output is
-deterministic (docs/experiments.md, "The report").
+"""The paper's generated tables and figures (``paper/generated/``) from the two registries, for ``make paper``:
+every source is checked before anything is written, a run without results is a "not run: <needs>" row, every
+number is a mean over seeds with its spread, and the output is deterministic (docs/experiments.md).
 """
 
 from __future__ import annotations
@@ -109,9 +108,8 @@ def sensitivity_frame(root: Path) -> pd.DataFrame:
                                                                   *METRICS], dtype=float)
 
 
-def sensitivity_section(runs: dict[str, Run], root: Path, out: Path) -> str:
-    """The caption-sensitivity figure and table: recorded runs (mean ± standard deviation over images
-    and seeds) and the released TACO's empty-caption ΔLPIPS from the reference curves."""
+def sensitivity_section(root: Path, out: Path) -> str:
+    """Caption-sensitivity figure and table: recorded runs, the released TACO's ΔLPIPS from the reference curves."""
     groups = sensitivity_frame(root).groupby(["run", "point", "caption", "convention"], sort=False, dropna=False)
     frame = groups.mean().join(groups.std(), rsuffix=" sd").assign(n=groups.size()).reset_index()
     (rate, real), (_, empty) = curve(load_curve("taco_released_lpips_ref"), "lpips"), \
@@ -135,11 +133,9 @@ def sensitivity_section(runs: dict[str, Run], root: Path, out: Path) -> str:
                           "Δbpp (%)": cells("bpp", 2), "ΔPSNR (dB)": cells("psnr", 3),
                           **{f"ΔLPIPS ({c})": [v if k else MISSING for v, k in zip(cells("lpips", 4), frame.convention == c)]
                              for c in conventions}, "ΔCLIP": cells("clip_score", 2)})
-    pending = [n for n, r in runs.items() if "caption_sensitivity=true" in r.eval and n not in recorded(root)]
     return latex_table(table, "Caption sensitivity: coding each image with an empty caption or another image's caption, "
                               "minus coding it with its own: mean ± standard deviation over the n images (all seeds) of "
-                              "the per-image differences", "tab:sensitivity") + \
-        (f"\\noindent Not recorded yet: {_latex(', '.join(pending))}.\n" if pending else "")
+                              "the per-image differences (runs not listed are not recorded)", "tab:sensitivity")
 
 
 def attention_section(csv_path: Path, out: Path) -> str:
@@ -150,9 +146,8 @@ def attention_section(csv_path: Path, out: Path) -> str:
     table = adapter.pivot_table(index=["image", "tokens"], columns="variant", values=["fwd_ms", "gflops", "fwd_bwd_ms"],
                                 sort=False)
     table.columns = [f"{variant} {what.replace('_', ' ')}" for what, variant in table.columns]
-    for column in table.columns:  # ms to 0.1, GFLOPs to 0.01
-        table[column] = [MISSING if pd.isna(v) else f"{v:.{2 if 'gflops' in column else 1}f}" for v in table[column]]
-    table = table.reset_index()
+    table = table.apply(lambda c: [MISSING if pd.isna(v) else f"{v:.{2 if 'gflops' in c.name else 1}f}" for v in c]
+                        ).reset_index()  # ms to 0.1, GFLOPs to 0.01
     log = csv_path.with_suffix(".log")
     conditions = log.read_text(encoding="utf-8").splitlines()[0].lstrip("# ") if log.is_file() else ""
     text = latex_table(table, "Text adapter cost (fwd = forward ms, fwd bwd = forward and backward ms at the training "
@@ -189,7 +184,7 @@ def build_report(results: Path = RESULTS_DIR, out: Path = GENERATED_DIR) -> list
                                 "NAME", "tab:runs", "p{3.6cm}p{2.4cm}p{4.4cm}rp{4cm}"),
         "results.tex": "\n".join(dataset_section(d, names, runs, root, out) for d, names in groups.items()),
         "linformer.tex": linformer_table(runs, root),
-        "sensitivity.tex": sensitivity_section(runs, root, out),
+        "sensitivity.tex": sensitivity_section(root, out),
         "attention.tex": attention_section(bench, out),
         "macros.tex": "".join(f"\\newcommand{{\\{k}}}{{{v}}}\n" for k, v in (
             ("NumRuns", len(runs) + len(broken)), ("NumRecorded", len([n for n in done if n in runs])),

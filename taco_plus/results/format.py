@@ -95,10 +95,9 @@ def curve(data: Mapping[str, Any], metric: str) -> tuple[np.ndarray, np.ndarray]
 
 def merge_results(sources: Iterable[Mapping[str, Any]], name: str, description: str = "",
                   groups: Optional[Sequence[str]] = None) -> dict[str, Any]:
-    """Combines results (one file per λ and seed) into one curve sorted by bpp: the metrics present in every
-    source, averaged over the sources of a group (``groups``, one label per source: the seeds of a rate
-    point; default: each point alone), with ``meta.labels``, ``meta.seeds`` (sources per point),
-    ``meta.spread`` (standard deviation per metric, None for one) and each source's ``meta`` in ``meta.points``."""
+    """One curve sorted by bpp from results (one per λ and seed): the metrics every source has, averaged over a
+    group's sources (``groups``: one label per source, e.g. the seeds of a λ; default each point alone), with
+    ``meta.labels``, ``meta.seeds`` (count), ``meta.spread`` (standard deviation) and the sources' ``meta.points``."""
     import pandas as pd
 
     sources = [validate(dict(s)) for s in sources]

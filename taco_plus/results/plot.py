@@ -1,9 +1,7 @@
-"""Rate-distortion plots of results files with the shipped reference curves, in CompressAI's conventions
-(``compressai.utils.plot``: bit-rate [bpp] against PSNR [dB] or MS-SSIM in dB, −10·log10(1 − MS-SSIM);
-markers on lines; a grid): one panel per quality metric, LPIPS one per convention, so that two
-conventions never share an axis; results solid, reference curves dashed; a curve recorded over
-several seeds is their mean with error bars of one standard deviation; a single point is a marker
-labelled in place; one legend for the figure, outside the panels::
+"""Rate-distortion plots in CompressAI's conventions (bpp against PSNR [dB], MS-SSIM in dB, markers on lines):
+one panel per quality metric, LPIPS one per convention (never two on one axis); results solid, reference
+curves dashed, seed means with error bars of one standard deviation, a lone point labelled in place; the
+legend outside the panels::
 
     python -m taco_plus.results.plot a.json b.json --metric psnr-rgb --reference elic_paper -o rd_psnr.png
 """
@@ -117,10 +115,9 @@ def plot_rd(sources: Sequence[str | Path | Mapping[str, Any]], out: str | Path,
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m taco_plus.results.plot", description="Rate-distortion plot (PNG).")
     parser.add_argument("inputs", nargs="*", help="results JSON files (CompressAI format)")
-    parser.add_argument("--metric", action="append", default=None,
-                        help="y-axis metric, repeatable (default psnr-rgb): psnr-rgb, ms-ssim-rgb, lpips, clip_score, fid ...")
-    parser.add_argument("--reference", action="append", default=[],
-                        help=f"shipped reference curve to draw (repeatable): {', '.join(list_references())}, or 'all'")
+    parser.add_argument("--metric", action="append", help="y-axis metric, repeatable (default psnr-rgb): psnr-rgb, ...")
+    parser.add_argument("--reference", action="append", default=[], help=f"shipped reference curve (repeatable): "
+                        f"{', '.join(list_references())}, or 'all'")
     parser.add_argument("-o", "--output", default="rd.png", help="PNG file to write (default rd.png)")
     parser.add_argument("--title", default=None)
     args = parser.parse_args(argv)
