@@ -50,9 +50,9 @@ def conclusions(rows: Rows) -> list[str]:
                 if BASELINE not in table:
                     break
                 n = crossover(table[BASELINE], table[variant])
-                out.append(f"{label} crossover ({what}): " + (f"{variant} is not cheaper at the longest measured length"
-                           if n is None else f"{variant} cheaper at every measured length ({n} tokens and up)" if n == lo
-                           else f"{variant} cheaper from {n} tokens on"))
+                out.append(f"{label} crossover ({what}): {variant} " + ("is not cheaper at the longest measured length"
+                           if n is None else f"cheaper at every measured length ({n} tokens and up)" if n == lo
+                           else f"cheaper from {n} tokens on"))
         share = 100 * ms / encoder["fwd_ms"]
         for variant in share:
             shares = ", ".join(f"{n}: {v:.0f}%" for n, v in share[variant].dropna().items())

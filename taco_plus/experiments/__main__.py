@@ -48,7 +48,8 @@ def _run(args: Any) -> int:
     if bool(args.names) == args.all:
         raise ValueError("name the runs to run, or --all")
     runs = [load_run(name) for name in (run_names() if args.all else args.names)]
-    table = job_table(runs, args.lmbda or (), args.seed or (), args.runs_dir, args.results, args.force, args.launcher_arg)
+    table = job_table(runs, args.lmbda or (), args.seed or (), args.runs_dir, args.results, args.force,
+                      args.launcher_arg)
     print(table.to_string(index=False) + "\n", flush=True)
     stages = args.stage or STAGES
     if args.dry_run:
@@ -63,8 +64,9 @@ def _run(args: Any) -> int:
     todo = table[table["to do"] != "nothing (recorded)"]
     if todo.empty or not {"train", "eval", "record"} & set(stages):
         return print("no job to run" + (": every point is recorded" if todo.empty else ""), flush=True) or 0
-    overrides = [f"+stages={json.dumps(list(stages))}", f"+results={args.results}", f"+train={json.dumps(args.train)}",
-                 f"+eval={json.dumps(args.eval)}", f"+force={args.force}", *(f"hydra.launcher.{a}" for a in args.launcher_arg)]
+    overrides = [f"+stages={json.dumps(list(stages))}", f"+results={args.results}", f"+force={args.force}",
+                 f"+train={json.dumps(args.train)}", f"+eval={json.dumps(args.eval)}",
+                 *(f"hydra.launcher.{a}" for a in args.launcher_arg)]
     if args.launcher == "submitit_slurm" and not any(a.startswith("max_num_timeout=") for a in args.launcher_arg):
         overrides.append("hydra.launcher.max_num_timeout=10")  # requeues after pre-emption or time limits
     print(f"[jobs] {len(todo)} through hydra/launcher={args.launcher}", flush=True)

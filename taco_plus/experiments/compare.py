@@ -22,8 +22,8 @@ from taco_plus.results.plot import QUALITY, convention, quality_panels
 FORMATS = ("text", "markdown", "latex", "csv")
 MISSING = "—"
 TIMES = {"encoding_time": "enc (s)", "decoding_time": "dec (s)"}
-SPREAD_NOTE = ("± standard deviation of the BD-rate over seed pairs (each seed of one curve against each of the other); "
-               "* the difference exceeds the seed spread (|BD-rate| > 2σ); no ±: one seed each, spread unknown")
+SPREAD_NOTE = ("± standard deviation of the BD-rate over seed pairs (each seed of one curve against each of the "
+               "other); * the difference exceeds the seed spread (|BD-rate| > 2σ); no ±: one seed each, spread unknown")
 
 
 def decimals(column: str) -> int:
@@ -100,7 +100,7 @@ def bd_rate_cell(anchor: Curve, test: Curve, metric: str, method: str = "pchip")
     return f"{value:+.2f} ± {sigma:.2f}%" + (" *" if abs(value) > 2 * sigma else ""), ""
 
 
-def summary_table(curves: Sequence[Curve], anchors: dict[str, Any], method: str = "pchip") -> tuple[pd.DataFrame, list[str]]:
+def summary_table(curves: Sequence[Curve], anchors: dict, method: str = "pchip") -> tuple[pd.DataFrame, list[str]]:
     """One row per curve: what it is compared with (``anchors[name]``: a Curve, None for an anchor,
     or the name of a base that is not recorded), seeds, rate points, bpp range, the BD-rate cell
     per quality metric (LPIPS: one column per convention), mean coding times; and the cells' notes."""
@@ -111,11 +111,11 @@ def summary_table(curves: Sequence[Curve], anchors: dict[str, Any], method: str 
                "seeds": len(c.seeds), "points": len(r["bpp"]), "bpp range": f"{min(r['bpp']):.3f}–{max(r['bpp']):.3f}"}
         reasons = "; ".join(comparable(anchor, c)) if isinstance(anchor, Curve) else ""
         for metric, conv, label in panels:  # a curve's values only in its own convention's column
-            text, why = (MISSING, "") if metric not in r or convention(c.results, metric) != conv else \
-                ("anchor", "") if anchor is None else (MISSING, f"{anchor} is not recorded") if isinstance(anchor, str) \
-                else ("not comparable", reasons) if reasons else bd_rate_cell(anchor, c, metric, method)
+            text, why = (MISSING, "") if metric not in r or convention(c.results, metric) != conv else ("anchor", "") \
+                if anchor is None else (MISSING, f"{anchor} is not recorded") if isinstance(anchor, str) else \
+                ("not comparable", reasons) if reasons else bd_rate_cell(anchor, c, metric, method)
             row[f"BD-rate {label}"] = f"{text} [{notes.setdefault(why, len(notes) + 1)}]" if why else text
-        row.update({name: np.mean([v for v in r[key] if v is not None]) if key in r else None for key, name in TIMES.items()})
+        row.update({name: np.mean([v for v in r[k] if v is not None]) if k in r else None for k, name in TIMES.items()})
         rows.append(row)
     return pd.DataFrame(rows), [f"[{i}] {text}" for text, i in notes.items()]
 

@@ -30,14 +30,6 @@ def point_label(lmbda: float, seed: int, run_seed: int) -> str:
     return lambda_label(lmbda) + ("" if int(seed) == run_seed else f"_seed{seed}")
 
 
-def _compose(overrides: Sequence[str], config_name: str = "train") -> Any:
-    """``taco_plus.config.compose``, or inside a job the job's own Hydra (its search path has the configs)."""
-    from hydra.core.global_hydra import GlobalHydra
-
-    return hydra.compose(config_name, list(overrides)) if GlobalHydra.instance().is_initialized() else \
-        compose(overrides, config_name)
-
-
 @dataclass
 class Evaluation:
     """Evaluates a trained point into ``<runs_dir>/<run>/eval/<label>`` (resumable) and records it."""
@@ -52,9 +44,9 @@ class Evaluation:
     def __call__(self) -> Path:
         import taco_plus.evaluate as evaluate
 
-        out, folder = Path(self.runs_dir) / self.name / "eval" / self.label, Path(self.runs_dir) / self.name / self.label
-        evaluate.run(_compose([*self.overrides, f"checkpoint={folder / 'checkpoints' / 'final.pt'}", f"out_dir={out}",
-                               f"name={self.name}"], "eval"))
+        out, run_dir = Path(self.runs_dir) / self.name / "eval" / self.label, Path(self.runs_dir) / self.name
+        evaluate.run(compose([*self.overrides, f"checkpoint={run_dir / self.label / 'checkpoints' / 'final.pt'}",
+                              f"out_dir={out}", f"name={self.name}"], "eval"))
         return record_run(out, self.name, Path(self.results), dataset=eval_dataset(self.overrides), force=self.force,
                           command=f"python -m taco_plus.experiments run {self.name} ({self.label})")
 
@@ -88,9 +80,9 @@ def main(cfg: Any) -> None:
     cfg = OmegaConf.merge({"runs_dir": RUNS_DIR, "results": str(RESULTS_DIR), "stages": ["train", "eval"], "train": [],
                            "eval": [], "force": False}, cfg)  # train, eval: overrides added to every job's
     name, lmbda, seed = cfg.job.split("/")
-    run = _compose([f"experiment={name}"])
-    train_cfg = _compose([f"experiment={name}", f"loss.lmbda={lmbda}", f"trainer.seed={seed}", "trainer.resume=auto",
-                          *cfg.train])
+    run = compose([f"experiment={name}"])
+    train_cfg = compose([f"experiment={name}", f"loss.lmbda={lmbda}", f"trainer.seed={seed}", "trainer.resume=auto",
+                         *cfg.train])
     label = point_label(float(lmbda), seed, run.trainer.seed)
     if "train" in cfg.stages and not (Path(cfg.runs_dir) / name / label / "checkpoints" / "final.pt").is_file():
         try:
@@ -107,9 +99,10 @@ def main(cfg: Any) -> None:
 def jobs_command(jobs: Iterable[tuple[str, float, int]], runs_dir: str = RUNS_DIR, launcher: str = "basic",
                  overrides: Sequence[str] = ()) -> list[str]:
     """The Hydra multirun of this module over ``jobs`` (run, λ, seed)."""
-    return ["python", "-m", "taco_plus.experiments.jobs", "-m", "+job=" + ",".join(f"{n}/{v!r}/{s}" for n, v, s in jobs),
-            f"+runs_dir={runs_dir}", f"hydra/launcher={launcher}", f"hydra.sweep.dir={runs_dir}/.jobs",
-            "hydra.sweep.subdir=${hydra.job.num}", *overrides]
+    jobs = ",".join(f"{n}/{v!r}/{s}" for n, v, s in jobs)
+    return ["python", "-m", "taco_plus.experiments.jobs", "-m", f"+job={jobs}", f"+runs_dir={runs_dir}",
+            f"hydra/launcher={launcher}", f"hydra.sweep.dir={runs_dir}/.jobs", "hydra.sweep.subdir=${hydra.job.num}",
+            *overrides]
 
 
 def job_table(runs: Sequence[Run], lambdas: Sequence[float] = (), seeds: Sequence[int] = (), runs_dir: str = RUNS_DIR,
@@ -118,10 +111,11 @@ def job_table(runs: Sequence[Run], lambdas: Sequence[float] = (), seeds: Sequenc
     and what is left to do (nothing for a recorded point, unless ``force``)."""
     gpus = {k: int(v) for k, _, v in (a.partition("=") for a in launcher_args) if k in ("gpus_per_node", "nodes")}
     bench = Path(results) / "bench" / "train_step.csv"
-    steps, rows = pd.read_csv(bench) if bench.is_file() else pd.DataFrame(columns=["variant", "precision", "compile"]), []
+    steps = pd.read_csv(bench) if bench.is_file() else pd.DataFrame(columns=["variant", "precision", "compile"])
+    rows = []
     for run in runs:
         if set(map(float, lambdas)) - set(run.lambdas):
-            raise ValueError(f"run {run.name!r}: unknown rate points {list(lambdas)} (its rate points: {list(run.lambdas)})")
+            raise ValueError(f"run {run.name!r}: unknown rate points {list(lambdas)} (its own: {list(run.lambdas)})")
         provenance = Path(results) / run.name / "provenance.json"
         done = {p["label"] for p in json.loads(provenance.read_text())["points"]} if provenance.is_file() else set()
         step = steps[(steps.variant == run.cfg.hydra.runtime.choices.attention) & ~steps["compile"].astype(bool)

@@ -71,13 +71,14 @@ class RecordedRun:
     def seed_curves(self) -> dict[Any, dict[str, Any]]:
         """One curve per training seed, from its points' own results files."""
         by_seed: dict[Any, list] = {}
-        for entry in self.provenance["points"]:
-            by_seed.setdefault(entry["seed"], []).append(load_results(self.path / "points" / entry["label"] / "results.json"))
+        for p in self.provenance["points"]:
+            by_seed.setdefault(p["seed"], []).append(load_results(self.path / "points" / p["label"] / "results.json"))
         return {seed: merge_results(sources, f"{self.name} seed {seed}") for seed, sources in by_seed.items()}
 
     def image_ids(self) -> frozenset[str]:
         """The evaluated images (every point's ``per_image.csv``)."""
-        return frozenset(r["id"] for label in self.labels for r in read_per_image_csv(self.path / "points" / label / "per_image.csv"))
+        return frozenset(r["id"] for label in self.labels
+                         for r in read_per_image_csv(self.path / "points" / label / "per_image.csv"))
 
     def files(self) -> list[Path]:
         """Every file of the run a table reads (the registry's own list, each required to exist)."""

@@ -27,14 +27,14 @@ DATASET_LABELS = {"kodak": "Kodak (24 images)", "skimage_quickstart": "Quickstar
 
 def runs_frame(runs: dict[str, Run], broken: dict[str, str], root: Path) -> pd.DataFrame:
     """Every registered run: base, what it changes, rate points, status (``list`` and the report)."""
-    done, status = recorded(root), {}
+    done, rows = recorded(root), []
     for name, run in runs.items():
-        status[name] = "not run: needs " + "; ".join(run.needs) if run.needs else "not recorded yet"
+        status = "not run: needs " + "; ".join(run.needs) if run.needs else "not recorded yet"
         if name in done:
-            record = load_recorded(name, root)
-            seeds = len({e["seed"] for e in record.provenance["points"]})
-            status[name] = f"recorded ({len(record.results['results']['bpp'])} points" + (f", {seeds} seeds)" * (seeds > 1) or ")")
-    rows = [(name, run.base or MISSING, run.change_text(), len(run.lambdas), status[name]) for name, run in runs.items()]
+            rec = load_recorded(name, root)
+            seeds = len({e["seed"] for e in rec.provenance["points"]})
+            status = f"recorded ({len(rec.results['results']['bpp'])} points" + f", {seeds} seeds" * (seeds > 1) + ")"
+        rows.append((name, run.base or MISSING, run.change_text(), len(run.lambdas), status))
     rows += [(name, MISSING, MISSING, MISSING, f"does not compose: {err}") for name, err in broken.items()]
     return pd.DataFrame(rows, columns=["run", "base", "what it changes", "λ", "status"])
 
@@ -50,10 +50,10 @@ def dataset_section(dataset: str, names: list[str], runs: dict[str, Run], root: 
     if with_results or references:
         plot_rd([dict(load_recorded(n, root).results, name=titles[n]) for n in with_results], out / f"rd_{dataset}.png",
                 references=references, title=f"Rate-distortion on {label}")
+        caption = (f"Rate-distortion on {label}: recorded runs solid (seed means, error bars one standard deviation): "
+                   f"{', '.join(titles.values()) or 'none yet'}" + "; reference curves dashed" * bool(references))
         body += ["\\begin{figure}[H]\\centering", f"\\includegraphics[width=\\linewidth]{{generated/rd_{dataset}.png}}",
-                 f"\\caption{{Rate-distortion on {_latex(label)}: recorded runs solid (seed means, error bars one standard "
-                 f"deviation): {_latex(', '.join(titles.values()) or 'none yet')}" + ("; shipped reference curves dashed "
-                 "(Section~\\ref{sec:rd})" if references else "") + f".}}\\label{{fig:rd-{slug}}}", "\\end{figure}"]
+                 f"\\caption{{{_latex(caption)}.}}\\label{{fig:rd-{slug}}}", "\\end{figure}"]
     if with_results:
         _, summary, notes, points = compare(with_results, root, labels=titles)
         body.append(render(summary, "latex", notes, f"{label}: BD-rate of each run against its declared base "
@@ -69,18 +69,17 @@ def dataset_section(dataset: str, names: list[str], runs: dict[str, Run], root: 
 def linformer_table(runs: dict[str, Run], root: Path) -> str:
     """The attention ablation, each run against its declared base: the long-caption (chunked) runs
     are the Linformer comparison; runs at a fixed caption length are labelled for what they measure."""
-    done, ablation = recorded(root), {n: r for n, r in runs.items() if "attention" in r.changes}
+    done, ablation, rows = recorded(root), {n: r for n, r in runs.items() if "attention" in r.changes}, []
     names = [n for n, r in ablation.items() if n in done and r.base in done]
     summary, notes = compare(names, root, labels={n: n for n in names})[1:3] if names else (pd.DataFrame(), [])
-    rows = []
     for name, run in sorted(ablation.items(), key=lambda kv: (kv[1].cfg.text_encoder.max_tokens != "chunked", kv[0])):
         tokens, k, image_k = run.cfg.text_encoder.max_tokens, run.cfg.attention.k, run.cfg.attention.image_k
-        sides = " and ".join([f"caption to k = {k} summaries"] * bool(k) + [f"image tokens to {image_k}"] * bool(image_k))
-        rows.append({"run": name, "against": run.base, "captions": tokens, "what it measures": f"long captions: {sides}"
-                     if tokens == "chunked" else f"captions mostly shorter than k = {k}: the changed adapter, not a "
-                     f"compressed caption" + f"; image tokens to {image_k}" * bool(image_k) if k else f"full caption; {sides}",
-                     **(summary[summary.run == name].iloc[0].filter(like="BD-rate").to_dict() if name in names else
-                        {"BD-rate PSNR": "not recorded" if name not in done else f"{run.base} not recorded"})})
+        first = "long captions" + f", caption to k = {k} summaries" * bool(k) if tokens == "chunked" else \
+            f"captions mostly shorter than k = {k}: the adapter change, no compression" if k else "full caption"
+        measures = "; ".join([first] + [f"image tokens to {image_k}"] * bool(image_k))
+        bd = summary[summary.run == name].iloc[0].filter(like="BD-rate").to_dict() if name in names else \
+            {"BD-rate PSNR": "not recorded" if name not in done else f"{run.base} not recorded"}
+        rows.append({"run": name, "against": run.base, "captions": tokens, "what it measures": measures, **bd})
     frame = pd.DataFrame(rows).fillna(MISSING)
     return latex_table(frame, "The attention ablation, each run against its declared base. The Linformer comparison is "
                        "the long-caption runs; the others are labelled for what they measure", "tab:linformer",
@@ -101,9 +100,9 @@ def sensitivity_frame(root: Path) -> pd.DataFrame:
                 real, delta = modes["real"], modes[mode].loc[modes["real"].index] - modes["real"]
                 conv = convention(load_results(folder / mode / "results.json"), "lpips") if delta.lpips.notna().any() \
                     else None
-                frames.append(delta.assign(run=name, point=lambda_label(entry["lambda"]) if entry["lambda"] is not None
-                                           else entry["label"], caption=mode, rate=real.bpp, bpp=100 * delta.bpp / real.bpp,
-                                           convention=conv))
+                point = lambda_label(entry["lambda"]) if entry["lambda"] is not None else entry["label"]
+                frames.append(delta.assign(run=name, point=point, caption=mode, rate=real.bpp, convention=conv,
+                                           bpp=100 * delta.bpp / real.bpp))
     return pd.concat(frames) if frames else pd.DataFrame(columns=["run", "point", "caption", "convention", "rate",
                                                                   *METRICS], dtype=float)
 
@@ -112,30 +111,30 @@ def sensitivity_section(root: Path, out: Path) -> str:
     """Caption-sensitivity figure and table: recorded runs, the released TACO's ΔLPIPS from the reference curves."""
     groups = sensitivity_frame(root).groupby(["run", "point", "caption", "convention"], sort=False, dropna=False)
     frame = groups.mean().join(groups.std(), rsuffix=" sd").assign(n=groups.size()).reset_index()
-    (rate, real), (_, empty) = curve(load_curve("taco_released_lpips_ref"), "lpips"), \
-        curve(load_curve("taco_released_empty_caption_lpips_ref"), "lpips")
+    released, empty = load_curve("taco_released_lpips_ref"), load_curve("taco_released_empty_caption_lpips_ref")
+    (rate, lpips), (_, lpips_empty) = curve(released, "lpips"), curve(empty, "lpips")
     frame = pd.concat([frame, pd.DataFrame({"run": "TACO released (third party)", "caption": "empty", "rate": rate,
-                                            "point": [f"λ {v:g}" for v in load_curve("taco_released_lpips_ref")[
-                                                "meta"]["lambdas"]], "lpips": empty - real, "convention": "reference"})])
-    conventions = list(frame.convention.dropna().unique())
+                                            "point": [f"λ {v:g}" for v in released["meta"]["lambdas"]],
+                                            "lpips": lpips_empty - lpips, "convention": convention(empty, "lpips")})])
     plot_rd([{"name": f"{run}: {caption} caption", "meta": {"lpips_convention": g.convention.iloc[0], "spread": {
         "Δ rate [%]": list(g["bpp sd"]), "lpips": list(g["lpips sd"])}}, "results": {"bpp": list(g.rate), "Δ rate [%]":
         list(g.bpp), **({"lpips": list(g.lpips)} if g.lpips.notna().any() else {})}} for (run, caption), g in
-        frame.sort_values("rate").groupby(["run", "caption"], sort=False)], out / "sensitivity.png", ["Δ rate [%]", "lpips"],
-        title="Caption sensitivity: another caption minus the image's own", ylabels={"lpips": "ΔLPIPS"})
+        frame.sort_values("rate").groupby(["run", "caption"], sort=False)], out / "sensitivity.png", ["Δ rate [%]",
+        "lpips"], title="Caption sensitivity: another caption minus the image's own", ylabels={"lpips": "ΔLPIPS"})
 
     def cells(column: str, digits: int) -> list[str]:
         return [MISSING if pd.isna(m) else f"{m:+.{digits}f}" + ("" if pd.isna(sd) else f" ± {sd:.{digits}f}")
                 for m, sd in zip(frame[column], frame[column + " sd"])]
 
-    table = pd.DataFrame({"run": frame.run, "point": frame.point, "caption": frame.caption,
-                          "n": [MISSING if pd.isna(n) else f"{n:.0f}" for n in frame.n], "bpp": frame.rate.map("{:.4f}".format),
-                          "Δbpp (%)": cells("bpp", 2), "ΔPSNR (dB)": cells("psnr", 3),
-                          **{f"ΔLPIPS ({c})": [v if k else MISSING for v, k in zip(cells("lpips", 4), frame.convention == c)]
-                             for c in conventions}, "ΔCLIP": cells("clip_score", 2)})
-    return latex_table(table, "Caption sensitivity: coding each image with an empty caption or another image's caption, "
-                              "minus coding it with its own: mean ± standard deviation over the n images (all seeds) of "
-                              "the per-image differences (runs not listed are not recorded)", "tab:sensitivity")
+    lpips = {f"ΔLPIPS ({c})": [v if c == k else MISSING for v, k in zip(cells("lpips", 4), frame.convention)]
+             for c in frame.convention.dropna().unique()}  # one column per convention
+    table = pd.DataFrame({"run": frame.run, "point": frame.point, "caption": frame.caption, "n": frame.n.map(
+        lambda n: MISSING if pd.isna(n) else f"{n:.0f}"), "bpp": frame.rate.map("{:.4f}".format), "Δbpp (%)":
+        cells("bpp", 2), "ΔPSNR (dB)": cells("psnr", 3), **lpips, "ΔCLIP": cells("clip_score", 2)})
+    return latex_table(table, "Caption sensitivity: coding each image with an empty caption or another image's "
+                              "caption, minus coding it with its own: mean ± standard deviation of the per-image "
+                              "differences over the n images of all seeds (runs not listed: not recorded)",
+                       "tab:sensitivity")
 
 
 def attention_section(csv_path: Path, out: Path) -> str:

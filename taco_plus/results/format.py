@@ -110,8 +110,8 @@ def merge_results(sources: Iterable[Mapping[str, Any]], name: str, description: 
         raise ValueError("cannot merge a rate point without a bpp value")
     by = frame.assign(_group=frame.index if groups is None else frame._group).groupby("_group", sort=False)
     mean = by.mean().sort_values("bpp", kind="stable")
-    meta: dict[str, Any] = {"points": [{"name": s.get("name"), **s.get("meta", {})} for s in sources],
-                            "seeds": by.size()[mean.index].tolist(), "spread": by.std(ddof=1).loc[mean.index].to_dict("list")}
+    meta: dict[str, Any] = {"points": [{"name": s.get("name"), **s.get("meta", {})} for s in sources], "seeds":
+                            by.size()[mean.index].tolist(), "spread": by.std(ddof=1).loc[mean.index].to_dict("list")}
     if groups is not None:
         meta["labels"] = list(mean.index)
     dropped = sorted({k for s in sources for k in s["results"]} - set(keys))

@@ -90,20 +90,21 @@ def plot_rd(sources: Sequence[str | Path | Mapping[str, Any]], out: str | Path,
             if metric == "ms-ssim-rgb":  # dB, as CompressAI plots it; the spread to first order
                 yerr = [None if e is None else 10 * e / math.log(10) / (1 - v) for v, e in zip(y, yerr)]
                 y = [-10 * math.log10(1 - v) for v in y]
-            bars = {k: None if any(v is None or math.isnan(v) for v in e) else e for k, e in (("xerr", xerr), ("yerr", yerr))}
+            bars = {k: None if any(v is None or math.isnan(v) for v in e) else e
+                    for k, e in (("xerr", xerr), ("yerr", yerr))}
             ax.errorbar(x, y, **bars, fmt="o" + (style if len(points) > 1 else ""), color=f"C{i % 10}",
                         markersize=4, linewidth=1.2, capsize=2, label=name)
             if len(points) == 1:  # a single rate point: a marker, labelled where it is
                 ax.annotate(data["name"], (x[0], y[0]), xytext=(4, 4), textcoords="offset points", fontsize=7,
                             color=f"C{i % 10}")
-    for ax, (metric, conv, _) in zip(axes.flat, panels):
-        label = ylabels.get(metric) or METRIC_LABELS.get(metric, metric) + " (lower is better)" * (metric in LOWER_IS_BETTER)
+    for ax, (m, conv, _) in zip(axes.flat, panels):
+        label = ylabels.get(m) or METRIC_LABELS.get(m, m) + " (lower is better)" * (m in LOWER_IS_BETTER)
         ax.set(xlabel=METRIC_LABELS["bpp"], ylabel=label + (f", {conv} convention" if conv else ""))
         ax.grid(True, alpha=0.35)
     handles = {h.get_label(): h for ax in axes.flat for h in ax.get_legend_handles_labels()[0]}
     for ax in list(axes.flat)[len(panels):]:
         fig.delaxes(ax)  # no empty panel
-    fig.legend(handles.values(), handles, loc="outside lower center", ncol=min(3, len(handles)), fontsize=8, frameon=False)
+    fig.legend(handles.values(), handles, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
     fig.suptitle(title or ", ".join(label for _, _, label in panels) + " vs rate")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
