@@ -61,6 +61,6 @@ def test_the_study_runs_as_submitit_jobs_and_lands_in_the_registry(tmp_path, mon
         (Path(__file__).parent / "fixtures" / "registry" / "bench" / "attention.csv").read_bytes())
     report.build_report(tmp_path / "registry", tmp_path / "generated")
     results = (tmp_path / "generated" / "results.tex").read_text().replace(r"\allowbreak{}", "")
-    assert "Quickstart with Linformer (CPU) & Quickstart (CPU, untrained text tower) & 2 & 1 &" in results
+    assert "Quickstart with Linformer (CPU) & quickstart & 2 & 1 &" in results
     assert "Quickstart (CPU, untrained text tower) & lmbda\\_0.0067 & 2 &" in results
     assert "recorded (1 points, 2 seeds)" in (tmp_path / "generated" / "runs.tex").read_text()

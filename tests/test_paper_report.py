@@ -82,7 +82,7 @@ def test_report_writes_every_file_from_the_registries(generated):
     # a rate point over two seeds: mean ± standard deviation (bpp 0.525 and 0.53025; PSNR equal)
     assert "TACO (paper) & lmbda\\_0.0016 & 2 & 0.5276 ± 0.0037 & 32.30 ± 0.00" in results
     assert "BD-rate of each run against its declared base" in results and "± standard deviation of the BD-rate" in results
-    assert "Linformer attention (text and image) & TACO (paper) & 1 & 3 &" in results  # against its base, not the first run
+    assert "Linformer attention (text and image) & taco\\_baseline & 1 & 3 &" in results  # its base, not the first run
     assert "Not recorded yet" in results and "weighting\\_tfidf" in results
 
     # the Linformer comparison: long-caption runs first, against their base; the 38-token runs labelled
@@ -97,7 +97,7 @@ def test_report_writes_every_file_from_the_registries(generated):
     assert "taco\\_baseline & lmbda\\_0.0004 & empty & 6 &" in sens and "quickstart & lmbda\\_0.0025 & other & 3" in sens
     assert "ΔLPIPS (correct) & ΔLPIPS (reference)" in sens and "λ 0.0016 & empty & — & 0.2265" in sens
     assert "— & +0.0001 & —" in sens  # 0.0241 - 0.0240 from the shipped reference curves, reference convention
-    assert "full fwd ms" in text["attention.tex"] and "crossover" in text["attention.tex"]
+    assert r"fwd ms & full &" in text["attention.tex"] and "crossover" in text["attention.tex"]  # a row per measure
     assert "\\newcommand{\\NumRecorded}{5}" in text["macros.tex"]
     sources = json.loads((generated / "manifest.json").read_text())["sources"]
     assert any(s.endswith("bench/attention.csv") for s in sources)

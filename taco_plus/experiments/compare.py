@@ -107,7 +107,7 @@ def summary_table(curves: Sequence[Curve], anchors: dict, method: str = "pchip")
     rows, notes, panels = [], {}, quality_panels([x.results for x in curves])
     for c in curves:
         anchor, r = anchors[c.name], c.results["results"]
-        row = {"run": c.label, "against": anchor.label if isinstance(anchor, Curve) else anchor or MISSING,
+        row = {"run": c.label, "against": anchor.name if isinstance(anchor, Curve) else anchor or MISSING,
                "seeds": len(c.seeds), "points": len(r["bpp"]), "bpp range": f"{min(r['bpp']):.3f}–{max(r['bpp']):.3f}"}
         reasons = "; ".join(comparable(anchor, c)) if isinstance(anchor, Curve) else ""
         for metric, conv, label in panels:  # a curve's values only in its own convention's column
@@ -153,7 +153,7 @@ def latex_table(frame: pd.DataFrame, caption: str = "", label: str = "", column_
     table wider than the page is scaled down to it. Notes go under the table."""
     ragged = (column_format or "").replace("p{", ">{\\raggedright\\arraybackslash}p{") or None
     text = frame.to_latex(index=False, escape=True, caption=latex_escape(caption) or None, label=label or None,
-                          position="H", column_format=ragged)
+                          position="H", column_format=ragged, multicolumn_format="c")
     text = text.replace("\\_", "\\_\\allowbreak{}").replace("/", "/\\allowbreak{}")
     text = text.replace("\\begin{tabular}", "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%\n"
                         "\\begin{tabular}").replace("\\end{tabular}", "\\end{tabular}}")

@@ -40,9 +40,7 @@ def runs_frame(runs: dict[str, Run], broken: dict[str, str], root: Path) -> pd.D
 
 
 def dataset_section(dataset: str, names: list[str], runs: dict[str, Run], root: Path, out: Path) -> str:
-    done = recorded(root)
-    label = DATASET_LABELS.get(dataset, dataset)
-    slug = dataset.replace("_", "-")
+    done, label, slug = recorded(root), DATASET_LABELS.get(dataset, dataset), dataset.replace("_", "-")
     with_results = [n for n in names if n in done]
     body = [f"\\subsection{{{_latex(label)}}}\\label{{sec:results-{slug}}}"]
     references = ("all",) if dataset == "kodak" else ()  # the shipped curves are Kodak's
@@ -60,9 +58,9 @@ def dataset_section(dataset: str, names: list[str], runs: dict[str, Run], root: 
                                                     "(pchip, seed means); negative saves bits", f"tab:summary-{slug}"))
         body.append(render(points, "latex", caption=f"{label}: every rate point, mean ± standard deviation over "
                                                     "seeds (times in seconds)", label=f"tab:points-{slug}"))
-    pending = [n for n in names if n not in done]
+    pending = _latex(", ".join(n for n in names if n not in done)).replace("\\_", "\\_\\allowbreak{}")  # long names break
     if pending:
-        body.append(f"\\noindent Not recorded yet (Table~\\ref{{tab:runs}} says why): {_latex(', '.join(pending))}.\n")
+        body.append(f"\\noindent Not recorded yet (Table~\\ref{{tab:runs}} says why): {pending}.\n")
     return "\n".join(body) + "\n"
 
 
@@ -83,7 +81,7 @@ def linformer_table(runs: dict[str, Run], root: Path) -> str:
     frame = pd.DataFrame(rows).fillna(MISSING)
     return latex_table(frame, "The attention ablation, each run against its declared base. The Linformer comparison is "
                        "the long-caption runs; the others are labelled for what they measure", "tab:linformer",
-                       "p{3.6cm}p{2.8cm}p{1.2cm}p{4.2cm}" + "r" * (len(frame.columns) - 4), notes)
+                       "p{3.4cm}p{2.6cm}p{1.1cm}p{5.4cm}" + "r" * (len(frame.columns) - 4), notes).replace("[H]", "[tbp]")
 
 
 def sensitivity_frame(root: Path) -> pd.DataFrame:
@@ -134,7 +132,7 @@ def sensitivity_section(root: Path, out: Path) -> str:
     return latex_table(table, "Caption sensitivity: coding each image with an empty caption or another image's "
                               "caption, minus coding it with its own: mean ± standard deviation of the per-image "
                               "differences over the n images of all seeds (runs not listed: not recorded)",
-                       "tab:sensitivity")
+                       "tab:sensitivity", "lll" + "r" * (len(table.columns) - 3))
 
 
 def attention_section(csv_path: Path, out: Path) -> str:
@@ -142,19 +140,21 @@ def attention_section(csv_path: Path, out: Path) -> str:
 
     rows = pd.read_csv(csv_path)
     adapter = rows[rows.part == "adapter"].assign(image=lambda d: d.width.astype(str) + "×" + d.height.astype(str))
-    table = adapter.pivot_table(index=["image", "tokens"], columns="variant", values=["fwd_ms", "gflops", "fwd_bwd_ms"],
-                                sort=False)
-    table.columns = [f"{variant} {what.replace('_', ' ')}" for what, variant in table.columns]
-    table = table.apply(lambda c: [MISSING if pd.isna(v) else f"{v:.{2 if 'gflops' in c.name else 1}f}" for v in c]
-                        ).reset_index()  # ms to 0.1, GFLOPs to 0.01
+    digits = {"fwd ms": 1, "GFLOPs": 2, "fwd bwd ms": 1}  # per measure; one row per measure and attention option
+    table = adapter.melt(["variant", "image", "tokens"], ["fwd_ms", "gflops", "fwd_bwd_ms"], "measure").replace(
+        dict(zip(["fwd_ms", "gflops", "fwd_bwd_ms"], digits))).rename(columns={"variant": "attention"}).pivot_table(
+        index=["measure", "attention"], columns=["image", "tokens"], values="value", sort=False).astype(object)
+    table = table.apply(lambda r: [MISSING if pd.isna(v) else f"{v:.{digits[r.name[0]]}f}" for v in r], axis=1,
+                        result_type="broadcast").reset_index()
     log = csv_path.with_suffix(".log")
     conditions = log.read_text(encoding="utf-8").splitlines()[0].lstrip("# ") if log.is_file() else ""
-    text = latex_table(table, "Text adapter cost (fwd = forward ms, fwd bwd = forward and backward ms at the training "
-                              f"crop, gflops = forward GFLOPs), official sizes, random weights; {conditions}",
-                       "tab:attention")
+    text = latex_table(table, "Text adapter cost: forward time (fwd ms), forward and backward time at the training "
+                              f"crop (fwd bwd ms), forward GFLOPs; official sizes, random weights; {conditions}",
+                       "tab:attention", "ll" + "r" * (len(table.columns) - 2))
     bench_report.plot(rows.to_dict("records"), out / "attention.png", conditions.split(", dims=")[0])
     lines = bench_report.conclusions(rows.to_dict("records"))[1:]
-    return text + "\\begin{itemize}\\small\n" + "".join(f"\\item{{}} {_latex(line)}\n" for line in lines) + "\\end{itemize}\n"
+    return text + "\\begin{itemize}\\footnotesize\\setlength{\\itemsep}{0pt}\n" + "".join(
+        f"\\item{{}} {_latex(line)}\n" for line in lines) + "\\end{itemize}\n"
 
 
 def build_report(results: Path = RESULTS_DIR, out: Path = GENERATED_DIR) -> list[Path]:
@@ -174,13 +174,12 @@ def build_report(results: Path = RESULTS_DIR, out: Path = GENERATED_DIR) -> list
     groups: dict[str, list[str]] = {}
     for name, run in sorted(runs.items(), key=lambda kv: (kv[1].base is not None, kv[0])):  # anchors first
         groups.setdefault(eval_dataset(run.eval), []).append(name)
-    for name in done:
-        if name not in runs:
-            groups.setdefault(load_recorded(name, root).dataset, []).append(name)
+    for name in [n for n in done if n not in runs]:  # recorded, not registered
+        groups.setdefault(load_recorded(name, root).dataset, []).append(name)
     texts = {
         "runs.tex": latex_table(runs_frame(runs, broken, root), "The registered runs "
                                 "(taco_plus/configs/experiment/*.yaml); commands: python -m taco_plus.experiments show "
-                                "NAME", "tab:runs", "p{3.6cm}p{2.4cm}p{4.4cm}rp{4cm}"),
+                                "NAME", "tab:runs", "p{3.6cm}p{2.4cm}p{4.4cm}rp{4cm}").replace("[H]", "[tbp]"),
         "results.tex": "\n".join(dataset_section(d, names, runs, root, out) for d, names in groups.items()),
         "linformer.tex": linformer_table(runs, root),
         "sensitivity.tex": sensitivity_section(root, out),
