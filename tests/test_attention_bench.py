@@ -131,3 +131,27 @@ def test_attention_benchmark_default_grids_have_long_clip_rows(tmp_path):
     assert {(r["variant"], r["part"]) for r in long} == {(v, p) for v in ("full", "linformer_text")
                                                           for p in ("adapter", "encoder")}
     assert all(float(r["gflops"]) > 0 for r in long)
+
+
+def test_attention_figure_one_colour_per_option_one_style_per_size(tmp_path, monkeypatch):
+    """The paper's attention figure: colour = attention option, line style = image size, the legend
+    outside the panels, the measuring conditions (device, threads) in the title."""
+    import matplotlib.figure
+
+    figures = []
+    save = matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, *a, **k: (figures.append(fig), save(fig, *a, **k)))
+    rows = fake_rows() + [dict(r, width=768, height=512, fwd_ms=3 * r["fwd_ms"]) for r in fake_rows()]
+    report.plot(rows, tmp_path / "attention.png", "device=cpu (x86_64, 1 threads), clock=cpu")
+    (fig,) = figures
+    assert "device=cpu (x86_64, 1 threads)" in fig._suptitle.get_text()
+    assert all(ax.get_legend() is None for ax in fig.axes) and len(fig.legends) == 1  # beside the data, not on it
+    for ax in fig.axes:
+        lines = {line.get_label(): line for line in ax.get_lines()}
+        assert set(lines) == {"full, 256×256", "linformer, 256×256", "full, 768×512", "linformer, 768×512"}
+        for variant in ("full", "linformer"):
+            assert lines[f"{variant}, 256×256"].get_color() == lines[f"{variant}, 768×512"].get_color()
+        for size in ("256×256", "768×512"):
+            assert lines[f"full, {size}"].get_linestyle() == lines[f"linformer, {size}"].get_linestyle()
+        assert lines["full, 256×256"].get_color() != lines["linformer, 256×256"].get_color()
+        assert lines["full, 256×256"].get_linestyle() != lines["full, 768×512"].get_linestyle()

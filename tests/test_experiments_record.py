@@ -55,7 +55,7 @@ def test_record_a_sweep_copies_files_and_writes_provenance(tmp_path, results):
 def test_record_refuses_overwrite_unknown_folders_and_bad_names(tmp_path, results):
     sweep = make_sweep(tmp_path / "runs", [0.0016, 0.004])
     record_run(sweep, "mine", results)
-    with pytest.raises(RecordError, match="already exists; pass --force"):
+    with pytest.raises(RecordError, match="already recorded; pass --force"):
         record_run(sweep, "mine", results)
     record_run(sweep, "mine", results, force=True)
     with pytest.raises(RecordError, match="no results.json"):
@@ -100,8 +100,8 @@ def test_compare_tables_and_bd_rate(tmp_path, results):
     make_sweep(tmp_path / "b", [0.0004, 0.0016, 0.004], rate_scale=0.9)
     record_run(tmp_path / "a" / "eval", "taco_baseline", results)
     record_run(tmp_path / "b" / "eval", "linformer", results)
-    curves, anchor, summary, notes, points = compare(["taco_baseline", "linformer", "elic_paper"], results)
-    assert anchor.name == "taco_baseline"
+    curves, summary, notes, points = compare(["taco_baseline", "linformer", "elic_paper"], results)
+    assert list(summary["against"]) == ["—", "taco_baseline", "taco_baseline"]  # curve names: the records' titles
     # the fixture's MS-SSIM and CLIP scores are the same at every rate: no BD-rate, and the note says why
     assert notes == ["[1] anchor: repeated metric values; the curve is not monotonic"]
     assert list(summary["BD-rate MS-SSIM"]) == ["anchor", "— [1]", "—"]
@@ -116,7 +116,7 @@ def test_compare_tables_and_bd_rate(tmp_path, results):
     assert len(points) == 3 + 3 + 6 and list(points["point"])[:3] == ["lmbda_0.0004", "lmbda_0.0016", "lmbda_0.004"]
     latex = render(summary, "latex", caption="BD & more", label="tab:x")
     assert r"-10.00\%" in latex and r"BD \& more" in latex and r"\label{tab:x}" in latex and r"\resizebox" in latex
-    assert render(points, "csv").splitlines()[0].startswith("run,point,bpp,PSNR")
+    assert render(points, "csv").splitlines()[0].startswith("run,point,seeds,bpp,PSNR")
     png = plot_rd([dict(c.results, name=c.label) for c in curves], tmp_path / "rd.png", references=["lic_tcm_large"])
     with Image.open(png) as im:
         assert im.size[0] > 1000 and np.asarray(im.convert("L")).std() > 10
@@ -128,12 +128,69 @@ def test_bd_rate_cells_say_why_they_are_missing(tmp_path, results):
     make_sweep(tmp_path / "r", [0.0004, 0.0016], lpips_convention="reference")
     for name in ("a", "q", "r"):
         record_run(tmp_path / name / "eval", name, results)
-    _, _, summary, notes, _ = compare(["a", "q", "r", "elic_paper"], results)
+    _, summary, notes, _ = compare(["a", "q", "r", "elic_paper"], results)
     assert notes[0] == "[1] different datasets (kodak vs skimage_quickstart)"
-    assert "[3] different LPIPS conventions" in notes
-    assert summary.loc[1, "BD-rate PSNR"] == "— [1]" and summary.loc[2, "BD-rate LPIPS"] == "— [3]"
-    assert summary.loc[3, "BD-rate LPIPS"] == "—"  # elic_paper has no LPIPS: nothing to explain
+    assert summary.loc[1, "BD-rate PSNR"] == "not comparable [1]"
+    # LPIPS: one column per convention; r's reference-convention values are not compared with a's corrected ones
+    assert summary.loc[2, "BD-rate LPIPS (correct)"] == "—" and summary.loc[0, "BD-rate LPIPS (reference)"] == "—"
+    assert summary.loc[2, "BD-rate LPIPS (reference)"].startswith("not comparable [")
+    assert "different LPIPS conventions (correct vs reference)" in " ".join(notes)
+    assert summary.loc[2, "BD-rate PSNR"].endswith("%")  # PSNR is comparable
+    assert summary.loc[3, "BD-rate LPIPS (correct)"] == "—"  # elic_paper has no LPIPS: nothing to explain
     assert resolve("elic_paper", results).dataset == "kodak"
+
+
+def test_compare_anchors_each_run_on_its_declared_base(tmp_path, results):
+    """Not on the first name: linformer_tfidf_ner against linformer, linformer against taco_baseline."""
+    for name, scale in (("linformer_tfidf_ner", 0.8), ("linformer", 0.9), ("taco_baseline", 1.0)):
+        record_run(make_sweep(tmp_path / name, [0.0004, 0.0016, 0.004], rate_scale=scale), name, results)
+    _, summary, notes, _ = compare(["linformer_tfidf_ner", "linformer", "taco_baseline"], results)
+    assert list(summary["against"]) == ["linformer", "taco_baseline", "—"]
+    assert list(summary["BD-rate PSNR"]) == ["-11.11%", "-10.00%", "anchor"]  # 0.8 / 0.9 - 1, 0.9 - 1
+    assert list(compare(["linformer_tfidf_ner", "linformer"], results, anchor="linformer")[1]["against"]) == \
+        ["linformer", "—"]  # an explicit anchor for every row
+    # a declared base that is not recorded is named, never replaced by another curve
+    shutil.rmtree(results / "linformer")
+    _, summary, notes, _ = compare(["linformer_tfidf_ner", "taco_baseline"], results)
+    assert summary.loc[0, "against"] == "linformer" and summary.loc[0, "BD-rate PSNR"] == "— [1]"
+    assert notes == ["[1] linformer is not recorded"]
+
+
+def test_runs_are_comparable_only_on_the_same_images_and_captions(tmp_path, results):
+    record_run(make_sweep(tmp_path / "b", [0.0004, 0.0016]), "taco_baseline", results)
+    record_run(make_sweep(tmp_path / "l", [0.0004, 0.0016], fingerprint="e" * 64), "linformer", results)
+    record_run(make_sweep(tmp_path / "c", [0.0004, 0.0016], fingerprint="e" * 64), "captions_regenerated", results)
+    record_run(make_sweep(tmp_path / "w", [0.0004, 0.0016], ids=("a.png", "b.png")), "weighting_ner", results)
+    _, summary, notes, _ = compare(["taco_baseline", "linformer", "captions_regenerated", "weighting_ner"], results)
+    psnr = list(summary["BD-rate PSNR"])
+    assert psnr[1] == "not comparable [1]" and notes[0] == "[1] different caption sets (ffffffff vs eeeeeeee)"
+    assert psnr[2].endswith("%"), "captions are what captions_regenerated changes: compared"
+    assert psnr[3] == "not comparable [3]" and notes[2] == "[3] different image lists (3 vs 2 images, e.g. c.png)"
+
+
+def test_seeds_are_kept_averaged_and_their_spread_judges_each_difference(tmp_path, results):
+    """Two seeds per run: the registry keeps each seed's points, the curve is their mean, the tables
+    give mean ± spread (n stated) and say whether a BD-rate exceeds the seed spread."""
+    for seed, suffix, jitter in ((100, "", 1.0), (101, "_seed101", 1.01)):
+        record_run(make_sweep(tmp_path / "b", [0.0004, 0.0016, 0.004], seed=seed, suffix=suffix, rate_scale=jitter),
+                   "taco_baseline", results)
+        for name, scale in (("linformer", 0.9), ("linformer_text", 0.995)):
+            record_run(make_sweep(tmp_path / name, [0.0004, 0.0016, 0.004], seed=seed, suffix=suffix,
+                                  rate_scale=scale * jitter), name, results)
+    run = load_recorded("taco_baseline", results)
+    assert sorted((p["label"], p["seed"]) for p in run.provenance["points"])[:2] == [
+        ("lmbda_0.0004", 100), ("lmbda_0.0004_seed101", 101)]
+    assert run.results["meta"]["seeds"] == [2, 2, 2] and len(run.results["results"]["bpp"]) == 3
+    assert run.results["results"]["bpp"][0] == pytest.approx(0.21 * 1.005)  # the fixture's images: 1.05 x 0.2
+    assert set(run.seed_curves()) == {100, 101}
+    _, summary, notes, points = compare(["taco_baseline", "linformer", "linformer_text"], results)
+    assert list(summary["seeds"]) == [2, 2, 2]
+    big, small = summary.loc[1, "BD-rate PSNR"], summary.loc[2, "BD-rate PSNR"]
+    assert big.startswith("-10.00 ± ") and big.endswith("% *"), big  # 10 % against a 1 % seed spread
+    assert small.startswith("-0.50 ± ") and not small.endswith("*"), small  # 0.5 %: within the spread
+    assert any("exceeds the seed spread" in n for n in notes)
+    assert points.loc[0, "seeds"] == 2 and points.loc[0, "bpp"] == "0.2111 ± 0.0015"  # 0.21105, 0.0021 / √2
+    assert list(points.loc[:2, "point"]) == ["lmbda_0.0004", "lmbda_0.0016", "lmbda_0.004"]
 
 
 def test_compare_cli_and_unknown_names(tmp_path, results, capsys):

@@ -13,7 +13,8 @@ from omegaconf import OmegaConf, open_dict
 
 from taco_plus.config import compose
 from taco_plus.experiments import __main__ as cli
-from taco_plus.experiments.registry import creates, load_run, plan, run_names
+from taco_plus.experiments.jobs import job_table
+from taco_plus.experiments.registry import creates, load_run, run_names
 from tests.conftest import shared_path
 
 RUNS = run_names()
@@ -188,32 +189,33 @@ def test_every_registered_run_trains_one_step_and_evaluates(name, study_data, tm
 # -------------------------------------------------------------------- commands
 
 
-def test_commands_sweep_the_rate_points_and_resume(tmp_path, monkeypatch):
+def test_job_table_resumes_and_spans_seeds(tmp_path, monkeypatch):
+    """One job per (λ, seed): a point in the registry is done, a trained one is only evaluated; another
+    seed than the run's trains into its own folder; the measured step time is shown where recorded."""
+    import json as json_lib
+
     monkeypatch.setenv("TACO_DATA", "/datasets")
     run = load_run("weighting_tfidf")
     assert run.prepare == ("taco-plus weights fit --weighting tfidf --captions "
                            "/datasets/coco/annotations/captions_train2014.json "
                            "--out artefacts/weighting/tfidf_coco_train2014.json",)
-    (tmp_path / "artefacts" / "weighting").mkdir(parents=True)
-    (tmp_path / creates(run.prepare[0])).write_text("{}")
-    done = tmp_path / "runs/experiments/weighting_tfidf/lmbda_0.0016/checkpoints"
-    done.mkdir(parents=True)
-    (done / "final.pt").write_bytes(b"x")
-    steps = plan(run, root=tmp_path)
-    assert [(stage, bool(skip)) for stage, _, skip in steps] == [("prepare", True), ("train", False),
-                                                                 ("eval", False), ("record", False)]
-    train = steps[1][1]
-    assert train[:6] == ["python", "-m", "taco_plus.train", "-m", "experiment=weighting_tfidf",
-                         "hydra.sweep.dir=runs/experiments/weighting_tfidf"]
-    assert train[-1] == "loss.lmbda=0.0004,0.0008,0.004,0.009,0.015"  # 0.0016 is done
-    evaluate = steps[2][1]
-    assert evaluate[3:5] == ["-m", "name=weighting_tfidf"] and "caption_sensitivity=true" in evaluate
-    assert evaluate[5] == "checkpoint=" + ",".join(f"runs/experiments/weighting_tfidf/lmbda_{v!r}/checkpoints/final.pt"
-                                                   for v in PAPER_LAMBDAS)
-    only = plan(run, ("train",), lambdas=(0.004,), root=tmp_path)
-    assert only[0][1][-1] == "loss.lmbda=0.004"
+    runs_dir, results = str(tmp_path / "runs"), tmp_path / "registry"
+    (tmp_path / "runs/weighting_tfidf/lmbda_0.0016_seed7/checkpoints").mkdir(parents=True)
+    (tmp_path / "runs/weighting_tfidf/lmbda_0.0016_seed7/checkpoints/final.pt").write_bytes(b"x")
+    (results / "weighting_tfidf").mkdir(parents=True)
+    (results / "weighting_tfidf/provenance.json").write_text(json_lib.dumps({"points": [{"label": "lmbda_0.0016"}]}))
+    (results / "bench").mkdir()
+    (results / "bench/train_step.csv").write_text("variant,precision,compile,step_ms\nfull,fp32,False,412.5\n"
+                                                 "full,fp32,True,300.0\n")
+    table = job_table([run], (0.0016, 0.004), (100, 7), runs_dir, results, launcher_args=["gpus_per_node=4"])
+    assert list(zip(table.λ, table.seed, table.folder, table["to do"])) == [
+        (0.0016, 100, "lmbda_0.0016", "nothing (recorded)"), (0.0016, 7, "lmbda_0.0016_seed7", "evaluate, record"),
+        (0.004, 100, "lmbda_0.004", "train, evaluate, record"), (0.004, 7, "lmbda_0.004_seed7", "train, evaluate, record")]
+    assert set(table.GPUs) == {4} and set(table["step (ms)"]) == {"412"}  # eager fp32 full attention
+    assert len(job_table([run], runs_dir=runs_dir, results=results)) == 6  # every rate point, the run's seed
+    assert job_table([run], (0.0016,), (), runs_dir, results, force=True)["to do"][0] == "train, evaluate, record"
     with pytest.raises(ValueError, match="rate points"):
-        plan(run, ("train",), lambdas=(0.5,), root=tmp_path)
+        job_table([run], (0.5,), (), runs_dir, results)
 
 
 def test_finetuning_pairs_each_rate_point_with_its_released_checkpoint(monkeypatch):
@@ -228,9 +230,12 @@ def test_cli_show_list_and_dry_run(capsys, tmp_path):
     assert cli.main(["show", "fix_mask_padding"]) == 0
     out = capsys.readouterr().out
     assert "base: taco_baseline; changes: model.mask_padding=True" in out
-    assert "python -m taco_plus.train -m experiment=fix_mask_padding hydra.sweep.dir=runs/experiments/" \
-           "fix_mask_padding 'hydra.sweep.subdir=lmbda_${loss.lmbda}'" in out
-    assert cli.main(["run", "linformer", "--dry-run", "--stage", "eval", "--runs-dir", str(tmp_path)]) == 0
-    assert "[eval] python -m taco_plus.evaluate -m name=linformer" in capsys.readouterr().out
+    assert "python -m taco_plus.experiments.jobs -m +job=fix_mask_padding/0.0004/100,fix_mask_padding/0.0008/100," in out
+    assert cli.main(["--results", str(tmp_path), "run", "linformer", "quickstart", "--dry-run", "--seed", "1",
+                     "--runs-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "linformer 0.0016     1 lmbda_0.0016_seed1     1         — train, evaluate, record" in out
+    assert "quickstart 0.0067     1 lmbda_0.0067_seed1     0" in out and "[jobs]" not in out
+    assert cli.main(["run", "--dry-run"]) == 2 and "name the runs to run, or --all" in capsys.readouterr().err
     assert cli.main(["show", "no_such_run"]) == 2
     assert "no registered run 'no_such_run'" in capsys.readouterr().err

@@ -18,8 +18,8 @@ from taco_plus.experiments.report import build_report
 from tests.fixtures.registry.make_runs import make_sweep
 
 FIXTURES = Path(__file__).parent / "fixtures" / "registry"
-EXPECTED = ("runs.tex", "results.tex", "rd_kodak.png", "rd_skimage_quickstart.png", "sensitivity.tex",
-            "attention.tex", "attention.png", "macros.tex", "manifest.json")
+EXPECTED = ("runs.tex", "results.tex", "rd_kodak.png", "rd_skimage_quickstart.png", "linformer.tex", "sensitivity.tex",
+            "sensitivity.png", "attention.tex", "attention.png", "macros.tex", "manifest.json")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -35,12 +35,18 @@ def runs_composed_once():
 
 @pytest.fixture(scope="module")
 def registry_dir(tmp_path_factory) -> Path:
-    """The fixture benchmark plus two recorded runs: the Kodak baseline and the quickstart."""
+    """The fixture benchmark and recorded runs: the Kodak baseline over two seeds, a 38-token Linformer
+    run, the long-caption run and its Linformer variant, the quickstart."""
     tmp = tmp_path_factory.mktemp("report")
     root = tmp / "registry"
     (root / "bench").mkdir(parents=True)
     shutil.copy2(FIXTURES / "bench" / "attention.csv", root / "bench" / "attention.csv")
-    record_run(make_sweep(tmp / "base", [0.0004, 0.0016, 0.004]), "taco_baseline", root)
+    lambdas = [0.0004, 0.0016, 0.004]
+    record_run(make_sweep(tmp / "base", lambdas, seed=100), "taco_baseline", root)
+    record_run(make_sweep(tmp / "base", lambdas, seed=101, suffix="_seed101", rate_scale=1.01), "taco_baseline", root)
+    record_run(make_sweep(tmp / "lin", lambdas, rate_scale=0.9), "linformer", root)
+    for name, scale in (("captions_regenerated_chunked", 1.0), ("captions_regenerated_chunked_linformer", 0.95)):
+        record_run(make_sweep(tmp / name, lambdas, rate_scale=scale, fingerprint="e" * 64), name, root)
     record_run(make_sweep(tmp / "quick", [0.0025, 0.0067], dataset="skimage_quickstart", psnr0=25.0), "quickstart", root)
     return root
 
@@ -66,22 +72,33 @@ def test_report_writes_every_file_from_the_registries(generated):
 
     # Registered runs: derived from the experiment files; without results they say why, never a number.
     runs = text["runs.tex"]
-    assert r"linformer & taco\_baseline & attention=linformer & 6 & not run: needs GPU training \\" in runs
-    assert r"taco\_baseline & — & (anchor) & 6 & recorded (3 points) \\" in runs
+    assert r"linformer\_text & taco\_baseline & attention=linformer\_text & 6 & not run: needs GPU training \\" in runs
+    assert r"taco\_baseline & — & (anchor) & 6 & recorded (3 points, 2 seeds) \\" in runs
+    assert r"linformer & taco\_baseline & attention=linformer & 6 & recorded (3 points) \\" in runs
     assert r"fix\_lpips\_range & taco\_baseline & loss.lpips.convention=correct & 6 &" in runs
     assert r"finetune\_official\_control & taco\_baseline & trainer.init\_from=" in runs
     results = text["results.tex"]
     assert r"\includegraphics[width=\linewidth]{generated/rd_kodak.png}" in results
-    assert "lmbda\\_0.0016 & 0.5250 & 32.30" in results  # a recorded rate point (mean bpp / PSNR)
-    assert "BD-rate against TACO (paper)" in results
+    # a rate point over two seeds: mean ± standard deviation (bpp 0.525 and 0.53025; PSNR equal)
+    assert "TACO (paper) & lmbda\\_0.0016 & 2 & 0.5276 ± 0.0037 & 32.30 ± 0.00" in results
+    assert "BD-rate of each run against its declared base" in results and "± standard deviation of the BD-rate" in results
+    assert "Linformer attention (text and image) & taco\\_baseline & 1 & 3 &" in results  # its base, not the first run
     assert "Not recorded yet" in results and "weighting\\_tfidf" in results
 
+    # the Linformer comparison: long-caption runs first, against their base; the 38-token runs labelled
+    linformer = text["linformer.tex"].split("\\midrule")[1].splitlines()
+    assert linformer[1].startswith(r"captions\_regenerated\_chunked\_linformer & captions\_regenerated\_chunked & chunked & "
+                                   "long captions, caption to k = 16 summaries; image tokens to 64 & -5.00\\%")
+    assert any(line.startswith(r"linformer & taco\_baseline & 38 & captions mostly shorter than k = 16: the adapter "
+                               "change, no compression; image tokens to 64 & -10.45 ± 0.63\\% *") for line in linformer)  # vs 2 seeds
+
     sens = text["sensitivity.tex"]
-    assert "taco\\_baseline & lmbda\\_0.0004 & empty" in sens and "quickstart & lmbda\\_0.0025 & other" in sens
-    assert "λ 0.0016 & empty & 0.2265" in sens
-    assert "+0.0001" in sens  # 0.0241 - 0.0240 from the shipped reference curves
-    assert "full fwd ms" in text["attention.tex"] and "crossover" in text["attention.tex"]
-    assert "\\newcommand{\\NumRecorded}{2}" in text["macros.tex"]
+    # per image and seed: two seeds x three images; LPIPS one column per convention
+    assert "taco\\_baseline & lmbda\\_0.0004 & empty & 6 &" in sens and "quickstart & lmbda\\_0.0025 & other & 3" in sens
+    assert "ΔLPIPS (correct) & ΔLPIPS (reference)" in sens and "λ 0.0016 & empty & — & 0.2265" in sens
+    assert "— & +0.0001 & —" in sens  # 0.0241 - 0.0240 from the shipped reference curves, reference convention
+    assert r"fwd ms & full &" in text["attention.tex"] and "crossover" in text["attention.tex"]  # a row per measure
+    assert "\\newcommand{\\NumRecorded}{5}" in text["macros.tex"]
     sources = json.loads((generated / "manifest.json").read_text())["sources"]
     assert any(s.endswith("bench/attention.csv") for s in sources)
     assert any(s.endswith("taco_baseline/points/lmbda_0.0016/per_image.csv") for s in sources)

@@ -97,8 +97,18 @@ def test_merge_sorts_by_bpp_and_keeps_common_metrics(tmp_path):
     lo = save_results(make_results("lo", {"bpp": [0.2], "psnr-rgb": [30.0]}, meta={"l": 1}), tmp_path / "lo.json")
     merged = merge_results([load_results(hi), load_results(lo)], "curve")
     assert merged["results"] == {"bpp": [0.2, 0.5], "psnr-rgb": [30.0, 34.0]}
-    assert [p["l"] for p in merged["meta"]["points"]] == [1, 2]
-    assert merged["meta"]["dropped_metrics"] == ["lpips"]
+    assert sorted(p["l"] for p in merged["meta"]["points"]) == [1, 2]
+    assert merged["meta"]["dropped_metrics"] == ["lpips"] and merged["meta"]["seeds"] == [1, 1]
+
+
+def test_merge_averages_the_seeds_of_a_rate_point():
+    """Two seeds of one λ become one point: the means, their standard deviation and count."""
+    seeds = [make_results(f"s{i}", {"bpp": [b], "psnr-rgb": [p], "lpips": [None]}) for i, (b, p) in
+             enumerate([(0.50, 30.0), (0.52, 30.4), (0.20, 28.0)])]
+    merged = merge_results(seeds, "curve", groups=["lmbda_0.004", "lmbda_0.004", "lmbda_0.0016"])
+    assert merged["results"]["bpp"] == [0.2, pytest.approx(0.51)] and merged["results"]["psnr-rgb"][1] == pytest.approx(30.2)
+    assert merged["results"]["lpips"] == [None, None] and merged["meta"]["labels"] == ["lmbda_0.0016", "lmbda_0.004"]
+    assert merged["meta"]["seeds"] == [1, 2] and merged["meta"]["spread"]["bpp"] == [None, pytest.approx(0.02 / 2 ** 0.5)]
 
 
 def test_per_image_csv_round_trip_and_summary(tmp_path):
@@ -206,3 +216,34 @@ def test_sensitivity_table_three_rows(tmp_path):
     assert len(csv_path.read_text().splitlines()) == 4
     with pytest.raises(ValueError, match="different images"):
         sensitivity_table({"real": _rows([0.2], [30.0], [0.1]), "empty": _rows([0.2, 0.3], [30.0, 1], [0.1, 1])})
+
+
+def test_rd_figure_keeps_conventions_apart_and_draws_what_a_paper_needs(tmp_path, monkeypatch):
+    """One panel per metric and LPIPS convention (the released TACO's reference-convention LPIPS never
+    shares an axis with corrected values), no empty panel, a single rate point as a labelled marker,
+    seed spread as error bars, MS-SSIM in dB as CompressAI plots it, one legend outside the panels."""
+    import matplotlib.figure
+
+    figures = []
+    save = matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, *a, **k: (figures.append(fig), save(fig, *a, **k)))
+    seeds = make_results("two seeds", {"bpp": [0.2, 0.4], "psnr-rgb": [29.0, 32.0], "ms-ssim-rgb": [0.9, 0.99],
+                                       "lpips": [0.05, 0.03]},
+                         meta={"lpips_convention": "correct", "seeds": [2, 2], "spread": {"psnr-rgb": [0.1, 0.2]}})
+    lone = make_results("one point", {"bpp": [0.3], "psnr-rgb": [30.0], "lpips": [0.04]}, meta={"lpips_convention": "correct"})
+    plot_rd([seeds, lone], tmp_path / "rd.png", references=["all"])
+    (fig,) = figures
+    panels = {ax.get_ylabel(): ax for ax in fig.axes}
+    assert set(panels) == {"PSNR [dB]", "MS-SSIM [dB]", "LPIPS (lower is better), correct convention",
+                           "LPIPS (lower is better), reference convention"}  # no panel for a lone reference point
+    labels = {ax.get_ylabel(): {c.get_label() for c in ax.containers} for ax in fig.axes}
+    assert labels["LPIPS (lower is better), reference convention"] == {
+        "TACO released (LPIPS ref. convention)", "TACO released, empty caption (LPIPS ref. convention)"}
+    assert labels["LPIPS (lower is better), correct convention"] == {"two seeds (mean of 2 seeds)", "one point"}
+    assert "TACO lambda 0.0004, reproduced" in labels["PSNR [dB]"]  # its one PSNR point, next to ELIC's curve
+    assert [t.get_text() for t in panels["PSNR [dB]"].texts].count("one point") == 1  # labelled where it is
+    assert all(ax.get_legend() is None for ax in fig.axes) and len(fig.legends) == 1
+    psnr = next(c for c in panels["PSNR [dB]"].containers if c.get_label().startswith("two seeds"))
+    assert psnr.has_yerr and not psnr.has_xerr  # the seeds' spread, where recorded
+    ms_ssim = panels["MS-SSIM [dB]"].containers[0].lines[0].get_ydata()
+    assert ms_ssim == pytest.approx([10.0, 20.0])  # -10 log10(1 - MS-SSIM)

@@ -225,7 +225,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     memory = ("torch.cuda.max_memory_allocated growth" if device.type == "cuda"
               else "peak of torch.profiler CPU allocation events (running sum of allocs - frees)")
     cpu = platform.processor() or platform.machine()
-    print(f"# device={device} ({cpu}, {torch.get_num_threads()} threads), clock={args.clock}, repeat={repeat}, "
+    conditions = f"device={device} ({cpu}, {torch.get_num_threads()} threads), clock={args.clock}"
+    print(f"# {conditions}, repeat={repeat}, "
           f"dims={args.dims}, memory: {memory}, FLOPs: FlopCounterMode (forward)")
     print(HEADER)
     try:
@@ -237,7 +238,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     args.csv.parent.mkdir(parents=True, exist_ok=True)
     rows.to_csv(args.csv, index=False, float_format="%.4f", na_rep="nan")
-    report.plot(rows, args.plot)
+    report.plot(rows, args.plot, conditions)
     print(f"\nwrote {args.csv} and {args.plot}\n")
     print("\n".join(report.conclusions(rows)))
     return 0

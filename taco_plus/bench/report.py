@@ -50,13 +50,9 @@ def conclusions(rows: Rows) -> list[str]:
                 if BASELINE not in table:
                     break
                 n = crossover(table[BASELINE], table[variant])
-                if n is None:
-                    verdict = f"{variant} is not cheaper at the longest measured length"
-                elif n == lo:
-                    verdict = f"{variant} cheaper at every measured length ({n} tokens and up)"
-                else:
-                    verdict = f"{variant} cheaper from {n} tokens on"
-                out.append(f"{label} crossover ({what}): {verdict}")
+                out.append(f"{label} crossover ({what}): {variant} " + ("is not cheaper at the longest measured length"
+                           if n is None else f"cheaper at every measured length ({n} tokens and up)" if n == lo
+                           else f"cheaper from {n} tokens on"))
         share = 100 * ms / encoder["fwd_ms"]
         for variant in share:
             shares = ", ".join(f"{n}: {v:.0f}%" for n, v in share[variant].dropna().items())
@@ -65,32 +61,33 @@ def conclusions(rows: Rows) -> list[str]:
     return out
 
 
-def plot(rows: Rows, path: Path) -> None:
-    """Adapter forward time and FLOPs against caption length (log-log), one line per variant and size."""
+def plot(rows: Rows, path: Path, conditions: str = "") -> None:
+    """Adapter forward time and FLOPs against caption length (log-log): one colour per attention
+    option, one line style per image size, the legend beside the panels, ``conditions`` (device,
+    threads) in the title."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    df = pd.DataFrame(rows)
-    adapter = df[df.part == "adapter"].sort_values("tokens")
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    adapter = pd.DataFrame(rows).query("part == 'adapter'").sort_values("tokens")
+    variants, sizes = list(dict.fromkeys(adapter.variant)), list(dict.fromkeys(zip(adapter.width, adapter.height)))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4), layout="constrained")
     for (variant, w, h), line in adapter.groupby(["variant", "width", "height"], sort=False):
         for ax, key in zip(axes, ("fwd_ms", "gflops")):
-            style = "-" if variant == BASELINE else "--"
-            ax.plot(line.tokens, line[key], style, marker="o", label=f"{variant} {w}x{h}")
-    lengths = sorted(df.tokens.unique())
-    for ax, ylabel in zip(axes, ("adapter forward time (ms)", "adapter forward GFLOPs")):
+            ax.plot(line.tokens, line[key], ("-", "--", ":", "-.")[sizes.index((w, h)) % 4], marker="o", markersize=4,
+                    color=f"C{variants.index(variant) % 10}", label=f"{variant}, {w}×{h}")
+    lengths = sorted(adapter.tokens.unique())
+    for ax, ylabel in zip(axes, ("adapter forward time [ms]", "adapter forward GFLOPs")):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xticks(lengths, [str(n) for n in lengths])
         ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-        ax.set(xlabel="caption length (tokens)", ylabel=ylabel)
+        ax.set(xlabel="caption length [tokens]", ylabel=ylabel)
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle("TACO text adapter: attention options")
-    fig.tight_layout()
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right center", fontsize=8, frameon=False)
+    fig.suptitle("TACO text adapter, attention options" + (f" ({conditions})" if conditions else ""))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=150)
     plt.close(fig)

@@ -8,6 +8,7 @@ resolvers; every entry point does (docs/training.md).
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Sequence
 
@@ -86,11 +87,13 @@ register_configs()
 def compose(overrides: Sequence[str] = (), config_name: str = "train", return_hydra_config: bool = False) -> DictConfig:
     """Composes ``<config_name>.yaml`` (``train``, ``eval``) with command-line style
     overrides, as ``python -m taco_plus.train <overrides>`` does (the ``hydra`` node only
-    with ``return_hydra_config``)."""
+    with ``return_hydra_config``); inside a Hydra app, through its search path (the study's jobs)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
 
-    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+    with contextlib.nullcontext() if GlobalHydra.instance().is_initialized() else \
+            initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         return hydra_compose(config_name=config_name, overrides=list(overrides),
                              return_hydra_config=return_hydra_config)
 

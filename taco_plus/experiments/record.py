@@ -5,6 +5,7 @@ folder, or a ``-m`` sweep of them merged into one curve, with its configs and ``
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -50,7 +51,8 @@ def relative(path: str | os.PathLike) -> str:
 
 @dataclass
 class RecordedRun:
-    """A run of the results registry: its RD curve and provenance (one entry per rate point)."""
+    """A run of the results registry: its RD curve (the mean over seeds at each rate point) and
+    provenance (one entry per rate point and seed)."""
 
     name: str
     path: Path
@@ -63,8 +65,20 @@ class RecordedRun:
 
     @property
     def labels(self) -> list[str]:
-        """Rate-point labels (the training folders, ``lmbda_<λ>``) in bpp order."""
+        """Point labels (the training folders, ``lmbda_<λ>[_seed<S>]``) in bpp order."""
         return [p["label"] for p in sorted(self.provenance["points"], key=lambda p: p["bpp"][0])]
+
+    def seed_curves(self) -> dict[Any, dict[str, Any]]:
+        """One curve per training seed, from its points' own results files."""
+        by_seed: dict[Any, list] = {}
+        for p in self.provenance["points"]:
+            by_seed.setdefault(p["seed"], []).append(load_results(self.path / "points" / p["label"] / "results.json"))
+        return {seed: merge_results(sources, f"{self.name} seed {seed}") for seed, sources in by_seed.items()}
+
+    def image_ids(self) -> frozenset[str]:
+        """The evaluated images (every point's ``per_image.csv``)."""
+        return frozenset(r["id"] for label in self.labels
+                         for r in read_per_image_csv(self.path / "points" / label / "per_image.csv"))
 
     def files(self) -> list[Path]:
         """Every file of the run a table reads (the registry's own list, each required to exist)."""
@@ -135,9 +149,8 @@ def _record_point(folder: Path, dest_root: Path, labels: set[str], caption_set: 
     label = re.sub(r"[^A-Za-z0-9._-]+", "_", train_dir.name if train_dir and train_dir != folder
                    else folder.name).strip("._") or "point"
     label = f"{label}_{folder.name}" if label in labels else label
-    eval_config = _yaml(folder / ".hydra" / "config.yaml")
-    if not eval_config and isinstance(meta.get("config"), dict):
-        eval_config = meta["config"]  # the quickstart demo's, outside Hydra
+    eval_config = _yaml(folder / ".hydra" / "config.yaml") or (  # else the one of a run outside Hydra (demo, jobs)
+        meta["config"] if isinstance(meta.get("config"), dict) else None)
     train_config = _yaml(train_dir / "config.yaml") if train_dir else None
     if eval_config is None and train_config is None:
         raise RecordError(f"{folder}: no config found (.hydra/config.yaml, config in results.json, "
@@ -163,6 +176,7 @@ def _record_point(folder: Path, dest_root: Path, labels: set[str], caption_set: 
     hydra = _yaml(folder / ".hydra" / "hydra.yaml") or {}
     return {
         "label": label, "source": relative(folder), "lambda": ((train_config or {}).get("loss") or {}).get("lmbda"),
+        "seed": ((train_config or {}).get("trainer") or {}).get("seed"),
         "bpp": results["results"]["bpp"], "git_commit": env.get("git_commit"), "evaluated": env.get("created"),
         "device": env.get("device"), "checkpoint": relative(meta["checkpoint"]) if meta.get("checkpoint") else None,
         "checkpoint_sha256": meta.get("checkpoint_sha256"), "model_fingerprint": meta.get("model_fingerprint"),
@@ -176,16 +190,14 @@ def _record_point(folder: Path, dest_root: Path, labels: set[str], caption_set: 
 def record_run(source: str | Path, name: str, root: Path = RESULTS_DIR, *, title: Optional[str] = None,
                dataset: Optional[str] = None, caption_set: Optional[str | Path] = None, force: bool = False,
                command: Optional[str] = None) -> Path:
-    """Records the evaluation folder ``source`` (or a sweep folder of them) as run ``name`` of the registry
-    ``root``; returns its folder. ``title`` names the curve (default ``name``), ``dataset`` overrides Hydra's
-    ``data`` choice, ``caption_set`` is the points' caption file when their results do not record its
-    fingerprint, ``force`` replaces an existing record, ``command`` goes into the provenance."""
+    """Adds the evaluation folder ``source`` (or a sweep folder of them) to run ``name`` of the registry ``root``
+    (concurrent recordings take turns); returns its folder. ``title`` names the curve, ``dataset`` overrides
+    Hydra's ``data`` choice, ``caption_set`` is the points' caption file when their results do not record its
+    fingerprint, ``force`` replaces points already recorded, ``command`` goes into the provenance."""
     if not re.fullmatch(r"[a-z0-9][a-z0-9_]*", name) or name in RESERVED:
         raise RecordError(f"run name must be lower-case letters, digits and '_' and not one of {RESERVED}: {name!r}")
     source, root = Path(source), Path(root)
     final = root / name
-    if final.exists() and not force:
-        raise RecordError(f"{final} already exists; pass --force to replace it")
     if not source.is_dir():
         raise RecordError(f"not a folder: {source}")
     folders = [source] if (source / "results.json").is_file() else \
@@ -193,34 +205,51 @@ def record_run(source: str | Path, name: str, root: Path = RESULTS_DIR, *, title
     if not folders:
         raise RecordError(f"no results.json in {source} or its subfolders: is it an evaluation folder?")
     root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
+    lock = os.open(root, os.O_RDONLY)  # the registry folder itself is the lock: nothing left behind
     try:
-        entries: list[dict[str, Any]] = []
-        for folder in folders:
-            entries.append(_record_point(folder, tmp / "points", {e["label"] for e in entries},
-                                         Path(caption_set) if caption_set else None))
-        datasets = {e["dataset"] for e in entries if e["dataset"]}
-        if not dataset and len(datasets) != 1:
-            raise RecordError(f"the points were evaluated on different datasets {sorted(datasets)}" if datasets else
-                              "cannot tell the evaluation dataset (not a Hydra run); pass --dataset NAME (e.g. kodak)")
-        merged = merge_results([load_results(f / "results.json") for f in folders], title or name,
-                               f"recorded from {relative(source)}")
-        save_results(merged, tmp / "results.json")
-        provenance = {
-            "format": RUN_FORMAT, "format_version": 1, "name": name, "dataset": dataset or datasets.pop(),
-            "recorded": {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "git_commit": git_commit(),
-                         "command": command or f"python -m taco_plus.experiments record {relative(source)} --name {name}",
-                         "source": relative(source)},
-            "git_commits": sorted({e["git_commit"] for e in entries if e["git_commit"]}),
-            "caption_set_fingerprints": sorted({e["caption_set"]["fingerprint"] for e in entries}),
-            "points": entries,
-            "files": {p.relative_to(tmp).as_posix(): file_sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()},
-        }
-        (tmp / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        old = json.loads((final / "provenance.json").read_text(encoding="utf-8")) if final.is_dir() else {}
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
+        try:
+            entries: list[dict[str, Any]] = []
+            for folder in folders:
+                entries.append(_record_point(folder, tmp / "points", {e["label"] for e in entries},
+                                             Path(caption_set) if caption_set else None))
+            clash = sorted({e["label"] for e in entries} & {e["label"] for e in old.get("points", [])})
+            if clash and not force:
+                raise RecordError(f"{final}: points {clash} are already recorded; pass --force to replace them")
+            datasets = ({dataset} if dataset else {e["dataset"] for e in entries if e["dataset"]}) | \
+                ({old["dataset"]} if old else set())
+            if len(datasets) != 1:
+                raise RecordError(f"the points were evaluated on different datasets {sorted(datasets)}" if datasets
+                                  else "cannot tell the evaluation dataset (not a Hydra run); pass --dataset NAME "
+                                       "(e.g. kodak)")
+            for entry in [e for e in old.get("points", []) if e["label"] not in clash]:  # the points kept
+                shutil.copytree(final / "points" / entry["label"], tmp / "points" / entry["label"])
+                entries.append(entry)
+            entries.sort(key=lambda e: e["bpp"][0])
+            sources = [load_results(tmp / "points" / e["label"] / "results.json") for e in entries]
+            groups = [f"lmbda_{float(e['lambda'])!r}" if e["lambda"] is not None else e["label"] for e in entries]
+            merged = merge_results(sources, title or (old and load_results(final / "results.json")["name"]) or name,
+                                   f"recorded from {relative(source)}", groups)  # the seeds of a λ: one point
+            save_results(merged, tmp / "results.json")
+            provenance = {
+                "format": RUN_FORMAT, "format_version": 1, "name": name, "dataset": datasets.pop(),
+                "recorded": {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                             "git_commit": git_commit(), "source": relative(source),
+                             "command": command or f"python -m taco_plus.experiments record {relative(source)} --name {name}"},
+                "git_commits": sorted({e["git_commit"] for e in entries if e["git_commit"]}),
+                "caption_set_fingerprints": sorted({e["caption_set"]["fingerprint"] for e in entries}),
+                "points": entries,
+                "files": {p.relative_to(tmp).as_posix(): file_sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()},
+            }
+            (tmp / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
+            if final.exists():
+                shutil.rmtree(final)
+            tmp.rename(final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    finally:
+        os.close(lock)  # releases the lock
     return final

@@ -93,20 +93,28 @@ def curve(data: Mapping[str, Any], metric: str) -> tuple[np.ndarray, np.ndarray]
     return bpp, values
 
 
-def merge_results(sources: Iterable[Mapping[str, Any]], name: str, description: str = "") -> dict[str, Any]:
-    """Combines results (e.g. one file per λ) into one curve sorted by bpp: the metrics present in
-    every source, each point's ``meta`` (with its source's name) under ``meta["points"]``."""
+def merge_results(sources: Iterable[Mapping[str, Any]], name: str, description: str = "",
+                  groups: Optional[Sequence[str]] = None) -> dict[str, Any]:
+    """One curve sorted by bpp from results (one per λ and seed): the metrics every source has, averaged over a
+    group's sources (``groups``: one label per source, e.g. the seeds of a λ; default each point alone), with
+    ``meta.labels``, ``meta.seeds`` (count), ``meta.spread`` (standard deviation) and the sources' ``meta.points``."""
+    import pandas as pd
+
     sources = [validate(dict(s)) for s in sources]
     if not sources:
         raise ValueError("nothing to merge")
     keys = [k for k in sources[0]["results"] if all(k in s["results"] for s in sources)]
-    points = [({k: s["results"][k][i] for k in keys}, {"name": s.get("name"), **s.get("meta", {})})
-              for s in sources for i in range(len(s["results"]["bpp"]))]
-    if any(values["bpp"] is None for values, _ in points):
+    frame = pd.concat([pd.DataFrame({k: s["results"][k] for k in keys}, dtype=float).assign(_group=g)
+                       for s, g in zip(sources, groups or [None] * len(sources))], ignore_index=True)
+    if frame.bpp.isna().any():
         raise ValueError("cannot merge a rate point without a bpp value")
-    points.sort(key=lambda point: point[0]["bpp"])
-    meta: dict[str, Any] = {"points": [point_meta for _, point_meta in points]}
+    by = frame.assign(_group=frame.index if groups is None else frame._group).groupby("_group", sort=False)
+    mean = by.mean().sort_values("bpp", kind="stable")
+    meta: dict[str, Any] = {"points": [{"name": s.get("name"), **s.get("meta", {})} for s in sources], "seeds":
+                            by.size()[mean.index].tolist(), "spread": by.std(ddof=1).loc[mean.index].to_dict("list")}
+    if groups is not None:
+        meta["labels"] = list(mean.index)
     dropped = sorted({k for s in sources for k in s["results"]} - set(keys))
     if dropped:
         meta["dropped_metrics"] = dropped  # not present in every source
-    return make_results(name, {k: [values[k] for values, _ in points] for k in keys}, description, meta)
+    return _clean(make_results(name, mean.to_dict("list"), description, meta))
