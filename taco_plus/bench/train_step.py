@@ -103,8 +103,8 @@ def step_runner(cfg, variant: str, device: torch.device) -> tuple[Callable[..., 
         codec = torch.compile(model) if compiled else model
         net = (lambda x, *text: codec(x)) if variant == BASELINE else codec  # ELIC takes no text
         ctx, progress = DistContext(), _Progress()
-        return lambda: trainer._step(batch, parts, net, model, optimizer, aux_optimizer, main_params,
-                                     device, ctx, progress, None)
+        return lambda: trainer._step(batch, parts, net, model, optimizer, aux_optimizer, device, ctx,
+                                     progress, None)
 
     return make, sum(p.numel() for p in main_params)
 

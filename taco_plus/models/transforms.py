@@ -58,7 +58,7 @@ class AnalysisTransform(nn.Module):
         # The adapter draws from its own stream (seeded from the global one, which it leaves
         # as it was), so every attention option starts from the same ELIC backbone at a seed.
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(torch.randint(2**62, ())))
+            torch.manual_seed(int(torch.randint(2**62, (), device="cpu")))  # CPU even when built on meta
             # A module only when used (official state dicts have no such key).
             self.caption_summary = caption_summary and caption_summary(text_dim)
             blocks = [Injector(N, text_dim, num_heads, injector_attention),
