@@ -33,15 +33,15 @@ def multi(dataset):  # noqa: F811
 
 
 class IndexedDataset:
-    """A dataset with ``ids`` (like CaptionedImageDataset) that records which items it reads
+    """A dataset with ``entries`` (like CaptionedImageDataset) that records which items it reads
     and can stop the run at one of them, as a crash would."""
 
     def __init__(self, items, crash_at=None):
         self.items, self.crash_at, self.read = items, crash_at, []
 
     @property
-    def ids(self):
-        return [item["id"] for item in self.items]
+    def entries(self):
+        return [(item["id"], item.get("captions") or [item["caption"]]) for item in self.items]
 
     def __len__(self):
         return len(self.items)
@@ -69,7 +69,7 @@ def test_policy_all_codes_every_caption_and_reports_per_image_means(tmp_path, co
         assert row["bpp"] == pytest.approx(8 * row["bytes"] / (row["height"] * row["width"]))
         assert len({f.read_bytes() for f in files}) == len(files)  # each caption coded separately
     assert results["results"]["bpp"] == [pytest.approx(sum(r["bpp"] for r in rows.values()) / 2)]
-    assert fid.num_samples == 2 * 4 + 2 * 1  # every reconstruction: 4 patches of 32² in 64², 1 in 60x40
+    assert fid.num_samples == 2 * (4 + 1) + 2 * 1  # every reconstruction: 4 + 1 shifted patches of 32² in 64², 1 in 60x40
     assert results["meta"]["caption_policy"] == "all" and results["name"] == "all"
 
 
@@ -226,7 +226,7 @@ def test_coco30k_config_on_the_shared_coco_subset(tmp_path, caplog):
             "data=coco30k", f"data.image_dir={root / 'val2017'}", f"data.image_list={image_list}",
             f"captions.annotations_json={root / 'annotations' / 'captions_val2017.json'}",
             f"checkpoint={tmp_path / 'tiny.pt'}", "device=cpu", f"out_dir={out}", "name=coco-tiny",
-            "metrics.lpips.pretrained=false", "metrics.clip_score=null", "metrics.fid.enabled=false",
+            "metrics.lpips.pretrained=false", "metrics.clip_score=null", "metrics.fid.enabled=false", "coding_workers=0",
         ]
 
     cfg = compose(overrides(captioned[:1]), config_name="eval")
@@ -234,17 +234,21 @@ def test_coco30k_config_on_the_shared_coco_subset(tmp_path, caplog):
     assert cfg.caption_policy == "first" and cfg.captions.annotations_json.endswith("captions_val2017.json")
     first = run(cfg)
     assert first["meta"]["images"] == 1
-    # The list grows (as a stopped 30k run would continue): the finished image is kept,
-    # not coded again; the uncaptioned image is reported by the missing-caption policy.
+    # Another image list never mixes into the folder: stopped, saying what differs; resume=false starts over.
+    with pytest.raises(EvaluationMismatchError, match=r"images: \"sha256 \w+ of 1 images\" -> \"sha256 \w+ of 2 images"):
+        run(compose(overrides([*captioned, uncaptioned]), config_name="eval"))
+    run(compose(overrides([*captioned, uncaptioned]) + ["resume=false"], config_name="eval"))
+    # Rerun as is: the finished images are kept, not coded again; the uncaptioned image is reported by
+    # the missing-caption policy.
     done = (out / "bitstreams" / f"{captioned[0]}.tacoz").stat().st_mtime_ns
     with caplog.at_level(logging.INFO):
         results = run(compose(overrides([*captioned, uncaptioned]), config_name="eval"))
     assert (out / "bitstreams" / f"{captioned[0]}.tacoz").stat().st_mtime_ns == done
-    assert "1 images already done" in caplog.text and "coco-tiny: 2/2 images" in caplog.text
+    assert "2 images already done" in caplog.text and "coco-tiny: 2/2 images" in caplog.text
     rows = read_per_image_csv(out / "per_image.csv")
     assert [r["id"] for r in rows] == captioned and {r["caption_policy"] for r in rows} == {"first"}
     meta = results["meta"]
-    assert meta["resumed_images"] == 1 and meta["images"] == 2
+    assert meta["resumed_images"] == 2 and meta["images"] == 2
     assert any(f"1 images have no caption: {uncaptioned}" in line for line in meta["dataset_report"])
     assert load_results(out / "results.json")["results"]["bpp"][0] == pytest.approx(
         sum(r["bpp"] for r in rows) / 2)
