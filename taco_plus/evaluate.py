@@ -188,16 +188,16 @@ def evaluate_dataset(codec: TacoCodec, dataset: Iterable[Mapping[str, Any]], out
         if pool is not None and pool is not coding_workers:
             pool.shutdown(cancel_futures=True)
         journal.close()
-        progress.close()
-
     rows, unreadable, resumed = journal.rows, journal.unreadable, journal.resumed
     if world > 1:
         _wait_for_shards(shards, rank)
+        progress.n = _journaled(shards)
         parts: list = [None] * world
         dist.all_gather_object(parts, (rows, unreadable, resumed, dict(times), mismatch))
         rows, unreadable = [r for p in parts for r in p[0]], {k: v for p in parts for k, v in p[1].items()}
         resumed, mismatch = sum(p[2] for p in parts), max(p[4] for p in parts)
         times = sum((Counter(p[3]) for p in parts), Counter())
+    progress.close()
     by_id = {row["id"]: row for row in rows}
     stale = sorted(set(by_id) - set(ids))
     if stale:

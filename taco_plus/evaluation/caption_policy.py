@@ -58,7 +58,7 @@ def measure(x: Tensor, x_hat: Tensor, caption: str, lpips: Optional[nn.Module], 
     """PSNR, MS-SSIM, LPIPS (the module's convention; and each convention apart, for the project's
     :class:`~taco_plus.losses.lpips.LpipsDistance`) and CLIP score (None: not computed) of ``x`` (3, H, W)
     and ``x_hat`` (1, 3, H, W); every metric sees the 8-bit images a user gets from the PNG."""
-    x8, x_hat8 = to_uint8(x[None].cpu()).float() / 255, to_uint8(x_hat.cpu()).float() / 255  # (1, 3, H, W)
+    x8, x_hat8 = (to_uint8(v).float() / 255 for v in (x[None].to(x_hat.device), x_hat))  # (1, 3, H, W)
     row = {"psnr": psnr(x8, x_hat8), "ms_ssim": ms_ssim(x8, x_hat8) if ms_ssim_enabled else None,
            "lpips": None, "clip_score": None}
     if lpips is not None:

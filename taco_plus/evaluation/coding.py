@@ -1,12 +1,12 @@
 """Entropy coding off the network's critical path (docs/evaluation.md, "Coding workers").
 
-:meth:`TacoCodec.encode` and :meth:`~TacoCodec.decode` split at the rANS coding of y (nearly every
-symbol): the network passes stay on the model's device (:func:`encode_network`, :func:`decode_network`)
-and :func:`code_job` (rANS encoding, the ``.tacoz`` file written and read back, rANS decoding of its
-y string) runs in a pool of CPU processes while the device goes on with the next image. The
-decoder's network checks that each part's table indexes are those the worker decoded with, so its
-image is :meth:`TacoCodec.decode`'s bit for bit (where they differ, the file is decoded serially).
-Without workers the same functions run inline.
+:meth:`TacoCodec.encode` / :meth:`~TacoCodec.decode` split at the rANS coding of y (nearly every symbol):
+the network passes stay on the model's device (:func:`encode_network`, :func:`decode_network`) and
+:func:`code_job` (rANS encoding, the ``.tacoz`` file written and read back, rANS decoding of its y
+string) runs in a pool of CPU processes while the device goes on with the next image. The decoder's
+network checks that each part's table indexes are those the worker decoded with, so its image is
+:meth:`TacoCodec.decode`'s bit for bit (if they differ, the file is decoded serially). Without
+workers the same functions run inline.
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ import multiprocessing
 import os
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 import torch
@@ -31,10 +30,9 @@ from taco_plus.models.checkerboard import DecodingCoder, EncodingCoder
 from taco_plus.models.rans import CdfTables, RansStream, decode_bottleneck, encode, encode_bottleneck
 
 
-@dataclass
-class CodingJob:
-    """What the encoder's network leaves to the entropy coder: y's symbols and table indexes (int32, in
-    coding order), the coded z and the container's fields; the file goes to ``path`` (None: kept in memory)."""
+class CodingJob(NamedTuple):
+    """What the encoder's network leaves to the coder: y's symbols and table indexes (int32, coding order),
+    the coded z and the container's fields; the file goes to ``path`` (None: kept in memory)."""
 
     height: int
     width: int
@@ -42,11 +40,10 @@ class CodingJob:
     z_string: bytes
     symbols: np.ndarray
     indexes: np.ndarray
-    path: Optional[str] = None
+    path: Optional[str]
 
 
-@dataclass
-class Coded:
+class Coded(NamedTuple):
     data: bytes  # the .tacoz file
     symbols: np.ndarray  # y's symbols decoded from it
     encode_ms: float
@@ -64,8 +61,7 @@ def _init_worker(tables: CdfTables) -> None:
 
 def code_job(job: CodingJob, tables: Optional[CdfTables] = None) -> Coded:
     """rANS-encodes y, packs the file (written to ``job.path`` and read back), rANS-decodes its y string."""
-    tables = tables or _TABLES
-    start = time.perf_counter()
+    tables, start = tables or _TABLES, time.perf_counter()
     y_string = encode(torch.from_numpy(job.symbols), torch.from_numpy(job.indexes), tables)
     data = pack(Payload(job.height, job.width, job.fingerprint, y_string, job.z_string))
     if job.path is not None:
@@ -76,11 +72,6 @@ def code_job(job: CodingJob, tables: Optional[CdfTables] = None) -> Coded:
     symbols = stream.decode(torch.from_numpy(job.indexes)).numpy()
     stream.finish()
     return Coded(data, symbols, 1000 * (middle - start), 1000 * (time.perf_counter() - middle))
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)  # time the kernels, not their launch
 
 
 @torch.no_grad()
@@ -98,21 +89,17 @@ def encode_network(codec: TacoCodec, x: Tensor, caption: str, path: Optional[Pat
     return job, y_hat, 1000 * (time.perf_counter() - start)
 
 
-class _Diverged(Exception):
-    pass
-
-
 class _Decoded:
-    """A :class:`RansStream` stand-in: the symbols a worker decoded, given while the decoder asks with the
+    """A :class:`RansStream` stand-in: the symbols the worker decoded, given while the decoder asks with the
     indexes they were decoded with (the worker checked the stream's end)."""
 
-    def __init__(self, symbols: np.ndarray, indexes: np.ndarray) -> None:
-        self.symbols, self.indexes, self.pos = torch.from_numpy(symbols), torch.from_numpy(indexes), 0
+    def __init__(self, coded: Coded, job: CodingJob) -> None:
+        self.symbols, self.indexes, self.pos = torch.from_numpy(coded.symbols), torch.from_numpy(job.indexes), 0
 
     def decode(self, indexes: Tensor) -> Tensor:
         n, self.pos = indexes.numel(), self.pos + indexes.numel()
         if not torch.equal(indexes.reshape(-1).to("cpu", torch.int32), self.indexes[self.pos - n:self.pos]):
-            raise _Diverged
+            raise LookupError("the decoder's table indexes differ from the encoder's")
         return self.symbols[self.pos - n:self.pos].reshape(indexes.shape)
 
 
@@ -124,14 +111,14 @@ def decode_network(codec: TacoCodec, job: CodingJob, coded: Coded, y_hat_encoder
     payload = unpack(coded.data, codec.fingerprint, codec.max_pixels)
     z_hat = decode_bottleneck(model.entropy_bottleneck, [payload.z_string], payload.z_shape)
     coder = DecodingCoder(model.gaussian_conditional, [], 0)
-    coder.streams = [_Decoded(coded.symbols, job.indexes)]
+    coder.streams = [_Decoded(coded, job)]
     try:
         y_hat, _, _ = model._code_latents(coder, model.h_s(z_hat), None)
-        x_hat, diff = model.g_s(y_hat), float((y_hat - y_hat_encoder).abs().max())
-        x_hat = crop(x_hat, (payload.height, payload.width)).clamp(0, 1)
-    except _Diverged:  # the decoder's tables differ from the encoder's: decode as a user would
+        x_hat, diff = crop(model.g_s(y_hat), (job.height, job.width)).clamp(0, 1), float((y_hat - y_hat_encoder).abs().max())
+    except LookupError:  # other tables than the encoder's: decode as a user would
         x_hat, diff = codec.decode(coded.data), math.inf
-    _sync(codec.device)
+    if codec.device.type == "cuda":
+        torch.cuda.synchronize(codec.device)  # time the kernels, not their launch
     return x_hat, diff, 1000 * (time.perf_counter() - start)
 
 
@@ -143,14 +130,12 @@ def default_workers() -> int:
 
 def coding_pool(codec: TacoCodec, workers: int) -> Optional[ProcessPoolExecutor]:
     """``workers`` processes holding y's tables (spawned: safe beside CUDA), or None for none."""
-    if workers <= 0:
-        return None
     return ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"), initializer=_init_worker,
-                               initargs=(codec.model.gaussian_conditional.tables(),))
+                               initargs=(codec.model.gaussian_conditional.tables(),)) if workers > 0 else None
 
 
 def submit(pool: Optional[ProcessPoolExecutor], job: CodingJob, codec: TacoCodec) -> Future:
-    """:func:`code_job` in the pool, or at once without one."""
+    """:func:`code_job` in the pool, or done at once without one."""
     if pool is not None:
         return pool.submit(code_job, job)
     future: Future = Future()

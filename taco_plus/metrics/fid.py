@@ -53,6 +53,7 @@ class FidAccumulator:
     def __init__(self, metric: nn.Module, patch_size: Optional[int] = 256, name: Optional[str] = None,
                  shifted: bool = True) -> None:
         self.metric = metric
+        metric.orig_dtype = torch.float32  # set by update(): a resumed or idle rank's metric may have had none
         self.patch_size, self.shifted = patch_size, shifted
         self.name = name or type(metric.inception).__name__
 
