@@ -50,13 +50,11 @@ def _index(dataset: Iterable[Mapping[str, Any]]) -> list[tuple[str, list[str]]]:
     """(id, real captions) of every item in dataset order, with clear errors; a dataset with ``entries``
     (:class:`~taco_plus.data.CaptionedImageDataset`) reads no image for it."""
     entries = getattr(dataset, "entries", None)
-    if entries is None:
-        entries = []
-        for item in dataset:
-            missing = [k for k in ("image", "caption", "id") if k not in item]
-            if missing:
-                raise ValueError(f"dataset items must be dicts with image, caption and id; missing {missing}")
-            entries.append((item["id"], item.get("captions") or [item["caption"]]))
+    for item in dataset if entries is None else ():
+        if not {"image", "caption", "id"} <= set(item):
+            raise ValueError(f"dataset items must be dicts with image, caption and id; missing "
+                             f"{sorted({'image', 'caption', 'id'} - set(item))}")
+    entries = entries or [(item["id"], item.get("captions") or [item["caption"]]) for item in dataset]
     index = [(str(i), list(caps)) for i, caps in entries]
     for image_id, _ in index:
         if Path(image_id).is_absolute() or ".." in Path(image_id).parts:
@@ -77,13 +75,6 @@ def _journaled(shards: list[Path]) -> int:
     return sum(f.read_bytes().count(b"\n") for f in files) - len(shards)  # - the CSV headers
 
 
-def _wait_for_shards(shards: list[Path], rank: int) -> None:
-    """Every rank's journal is complete (polled: ranks end far apart, longer than a collective waits)."""
-    (shards[rank] / "done").touch()
-    while not all((shard / "done").is_file() for shard in shards):
-        time.sleep(1.0)
-
-
 def evaluate_dataset(codec: TacoCodec, dataset: Iterable[Mapping[str, Any]], out_dir: str | Path, *, name: str,
                      lpips: Optional[nn.Module] = None, clip: Optional[ClipScore] = None,
                      fid: Optional[FidAccumulator] = None, ms_ssim_enabled: bool = True, save_bitstreams: bool = True,
@@ -96,21 +87,18 @@ def evaluate_dataset(codec: TacoCodec, dataset: Iterable[Mapping[str, Any]], out
     Args:
         codec: a :class:`~taco_plus.codec.TacoCodec`.
         dataset: items ``{"image": (3, H, W) in [0, 1], "caption": str, "id": str}``, optionally with
-            ``"captions"`` (all of the image's); an item with ``"error"`` is an unreadable image
-            (reported, counted in ``meta.unreadable_images``, skipped), as is an image out of the codec's range.
-        out_dir: output folder; rows are written as images finish, and with ``resume`` an evaluation
-            found there (same settings) continues where it stopped.
+            ``"captions"`` (all of the image's); an item with ``"error"``, or an image out of the codec's range,
+            is unreadable (reported, counted in ``meta.unreadable_images``, skipped).
+        out_dir: output folder, a journal: with ``resume`` an evaluation there (same settings) continues.
         name: curve name in the results file (an oracle's gets ``-oracle_lpips``).
         lpips / clip / fid: ``taco_plus.losses.build_lpips(...)``, :class:`~taco_plus.metrics.ClipScore`,
             a fresh :class:`~taco_plus.metrics.FidAccumulator`, or None.
         caption_mode: the encoder's caption, ``"real"``, ``"empty"`` or ``"other"`` (the next image's
             in sorted id order); the CLIP score always uses the real one.
         caption_policy: which real captions are coded, ``"first"``, ``"all"`` or ``"oracle_lpips"``.
-        coding_workers: CPU processes that entropy-code while the network goes on (0: inline; same results), or
-            a :func:`~taco_plus.evaluation.coding.coding_pool` to use.
-
-    Under ``torch.distributed`` each rank evaluates every ``world_size``-th image into its own journal
-    (``out_dir/shards/<rank>-of-<world_size>/``) and rank 0 writes the merged files.
+        coding_workers: CPU processes entropy-coding beside the network (0: inline; same results), or a
+            :func:`~taco_plus.evaluation.coding.coding_pool`. Under ``torch.distributed`` each rank evaluates
+            every ``world_size``-th image into ``out_dir/shards/<rank>-of-<world_size>/``; rank 0 writes the files.
     """
     if caption_mode not in CAPTION_MODES:
         raise ValueError(f"caption_mode must be one of {CAPTION_MODES}, got {caption_mode!r}")
@@ -190,7 +178,9 @@ def evaluate_dataset(codec: TacoCodec, dataset: Iterable[Mapping[str, Any]], out
         journal.close()
     rows, unreadable, resumed = journal.rows, journal.unreadable, journal.resumed
     if world > 1:
-        _wait_for_shards(shards, rank)
+        (shards[rank] / "done").touch()  # polled, not a collective: ranks may end further apart than its timeout
+        while not all((shard / "done").is_file() for shard in shards):
+            time.sleep(1.0)
         progress.n = _journaled(shards)
         parts: list = [None] * world
         dist.all_gather_object(parts, (rows, unreadable, resumed, dict(times), mismatch))
@@ -199,9 +189,6 @@ def evaluate_dataset(codec: TacoCodec, dataset: Iterable[Mapping[str, Any]], out
         times = sum((Counter(p[3]) for p in parts), Counter())
     progress.close()
     by_id = {row["id"]: row for row in rows}
-    stale = sorted(set(by_id) - set(ids))
-    if stale:
-        logger.warning("%d rows in %s are not in this dataset and are left out: %s", len(stale), out_dir, stale[:5])
     rows = [by_id[i] for i in ids if i in by_id]  # dataset order
     unreadable = [unreadable[i] for i in ids if i in unreadable]
     if not rows and unreadable:

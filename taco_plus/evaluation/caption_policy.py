@@ -75,15 +75,13 @@ def measure(x: Tensor, x_hat: Tensor, caption: str, lpips: Optional[nn.Module], 
 
 def encode_image(codec: TacoCodec, x: Tensor, image_id: str, captions: Sequence[str], policy: str,
                  bitstreams: Optional[Path], encoder_caption: Optional[str] = None) -> list[Encoded]:
-    """The encoder's network passes for the captions ``policy`` picks from the image's real ``captions``
-    (``encoder_caption`` replaces what the encoder gets: a sensitivity run's); each job's file goes under
-    ``bitstreams`` (None: kept in memory)."""
+    """The encoder's network passes for the captions ``policy`` picks (``encoder_caption`` replaces what the
+    encoder gets: a sensitivity run's); the files go under ``bitstreams`` (None: kept in memory)."""
     coded_captions = list(captions)[:1] if policy == "first" else list(captions)
     encoded = []
     for k, caption in enumerate(coded_captions):
         path = None if bitstreams is None else bitstreams / f"{image_id}{'' if len(coded_captions) == 1 else f'.{k}'}.tacoz"
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True) if path is not None else None
         encoded.append(encode_network(codec, x, caption if encoder_caption is None else encoder_caption, path))
     return encoded
 
@@ -92,12 +90,9 @@ def finish_image(codec: TacoCodec, x: Tensor, image_id: str, captions: Sequence[
                  encoded: Sequence[Encoded], coded: Sequence[Coded], times: dict[str, float], *,
                  lpips: Optional[nn.Module] = None, clip: Optional[ClipScore] = None,
                  ms_ssim_enabled: bool = True) -> tuple[dict[str, Any], list[Tensor], float]:
-    """Decodes each coding of :func:`encode_image` (its bytes, from the worker's ``coded``; no text) and
-    measures it; the CLIP score uses the real caption. Adds network, coding and metric seconds to ``times``.
-
-    Returns the image's ``per_image.csv`` row, the reconstructions that are FID samples, and the largest
-    difference between a decoded latent and the encoder's.
-    """
+    """Decodes each of :func:`encode_image`'s codings (from the worker's bytes; no text) and measures it (CLIP
+    score: the real caption); adds network, coding and metric seconds to ``times``. Returns the image's row,
+    the FID samples, and the largest difference between a decoded latent and the encoder's."""
     h, w = x.shape[-2:]
     rows, mismatch = [], 0.0
     for (job, y_hat, encode_ms), done, caption in zip(encoded, coded, captions):

@@ -1,13 +1,8 @@
-"""Entropy coding off the network's critical path (docs/evaluation.md, "Coding workers").
-
-:meth:`TacoCodec.encode` / :meth:`~TacoCodec.decode` split at the rANS coding of y (nearly every symbol):
-the network passes stay on the model's device (:func:`encode_network`, :func:`decode_network`) and
-:func:`code_job` (rANS encoding, the ``.tacoz`` file written and read back, rANS decoding of its y
-string) runs in a pool of CPU processes while the device goes on with the next image. The decoder's
-network checks that each part's table indexes are those the worker decoded with, so its image is
-:meth:`TacoCodec.decode`'s bit for bit (if they differ, the file is decoded serially). Without
-workers the same functions run inline.
-"""
+"""Entropy coding off the network's critical path (docs/evaluation.md, "Coding workers"): ``TacoCodec.encode``
+and ``decode`` split at the rANS coding of y. The network passes stay on the device (:func:`encode_network`,
+:func:`decode_network`); :func:`code_job` (rANS encoding, the file written and read back, rANS decoding of y)
+runs in CPU processes meanwhile. The decoder's network checks that its table indexes are those the worker
+decoded with, so its image is ``TacoCodec.decode``'s bit for bit (else the file is decoded serially)."""
 
 from __future__ import annotations
 
@@ -30,10 +25,7 @@ from taco_plus.models.checkerboard import DecodingCoder, EncodingCoder
 from taco_plus.models.rans import CdfTables, RansStream, decode_bottleneck, encode, encode_bottleneck
 
 
-class CodingJob(NamedTuple):
-    """What the encoder's network leaves to the coder: y's symbols and table indexes (int32, coding order),
-    the coded z and the container's fields; the file goes to ``path`` (None: kept in memory)."""
-
+class CodingJob(NamedTuple):  # y's symbols and table indexes (int32, coding order), z coded, the file's path
     height: int
     width: int
     fingerprint: bytes
@@ -54,9 +46,8 @@ _TABLES: Optional[CdfTables] = None  # a worker's y tables (:func:`coding_pool`)
 
 
 def _init_worker(tables: CdfTables) -> None:
-    global _TABLES
-    _TABLES = tables
-    torch.set_num_threads(1)
+    globals()["_TABLES"] = tables
+    torch.set_num_threads(1)  # the CPU's other cores are the other workers'
 
 
 def code_job(job: CodingJob, tables: Optional[CdfTables] = None) -> Coded:
@@ -89,9 +80,7 @@ def encode_network(codec: TacoCodec, x: Tensor, caption: str, path: Optional[Pat
     return job, y_hat, 1000 * (time.perf_counter() - start)
 
 
-class _Decoded:
-    """A :class:`RansStream` stand-in: the symbols the worker decoded, given while the decoder asks with the
-    indexes they were decoded with (the worker checked the stream's end)."""
+class _Decoded:  # a RansStream stand-in: the worker's symbols, while the decoder asks with their indexes
 
     def __init__(self, coded: Coded, job: CodingJob) -> None:
         self.symbols, self.indexes, self.pos = torch.from_numpy(coded.symbols), torch.from_numpy(job.indexes), 0
@@ -136,8 +125,7 @@ def coding_pool(codec: TacoCodec, workers: int) -> Optional[ProcessPoolExecutor]
 
 def submit(pool: Optional[ProcessPoolExecutor], job: CodingJob, codec: TacoCodec) -> Future:
     """:func:`code_job` in the pool, or done at once without one."""
-    if pool is not None:
-        return pool.submit(code_job, job)
-    future: Future = Future()
-    future.set_result(code_job(job, codec.model.gaussian_conditional.tables()))
+    future = pool.submit(code_job, job) if pool is not None else Future()
+    if pool is None:
+        future.set_result(code_job(job, codec.model.gaussian_conditional.tables()))
     return future

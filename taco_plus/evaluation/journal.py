@@ -13,7 +13,7 @@ import os
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import torch
 
@@ -34,38 +34,35 @@ class EvaluationMismatchError(ValueError):
     """``out_dir`` holds an evaluation that cannot be continued (other settings, damaged files)."""
 
 
-def _brief(value: Any) -> str:
-    return textwrap.shorten(json.dumps(value), 70, placeholder="...")
-
-
-def _lines(path: Path) -> list[tuple[int, bytes]]:
-    """(line number, bytes) of ``path``'s finished lines; a last line without its newline (cut by a kill
-    mid-write) is dropped, and said."""
-    lines = path.read_bytes().split(b"\n") if path.is_file() else [b""]
-    if lines[-1]:
-        logger.warning("%s line %d is unfinished (cut mid-write): dropped", path, len(lines))
-    return list(enumerate(lines[:-1], 1))
+def _read(path: Path, parse: Callable[[str], Any], skip: int = 0) -> tuple[list[tuple[int, Any]], list[int]]:
+    """(line number, ``parse(line)``) of ``path``'s lines after the first ``skip``, and the numbers of those that
+    do not parse or are cut (no newline: killed mid-write); each dropped line is named in a warning."""
+    *lines, cut = path.read_bytes().split(b"\n") if path.is_file() else [b""]
+    parsed, damaged = [], []
+    for number, line in enumerate(lines[skip:] + ([cut] if cut else []), skip + 1):
+        try:
+            if number > len(lines):
+                raise ValueError("unfinished, cut mid-write")
+            parsed.append((number, parse(line.decode("utf-8"))))
+        except (ValueError, KeyError, TypeError) as err:  # UnicodeDecodeError included
+            damaged.append(number)
+            logger.warning("%s line %d dropped (%s): its image is done again", path, number, err)
+    return parsed, damaged
 
 
 class EvaluationJournal:
     """Opens (or, with ``resume``, continues) the evaluation in ``out_dir``; :meth:`add` records one image,
-    :meth:`skip` one unreadable image.
-
-    ``settings`` (JSON-able) is everything that changes the numbers. With ``fid``, its sums are
-    snapshotted every ``fid_snapshot_every`` images and restored on resume, and the rows after the
-    last snapshot are dropped (coded again: their samples are not in the sums).
-    """
+    :meth:`skip` one unreadable image. ``settings`` (JSON-able) is everything that changes the numbers. With
+    ``fid``, its sums are snapshotted every ``fid_snapshot_every`` images and restored on resume; rows after
+    the last snapshot are dropped (coded again: their samples are not in the sums)."""
 
     def __init__(self, out_dir: Path, settings: Mapping[str, Any], fid: Optional[FidAccumulator] = None,
                  resume: bool = True, fid_snapshot_every: int = 100) -> None:
-        self.out_dir = Path(out_dir)
+        self.out_dir, self.fid, self.fid_snapshot_every = Path(out_dir), fid, max(1, fid_snapshot_every)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.fid = fid
-        self.fid_snapshot_every = max(1, fid_snapshot_every)
         settings = json.loads(json.dumps({**settings, "columns": CSV_HEADER.strip()}, default=str))  # as it reads back
         state_path, csv_path, skip_path = (self.out_dir / f for f in (STATE_FILE, "per_image.csv", UNREADABLE_FILE))
-        rows: list[dict[str, Any]] = []
-        self.unreadable: dict[str, str] = {}  # id -> why it was skipped
+        rows, skips = [], []
         if resume and state_path.is_file():
             try:
                 saved = json.loads(state_path.read_text(encoding="utf-8"))["settings"]
@@ -74,45 +71,33 @@ class EvaluationJournal:
                 raise EvaluationMismatchError(f"{state_path} is damaged ({type(err).__name__}: {err}), so the rows "
                                               f"in {self.out_dir} cannot be checked: {START_OVER}") from err
             if differ:
-                what = "; ".join(f"{k}: {_brief(saved.get(k))} -> {_brief(settings.get(k))}" for k in differ)
+                what = "; ".join(f"{k}: {textwrap.shorten(json.dumps(saved.get(k)), 70)} -> "
+                                 f"{textwrap.shorten(json.dumps(settings.get(k)), 70)}" for k in differ)
                 raise EvaluationMismatchError(f"{self.out_dir} holds an evaluation with other settings ({what}): "
                                               f"{START_OVER}")
-            rows = self._read_rows(csv_path)
-            for number, line in _lines(skip_path):
-                try:
-                    entry = json.loads(line)
-                    self.unreadable[str(entry["id"])] = str(entry["error"])
-                except (ValueError, KeyError, TypeError) as err:
-                    logger.warning("%s line %d dropped (%s): that image is read again", skip_path, number, err)
+            if csv_path.is_file() and not csv_path.read_bytes().startswith(CSV_HEADER.encode()):
+                raise EvaluationMismatchError(f"{csv_path} line 1 is not the per-image header: {START_OVER}")
+            rows = self._covered(*_read(csv_path, parse_row, skip=1))
+            skips = _read(skip_path, lambda line: tuple(str(json.loads(line)[k]) for k in ("id", "error")))[0]
         elif resume and csv_path.is_file():
             raise EvaluationMismatchError(f"{csv_path} exists but {STATE_FILE} does not, so it cannot be resumed: "
                                           f"{START_OVER}")
         else:
             (self.out_dir / FID_STATE_FILE).unlink(missing_ok=True)
         atomic_write(state_path, json.dumps({"settings": settings}, indent=2) + "\n")
-        self.rows = [row for _, row in rows]
-        self.resumed = len(rows)
-        self._csv = write_per_image_csv(self.rows, csv_path).open("a", encoding="utf-8", newline="")
+        self.rows, self.resumed = rows, len(rows)
+        self.unreadable: dict[str, str] = dict(entry for _, entry in skips)  # id -> why it was skipped
+        self._csv = write_per_image_csv(rows, csv_path).open("a", encoding="utf-8", newline="")
         self._skips = atomic_write(skip_path, "".join(json.dumps({"id": i, "error": e}) + "\n"
                                                       for i, e in self.unreadable.items())).open("a", encoding="utf-8")
-        if rows or self.unreadable:
-            logger.info("resuming the evaluation in %s: %d images already done, %d unreadable", self.out_dir,
-                        len(rows), len(self.unreadable))
+        if rows or skips:
+            logger.info("resuming the evaluation in %s: %d images already done, %d unreadable", out_dir, len(rows),
+                        len(skips))
 
-    def _read_rows(self, path: Path) -> list[tuple[int, dict[str, Any]]]:
-        """(row number, row) of the journal's rows that read back (and, with FID, that its snapshot covers)."""
-        lines = _lines(path)
-        if lines and lines[0][1].decode("utf-8", "replace") != CSV_HEADER.strip():
-            raise EvaluationMismatchError(f"{path} line 1 is not the per-image header: {START_OVER}")
-        rows, damaged = [], []
-        for number, line in lines[1:]:
-            try:
-                rows.append((number - 1, parse_row(line.decode("utf-8"))))
-            except ValueError as err:  # UnicodeDecodeError included
-                damaged.append(number - 1)
-                logger.warning("%s line %d dropped (%s): its image is coded again", path, number, err)
+    def _covered(self, rows: list[tuple[int, dict[str, Any]]], damaged: list[int]) -> list[dict[str, Any]]:
+        """The rows that read back (line numbers from 2) and, with FID, that its snapshot covers."""
         if self.fid is None:
-            return rows
+            return [row for _, row in rows]
         snapshot, covered = self.out_dir / FID_STATE_FILE, 0
         if snapshot.is_file():
             try:
@@ -121,10 +106,10 @@ class EvaluationJournal:
                 covered = int(state["rows"])
             except Exception as err:  # any damage: the sums cannot be trusted
                 raise EvaluationMismatchError(f"{snapshot} is damaged ({type(err).__name__}: {err}): {START_OVER}") from err
-        if covered > len(lines) - 1 or any(n <= covered for n in damaged):
-            raise EvaluationMismatchError(f"{snapshot} covers {covered} images but {path} has "
-                                          f"{len(rows)} intact rows: {START_OVER}")
-        return [(n, row) for n, row in rows if n <= covered]
+        if covered > len(rows) + len(damaged) or any(n - 1 <= covered for n in damaged):
+            raise EvaluationMismatchError(f"{snapshot} covers {covered} images but {self.out_dir / 'per_image.csv'} "
+                                          f"has {len(rows)} intact rows: {START_OVER}")
+        return [row for n, row in rows if n - 1 <= covered]
 
     def add(self, row: Mapping[str, Any]) -> None:
         """Records a finished image (after its FID samples were added)."""

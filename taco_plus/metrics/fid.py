@@ -30,10 +30,9 @@ def fid_weights_path() -> Path:
 
 
 def split_patches(x: Tensor, patch_size: Optional[int], shifted: bool = False) -> Tensor:
-    """(B, 3, H, W) -> (B·nH·nW, 3, p, p) non-overlapping patches, remainders dropped; images
-    smaller than a patch, or ``patch_size=None``, stay whole. ``shifted`` adds the grid shifted by
-    p/2 down and right where both sides are at least 1.5·p, as MS-ILLM's ``update_patch_fid``:
-    a 768×512 Kodak image gives 6 + 2 patches of 256."""
+    """(B, 3, H, W) -> (B·nH·nW, 3, p, p) non-overlapping patches, remainders dropped; images smaller than a
+    patch, or ``patch_size=None``, stay whole. ``shifted`` adds the grid shifted by p/2 where both sides are
+    at least 1.5·p (MS-ILLM's ``update_patch_fid``): a 768×512 Kodak image gives 6 + 2 patches of 256."""
     if patch_size is None or min(x.shape[-2:]) < patch_size:
         return x
     patches = x.unfold(2, patch_size, patch_size).unfold(3, patch_size, patch_size)  # (B, 3, nH, nW, p, p)
