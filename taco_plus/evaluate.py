@@ -13,6 +13,7 @@ import logging
 import time
 from collections import Counter, deque
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
@@ -60,8 +61,9 @@ def _index(dataset: Iterable[Mapping[str, Any]]) -> list[tuple[str, list[str]]]:
         if Path(image_id).is_absolute() or ".." in Path(image_id).parts:
             raise ValueError(f"image id {image_id!r} must be a relative path inside the dataset")
     twice = [i for i, n in Counter(i for i, _ in index).items() if n > 1]
-    if twice:
-        raise ValueError(f"image id {twice[0]!r} appears twice in the dataset")
+    if twice or not index:
+        raise ValueError(f"image id {twice[0]!r} appears twice in the dataset" if twice else "no images were evaluated: "
+                         "the dataset is empty")
     return index
 
 
@@ -69,8 +71,7 @@ def _digest(value: Any, what: str) -> str:
     return f"sha256 {hashlib.sha256(json.dumps(value).encode()).hexdigest()[:16]} of {len(value)} {what}"
 
 
-def _journaled(shards: list[Path]) -> int:
-    """Images the ranks' journals hold (finished or unreadable): the global progress."""
+def _journaled(shards: list[Path]) -> int:  # images the ranks' journals hold: the global progress
     files = [s / f for s in shards for f in ("per_image.csv", UNREADABLE_FILE) if (s / f).is_file()]
     return sum(f.read_bytes().count(b"\n") for f in files) - len(shards)  # - the CSV headers
 
@@ -106,10 +107,7 @@ def evaluate_dataset(codec: TacoCodec, dataset: Iterable[Mapping[str, Any]], out
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
     out_dir = Path(out_dir)
     index = _index(dataset)
-    if not index:
-        raise ValueError("no images were evaluated: the dataset is empty")
-    ids = [image_id for image_id, _ in index]
-    captions_of = dict(index)
+    ids, captions_of = [image_id for image_id, _ in index], dict(index)
     others = {i: captions_of[j][0] for i, j in derangement(ids).items()} if caption_mode == "other" else {}
     settings = {  # what changes the numbers: an evaluation resumes only with the same settings
         "model_fingerprint": codec.fingerprint.hex(), "text_encoder": codec.loaded.text_encoder_config,
@@ -279,11 +277,9 @@ def build_metrics(cfg: DictConfig, device: torch.device) -> tuple[Any, Optional[
     """LPIPS, CLIP score and FID from ``cfg.metrics``; each fails at once, saying what to
     download, when its weights are not on the machine."""
     lpips = clip = fid = None
-    skipped = {}
+    skipped = {} if cfg.fid.enabled else {"fid": "disabled (metrics.fid.enabled=false)"}
     if cfg.fid.enabled:
         fid = FidAccumulator.inception(cfg.fid.weights, cfg.fid.patch_size, device, cfg.fid.shifted_patches)
-    else:
-        skipped["fid"] = "disabled (metrics.fid.enabled=false)"
     if cfg.lpips is not None:
         try:
             lpips = build_lpips(cfg.lpips.net, cfg.lpips.convention, cfg.lpips.pretrained).to(device)
@@ -316,8 +312,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "dataset_report": dataset.report.lines() if hasattr(dataset, "report") else None,
             "caption_set": {"source": repr(captions), "fingerprint": getattr(captions, "fingerprint", None)},
             "config": to_container(cfg), "skipped": skipped}
-    pool = coding_pool(codec, default_workers() if cfg.coding_workers is None else cfg.coding_workers)
-    try:
+    workers = default_workers() if cfg.coding_workers is None else cfg.coding_workers
+    with coding_pool(codec, workers) or nullcontext() as pool:
         results = evaluate_dataset(codec, dataset, out_dir, name=cfg.name, lpips=lpips, clip=clip, fid=fid,
                                    ms_ssim_enabled=cfg.metrics.ms_ssim, save_bitstreams=cfg.save_bitstreams,
                                    caption_mode=cfg.caption_mode, caption_policy=cfg.caption_policy, resume=cfg.resume,
@@ -328,9 +324,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             real = out_dir if (cfg.caption_mode, cfg.caption_policy) == ("real", "first") else None
             caption_sensitivity(codec, dataset, out_dir / "sensitivity", name=cfg.name, lpips=lpips, clip=clip,
                                 resume=cfg.resume, coding_workers=pool or 0, real=real, meta=meta)
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
     return results
 
 

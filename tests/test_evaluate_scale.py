@@ -134,3 +134,15 @@ def test_two_gloo_processes_write_what_one_process_writes(tmp_path, dataset):  #
     assert again.returncode == 0, again.stderr[-3000:]
     assert load_results(two / "results.json")["meta"]["resumed_images"] == 3 and _rows(two) == _rows(one)
     assert json.loads((shards[1] / "eval_state.json").read_text())["settings"]["shard"] == "1 of 2"
+
+
+def test_evaluation_benchmark_prints_its_tables(capsys):
+    from taco_plus.bench.evaluate import main
+    from tests.conftest import shared_path
+
+    assert main(["--images", "2", "--model", "tiny", "--workers", "0", "--folder", str(shared_path("data", "coco_mini",
+                                                                                                     "val2017"))]) == 0
+    out = capsys.readouterr().out
+    [row] = [line.split() for line in out.splitlines() if line.strip().startswith("0 ")]
+    assert len(row) == 7 and float(row[1]) > 0 and "DIFFER" not in out
+    assert "taco_plus RansStream" in out and "compressai RansDecoder" in out and "ns/symbol" in out

@@ -17,6 +17,16 @@ import time
 from pathlib import Path
 
 import torch
+from compressai.ans import RansDecoder
+
+from taco_plus.bitstream import unpack
+from taco_plus.checkpoint import LoadedCodec
+from taco_plus.codec import TacoCodec
+from taco_plus.evaluate import evaluate_dataset
+from taco_plus.evaluation.coding import code_job, coding_pool, encode_network
+from taco_plus.images import load_image
+from taco_plus.models import TACO
+from taco_plus.models.rans import RansStream
 
 DEFAULT_COCO = Path(__file__).resolve().parents[3] / "shared" / "data" / "coco_mini" / "val2017"
 MODELS = {"tiny": (32, 64, (4, 4, 8, 16, 32)), "small": (64, 128, (8, 8, 16, 32, 64)), "taco": (192, 320, (16, 16, 32, 64, 192))}
@@ -24,12 +34,6 @@ MODELS = {"tiny": (32, 64, (4, 4, 8, 16, 32)), "small": (64, 128, (8, 8, 16, 32,
 
 def rans_ns_per_symbol(codec, x, repeat: int = 7) -> tuple[int, float, float]:
     """(symbols, ours, CompressAI's) ns per symbol decoding one y stream: medians after an untimed call each."""
-    from compressai.ans import RansDecoder
-
-    from taco_plus.bitstream import unpack
-    from taco_plus.evaluation.coding import code_job, encode_network
-    from taco_plus.models.rans import RansStream
-
     tables, job = codec.model.gaussian_conditional.tables(), encode_network(codec, x, "")[0]
     string, indexes, lists = unpack(code_job(job, tables).data).y_string, torch.from_numpy(job.indexes), tables.encoder_lists()
     times: tuple[list, list] = ([], [])
@@ -50,13 +54,6 @@ def main(argv=None) -> int:
     p.add_argument("--model", choices=MODELS, default="small")
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
-    from taco_plus.checkpoint import LoadedCodec
-    from taco_plus.codec import TacoCodec
-    from taco_plus.evaluate import evaluate_dataset
-    from taco_plus.evaluation.coding import coding_pool
-    from taco_plus.images import load_image
-    from taco_plus.models import TACO
-
     paths = sorted(q for q in args.folder.glob("*") if q.suffix.lower() in (".jpg", ".png"))[: args.images]
     if not paths:
         p.error(f"no images in {args.folder}")

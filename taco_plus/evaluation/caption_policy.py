@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -87,7 +88,7 @@ def encode_image(codec: TacoCodec, x: Tensor, image_id: str, captions: Sequence[
 
 
 def finish_image(codec: TacoCodec, x: Tensor, image_id: str, captions: Sequence[str], policy: str,
-                 encoded: Sequence[Encoded], coded: Sequence[Coded], times: dict[str, float], *,
+                 encoded: Sequence[Encoded], coded: Sequence[Coded], times: Counter, *,
                  lpips: Optional[nn.Module] = None, clip: Optional[ClipScore] = None,
                  ms_ssim_enabled: bool = True) -> tuple[dict[str, Any], list[Tensor], float]:
     """Decodes each of :func:`encode_image`'s codings (from the worker's bytes; no text) and measures it (CLIP
@@ -99,9 +100,8 @@ def finish_image(codec: TacoCodec, x: Tensor, image_id: str, captions: Sequence[
         x_hat, diff, decode_ms = decode_network(codec, job, done, y_hat)
         start = time.perf_counter()
         row = measure(x, x_hat, caption, lpips, clip, ms_ssim_enabled)
-        times["metrics_s"] += time.perf_counter() - start
-        times["network_s"] += (encode_ms + decode_ms) / 1000
-        times["coding_s"] += (done.encode_ms + done.decode_ms) / 1000
+        times.update(metrics_s=time.perf_counter() - start, network_s=(encode_ms + decode_ms) / 1000,
+                     coding_s=(done.encode_ms + done.decode_ms) / 1000)
         mismatch = max(mismatch, diff)
         row.update(bytes=len(done.data), bpp=8 * len(done.data) / (h * w), enc_ms=encode_ms + done.encode_ms,
                    dec_ms=done.decode_ms + decode_ms)

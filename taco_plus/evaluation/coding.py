@@ -25,21 +25,11 @@ from taco_plus.models.checkerboard import DecodingCoder, EncodingCoder
 from taco_plus.models.rans import CdfTables, RansStream, decode_bottleneck, encode, encode_bottleneck
 
 
-class CodingJob(NamedTuple):  # y's symbols and table indexes (int32, coding order), z coded, the file's path
-    height: int
-    width: int
-    fingerprint: bytes
-    z_string: bytes
-    symbols: np.ndarray
-    indexes: np.ndarray
-    path: Optional[str]
-
-
-class Coded(NamedTuple):
-    data: bytes  # the .tacoz file
-    symbols: np.ndarray  # y's symbols decoded from it
-    encode_ms: float
-    decode_ms: float
+# What the encoder's network leaves to the coder: y's symbols and table indexes (int32, coding order), the coded
+# z, the container's fields and the file's path (None: in memory); and what the worker gives back.
+CodingJob = NamedTuple("CodingJob", [("height", int), ("width", int), ("fingerprint", bytes), ("z_string", bytes),
+                                     ("symbols", np.ndarray), ("indexes", np.ndarray), ("path", Optional[str])])
+Coded = NamedTuple("Coded", [("data", bytes), ("symbols", np.ndarray), ("encode_ms", float), ("decode_ms", float)])
 
 
 _TABLES: Optional[CdfTables] = None  # a worker's y tables (:func:`coding_pool`)

@@ -151,7 +151,6 @@ def progress_bar(total: Optional[int], done: int, desc: str, enabled: bool = Tru
     """A tqdm bar on a terminal; elsewhere a log line at most every minute and at the end."""
     from tqdm.auto import tqdm
 
-    if sys.stderr.isatty():
-        return tqdm(total=total, initial=done, desc=desc, unit="img", dynamic_ncols=True, disable=not enabled)
-    return tqdm(total=total, initial=done, desc=desc, unit="img", file=_LogLines(), mininterval=60, disable=not enabled,
-                bar_format="{desc}: {n_fmt}/{total_fmt} images, {rate_fmt}, {remaining} left{postfix}")
+    where = dict(dynamic_ncols=True) if sys.stderr.isatty() else dict(file=_LogLines(), mininterval=60, bar_format=(
+        "{desc}: {n_fmt}/{total_fmt} images, {rate_fmt}, {remaining} left{postfix}"))
+    return tqdm(total=total, initial=done, desc=desc, unit="img", disable=not enabled, **where)
