@@ -68,18 +68,17 @@ def test_caption_sensitivity_reuses_the_real_run(tmp_path, dataset, monkeypatch)
     # other), not four: the sensitivity table takes the real rows from the run itself.
     from taco_plus.config import compose
     from taco_plus.evaluate import run
-    from taco_plus.evaluation import caption_policy
+    from taco_plus.models import TACO
     from tests.test_evaluate import _folder
 
-    coded = []
-    real_encode = caption_policy.encode_network
-    monkeypatch.setattr(caption_policy, "encode_network",
-                        lambda codec, x, caption, path=None: coded.append(caption) or real_encode(codec, x, caption, path))
+    coded = []  # the encoder's analysis transform: one call per coding
+    analysis = TACO.analysis
+    monkeypatch.setattr(TACO, "analysis", lambda self, x, *args: coded.append(x.shape) or analysis(self, x, *args))
     overrides = _folder(tmp_path, dataset) + [
         "model=tiny", "text_encoder=tiny", f"out_dir={tmp_path / 'out'}", "metrics.lpips=null",
         "metrics.clip_score=null", "metrics.fid.enabled=false", "caption_sensitivity=true"]
     run(compose(overrides, config_name="eval"))
-    assert len(coded) == 3 * 2 and coded.count("") == 2  # 2 images: real, empty, other
+    assert len(coded) == 3 * 2  # 2 images: real, empty, other
     table = (tmp_path / "out" / "sensitivity" / "sensitivity.csv").read_text().splitlines()
     assert [line.split(",")[0] for line in table[1:]] == ["real", "empty", "other"]
     assert not (tmp_path / "out" / "sensitivity" / "real").exists()

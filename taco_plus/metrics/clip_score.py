@@ -64,8 +64,8 @@ class ClipScore(nn.Module):
         layouts = [tokenize(c, self.model.context_length, pad="zero") for c in captions]  # open_clip's layout
         for caption, layout in ((c, t) for c, t in zip(captions, layouts) if t.truncated):
             self.truncated += 1  # warned once, counted in meta.notes
-            logger.log(logging.WARNING if self.truncated == 1 else logging.DEBUG, "CLIP score: caption cut to %d tokens, %d BPE pieces dropped: "
-                       "%.60r", len(layout), layout.truncated, caption)
+            logger.log(logging.WARNING if self.truncated == 1 else logging.DEBUG, "CLIP score: caption cut to %d "
+                       "tokens, %d BPE pieces dropped: %.60r", len(layout), layout.truncated, caption)
         image_emb = self.model.encode_image(self.preprocess(images.to(device)))  # (B, D)
         text_emb = self.model.encode_text(torch.tensor([t.ids for t in layouts], device=device))  # (B, D)
         return 100.0 * F.cosine_similarity(image_emb.float(), text_emb.float(), dim=-1).clamp(min=0.0)
