@@ -120,6 +120,11 @@ def test_evaluate_dataset_real_files_and_metrics(tmp_path, codec, dataset, lpips
         assert row["psnr"] == pytest.approx(10 * math.log10(255**2 / float((ref - rec).pow(2).mean())), rel=1e-6)
         assert math.isnan(row["ms_ssim"])  # under 161 px
         assert 0 < row["lpips"] and 0 <= row["clip_score"] <= 100 and row["enc_ms"] > 0 and row["dec_ms"] > 0
+        # Both LPIPS conventions, each in its own column: [0, 1] mapped to [-1, 1], and TACO's [0, 1] as is.
+        x8, rec8 = (ref / 255).float()[None], (rec / 255).float()[None]
+        assert row["lpips_correct"] == row["lpips"] == pytest.approx(float(lpips.metric(rec8, x8, normalize=True)))
+        assert row["lpips_reference"] == pytest.approx(float(lpips.metric(rec8, x8, normalize=False)), rel=1e-6)
+        assert row["lpips_reference"] != pytest.approx(row["lpips_correct"], rel=1e-3)
 
     # results.json: one rate point, the means of the CSV, in CompressAI's format.
     loaded = load_results(tmp_path / "results.json")
@@ -129,7 +134,9 @@ def test_evaluate_dataset_real_files_and_metrics(tmp_path, codec, dataset, lpips
     assert r["psnr-rgb"] == [pytest.approx(sum(x["psnr"] for x in rows) / 3)]
     assert r["ms-ssim-rgb"] == [None] and "161 px" in loaded["meta"]["notes"][0]
     assert r["encoding_time"] == [pytest.approx(sum(x["enc_ms"] for x in rows) / 3000)]
-    assert set(r) == {"bpp", "psnr-rgb", "ms-ssim-rgb", "lpips", "clip_score", "encoding_time", "decoding_time", "fid"}
+    assert set(r) == {"bpp", "psnr-rgb", "ms-ssim-rgb", "lpips", "lpips-reference", "lpips-correct", "clip_score",
+                      "encoding_time", "decoding_time", "fid"}
+    assert r["lpips-reference"] == [pytest.approx(sum(x["lpips_reference"] for x in rows) / 3)]
     assert r["fid"][0] >= 0 and loaded["meta"]["skipped"] == {}
     assert loaded["meta"]["lpips_convention"] == "correct" and "RANDOM" in loaded["meta"]["lpips"]
     assert loaded["meta"]["decode_vs_encoder_max_abs_diff"] < 1e-4
@@ -198,6 +205,7 @@ def _folder(tmp_path, dataset, n=2):
         "data=folder", f"data.image_dir={tmp_path / 'images'}", "captions=file", f"captions.path={tmp_path / 'captions.json'}",
         "device=cpu", "metrics.lpips.pretrained=false", "metrics.clip_score.model_name=taco-tiny-clip",
         "metrics.clip_score.pretrained=null", f"metrics.fid.weights={tmp_path / 'no_inception.pth'}",
+        "coding_workers=0",
     ]
 
 

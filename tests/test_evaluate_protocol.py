@@ -33,15 +33,15 @@ def multi(dataset):  # noqa: F811
 
 
 class IndexedDataset:
-    """A dataset with ``ids`` (like CaptionedImageDataset) that records which items it reads
+    """A dataset with ``entries`` (like CaptionedImageDataset) that records which items it reads
     and can stop the run at one of them, as a crash would."""
 
     def __init__(self, items, crash_at=None):
         self.items, self.crash_at, self.read = items, crash_at, []
 
     @property
-    def ids(self):
-        return [item["id"] for item in self.items]
+    def entries(self):
+        return [(item["id"], item.get("captions") or [item["caption"]]) for item in self.items]
 
     def __len__(self):
         return len(self.items)
@@ -69,7 +69,7 @@ def test_policy_all_codes_every_caption_and_reports_per_image_means(tmp_path, co
         assert row["bpp"] == pytest.approx(8 * row["bytes"] / (row["height"] * row["width"]))
         assert len({f.read_bytes() for f in files}) == len(files)  # each caption coded separately
     assert results["results"]["bpp"] == [pytest.approx(sum(r["bpp"] for r in rows.values()) / 2)]
-    assert fid.num_samples == 2 * 4 + 2 * 1  # every reconstruction: 4 patches of 32² in 64², 1 in 60x40
+    assert fid.num_samples == 2 * (4 + 1) + 2 * 1  # every reconstruction: 4 + 1 shifted patches of 32² in 64², 1 in 60x40
     assert results["meta"]["caption_policy"] == "all" and results["name"] == "all"
 
 
@@ -226,7 +226,7 @@ def test_coco30k_config_on_the_shared_coco_subset(tmp_path, caplog):
             "data=coco30k", f"data.image_dir={root / 'val2017'}", f"data.image_list={image_list}",
             f"captions.annotations_json={root / 'annotations' / 'captions_val2017.json'}",
             f"checkpoint={tmp_path / 'tiny.pt'}", "device=cpu", f"out_dir={out}", "name=coco-tiny",
-            "metrics.lpips.pretrained=false", "metrics.clip_score=null", "metrics.fid.enabled=false",
+            "metrics.lpips.pretrained=false", "metrics.clip_score=null", "metrics.fid.enabled=false", "coding_workers=0",
         ]
 
     cfg = compose(overrides(captioned[:1]), config_name="eval")
@@ -234,17 +234,21 @@ def test_coco30k_config_on_the_shared_coco_subset(tmp_path, caplog):
     assert cfg.caption_policy == "first" and cfg.captions.annotations_json.endswith("captions_val2017.json")
     first = run(cfg)
     assert first["meta"]["images"] == 1
-    # The list grows (as a stopped 30k run would continue): the finished image is kept,
-    # not coded again; the uncaptioned image is reported by the missing-caption policy.
+    # Another image list never mixes into the folder: stopped, saying what differs; resume=false starts over.
+    with pytest.raises(EvaluationMismatchError, match=r"images: \"sha256 \w+ of 1 images\" -> \"sha256 \w+ of 2 images"):
+        run(compose(overrides([*captioned, uncaptioned]), config_name="eval"))
+    run(compose(overrides([*captioned, uncaptioned]) + ["resume=false"], config_name="eval"))
+    # Rerun as is: the finished images are kept, not coded again; the uncaptioned image is reported by
+    # the missing-caption policy.
     done = (out / "bitstreams" / f"{captioned[0]}.tacoz").stat().st_mtime_ns
     with caplog.at_level(logging.INFO):
         results = run(compose(overrides([*captioned, uncaptioned]), config_name="eval"))
     assert (out / "bitstreams" / f"{captioned[0]}.tacoz").stat().st_mtime_ns == done
-    assert "1 images already done" in caplog.text and "coco-tiny: 2/2 images" in caplog.text
+    assert "2 images already done" in caplog.text and "coco-tiny: 2/2 images" in caplog.text
     rows = read_per_image_csv(out / "per_image.csv")
     assert [r["id"] for r in rows] == captioned and {r["caption_policy"] for r in rows} == {"first"}
     meta = results["meta"]
-    assert meta["resumed_images"] == 1 and meta["images"] == 2
+    assert meta["resumed_images"] == 2 and meta["images"] == 2
     assert any(f"1 images have no caption: {uncaptioned}" in line for line in meta["dataset_report"])
     assert load_results(out / "results.json")["results"]["bpp"][0] == pytest.approx(
         sum(r["bpp"] for r in rows) / 2)
@@ -252,3 +256,121 @@ def test_coco30k_config_on_the_shared_coco_subset(tmp_path, caplog):
     # A listed image without its file is an incomplete benchmark: an error by default.
     with pytest.raises(DatasetPairingError, match="no image file"):
         run(compose(overrides([*captioned, "COCO_val2014_000000000042.jpg"]), config_name="eval"))
+
+
+# ------------------------------------------------------- resume key, damaged journals
+
+
+def test_resume_never_mixes_caption_sets_checkpoints_or_metric_settings(tmp_path, codec, dataset):  # noqa: F811
+    # Caption set B into a folder holding set A's rows: stopped, saying what differs (one line).
+    other_captions = [{**item, "caption": f"a black cat on a sofa ({item['id']})"} for item in dataset]
+    out = tmp_path / "out"
+    first = evaluate_dataset(codec, dataset, out, name="a")
+    with pytest.raises(EvaluationMismatchError, match=r"caption_set: \"sha256 \w+ of 3 caption lists\" -> ") as err:
+        evaluate_dataset(codec, other_captions, out, name="b")
+    assert "\n" not in str(err.value) and "resume=false" in str(err.value)
+    # resume=false starts afresh: the same numbers as a fresh folder, not set A's.
+    fresh = evaluate_dataset(codec, other_captions, out, name="b", resume=False)
+    alone = evaluate_dataset(codec, other_captions, tmp_path / "alone", name="b")
+    assert fresh["results"]["bpp"] == alone["results"]["bpp"] != first["results"]["bpp"]
+    assert fresh["meta"]["resumed_images"] == 0
+    # Another checkpoint (weights), or other metric settings, are refused as well.
+    tweaked = tiny_model()
+    with torch.no_grad():
+        next(tweaked.g_s.parameters()).mul_(1.01)
+    from taco_plus.checkpoint import LoadedCodec
+    from taco_plus.codec import TacoCodec
+
+    with pytest.raises(EvaluationMismatchError, match="model_fingerprint"):
+        evaluate_dataset(TacoCodec(LoadedCodec(tweaked, dict(TINY_TEXT))), other_captions, out, name="b")
+    with pytest.raises(EvaluationMismatchError, match=r"fid: null -> "):
+        evaluate_dataset(codec, other_captions, out, name="b", fid=small_fid())
+
+
+def test_an_image_out_of_the_codecs_range_is_skipped_named_and_not_read_again(tmp_path, codec, dataset, monkeypatch):  # noqa: F811
+    import numpy as np
+    from PIL import Image
+
+    from taco_plus.captions.sources import CaptionSetSource
+    from taco_plus.data import dataset as data_module
+
+    folder = tmp_path / "images"
+    save_png(dataset[0]["image"], folder / "a_good.png")
+    Image.fromarray(np.zeros((3, 70000, 3), np.uint8)).save(folder / "b_wide.png")  # 3 x 70000 pixels
+    (tmp_path / "captions.json").write_text(json.dumps({"a_good.png": "a house", "b_wide.png": "a line"}))
+    data = CaptionedImageData(folder, CaptionSetSource(tmp_path / "captions.json"), num_workers=0)
+    results = evaluate_dataset(codec, data.eval_dataset(), tmp_path / "out", name="wide")
+    assert results["meta"]["images"] == 1 and len(results["meta"]["unreadable_images"]) == 1
+    reason = results["meta"]["unreadable_images"][0]
+    assert str(folder / "b_wide.png") in reason and "3x70000" in reason and "65536" in reason
+    assert "1 unreadable images were skipped" in results["meta"]["notes"][-1]
+    read = []
+    real_load = data_module.load_image
+    monkeypatch.setattr(data_module, "load_image", lambda path: read.append(path.name) or real_load(path))
+    again = evaluate_dataset(codec, data.eval_dataset(), tmp_path / "out", name="wide")
+    assert read == [] and again["meta"]["unreadable_images"] == [reason] and again["meta"]["resumed_images"] == 1
+
+
+def test_a_damaged_journal_is_recovered_naming_file_and_line_or_stops(tmp_path, codec, dataset, caplog):  # noqa: F811
+    full = evaluate_dataset(codec, dataset, tmp_path / "full", name="j")
+    out = tmp_path / "out"
+    evaluate_dataset(codec, dataset, out, name="j")
+    csv = out / "per_image.csv"
+    header, row1, row2, row3, _ = csv.read_bytes().split(b"\n")
+    # A corrupt middle line, a garbage last line, a non-UTF-8 line cut by a kill.
+    csv.write_bytes(b"\n".join([header, row1, row2.replace(b",60,", b",6?,"), b"garbage,,\xff", b"\xfe\xff" + row3[:9]]))
+    again = IndexedDataset(dataset)
+    with caplog.at_level(logging.WARNING):
+        resumed = evaluate_dataset(codec, again, out, name="j")
+    assert f"{csv} line 3 dropped" in caplog.text and f"{csv} line 4 dropped" in caplog.text
+    assert f"{csv} line 5 dropped (unfinished" in caplog.text
+    assert again.read == ["kodim04.png", "kodim23.png"]  # coded again; kodim01 kept
+    assert resumed["meta"]["resumed_images"] == 1 and _without_timing(out) == _without_timing(tmp_path / "full")
+    assert resumed["results"]["bpp"] == full["results"]["bpp"]
+    # An empty eval_state.json: the rows cannot be checked, so the resume stops, naming the file.
+    (out / "eval_state.json").write_text("")
+    with pytest.raises(EvaluationMismatchError, match=r"eval_state\.json is damaged .* resume=false") as err:
+        evaluate_dataset(codec, dataset, out, name="j")
+    assert "\n" not in str(err.value)
+
+
+def test_a_damaged_row_inside_the_fid_sums_stops_the_resume(tmp_path, codec, dataset):  # noqa: F811
+    out = tmp_path / "out"
+    evaluate_dataset(codec, dataset, out, name="f", fid=small_fid())
+    csv = out / "per_image.csv"
+    lines = csv.read_bytes().split(b"\n")
+    lines[2] = b"\xff" + lines[2]
+    csv.write_bytes(b"\n".join(lines))
+    with pytest.raises(EvaluationMismatchError, match=r"fid_state\.pt covers 3 images but .*per_image\.csv has 2"):
+        evaluate_dataset(codec, dataset, out, name="f", fid=small_fid())
+    (out / "fid_state.pt").write_bytes(b"not a snapshot")
+    with pytest.raises(EvaluationMismatchError, match=r"fid_state\.pt is damaged"):
+        evaluate_dataset(codec, dataset, out, name="f", fid=small_fid())
+
+
+def test_every_image_unreadable_or_a_damaged_journal_is_one_line_from_the_command(tmp_path, dataset):  # noqa: F811
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+    from tests.test_evaluate import _folder
+
+    overrides = _folder(tmp_path, dataset) + ["model=tiny", "text_encoder=tiny", f"out_dir={tmp_path / 'out'}",
+                                              "metrics.lpips=null", "metrics.clip_score=null", "metrics.fid.enabled=false",
+                                              "coding_workers=0"]
+    for path in (tmp_path / "images").iterdir():
+        path.write_bytes(b"not an image")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-m", "taco_plus.evaluate", *overrides], env=env, capture_output=True,
+                          text=True, timeout=300)
+    output = done.stdout + done.stderr
+    assert done.returncode == 2 and "Traceback" not in output, output[-3000:]
+    [line] = [line for line in output.splitlines() if "no image was evaluated" in line]
+    assert f"all 2 images of {tmp_path / 'images'} are unreadable" in line
+    # The journal those runs left, damaged: one line naming the file.
+    (tmp_path / "out" / "eval_state.json").write_text("")
+    done = subprocess.run([sys.executable, "-m", "taco_plus.evaluate", *overrides], env=env, capture_output=True,
+                          text=True, timeout=300)
+    output = done.stdout + done.stderr
+    assert done.returncode == 2 and "Traceback" not in output and f"{tmp_path / 'out' / 'eval_state.json'} is damaged" in output

@@ -59,9 +59,7 @@ def test_ms_ssim_identity_noise_and_small_images():
 def clip_score():
     from taco_plus.text import tiny_clip
 
-    import open_clip
-
-    return ClipScore(tiny_clip(), open_clip.get_tokenizer("taco-tiny-clip"), name="tiny")
+    return ClipScore(tiny_clip(), name="tiny")
 
 
 def test_clip_score_range_and_errors(clip_score):
@@ -87,6 +85,29 @@ def test_clip_score_preprocessing_matches_open_clip_pil_pipeline(clip_score):
     assert (ours - reference).abs().mean() < 0.02
 
 
+def test_clip_score_tokenizes_as_the_model_and_says_when_it_cuts(clip_score, caplog):
+    # The codec's text encoder cleans captions as the reference's Hugging Face tokenizer does (no ftfy,
+    # no HTML unescaping); the CLIP score must see the same tokens, not open_clip's own cleaning.
+    import logging
+
+    import open_clip
+
+    from taco_plus.text.tokenizer import tokenize
+
+    image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    caption = "Fish &amp; chips   on a  PLATE"
+    ids = torch.tensor([tokenize(caption, 77, pad="zero").ids])
+    assert not torch.equal(ids, open_clip.get_tokenizer("taco-tiny-clip")([caption]))  # the two cleanings differ here
+    model = clip_score.model
+    expected = 100 * torch.cosine_similarity(model.encode_image(clip_score.preprocess(image)), model.encode_text(ids))
+    assert clip_score(image, [caption]) == pytest.approx(float(expected.clamp(min=0)), rel=1e-5)
+    # A caption longer than CLIP's 77 positions is cut there (its end-of-text kept), counted and logged.
+    before, long_caption = clip_score.truncated, " ".join(["a red brick house by the sea"] * 20)
+    with caplog.at_level(logging.WARNING, logger="taco_plus.metrics.clip_score"):
+        clip_score(image, [long_caption])
+    assert clip_score.truncated == before + 1 and "cut to 77 tokens" in caplog.text
+
+
 def frechet_distance_low_rank(real: np.ndarray, fake: np.ndarray) -> float:
     """Reference FID for fewer samples than dimensions, by a route other than the metric's
     eigenvalues of Σ1Σ2: with A = (X1 − μ1)/√(n1−1), B = (X2 − μ2)/√(n2−1),
@@ -103,6 +124,20 @@ def test_split_patches():
     assert patches.shape == (2 * 1 * 2, 3, 4, 4)
     assert torch.equal(patches[1], x[0, :, :4, 4:8]) and torch.equal(patches[2], x[1, :, :4, :4])
     assert split_patches(x, 8) is x  # smaller than a patch: whole image
+    # MS-ILLM's FID/256: the grid shifted by p/2 as well, where both sides are at least 1.5·p.
+    shifted = split_patches(x, 3, shifted=True)  # 5x9: 1x3 + (from row/col 1) 1x2
+    assert shifted.shape[0] == 2 * 3 + 2 * 2 and torch.equal(shifted[6], x[0, :, 1:4, 1:4])
+    assert split_patches(x, 4, shifted=True).shape[0] == 4  # 5 < 1.5·4: no shifted grid
+
+
+def test_fid_256_on_kodak_has_192_patches(kodak_dir):
+    from PIL import Image
+
+    sizes = [Image.open(path).size for path in sorted(kodak_dir.glob("kodim*.png"))]
+    assert len(sizes) == 24 and {tuple(sorted(s)) for s in sizes} == {(512, 768)}
+    counts = [split_patches(torch.zeros(1, 3, h, w), 256, shifted=True).shape[0] for w, h in sizes]
+    assert counts == [8] * 24 and sum(counts) == 192  # 6 patches + 2 shifted per image; 144 without the shift
+    assert sum(split_patches(torch.zeros(1, 3, h, w), 256).shape[0] for w, h in sizes) == 144
 
 
 class SmallFeatures(nn.Module):
@@ -129,13 +164,14 @@ def test_fid_accumulator_patches_8bit_and_resumable_state():
     x_hat = (x * 0.7 + 0.1).clamp(0, 1)
     same = small_fid()
     same.update(x, x)
-    assert same.num_samples == 2 * 2 * 3 and same.compute() == pytest.approx(0.0, abs=1e-6)
+    assert same.num_samples == 2 * (2 * 3 + 1 * 2) and same.compute() == pytest.approx(0.0, abs=1e-6)
     # The metric sees the rounded 8-bit patches (not truncated ones) and computes FID on them.
     fid = small_fid()
     seen = []
     fid.metric.inception.register_forward_hook(lambda m, inp, out: seen.append((inp[0].clone(), out.detach())))
     fid.update(x, x_hat)
-    assert torch.equal(seen[0][0], to_uint8(split_patches(x, 16))) and torch.equal(seen[1][0], to_uint8(split_patches(x_hat, 16)))
+    assert torch.equal(seen[0][0], to_uint8(split_patches(x, 16, shifted=True)))
+    assert torch.equal(seen[1][0], to_uint8(split_patches(x_hat, 16, shifted=True)))
     reference = frechet_distance_low_rank(seen[0][1].double().numpy(), seen[1][1].double().numpy())
     assert fid.compute() == pytest.approx(reference, rel=1e-6) and reference > 1e-4
     # A snapshot restored into a fresh metric continues exactly (a resumed evaluation).

@@ -21,6 +21,7 @@ class ClipScoreConfig:  # taco_plus.text.load_clip arguments
 class FidConfig:
     enabled: bool = True  # missing weights stop the run at start-up, saying what to download
     patch_size: Optional[int] = 256  # null: whole images
+    shifted_patches: bool = True  # also the grid shifted by patch_size/2 (MS-ILLM's FID/256)
     weights: Optional[str] = None  # default $TORCH_HOME/hub/checkpoints/pt_inception-2015-12-05-6726825d.pth
 
 
@@ -44,6 +45,7 @@ class EvalConfig(ComponentGroups):  # taco_plus/configs/eval.yaml
     caption_policy: str = "first"  # first | all | oracle_lpips
     resume: bool = True  # continue the evaluation found in out_dir
     caption_sensitivity: bool = False
+    coding_workers: Optional[int] = None  # entropy-coding processes; null: the CPUs (per torchrun process) - 1
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 

@@ -1,5 +1,6 @@
 """PSNR and MS-SSIM on 8-bit values, as CompressAI's ``eval_model``: both images are mapped
-to ``round(x·255)`` clamped to [0, 255], the PNG a user gets after decoding."""
+to ``round(x·255)`` clamped to [0, 255], the PNG a user gets after decoding. Computed on the images'
+device (a GPU evaluation keeps them off the CPU, which codes)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def psnr(x: Tensor, x_hat: Tensor) -> float:
     8-bit values of the batch; ``inf`` when the 8-bit images are identical."""
     if x.shape != x_hat.shape:
         raise ValueError(f"image shapes differ: {tuple(x.shape)} vs {tuple(x_hat.shape)}")
-    mse = (to_uint8(x).cpu().float() - to_uint8(x_hat).cpu().float()).pow(2).mean().item()
+    mse = (to_uint8(x).float() - to_uint8(x_hat.to(x.device)).float()).pow(2).mean().item()
     return math.inf if mse == 0.0 else 10.0 * math.log10(255.0**2 / mse)
 
 
@@ -29,5 +30,5 @@ def ms_ssim(x: Tensor, x_hat: Tensor) -> float:
     side under :data:`MS_SSIM_MIN_SIDE`: fewer scales would not compare with published numbers."""
     if min(x.shape[-2:]) < MS_SSIM_MIN_SIDE:
         return math.nan
-    x8, x_hat8 = (to_uint8(v).cpu().float().reshape(-1, *v.shape[-3:]) for v in (x, x_hat))
+    x8, x_hat8 = (to_uint8(v.to(x.device)).float().reshape(-1, *v.shape[-3:]) for v in (x, x_hat))
     return float(_ms_ssim(x8, x_hat8, data_range=255.0, size_average=True))

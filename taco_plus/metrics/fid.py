@@ -1,6 +1,7 @@
 """Fréchet Inception Distance as published FIDs are computed (Heusel et al., 2017): torchmetrics on
-the FID Inception weights (``pt_inception-2015-12-05``) with TensorFlow 1.x's resize; 256×256 patches
-for small sets (HiFiC, Mentzer et al. 2020), whole images for MS-COCO 30k. The weights are read from a
+the FID Inception weights (``pt_inception-2015-12-05``) with TensorFlow 1.x's resize; for small sets
+256×256 patches (HiFiC, Mentzer et al. 2020) plus the grid shifted by half a patch (MS-ILLM, Muckley et
+al. 2023: "FID/256"), whole images for MS-COCO 30k. The weights are read from a
 local file, never downloaded (docs/evaluation.md).
 """
 
@@ -30,28 +31,36 @@ def fid_weights_path() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / FID_WEIGHTS_FILE
 
 
-def split_patches(x: Tensor, patch_size: Optional[int]) -> Tensor:
-    """(B, 3, H, W) -> (B·nH·nW, 3, p, p) non-overlapping patches, remainders dropped; images
-    smaller than a patch, or ``patch_size=None``, stay whole."""
+def split_patches(x: Tensor, patch_size: Optional[int], shifted: bool = False) -> Tensor:
+    """(B, 3, H, W) -> (B·nH·nW, 3, p, p) non-overlapping patches, remainders dropped; images smaller than a
+    patch, or ``patch_size=None``, stay whole. ``shifted`` adds the grid shifted by p/2 where both sides are
+    at least 1.5·p (MS-ILLM's ``update_patch_fid``): a 768×512 Kodak image gives 6 + 2 patches of 256."""
     if patch_size is None or min(x.shape[-2:]) < patch_size:
         return x
     patches = x.unfold(2, patch_size, patch_size).unfold(3, patch_size, patch_size)  # (B, 3, nH, nW, p, p)
-    return patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, x.size(1), patch_size, patch_size)
+    patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, x.size(1), patch_size, patch_size)
+    if shifted and 2 * min(x.shape[-2:]) >= 3 * patch_size:
+        patches = torch.cat([patches, split_patches(x[..., patch_size // 2:, patch_size // 2:], patch_size)])
+    return patches
 
 
 class FidAccumulator:
-    """Feeds original/reconstruction pairs, as 8-bit ``patch_size`` patches (None: whole images), to
-    ``metric``, a torchmetrics ``FrechetInceptionDistance`` (:meth:`inception`; tests pass one with a small
-    ``feature`` network taking uint8 images); ``name`` is the feature network, for provenance."""
+    """Feeds original/reconstruction pairs, as 8-bit ``patch_size`` patches (None: whole images; with
+    ``shifted``, also the half-patch-shifted grid: :func:`split_patches`), to ``metric``, a torchmetrics
+    ``FrechetInceptionDistance`` (:meth:`inception`; tests pass one with a small ``feature`` network taking
+    uint8 images); ``name`` is the feature network, for provenance. Under ``torch.distributed`` its
+    :meth:`compute` reduces every process's sums (torchmetrics' sync): call it on every rank."""
 
-    def __init__(self, metric: nn.Module, patch_size: Optional[int] = 256, name: Optional[str] = None) -> None:
+    def __init__(self, metric: nn.Module, patch_size: Optional[int] = 256, name: Optional[str] = None,
+                 shifted: bool = True) -> None:
         self.metric = metric
-        self.patch_size = patch_size
+        metric.orig_dtype = torch.float32  # set by update(): a resumed or idle rank's metric may have had none
+        self.patch_size, self.shifted = patch_size, shifted
         self.name = name or type(metric.inception).__name__
 
     @classmethod
     def inception(cls, weights: Optional[str | os.PathLike] = None, patch_size: Optional[int] = 256,
-                  device: str = "cpu") -> "FidAccumulator":
+                  device: str = "cpu", shifted: bool = True) -> "FidAccumulator":
         """The standard FID: torchmetrics' ``FrechetInceptionDistance`` on the weights file (default
         :func:`fid_weights_path`; torch-fidelity's ``weights-inception-2015-12-05-6726825d.pth`` is the same
         network), on ``device``; :class:`FidUnavailable` when the file is absent or not plain tensors."""
@@ -69,26 +78,31 @@ class FidAccumulator:
         from torchmetrics.image.fid import FrechetInceptionDistance  # a heavy import: only when needed
 
         metric = FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=str(path), antialias=False)
-        return cls(metric.to(device), patch_size, f"FID Inception ({path.name}, torchmetrics)")
+        return cls(metric.to(device), patch_size, f"FID Inception ({path.name}, torchmetrics)", shifted)
 
     @property
     def num_samples(self) -> int:
         return int(self.metric.real_features_num_samples)
 
     def describe(self) -> str:
-        patches = "whole images" if self.patch_size is None else f"{self.patch_size}x{self.patch_size} patches"
+        patches = "whole images" if self.patch_size is None else f"{self.patch_size}x{self.patch_size} patches" + (
+            " + the grid shifted by half a patch" if self.shifted else "")
         return f"{self.name}, {patches}"
 
     @torch.no_grad()
     def update(self, x: Tensor, x_hat: Tensor) -> None:
         """Adds originals ``x`` and reconstructions ``x_hat``, (B, 3, H, W) in [0, 1]."""
         for images, real in ((x, True), (x_hat, False)):
-            self.metric.update(to_uint8(split_patches(images, self.patch_size)).to(self.metric.device), real=real)
+            patches = split_patches(images.to(self.metric.device), self.patch_size, self.shifted)
+            self.metric.update(to_uint8(patches), real=real)
 
     def compute(self) -> float:
-        if min(self.num_samples, int(self.metric.fake_features_num_samples)) < 2:
-            raise FidUnavailable(f"FID needs at least 2 samples, got {self.num_samples}")
-        return float(self.metric.compute())
+        try:
+            return float(self.metric.compute())
+        except RuntimeError as err:  # torchmetrics: "More than one sample is required ..."
+            if "one sample" not in str(err):
+                raise
+            raise FidUnavailable(f"FID needs at least 2 samples, got {self.num_samples}") from err
 
     def state_dict(self) -> dict[str, Tensor]:
         """The running sums: a snapshot to resume a long evaluation (without the network's weights)."""

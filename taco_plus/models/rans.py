@@ -173,7 +173,7 @@ class RansStream:
 
     def decode(self, indexes: Tensor) -> Tensor:
         """Symbols (int32, shape of ``indexes``) for table indexes in coding order."""
-        flat = indexes.reshape(-1).to(torch.int64).cpu().numpy()
+        flat = indexes.reshape(-1).cpu().numpy().astype(np.int64)  # numpy: torch's threaded cast costs more than decoding
         if flat.size > self.remaining:
             raise BitstreamError("asked for more symbols than the stream announces")
         if flat.size and (flat.min() < 0 or flat.max() >= len(self.tables.lengths)):
@@ -248,4 +248,4 @@ def decode_bottleneck(bottleneck: EntropyBottleneck, strings: Sequence[bytes], s
     """``EntropyBottleneck.decompress`` through :class:`RansStream`: z_hat (B, C, h, w)."""
     tables, indexes, medians = _bottleneck_coding(bottleneck, len(strings), shape)
     symbols = decode_all(strings, indexes, tables)
-    return symbols.reshape(len(strings), -1, *shape).to(medians.dtype) + medians
+    return symbols.reshape(len(strings), -1, *shape).to(medians.device, medians.dtype) + medians

@@ -16,15 +16,16 @@ import numpy as np
 from taco_plus.atomic import atomic_write
 
 CSV_COLUMNS = ("id", "height", "width", "bytes", "bpp", "psnr", "ms_ssim", "lpips", "clip_score", "enc_ms", "dec_ms",
-               "caption_policy", "captions", "caption_index")
+               "caption_policy", "captions", "caption_index", "lpips_reference", "lpips_correct")
 CSV_HEADER = ",".join(CSV_COLUMNS) + "\n"
-_REQUIRED = CSV_COLUMNS[:11]  # the caption-policy columns came later
+_REQUIRED = CSV_COLUMNS[:11]  # the caption-policy and two-convention LPIPS columns came later
 _TEXT_COLUMNS = ("id", "caption_policy")
 _INT_COLUMNS = ("height", "width", "bytes", "captions", "caption_index")  # bytes: a mean under policy "all"
 # CSV column -> CompressAI results key, and the factor from the CSV unit (CompressAI stores seconds).
 RESULT_KEYS = {"bpp": ("bpp", 1.0), "psnr": ("psnr-rgb", 1.0), "ms_ssim": ("ms-ssim-rgb", 1.0),
                "lpips": ("lpips", 1.0), "clip_score": ("clip_score", 1.0), "enc_ms": ("encoding_time", 1e-3),
-               "dec_ms": ("decoding_time", 1e-3)}
+               "dec_ms": ("decoding_time", 1e-3), "lpips_reference": ("lpips-reference", 1.0),
+               "lpips_correct": ("lpips-correct", 1.0)}
 
 
 def csv_lines(rows: Iterable[Mapping[str, Any]]) -> str:
@@ -41,17 +42,21 @@ def write_per_image_csv(rows: Iterable[Mapping[str, Any]], path: str | os.PathLi
     return atomic_write(path, CSV_HEADER + csv_lines(rows))
 
 
-def read_per_image_csv(path: str | os.PathLike, finished_only: bool = False) -> list[dict[str, Any]]:
-    """Reads a per-image CSV back: ints, floats (``nan`` kept), None for empty cells; ``finished_only``
-    drops a last line without its newline (cut by a kill mid-write)."""
-    data = Path(path).read_bytes()
-    if finished_only:
-        data = data[: data.rfind(b"\n") + 1]
-    reader = csv.DictReader(io.StringIO(data.decode("utf-8"), newline=""))
+def read_per_image_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Reads a per-image CSV back: ints, floats (``nan`` kept), None for empty cells."""
+    reader = csv.DictReader(io.StringIO(Path(path).read_bytes().decode("utf-8"), newline=""))
     missing = [c for c in _REQUIRED if c not in (reader.fieldnames or [])]
     if missing:
         raise ValueError(f"{path}: not a per-image results CSV (missing columns {missing})")
     return [{key: _value(key, raw.get(key) or "") for key in CSV_COLUMNS} for raw in reader]
+
+
+def parse_row(line: str) -> dict[str, Any]:
+    """One line as :func:`csv_lines` writes it -> its row; ``ValueError`` when it is not one."""
+    cells = next(csv.reader([line]), [])
+    if len(cells) != len(CSV_COLUMNS) or not cells[0]:
+        raise ValueError(f"{len(cells)} fields where {len(CSV_COLUMNS)} are expected")
+    return {key: _value(key, cell) for key, cell in zip(CSV_COLUMNS, cells)}
 
 
 def _value(key: str, cell: str) -> Any:
