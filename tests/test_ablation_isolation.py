@@ -13,7 +13,7 @@ import torch
 from hydra.utils import instantiate
 
 from taco_plus.config import compose
-from taco_plus.experiments.registry import base_of, run_names
+from taco_plus.experiments.registry import declared, run_names
 from taco_plus.train.run import build_model, build_weighting
 from taco_plus.train.trainer import text_inputs
 from taco_plus.weighting import TfidfStatistics, load_corpus
@@ -39,15 +39,15 @@ def initial_state(name: str) -> tuple[dict, frozenset]:
     return state, frozenset(k for k in state if model.is_adapter_key(k))
 
 
-@pytest.mark.parametrize("name", [n for n in RUNS if base_of(n)])
+@pytest.mark.parametrize("name", [n for n in RUNS if declared(n)[0]])
 def test_every_run_starts_from_its_base_backbone(name):
     """Same name and shape outside the text adapter -> bit-equal to the declared base's tensor."""
-    (state, adapter), (base, _) = initial_state(name), initial_state(base_of(name))
+    (state, adapter), (base, _) = initial_state(name), initial_state(declared(name)[0])
     backbone = [k for k in state if k not in adapter]
     shared = [k for k in backbone if k in base and base[k].shape == state[k].shape]
     assert len(shared) == len(backbone) and any(k.startswith("g_s.") for k in shared)
     differ = [k for k in shared if not torch.equal(state[k], base[k])]
-    assert not differ, f"{len(differ)} of {len(shared)} backbone tensors differ from {base_of(name)}'s: {differ[:3]}"
+    assert not differ, f"{len(differ)} of {len(shared)} backbone tensors differ from {declared(name)[0]}'s: {differ[:3]}"
 
 
 @pytest.fixture(scope="module")
