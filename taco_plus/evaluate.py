@@ -312,7 +312,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "dataset_report": dataset.report.lines() if hasattr(dataset, "report") else None,
             "caption_set": {"source": repr(captions), "fingerprint": getattr(captions, "fingerprint", None)},
             "config": to_container(cfg), "skipped": skipped}
-    workers = default_workers() if cfg.coding_workers is None else cfg.coding_workers
+    workers = default_workers(codec.device) if cfg.coding_workers is None else cfg.coding_workers
     with coding_pool(codec, workers) or nullcontext() as pool:
         results = evaluate_dataset(codec, dataset, out_dir, name=cfg.name, lpips=lpips, clip=clip, fid=fid,
                                    ms_ssim_enabled=cfg.metrics.ms_ssim, save_bitstreams=cfg.save_bitstreams,

@@ -101,8 +101,11 @@ def decode_network(codec: TacoCodec, job: CodingJob, coded: Coded, y_hat_encoder
     return x_hat, diff, 1000 * (time.perf_counter() - start)
 
 
-def default_workers() -> int:
-    """The CPUs this process may use, shared with the other processes of a torchrun node, minus one."""
+def default_workers(device: torch.device) -> int:
+    """On a GPU: the CPUs this process may use, shared with the other processes of a torchrun node,
+    minus one. On the CPU: none (the network's threads already use the cores; coding inline is as fast)."""
+    if device.type == "cpu":
+        return 0
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(0, cpus // int(os.environ.get("LOCAL_WORLD_SIZE", "1")) - 1)
 

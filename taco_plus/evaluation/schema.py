@@ -45,7 +45,7 @@ class EvalConfig(ComponentGroups):  # taco_plus/configs/eval.yaml
     caption_policy: str = "first"  # first | all | oracle_lpips
     resume: bool = True  # continue the evaluation found in out_dir
     caption_sensitivity: bool = False
-    coding_workers: Optional[int] = None  # entropy-coding processes; null: the CPUs (per torchrun process) - 1
+    coding_workers: Optional[int] = None  # entropy-coding processes; null: GPU: the CPUs (per torchrun process) - 1, CPU: 0
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 

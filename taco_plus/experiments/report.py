@@ -92,11 +92,13 @@ def sensitivity_frame(root: Path) -> pd.DataFrame:
         run = load_recorded(name, root)
         for entry in run.provenance["points"]:
             folder = run.path / "points" / entry["label"] / "sensitivity"
-            modes = {m: pd.DataFrame(read_per_image_csv(folder / m / "per_image.csv")).set_index("id")[list(METRICS)]
+            # The real captions' rows are the point's own evaluation unless coded apart (sensitivity/real/).
+            where = {m: folder / m if (folder / m / "per_image.csv").is_file() else folder.parent for m in CAPTION_MODES}
+            modes = {m: pd.DataFrame(read_per_image_csv(where[m] / "per_image.csv")).set_index("id")[list(METRICS)]
                      .astype(float) for m in CAPTION_MODES} if (folder / "sensitivity.csv").is_file() else {}
             for mode in list(modes)[1:]:
                 real, delta = modes["real"], modes[mode].loc[modes["real"].index] - modes["real"]
-                conv = convention(load_results(folder / mode / "results.json"), "lpips") if delta.lpips.notna().any() \
+                conv = convention(load_results(where[mode] / "results.json"), "lpips") if delta.lpips.notna().any() \
                     else None
                 point = lambda_label(entry["lambda"]) if entry["lambda"] is not None else entry["label"]
                 frames.append(delta.assign(run=name, point=point, caption=mode, rate=real.bpp, convention=conv,
