@@ -35,6 +35,13 @@ def run_on_one_thread(model: torch.nn.Module) -> None:
                 module.register_forward_hook(lambda m, a, out, s=saved: torch.set_num_threads(s.pop()))
 
 
+def deterministic():
+    """cuDNN's deterministic kernels, no autotuning: on a GPU the decoder recomputes the entropy
+    model's scales bit for bit as the encoder did (docs/coding.md). No effect on the CPU."""
+    return torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True,
+                                      allow_tf32=torch.backends.cudnn.allow_tf32)
+
+
 @dataclass
 class EncodeResult:
     """One encoded image.
@@ -103,6 +110,7 @@ class TacoCodec:
         return tokens.to(self.device), mask.to(self.device), None if weights is None else weights.to(self.device)
 
     @torch.no_grad()
+    @deterministic()
     def encode(self, image: Tensor, caption: str) -> EncodeResult:
         """Encodes one image (3, H, W) or (1, 3, H, W) in [0, 1] with its caption."""
         start = time.perf_counter()
@@ -121,6 +129,7 @@ class TacoCodec:
         return EncodeResult(data, crop(x_hat, (h, w)).clamp(0, 1), h, w, encode_ms)
 
     @torch.no_grad()
+    @deterministic()
     def decode(self, data: bytes) -> Tensor:
         """Decodes ``.tacoz`` bytes to a (1, 3, H, W) image in [0, 1]. Takes no text."""
         payload = unpack(data, expected_fingerprint=self.fingerprint, max_pixels=self.max_pixels)
@@ -128,6 +137,7 @@ class TacoCodec:
         return crop(x_hat["x_hat"], (payload.height, payload.width)).clamp(0, 1)
 
     @torch.no_grad()
+    @deterministic()
     def estimate_bits(self, image: Tensor, caption: str) -> float:
         """Likelihood estimate of the rate, in bits (eval-mode forward)."""
         x = image.unsqueeze(0) if image.dim() == 3 else image

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from taco_plus.bitstream import Payload, pack, unpack
-from taco_plus.codec import TacoCodec
+from taco_plus.codec import TacoCodec, deterministic
 from taco_plus.images import crop, pad_to_multiple
 from taco_plus.models.checkerboard import DecodingCoder, EncodingCoder
 from taco_plus.models.rans import CdfTables, RansStream, decode_bottleneck, encode, encode_bottleneck
@@ -56,6 +56,7 @@ def code_job(job: CodingJob, tables: Optional[CdfTables] = None) -> Coded:
 
 
 @torch.no_grad()
+@deterministic()
 def encode_network(codec: TacoCodec, x: Tensor, caption: str, path: Optional[Path] = None) -> tuple[CodingJob, Tensor, float]:
     """:meth:`TACO.compress`'s network passes on ``x`` (3, H, W): the job, y_hat and the time in ms."""
     start, model, (h, w) = time.perf_counter(), codec.model, x.shape[-2:]
@@ -83,6 +84,7 @@ class _Decoded:  # a RansStream stand-in: the worker's symbols, while the decode
 
 
 @torch.no_grad()
+@deterministic()
 def decode_network(codec: TacoCodec, job: CodingJob, coded: Coded, y_hat_encoder: Tensor) -> tuple[Tensor, float, float]:
     """:meth:`TacoCodec.decode` of ``coded.data`` with y's symbols from the worker: x_hat (1, 3, H, W), the largest
     difference between the decoded latent and the encoder's (inf: decoded serially), and the time in ms."""
@@ -112,8 +114,15 @@ def default_workers(device: torch.device) -> int:
 
 def coding_pool(codec: TacoCodec, workers: int) -> Optional[ProcessPoolExecutor]:
     """``workers`` processes holding y's tables (spawned: safe beside CUDA), or None for none."""
-    return ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"), initializer=_init_worker,
-                               initargs=(codec.model.gaussian_conditional.tables(),)) if workers > 0 else None
+    if workers < 1:
+        return None
+    pool = ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"), initializer=_init_worker,
+                               initargs=(codec.model.gaussian_conditional.tables(),))
+    # Start every worker now (one task each, submitted at once): their start-up and the rANS coder's
+    # compilation then happen before the first image, not in the middle of an evaluation.
+    for future in [pool.submit(time.sleep, 0.5) for _ in range(workers)]:
+        future.result()
+    return pool
 
 
 def submit(pool: Optional[ProcessPoolExecutor], job: CodingJob, codec: TacoCodec) -> Future:
