@@ -12,8 +12,8 @@ from compressai.ans import RansDecoder
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from compressai.models.base import get_scale_table
 
-from taco_plus.bitstream import BitstreamError
-from taco_plus.models.rans import (
+from taco_plus.coding.bitstream import BitstreamError
+from taco_plus.coding.rans import (
     BucketizedGaussianConditional,
     RansStream,
     decode_all,
@@ -115,8 +115,8 @@ HOSTILE_STREAMS = textwrap.dedent(
     """
     import torch
     from compressai.models.base import get_scale_table
-    from taco_plus.bitstream import BitstreamError
-    from taco_plus.models.rans import BucketizedGaussianConditional, decode_all, encode
+    from taco_plus.coding.bitstream import BitstreamError
+    from taco_plus.coding.rans import BucketizedGaussianConditional, decode_all, encode
 
     gc = BucketizedGaussianConditional(None)
     gc.update_scale_table(get_scale_table(levels=64), force=True)

@@ -22,9 +22,9 @@ from compressai.ops import quantize_ste
 from torch import Tensor, nn
 
 from taco_plus.models.attention import AttentionFactory
-from taco_plus.models.checkerboard import DecodingCoder, EncodingCoder, LatentCoder, RoundingCoder, code_group
+from taco_plus.coding.checkerboard import DecodingCoder, EncodingCoder, LatentCoder, RoundingCoder, code_group
 from taco_plus.models.layers import ChannelContext, EntropyParameters
-from taco_plus.models.rans import BucketizedGaussianConditional, decode_bottleneck, encode_bottleneck
+from taco_plus.coding.rans import BucketizedGaussianConditional, decode_bottleneck, encode_bottleneck
 from taco_plus.models.transforms import AnalysisTransform, HyperAnalysis, HyperSynthesis, SynthesisTransform
 
 
@@ -205,7 +205,7 @@ class TACO(CompressionModel):
     def decompress(self, strings: Sequence[Sequence[bytes]], shape: Sequence[int]) -> dict[str, Tensor]:
         """Returns ``{"x_hat"}``. The decoder never sees text.
 
-        Raises :class:`~taco_plus.bitstream.BitstreamError` when a string does not
+        Raises :class:`~taco_plus.coding.bitstream.BitstreamError` when a string does not
         decode to exactly the symbols of a latent of this ``shape`` (see ``rans.py``).
         """
         y_strings, z_strings = strings

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from taco_plus.atomic import atomic_write, remove_stale_temporaries
-from taco_plus.bitstream import DEFAULT_MAX_PIXELS
 from taco_plus.cli import CLIError
+from taco_plus.coding.bitstream import DEFAULT_MAX_PIXELS
 
 DECODED_SUFFIX = ".decoded.png"
 

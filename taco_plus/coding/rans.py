@@ -44,7 +44,7 @@ from compressai.ans import BufferedRansEncoder
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from torch import Tensor
 
-from taco_plus.bitstream import BitstreamError
+from taco_plus.coding.bitstream import BitstreamError
 
 RANS64_L = 1 << 31
 PRECISION = 16  # compressai's CDF precision

@@ -20,7 +20,7 @@ import torch
 from compressai.ops import quantize_ste
 from torch import Tensor
 
-from taco_plus.models.rans import BucketizedGaussianConditional, RansStream, encode
+from taco_plus.coding.rans import BucketizedGaussianConditional, RansStream, encode
 
 ANCHOR, NON_ANCHOR = 1, 0  # parity of (row + col)
 
