@@ -1,20 +1,33 @@
-"""g_a's Winograd (NNPACK) 3x3 convolutions: same values as nn.Conv2d to float error in
-inference, the plain convolution wherever NNPACK does not apply, unchanged state dicts."""
+"""g_a's Winograd (NNPACK) 3x3 convolutions: PyTorch's private call still does what the fast path expects,
+same values as nn.Conv2d to float error in inference, the plain convolution wherever NNPACK does not apply
+or the private call changed, unchanged state dicts and initial weights."""
 
 from __future__ import annotations
 
 import copy
+import sys
+import warnings
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from taco_plus.models.layers import WinogradConv2d
+from taco_plus.models.winograd import WinogradConv2d, nnpack_works, use_winograd
 from tests.test_models import tiny_model
 
+# PyTorch's Linux wheels ship NNPACK: there, a missing NNPACK or a changed private call fails these tests
+# (the fast path would be off); elsewhere a build without NNPACK skips them.
 needs_nnpack = pytest.mark.skipif(
-    not getattr(torch, "_nnpack_available", lambda: False)(), reason="this torch build has no NNPACK"
+    sys.platform != "linux" and not torch.backends.nnpack.is_available(), reason="this torch build has no NNPACK"
 )
+
+
+@pytest.fixture(autouse=True)
+def fresh_probe():
+    nnpack_works.cache_clear()
+    yield
+    nnpack_works.cache_clear()  # after monkeypatch's undo as well: the next test probes the real torch
 
 
 def plain(module: nn.Module) -> nn.Module:
@@ -27,9 +40,47 @@ def plain(module: nn.Module) -> nn.Module:
 
 
 def winograd_calls(monkeypatch) -> list[int]:
+    nnpack_works()  # probed before counting
     calls, nnpack = [], torch._nnpack_spatial_convolution
     monkeypatch.setattr(torch, "_nnpack_spatial_convolution", lambda *a: calls.append(1) or nnpack(*a))
     return calls
+
+
+@needs_nnpack
+@pytest.mark.parametrize("shape", [(1, 24, 17, 30), (2, 96, 32, 48), (1, 3, 1, 1)])
+def test_pytorch_private_nnpack_call_is_what_the_fast_path_expects(shape):
+    """The call the fast path makes, with its arguments, against nn.Conv2d: this fails when PyTorch renames,
+    removes or changes ``torch._nnpack_spatial_convolution`` (or ships no NNPACK)."""
+    assert torch.backends.nnpack.is_available(), "this torch has no NNPACK: the encoder's Winograd path is off"
+    assert hasattr(torch, "_nnpack_spatial_convolution"), "torch._nnpack_spatial_convolution is gone"
+    torch.manual_seed(0)
+    conv, x = nn.Conv2d(shape[1], 40, 3, padding=1), torch.randn(shape)
+    with torch.no_grad():
+        out, ref = torch._nnpack_spatial_convolution(x, conv.weight, conv.bias, conv.padding), conv(x)
+    assert out.shape == ref.shape and out.dtype == ref.dtype
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback warning
+        assert nnpack_works()
+
+
+@pytest.mark.parametrize("broken", [
+    lambda x, w, b, padding, stride: F.conv2d(x, w, b, padding=padding),  # another signature
+    lambda x, w, b, padding: torch.zeros_like(F.conv2d(x, w, b, padding=padding)),  # other values
+    None,  # removed
+])
+def test_a_changed_private_call_falls_back_to_conv2d_with_a_warning(monkeypatch, broken):
+    if broken is None:
+        monkeypatch.delattr(torch, "_nnpack_spatial_convolution", raising=False)
+    else:
+        monkeypatch.setattr(torch, "_nnpack_spatial_convolution", broken, raising=False)
+    torch.manual_seed(0)
+    conv, x = nn.Conv2d(8, 8, 3, padding=1), torch.randn(1, 8, 12, 12)
+    wino = WinogradConv2d(8, 8, 3, padding=1)
+    wino.load_state_dict(conv.state_dict())
+    with torch.no_grad(), pytest.warns(UserWarning, match="_nnpack_spatial_convolution is missing or changed"):
+        assert torch.equal(wino(x), conv(x))
+    assert not nnpack_works()
 
 
 def test_g_a_uses_it_for_its_3x3_convolutions_only():
@@ -41,13 +92,26 @@ def test_g_a_uses_it_for_its_3x3_convolutions_only():
     assert not any(type(m) is WinogradConv2d for name, m in model.named_modules() if not name.startswith("g_a."))
 
 
+def test_use_winograd_keeps_parameters_and_draws_no_random_numbers():
+    def build():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.Sequential(nn.Conv2d(4, 4, 3, padding=1)))
+
+    reference, after = build(), torch.rand(3)
+    net = build()
+    weights = list(net.parameters())
+    assert use_winograd(net) is net and torch.equal(torch.rand(3), after)  # the random stream goes on as without it
+    assert [type(m) for m in (net[0], net[1][0])] == [WinogradConv2d] * 2
+    assert all(p is q for p, q in zip(net.parameters(), weights, strict=True))
+    assert all(torch.equal(p, q) for p, q in zip(net.parameters(), reference.parameters(), strict=True))
+
+
 @needs_nnpack
 @pytest.mark.parametrize("shape", [(1, 24, 17, 30), (2, 96, 32, 48)])
 def test_inference_matches_conv2d(monkeypatch, shape):
     torch.manual_seed(0)
     conv = nn.Conv2d(shape[1], 40, 3, padding=1)
-    wino = copy.deepcopy(conv)
-    wino.__class__ = WinogradConv2d
+    wino = use_winograd(nn.Sequential(copy.deepcopy(conv)))[0]
     x = torch.randn(shape)
     calls = winograd_calls(monkeypatch)
     with torch.no_grad():
@@ -89,7 +153,8 @@ def test_training_and_fallbacks_are_the_plain_convolution(monkeypatch):
     with torch.no_grad():
         assert torch.equal(conv.double()(x.double()), ref.double()(x.double()))
         conv.float(), ref.float()
-        monkeypatch.delattr(torch, "_nnpack_available")
+        monkeypatch.setattr(torch.backends.nnpack, "is_available", lambda: False)  # a build without NNPACK
+        nnpack_works.cache_clear()
         assert torch.equal(conv(x), ref(x))
     assert calls == []
 
