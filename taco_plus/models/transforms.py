@@ -13,7 +13,6 @@ from torch import Tensor, nn
 from taco_plus.models.adapter import Extractor, Injector
 from taco_plus.models.attention import AttentionFactory
 from taco_plus.models.layers import ResidualBottleneck, conv, deconv
-from taco_plus.models.winograd import use_winograd
 
 
 def _res3(N: int) -> list[nn.Module]:
@@ -59,9 +58,6 @@ class AnalysisTransform(nn.Module):
             conv(N, M),
             AttentionBlock(M),
         )  # fmt: skip
-        # Encoder only: y needs no bit-exactness, only the reference's values to float
-        # error; the decoder (g_s, h_s, the context networks) keeps direct convolutions.
-        use_winograd(self.analysis_transform)
 
     def forward(self, x: Tensor, text: Tensor, text_mask: Optional[Tensor] = None,
                 text_weights: Optional[Tensor] = None, real_mask: Optional[Tensor] = None) -> Tensor:
@@ -69,7 +65,6 @@ class AnalysisTransform(nn.Module):
         if self.caption_summary is not None:  # (B, L, D) -> (B, k, D), mask and weights used up
             text = self.caption_summary(text, text_mask, text_weights, real_mask)
             text_mask = text_weights = None
-        # NCHW throughout: NNPACK's Winograd convolutions take and return it.
         for layer in self.analysis_transform:
             if isinstance(layer, Injector):
                 x = layer(x, text, text_mask, text_weights)
