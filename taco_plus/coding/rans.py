@@ -137,7 +137,8 @@ class RansStream:
 
     def decode(self, indexes: Tensor) -> Tensor:
         """Symbols (int32, shape of ``indexes``) for table indexes in coding order."""
-        flat = indexes.reshape(-1).cpu().numpy().astype(np.int64)  # numpy: torch's threaded cast costs more than decoding
+        # the cast in numpy: torch's threaded one costs more than the decoding
+        flat = indexes.reshape(-1).cpu().numpy().astype(np.int64)
         if flat.size > self.remaining:
             raise BitstreamError("asked for more symbols than the stream announces")
         if flat.size and (flat.min() < 0 or flat.max() >= len(self.tables.lengths)):

@@ -21,10 +21,10 @@ from compressai.models.base import get_scale_table
 from compressai.ops import quantize_ste
 from torch import Tensor, nn
 
-from taco_plus.models.attention import AttentionFactory
 from taco_plus.coding.checkerboard import DecodingCoder, EncodingCoder, LatentCoder, RoundingCoder, code_group
-from taco_plus.models.layers import ChannelContext, EntropyParameters
 from taco_plus.coding.rans import BucketizedGaussianConditional, decode_bottleneck, encode_bottleneck
+from taco_plus.models.attention import AttentionFactory
+from taco_plus.models.layers import ChannelContext, EntropyParameters
 from taco_plus.models.transforms import AnalysisTransform, HyperAnalysis, HyperSynthesis, SynthesisTransform
 
 
@@ -95,7 +95,7 @@ class TACO(CompressionModel):
 
     # ------------------------------------------------------------------ text
     def analysis(self, x: Tensor, text_embeddings: Tensor, text_mask: Optional[Tensor] = None,
-                     text_weights: Optional[Tensor] = None, text_lengths: Optional[Tensor] = None) -> Tensor:
+                 text_weights: Optional[Tensor] = None, text_lengths: Optional[Tensor] = None) -> Tensor:
         """g_a with the text adapter: x (B, 3, H, W) -> y (B, M, H/16, W/16).
 
         ``text_mask`` (B, L): True on real tokens. ``text_lengths`` (B,): positions of each caption's own
@@ -132,7 +132,7 @@ class TACO(CompressionModel):
 
     # ------------------------------------------------------------- contract
     def forward(self, x: Tensor, text_embeddings: Tensor, text_mask: Optional[Tensor] = None,
-                    text_weights: Optional[Tensor] = None, text_lengths: Optional[Tensor] = None) -> dict[str, Any]:
+                text_weights: Optional[Tensor] = None, text_lengths: Optional[Tensor] = None) -> dict[str, Any]:
         """Returns ``{"x_hat", "likelihoods": {"y", "z"}}`` (CompressAI's contract)."""
         y = self.analysis(x, text_embeddings, text_mask, text_weights, text_lengths)
         z = self.h_a(y)
@@ -144,18 +144,15 @@ class TACO(CompressionModel):
             _, z_likelihoods = self.entropy_bottleneck(z)
             z_offset = self.entropy_bottleneck._get_medians()
             z_hat = quantize_ste(z - z_offset) + z_offset
-            hyper = self.h_s(z_hat)
-
-            y_hat, scales, means = self._code_latents(RoundingCoder(), hyper, y)
-            y_likelihoods = torch.cat(
-                [self.gaussian_conditional(y_i, s, m)[1] for y_i, s, m in zip(y.split(self.slice_ch, 1), scales, means)], 1
-            )
+            y_hat, scales, means = self._code_latents(RoundingCoder(), self.h_s(z_hat), y)
+            y_likelihoods = torch.cat([self.gaussian_conditional(y_i, s, m)[1]
+                                       for y_i, s, m in zip(y.split(self.slice_ch, 1), scales, means)], 1)
         x_hat = self.g_s(y_hat)
         return {"x_hat": x_hat, "y": y, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
 
     @torch.no_grad()
     def compress(self, x: Tensor, text_embeddings: Tensor, text_mask: Optional[Tensor] = None,
-                     text_weights: Optional[Tensor] = None, text_lengths: Optional[Tensor] = None) -> dict[str, Any]:
+                 text_weights: Optional[Tensor] = None, text_lengths: Optional[Tensor] = None) -> dict[str, Any]:
         """Returns ``{"strings": [y_strings, z_strings], "shape": z.shape[-2:], "y_hat"}``, one string per item
         in each list; ``g_s(y_hat)`` is the image the decoder will produce. Requires :meth:`update` first."""
         y = self.analysis(x, text_embeddings, text_mask, text_weights, text_lengths)
@@ -193,13 +190,15 @@ class TACO(CompressionModel):
         from taco_plus.models.official import infer_official_config, normalise_state_dict
 
         state_dict = normalise_state_dict(checkpoint)
-        model = cls(**{**infer_official_config(state_dict), "mask_padding": False, "scale_table_levels": 64, **overrides})
+        model = cls(**{**infer_official_config(state_dict), "mask_padding": False, "scale_table_levels": 64,
+                       **overrides})
         model.load_state_dict(state_dict)
         return model
 
     def is_adapter_key(self, key: str) -> bool:
-        """Whether a state-dict key belongs to the text adapter (:meth:`AnalysisTransform.is_adapter`), what
-        adapter-only fine-tuning trains and a checkpoint of another attention option may differ in; the rest is ELIC."""
+        """Whether a state-dict key belongs to the text adapter (:meth:`AnalysisTransform.is_adapter`): what
+        adapter-only fine-tuning trains and a checkpoint of another attention option may differ in. The rest is
+        ELIC."""
         head, _, rest = key.partition(".")
         return head == "g_a" and self.g_a.is_adapter(rest)
 
