@@ -2,7 +2,7 @@
 
 :class:`TacoCodec` ties a loaded model to the text pipeline it was trained with
 (caption encoder, optional token weighting), pads/crops images, and wraps the
-entropy-coded strings in the checked container of :mod:`taco_plus.bitstream`.
+entropy-coded strings in the checked container of :mod:`taco_plus.coding.bitstream`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from taco_plus.bitstream import DEFAULT_MAX_PIXELS, Payload, model_fingerprint, pack, unpack
 from taco_plus.checkpoint import LoadedCodec, instantiate_stored
+from taco_plus.coding.bitstream import DEFAULT_MAX_PIXELS, Payload, model_fingerprint, pack, unpack
 from taco_plus.images import crop, pad_to_multiple
 
 
@@ -69,7 +69,7 @@ class TacoCodec:
         text_encoder: caption encoder; built from ``loaded.text_encoder_config`` when None.
         weighting: token weighting; built from ``loaded.weighting_config`` when None.
         max_pixels: :meth:`decode` refuses files announcing more pixels (H x W) than this,
-            before allocating anything (see :mod:`taco_plus.bitstream`).
+            before allocating anything (see :mod:`taco_plus.coding.bitstream`).
     """
 
     def __init__(

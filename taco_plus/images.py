@@ -20,7 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 from taco_plus.atomic import atomic_write
-from taco_plus.bitstream import MAX_SIDE
+from taco_plus.coding.bitstream import MAX_SIDE
 
 
 class ImageReadError(ValueError):

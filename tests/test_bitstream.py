@@ -7,7 +7,7 @@ import zlib
 
 import pytest
 
-from taco_plus.bitstream import HEADER_BYTES, BitstreamError, Payload, pack, unpack
+from taco_plus.coding.bitstream import HEADER_BYTES, BitstreamError, Payload, pack, unpack
 
 FP = bytes(range(16))
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from taco_plus.bitstream import HEADER_BYTES, BitstreamError
 from taco_plus.checkpoint import LoadedCodec, load_codec, save_codec
 from taco_plus.cli import main as cli_main
 from taco_plus.codec import TacoCodec
+from taco_plus.coding.bitstream import HEADER_BYTES, BitstreamError
 from taco_plus.images import pad_to_multiple
 from taco_plus.models import TACO
 
@@ -137,9 +137,9 @@ def test_cli_reports_bad_inputs_cleanly(checkpoint, tmp_path, capsys):
 # test instead of killing pytest.
 CRAFTED_FILES = """
 import sys, time, torch
-from taco_plus.bitstream import BitstreamError, Payload, pack, unpack
 from taco_plus.checkpoint import load_codec
 from taco_plus.codec import TacoCodec
+from taco_plus.coding.bitstream import BitstreamError, Payload, pack, unpack
 
 codec = TacoCodec(load_codec(sys.argv[1]))
 real = unpack(open(sys.argv[2], "rb").read(), codec.fingerprint)  # a 64x64 image's file

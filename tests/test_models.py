@@ -151,3 +151,17 @@ def test_adapter_parameters_are_the_text_adapter():
     assert {n for n, p in model.named_parameters() if id(p) in adapter} == {
         n for n, _ in model.named_parameters() if n.startswith(blocks)
     }
+
+
+@pytest.mark.parametrize("size", [(128, 64), (64, 192)])
+def test_encoder_latent_is_the_same_in_training_and_inference(size):
+    """g_a runs the same kernels with and without gradients (no inference-only fast path, docs/coding.md):
+    the latent the training loss sees is, bit for bit, the one compress codes."""
+    model = tiny_model()
+    x, text = torch.rand(2, 3, *size), torch.randn(2, 7, 64)
+    y_train = model.analysis(x, text)
+    with torch.no_grad():
+        y_no_grad = model.analysis(x, text)
+    with torch.inference_mode():
+        y_inference = model.analysis(x, text)
+    assert torch.equal(y_train, y_no_grad) and torch.equal(y_train, y_inference)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -12,8 +13,8 @@ from compressai.ans import RansDecoder
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from compressai.models.base import get_scale_table
 
-from taco_plus.bitstream import BitstreamError
-from taco_plus.models.rans import (
+from taco_plus.coding.bitstream import BitstreamError
+from taco_plus.coding.rans import (
     BucketizedGaussianConditional,
     RansStream,
     decode_all,
@@ -115,8 +116,8 @@ HOSTILE_STREAMS = textwrap.dedent(
     """
     import torch
     from compressai.models.base import get_scale_table
-    from taco_plus.bitstream import BitstreamError
-    from taco_plus.models.rans import BucketizedGaussianConditional, decode_all, encode
+    from taco_plus.coding.bitstream import BitstreamError
+    from taco_plus.coding.rans import BucketizedGaussianConditional, decode_all, encode
 
     gc = BucketizedGaussianConditional(None)
     gc.update_scale_table(get_scale_table(levels=64), force=True)
@@ -153,3 +154,16 @@ def test_hostile_streams_are_errors_not_crashes():
     lines = proc.stdout.strip().splitlines()
     assert lines[-1] == "done" and len(lines) == 10, proc.stdout
     assert all("BitstreamError" in line for line in lines[:-1]), proc.stdout
+
+
+def test_coding_package_imports_nothing_of_the_model():
+    """``taco_plus.coding`` is the layer the model calls: importing all of it loads no other taco_plus module
+    (the model, the codec, the CLI), and the container alone does not even load torch (the CLI reads its limits)."""
+    code = ("import json, sys, taco_plus.coding.bitstream; torch = 'torch' in sys.modules; "
+            "import taco_plus.coding.checkerboard; "
+            "print(json.dumps([torch, sorted(m for m in sys.modules if m.startswith('taco_plus.'))]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout
+    torch_loaded, modules = json.loads(out)
+    assert not torch_loaded
+    assert modules == ["taco_plus.coding", "taco_plus.coding.bitstream", "taco_plus.coding.checkerboard",
+                       "taco_plus.coding.rans"]

@@ -12,9 +12,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from taco_plus.bitstream import HEADER_BYTES
 from taco_plus.checkpoint import LoadedCodec
 from taco_plus.codec import TacoCodec
+from taco_plus.coding.bitstream import HEADER_BYTES
 from taco_plus.images import load_image
 from taco_plus.models import TACO
 from tests.conftest import shared_path

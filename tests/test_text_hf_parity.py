@@ -19,9 +19,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from taco_plus.bitstream import unpack
 from taco_plus.checkpoint import load_codec
 from taco_plus.cli import main as cli_main
+from taco_plus.coding.bitstream import unpack
 from taco_plus.images import load_image, pad_to_multiple, save_png
 from taco_plus.text import ClipTextEncoder, register_model_configs, tiny_clip
 from taco_plus.text.clip_loading import MODEL_CONFIG_DIR

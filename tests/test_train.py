@@ -241,7 +241,7 @@ def test_bf16_keeps_the_entropy_model_in_fp32(tiny_data, tmp_path, monkeypatch):
     z and y, rounding around the means) in fp32, as compress/decompress compute it."""
     from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 
-    from taco_plus.models.checkerboard import RoundingCoder
+    from taco_plus.coding.checkerboard import RoundingCoder
     from taco_plus.models.transforms import SynthesisTransform
 
     seen: dict[str, set] = {}

@@ -14,7 +14,7 @@ TACO gets random 38-token caption features of width 512 (the CLIP text tower is 
 timed: it runs once per caption and its weights may be absent offline). Per image
 and model: ``encode`` = ``compress`` to real bitstrings, ``decode`` = ``decompress``,
 ``g_a`` = the analysis transform alone (TACO's carries the adapter, ELIC's has none;
-TACO's also runs Winograd 3x3 convolutions and in-place layers, so its ratio is not the
+TACO's also runs in-place layers, so its ratio is not quite the
 adapter's cost alone). Medians of ``--repeat`` runs, models interleaved within each repeat. The
 ratios printed at the end are TACO / ELIC medians over images. On a shared machine use
 ``--clock cpu`` (one thread's process CPU time).

@@ -19,14 +19,14 @@ from pathlib import Path
 import torch
 from compressai.ans import RansDecoder
 
-from taco_plus.bitstream import unpack
 from taco_plus.checkpoint import LoadedCodec
 from taco_plus.codec import TacoCodec
+from taco_plus.coding.bitstream import unpack
+from taco_plus.coding.rans import RansStream
 from taco_plus.evaluate import evaluate_dataset
 from taco_plus.evaluation.coding import code_job, coding_pool, encode_network
 from taco_plus.images import load_image
 from taco_plus.models import TACO
-from taco_plus.models.rans import RansStream
 
 DEFAULT_COCO = Path(__file__).resolve().parents[3] / "shared" / "data" / "coco_mini" / "val2017"
 MODELS = {"tiny": (32, 64, (4, 4, 8, 16, 32)), "small": (64, 128, (8, 8, 16, 32, 64)), "taco": (192, 320, (16, 16, 32, 64, 192))}

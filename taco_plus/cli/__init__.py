@@ -13,7 +13,7 @@ import importlib
 import sys
 from typing import Sequence
 
-_SUBCOMMAND_MODULES = ("taco_plus.cli.codec", "taco_plus.cli.captions", "taco_plus.cli.weights",
+_SUBCOMMAND_MODULES = ("taco_plus.cli.compress", "taco_plus.cli.captions", "taco_plus.cli.weights",
                        "taco_plus.cli.download")
 
 

@@ -18,11 +18,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from taco_plus.bitstream import Payload, pack, unpack
 from taco_plus.codec import TacoCodec, deterministic
+from taco_plus.coding.bitstream import Payload, pack, unpack
+from taco_plus.coding.checkerboard import DecodingCoder, EncodingCoder
+from taco_plus.coding.rans import CdfTables, RansStream, decode_bottleneck, encode, encode_bottleneck
 from taco_plus.images import crop, pad_to_multiple
-from taco_plus.models.checkerboard import DecodingCoder, EncodingCoder
-from taco_plus.models.rans import CdfTables, RansStream, decode_bottleneck, encode, encode_bottleneck
 
 
 # What the encoder's network leaves to the coder: y's symbols and table indexes (int32, coding order), the coded

@@ -21,10 +21,10 @@ from compressai.models.base import get_scale_table
 from compressai.ops import quantize_ste
 from torch import Tensor, nn
 
+from taco_plus.coding.checkerboard import DecodingCoder, EncodingCoder, LatentCoder, RoundingCoder, code_group
+from taco_plus.coding.rans import BucketizedGaussianConditional, decode_bottleneck, encode_bottleneck
 from taco_plus.models.attention import AttentionFactory
-from taco_plus.models.checkerboard import DecodingCoder, EncodingCoder, LatentCoder, RoundingCoder, code_group
 from taco_plus.models.layers import ChannelContext, EntropyParameters
-from taco_plus.models.rans import BucketizedGaussianConditional, decode_bottleneck, encode_bottleneck
 from taco_plus.models.transforms import AnalysisTransform, HyperAnalysis, HyperSynthesis, SynthesisTransform
 
 
@@ -43,12 +43,9 @@ class TACO(CompressionModel):
             caption to k summaries before the adapter (the Linformer ablation's text side).
         mask_padding: honour the text padding mask (default). Official checkpoints
             were trained attending to padding tokens; :meth:`from_official` sets False.
-        scale_table_levels: levels of the Gaussian scale table used by the entropy
-            coder (log-spaced over [0.11, 256]). The coder rounds each scale up to a
-            table entry; with CompressAI's 64 levels that costs 2-4% over the
-            likelihood estimate at low rates (measured on a trained tiny model), 256
-            levels 0.6-1.1%, 512 levels 0.3-0.5%. Official checkpoints keep 64, the
-            reference's table, so their bitstreams match the reference code's.
+        scale_table_levels: levels of the entropy coder's Gaussian scale table (log-spaced over [0.11, 256]);
+            more levels cost less rate over the likelihood estimate (docs/coding.md). Official checkpoints
+            keep the reference's 64, so their bitstreams match the reference code's.
     """
 
     def __init__(
@@ -97,27 +94,17 @@ class TACO(CompressionModel):
         self.gaussian_conditional = BucketizedGaussianConditional(None)
 
     # ------------------------------------------------------------------ text
-    def analysis(
-        self,
-        x: Tensor,
-        text_embeddings: Tensor,
-        text_mask: Optional[Tensor] = None,
-        text_weights: Optional[Tensor] = None,
-        text_lengths: Optional[Tensor] = None,
-    ) -> Tensor:
+    def analysis(self, x: Tensor, text_embeddings: Tensor, text_mask: Optional[Tensor] = None,
+                 text_weights: Optional[Tensor] = None, text_lengths: Optional[Tensor] = None) -> Tensor:
         """g_a with the text adapter: x (B, 3, H, W) -> y (B, M, H/16, W/16).
 
-        ``text_mask`` (B, L) is True on real tokens. ``text_lengths`` (B,): positions of
-        each caption's own sequence (``TextFeatures.lengths``: real tokens and the pads of
-        a fixed-length layout); later ones only pad the batch and are never attended
-        (None: all L). Without ``mask_padding`` a caption's own pads are attended (the
-        reference). ``text_weights`` (B, L) act inside the adapter (``adapter.py``); a
-        weighting that acts elsewhere prepares the inputs itself (``taco_plus.weighting``).
+        ``text_mask`` (B, L): True on real tokens. ``text_lengths`` (B,): positions of each caption's own
+        sequence (``TextFeatures.lengths``); later ones only pad the batch and are never attended (None: all
+        L). Without ``mask_padding`` a caption's own pads are attended (the reference). ``text_weights``
+        (B, L) act inside the adapter (``adapter.py``).
         """
         if text_embeddings.dim() != 3 or text_embeddings.shape[-1] != self.text_dim:
-            raise ValueError(
-                f"text_embeddings must be (B, L, {self.text_dim}), got {tuple(text_embeddings.shape)}"
-            )
+            raise ValueError(f"text_embeddings must be (B, L, {self.text_dim}), got {tuple(text_embeddings.shape)}")
         mask = text_mask if self.mask_padding else None
         if text_lengths is not None:
             own = torch.arange(text_embeddings.shape[1], device=x.device) < text_lengths.to(x.device)[:, None]
@@ -127,38 +114,25 @@ class TACO(CompressionModel):
         return self.g_a(x, text_embeddings, mask, text_weights, text_mask)
 
     # --------------------------------------------------------------- latents
-    def _code_latents(
-        self, coder: LatentCoder, hyper: Tensor, y: Optional[Tensor]
-    ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+    def _code_latents(self, coder: LatentCoder, hyper: Tensor, y: Optional[Tensor]) -> tuple[Tensor, list, list]:
         """Codes every channel group in order; returns y_hat and per-group scales/means."""
         # One memory layout on every path, so forward, compress and decompress run
         # the same conv kernels and reconstruct bit-identical latents.
         y_slices = [None] * len(self.slice_ch) if y is None else y.contiguous().split(self.slice_ch, dim=1)
         hyper = hyper.contiguous()
-        y_hat_slices: list[Tensor] = []
-        scales, means = [], []
+        y_hat_slices, scales, means = [], [], []
         for i, y_slice in enumerate(y_slices):
-            context = [hyper]
-            if i:
-                context.insert(0, self.channel_context[i](torch.cat(y_hat_slices, dim=1)))
-            y_hat_slice, s, m = code_group(
-                coder, y_slice, context,
-                self.entropy_parameters_anchor[i], self.entropy_parameters_nonanchor[i], self.local_context[i],
-            )  # fmt: skip
+            context = [self.channel_context[i](torch.cat(y_hat_slices, dim=1)), hyper] if i else [hyper]
+            y_hat_slice, s, m = code_group(coder, y_slice, context, self.entropy_parameters_anchor[i],
+                                           self.entropy_parameters_nonanchor[i], self.local_context[i])
             y_hat_slices.append(y_hat_slice)
             scales.append(s)
             means.append(m)
         return torch.cat(y_hat_slices, dim=1), scales, means
 
     # ------------------------------------------------------------- contract
-    def forward(
-        self,
-        x: Tensor,
-        text_embeddings: Tensor,
-        text_mask: Optional[Tensor] = None,
-        text_weights: Optional[Tensor] = None,
-        text_lengths: Optional[Tensor] = None,
-    ) -> dict[str, Any]:
+    def forward(self, x: Tensor, text_embeddings: Tensor, text_mask: Optional[Tensor] = None,
+                text_weights: Optional[Tensor] = None, text_lengths: Optional[Tensor] = None) -> dict[str, Any]:
         """Returns ``{"x_hat", "likelihoods": {"y", "z"}}`` (CompressAI's contract)."""
         y = self.analysis(x, text_embeddings, text_mask, text_weights, text_lengths)
         z = self.h_a(y)
@@ -170,30 +144,17 @@ class TACO(CompressionModel):
             _, z_likelihoods = self.entropy_bottleneck(z)
             z_offset = self.entropy_bottleneck._get_medians()
             z_hat = quantize_ste(z - z_offset) + z_offset
-            hyper = self.h_s(z_hat)
-
-            y_hat, scales, means = self._code_latents(RoundingCoder(), hyper, y)
-            y_likelihoods = torch.cat(
-                [self.gaussian_conditional(y_i, s, m)[1] for y_i, s, m in zip(y.split(self.slice_ch, 1), scales, means)], 1
-            )
+            y_hat, scales, means = self._code_latents(RoundingCoder(), self.h_s(z_hat), y)
+            y_likelihoods = torch.cat([self.gaussian_conditional(y_i, s, m)[1]
+                                       for y_i, s, m in zip(y.split(self.slice_ch, 1), scales, means)], 1)
         x_hat = self.g_s(y_hat)
         return {"x_hat": x_hat, "y": y, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
 
     @torch.no_grad()
-    def compress(
-        self,
-        x: Tensor,
-        text_embeddings: Tensor,
-        text_mask: Optional[Tensor] = None,
-        text_weights: Optional[Tensor] = None,
-        text_lengths: Optional[Tensor] = None,
-    ) -> dict[str, Any]:
-        """Returns ``{"strings": [y_strings, z_strings], "shape": z.shape[-2:], "y_hat"}``.
-
-        One string per batch item in each list; ``y_hat`` is the latent the decoder
-        will reconstruct (so ``g_s(y_hat)`` is the decoded image). Requires
-        :meth:`update` first.
-        """
+    def compress(self, x: Tensor, text_embeddings: Tensor, text_mask: Optional[Tensor] = None,
+                 text_weights: Optional[Tensor] = None, text_lengths: Optional[Tensor] = None) -> dict[str, Any]:
+        """Returns ``{"strings": [y_strings, z_strings], "shape": z.shape[-2:], "y_hat"}``, one string per item
+        in each list; ``g_s(y_hat)`` is the image the decoder will produce. Requires :meth:`update` first."""
         y = self.analysis(x, text_embeddings, text_mask, text_weights, text_lengths)
         z = self.h_a(y)
         z_strings, z_hat = encode_bottleneck(self.entropy_bottleneck, z)
@@ -203,11 +164,8 @@ class TACO(CompressionModel):
 
     @torch.no_grad()
     def decompress(self, strings: Sequence[Sequence[bytes]], shape: Sequence[int]) -> dict[str, Tensor]:
-        """Returns ``{"x_hat"}``. The decoder never sees text.
-
-        Raises :class:`~taco_plus.bitstream.BitstreamError` when a string does not
-        decode to exactly the symbols of a latent of this ``shape`` (see ``rans.py``).
-        """
+        """Returns ``{"x_hat"}``; the decoder never sees text. A string that does not decode to exactly the
+        symbols of a latent of this ``shape`` raises :class:`~taco_plus.coding.bitstream.BitstreamError`."""
         y_strings, z_strings = strings
         if len(y_strings) != len(z_strings):
             raise ValueError("y and z string lists differ in length")
@@ -219,10 +177,7 @@ class TACO(CompressionModel):
         return {"x_hat": self.g_s(y_hat)}
 
     def update(self, scale_table: Optional[Tensor] = None, force: bool = False, **kwargs: Any) -> bool:
-        """Builds the entropy coders' CDF tables (needed before compress/decompress).
-
-        Uses this model's ``scale_table_levels`` unless a table is given.
-        """
+        """Builds the entropy coders' CDF tables (before compress/decompress), ``scale_table_levels`` levels."""
         if scale_table is None:
             scale_table = get_scale_table(levels=self.scale_table_levels)
         return super().update(scale_table=scale_table, force=force, **kwargs)
@@ -230,24 +185,20 @@ class TACO(CompressionModel):
     # ------------------------------------------------------------- loading
     @classmethod
     def from_official(cls, checkpoint: Mapping[str, Any], **overrides: Any) -> "TACO":
-        """Builds a model from an official TACO checkpoint and loads its weights.
-
-        Accepts a plain state dict, one wrapped under ``"state_dict"``, and DDP
-        ``module.`` prefixes. Sizes are inferred from tensor shapes. The model
-        attends to padding tokens, as the official one does (``mask_padding=False``).
-        """
+        """A model built from an official TACO checkpoint (a state dict, maybe wrapped under ``"state_dict"``,
+        DDP ``module.`` prefixes allowed; sizes from tensor shapes), attending to padding tokens as it does."""
         from taco_plus.models.official import infer_official_config, normalise_state_dict
 
         state_dict = normalise_state_dict(checkpoint)
-        model = cls(**{**infer_official_config(state_dict), "mask_padding": False, "scale_table_levels": 64, **overrides})
+        model = cls(**{**infer_official_config(state_dict), "mask_padding": False, "scale_table_levels": 64,
+                       **overrides})
         model.load_state_dict(state_dict)
         return model
 
     def is_adapter_key(self, key: str) -> bool:
-        """Whether a state-dict key belongs to the text adapter: the one definition of the
-        adapter (:meth:`AnalysisTransform.is_adapter`). Adapter-only fine-tuning trains
-        these parameters; loading a checkpoint made with another attention option
-        tolerates them differing (``train/trainer.py``). Everything else is ELIC."""
+        """Whether a state-dict key belongs to the text adapter (:meth:`AnalysisTransform.is_adapter`): what
+        adapter-only fine-tuning trains and a checkpoint of another attention option may differ in. The rest is
+        ELIC."""
         head, _, rest = key.partition(".")
         return head == "g_a" and self.g_a.is_adapter(rest)
 

@@ -1,8 +1,6 @@
-"""TACO's transforms: text-guided analysis g_a, synthesis g_s, hyperprior h_a / h_s.
-
-Only g_a sees text. Module indices inside the ``nn.Sequential`` containers follow
-the official code so that ``g_a.analysis_transform.8.gamma`` etc. load unchanged.
-"""
+"""TACO's transforms: text-guided analysis g_a, synthesis g_s, hyperprior h_a / h_s. Only g_a sees text.
+Module indices in the ``nn.Sequential`` containers follow the official code (``g_a.analysis_transform.8.gamma``
+etc. load unchanged)."""
 
 from __future__ import annotations
 
@@ -14,7 +12,7 @@ from torch import Tensor, nn
 
 from taco_plus.models.adapter import Extractor, Injector
 from taco_plus.models.attention import AttentionFactory
-from taco_plus.models.layers import ResidualBottleneck, conv, deconv, use_winograd
+from taco_plus.models.layers import ResidualBottleneck, conv, deconv
 
 
 def _res3(N: int) -> list[nn.Module]:
@@ -22,9 +20,7 @@ def _res3(N: int) -> list[nn.Module]:
 
 
 class AnalysisTransform(nn.Module):
-    """g_a: image (B, 3, H, W) + text (B, L, D) -> y (B, M, H/16, W/16).
-
-    ::
+    """g_a: image (B, 3, H, W) + text (B, L, D) -> y (B, M, H/16, W/16)::
 
         conv/2, 3xRB, conv/2, 3xRB            (H/4, N)
         Injector                              image queries text
@@ -33,27 +29,14 @@ class AnalysisTransform(nn.Module):
         Injector                              with the updated text
         conv/2, AttentionBlock(M)             (H/16, M)
 
-    Args:
-        N, M: channel widths.
-        text_dim: width of the text features.
-        num_heads: attention heads in every adapter block.
-        injector_attention / extractor_attention: attention factories (full by default).
-        caption_summary: optional factory ``text_dim -> CaptionSummary``: project the
-            caption to k summaries once, before the first Injector (see
-            ``attention/summary.py``; mask and token weights act there); None keeps
-            every token (the paper).
+    Arguments as :class:`~taco_plus.models.TACO`'s; ``caption_summary`` projects the caption to k summaries
+    once, before the first Injector (mask and token weights act there); None keeps every token (the paper).
     """
 
-    def __init__(
-        self,
-        N: int,
-        M: int,
-        text_dim: int,
-        num_heads: int = 8,
-        injector_attention: Optional[AttentionFactory] = None,
-        extractor_attention: Optional[AttentionFactory] = None,
-        caption_summary: Optional[Callable[[int], nn.Module]] = None,
-    ) -> None:
+    def __init__(self, N: int, M: int, text_dim: int, num_heads: int = 8,
+                 injector_attention: Optional[AttentionFactory] = None,
+                 extractor_attention: Optional[AttentionFactory] = None,
+                 caption_summary: Optional[Callable[[int], nn.Module]] = None) -> None:
         super().__init__()
         # The adapter draws from its own stream (seeded from the global one, which it leaves
         # as it was), so every attention option starts from the same ELIC backbone at a seed.
@@ -75,23 +58,13 @@ class AnalysisTransform(nn.Module):
             conv(N, M),
             AttentionBlock(M),
         )  # fmt: skip
-        # Encoder only: y needs no bit-exactness, only the reference's values to float
-        # error; the decoder (g_s, h_s, the context networks) keeps direct convolutions.
-        use_winograd(self.analysis_transform)
 
-    def forward(
-        self,
-        x: Tensor,
-        text: Tensor,
-        text_mask: Optional[Tensor] = None,
-        text_weights: Optional[Tensor] = None,
-        real_mask: Optional[Tensor] = None,
-    ) -> Tensor:
+    def forward(self, x: Tensor, text: Tensor, text_mask: Optional[Tensor] = None,
+                text_weights: Optional[Tensor] = None, real_mask: Optional[Tensor] = None) -> Tensor:
         """``text_mask``: the positions attended; ``real_mask``: the real tokens (means of weights)."""
         if self.caption_summary is not None:  # (B, L, D) -> (B, k, D), mask and weights used up
             text = self.caption_summary(text, text_mask, text_weights, real_mask)
             text_mask = text_weights = None
-        # NCHW throughout: NNPACK's Winograd convolutions take and return it.
         for layer in self.analysis_transform:
             if isinstance(layer, Injector):
                 x = layer(x, text, text_mask, text_weights)
@@ -102,14 +75,12 @@ class AnalysisTransform(nn.Module):
         return x
 
     def is_adapter(self, name: str) -> bool:
-        """Whether a state-dict key of g_a (``name`` relative to it) is text adapter:
-        an Injector/Extractor block, whatever its attention, or any module held beside
-        the ELIC stack (a caption summary), whether or not this model has one."""
+        """Whether a state-dict key of g_a (``name`` relative to it) is text adapter: an Injector/Extractor
+        block, whatever its attention, or any module beside the ELIC stack (a caption summary, present or not)."""
         head, _, rest = name.partition(".")
         index = rest.partition(".")[0]
-        if head != "analysis_transform":
-            return True
-        return index.isdigit() and isinstance(self.analysis_transform[int(index)], (Injector, Extractor))
+        return head != "analysis_transform" or (
+            index.isdigit() and isinstance(self.analysis_transform[int(index)], (Injector, Extractor)))
 
 
 class SynthesisTransform(nn.Module):
@@ -127,9 +98,8 @@ class SynthesisTransform(nn.Module):
         )  # fmt: skip
 
     def forward(self, y_hat: Tensor) -> Tensor:
-        # Channels-last: oneDNN's convolutions (transposed ones most) run without layout
-        # reorders, ~25% faster on a CPU. Every path (forward, compress, decompress) goes
-        # through here, so reconstructions stay bit-identical across them.
+        # Channels-last: oneDNN's convolutions (transposed ones most) run without layout reorders, ~25% faster
+        # on a CPU. Every path (forward, compress, decompress) comes here: reconstructions stay bit-identical.
         return self.synthesis_transform(y_hat.contiguous(memory_format=torch.channels_last))
 
 
@@ -149,10 +119,7 @@ class HyperAnalysis(nn.Module):
 
 
 class HyperSynthesis(nn.Module):
-    """h_s: z_hat (B, N, h/4, w/4) -> hyper parameters (B, 2M, h, w).
-
-    TACO/ELIC output 2M channels here (CompressAI's ELIC outputs 2N).
-    """
+    """h_s: z_hat (B, N, h/4, w/4) -> hyper parameters (B, 2M, h, w) (CompressAI's ELIC outputs 2N)."""
 
     def __init__(self, N: int, M: int) -> None:
         super().__init__()

@@ -1,17 +1,11 @@
-"""The cross-attention interface shared by the adapter's Injector and Extractor.
-
-Every implementation (``FullCrossAttention``, ``PooledLinformerCrossAttention``) is a
-subclass of :class:`CrossAttention` with the same call::
+"""The cross-attention interface shared by the adapter's Injector and Extractor (docs/attention.md)::
 
     out = attn(query, context, context_mask=None, context_weights=None)
     # query (B, Lq, D), context (B, Lk, D) -> out (B, Lq, D)
 
-``context_mask`` (B, Lk) is True for real context tokens and False for padding;
-masked tokens receive exactly zero attention. ``context_weights`` (B, Lk) are
-positive per-context-token weights: token ``j``'s attention mass is multiplied by
-``w_j`` before the softmax renormalises, i.e. ``softmax(logits + log w)``. This is
-where token reweighting survives the adapter's LayerNorms (see
-``taco_plus.weighting``); multiplying embeddings by ``w`` would be nearly inert.
+``context_mask`` (B, Lk): True for real tokens; masked ones get exactly zero attention. ``context_weights``
+(B, Lk) > 0: token ``j``'s attention mass is scaled by ``w_j``, ``softmax(logits + log w)``, where token
+reweighting survives the adapter's LayerNorms (scaling embeddings by ``w`` would be nearly inert).
 """
 
 from __future__ import annotations
@@ -37,31 +31,19 @@ class CrossAttention(nn.Module):
         self.dim = dim
         self.num_heads = num_heads
 
-    def forward(
-        self,
-        query: Tensor,
-        context: Tensor,
-        context_mask: Optional[Tensor] = None,
-        context_weights: Optional[Tensor] = None,
-    ) -> Tensor:  # pragma: no cover - interface
+    def forward(self, query: Tensor, context: Tensor, context_mask: Optional[Tensor] = None,
+                context_weights: Optional[Tensor] = None) -> Tensor:  # pragma: no cover - interface
         raise NotImplementedError
 
 
-# A factory builds one attention module for a given width and head count; Hydra's
-# ``_partial_: true`` configs produce exactly this.
+# One attention module for a width and a head count: what Hydra's ``_partial_: true`` configs give.
 AttentionFactory = Callable[[int, int], CrossAttention]
 
 
-def context_bias(
-    context_mask: Optional[Tensor],
-    context_weights: Optional[Tensor],
-    dtype: torch.dtype,
-) -> Optional[Tensor]:
-    """Additive logit bias (B, 1, 1, Lk) from a padding mask and token weights.
-
-    Masked positions get ``-inf``; weighted positions get ``log(w)``. Returns None
-    when neither is given, so the fast unmasked kernel is used.
-    """
+def context_bias(context_mask: Optional[Tensor], context_weights: Optional[Tensor],
+                 dtype: torch.dtype) -> Optional[Tensor]:
+    """Additive logit bias (B, 1, 1, Lk): ``-inf`` where masked, ``log(w)`` where weighted; None when neither
+    is given (the fast unmasked kernel)."""
     if context_mask is None and context_weights is None:
         return None
     bias = None
@@ -77,14 +59,10 @@ def context_bias(
     return bias[:, None, None, :]
 
 
-def checked_context(
-    context: Tensor, context_mask: Optional[Tensor], context_weights: Optional[Tensor]
-) -> tuple[Tensor, Optional[Tensor]]:
-    """Validates mask and weights; zeroes padded tokens so even NaN padding cannot leak.
-
-    Returns ``(context, context_mask as bool or None)``. Used by the variants that mix
-    context tokens before attending (pooling, caption summaries).
-    """
+def checked_context(context: Tensor, context_mask: Optional[Tensor],
+                    context_weights: Optional[Tensor]) -> tuple[Tensor, Optional[Tensor]]:
+    """Validates mask and weights and zeroes padded tokens (even NaN padding cannot leak): ``(context, bool
+    mask or None)``, for the variants that mix context tokens before attending (pooling, caption summaries)."""
     if context_mask is not None:
         context_mask = context_mask.to(torch.bool)
         if not context_mask.any(dim=1).all():

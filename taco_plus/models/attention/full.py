@@ -37,36 +37,22 @@ class FullCrossAttention(CrossAttention):
 
     def project_qkv(self, query: Tensor, context: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Per-head queries (B, h, Lq, d), keys and values (B, h, Lk, d)."""
-        w_q, w_k, w_v = self.in_proj_weight.chunk(3)
-        b_q, b_k, b_v = self.in_proj_bias.chunk(3)
+        (w_q, w_k, w_v), (b_q, b_k, b_v) = self.in_proj_weight.chunk(3), self.in_proj_bias.chunk(3)
         q = split_heads(F.linear(query, w_q, b_q), self.num_heads)
         k = split_heads(F.linear(context, w_k, b_k), self.num_heads)
-        v = split_heads(F.linear(context, w_v, b_v), self.num_heads)
-        return q, k, v
+        return q, k, split_heads(F.linear(context, w_v, b_v), self.num_heads)
 
-    def forward(
-        self,
-        query: Tensor,
-        context: Tensor,
-        context_mask: Optional[Tensor] = None,
-        context_weights: Optional[Tensor] = None,
-    ) -> Tensor:
+    def forward(self, query: Tensor, context: Tensor, context_mask: Optional[Tensor] = None,
+                context_weights: Optional[Tensor] = None) -> Tensor:
         q, k, v = self.project_qkv(query, context)
         bias = context_bias(context_mask, context_weights, q.dtype)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B, h, Lq, d)
         return self.out_proj(merge_heads(out))
 
-    def attention_probs(
-        self,
-        query: Tensor,
-        context: Tensor,
-        context_mask: Optional[Tensor] = None,
-        context_weights: Optional[Tensor] = None,
-    ) -> Tensor:
+    def attention_probs(self, query: Tensor, context: Tensor, context_mask: Optional[Tensor] = None,
+                        context_weights: Optional[Tensor] = None) -> Tensor:
         """The attention matrix (B, h, Lq, Lk), for inspection and tests."""
         q, k, _ = self.project_qkv(query, context)
         logits = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
         bias = context_bias(context_mask, context_weights, q.dtype)
-        if bias is not None:
-            logits = logits + bias
-        return logits.softmax(dim=-1)
+        return (logits if bias is None else logits + bias).softmax(dim=-1)

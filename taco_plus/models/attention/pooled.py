@@ -1,31 +1,16 @@
-"""Linformer-style cross-attention with a resolution-independent, content-based projection.
+"""Linformer-style cross-attention with a resolution-independent, content-based projection (docs/attention.md).
 
-For the Extractor, whose keys/values are image tokens: H/8·W/8 of them, 1,024 for a
-256×256 training crop, 6,144 for a Kodak image, 45,056 for a 2048×1365 CLIC image
-(padded to 2048×1408). Linformer's learned ``(seq_len, k)`` projection indexes token
-*positions*: trained on crops, rows beyond 1,024 would never receive a gradient, and
-a row's meaning would change with the image width (raster order). Instead, the
-projection here is computed from *content*, with the same parameters at every length
-(the pooling of Perceiver, Jaegle et al., ICML 2021, used as Linformer's ``E``)::
+For the Extractor, whose keys/values are the H/8 x W/8 image tokens. Linformer's learned ``(seq_len, k)``
+projection indexes positions (rows past a training crop's 1,024 tokens would never be trained); here it is
+computed from content with the same parameters at every length (Perceiver pooling, Jaegle et al., ICML 2021,
+used as Linformer's ``E``)::
 
-    A = softmax_over_tokens( X P^T / sqrt(D) )     X (B, Lk, D), P (k, D) learned, A (B, Lk, k)
+    A = softmax_over_tokens(X P^T / sqrt(D))       X (B, Lk, D), P (k, D) learned, A (B, Lk, k)
     X_bar = A^T X                                  (B, k, D): k convex mixtures of tokens
     out = Attn(Q = query W_q, K = X_bar W_k, V = X_bar W_v) W_o
 
-Each summary is a weighted mean, so its scale does not depend on how many tokens it
-pools: a model trained on 256 crops sees the same kind of summaries at 45,056 tokens,
-and every parameter is trained at every resolution. Full cross-attention over image
-tokens is permutation-invariant (TACO adds no positional encoding in the adapter), and
-so is this pooling: nothing positional is lost relative to the full variant. Cost is
-O(Lk·k·D) for the pooling plus O(Lq·k·D) for the attention, linear in the number of
-image tokens and independent of it in parameters. (A parameter-free adaptive average
-pooling of the token grid would need the grid's height and width, which the
-cross-attention interface does not carry.)
-
-Mask and weights act on the pooling softmax, where tokens compete: a padded token gets
-``-inf`` (zero pooling weight, contents zeroed first), and token ``j``'s pooling mass
-is multiplied by ``w_j`` before renormalisation (``+ log w_j``), the same rule as full
-attention's, applied one level down.
+Mask and weights act in the pooling softmax: padded tokens get ``-inf`` (contents zeroed first), token
+``j``'s pooling mass is scaled by ``w_j`` (``+ log w_j``).
 """
 
 from __future__ import annotations
@@ -73,12 +58,8 @@ class PooledLinformerCrossAttention(CrossAttention):
     def extra_repr(self) -> str:
         return f"dim={self.dim}, num_heads={self.num_heads}, k={self.k}"
 
-    def pooling(
-        self,
-        context: Tensor,
-        context_mask: Optional[Tensor] = None,
-        context_weights: Optional[Tensor] = None,
-    ) -> Tensor:
+    def pooling(self, context: Tensor, context_mask: Optional[Tensor] = None,
+                context_weights: Optional[Tensor] = None) -> Tensor:
         """Pooling matrix A (B, Lk, k); each column sums to 1 over the real tokens."""
         scores = context @ self.pool_queries.to(context.dtype).t() / math.sqrt(self.dim)  # (B, Lk, k)
         if context_weights is not None:
@@ -87,15 +68,9 @@ class PooledLinformerCrossAttention(CrossAttention):
             scores = scores.masked_fill(~context_mask.unsqueeze(-1), float("-inf"))
         return scores.softmax(dim=1)
 
-    def forward(
-        self,
-        query: Tensor,
-        context: Tensor,
-        context_mask: Optional[Tensor] = None,
-        context_weights: Optional[Tensor] = None,
-    ) -> Tensor:
+    def forward(self, query: Tensor, context: Tensor, context_mask: Optional[Tensor] = None,
+                context_weights: Optional[Tensor] = None) -> Tensor:
         context, context_mask = checked_context(context, context_mask, context_weights)
-
         pooled = self.pooling(context, context_mask, context_weights).transpose(1, 2) @ context  # (B, k, D)
         q = split_heads(self.to_q(query), self.num_heads)  # (B, h, Lq, d)
         k = split_heads(self.to_k(pooled), self.num_heads)  # (B, h, k, d)

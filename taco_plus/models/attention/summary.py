@@ -1,33 +1,12 @@
-"""The caption projected once along its length: the text side of the Linformer ablation.
+"""The caption projected once along its length: the text side of the Linformer ablation (docs/attention.md).
 
-Wang et al., "Linformer: Self-Attention with Linear Complexity", arXiv 2006.04768.
-Linformer projects keys and values along the sequence axis with a learned
-``(max_len, k)`` matrix ``E``. :class:`CaptionSummary` applies that projection once,
-at the adapter's entry: the caption's L token features become ``k`` summaries
-``E^T X`` (B, k, D), and all three adapter blocks work on them. Inside attention this
-is exactly Linformer with shared key/value projections (a test checks it against the
-``linformer`` package); outside attention it also spares the per-token work that
-Linformer attention inside each block would leave linear in L (every Injector maps
-each text token through a Linear and a LayerNorm; the Extractor, where text tokens
-are queries, updates each of them). The adapter's cost is then independent of the
-caption length except for this O(L·k·D) projection.
-
-**Padding.** Padded tokens are removed, not just ignored: their features are zeroed
-and their projection rows are zero, and the real tokens are *compacted* (the j-th real
-token of a caption uses row j of ``E``), so the summaries equal those of the unpadded
-caption wherever the padding sits. (A model that attends a caption's own pads,
-``mask_padding=false``, keeps them as tokens; only batch padding is removed.)
-
-**Token weights** act in the projection: token j's row is scaled by ``sqrt(w_j / mean(w))``
-(mean over the caption's real tokens, never its pads). The rows have random signs, so
-tokens add up in a summary by energy (variances add): token j's share of a summary's
-energy then grows by ``w_j / mean(w)``, as its attention mass does under full attention.
-Uniform weights change nothing. (The row scaled by ``w_j / mean(w)`` moved the latent 2-5x
-as much as full attention where the caption's pads are attended: docs/weighting.md.)
-
-Positions beyond the longest training caption use untrained rows of ``E``, as in any
-Linformer; ``max_len`` is therefore the longest caption the text encoder produces
-(``text_encoder.max_tokens``, or the chunked limit), and a longer one raises.
+Wang et al., "Linformer: Self-Attention with Linear Complexity", arXiv 2006.04768. :class:`CaptionSummary`
+applies Linformer's learned ``(max_len, k)`` projection ``E`` once, at the adapter's entry: the caption's L
+token features become ``k`` summaries ``E^T X`` (B, k, D) that all three adapter blocks work on (inside
+attention, exactly Linformer with shared key/value projections: tested against the ``linformer`` package).
+Padded tokens are removed (zero features, zero rows; the j-th real token uses row j of ``E``); token weights
+scale token j's row by ``sqrt(w_j / mean(w))`` over the caption's real tokens. A caption longer than
+``max_len`` (the text encoder's longest) raises.
 """
 
 from __future__ import annotations
@@ -61,18 +40,15 @@ class CaptionSummary(nn.Module):
     def extra_repr(self) -> str:
         return f"text_dim={self.text_dim}, k={self.k}, max_len={self.max_len}"
 
-    def forward(
-        self, text: Tensor, mask: Optional[Tensor] = None, weights: Optional[Tensor] = None, real: Optional[Tensor] = None
-    ) -> Tensor:
+    def forward(self, text: Tensor, mask: Optional[Tensor] = None, weights: Optional[Tensor] = None,
+                real: Optional[Tensor] = None) -> Tensor:
         """Tokens (B, L, D), mask (B, L) True = kept, weights (B, L) > 0 -> summaries (B, k, D).
         ``real`` (B, L): the real tokens, over which the weights' mean is taken (default: kept)."""
         b, n, _ = text.shape
         if n > self.max_len:
-            raise ValueError(
-                f"caption of {n} tokens exceeds the caption summary's max_len={self.max_len} "
-                "(the longest caption it was built for: text_encoder.max_tokens, or "
-                "attention.max_len for chunked captions)"
-            )
+            raise ValueError(f"caption of {n} tokens exceeds the caption summary's max_len={self.max_len} (the "
+                             "longest caption it was built for: text_encoder.max_tokens, or attention.max_len for "
+                             "chunked captions)")
         text, mask = checked_context(text, mask, weights)
         if mask is None:
             rows = self.proj[:n].expand(b, -1, -1)  # (B, L, k)

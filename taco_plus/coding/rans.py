@@ -1,36 +1,13 @@
-"""Entropy coding with CompressAI's rANS format, with a decoder that is safe on any input.
+"""rANS coding in CompressAI's format, with a decoder that is safe on any input (docs/coding.md, "Decoding
+hostile files").
 
-The streams are those of ``compressai.ans`` (Giesen's ``rans64``: a 64-bit state kept in
-``[L, 2^63)``, ``L = 2^31``, renormalised by 32-bit little-endian words; 16-bit CDF
-precision; values outside a table's range escape through CompressAI's 4-bit *bypass*
-symbols). Encoding uses ``compressai.ans.BufferedRansEncoder`` unchanged, so files stay
-bit-identical to the official TACO code's.
-
-Decoding does not use ``compressai.ans.RansDecoder``: that C++ decoder never checks the
-end of its input, and its consumption has no bound in the number of symbols. Each
-symbol reads at most one word, but an escape first reads a count of 4-bit groups as a
-run of ``15`` nibbles, then that many groups: a payload of ``0xFF`` bytes keeps the count
-loop going through the whole stream and the raw loop then reads ~15 times the stream's
-length beyond its end (a crafted file ends in SIGSEGV). Zero padding would still need
-about 76 bytes per announced symbol (up to 143 bypass reads per escape), and
-``set_stream`` copies the padded buffer twice. :func:`_decode_symbols` instead reads the
-same format with three properties that hold for *every* input:
-
-1. **It never reads past the stream.** Every word read is checked against the end;
-   running out of words is an error.
-2. **Bounded work.** The encoder writes a bypass count as a single nibble ``n <= 7``
-   (it codes raw values below 2^28; larger ones hang it, see :func:`encode`), so a
-   count nibble above 7, which the C++ decoder follows as a continuation, is refused:
-   each symbol costs O(1).
-3. **Exact streams only.** rANS decoding inverts encoding step by step, so a stream
-   produced by the encoder ends, after its last symbol, with every word consumed and
-   the state back at the encoder's initial value ``L``. :meth:`RansStream.finish`
-   checks both: a truncated, corrupted or mismatched stream (or one decoded with other
-   scales than it was encoded with) is an error, never an image; a corrupted stream
-   passes only if it lands on that 63-bit state at exactly the last word (~2^-31).
-
-The decoder is compiled by Numba (cached on disk); its output is checked against
-``compressai.ans`` in ``tests/test_rans.py``.
+Streams are ``compressai.ans``'s (ryg_rans ``rans64``: 64-bit state in ``[L, 2^63)``, ``L = 2^31``, 32-bit
+little-endian words, 16-bit CDFs, 4-bit bypass escapes), encoded by CompressAI's ``BufferedRansEncoder`` so
+files stay bit-identical to the official TACO code's. CompressAI's C++ decoder never checks the end of its
+input (an all-0xFF payload reads ~15x the stream past its end); :func:`_decode_symbols` (Numba, checked
+against ``compressai.ans`` in ``tests/test_rans.py``) reads the same format but never past the stream,
+refuses escape counts no encoder writes (> 7 nibbles: O(1) per symbol), and :meth:`RansStream.finish`
+accepts only a stream that ends exactly, every word consumed and the state back at ``L``.
 """
 
 from __future__ import annotations
@@ -41,18 +18,16 @@ import numba
 import numpy as np
 import torch
 from compressai.ans import BufferedRansEncoder
-from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+from compressai.entropy_models import EntropyBottleneck, EntropyModel, GaussianConditional
 from torch import Tensor
 
-from taco_plus.bitstream import BitstreamError
+from taco_plus.coding.bitstream import BitstreamError
 
 RANS64_L = 1 << 31
 PRECISION = 16  # compressai's CDF precision
 _OK, _OUT_OF_WORDS, _BAD_ESCAPE = 0, 1, 2
-_ERRORS = {
-    _OUT_OF_WORDS: "stream ends before its announced symbols (truncated or corrupted)",
-    _BAD_ESCAPE: "stream holds an escape value no encoder writes (corrupted)",
-}
+_ERRORS = {_OUT_OF_WORDS: "stream ends before its announced symbols (truncated or corrupted)",
+           _BAD_ESCAPE: "stream holds an escape value no encoder writes (corrupted)"}
 
 
 @numba.njit(cache=True, nogil=True)
@@ -111,13 +86,12 @@ def _decode_symbols(words, pos, state, indexes, cdfs, cdf_lengths, offsets, out)
 
 
 class CdfTables:
-    """An entropy model's CDF tables, read once per call: (rows, max length) int32 CDFs,
-    their lengths and offsets, as arrays for the decoder and trimmed lists for the encoder."""
+    """An entropy model's CDF tables (rows, max length) int32, lengths and offsets: arrays for the decoder."""
 
-    def __init__(self, quantized_cdf: Tensor, cdf_length: Tensor, offset: Tensor) -> None:
-        self.cdfs = quantized_cdf.detach().cpu().to(torch.int32).contiguous().numpy()
-        self.lengths = cdf_length.detach().cpu().reshape(-1).to(torch.int32).numpy()
-        self.offsets = offset.detach().cpu().reshape(-1).to(torch.int32).numpy()
+    def __init__(self, entropy_model: EntropyModel) -> None:
+        self.cdfs = entropy_model.quantized_cdf.detach().cpu().to(torch.int32).contiguous().numpy()
+        self.lengths, self.offsets = (t.detach().cpu().reshape(-1).to(torch.int32).numpy()
+                                      for t in (entropy_model.cdf_length, entropy_model.offset))
         rows, width = self.cdfs.shape
         if rows == 0:
             raise ValueError("entropy model has no CDF tables: call model.update() first")
@@ -132,33 +106,25 @@ class CdfTables:
         return [self.cdfs[i, :n].tolist() for i, n in enumerate(lengths)], lengths, self.offsets.tolist()
 
 
-# compressai's encoder loops forever on escape values of 2^28 and more (its nibble count
-# shifts a 32-bit value by 32); NaN latents round to INT_MIN. Refuse them instead.
+# compressai's encoder loops forever on escape values >= 2^28 (its nibble count shifts a 32-bit value by 32);
+# NaN latents round to INT_MIN. Refused instead.
 MAX_SYMBOL = 1 << 26
 
 
 def encode(symbols: Tensor, indexes: Tensor, tables: CdfTables) -> bytes:
     """One rANS stream of ``symbols`` (int, any shape) coded with table ``indexes``."""
     if symbols.numel() and symbols.to(torch.int64).abs().max() >= MAX_SYMBOL:  # int32 abs(INT_MIN) < 0
-        raise ValueError(
-            f"latent values out of the coder's range (|symbol| >= {MAX_SYMBOL}): the image or the "
-            "model produces non-finite or huge latents"
-        )
+        raise ValueError(f"latent values out of the coder's range (|symbol| >= {MAX_SYMBOL}): the image or the "
+                         "model produces non-finite or huge latents")
     encoder = BufferedRansEncoder()
-    encoder.encode_with_indexes(
-        symbols.reshape(-1).int().tolist(), indexes.reshape(-1).int().tolist(), *tables.encoder_lists()
-    )
+    encoder.encode_with_indexes(symbols.reshape(-1).int().tolist(), indexes.reshape(-1).int().tolist(),
+                                *tables.encoder_lists())
     return encoder.flush()
 
 
 class RansStream:
-    """Decodes one stream in successive calls (the checkerboard parts), then :meth:`finish`.
-
-    Args:
-        string: the rANS stream.
-        tables: the CDF tables it was encoded with.
-        symbols: how many symbols the stream announces (all calls together).
-    """
+    """Decodes one ``string`` coded with ``tables`` in successive calls (the checkerboard parts), then
+    :meth:`finish` checks that it held exactly ``symbols`` symbols."""
 
     def __init__(self, string: bytes, tables: CdfTables, symbols: int) -> None:
         if len(string) % 4 or len(string) < 8:
@@ -167,13 +133,12 @@ class RansStream:
         self.state = np.uint64(self.words[0]) | (np.uint64(self.words[1]) << np.uint64(32))
         if not RANS64_L <= int(self.state) < 1 << 63:
             raise BitstreamError("rANS stream starts outside the coder's state range (corrupted)")
-        self.pos = 2
-        self.tables = tables
-        self.remaining = symbols
+        self.pos, self.tables, self.remaining = 2, tables, symbols
 
     def decode(self, indexes: Tensor) -> Tensor:
         """Symbols (int32, shape of ``indexes``) for table indexes in coding order."""
-        flat = indexes.reshape(-1).cpu().numpy().astype(np.int64)  # numpy: torch's threaded cast costs more than decoding
+        # the cast in numpy: torch's threaded one costs more than the decoding
+        flat = indexes.reshape(-1).cpu().numpy().astype(np.int64)
         if flat.size > self.remaining:
             raise BitstreamError("asked for more symbols than the stream announces")
         if flat.size and (flat.min() < 0 or flat.max() >= len(self.tables.lengths)):
@@ -192,11 +157,8 @@ class RansStream:
         if self.remaining:
             raise BitstreamError(f"{self.remaining} announced symbols were never decoded")
         if self.pos != len(self.words) or int(self.state) != RANS64_L:
-            raise BitstreamError(
-                "stream does not decode to exactly its announced symbols "
-                f"(ended at word {self.pos} of {len(self.words)}): corrupted, truncated, "
-                "or decoded with another model"
-            )
+            raise BitstreamError(f"stream does not decode to exactly its announced symbols (ended at word {self.pos} "
+                                 f"of {len(self.words)}): corrupted, truncated, or decoded with another model")
 
 
 def decode_all(strings: Sequence[bytes], indexes: Tensor, tables: CdfTables) -> Tensor:
@@ -212,25 +174,19 @@ def decode_all(strings: Sequence[bytes], indexes: Tensor, tables: CdfTables) -> 
 
 
 class BucketizedGaussianConditional(GaussianConditional):
-    """CompressAI's ``GaussianConditional`` with table indexes from one ``torch.bucketize``.
-
-    ``GaussianConditional.build_indexes`` loops over the scale table in Python, one
-    full-size comparison per level (512 passes for this project's default table).
-    Index ``i`` is the number of table entries below the (lower-bounded) scale, which
-    is what ``bucketize`` over the table without its last entry returns, NaN and
-    infinities included (pinned in ``tests/test_rans.py``).
-    """
+    """CompressAI's ``GaussianConditional`` with table indexes from one ``torch.bucketize`` instead of a Python
+    loop over the scale table: the same indexes, NaN and infinities included (``tests/test_rans.py``)."""
 
     def build_indexes(self, scales: Tensor) -> Tensor:
         return torch.bucketize(self.lower_bound_scale(scales), self.scale_table[:-1], out_int32=True)
 
     def tables(self) -> CdfTables:
-        return CdfTables(self.quantized_cdf, self.cdf_length, self.offset)
+        return CdfTables(self)
 
 
 def _bottleneck_coding(bottleneck: EntropyBottleneck, batch: int, shape: Sequence[int]):
     """Tables, table indexes (B, C, h*w: one table per channel) and medians (1, C, 1, 1)."""
-    tables = CdfTables(bottleneck.quantized_cdf, bottleneck.cdf_length, bottleneck.offset)
+    tables = CdfTables(bottleneck)
     channels = len(tables.lengths)
     indexes = torch.arange(channels, dtype=torch.int32)[None, :, None].expand(batch, channels, shape[0] * shape[1])
     return tables, indexes, bottleneck._get_medians().detach().reshape(1, channels, 1, 1)

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from taco_plus.atomic import atomic_write, remove_stale_temporaries
-from taco_plus.bitstream import DEFAULT_MAX_PIXELS
 from taco_plus.cli import CLIError
+from taco_plus.coding.bitstream import DEFAULT_MAX_PIXELS
 
 DECODED_SUFFIX = ".decoded.png"
 
@@ -40,9 +40,8 @@ def _load(args: argparse.Namespace, text_weights: str | None = None):
 
 
 def _check_output(out: Path, inputs: Sequence[Optional[str]], force: bool) -> Path:
-    """The file to write for ``-o out``: resolved first (links followed, ``a/../``
-    collapsed as the kernel will once ``a`` exists), so no spelling of an input gets
-    past; a link to another file is written through, as a shell redirection would."""
+    """The file to write for ``-o out``, resolved first (links followed, ``a/../`` collapsed) so that no
+    spelling of an input gets past; a link to another file is written through, as a shell redirection would."""
     target = Path(os.path.realpath(out))
     if target.is_dir():
         raise CLIError(f"output {out} is a folder; give a file name with -o")
@@ -124,10 +123,8 @@ def compress(args: argparse.Namespace) -> int:
         raise CLIError(f"{err}\nThen pass that file or folder with --text-weights PATH.") from err
     _warn_if_truncated(codec, caption)
     _write(target, result.data, out)
-    print(
-        f"{out}: {len(result.data)} bytes, {result.height}x{result.width}, "
-        f"{result.bpp:.4f} bpp, {result.encode_ms:.0f} ms"
-    )
+    print(f"{out}: {len(result.data)} bytes, {result.height}x{result.width}, {result.bpp:.4f} bpp, "
+          f"{result.encode_ms:.0f} ms")
     return 0
 
 
@@ -147,30 +144,28 @@ def decompress(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_common(p: argparse.ArgumentParser, checkpoint_help: str, output_help: str, func) -> None:
+    p.add_argument("--checkpoint", required=True, help=checkpoint_help)
+    p.add_argument("-o", "--output", help=output_help)
+    p.add_argument("--force", action="store_true", help="overwrite an existing output file (never one of the inputs)")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                   help=f"refuse images of more than N pixels (default {DEFAULT_MAX_PIXELS:,}; decoding needs a few "
+                        "hundred bytes of memory per pixel)")
+    p.add_argument("--device", choices=("cpu", "cuda"),
+                   help="where the networks run (default: cuda when present); docs/coding.md: decoding across devices")
+    p.set_defaults(func=func)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    force_help = "overwrite an existing output file (never one of the inputs)"
-    pixels_help = (f"refuse images of more than N pixels (default {DEFAULT_MAX_PIXELS:,}; decoding needs a few "
-                   "hundred bytes of memory per pixel)")
-    device_help = "where the networks run (default: cuda when present); docs/coding.md: decoding across devices"
     p = subparsers.add_parser("compress", help="compress an image with its caption to a .tacoz file")
     p.add_argument("image", help="input image (PNG, JPEG, ...; any size and mode; first frame of an animation)")
     p.add_argument("--caption", help="the image's caption (used by the encoder only)")
     p.add_argument("--caption-file", help="read the caption from a UTF-8 text file")
-    p.add_argument("--checkpoint", required=True, help="taco-plus or official TACO checkpoint")
     p.add_argument("--text-weights", metavar="PATH",
                    help="local CLIP weights (open_clip file, or a folder with open_clip_config.json) "
                         "for the checkpoint's text encoder, e.g. offline with an official checkpoint")
-    p.add_argument("-o", "--output", help="output file (default: IMAGE with .tacoz)")
-    p.add_argument("--force", action="store_true", help=force_help)
-    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N", help=pixels_help)
-    p.add_argument("--device", choices=("cpu", "cuda"), help=device_help)
-    p.set_defaults(func=compress)
-
+    _add_common(p, "taco-plus or official TACO checkpoint", "output file (default: IMAGE with .tacoz)", compress)
     p = subparsers.add_parser("decompress", help="decode a .tacoz file to PNG (no caption needed)")
     p.add_argument("file", help="input .tacoz file")
-    p.add_argument("--checkpoint", required=True, help="the checkpoint that encoded the file")
-    p.add_argument("-o", "--output", help=f"output PNG (default: FILE with {DECODED_SUFFIX})")
-    p.add_argument("--force", action="store_true", help=force_help)
-    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N", help=pixels_help)
-    p.add_argument("--device", choices=("cpu", "cuda"), help=device_help)
-    p.set_defaults(func=decompress)
+    _add_common(p, "the checkpoint that encoded the file", f"output PNG (default: FILE with {DECODED_SUFFIX})",
+                decompress)

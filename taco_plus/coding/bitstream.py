@@ -14,10 +14,9 @@ Layout (all integers big-endian)::
     38      ...   y string, z string (rANS streams of compressai's coders)
     end-4   4     CRC-32 of every preceding byte
 
-The latent shape is not stored: z is (ceil(H/64), ceil(W/64)) by construction.
-:func:`unpack` checks magic, version, sizes, lengths, CRC, fingerprint and the pixel
-limit (:data:`DEFAULT_MAX_PIXELS`, 2^25: 8K UHD fits) before anything is decoded or
-allocated; what the string decoder guarantees beyond that is in docs/coding.md.
+The latent shape is not stored: z is (ceil(H/64), ceil(W/64)). :func:`unpack` checks magic, version, sizes,
+lengths, CRC, fingerprint and the pixel limit (2^25: 8K UHD fits) before anything is decoded or allocated;
+what the string decoder guarantees beyond that: docs/coding.md.
 """
 
 from __future__ import annotations
@@ -66,9 +65,8 @@ def model_fingerprint(model: torch.nn.Module) -> bytes:
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         t = tensor.detach().cpu().contiguous()
-        digest.update(name.encode())
-        digest.update(str(t.dtype).encode())
-        digest.update(str(tuple(t.shape)).encode())
+        for part in (name, str(t.dtype), str(tuple(t.shape))):
+            digest.update(part.encode())
         digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return digest.digest()[:16]
 
@@ -85,11 +83,9 @@ def pack(payload: Payload) -> bytes:
     return body + struct.pack(">I", zlib.crc32(body))
 
 
-def unpack(
-    data: bytes, expected_fingerprint: bytes | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
-) -> Payload:
-    """Parses and validates a ``.tacoz`` stream; ``expected_fingerprint`` is the decoding
-    model's, ``max_pixels`` the largest H x W accepted."""
+def unpack(data: bytes, expected_fingerprint: bytes | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Payload:
+    """Parses and validates a ``.tacoz`` stream; ``expected_fingerprint`` is the decoding model's,
+    ``max_pixels`` the largest H x W accepted."""
     if len(data) < 4 or data[:4] != MAGIC:
         raise BitstreamError("not a .tacoz file (bad magic bytes)")
     if len(data) < HEADER_BYTES:
@@ -109,18 +105,11 @@ def unpack(
     if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):
         raise BitstreamError(f"invalid image size {height}x{width}")
     if height * width > max_pixels:
-        raise BitstreamError(
-            f"image of {height}x{width} = {height * width:,} pixels is over the decoding limit of "
-            f"{max_pixels:,} pixels; if you trust this file, raise the limit "
-            "(taco-plus decompress --max-pixels N, or TacoCodec(..., max_pixels=N))"
-        )
+        raise BitstreamError(f"image of {height}x{width} = {height * width:,} pixels is over the decoding limit of "
+                             f"{max_pixels:,} pixels; if you trust this file, raise the limit "
+                             "(taco-plus decompress --max-pixels N, or TacoCodec(..., max_pixels=N))")
     if expected_fingerprint is not None and fingerprint != expected_fingerprint:
-        raise BitstreamError(
-            "this file was encoded by a different model (weights fingerprint "
-            f"{fingerprint.hex()} != {expected_fingerprint.hex()}): decode it with the "
-            "checkpoint that encoded it"
-        )
-    start = _HEADER.size
-    y_string = data[start : start + y_len]
-    z_string = data[start + y_len : start + y_len + z_len]
-    return Payload(height, width, fingerprint, y_string, z_string)
+        raise BitstreamError(f"this file was encoded by a different model (weights fingerprint {fingerprint.hex()} != "
+                             f"{expected_fingerprint.hex()}): decode it with the checkpoint that encoded it")
+    y_end = _HEADER.size + y_len
+    return Payload(height, width, fingerprint, data[_HEADER.size : y_end], data[y_end : y_end + z_len])
