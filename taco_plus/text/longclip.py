@@ -1,14 +1,7 @@
-"""Long-CLIP weights as an open_clip ``CLIP`` with 248 text positions.
-
-Zhang et al., "Long-CLIP: Unlocking the Long-Text Capability of CLIP", ECCV 2024, keep OpenAI
-CLIP's architecture (QuickGELU, 64-wide heads) and stretch its 77 text positions to 248. The
-release files (``longclip-B.pt``, ``longclip-L.pt``: OpenAI-style state dicts) hold two
-tables, ``positional_embedding`` and ``positional_embedding_res``, which the Long-CLIP model
-adds under 0/1 masks: rows below 20 from the first, the others from the second, i.e. one
-248-row table. :func:`load_longclip` builds that table and loads the rest unchanged, strictly,
-into the registered architecture (``model_configs/LongCLIP-{B,L}.json``); a Hugging Face
-``CLIPModel`` folder with 248 positions is renamed into open_clip's keys. docs/text.md.
-"""
+"""Long-CLIP weights (Zhang et al., "Long-CLIP: Unlocking the Long-Text Capability of CLIP", ECCV 2024)
+as an open_clip ``CLIP`` with 248 text positions: a release file's two positional tables become the one
+its model adds, or a Hugging Face ``CLIPModel`` folder is renamed into open_clip's keys; the rest loads
+strictly into ``model_configs/LongCLIP-{B,L}.json`` (docs/text.md, "Long captions")."""
 
 from __future__ import annotations
 

@@ -1,11 +1,6 @@
-"""Caption tokenization for the CLIP text tower, with an explicit token layout.
-
-The layout is a contract (docs/text.md): token weightings map per-word weights onto exactly
-these positions, and the adapter receives features in exactly this order. ``bpe_ids`` is
-open_clip's BPE with the cleaning of Hugging Face's ``CLIPTokenizer`` (the TACO
-reference's); ``tokenize`` places the pieces at a fixed length (38, 77, 248: ``[SOT, pieces,
-EOT, pad...]``, EOT kept when cut) or ``"chunked"`` (75-piece windows, nothing dropped).
-"""
+"""Caption tokenization for the CLIP text tower: open_clip's BPE with the cleaning of Hugging Face's
+``CLIPTokenizer`` (the TACO reference's), placed in the token layout that weightings and the adapter
+share (docs/text.md, "The token layout contract")."""
 
 from __future__ import annotations
 
@@ -89,13 +84,9 @@ class TokenizedCaption:
 
 def check_policy(max_tokens: object, pad: object) -> None:
     """Raises a clear error for an unknown caption-length or padding policy."""
-    if max_tokens != "chunked" and not (
-        isinstance(max_tokens, int) and not isinstance(max_tokens, bool) and 2 <= max_tokens <= LONG_CONTEXT_LENGTH
-    ):
-        raise ValueError(
-            f"max_tokens must be an int in [2, {LONG_CONTEXT_LENGTH}] (38 as in TACO, 77 for CLIP, 248 for "
-            f"Long-CLIP; at most the text tower's positions) or 'chunked', got {max_tokens!r}"
-        )
+    if max_tokens != "chunked" and not (type(max_tokens) is int and 2 <= max_tokens <= LONG_CONTEXT_LENGTH):
+        raise ValueError(f"max_tokens must be an int in [2, {LONG_CONTEXT_LENGTH}] (38 as in TACO, 77 for CLIP, 248 "
+                         f"for Long-CLIP; at most the text tower's positions) or 'chunked', got {max_tokens!r}")
     if pad not in PAD_IDS:
         raise ValueError(f"pad must be one of {sorted(PAD_IDS)}, got {pad!r}")
 
@@ -114,15 +105,10 @@ def layout_from_pieces(pieces: List[int], max_tokens: MaxTokens = 38, pad: PadPo
         return TokenizedCaption(ids, [True] * len(ids), piece_index, chunks, truncated=0)
 
     kept = min(len(pieces), max_tokens - 2)
-    n_real = kept + 2
-    n_pad = max_tokens - n_real
-    return TokenizedCaption(
-        ids=[SOT_ID, *pieces[:kept], EOT_ID] + [PAD_IDS[pad]] * n_pad,
-        mask=[True] * n_real + [False] * n_pad,
-        piece_index=[-1, *range(kept), -1] + [-1] * n_pad,
-        chunks=[(0, n_real)],
-        truncated=len(pieces) - kept,
-    )
+    n_pad = max_tokens - kept - 2
+    return TokenizedCaption(ids=[SOT_ID, *pieces[:kept], EOT_ID] + [PAD_IDS[pad]] * n_pad,
+                            mask=[True] * (kept + 2) + [False] * n_pad, piece_index=[-1, *range(kept), -1] + [-1] * n_pad,
+                            chunks=[(0, kept + 2)], truncated=len(pieces) - kept)
 
 
 def tokenize(text: str, max_tokens: MaxTokens = 38, pad: PadPolicy = "eot") -> TokenizedCaption:
