@@ -1,15 +1,6 @@
-"""Stopping a run on a signal at a step boundary, with a checkpoint, so it can be requeued.
-
-SLURM pre-emption and ``scancel`` send SIGTERM to every process of the job, ``sbatch
---signal`` a chosen signal, submitit SIGUSR2. :class:`StopSignals` only records them during
-training (no I/O in a handler); at the next step boundary the trainer writes ``last.pt``
-(every rank agrees on the step) and hands the signal to what handled it before: the default
-action ends the process by that signal (:class:`TrainingInterrupted`; Ctrl-C's SIGINT too,
-whose default Python handler would raise ``KeyboardInterrupt``), a Python handler (submitit's
-requeue) is called, an ignored signal stays ignored. A second SIGINT before the boundary
-raises ``KeyboardInterrupt`` at once. Data-loader workers ignore
-these signals: a torch worker killed by SLURM's SIGTERM would fail the step (docs/training.md).
-"""
+"""Stopping a run on a signal at a step boundary, with a checkpoint, so it can be requeued: the
+signal is only recorded in its handler, then handed at the boundary to what handled it before
+(docs/training.md, "Resuming and fine-tuning": Signals)."""
 
 from __future__ import annotations
 
@@ -24,18 +15,14 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-UNCATCHABLE = ("SIGKILL", "SIGSTOP")
-
 
 def parse_signals(names: Sequence[str]) -> list[signal.Signals]:
     """``["SIGTERM", "SIGUSR1"]`` -> signals; unknown or uncatchable names raise ``ValueError``."""
-    out = []
-    for name in names:
-        sig = getattr(signal.Signals, str(name).upper(), None)
-        if sig is None or sig.name in UNCATCHABLE:
+    signals = [getattr(signal.Signals, str(name).upper(), None) for name in names]
+    for name, sig in zip(names, signals):
+        if sig is None or sig.name in ("SIGKILL", "SIGSTOP"):
             raise ValueError(f"trainer.stop_signals: {name!r} is not a signal the trainer can catch")
-        out.append(sig)
-    return out
+    return signals
 
 
 class IgnoreInWorkers:
@@ -55,10 +42,9 @@ class TrainingInterrupted(Exception):
 
     def __init__(self, signum: int, step: int, checkpoint: Optional[Path]) -> None:
         self.signum, self.step, self.checkpoint = signum, step, checkpoint
-        super().__init__(
-            f"stopped by {signal.Signals(signum).name} after step {step}; checkpoint {checkpoint} "
-            "(continue with trainer.resume=auto)"
-        )
+        super().__init__(f"stopped by {signal.Signals(signum).name} after step {step}; checkpoint {checkpoint} "
+                         "(continue with trainer.resume=auto)")
+
 
 def exit_by_signal(signum: int) -> NoReturn:
     """Ends the process as the signal's default action would (killed by SIGTERM: 143 in a

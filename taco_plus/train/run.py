@@ -1,10 +1,6 @@
-"""``train(cfg)``: builds every component of a composed config and trains.
-
-The plain function behind ``python -m taco_plus.train`` (tests and the quickstart call it).
-Components come from their config groups with ``_target_``: nothing here branches on
-which option was chosen. With ``WORLD_SIZE > 1`` (``torchrun``, or a multi-task SLURM job
-through submitit) it joins the process group first (NCCL on GPUs, Gloo on CPUs).
-"""
+"""``train(cfg)``, the plain function behind ``python -m taco_plus.train``: builds every component of
+a composed config from its group's ``_target_`` (no branch on the option chosen) and trains; with
+``WORLD_SIZE > 1`` (``torchrun``, a multi-task submitit job) it joins the process group first."""
 
 from __future__ import annotations
 
@@ -28,8 +24,7 @@ from taco_plus.train.trainer import Components, DistContext, Trainer, TrainResul
 logger = logging.getLogger(__name__)
 
 
-def seed_everything(seed: int) -> None:
-    """Seeds Python's ``random``, numpy and torch (CPU and every CUDA device)."""
+def seed_everything(seed: int) -> None:  # Python's random, numpy and torch (CPU and every CUDA device)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -120,22 +115,12 @@ def build_components(cfg: DictConfig) -> Components:
     for part in (text_encoder, getattr(loss, "lpips", None), getattr(loss, "joint", None)):
         if part is not None:
             logger.info("%s", part.describe() if hasattr(part, "describe") else part.extra_repr())
+    optim = {k: instantiate(cfg.optim[k], _convert_="all") for k in ("optimizer", "aux_optimizer", "scheduler")}
     return Components(
-        model=model,
-        text_encoder=text_encoder,
-        weighting=weighting,
-        data=data,
-        loss=loss,
-        optimizer=instantiate(cfg.optim.optimizer, _convert_="all"),
-        aux_optimizer=instantiate(cfg.optim.aux_optimizer, _convert_="all"),
-        scheduler=instantiate(cfg.optim.scheduler, _convert_="all"),
-        scheduler_unit=cfg.optim.scheduler_unit,
-        clip_max_norm=float(cfg.optim.clip_max_norm),
-        model_config=to_container(cfg.model),
-        text_encoder_config=to_container(cfg.text_encoder),
-        weighting_config=to_container(cfg.weighting) if weighting is not None else None,
-        config=to_container(cfg),
-    )
+        model=model, text_encoder=text_encoder, weighting=weighting, data=data, loss=loss, **optim,
+        scheduler_unit=cfg.optim.scheduler_unit, clip_max_norm=float(cfg.optim.clip_max_norm),
+        model_config=to_container(cfg.model), text_encoder_config=to_container(cfg.text_encoder),
+        weighting_config=to_container(cfg.weighting) if weighting is not None else None, config=to_container(cfg))
 
 
 def train(cfg: DictConfig, run_dir: Optional[str | os.PathLike] = None) -> TrainResult:
