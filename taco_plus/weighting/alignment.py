@@ -1,11 +1,6 @@
-"""Character spans of CLIP's BPE pieces in the *original* caption.
-
-:func:`align` reruns the tokenizer's steps (``taco_plus.text.tokenizer``: cleaning, the
-word regex, byte-level BPE) recording each regex match's span in the cleaned text and the
-bytes each piece covers, then maps cleaned positions back to the caption as written with
-a :class:`difflib.SequenceMatcher` alignment (cleaning only edits locally). Why and which
-cases it handles: docs/weighting.md, "From words to CLIP tokens".
-"""
+"""Character spans of CLIP's BPE pieces in the *original* caption: :func:`align` reruns the tokenizer's
+steps recording spans, and maps cleaned positions back to the caption as written with a
+:class:`difflib.SequenceMatcher` alignment (docs/weighting.md, "From words to CLIP tokens")."""
 
 from __future__ import annotations
 
@@ -48,7 +43,7 @@ def cleaned_to_original(original: str, cleaned: str) -> list[tuple[int, int]]:
         return sources[i0], sources[i1 - 1] + 1
 
     # Fast path: usually cleaning only lower-cases and collapses whitespace.
-    words = [m for m in _NON_SPACE.finditer(lowered)]
+    words = list(_NON_SPACE.finditer(lowered))
     if " ".join(m.group() for m in words) == cleaned:
         spans = []
         for wi, m in enumerate(words):

@@ -1,6 +1,5 @@
-"""Fitted weighting artefacts: JSON files stamped with the fingerprint of the caption set
-they were fitted on, loaded and never silently refitted (house rule 10). JSON, not pickle:
-inspectable and safe to load. File layout: docs/weighting.md, "Artefacts"."""
+"""Fitted weighting artefacts: JSON files (inspectable, safe to load) stamped with the fingerprint of
+the caption set they were fitted on, loaded and never silently refitted (docs/weighting.md, "Artefacts")."""
 
 from __future__ import annotations
 
@@ -68,6 +67,5 @@ def load_artefact(path: PathLike, kind: str, expected_fingerprint: Optional[str]
     if not isinstance(meta, dict) or not isinstance(meta.get("fingerprint"), str) \
             or not isinstance(document.get("payload"), dict):
         raise ArtefactError(f"{path} lacks a caption-set fingerprint or payload")
-    source = str(meta.get("source", ""))
-    check_fingerprint(kind, meta["fingerprint"], expected_fingerprint, allow_mismatch, source)
+    check_fingerprint(kind, meta["fingerprint"], expected_fingerprint, allow_mismatch, str(meta.get("source", "")))
     return document

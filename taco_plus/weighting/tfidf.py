@@ -1,11 +1,6 @@
-"""TF-IDF token weighting (ablation 2): distinctive caption words weigh more.
-
-Statistics are fitted once on the training caption set with scikit-learn's ``TfidfVectorizer``
-(Sparck Jones, "A statistical interpretation of term specificity", 1972; smooth idf
-``ln((1 + n) / (1 + df)) + 1``) and saved as a fingerprinted artefact. A caption's non-stop
-term weighs ``1 + (max_weight - 1) * tfidf / max_tfidf_of_the_caption``; terms, stop words and
-unseen words: docs/weighting.md, "tfidf".
-"""
+"""TF-IDF token weighting (ablation 2; Sparck Jones, "A statistical interpretation of term specificity",
+1972): distinctive caption words weigh more, by statistics fitted once on the training caption set with
+scikit-learn's ``TfidfVectorizer`` and saved as a fingerprinted artefact (docs/weighting.md, "tfidf")."""
 
 from __future__ import annotations
 
@@ -39,15 +34,8 @@ def caption_terms(caption: str) -> list[tuple[str, int, int]]:
 
 @dataclass
 class TfidfStatistics:
-    """Fitted TF-IDF statistics of a caption set.
-
-    Args:
-        idf: term -> smooth idf.
-        num_documents: captions fitted on (n).
-        fingerprint: the caption set's fingerprint.
-        source: where the captions came from.
-        stop_words: the stop list used when fitting (kept with the artefact).
-    """
+    """Fitted TF-IDF statistics of a caption set: term -> smooth ``idf``, the ``num_documents`` (captions)
+    fitted on, the set's ``fingerprint`` and ``source``, and the ``stop_words`` used."""
 
     idf: dict[str, float]
     num_documents: int
@@ -64,10 +52,8 @@ class TfidfStatistics:
     def fit(cls, corpus: CaptionCorpus) -> "TfidfStatistics":
         """Fits idf on every caption of ``corpus`` (one caption = one document)."""
 
-        def analyzer(caption: str) -> list[str]:
-            return [t for t, _, _ in caption_terms(caption) if t not in STOP_WORDS]
-
-        vectorizer = TfidfVectorizer(analyzer=analyzer, norm=None, smooth_idf=True)
+        vectorizer = TfidfVectorizer(analyzer=lambda c: [t for t, _, _ in caption_terms(c) if t not in STOP_WORDS],
+                                     norm=None, smooth_idf=True)
         try:
             vectorizer.fit(corpus.captions)
         except ValueError as err:  # "empty vocabulary": only stop words
@@ -150,11 +136,8 @@ class TfidfWeighting(TokenWeighting):
 
 
 class TfidfEmbeddingScale(TfidfWeighting):
-    """The naive control (docs/weighting.md, "Where the weights act"): CLIP token features
-    multiplied by their TF-IDF weights before the model, which then gets no weights. Nearly inert: every
-    adapter block LayerNorms its text input, so only the Injectors' Linear bias's share
-    of a scaled token changes. Arguments as for :class:`TfidfWeighting`.
-    """
+    """The naive control: CLIP token features multiplied by their TF-IDF weights before the model,
+    which gets no weights (nearly inert: docs/weighting.md, "Where the weights act")."""
 
     def model_inputs(self, text: Any, captions: Sequence[str]) -> tuple[Tensor, Tensor, None]:
         w = self.weights(text.layouts, captions)  # (B, L)
