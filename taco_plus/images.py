@@ -1,9 +1,5 @@
-"""Reading, writing and padding images for the codec.
-
-Every input becomes 8-bit RGB (EXIF orientation applied, 16-bit samples keep their high
-byte, alpha composited over white, first frame of an animation): the rule is in
-docs/coding.md. The codec zero-pads bottom/right to a multiple of 64 and crops back.
-"""
+"""Reading, writing and padding images for the codec: every input becomes 8-bit RGB by the rule of
+docs/coding.md; the codec zero-pads bottom/right to a multiple of 64 and crops back."""
 
 from __future__ import annotations
 
@@ -101,14 +97,10 @@ def save_png(x: Tensor, path: str | os.PathLike) -> None:
 
 def pad_to_multiple(x: Tensor, multiple: int = 64) -> Tensor:
     """Zero-pads (B, C, H, W) at the bottom/right so H and W are multiples of ``multiple``."""
-    h, w = x.shape[-2:]
-    pad_h, pad_w = (-h) % multiple, (-w) % multiple
-    if pad_h == 0 and pad_w == 0:
-        return x
-    return F.pad(x, (0, pad_w, 0, pad_h), mode="constant", value=0.0)
+    pad_h, pad_w = (-x.shape[-2]) % multiple, (-x.shape[-1]) % multiple
+    return F.pad(x, (0, pad_w, 0, pad_h), mode="constant", value=0.0) if pad_h or pad_w else x
 
 
 def crop(x: Tensor, size: tuple[int, int]) -> Tensor:
     """Crops (…, H', W') back to the top-left ``size`` = (H, W)."""
-    h, w = size
-    return x[..., :h, :w]
+    return x[..., : size[0], : size[1]]

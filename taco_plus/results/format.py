@@ -1,7 +1,6 @@
 """Rate-distortion results files in CompressAI's JSON format (one curve: ``name``, ``description``,
 ``results`` with one value per rate point in every list, taco-plus's ``meta``; uncomputable values are
-``null``, never ``NaN``), and the shipped reference curves ``reference/*.json`` (docs/evaluation.md).
-"""
+``null``, never ``NaN``), and the shipped reference curves ``reference/*.json`` (docs/evaluation.md)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,7 @@
-"""Rate-distortion plots in CompressAI's conventions (bpp against PSNR [dB], MS-SSIM in dB, markers on lines):
-one panel per quality metric, LPIPS one per convention (never two on one axis); results solid, reference
-curves dashed, seed means with error bars of one standard deviation, a lone point labelled in place; the
-legend outside the panels::
+"""Rate-distortion plots in CompressAI's conventions, one panel per quality metric (LPIPS one per
+convention), seed spreads as error bars (docs/evaluation.md, "RD plots")::
 
-    python -m taco_plus.results.plot a.json b.json --metric psnr-rgb --reference elic_paper -o rd_psnr.png
-"""
+    python -m taco_plus.results.plot a.json b.json --metric psnr-rgb --reference elic_paper -o rd_psnr.png"""
 
 from __future__ import annotations
 
