@@ -2,8 +2,7 @@
 8 bundled photos on CPU, codes every full photo to a real ``.tacoz`` file and back, compares with JPEG and
 writes ``runs/quickstart-<timestamp>/`` (docs/training.md, "The offline quickstart")::
 
-    python -m taco_plus.demo [--steps N] [--out DIR] [hydra overrides ...]
-"""
+    python -m taco_plus.demo [--steps N] [--out DIR] [hydra overrides ...]"""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
 """``python -m taco_plus.experiments``: the ablation study's command line (docs/experiments.md). Subcommands:
-``list``, ``show NAME``, ``run NAME... | --all``, ``record RUN_DIR --name NAME``, ``compare NAME...``, ``report``.
-"""
+``list``, ``show NAME``, ``run NAME... | --all``, ``record RUN_DIR --name NAME``, ``compare NAME...``, ``report``."""
 
 from __future__ import annotations
 

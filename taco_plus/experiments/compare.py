@@ -1,7 +1,6 @@
 """Comparison of runs, reference curves and results files, as pandas tables: each run's BD-rate against its
 declared base (seed means ± the spread over seed pairs; "not comparable" and why when images, captions or
-metric conventions differ) and the rate points (mean ± standard deviation over seeds); docs/experiments.md.
-"""
+metric conventions differ) and the rate points (mean ± standard deviation over seeds); docs/experiments.md."""
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """The study as jobs of a Hydra launcher, one per (run, λ, seed): train (``trainer.resume=auto``: a requeued
 job continues), evaluate, record the point into the results registry. Under submitit the evaluation is a
-job of its own, submitted once training succeeded; pre-emption requeues either (docs/experiments.md).
-"""
+job of its own, submitted once training succeeded; pre-emption requeues either (docs/experiments.md)."""
 
 from __future__ import annotations
 

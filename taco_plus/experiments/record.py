@@ -1,7 +1,6 @@
 """The results registry (``experiments/results/<run>/``): :func:`record_run` copies an evaluation
 folder, or a ``-m`` sweep of them merged into one curve, with its configs and ``provenance.json``
-(refusing a point whose captions cannot be identified); layout and fields: docs/experiments.md.
-"""
+(refusing a point whose captions cannot be identified); layout and fields: docs/experiments.md."""
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """Training logs: ``train_log.csv`` (one row per logged step: the mean of each term since
 the previous row) and TensorBoard scalars. A resumed run first drops what was logged past
-the step it resumes from, so each step has one row (docs/training.md).
-"""
+the step it resumes from, so each step has one row (docs/training.md)."""
 
 from __future__ import annotations
 
