@@ -1,7 +1,5 @@
-"""The run journal: an append-only JSONL file that makes regeneration resumable. A record
-counts once ``write`` has handed it to the OS, so even ``kill -9`` loses only the requests in
-flight; ``fsync`` at least once a second bounds what an OS crash loses. A half-written last
-line is cut off on reopening; any other bad line is an error."""
+"""The run journal: an append-only JSONL file that makes regeneration resumable; a half-written last
+line is cut off on reopening, any other bad line is an error (docs/captions.md, "Journal")."""
 
 from __future__ import annotations
 
