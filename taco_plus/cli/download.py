@@ -144,7 +144,7 @@ def _coco_captions(folder: Path) -> None:
     archive.unlink()
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> None:
     targets = dict.fromkeys(t for name in args.targets for t in (ALL if name == "all" else [name]))
     for target in targets:
         item = plan(target)
@@ -158,7 +158,6 @@ def run(args: argparse.Namespace) -> int:
             offline = os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
             raise CLIError(f"{target}: {err}" + (" (HF_HUB_OFFLINE is set: unset it to download)" * offline)) from None
         print(f"{target:14} done: {item.where}")
-    return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
