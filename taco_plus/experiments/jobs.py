@@ -74,7 +74,7 @@ def submit_evaluation(evaluation: Evaluation, launcher: Any) -> None:
 def main(cfg: Any) -> None:
     """One job, ``+job=RUN/λ/SEED``, with what :func:`jobs_command` and ``run`` add (defaults below)."""
     from taco_plus.train import train
-    from taco_plus.train.preemption import TrainingInterrupted
+    from taco_plus.train.preemption import TrainingInterrupted, exit_by_signal
 
     cfg = OmegaConf.merge({"runs_dir": RUNS_DIR, "results": str(RESULTS_DIR), "stages": ["train", "eval"], "train": [],
                            "eval": [], "force": False}, cfg)  # train, eval: overrides added to every job's
@@ -88,7 +88,7 @@ def main(cfg: Any) -> None:
             train(train_cfg, Path(cfg.runs_dir) / name / label)
         except TrainingInterrupted as stop:  # the signal's default action; submitit's handler requeues instead
             print(f"taco-plus train: {stop}", file=sys.stderr)
-            stop.exit()
+            exit_by_signal(stop.signum)
     if {"eval", "record"} & set(cfg.stages) and int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", 0))) == 0:
         evaluation = Evaluation(name, label, [*run.meta.eval, *cfg.eval], cfg.runs_dir, cfg.results, cfg.force)
         launcher = HydraConfig.get().launcher  # under submitit a job of its own, else here and now
