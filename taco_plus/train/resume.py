@@ -1,7 +1,5 @@
-"""What a resumed run changes: every setting that differs from the run config stored in the
-checkpoint is recorded in the run config and logged; a change to what the model learns from
-(loss, data, captions, text features, token weights, model) stops the resume unless
-``trainer.allow_resume_changes=true`` (docs/training.md#resuming-and-fine-tuning)."""
+"""What a resumed run changes from the run config stored in the checkpoint: recorded and logged, or,
+for what the model learns from, refused (docs/training.md, "Resuming and fine-tuning")."""
 
 from __future__ import annotations
 

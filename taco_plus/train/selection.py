@@ -1,7 +1,5 @@
-"""Opt-in TEST-SET SELECTION, as TACO's official script does: after every epoch, code a folder
-of test images (real files, decoded again) and keep the checkpoint with the best mean metric.
-Results reported on the images that chose the checkpoint are optimistic; by default
-(``trainer.test_set_selection.image_dir=null``) the final epoch is kept (docs/training.md)."""
+"""Opt-in TEST-SET SELECTION, as TACO's official script does: code test images after every epoch and
+keep the checkpoint with the best mean metric (optimistic; docs/training.md, "Test-set selection")."""
 
 from __future__ import annotations
 
