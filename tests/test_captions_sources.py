@@ -130,3 +130,13 @@ def test_open_caption_source_reads_the_file_once(tmp_path, monkeypatch, kind):
     assert len(reads) == 1, "the caption file was read and parsed more than once"
     assert type(source) is (CocoCaptionsSource if kind == "coco" else CaptionSetSource)
     assert source.captions("a.png") == ["a door"] and source.path == path and source.name == "captions"
+
+
+def test_sources_keep_their_constructor_arguments(tmp_path):
+    """The ``captions`` configs instantiate the sources by keyword."""
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps({"a.png": "a door"}))
+    coco = tmp_path / "coco.json"
+    coco.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.png"}],
+                                "annotations": [{"image_id": 1, "caption": "a door"}]}))
+    assert CaptionSetSource(path=plain).captions("a.png") == CocoCaptionsSource(annotations_json=coco).captions("a.png")

@@ -144,21 +144,11 @@ class ListedCaptions(CaptionSource):
 
 
 class CaptionedImageDataset(Dataset):
-    """Captioned images as ``{"image": (3, H, W) in [0, 1], "caption", "captions", "id"}``.
-
-    Args:
-        image_dir: folder of images; ids are paths relative to it.
-        captions: caption source keyed by those ids.
-        crop_size: random square crop (training); None gives full images (evaluation).
-        small_images: :func:`fit_to_crop`'s policy for images smaller than the crop.
-        caption_choice: ``"random"`` (one of the image's captions per epoch, seeded) or ``"first"``.
-        missing_caption, bad_caption, missing_image, bad_image: the policies (docs/training.md, "Data").
-        replace_bad: fill a skipped image's slot with the next readable image (training);
-            otherwise the item carries ``"error"`` (evaluation).
-        image_list: a JSON list (file) of the image names to use, or the names (default: every image file).
-        min_side: drop images whose shorter side is below this (TACO: 256); reads headers.
-        seed, limit: base seed of crops and caption draws; keep the first ``limit`` paired images.
-    """
+    """Captioned images as ``{"image": (3, H, W) in [0, 1], "caption", "captions", "id"}``: random square
+    ``crop_size`` crops (None: full images), one caption drawn per epoch (``"random"``, seeded) or the
+    ``"first"``, pairing policies and filters (``image_list``, ``min_side``) as in docs/training.md,
+    "Data"; ``replace_bad``: an unreadable image's slot gets the next readable one (training), else
+    the item carries ``"error"``; ``limit``: the first paired images only."""
 
     def __init__(self, image_dir: os.PathLike | str, captions: CaptionSource, crop_size: Optional[int] = None,
                  small_images: str = "upscale", caption_choice: str = "random", missing_caption: str = "skip",

@@ -71,12 +71,9 @@ class TrainLoader(DataLoader):
 
 
 class CaptionedImageData:
-    """Images in ``image_dir`` captioned by ``captions``: the ``data`` group's keys
-    (:class:`taco_plus.config.schema.DataConfig`; the dataset arguments are
-    :class:`CaptionedImageDataset`'s). ``batch_size`` is per process; ``fid_patch_size`` is
-    the evaluation's FID protocol for this set (256 px patches, or None: whole images).
-    ``name_list`` + ``caption_list`` (TACO's published training lists, :class:`ListedCaptions`)
-    replace ``captions`` and select the listed images."""
+    """Images in ``image_dir`` captioned by ``captions`` (the dataset arguments are :class:`CaptionedImageDataset`'s):
+    ``batch_size`` per process; ``fid_patch_size`` the evaluation's FID patches (None: whole images);
+    ``name_list`` + ``caption_list`` (TACO's training lists) replace ``captions`` (docs/training.md, "Data")."""
 
     def __init__(self, image_dir: os.PathLike | str, captions: CaptionSource, crop_size: int = 256,
                  small_images: str = "upscale", min_side: int = 0, batch_size: int = 8, num_workers: int = 4,
@@ -93,9 +90,9 @@ class CaptionedImageData:
         self.lists = None if name_list is None else (name_list, caption_list)
         self.image_dir = Path(image_dir)
         self.captions = captions if name_list is None else ListedCaptions(name_list, caption_list)
-        self.crop_size, self.small_images, self.min_side, self.batch_size = crop_size, small_images, min_side, batch_size
-        self.num_workers, self.train_caption, self.fid_patch_size = num_workers, train_caption, fid_patch_size
-        self.limit = limit
+        self.crop_size, self.small_images, self.min_side, self.limit = crop_size, small_images, min_side, limit
+        self.batch_size, self.num_workers, self.train_caption = batch_size, num_workers, train_caption
+        self.fid_patch_size = fid_patch_size
         self.policies = dict(missing_caption=missing_caption, bad_caption=bad_caption, missing_image=missing_image,
                              bad_image=bad_image, image_list=self.captions.ids() if self.lists else image_list)
 

@@ -31,9 +31,7 @@ def make_results(name: str, results: Mapping[str, Sequence[Optional[float]]], de
                  meta: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
     """Builds and validates a results dict."""
     out = {"name": name, "description": description, "results": {k: list(v) for k, v in results.items()}}
-    if meta is not None:
-        out["meta"] = dict(meta)
-    return validate(out)
+    return validate(out if meta is None else {**out, "meta": dict(meta)})
 
 
 def validate(data: Any, source: str = "results") -> dict[str, Any]:
@@ -113,7 +111,6 @@ def merge_results(sources: Iterable[Mapping[str, Any]], name: str, description: 
                             by.size()[mean.index].tolist(), "spread": by.std(ddof=1).loc[mean.index].to_dict("list")}
     if groups is not None:
         meta["labels"] = list(mean.index)
-    dropped = sorted({k for s in sources for k in s["results"]} - set(keys))
-    if dropped:
+    if dropped := sorted({k for s in sources for k in s["results"]} - set(keys)):
         meta["dropped_metrics"] = dropped  # not present in every source
     return _clean(make_results(name, mean.to_dict("list"), description, meta))

@@ -74,18 +74,9 @@ def clip_source(model: nn.Module) -> Optional[ClipSource]:  # recorded by load_c
 def load_clip(model_name: str = "ViT-B-32", pretrained: Optional[str] = "openai",
               device: Union[str, torch.device] = "cpu", *, quick_gelu: Optional[bool] = None,
               cache_dir: Optional[str] = None, seed: int = 0) -> nn.Module:
-    """Loads a frozen open_clip model (eval mode, no parameter requires grad).
-
-    Args:
-        model_name: open_clip architecture (``"ViT-B-32"``, ``"taco-tiny-clip"``, ``"LongCLIP-B"``), or
-            an ``"hf-hub:org/repo"`` / ``"local-dir:/path"`` id (``pretrained`` then ignored).
-        pretrained: tag, weights file, folder, or None/``"random"``; for Long-CLIP: ``"release"``,
-            a release file or a Hugging Face folder (docs/text.md).
-        quick_gelu: force QuickGELU on or off; None takes it from the tag, the folder's
-            ``open_clip_config.json``, or the architecture.
-        cache_dir: Hugging Face / open_clip cache directory.
-        seed: initialisation seed of a random-init model (independent of the global RNG).
-    """
+    """Loads a frozen open_clip model (eval mode, no parameter requires grad) whose weights ``pretrained``
+    names: a tag, weights file, folder, or None/``"random"`` (random init from ``seed``); ``quick_gelu``
+    None takes it from the tag or config (docs/text.md, "Where the weights come from")."""
     register_model_configs()
     if not any(isinstance(f, _OnceFilter) for f in logging.getLogger().filters):
         logging.getLogger().addFilter(_OnceFilter())

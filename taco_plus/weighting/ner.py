@@ -69,18 +69,9 @@ def _content_span(ent: Any) -> Optional[Entity]:
 
 
 class NerWeighting(TokenWeighting):
-    """Weights the BPE pieces of named entities, read from the cache artefact (``taco-plus weights
-    fit --weighting ner``) first; other captions go through spaCy, loaded on first use, memoised.
-
-    Args:
-        pipeline: spaCy pipeline name.
-        max_weight: upper bound of every weight.
-        entity_weight: weight of an entity whose label is not in ``label_weights`` (default ``max_weight``).
-        label_weights: optional per-label weights (``{"CARDINAL": 1.2}``), in ``[1, max_weight]``.
-        cache: NER cache artefact path (optional; training then runs no spaCy on its captions).
-        caption_set: caption file in use; its fingerprint must match the cache's.
-        allow_fingerprint_mismatch: use a cache built on another caption set.
-    """
+    """Weights the BPE pieces of named entities (``entity_weight``, default ``max_weight``, or their
+    label's in ``label_weights``), read from the ``cache`` artefact first, whose fingerprint must match
+    the ``caption_set``'s; other captions go through spaCy, loaded on first use, memoised."""
 
     def __init__(self, pipeline: str = PIPELINE, max_weight: float = 1.5, entity_weight: Optional[float] = None,
                  label_weights: Optional[Mapping[str, float]] = None, cache: Optional[PathLike] = None,
