@@ -80,11 +80,9 @@ def load_run(name: str, overrides: Sequence[str] = ()) -> Run:
     sweep = cfg.hydra.sweeper.params or {}
     lambdas = str(sweep["loss.lmbda"]).split(",") if "loss.lmbda" in sweep else [cfg.loss.lmbda]
     prepare = tuple(cfg.meta.prepare)
-    needs = ["GPU training"] if cfg.trainer.device != "cpu" else []
-    if cfg.trainer.init_from is not None:
-        needs.append("the released TACO checkpoints")
-    if any(c.startswith("taco-plus captions regenerate") for c in prepare):
-        needs.append("the OpenAI API (caption regeneration)")
+    regenerates = any(c.startswith("taco-plus captions regenerate") for c in prepare)
+    needs = [what for what, needed in (("GPU training", cfg.trainer.device != "cpu"), ("the released TACO checkpoints",
+             cfg.trainer.init_from is not None), ("the OpenAI API (caption regeneration)", regenerates)) if needed]
     return Run(name, cfg.meta.title or name, declared(name)[0], tuple(cfg.meta.changes), tuple(map(float, lambdas)),
                tuple(cfg.meta.eval), prepare, tuple(needs), cfg)
 

@@ -58,9 +58,7 @@ class StopSignals:
     """Records ``signals`` during training and hands them over at a step boundary."""
 
     def __init__(self, signals: Sequence[signal.Signals]) -> None:
-        self.signals = list(signals)
-        self.received: Optional[int] = None
-        self._previous: dict[int, object] = {}
+        self.signals, self.received, self._previous = list(signals), None, {}  # _previous: signal -> handler
 
     def _record(self, signum: int, frame) -> None:
         if self.received == signum == signal.SIGINT:  # Ctrl-C twice: now
@@ -74,11 +72,9 @@ class StopSignals:
                 logger.warning("training outside the main thread: stop signals keep their handlers")
             return self
         for sig in self.signals:
-            previous = signal.getsignal(sig)
-            if previous == signal.SIG_IGN:
-                continue
-            self._previous[sig] = previous
-            signal.signal(sig, self._record)
+            if (previous := signal.getsignal(sig)) != signal.SIG_IGN:
+                self._previous[sig] = previous
+                signal.signal(sig, self._record)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -87,8 +83,7 @@ class StopSignals:
         self._previous.clear()
 
     def requested(self, distributed: bool, device: torch.device) -> int:
-        """The signal to stop for (0 for none), the same on every rank (one tiny
-        all-reduce per step when distributed)."""
+        """The signal to stop for (0 for none), the same on every rank (one tiny all-reduce when distributed)."""
         if not distributed:
             return self.received or 0
         signum = torch.tensor([self.received or 0], dtype=torch.int32, device=device)
@@ -97,14 +92,11 @@ class StopSignals:
 
     def hand_over(self, signum: int, step: int, checkpoint: Optional[Path]) -> None:
         """Gives the signal to its previous handler once ``checkpoint`` is written: raises
-        :class:`TrainingInterrupted` for the default action, or calls a Python handler, which
-        may exit (submitit requeues) or return (training continues)."""
-        self.received = None
-        previous = self._previous.get(signum)
-        name = signal.Signals(signum).name
-        if callable(previous) and previous is not signal.default_int_handler:
-            logger.warning("%s: checkpoint of step %d written to %s; calling the previous handler",
-                           name, step, checkpoint)
-            previous(signum, None)
-            return
-        raise TrainingInterrupted(signum, step, checkpoint)
+        :class:`TrainingInterrupted` for the default action, or calls a Python handler (submitit's
+        requeue exits, another may return: training continues)."""
+        self.received, previous = None, self._previous.get(signum)
+        if not callable(previous) or previous is signal.default_int_handler:
+            raise TrainingInterrupted(signum, step, checkpoint)
+        logger.warning("%s: checkpoint of step %d written to %s; calling the previous handler",
+                       signal.Signals(signum).name, step, checkpoint)
+        previous(signum, None)

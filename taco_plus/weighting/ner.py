@@ -4,7 +4,9 @@ token-to-vector layer: the full pipeline's entities, 3-4x faster). Rules: docs/w
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import importlib.metadata
 from typing import Any, Mapping, NamedTuple, Optional, Sequence
 
 from taco_plus.weighting.artefacts import ArtefactError, check_fingerprint, load_artefact, save_artefact
@@ -50,12 +52,9 @@ def load_pipeline(name: str = PIPELINE) -> Any:
 
 
 def installed_version(name: str) -> Optional[str]:
-    """Installed version of the pipeline package ``name``; None if absent or spaCy is missing."""
-    try:
-        from spacy.util import get_package_version
-    except ImportError:
-        return None
-    return get_package_version(name)
+    """Installed version of the pipeline package ``name``; None if absent."""
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+        return importlib.metadata.version(name)
 
 
 def _content_span(ent: Any) -> Optional[Entity]:
@@ -92,16 +91,13 @@ class NerWeighting(TokenWeighting):
         return float(value)
 
     def _load_cache(self, path: PathLike, expected_fingerprint: Optional[str]) -> None:
-        document = load_artefact(path, "ner", expected_fingerprint, self.allow_fingerprint_mismatch)
-        p = document["payload"]
+        p = (document := load_artefact(path, "ner", expected_fingerprint, self.allow_fingerprint_mismatch))["payload"]
         if p.get("pipeline") != self.pipeline:
             raise ArtefactError(f"NER cache {path} was built with pipeline {p.get('pipeline')!r}, "
                                 f"not the configured {self.pipeline!r}; rebuild it or change the pipeline")
-        installed = installed_version(self.pipeline)
-        if installed is not None and installed != p.get("pipeline_version"):
-            raise ArtefactError(f"NER cache {path} was built with {self.pipeline} {p.get('pipeline_version')}, "
-                                f"but {installed} is installed: rebuild it with "
-                                "`taco-plus weights fit --weighting ner`")
+        if (installed := installed_version(self.pipeline)) is not None and installed != p.get("pipeline_version"):
+            raise ArtefactError(f"NER cache {path} was built with {self.pipeline} {p.get('pipeline_version')}, but "
+                                f"{installed} is installed: rebuild it with `taco-plus weights fit --weighting ner`")
         if p.get("span_rule") != SPAN_RULE:
             raise ArtefactError(f"NER cache {path} used another entity span rule; rebuild it")
         try:

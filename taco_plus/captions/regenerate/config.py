@@ -79,10 +79,8 @@ class RegenerateConfig:
         bad += [f"{n} must be positive" for n in ("timeout", "image_timeout") if getattr(self, n) <= 0]
         bad += [f"{f.name} must be a finite number" for f in fields(self) if f.type == "float"
                 and not math.isfinite(getattr(self, f.name))]
-        if self.temperature < 0 or self.temperature > 2:
-            bad.append("temperature must be between 0 and 2")
-        if self.limit is not None and self.limit < 1:
-            bad.append("limit must be at least 1")
+        bad += ["temperature must be between 0 and 2"] * (self.temperature < 0 or self.temperature > 2)
+        bad += ["limit must be at least 1"] * (self.limit is not None and self.limit < 1)
         try:  # an unparsable URL would end in a traceback inside httpx
             url = urlsplit(self.base_url or "http://localhost")
             url.port
@@ -150,8 +148,7 @@ def load_prompt(name_or_path: os.PathLike | str | None = None) -> PromptTemplate
     if not path.exists():
         raise FileNotFoundError(f"prompt file not found: {path} (the bundled prompts are in {PROMPTS_DIR}, "
                                 "shipped with the package)")
-    raw = path.read_bytes()
-    header, sep, rest = raw.decode("utf-8").partition("\n---\n")
+    header, sep, rest = (raw := path.read_bytes()).decode("utf-8").partition("\n---\n")
     if not sep:
         raise RegenerateError(f"{path}: missing the '---' line that ends the header")
     meta = {}
