@@ -48,8 +48,7 @@ def remove_stale_temporaries(path: Union[str, os.PathLike]) -> list[Path]:
 
 @contextmanager
 def atomic_writer(path: Union[str, os.PathLike], mode: str = "wb") -> Iterator[IO]:
-    """A temporary file beside ``path`` (``mode`` ``"wb"``, or ``"w"`` for UTF-8 text)
-    that replaces ``path`` when the block ends without an exception."""
+    """A temporary file beside ``path`` (``"wb"``, or ``"w"``: UTF-8) replacing it if the block ends normally."""
     if mode not in ("wb", "w"):
         raise ValueError(f"mode must be 'wb' or 'w', got {mode!r}")
     path = Path(path)
@@ -85,6 +84,5 @@ def atomic_write(path: Union[str, os.PathLike], data: Union[bytes, memoryview, s
 
 
 def write_error(err: OSError, what: str) -> OSError:
-    """``err`` (same errno) saying what could not be written, e.g.
-    ``[Errno 28] cannot write checkpoint last.pt: No space left on device``."""
+    """``err`` (same errno) saying ``what`` could not be written: ``[Errno 28] {what}: No space left...``."""
     return OSError(f"{what}: {err}") if err.errno is None else OSError(err.errno, f"{what}: {err.strerror}")

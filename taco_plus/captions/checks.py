@@ -28,8 +28,7 @@ def caption_problems(text: str) -> list[str]:
 
 
 def find_problems(captions: dict[str, list[str]]) -> dict[str, list[str]]:
-    """Image id -> problems, for every image with a suspicious caption; those of the i-th
-    caption of an image with several are prefixed ``caption i:``."""
+    """Image id -> problems of its suspicious captions (``caption i:`` first when it has several)."""
     found: dict[str, list[str]] = {}
     for image_id, caps in captions.items():
         msgs = [p if len(caps) == 1 else f"caption {i}: {p}"

@@ -48,8 +48,7 @@ class Provenance:
 
 @dataclass
 class CaptionSet:
-    """An in-memory caption set: ``captions`` (image id -> captions), ``provenance``,
-    ``stats`` and ``issues`` (image id -> problems found in its captions)."""
+    """An in-memory caption set: image id -> ``captions``, ``provenance``, ``stats``, image id -> ``issues``."""
 
     name: str
     captions: dict[str, list[str]]

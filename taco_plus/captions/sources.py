@@ -24,8 +24,7 @@ class UnknownImageError(KeyError):
 
 
 def captions_fingerprint(captions: dict[str, list[str]]) -> str:
-    """sha256 of the canonical JSON of ``{image_id: [captions]}``: the same captions give the
-    same fingerprint in any file format. Fitted artefacts store it."""
+    """sha256 of the canonical JSON of ``{image_id: [captions]}``: the same in any file format."""
     canonical = json.dumps(captions, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     # surrogatepass: a lone surrogate (a broken caption, flagged elsewhere) must not crash hashing
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
@@ -115,8 +114,7 @@ class CocoCaptionsSource(CaptionSource):
 
 
 def open_caption_source(path: os.PathLike | str) -> CaptionSource:
-    """The source of a caption file: a COCO captions file (told by its keys) or a caption set;
-    the file is read and parsed once."""
+    """The source of a COCO captions file (told by its keys) or a caption set, parsing the file once."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"caption file not found: {path}")
     data = read_json(path)

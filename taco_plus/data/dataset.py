@@ -121,8 +121,7 @@ def _json_list(path: os.PathLike | str, what: str, names: bool = True) -> list[s
 
 
 def read_image_list(path: os.PathLike | str) -> list[str]:
-    """A JSON list of image names relative to the image folder (TACO's
-    ``mscoco_30k_list.json``), checked: strings, relative, no duplicates; sorted."""
+    """A JSON list of relative image names (TACO's ``mscoco_30k_list.json``), checked and sorted."""
     names = _json_list(path, "image list")
     dup = sorted(n for n, count in Counter(names).items() if count > 1)
     if dup:

@@ -120,8 +120,7 @@ class CaptionedImageData:
 
     def train_loader(self, dataset: CaptionedImageDataset, seed: int = 0, rank: int = 0,
                      world_size: int = 1) -> tuple[TrainLoader, ResumableSampler]:
-        """Loader over ``rank``'s shard; call ``sampler.set_epoch(e, start)`` (and
-        ``dataset.set_epoch(e)``) before iterating each epoch."""
+        """Loader over ``rank``'s shard; each epoch, call ``sampler.set_epoch(e, start)``, ``dataset.set_epoch(e)``."""
         sampler = ResumableSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
         if sampler.num_samples < self.batch_size:
             raise ValueError(f"{len(dataset)} training images over {world_size} process(es) give "
@@ -137,8 +136,7 @@ class CaptionedImageData:
 
 
 class SkimagePhotosData(CaptionedImageData):
-    """scikit-image's bundled photographs, exported to ``image_dir`` when missing: real
-    photos on any machine, no download (the offline quickstart)."""
+    """scikit-image's bundled photographs, exported to ``image_dir`` when missing (the offline quickstart)."""
 
     def __init__(self, image_dir: os.PathLike | str, captions: CaptionSource, **kwargs) -> None:
         from taco_plus.captions.skimage_photos import SKIMAGE_PHOTO_IDS, export_skimage_photos

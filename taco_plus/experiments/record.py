@@ -49,8 +49,7 @@ def relative(path: str | os.PathLike) -> str:  # relative to the working directo
 
 @dataclass
 class RecordedRun:
-    """A run of the results registry: its RD curve (the mean over seeds at each rate point) and
-    provenance (one entry per rate point and seed)."""
+    """A run of the results registry: its RD curve (seed means) and provenance (per rate point and seed)."""
 
     name: str
     path: Path

@@ -34,8 +34,7 @@ def hf_clean(text: str) -> str:
 
 @functools.lru_cache(maxsize=1)
 def simple_tokenizer() -> SimpleTokenizer:
-    """open_clip's BPE tokenizer (vocabulary shipped with open_clip), cleaning captions as
-    the reference's Hugging Face tokenizer does."""
+    """open_clip's BPE tokenizer, cleaning captions as the reference's Hugging Face tokenizer does."""
     tok = SimpleTokenizer()
     tok.clean_fn = hf_clean
     return tok
@@ -107,8 +106,9 @@ def layout_from_pieces(pieces: List[int], max_tokens: MaxTokens = 38, pad: PadPo
     kept = min(len(pieces), max_tokens - 2)
     n_pad = max_tokens - kept - 2
     return TokenizedCaption(ids=[SOT_ID, *pieces[:kept], EOT_ID] + [PAD_IDS[pad]] * n_pad,
-                            mask=[True] * (kept + 2) + [False] * n_pad, piece_index=[-1, *range(kept), -1] + [-1] * n_pad,
-                            chunks=[(0, kept + 2)], truncated=len(pieces) - kept)
+                            mask=[True] * (kept + 2) + [False] * n_pad,
+                            piece_index=[-1, *range(kept), -1] + [-1] * n_pad, chunks=[(0, kept + 2)],
+                            truncated=len(pieces) - kept)
 
 
 def tokenize(text: str, max_tokens: MaxTokens = 38, pad: PadPolicy = "eot") -> TokenizedCaption:

@@ -26,8 +26,7 @@ def parse_signals(names: Sequence[str]) -> list[signal.Signals]:
 
 
 class IgnoreInWorkers:
-    """A data-loader ``worker_init_fn`` that makes workers ignore ``signals`` (they still
-    end with their loader, or when the trainer is gone)."""
+    """A data-loader ``worker_init_fn``: workers ignore ``signals`` (they end with their loader)."""
 
     def __init__(self, signals: Sequence[signal.Signals]) -> None:
         self.signals = [int(s) for s in signals]  # plain ints: picklable for spawned workers

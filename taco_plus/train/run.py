@@ -60,8 +60,7 @@ def build_loss(loss_cfg: DictConfig):
 
 
 def build_weighting(weighting_cfg: Optional[DictConfig], captions):
-    """The token weighting (None when the option has no ``_target_``), checked against the
-    caption set in use when it was fitted on one."""
+    """The token weighting (None without ``_target_``), checked against the caption set in use."""
     if weighting_cfg is None or weighting_cfg.get("_target_") is None:
         return None
     weighting = instantiate(weighting_cfg, _convert_="all")

@@ -25,8 +25,7 @@ class FingerprintMismatchError(ArtefactError):
 
 def check_fingerprint(kind: str, fitted: str, expected: Optional[str], allow_mismatch: bool = False,
                       source: str = "") -> None:
-    """Raises :class:`FingerprintMismatchError` unless the ``fitted`` fingerprint is the
-    ``expected`` one (None: nothing to check) or ``allow_mismatch``."""
+    """Raises :class:`FingerprintMismatchError` unless ``fitted`` is ``expected`` (or None) or ``allow_mismatch``."""
     if expected is None or expected == fitted or allow_mismatch:
         return
     raise FingerprintMismatchError(

@@ -43,8 +43,7 @@ class TokenRow:
 
 
 class TokenWeighting(ABC):
-    """Base class of the ``weighting`` group's options: subclasses implement :meth:`word_weights`;
-    ``max_weight`` (>= 1) bounds every weight."""
+    """Base class of the ``weighting`` options, which implement :meth:`word_weights`; weights <= ``max_weight``."""
 
     def __init__(self, max_weight: float = 1.5) -> None:
         if not (math.isfinite(max_weight) and max_weight >= 1.0):

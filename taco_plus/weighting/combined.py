@@ -15,8 +15,7 @@ from taco_plus.weighting.tfidf import TfidfStatistics, TfidfWeighting
 
 
 class NoWeighting(TokenWeighting):
-    """Every token weighs exactly 1.0 (``log 1 = 0``: the model's output is the unweighted one);
-    ``max_weight`` is kept for a uniform config, unused."""
+    """Every token weighs exactly 1.0 (``log 1 = 0``: the unweighted model); ``max_weight`` unused."""
 
     def __init__(self, max_weight: float = 1.0) -> None:
         super().__init__(max(float(max_weight), 1.0))
