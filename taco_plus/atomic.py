@@ -24,8 +24,8 @@ def _prefix(path: Path) -> str:
 
 
 def remove_stale_temporaries(path: Union[str, os.PathLike]) -> list[Path]:
-    """Removes the temporaries of ``path`` whose writer process is gone (our own pid too when we are
-    not writing that file: a restarted container often reuses the killed process's pid); returns them."""
+    """Removes (and returns) the temporaries of ``path`` whose writer process is gone."""
+    # Our own pid counts as gone when we are not writing that file: a restarted container reuses pids.
     path = Path(path)
     prefix = _prefix(path)
     removed = []

@@ -76,8 +76,7 @@ class CaptionSource:
 
 
 class CaptionSetSource(CaptionSource):
-    """Captions from a versioned caption set or a plain ``{"file.png": "caption" | [captions]}``
-    JSON such as TACO's ``kodak_ofa.json``; ``caption_set`` is None for a plain file."""
+    """Captions from a caption set, or a plain ``{"file.png": caption(s)}`` JSON (``caption_set`` None)."""
 
     def _read(self, data: Any) -> None:
         versioned = isinstance(data, dict) and data.get("format") == FORMAT_NAME

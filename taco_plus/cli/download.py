@@ -83,8 +83,7 @@ def _torch_hub(url: str, path: Path) -> None:
 
 
 def _fetch(url: str, path: Path, check: Callable[[Path], None] = lambda path: None) -> Path:
-    """Download ``url`` to ``path`` with a progress bar; an interrupted ``path.part`` is resumed
-    with an HTTP range request. The size is checked against the server's, then ``check(part)``."""
+    """Downloads ``url`` to ``path``, resuming a ``path.part`` (HTTP range), checking the size and ``check``."""
     from tqdm.auto import tqdm
 
     if path.is_file():

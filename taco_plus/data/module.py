@@ -42,8 +42,7 @@ class ResumableSampler(DistributedSampler):
 
 
 def collate_items(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Stacks images (B, 3, H, W) of one size (training crops; evaluation uses batch 1);
-    captions and ids stay lists; ``"bad_images"`` lists the unreadable files skipped."""
+    """Stacks images (B, 3, H, W) of one size; captions, ids and unreadable files skipped stay lists."""
     sizes = {tuple(item["image"].shape) for item in items}
     if len(sizes) > 1:
         raise ValueError(f"images of one batch differ in size {sorted(sizes)}: use crops or batch size 1")

@@ -54,8 +54,7 @@ class Evaluation:
 
 
 def submit_evaluation(evaluation: Evaluation, launcher: Any) -> None:
-    """Submits ``evaluation`` as one task with the training job's launcher parameters (a local job is
-    awaited: submitit cancels it with its handle)."""
+    """Submits ``evaluation`` with the training job's launcher parameters (a local job is awaited)."""
     import submitit
 
     params = {**OmegaConf.to_container(launcher, resolve=True), "tasks_per_node": 1, "nodes": 1,
@@ -106,8 +105,7 @@ def jobs_command(jobs: Iterable[tuple[str, float, int]], runs_dir: str = RUNS_DI
 
 def job_table(runs: Sequence[Run], lambdas: Sequence[float] = (), seeds: Sequence[int] = (), runs_dir: str = RUNS_DIR,
               results: Path = RESULTS_DIR, force: bool = False, launcher_args: Sequence[str] = ()) -> pd.DataFrame:
-    """One row per (run, λ, seed): GPUs per job, the step time ``bench.train_step --record`` measured,
-    and what is left to do (nothing for a recorded point, unless ``force``)."""
+    """One row per (run, λ, seed): GPUs per job, the recorded step time, and what is left to do."""
     gpus = {k: int(v) for k, _, v in (a.partition("=") for a in launcher_args) if k in ("gpus_per_node", "nodes")}
     bench = Path(results) / "bench" / "train_step.csv"
     steps = pd.read_csv(bench) if bench.is_file() else pd.DataFrame(columns=["variant", "precision", "compile"])

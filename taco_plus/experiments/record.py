@@ -107,8 +107,7 @@ def _yaml(path: Path) -> Any:
 
 
 def _caption_set(folder: Path, results: dict, configs: dict[str, Optional[dict]], caption_set: Optional[Path]) -> dict:
-    """Where a point's captions came from and their fingerprint: its results, ``--caption-set``,
-    or the ``captions`` node of its evaluation or training config."""
+    """A point's caption set and fingerprint: from its results, ``--caption-set`` or its configs."""
     from hydra.utils import instantiate
 
     from taco_plus.captions.sources import open_caption_source

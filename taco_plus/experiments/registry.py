@@ -61,8 +61,7 @@ def creates(command: str) -> Optional[str]:
 
 
 def declared(name: str) -> tuple[Optional[str], tuple[str, ...]]:
-    """The base run (the experiment ``name``'s defaults list includes) and its declared changes,
-    read from its file without composing; (None, ()) for a name that is not registered."""
+    """The base run and declared changes of ``name``, read without composing ((None, ()) if unregistered)."""
     path = EXPERIMENT_DIR / f"{name}.yaml"
     data = (yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None) or {}
     bases = [d.removeprefix("/experiment/") for d in data.get("defaults") or [] if isinstance(d, str) and d != "_self_"]

@@ -103,8 +103,7 @@ def plot_rd(sources: Sequence[str | Path | Mapping[str, Any]], out: str | Path,
         fig.delaxes(ax)  # no empty panel
     fig.legend(handles.values(), handles, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
     fig.suptitle(title or ", ".join(label for _, _, label in panels) + " vs rate")
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    (out := Path(out)).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=150)
     plt.close(fig)
     return out

@@ -49,8 +49,7 @@ class ClipSource:
 
 
 class _OnceFilter(logging.Filter):
-    """Drops repeats of open_clip's INFO lines (logged on the root logger): the text encoder
-    and the joint loss each create a CLIP model, and the log tells it once."""
+    """Drops repeats of open_clip's INFO lines (the text encoder and the joint loss each create a CLIP)."""
 
     seen: set = set()
 
@@ -121,8 +120,7 @@ def load_clip(model_name: str = "ViT-B-32", pretrained: Optional[str] = "openai"
 
 
 def tiny_clip(seed: int = 0, device: Union[str, torch.device] = "cpu") -> nn.Module:
-    """The frozen, random-init ``taco-tiny-clip`` (width 64, 2 layers; same weights for the
-    same seed in every process): tests and the offline demo; its features mean nothing."""
+    """The frozen, random-init ``taco-tiny-clip`` of tests and the offline demo: its features mean nothing."""
     return load_clip(TINY_CLIP_NAME, pretrained=None, device=device, seed=seed)
 
 

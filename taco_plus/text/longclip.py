@@ -45,8 +45,7 @@ def weights_hint(model_name: str) -> str:
 
 
 def longclip_weights(model_name: str, pretrained: str, cache_dir: str | None = None) -> Path:
-    """The file or folder ``pretrained`` names: a path, or ``"release"``: the released checkpoint
-    from the Hugging Face cache (downloaded when online; ``HF_HUB_OFFLINE=1`` reads the cache only)."""
+    """The file or folder ``pretrained`` names: a path, or ``"release"``: the released one (Hugging Face cache)."""
     if pretrained != RELEASE:
         if not os.path.exists(pretrained):
             raise FileNotFoundError(f"Long-CLIP weights: no such file or folder: {pretrained}. "
@@ -77,8 +76,7 @@ def from_release(state: dict[str, Tensor], path: Path) -> dict[str, Tensor]:
 
 
 def from_hugging_face(folder: Path) -> dict[str, Tensor]:
-    """A transformers ``CLIPModel`` folder (``config.json``, ``model.safetensors`` or
-    ``pytorch_model.bin``) with 248 text positions, in open_clip's key names."""
+    """A transformers ``CLIPModel`` folder with 248 text positions, in open_clip's key names."""
     config_file = folder / "config.json"
     config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
     text, vision = config.get("text_config", {}), config.get("vision_config", {})
@@ -110,8 +108,7 @@ def from_hugging_face(folder: Path) -> dict[str, Tensor]:
 
 
 def load_longclip(model_name: str, pretrained: str, kwargs: dict[str, Any]) -> tuple[nn.Module, str]:
-    """``model_name``'s open_clip model with the Long-CLIP weights ``pretrained`` names (see
-    :func:`longclip_weights`): a release file or a Hugging Face folder; returns it and the path."""
+    """``model_name``'s open_clip model with the Long-CLIP weights ``pretrained`` names, and their path."""
     path = longclip_weights(model_name, pretrained, kwargs.get("cache_dir"))
     try:
         state = from_hugging_face(path) if path.is_dir() else \

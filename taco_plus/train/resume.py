@@ -40,8 +40,7 @@ def resume_changes(old: Optional[Mapping], new: Mapping, step: int, allow: bool,
 
 
 def write_run_config(run_dir: Path, config: Mapping[str, Any]) -> None:
-    """``run_dir/config.yaml``: the resolved run config, with the data training used
-    (``training_data``) and the settings changed at each resume (``resume_changes``)."""
+    """``run_dir/config.yaml``: the resolved run config, ``training_data`` and ``resume_changes`` included."""
     import yaml
 
     (Path(run_dir) / "config.yaml").write_text(yaml.safe_dump(dict(config), sort_keys=False, allow_unicode=True))

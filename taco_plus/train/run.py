@@ -123,8 +123,7 @@ def build_components(cfg: DictConfig) -> Components:
 
 
 def train(cfg: DictConfig, run_dir: Optional[str | os.PathLike] = None) -> TrainResult:
-    """Trains the codec described by a composed ``train`` config into ``run_dir``
-    (default ``cfg.run_dir``); the final checkpoint's path is in the result on rank 0."""
+    """Trains the codec of a composed ``train`` config into ``run_dir`` (default ``cfg.run_dir``)."""
     to_container(cfg)  # resolves every interpolation: an invalid combination fails before anything is built
     run_dir = run_dir or cfg.get("run_dir")
     if not run_dir:

@@ -17,8 +17,7 @@ HIGHER_IS_BETTER = {"psnr": True, "ms_ssim": True, "bpp": False, "lpips": False}
 
 
 class TestSetSelection:
-    """Keeps ``checkpoints/best_on_test_set.pt``: the epoch with the best mean ``metric`` on the
-    images of ``image_dir``, each with its first caption in the caption file ``captions``."""
+    """Keeps ``checkpoints/best_on_test_set.pt``: the epoch with the best mean ``metric`` on ``image_dir``."""
 
     def __init__(self, image_dir: str, captions: str, metric: str = "psnr") -> None:
         from taco_plus.captions.sources import open_caption_source

@@ -37,8 +37,7 @@ def check_fingerprint(kind: str, fitted: str, expected: Optional[str], allow_mis
 
 def save_artefact(path: PathLike, kind: str, caption_set: dict[str, Any], payload: dict[str, Any],
                   **versions: str) -> None:
-    """Writes an artefact atomically. ``caption_set``: its ``fingerprint``, ``source`` and
-    ``num_captions``; ``versions``: the libraries it was fitted with."""
+    """Writes an artefact atomically; ``versions``: the libraries it was fitted with."""
     document = {"format": f"taco-plus/weighting/{kind}", "format_version": FORMAT_VERSION,
                 "caption_set": caption_set, "created_with": {"taco_plus": __version__, **versions},
                 "payload": payload}
@@ -47,8 +46,7 @@ def save_artefact(path: PathLike, kind: str, caption_set: dict[str, Any], payloa
 
 def load_artefact(path: PathLike, kind: str, expected_fingerprint: Optional[str] = None,
                   allow_mismatch: bool = False) -> dict[str, Any]:
-    """Reads an artefact of ``kind`` (``tfidf``, ``ner``), checks its format and its caption-set
-    fingerprint against ``expected_fingerprint`` (None: no check); returns the document."""
+    """Reads an artefact of ``kind`` (``tfidf``, ``ner``), checking its format and fingerprint; the document."""
     if not Path(path).is_file():
         raise ArtefactError(f"{kind} artefact not found: {path}. Build it with "
                             f"`taco-plus weights fit --weighting {kind} --captions SET.json --out {path}`.")

@@ -96,8 +96,7 @@ class TokenWeighting(ABC):
         return out
 
     def model_inputs(self, text: Any, captions: Sequence[str]) -> tuple[Tensor, Tensor, Optional[Tensor]]:
-        """``(tokens, mask, weights)`` for ``model(x, tokens, mask, weights)`` from the
-        ``taco_plus.text`` features ``text`` (``tokens``, ``mask``, ``layouts``) of ``captions``."""
+        """``(tokens, mask, weights)`` for the model from the text features ``text`` of ``captions``."""
         return text.tokens, text.mask, self.weights(text.layouts, captions)
 
     def layout_rows(self, layout: Any, caption: str) -> list[TokenRow]:

@@ -100,8 +100,7 @@ class OnlineRunner(Runner):
         self.fail(job.image_id, f"{problem} ({answers} answers rejected)", attempts=flight.attempts)
 
     async def _post(self, body: dict) -> bytes:
-        """The chat completion's body, read up to 1 MiB + 64 bytes per ``max_tokens``; ``client.post`` sends
-        the body as built (``create()`` would re-validate it), the raw-response header streams it."""
+        """The chat completion's body, read up to 1 MiB + 64 bytes per ``max_tokens``; sent as built."""
         import openai
 
         limit, data = (1 << 20) + 64 * self.cfg.max_tokens, bytearray()

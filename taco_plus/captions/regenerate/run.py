@@ -26,8 +26,7 @@ PRICES_FILE = Path(__file__).with_name("prices.json")
 
 @dataclass
 class RegenerateReport:
-    """What a run did (``out``: the caption set written, if any; ``missing``: image id -> why),
-    or for a dry run the cost ``estimate`` (see :func:`plan`) and the ``request_files`` written."""
+    """What a run did (``missing``: image id -> why), or a dry run's ``estimate`` and ``request_files``."""
 
     out: Optional[Path]
     journal: Path
@@ -117,9 +116,7 @@ def regenerate(cfg: RegenerateConfig) -> RegenerateReport:
 
 
 def image_tokens(width: int, height: int, detail: str, base_tokens: int = 85, tile_tokens: int = 170) -> int:
-    """Input tokens billed for one image: ``base_tokens`` at ``detail="low"``; otherwise (``"auto"``
-    counted as ``"high"``, an upper bound) ``tile_tokens`` more per 512-px tile of the image
-    scaled to fit 2048x2048, then to a shortest side of 768 (both only shrink, rounding down)."""
+    """Input tokens billed for one image, by OpenAI's rule for gpt-4o (docs/captions.md, "Dry run and cost")."""
     if detail == "low":
         return base_tokens
     w, h = width, height
@@ -144,8 +141,7 @@ def load_prices(path: Optional[Path] = None) -> dict:
 
 
 def plan(cfg: RegenerateConfig, prompt: PromptTemplate, jobs: list[Job]) -> RegenerateReport:
-    """The dry run of ``jobs`` not captioned yet (see the module docstring); no journal written.
-    The ``estimate``: requests, tokens, and ``usd[mode] = [expected, at most]`` for a priced model."""
+    """The dry run of ``jobs`` not captioned yet: requests, tokens, ``usd[mode] = [expected, at most]``."""
     from PIL import Image
 
     todo = [j for j in jobs if j.image_id not in read_journal(cfg.journal_path).captions]

@@ -79,8 +79,7 @@ def prompt_text(job: Job, cfg: RegenerateConfig, prompt: PromptTemplate) -> str:
 
 
 def build_request(job: Job, cfg: RegenerateConfig, prompt: PromptTemplate) -> dict:
-    """The chat-completions body for ``job``: one user message with the prompt and the image
-    (``max_tokens``: what gpt-4o, vLLM and Ollama all accept)."""
+    """The chat-completions body for ``job``: one user message with the prompt and the image."""
     with Image.open(job.path) as img:
         if (img.format == "JPEG" and img.mode in ("RGB", "L") and max(img.size) <= cfg.max_side
                 and img.getexif().get(EXIF_ORIENTATION, 1) == 1):
@@ -132,8 +131,7 @@ def answer_problem(answer: Answer, min_words: int, max_tokens: Optional[int] = N
 
 
 def request_signature(cfg: RegenerateConfig, prompt: PromptTemplate, jobs: list[Job]) -> dict:
-    """Settings that change the answers, with the fingerprint of the ``jobs``' original captions
-    if they are given as context; a resumed run must keep them."""
+    """The settings that change the answers (with the given originals' fingerprint): a resume keeps them."""
     originals = {j.image_id: [j.original] for j in jobs if j.original} if cfg.with_original else {}
     target = cfg.target_words if prompt.uses_target_words() else None
     return {"model": cfg.model, "prompt_sha256": prompt.sha256, "target_words": target,
@@ -168,8 +166,7 @@ def public_base_url(base_url: Optional[str]) -> Optional[str]:
 
 
 class Runner:
-    """Builds requests, judges answers, journals captions and failures and counts them;
-    ``total`` is the length of the progress bar, ``api_key`` None when no server is asked."""
+    """Builds requests, judges answers, journals and counts captions and failures (``total``: the bar's)."""
 
     mode = "online"
 
