@@ -30,22 +30,19 @@ class ImageReadWarning(UserWarning):
 def to_rgb8(img: Image.Image) -> np.ndarray:
     """A PIL image of any mode as a (H, W, 3) uint8 array (docs/coding.md)."""
     img = ImageOps.exif_transpose(img)
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        values = np.asarray(img).astype(np.int64)
-        if img.mode == "I" and values.max(initial=0) <= 255:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        values = np.asarray(img).astype(np.float64 if img.mode == "F" else np.int64)
+        if img.mode == "F":
+            gray = values.clip(0, 255).round().astype(np.uint8)
+        elif img.mode == "I" and values.max(initial=0) <= 255:
             gray = values.clip(0, 255).astype(np.uint8)  # 8-bit data stored as int32
         else:
             gray = (values.clip(0, 65535) >> 8).astype(np.uint8)
         return np.repeat(gray[..., None], 3, axis=2)
-    if img.mode == "F":
-        gray = np.asarray(img).clip(0, 255).round().astype(np.uint8)
-        return np.repeat(gray[..., None], 3, axis=2)
     if img.mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(background, rgba)
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):  # composited over white
+        img = Image.alpha_composite(Image.new("RGBA", img.size, (255, 255, 255, 255)), img.convert("RGBA"))
     return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
 

@@ -98,12 +98,8 @@ class TfidfWeighting(TokenWeighting):
                  caption_set: Optional[PathLike] = None, allow_fingerprint_mismatch: bool = False) -> None:
         super().__init__(max_weight)
         self.allow_fingerprint_mismatch = allow_fingerprint_mismatch
-        expected = caption_set_fingerprint(caption_set)
-        if isinstance(artefact, TfidfStatistics):
-            self.stats = artefact
-            self.check_caption_set(expected)
-        else:
-            self.stats = TfidfStatistics.load(artefact, expected, allow_fingerprint_mismatch)
+        self.stats = artefact if isinstance(artefact, TfidfStatistics) else TfidfStatistics.load(artefact)
+        self.check_caption_set(caption_set_fingerprint(caption_set))
 
     def check_caption_set(self, fingerprint: Optional[str]) -> None:
         check_fingerprint("tfidf", self.stats.fingerprint, fingerprint, self.allow_fingerprint_mismatch,
