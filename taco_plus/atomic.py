@@ -1,6 +1,5 @@
-"""Atomic file writes: data goes to ``.<name>.<pid>.<random>.tmp`` beside the destination (a name over
-200 bytes is cut to 100 and a hash), is fsync'd and renamed over it, so a crash mid-write leaves the
-previous file intact; the result gets the mode a plain ``open(path, "w")`` would give."""
+"""Atomic file writes: data goes to ``.<name>.<pid>.<random>.tmp`` beside the destination, fsync'd and renamed
+over it, so a crash mid-write leaves the previous file intact."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
-"""Broken caption text. Machine captions have real defects (TACO's Kodak OFA caption of
-kodim17 ends in U+FFFD garbage); they are reported and listed under a set's ``issues``,
-and training and evaluation apply their ``bad_caption`` policy to them."""
+"""Broken caption text (TACO's Kodak OFA caption of kodim17 ends in U+FFFD garbage): reported, listed under a
+set's ``issues``; training and evaluation apply their ``bad_caption`` policy to it."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
-"""Caption sources (image id -> captions) for training and evaluation, instantiated by the
-Hydra ``captions`` group with ``_target_``. Image ids are file names relative to the image
-root (``"kodim01.png"``). Sources only read files."""
+"""Caption sources (image id -> captions; ids are file names relative to the image root) that the ``captions``
+group instantiates; they only read files."""
 
 from __future__ import annotations
 

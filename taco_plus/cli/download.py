@@ -1,6 +1,5 @@
-"""``taco-plus download``: the pretrained weights and data evaluation reads, each fetched by its
-library's own downloader into the cache that library reads, checked, resumable
-(docs/evaluation.md, "Getting the weights and data")."""
+"""``taco-plus download``: the pretrained weights and data evaluation reads, each fetched by its library's own
+downloader into the cache that library reads (docs/evaluation.md, "Getting the weights and data")."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
-"""Images in a folder (ids: paths relative to it) paired with captions from a :class:`CaptionSource`,
-and training crops. Pairing is checked once, at construction; each kind of problem is counted,
-logged with examples and handled by its policy (docs/training.md, "Data")."""
+"""Images in a folder (ids: paths relative to it) paired with captions from a :class:`CaptionSource`, checked once
+and each problem handled by its policy (docs/training.md, "Data"), and training crops."""
 
 from __future__ import annotations
 

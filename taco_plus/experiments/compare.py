@@ -1,6 +1,5 @@
-"""Comparison of runs, reference curves and results files, as pandas tables: each run's BD-rate against its
-declared base (seed means ± the spread over seed pairs; "not comparable" and why when images, captions or
-metric conventions differ) and the rate points (mean ± standard deviation over seeds); docs/experiments.md."""
+"""Comparison of runs, reference curves and results files as pandas tables: BD-rates against the declared bases
+(or why not comparable) and the rate points, seed means ± spread (docs/experiments.md, "Comparisons")."""
 
 from __future__ import annotations
 

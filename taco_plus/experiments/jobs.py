@@ -1,6 +1,5 @@
-"""The study as jobs of a Hydra launcher, one per (run, λ, seed): train (``trainer.resume=auto``: a requeued
-job continues), evaluate, record the point into the results registry. Under submitit the evaluation is a
-job of its own, submitted once training succeeded; pre-emption requeues either (docs/experiments.md)."""
+"""The study as jobs of a Hydra launcher, one per (run, λ, seed): train (resumable), evaluate (under submitit a job
+of its own), record the point into the results registry (docs/experiments.md, "Running the study")."""
 
 from __future__ import annotations
 

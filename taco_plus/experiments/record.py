@@ -1,6 +1,5 @@
-"""The results registry (``experiments/results/<run>/``): :func:`record_run` copies an evaluation
-folder, or a ``-m`` sweep of them merged into one curve, with its configs and ``provenance.json``
-(refusing a point whose captions cannot be identified); layout and fields: docs/experiments.md."""
+"""The results registry (``experiments/results/<run>/``): :func:`record_run` copies evaluation folders with their
+configs and provenance, merged into one curve (docs/experiments.md, "The results registry")."""
 
 from __future__ import annotations
 

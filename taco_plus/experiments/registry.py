@@ -1,6 +1,5 @@
-"""The registered runs: the experiment files ``taco_plus/configs/experiment/*.yaml``, each a delta on
-its base with a ``meta`` node and its rate points as a Hydra sweep; what a run needs, changes and runs
-is derived from the composed config (docs/experiments.md). Running them: :mod:`.jobs`."""
+"""The registered runs, ``taco_plus/configs/experiment/*.yaml``: what each needs, changes and runs, derived from
+its composed config (docs/experiments.md, "A run is an experiment file"); running them: :mod:`.jobs`."""
 
 from __future__ import annotations
 

@@ -1,7 +1,5 @@
-"""Bjøntegaard delta rate (BD-rate) between two RD curves (G. Bjøntegaard, VCEG-M33, 2001): log-rate
-interpolated as a function of the (monotonic) quality metric, integrated over the interval both curves
-share; ``exp(mean difference) − 1``, negative when the test curve needs fewer bits. ``"pchip"``: piecewise
-cubic Hermite, as the JVET CTC spreadsheet (VCEG-AL22), from 2 points; ``"cubic"``: the original, 4+."""
+"""Bjøntegaard delta rate (G. Bjøntegaard, VCEG-M33, 2001) in ``"pchip"`` (JVET CTC, VCEG-AL22) or the
+original ``"cubic"`` interpolation (docs/evaluation.md, "BD-rate")."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
-"""Rate-distortion results files in CompressAI's JSON format (one curve: ``name``, ``description``,
-``results`` with one value per rate point in every list, taco-plus's ``meta``; uncomputable values are
-``null``, never ``NaN``), and the shipped reference curves ``reference/*.json`` (docs/evaluation.md)."""
+"""Rate-distortion results files in CompressAI's JSON format (``null``, never ``NaN``, for an uncomputable value)
+and the shipped reference curves ``reference/*.json`` (docs/evaluation.md, "Output files")."""
 
 from __future__ import annotations
 

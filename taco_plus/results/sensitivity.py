@@ -1,6 +1,5 @@
-"""Caption sensitivity: does the text change what TACO codes? The same model codes every image
-with its real caption, an empty one and another image's (a fixed derangement); the table gives the
-means per mode and the mean per-image differences from the real caption (docs/evaluation.md)."""
+"""Caption sensitivity: the same model codes every image with its real caption, an empty one and another
+image's; the table gives each mode's means and mean differences from the real caption (docs/evaluation.md)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,5 @@
-"""Long-CLIP weights (Zhang et al., "Long-CLIP: Unlocking the Long-Text Capability of CLIP", ECCV 2024)
-as an open_clip ``CLIP`` with 248 text positions: a release file's two positional tables become the one
-its model adds, or a Hugging Face ``CLIPModel`` folder is renamed into open_clip's keys; the rest loads
-strictly into ``model_configs/LongCLIP-{B,L}.json`` (docs/text.md, "Long captions")."""
+"""Long-CLIP weights (Zhang et al., "Long-CLIP: Unlocking the Long-Text Capability of CLIP", ECCV 2024) as an
+open_clip ``CLIP`` with 248 text positions, from a release file or a Hugging Face folder (docs/text.md)."""
 
 from __future__ import annotations
 

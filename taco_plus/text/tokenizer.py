@@ -1,6 +1,5 @@
-"""Caption tokenization for the CLIP text tower: open_clip's BPE with the cleaning of Hugging Face's
-``CLIPTokenizer`` (the TACO reference's), placed in the token layout that weightings and the adapter
-share (docs/text.md, "The token layout contract")."""
+"""Caption tokenization: open_clip's BPE with the cleaning of Hugging Face's ``CLIPTokenizer`` (the reference's),
+in the token layout that weightings and the adapter share (docs/text.md, "The token layout contract")."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
-"""Hydra entry point: ``python -m taco_plus.train [group=option ...] [key=value ...]``
-(``-m`` for an experiment's rate points; ``torchrun --nproc_per_node=K -m taco_plus.train``
-for DDP). User errors (exit status 2) and stop signals end it with one line (docs/training.md)."""
+"""Hydra entry point ``python -m taco_plus.train [group=option ...] [key=value ...]`` (``-m``, torchrun); user
+errors (exit status 2) and stop signals end it with one line (docs/training.md)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
-"""Training logs: ``train_log.csv`` (one row per logged step: the mean of each term since
-the previous row) and TensorBoard scalars. A resumed run first drops what was logged past
-the step it resumes from, so each step has one row (docs/training.md)."""
+"""Training logs: ``train_log.csv`` (the mean of each term per logged step) and TensorBoard scalars; a resumed
+run first drops what was logged past its step (docs/training.md, "The loop")."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
-"""Stopping a run on a signal at a step boundary, with a checkpoint, so it can be requeued: the
-signal is only recorded in its handler, then handed at the boundary to what handled it before
-(docs/training.md, "Resuming and fine-tuning": Signals)."""
+"""Stopping a run on a signal at a step boundary with a checkpoint, then handing the signal to what handled it
+before (docs/training.md, "Resuming and fine-tuning": Signals)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
-"""``train(cfg)``, the plain function behind ``python -m taco_plus.train``: builds every component of
-a composed config from its group's ``_target_`` (no branch on the option chosen) and trains; with
-``WORLD_SIZE > 1`` (``torchrun``, a multi-task submitit job) it joins the process group first."""
+"""``train(cfg)``, the function behind ``python -m taco_plus.train``: builds each component from its group's
+``_target_`` and trains; with ``WORLD_SIZE > 1`` (torchrun, submitit tasks) it joins the process group first."""
 
 from __future__ import annotations
 

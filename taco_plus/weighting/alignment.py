@@ -1,6 +1,5 @@
-"""Character spans of CLIP's BPE pieces in the *original* caption: :func:`align` reruns the tokenizer's
-steps recording spans, and maps cleaned positions back to the caption as written with a
-:class:`difflib.SequenceMatcher` alignment (docs/weighting.md, "From words to CLIP tokens")."""
+"""Character spans of CLIP's BPE pieces in the *original* caption: the tokenizer's steps rerun, cleaned positions
+mapped back by a :class:`difflib.SequenceMatcher` alignment (docs/weighting.md, "From words to CLIP tokens")."""
 
 from __future__ import annotations
 

@@ -1,7 +1,5 @@
-"""The token-weighting interface: a weighting scores *words of the original caption* (character
-spans) in ``[1, max_weight]``; this base class maps the scores onto CLIP's BPE pieces by character
-overlap (:func:`~taco_plus.weighting.alignment.align`), then onto the ``taco_plus.text`` layout
-(docs/weighting.md)."""
+"""The token-weighting interface: a weighting scores *words of the original caption* in ``[1, max_weight]``;
+this base class maps them onto CLIP's BPE pieces by character overlap, then the token layout (docs/weighting.md)."""
 
 from __future__ import annotations
 

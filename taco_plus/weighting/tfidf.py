@@ -1,6 +1,5 @@
-"""TF-IDF token weighting (ablation 2; Sparck Jones, "A statistical interpretation of term specificity",
-1972): distinctive caption words weigh more, by statistics fitted once on the training caption set with
-scikit-learn's ``TfidfVectorizer`` and saved as a fingerprinted artefact (docs/weighting.md, "tfidf")."""
+"""TF-IDF token weighting (ablation 2; Sparck Jones, 1972): distinctive caption words weigh more, by statistics
+fitted once on the training caption set, saved as a fingerprinted artefact (docs/weighting.md, "tfidf")."""
 
 from __future__ import annotations
 

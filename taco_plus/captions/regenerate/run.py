@@ -1,6 +1,5 @@
-"""``regenerate(cfg)``: collect the images, open (or resume) the journal, caption what is missing (online,
-through the Batch API, or from result files made elsewhere), write the caption set from the journal; or
-estimate the cost from the image headers alone (docs/captions.md, "Dry run and cost")."""
+"""``regenerate(cfg)``: collect the images, open (or resume) the journal, caption what is missing, write the
+caption set from the journal; or estimate the cost from the image headers (docs/captions.md)."""
 
 from __future__ import annotations
 
