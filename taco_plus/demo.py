@@ -1,8 +1,5 @@
-"""The offline quickstart (``make demo``): trains ``experiment=quickstart`` (a small TACO) on scikit-image's
-8 bundled photos on CPU, codes every full photo to a real ``.tacoz`` file and back, compares with JPEG and
-writes ``runs/quickstart-<timestamp>/`` (docs/training.md, "The offline quickstart")::
-
-    python -m taco_plus.demo [--steps N] [--out DIR] [hydra overrides ...]"""
+"""The offline quickstart (``make demo``): a small TACO trained on CPU, every photo coded and compared with JPEG.
+``python -m taco_plus.demo [--steps N] [--out DIR] [overrides]`` (docs/training.md, "The offline quickstart")."""
 
 from __future__ import annotations
 

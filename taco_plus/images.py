@@ -47,9 +47,8 @@ def to_rgb8(img: Image.Image) -> np.ndarray:
 
 
 def load_image(path: str | os.PathLike, max_pixels: Optional[int] = None) -> Tensor:
-    """Reads an image file as a float32 tensor (3, H, W) in [0, 1]; with ``max_pixels``, an
-    image the ``.tacoz`` format cannot hold (a side over 65,536, more pixels than that) is
-    refused from its header, before its pixels are decoded."""
+    """Reads an image file as a float32 tensor (3, H, W) in [0, 1]; with ``max_pixels``, an image a ``.tacoz``
+    file cannot hold is refused from its header, before its pixels are decoded."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"image not found: {path}")

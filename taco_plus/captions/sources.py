@@ -30,9 +30,8 @@ def captions_fingerprint(captions: dict[str, list[str]]) -> str:
 
 
 class CaptionSource:
-    """Read-only mapping from image id to its captions, read from the JSON file ``path``:
-    subclasses parse it in ``_read`` into ``name`` and ``_captions`` (image id -> non-empty
-    list), and may list ``uncaptioned`` images."""
+    """Read-only mapping from image id to its captions, read from the JSON file ``path``: subclasses parse it in
+    ``_read`` into ``name`` and ``_captions`` (image id -> non-empty list), and may list ``uncaptioned`` images."""
 
     path: Path
     name: str

@@ -143,10 +143,9 @@ class ListedCaptions(CaptionSource):
 
 class CaptionedImageDataset(Dataset):
     """Captioned images as ``{"image": (3, H, W) in [0, 1], "caption", "captions", "id"}``: random square
-    ``crop_size`` crops (None: full images), one caption drawn per epoch (``"random"``, seeded) or the
-    ``"first"``, pairing policies and filters (``image_list``, ``min_side``) as in docs/training.md,
-    "Data"; ``replace_bad``: an unreadable image's slot gets the next readable one (training), else
-    the item carries ``"error"``; ``limit``: the first paired images only."""
+    ``crop_size`` crops (None: full images), a caption drawn per epoch (``"random"``) or the ``"first"``,
+    policies and filters of docs/training.md, "Data"; ``replace_bad``: an unreadable image's slot gets the
+    next readable one (training), else the item carries ``"error"``; ``limit``: the first images only."""
 
     def __init__(self, image_dir: os.PathLike | str, captions: CaptionSource, crop_size: Optional[int] = None,
                  small_images: str = "upscale", caption_choice: str = "random", missing_caption: str = "skip",

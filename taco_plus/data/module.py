@@ -70,9 +70,8 @@ class TrainLoader(DataLoader):
 
 
 class CaptionedImageData:
-    """Images in ``image_dir`` captioned by ``captions`` (the dataset arguments are :class:`CaptionedImageDataset`'s):
-    ``batch_size`` per process; ``fid_patch_size`` the evaluation's FID patches (None: whole images);
-    ``name_list`` + ``caption_list`` (TACO's training lists) replace ``captions`` (docs/training.md, "Data")."""
+    """Images in ``image_dir`` captioned by ``captions`` (or TACO's ``name_list`` + ``caption_list``), with
+    :class:`CaptionedImageDataset`'s arguments; ``batch_size`` per process (docs/training.md, "Data")."""
 
     def __init__(self, image_dir: os.PathLike | str, captions: CaptionSource, crop_size: int = 256,
                  small_images: str = "upscale", min_side: int = 0, batch_size: int = 8, num_workers: int = 4,

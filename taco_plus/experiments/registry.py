@@ -26,9 +26,8 @@ def lambda_label(lmbda: float) -> str:
 
 @dataclass(frozen=True)
 class Run:
-    """One registered run: its name (the file stem), title, base run (None for an anchor), the
-    groups/keys it changes, rate points, evaluation overrides, prepare commands (resolved), what
-    it needs beyond this machine, and the composed training config (hydra node included)."""
+    """One registered run: name (the file stem), title, base (None for an anchor), declared changes, rate points,
+    evaluation overrides, prepare commands, what it needs beyond this machine, and its composed config."""
 
     name: str
     title: str

@@ -91,9 +91,8 @@ def curve(data: Mapping[str, Any], metric: str) -> tuple[np.ndarray, np.ndarray]
 
 def merge_results(sources: Iterable[Mapping[str, Any]], name: str, description: str = "",
                   groups: Optional[Sequence[str]] = None) -> dict[str, Any]:
-    """One curve sorted by bpp from results (one per λ and seed): the metrics every source has, averaged over a
-    group's sources (``groups``: one label per source, e.g. the seeds of a λ; default each point alone), with
-    ``meta.labels``, ``meta.seeds`` (count), ``meta.spread`` (standard deviation) and the sources' ``meta.points``."""
+    """One curve sorted by bpp from results (one per λ and seed): the metrics every source has, averaged over each
+    of ``groups`` (default: each point alone), with ``meta`` labels, seeds, spread and points (docs/experiments.md)."""
     import pandas as pd
 
     sources = [validate(dict(s)) for s in sources]

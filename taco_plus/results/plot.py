@@ -51,9 +51,8 @@ def _series(data: Mapping[str, Any], metric: str) -> list[tuple]:
 def plot_rd(sources: Sequence[str | Path | Mapping[str, Any]], out: str | Path,
             metrics: Optional[str | Sequence[str]] = None, references: Sequence[str] = (),
             title: Optional[str] = None, ylabels: Mapping[str, str] = {}) -> Path:
-    """Draws each metric against bpp into the PNG ``out`` (default: every quality metric a curve has):
-    ``sources`` (results files or dicts, legend = their ``name``) solid, the shipped reference curves
-    named in ``references`` (``"all"``: every one with the metrics) dashed; ``ylabels`` names axes."""
+    """Draws each metric (default: every quality metric a curve has) against bpp into the PNG ``out``: ``sources``
+    (results files or dicts) solid, the reference curves named in ``references`` (or ``"all"``) dashed."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only; no display on servers and CI

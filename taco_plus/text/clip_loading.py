@@ -73,9 +73,8 @@ def clip_source(model: nn.Module) -> Optional[ClipSource]:  # recorded by load_c
 def load_clip(model_name: str = "ViT-B-32", pretrained: Optional[str] = "openai",
               device: Union[str, torch.device] = "cpu", *, quick_gelu: Optional[bool] = None,
               cache_dir: Optional[str] = None, seed: int = 0) -> nn.Module:
-    """Loads a frozen open_clip model (eval mode, no parameter requires grad) whose weights ``pretrained``
-    names: a tag, weights file, folder, or None/``"random"`` (random init from ``seed``); ``quick_gelu``
-    None takes it from the tag or config (docs/text.md, "Where the weights come from")."""
+    """Loads a frozen open_clip model with the weights ``pretrained`` names: a tag, weights file, folder, or
+    None/``"random"`` (random init from ``seed``); docs/text.md, "Where the weights come from"."""
     register_model_configs()
     if not any(isinstance(f, _OnceFilter) for f in logging.getLogger().filters):
         logging.getLogger().addFilter(_OnceFilter())

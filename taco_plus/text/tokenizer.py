@@ -51,9 +51,8 @@ def bpe_ids(text: str) -> List[int]:
 
 
 def bpe_words(text: str) -> List[Tuple[str, int, int]]:
-    """``(word, start, end)`` per word as CLIP's regex splits the cleaned caption
-    (punctuation runs are words too), with ``bpe_ids(text)[start:end]`` its pieces: the
-    ranges tile ``bpe_ids(text)``, so a word-level weighting weights every piece."""
+    """``(word, start, end)`` per word of CLIP's regex split, ``bpe_ids(text)[start:end]`` its pieces: the ranges
+    tile ``bpe_ids(text)``, so a word-level weighting weights every piece."""
     tok = simple_tokenizer()
     cleaned = tok.clean_fn(_check_text(text))
     words, start = [], 0

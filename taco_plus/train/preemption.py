@@ -89,9 +89,8 @@ class StopSignals:
         return int(signum.item())
 
     def hand_over(self, signum: int, step: int, checkpoint: Optional[Path]) -> None:
-        """Gives the signal to its previous handler once ``checkpoint`` is written: raises
-        :class:`TrainingInterrupted` for the default action, or calls a Python handler (submitit's
-        requeue exits, another may return: training continues)."""
+        """Gives the signal to its previous handler once ``checkpoint`` is written: the default action raises
+        :class:`TrainingInterrupted`; a Python handler is called (submitit's requeue exits)."""
         self.received, previous = None, self._previous.get(signum)
         if not callable(previous) or previous is signal.default_int_handler:
             raise TrainingInterrupted(signum, step, checkpoint)

@@ -22,9 +22,8 @@ def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def resume_changes(old: Optional[Mapping], new: Mapping, step: int, allow: bool, path: Any) -> list[dict]:
-    """The run's ``resume_changes``: the checkpoint's, plus ``{"step", "changes": {key: [checkpoint
-    value, this run's value]}}`` when this resume changes settings (logged); raises ``ValueError``
-    for a change in :data:`STOPPING` unless ``allow``. A key the checkpoint lacks counts only when set."""
+    """The run's ``resume_changes``: the checkpoint's, plus ``{"step", "changes": {key: [old, new]}}`` (logged);
+    a change in :data:`STOPPING` raises ``ValueError`` unless ``allow``. A key the checkpoint lacks counts if set."""
     a, b = _flat(old or {}), _flat(new)
     changes = {k: [a.get(k), b.get(k)] for k in sorted(a.keys() | b.keys())
                if a.get(k) != b.get(k) and (k in a or b.get(k) is not None)

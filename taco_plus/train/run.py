@@ -69,9 +69,8 @@ def build_weighting(weighting_cfg: Optional[DictConfig], captions):
 
 
 def check_caption_lengths(cfg: DictConfig, captions, sample: int = 50_000) -> None:
-    """Real-token lengths of the training captions (an even sample of at most ``sample``) against
-    the caption summary's k: logged and kept as ``attention.caption_tokens`` in the run config, with
-    a note when most captions have at most k; a k not below the longest one fails (docs/attention.md)."""
+    """Real-token lengths of (a sample of) the training captions against the caption summary's k, logged and kept
+    as ``attention.caption_tokens``; a k not below the longest caption fails (docs/attention.md)."""
     if cfg.attention.get("caption_summary") is None or not hasattr(captions, "ids"):
         return
     texts = [c for i in captions.ids() for c in captions.captions(i)]

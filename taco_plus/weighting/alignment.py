@@ -17,9 +17,8 @@ _NON_SPACE = re.compile(r"\S+")
 
 @dataclass(frozen=True)
 class Piece:
-    """One CLIP BPE piece of a caption: its open_clip id, its decoded text (part of a
-    multi-byte character decodes to U+FFFD) and its span ``[start, end)`` in the original
-    caption (empty only for text the cleaner inserted)."""
+    """One CLIP BPE piece of a caption: its open_clip id, decoded text (U+FFFD for part of a character) and
+    span ``[start, end)`` in the original caption (empty only for text the cleaner inserted)."""
 
     id: int
     text: str
@@ -73,9 +72,8 @@ def cleaned_to_original(original: str, cleaned: str) -> list[tuple[int, int]]:
 
 @lru_cache(maxsize=65536)
 def align(caption: str) -> tuple[Piece, ...]:
-    """CLIP BPE pieces of ``caption`` (ids equal to ``bpe_ids(caption)``, tested) with their
-    character spans in it; none for a blank caption. Cached: training sees the same captions
-    every epoch."""
+    """CLIP BPE pieces of ``caption`` (ids equal to ``bpe_ids(caption)``) with their character spans in it;
+    cached: training sees the same captions every epoch."""
     if not isinstance(caption, str):
         raise TypeError(f"caption must be a str, got {type(caption).__name__}")
     tok = simple_tokenizer()

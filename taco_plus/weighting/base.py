@@ -27,9 +27,8 @@ class WordWeight:
 
 @dataclass(frozen=True)
 class TokenRow:
-    """One CLIP token of :meth:`TokenWeighting.explain`: the decoded BPE piece (or
-    ``<start_of_text>``/``<end_of_text>``), its weight, the reasons of the words it overlaps,
-    its character span in the caption (-1 for the special tokens) and its open_clip id."""
+    """One CLIP token of :meth:`TokenWeighting.explain`: the decoded piece (or SOT/EOT), its weight, the reasons
+    of the words it overlaps, its character span in the caption (-1 for SOT/EOT) and its open_clip id."""
 
     token: str
     weight: float
@@ -56,10 +55,8 @@ class TokenWeighting(ABC):
         """Raises ``FingerprintMismatchError`` if fitted on another caption set (nothing is, here)."""
 
     def explain(self, caption: str, words: Optional[Sequence[WordWeight]] = None) -> list[TokenRow]:
-        """One row per BPE piece of ``caption`` (no SOT/EOT), given its scored ``words``
-        (default: :meth:`word_weights`). A piece takes the largest weight of the words it
-        overlaps, so every piece of a split word ("cocon", "acci") and an apostrophe piece
-        inside a word ("don" "'t") carry the word's weight."""
+        """One row per BPE piece of ``caption`` (no SOT/EOT) given its scored ``words`` (default: :meth:`word_weights`);
+        a piece takes the largest weight of the words it overlaps (every piece of a split word has the word's)."""
         words = self.word_weights([caption])[0] if words is None else words
         covering: dict[int, list[WordWeight]] = {}  # character -> the words covering it
         for word in words:
@@ -74,9 +71,8 @@ class TokenWeighting(ABC):
         return rows
 
     def weights(self, layouts: Sequence[Any], captions: Sequence[str]) -> Tensor:
-        """Per-position weights (B, L), float32, 1.0 at SOT/EOT/padding, of the ``taco_plus.text``
-        ``layouts`` (``ids``, ``piece_index``; chunked ones right-padded with 1.0 to the longest)
-        of ``captions``."""
+        """Per-position weights (B, L), float32, 1.0 at SOT/EOT/padding, of the ``taco_plus.text`` ``layouts`` of
+        ``captions`` (chunked ones right-padded with 1.0 to the longest)."""
         if len(layouts) != len(captions):
             raise ValueError(f"{len(layouts)} layouts for {len(captions)} captions")
         out = torch.ones(len(layouts), max((len(layout.ids) for layout in layouts), default=0))

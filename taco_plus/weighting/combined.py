@@ -28,10 +28,8 @@ class NoWeighting(TokenWeighting):
 
 
 class TfidfNerWeighting(TokenWeighting):
-    """``w = min(max_weight, max(w_tfidf, w_ner))`` (docs/weighting.md, "tfidf_ner"): both parts score
-    spans of the caption and a piece takes the largest weight of the spans it overlaps, so combining
-    is concatenating. ``tfidf_artefact`` and ``ner_cache`` are the parts' artefacts; the other arguments
-    are :class:`NerWeighting`'s, ``max_weight`` and the caption-set check shared by both parts."""
+    """``w = min(max_weight, max(w_tfidf, w_ner))`` (docs/weighting.md, "tfidf_ner"): the parts' scored spans
+    concatenated; arguments as :class:`TfidfWeighting`'s and :class:`NerWeighting`'s."""
 
     def __init__(self, tfidf_artefact: PathLike | TfidfStatistics, pipeline: str = PIPELINE, max_weight: float = 1.5,
                  entity_weight: Optional[float] = None, label_weights: Optional[Mapping[str, float]] = None,

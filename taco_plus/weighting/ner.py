@@ -67,9 +67,8 @@ def _content_span(ent: Any) -> Optional[Entity]:
 
 
 class NerWeighting(TokenWeighting):
-    """Weights the BPE pieces of named entities (``entity_weight``, default ``max_weight``, or their
-    label's in ``label_weights``), read from the ``cache`` artefact first, whose fingerprint must match
-    the ``caption_set``'s; other captions go through spaCy, loaded on first use, memoised."""
+    """Weights the pieces of named entities (``entity_weight``, default ``max_weight``, or ``label_weights``'),
+    from the ``cache`` artefact first, else spaCy's pipeline, loaded on first use; memoised."""
 
     def __init__(self, pipeline: str = PIPELINE, max_weight: float = 1.5, entity_weight: Optional[float] = None,
                  label_weights: Optional[Mapping[str, float]] = None, cache: Optional[PathLike] = None,

@@ -89,9 +89,8 @@ class TfidfStatistics:
 
 
 class TfidfWeighting(TokenWeighting):
-    """Weights caption words by their TF-IDF in the training caption set: ``artefact`` (``taco-plus weights
-    fit``'s file, or :class:`TfidfStatistics`), fitted on the ``caption_set`` in use; ``max_weight`` for
-    each caption's most distinctive word."""
+    """Weights caption words by their TF-IDF in the training caption set (``artefact``: ``taco-plus weights fit``'s
+    file or :class:`TfidfStatistics`); ``max_weight`` for each caption's most distinctive word."""
 
     def __init__(self, artefact: PathLike | TfidfStatistics, max_weight: float = 1.5,
                  caption_set: Optional[PathLike] = None, allow_fingerprint_mismatch: bool = False) -> None:

@@ -18,9 +18,8 @@ TERMINAL = {"completed", "failed", "expired", "cancelled"}
 
 def write_request_files(items: Iterable[tuple[str, dict]], directory: Path, prefix: str, max_requests: int,
                         max_bytes: int, on_oversize: Callable[[str, str], None]) -> Iterator[tuple[Path, list[str]]]:
-    """Write ``(custom_id, body)`` requests to ``<prefix>-000.jsonl``, ``-001``, ... and yield
-    ``(path, ids)`` as each file completes (one file open at a time, no request held in memory).
-    A request over ``max_bytes`` is skipped with ``on_oversize(custom_id, why)``."""
+    """Writes ``(custom_id, body)`` requests to ``<prefix>-000.jsonl``, ``-001``, ..., yielding ``(path, ids)`` as
+    each file completes; a request over ``max_bytes`` is skipped with ``on_oversize(custom_id, why)``."""
     Path(directory).mkdir(parents=True, exist_ok=True)
     fh, ids, count = None, [], 0
     for custom_id, body in items:
