@@ -78,8 +78,7 @@ def write_summary(run_dir: Path, history, results, jpeg, minutes: float) -> Path
         f"{jpeg_bpp[nearest]:.3f} bpp): expected after a few hundred CPU steps from scratch; TACO needs its 50 "
         "COCO epochs on a GPU to reach its published rate-distortion curves.", "",
         "Rate-distortion plot: `rd_psnr.png`. Checkpoint: `checkpoints/final.pt` "
-        "(`taco-plus compress --checkpoint ...`).", "",
-    ])
+        "(`taco-plus compress --checkpoint ...`).", ""])
     (run_dir / "summary.md").write_text(text, encoding="utf-8")
     return run_dir / "summary.md"
 

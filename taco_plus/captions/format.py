@@ -88,15 +88,11 @@ def caption_stats(captions: Mapping[str, Iterable[str]]) -> dict:
     if not texts:
         raise ValueError("cannot compute statistics of an empty caption set")
     tokens = [clip_token_count(t) for t in texts]
-    return {
-        "num_images": len(captions),
-        "num_captions": len(texts),
-        "words_per_caption": _summary([len(t.split()) for t in texts]),
-        "clip_tokens_per_caption": _summary(tokens),
-        "share_over_38_tokens": round(sum(t > 38 for t in tokens) / len(texts), 4),  # TACO's text length
-        "share_over_77_tokens": round(sum(t > 77 for t in tokens) / len(texts), 4),  # CLIP's context
-        "tokenizer": "open_clip SimpleTokenizer (CLIP ViT-B-32 BPE); counts include start/end of text",
-    }
+    return {"num_images": len(captions), "num_captions": len(texts),
+            "words_per_caption": _summary([len(t.split()) for t in texts]), "clip_tokens_per_caption": _summary(tokens),
+            "share_over_38_tokens": round(sum(t > 38 for t in tokens) / len(texts), 4),  # TACO's text length
+            "share_over_77_tokens": round(sum(t > 77 for t in tokens) / len(texts), 4),  # CLIP's context
+            "tokenizer": "open_clip SimpleTokenizer (CLIP ViT-B-32 BPE); counts include start/end of text"}
 
 
 def build_caption_set(name: str, captions: Mapping[str, Sequence[str] | str], provenance: Provenance,

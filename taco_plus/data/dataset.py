@@ -26,14 +26,9 @@ from taco_plus.images import ImageReadError, load_image
 
 logger = logging.getLogger(__name__)
 
-POLICIES = {
-    "small_images": ("upscale", "reflect"),
-    "caption_choice": ("random", "first"),
-    "missing_caption": ("error", "skip", "empty"),
-    "bad_caption": ("error", "skip", "empty", "keep"),
-    "missing_image": ("error", "warn"),
-    "bad_image": ("skip", "strict"),
-}
+POLICIES = {"small_images": ("upscale", "reflect"), "caption_choice": ("random", "first"),
+            "missing_caption": ("error", "skip", "empty"), "bad_caption": ("error", "skip", "empty", "keep"),
+            "missing_image": ("error", "warn"), "bad_image": ("skip", "strict")}
 _EXAMPLES = 5
 
 

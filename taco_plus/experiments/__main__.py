@@ -74,9 +74,8 @@ def _run(args: Any) -> int:
 def _record(args: Any) -> None:
     from taco_plus.experiments.record import record_run
 
-    path = record_run(args.run_dir, args.name, args.results, title=args.title, dataset=args.dataset,
-                      caption_set=args.caption_set, force=args.force,
-                      command="python -m taco_plus.experiments " + " ".join(sys.argv[1:]))
+    path = record_run(args.run_dir, args.name, args.results, title=args.title, dataset=args.dataset, force=args.force,
+                      caption_set=args.caption_set, command="python -m taco_plus.experiments " + " ".join(sys.argv[1:]))
     print(f"recorded {args.name!r} in {path}")
 
 

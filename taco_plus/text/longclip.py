@@ -22,17 +22,17 @@ RELEASE = "release"  # pretrained tag: the released checkpoint, from the Hugging
 RELEASES = {"LongCLIP-B": ("BeichenZhang/LongCLIP-B", "longclip-B.pt", "longclip-b"),
             "LongCLIP-L": ("BeichenZhang/LongCLIP-L", "longclip-L.pt", "longclip-l")}
 # transformers' CLIPModel key pieces -> open_clip's, applied in order
-HF_RENAMES = (
-    (r"^text_model\.embeddings\.token_embedding", "token_embedding"),
-    (r"^text_model\.embeddings\.position_embedding\.weight", "positional_embedding"),
-    (r"^text_model\.final_layer_norm", "ln_final"), (r"^text_model\.encoder\.layers", "transformer.resblocks"),
-    (r"^vision_model\.embeddings\.class_embedding", "visual.class_embedding"),
-    (r"^vision_model\.embeddings\.patch_embedding", "visual.conv1"),
-    (r"^vision_model\.embeddings\.position_embedding\.weight", "visual.positional_embedding"),
-    (r"^vision_model\.pre_layrnorm", "visual.ln_pre"), (r"^vision_model\.post_layernorm", "visual.ln_post"),
-    (r"^vision_model\.encoder\.layers", "visual.transformer.resblocks"), (r"\.self_attn\.out_proj", ".attn.out_proj"),
-    (r"\.layer_norm1", ".ln_1"), (r"\.layer_norm2", ".ln_2"), (r"\.fc1", ".c_fc"), (r"\.fc2", ".c_proj"),
-)
+HF_RENAMES = ((r"^text_model\.embeddings\.token_embedding", "token_embedding"),
+              (r"^text_model\.embeddings\.position_embedding\.weight", "positional_embedding"),
+              (r"^text_model\.final_layer_norm", "ln_final"),
+              (r"^text_model\.encoder\.layers", "transformer.resblocks"),
+              (r"^vision_model\.embeddings\.class_embedding", "visual.class_embedding"),
+              (r"^vision_model\.embeddings\.patch_embedding", "visual.conv1"),
+              (r"^vision_model\.embeddings\.position_embedding\.weight", "visual.positional_embedding"),
+              (r"^vision_model\.pre_layrnorm", "visual.ln_pre"), (r"^vision_model\.post_layernorm", "visual.ln_post"),
+              (r"^vision_model\.encoder\.layers", "visual.transformer.resblocks"),
+              (r"\.self_attn\.out_proj", ".attn.out_proj"), (r"\.layer_norm1", ".ln_1"), (r"\.layer_norm2", ".ln_2"),
+              (r"\.fc1", ".c_fc"), (r"\.fc2", ".c_proj"))
 
 
 def weights_hint(model_name: str) -> str:

@@ -28,11 +28,11 @@ def check_fingerprint(kind: str, fitted: str, expected: Optional[str], allow_mis
     """Raises :class:`FingerprintMismatchError` unless ``fitted`` is ``expected`` (or None) or ``allow_mismatch``."""
     if expected is None or expected == fitted or allow_mismatch:
         return
-    raise FingerprintMismatchError(
-        f"{kind} artefact was fitted on caption set {fitted[:16]}… ({source or 'unknown source'}), but the "
-        f"captions in use have fingerprint {expected[:16]}…. Refit it with `taco-plus weights fit --weighting "
-        f"{kind} --captions SET --out FILE`, or set allow_fingerprint_mismatch=true to use it anyway."
-    )
+    source = source or "unknown source"
+    raise FingerprintMismatchError(f"{kind} artefact was fitted on caption set {fitted[:16]}… ({source}), but the "
+                                   f"captions in use have fingerprint {expected[:16]}…. Refit it with `taco-plus "
+                                   f"weights fit --weighting {kind} --captions SET --out FILE`, or set "
+                                   "allow_fingerprint_mismatch=true to use it anyway.")
 
 
 def save_artefact(path: PathLike, kind: str, caption_set: dict[str, Any], payload: dict[str, Any],

@@ -134,9 +134,9 @@ def request_signature(cfg: RegenerateConfig, prompt: PromptTemplate, jobs: list[
     """The settings that change the answers (with the given originals' fingerprint): a resume keeps them."""
     originals = {j.image_id: [j.original] for j in jobs if j.original} if cfg.with_original else {}
     target = cfg.target_words if prompt.uses_target_words() else None
+    fingerprint = captions_fingerprint(originals) if originals else None
     return {"model": cfg.model, "prompt_sha256": prompt.sha256, "target_words": target,
-            "with_original": cfg.with_original,
-            "originals_sha256": captions_fingerprint(originals) if originals else None,
+            "with_original": cfg.with_original, "originals_sha256": fingerprint,
             **{k: getattr(cfg, k) for k in ("temperature", "max_tokens", "detail", "max_side")},
             "jpeg_quality": JPEG_QUALITY, "min_words": cfg.min_words}
 
