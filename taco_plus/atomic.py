@@ -50,8 +50,7 @@ def atomic_writer(path: Union[str, os.PathLike], mode: str = "wb") -> Iterator[I
     """A temporary file beside ``path`` (``"wb"``, or ``"w"``: UTF-8) replacing it if the block ends normally."""
     if mode not in ("wb", "w"):
         raise ValueError(f"mode must be 'wb' or 'w', got {mode!r}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    (path := Path(path)).parent.mkdir(parents=True, exist_ok=True)
     try:
         permissions = stat.S_IMODE(path.stat().st_mode)  # mkstemp alone would give 0o600
     except FileNotFoundError:

@@ -108,8 +108,7 @@ def _json_list(path: os.PathLike | str, what: str, names: bool = True) -> list[s
         raise DatasetPairingError(f"{path}: not a JSON list ({str(err)[:100]})") from err
     if not isinstance(items, list) or not all(isinstance(n, str) and n for n in items):
         raise DatasetPairingError(f"{path}: must be a JSON list of non-empty strings ({what})")
-    bad = [n for n in items if names and (Path(n).is_absolute() or ".." in Path(n).parts)]
-    if bad:
+    if bad := [n for n in items if names and (Path(n).is_absolute() or ".." in Path(n).parts)]:
         raise DatasetPairingError(f"{path}: names must be relative paths inside the image folder, got {bad[:3]}")
     return items
 
@@ -117,8 +116,7 @@ def _json_list(path: os.PathLike | str, what: str, names: bool = True) -> list[s
 def read_image_list(path: os.PathLike | str) -> list[str]:
     """A JSON list of relative image names (TACO's ``mscoco_30k_list.json``), checked and sorted."""
     names = _json_list(path, "image list")
-    dup = sorted(n for n, count in Counter(names).items() if count > 1)
-    if dup:
+    if dup := sorted(n for n, count in Counter(names).items() if count > 1):
         raise DatasetPairingError(f"{path}: {len(dup)} names appear twice, e.g. {dup[:3]}")
     return sorted(names)
 

@@ -57,8 +57,7 @@ class MetricLog:
             return None
         means = {k: v / self._count for k, v in self._sums.items()}
         row = {"step": step, "epoch": epoch, **means, "lr": lr, "time": time.perf_counter() - self._start}
-        self._sums.clear()
-        self._count = 0
+        self._sums, self._count = defaultdict(float), 0
         self.rows.append(row)
         if not self.enabled:
             return row

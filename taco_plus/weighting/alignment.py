@@ -82,10 +82,7 @@ def align(caption: str) -> tuple[Piece, ...]:
     pieces: list[Piece] = []
     for match in tok.pat.finditer(cleaned):
         word = match.group()
-        # Byte index -> character index within the regex match.
-        char_of_byte: list[int] = []
-        for ci, ch in enumerate(word):
-            char_of_byte.extend([ci] * len(ch.encode("utf-8")))
+        char_of_byte = [ci for ci, ch in enumerate(word) for _ in ch.encode("utf-8")]  # byte -> character in the match
         byte_word = "".join(tok.byte_encoder[b] for b in word.encode("utf-8"))
         byte_pos = 0
         for piece in tok.bpe(byte_word).split(" "):
@@ -93,8 +90,7 @@ def align(caption: str) -> tuple[Piece, ...]:
             if byte_pos + n_bytes > len(char_of_byte):  # special token: one piece, whole match
                 c0, c1 = 0, len(word)
             else:
-                c0 = char_of_byte[byte_pos]
-                c1 = char_of_byte[byte_pos + n_bytes - 1] + 1
+                c0, c1 = char_of_byte[byte_pos], char_of_byte[byte_pos + n_bytes - 1] + 1
             byte_pos += n_bytes
             # Cleaned span [start + c0, start + c1) -> union of its original spans.
             orig = [spans[match.start() + c] for c in range(c0, c1)]
@@ -108,7 +104,6 @@ def align(caption: str) -> tuple[Piece, ...]:
                     end -= 1
             else:
                 start = end = orig[0][0]
-            token_id = tok.encoder[piece]
-            text = tok.decode([token_id]).removesuffix(" ")  # decode writes "</w>" as a space
-            pieces.append(Piece(token_id, text, start, end))
+            token_id = tok.encoder[piece]  # decode writes "</w>" as a space
+            pieces.append(Piece(token_id, tok.decode([token_id]).removesuffix(" "), start, end))
     return tuple(pieces)

@@ -67,9 +67,8 @@ class OnlineRunner(Runner):
         try:
             await asyncio.wait_for(self._ask(job, flight), self.cfg.image_timeout)
         except asyncio.TimeoutError:
-            last = flight.last_error or "no answer"
-            self.fail(job.image_id, f"no caption within --image-timeout {self.cfg.image_timeout:g} s "
-                      f"({flight.attempts} attempts; last: {last})", attempts=flight.attempts)
+            self.fail(job.image_id, f"no caption within --image-timeout {self.cfg.image_timeout:g} s ({flight.attempts} "
+                      f"attempts; last: {flight.last_error or 'no answer'})", attempts=flight.attempts)
         finally:
             del self._flights[job.image_id]
 
@@ -138,8 +137,7 @@ class OnlineRunner(Runner):
 
     # -- HTTP hooks: they see every attempt, the SDK's retries included ---------------
     async def _on_request(self, request) -> None:
-        flight = _flight.get()
-        if flight is None:
+        if (flight := _flight.get()) is None:
             return
         now = time.monotonic()
         flight.attempts += 1
@@ -150,8 +148,7 @@ class OnlineRunner(Runner):
         flight.since, flight.last_error, flight.fresh = now, "", False
 
     async def _on_response(self, response) -> None:
-        flight = _flight.get()
-        if flight is not None and response.status_code >= 400:
+        if (flight := _flight.get()) is not None and response.status_code >= 400:
             flight.last_error = f"HTTP {response.status_code}"
 
     async def _tick(self) -> None:
