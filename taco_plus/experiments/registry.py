@@ -69,8 +69,7 @@ def declared(name: str) -> tuple[Optional[str], tuple[str, ...]]:
 def load_run(name: str, overrides: Sequence[str] = ()) -> Run:
     """Composes ``experiment=name`` (plus ``overrides``) into a :class:`Run`."""
     if not (EXPERIMENT_DIR / f"{name}.yaml").is_file():
-        known = ", ".join(run_names())
-        raise KeyError(f"no registered run {name!r} (no {EXPERIMENT_DIR / name}.yaml); known: {known}")
+        raise KeyError(f"no registered run {name!r} (no {EXPERIMENT_DIR / name}.yaml); known: {', '.join(run_names())}")
     cfg = compose([f"experiment={name}", *overrides], return_hydra_config=True)
     if cfg.name != name:
         raise ValueError(f"experiment/{name}.yaml sets name={cfg.name!r}: a run's name is its file name")
