@@ -87,7 +87,7 @@ class CocoCaptionsSource(CaptionSource):
     """Captions from an official MS-COCO ``captions_{train,val}2014.json`` (or 2017), keyed by image
     file name, ordered by annotation id and stripped; images listed without any are ``uncaptioned``."""
 
-    def __init__(self, annotations_json: os.PathLike | str) -> None:
+    def __init__(self, annotations_json: os.PathLike | str) -> None:  # the captions configs' keyword
         super().__init__(annotations_json)
 
     def _read(self, data: Any) -> None:
