@@ -1,10 +1,5 @@
-"""Atomic file writes: a crash mid-write leaves the previous file intact.
-
-Data goes to ``.<name>.<pid>.<random>.tmp`` beside the destination (a name over 200 bytes
-is cut to its first 100 and a hash, so the temporary's stays under the 255-byte limit), is
-fsync'd, then renamed over it (``os.replace``). The result gets the mode a plain ``open(path, "w")``
-would give (an existing file's, or ``0o666`` minus the umask; ``mkstemp`` alone gives 0o600).
-"""
+"""Atomic file writes: data goes to ``.<name>.<pid>.<random>.tmp`` beside the destination, fsync'd and renamed
+over it, so a crash mid-write leaves the previous file intact."""
 
 from __future__ import annotations
 
@@ -22,17 +17,14 @@ _writing: set[Path] = set()
 
 def _prefix(path: Path) -> str:
     name = os.fsencode(path.name)
-    if len(name) > 200:
+    if len(name) > 200:  # the temporary's name stays under the 255-byte limit
         name = name[:100] + b"~" + hashlib.sha256(name).hexdigest()[:12].encode()
     return f".{os.fsdecode(name)}."
 
 
 def remove_stale_temporaries(path: Union[str, os.PathLike]) -> list[Path]:
-    """Removes the temporaries of ``path`` whose writer process is gone; returns them.
-
-    Our own pid counts as gone when we are not writing that file (a restarted container
-    often reuses the killed process's pid). A writer on another machine cannot be checked.
-    """
+    """Removes (and returns) the temporaries of ``path`` whose writer process is gone."""
+    # Our own pid counts as gone when we are not writing that file: a restarted container reuses pids.
     path = Path(path)
     prefix = _prefix(path)
     removed = []
@@ -55,14 +47,12 @@ def remove_stale_temporaries(path: Union[str, os.PathLike]) -> list[Path]:
 
 @contextmanager
 def atomic_writer(path: Union[str, os.PathLike], mode: str = "wb") -> Iterator[IO]:
-    """A temporary file beside ``path`` (``mode`` ``"wb"``, or ``"w"`` for UTF-8 text)
-    that replaces ``path`` when the block ends without an exception."""
+    """A temporary file beside ``path`` (``"wb"``, or ``"w"``: UTF-8) replacing it if the block ends normally."""
     if mode not in ("wb", "w"):
         raise ValueError(f"mode must be 'wb' or 'w', got {mode!r}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    (path := Path(path)).parent.mkdir(parents=True, exist_ok=True)
     try:
-        permissions = stat.S_IMODE(path.stat().st_mode)
+        permissions = stat.S_IMODE(path.stat().st_mode)  # mkstemp alone would give 0o600
     except FileNotFoundError:
         umask = os.umask(0o077)  # the umask can only be read by setting it
         os.umask(umask)
@@ -92,6 +82,5 @@ def atomic_write(path: Union[str, os.PathLike], data: Union[bytes, memoryview, s
 
 
 def write_error(err: OSError, what: str) -> OSError:
-    """``err`` (same errno) saying what could not be written, e.g.
-    ``[Errno 28] cannot write checkpoint last.pt: No space left on device``."""
+    """``err`` (same errno) saying ``what`` could not be written: ``[Errno 28] {what}: No space left...``."""
     return OSError(f"{what}: {err}") if err.errno is None else OSError(err.errno, f"{what}: {err.strerror}")

@@ -1,9 +1,5 @@
-"""The offline quickstart (``make demo``): trains ``experiment=quickstart`` (a small TACO) on scikit-image's
-8 bundled photos on CPU, codes every full photo to a real ``.tacoz`` file and back, compares with JPEG and
-writes ``runs/quickstart-<timestamp>/`` (docs/training.md, "The offline quickstart")::
-
-    python -m taco_plus.demo [--steps N] [--out DIR] [hydra overrides ...]
-"""
+"""The offline quickstart (``make demo``): a small TACO trained on CPU, every photo coded and compared with JPEG.
+``python -m taco_plus.demo [--steps N] [--out DIR] [overrides]`` (docs/training.md, "The offline quickstart")."""
 
 from __future__ import annotations
 
@@ -17,9 +13,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-# OpenMP threads that sleep instead of spinning at barriers: on a machine whose cores are
-# shared with other work, spinning threads slowed a training step down up to 8x (measured on
-# 2 busy cores). Must be set before torch loads its OpenMP runtime.
+# OpenMP threads that sleep instead of spinning at barriers: on shared cores, spinning threads slowed a
+# training step down up to 8x (2 busy cores). Must be set before torch loads its OpenMP runtime.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
@@ -27,14 +22,12 @@ import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 JPEG_QUALITIES = (5, 10, 20, 35, 50, 75)
-CAVEATS = (
-    "The text tower is the UNTRAINED random-init tiny CLIP (`taco-tiny-clip`): its caption "
-    "features carry no meaning, so this run cannot show any text guidance.",
-    "The LPIPS loss term uses a RANDOM AlexNet backbone (stand-in; the real one must be "
-    "downloaded) and the joint CLIP loss uses the same untrained tiny CLIP.",
-    "A small model (N=64, M=128) trained for a few hundred CPU steps on 8 photos: the numbers "
-    "show the pipeline working, not TACO's rate-distortion performance.",
-)
+CAVEATS = ("The text tower is the UNTRAINED random-init tiny CLIP (`taco-tiny-clip`): its caption features carry "
+           "no meaning, so this run cannot show any text guidance.",
+           "The LPIPS loss term uses a RANDOM AlexNet backbone (stand-in; the real one must be downloaded) and the "
+           "joint CLIP loss uses the same untrained tiny CLIP.",
+           "A small model (N=64, M=128) trained for a few hundred CPU steps on 8 photos: the numbers show the "
+           "pipeline working, not TACO's rate-distortion performance.")
 
 
 def jpeg_baseline(images: Sequence[Tensor], qualities: Sequence[int] = JPEG_QUALITIES) -> dict[str, Any]:
@@ -85,11 +78,9 @@ def write_summary(run_dir: Path, history, results, jpeg, minutes: float) -> Path
         f"{jpeg_bpp[nearest]:.3f} bpp): expected after a few hundred CPU steps from scratch; TACO needs its 50 "
         "COCO epochs on a GPU to reach its published rate-distortion curves.", "",
         "Rate-distortion plot: `rd_psnr.png`. Checkpoint: `checkpoints/final.pt` "
-        "(`taco-plus compress --checkpoint ...`).", "",
-    ])
-    path = run_dir / "summary.md"
-    path.write_text(text, encoding="utf-8")
-    return path
+        "(`taco-plus compress --checkpoint ...`).", ""])
+    (run_dir / "summary.md").write_text(text, encoding="utf-8")
+    return run_dir / "summary.md"
 
 
 def run_demo(run_dir: Path, overrides: Sequence[str] = (), steps: Optional[int] = None) -> dict[str, Any]:
@@ -107,8 +98,7 @@ def run_demo(run_dir: Path, overrides: Sequence[str] = (), steps: Optional[int] 
     start = time.perf_counter()
     extra = [f"trainer.max_steps={steps}"] if steps is not None else []
     cfg = compose(["experiment=quickstart", f"data.image_dir={run_dir / 'photos'}", *extra, *overrides])
-    for caveat in CAVEATS:
-        print(f"NOTE: {caveat}")
+    print(*(f"NOTE: {caveat}" for caveat in CAVEATS), sep="\n")
     print(f"[1/3] training {cfg.trainer.max_steps} steps on CPU -> {run_dir}")
     result = train(cfg, run_dir)
     first, last = result.history[0], result.history[-1]
@@ -117,11 +107,9 @@ def run_demo(run_dir: Path, overrides: Sequence[str] = (), steps: Optional[int] 
 
     print("[2/3] coding every full photo to a real .tacoz file and decoding it (no caption)")
     dataset = instantiate(cfg.data, _convert_="all").eval_dataset()
-    results = evaluate_dataset(
-        TacoCodec(load_codec(result.final_checkpoint)), dataset, run_dir, name="quickstart TACO",
-        description=f"experiment=quickstart, {result.steps} steps; UNTRAINED tiny text tower",
-        meta={"caveats": list(CAVEATS), "train_steps": result.steps},
-    )
+    results = evaluate_dataset(TacoCodec(load_codec(result.final_checkpoint)), dataset, run_dir, name="quickstart TACO",
+                               description=f"experiment=quickstart, {result.steps} steps; UNTRAINED tiny text tower",
+                               meta={"caveats": list(CAVEATS), "train_steps": result.steps})
     point = {k: v[0] for k, v in results["results"].items()}
     print(f"      {len(dataset)} photos: {point['bpp']:.4f} bpp (file sizes), PSNR {point['psnr-rgb']:.2f} dB")
 

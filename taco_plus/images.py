@@ -1,9 +1,5 @@
-"""Reading, writing and padding images for the codec.
-
-Every input becomes 8-bit RGB (EXIF orientation applied, 16-bit samples keep their high
-byte, alpha composited over white, first frame of an animation): the rule is in
-docs/coding.md. The codec zero-pads bottom/right to a multiple of 64 and crops back.
-"""
+"""Reading, writing and padding images for the codec: every input becomes 8-bit RGB by the rule of
+docs/coding.md; the codec zero-pads bottom/right to a multiple of 64 and crops back."""
 
 from __future__ import annotations
 
@@ -34,29 +30,25 @@ class ImageReadWarning(UserWarning):
 def to_rgb8(img: Image.Image) -> np.ndarray:
     """A PIL image of any mode as a (H, W, 3) uint8 array (docs/coding.md)."""
     img = ImageOps.exif_transpose(img)
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        values = np.asarray(img).astype(np.int64)
-        if img.mode == "I" and values.max(initial=0) <= 255:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        values = np.asarray(img).astype(np.float64 if img.mode == "F" else np.int64)
+        if img.mode == "F":
+            gray = values.clip(0, 255).round().astype(np.uint8)
+        elif img.mode == "I" and values.max(initial=0) <= 255:
             gray = values.clip(0, 255).astype(np.uint8)  # 8-bit data stored as int32
         else:
             gray = (values.clip(0, 65535) >> 8).astype(np.uint8)
         return np.repeat(gray[..., None], 3, axis=2)
-    if img.mode == "F":
-        gray = np.asarray(img).clip(0, 255).round().astype(np.uint8)
-        return np.repeat(gray[..., None], 3, axis=2)
     if img.mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(background, rgba)
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):  # composited over white
+        img = Image.alpha_composite(Image.new("RGBA", img.size, (255, 255, 255, 255)), img.convert("RGBA"))
     return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
 
 def load_image(path: str | os.PathLike, max_pixels: Optional[int] = None) -> Tensor:
-    """Reads an image file as a float32 tensor (3, H, W) in [0, 1]; with ``max_pixels``, an
-    image the ``.tacoz`` format cannot hold (a side over 65,536, more pixels than that) is
-    refused from its header, before its pixels are decoded."""
+    """Reads an image file as a float32 tensor (3, H, W) in [0, 1]; with ``max_pixels``, an image a ``.tacoz``
+    file cannot hold is refused from its header, before its pixels are decoded."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"image not found: {path}")
@@ -101,14 +93,10 @@ def save_png(x: Tensor, path: str | os.PathLike) -> None:
 
 def pad_to_multiple(x: Tensor, multiple: int = 64) -> Tensor:
     """Zero-pads (B, C, H, W) at the bottom/right so H and W are multiples of ``multiple``."""
-    h, w = x.shape[-2:]
-    pad_h, pad_w = (-h) % multiple, (-w) % multiple
-    if pad_h == 0 and pad_w == 0:
-        return x
-    return F.pad(x, (0, pad_w, 0, pad_h), mode="constant", value=0.0)
+    pad_h, pad_w = (-x.shape[-2]) % multiple, (-x.shape[-1]) % multiple
+    return F.pad(x, (0, pad_w, 0, pad_h), mode="constant", value=0.0) if pad_h or pad_w else x
 
 
 def crop(x: Tensor, size: tuple[int, int]) -> Tensor:
     """Crops (…, H', W') back to the top-left ``size`` = (H, W)."""
-    h, w = size
-    return x[..., :h, :w]
+    return x[..., : size[0], : size[1]]

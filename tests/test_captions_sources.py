@@ -111,3 +111,32 @@ def test_coco_malformed(tmp_path):
     path.write_text(json.dumps({"a.png": "x"}))
     with pytest.raises(CaptionFormatError, match="not a COCO captions file"):
         CocoCaptionsSource(path)
+
+
+@pytest.mark.parametrize("kind", ["set", "coco"])
+def test_open_caption_source_reads_the_file_once(tmp_path, monkeypatch, kind):
+    import taco_plus.captions.format as fmt
+    import taco_plus.captions.sources as sources
+
+    path = tmp_path / "captions.json"
+    if kind == "coco":
+        path.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.png"}],
+                                    "annotations": [{"id": 5, "image_id": 1, "caption": " a door "}]}))
+    else:
+        path.write_text(json.dumps({"a.png": "a door"}))
+    reads = []
+    monkeypatch.setattr(sources, "read_json", lambda p: reads.append(p) or fmt.read_json(p))
+    source = sources.open_caption_source(path)
+    assert len(reads) == 1, "the caption file was read and parsed more than once"
+    assert type(source) is (CocoCaptionsSource if kind == "coco" else CaptionSetSource)
+    assert source.captions("a.png") == ["a door"] and source.path == path and source.name == "captions"
+
+
+def test_sources_keep_their_constructor_arguments(tmp_path):
+    """The ``captions`` configs instantiate the sources by keyword."""
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps({"a.png": "a door"}))
+    coco = tmp_path / "coco.json"
+    coco.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.png"}],
+                                "annotations": [{"image_id": 1, "caption": "a door"}]}))
+    assert CaptionSetSource(path=plain).captions("a.png") == CocoCaptionsSource(annotations_json=coco).captions("a.png")

@@ -64,3 +64,28 @@ def test_the_study_runs_as_submitit_jobs_and_lands_in_the_registry(tmp_path, mon
     assert "Quickstart with Linformer (CPU) & quickstart & 2 & 1 &" in results
     assert "Quickstart (CPU, untrained text tower) & lmbda\\_0.0067 & 2 &" in results
     assert "recorded (1 points, 2 seeds)" in (tmp_path / "generated" / "runs.tex").read_text()
+
+
+def test_a_stopped_training_job_ends_by_its_signal(tmp_path, monkeypatch):
+    """A job whose training is stopped by a signal (SLURM pre-emption) ends as that signal's default
+    action would, after one line; the evaluation stage is not reached."""
+    import signal
+
+    import taco_plus.train
+    import taco_plus.train.preemption as preemption
+    from omegaconf import OmegaConf
+
+    from taco_plus.experiments.jobs import main
+
+    def stopped(cfg, run_dir):
+        raise preemption.TrainingInterrupted(signal.SIGTERM, 3, Path(run_dir) / "checkpoints" / "last.pt")
+
+    def exit_by_signal(signum):
+        raise SystemExit(128 + signum)
+
+    monkeypatch.setattr(taco_plus.train, "train", stopped)
+    monkeypatch.setattr(preemption, "exit_by_signal", exit_by_signal)
+    cfg = OmegaConf.create({"job": "quickstart/0.0067/0", "runs_dir": str(tmp_path / "runs")})
+    with pytest.raises(SystemExit) as stop:
+        main.__wrapped__(cfg)
+    assert stop.value.code == 128 + signal.SIGTERM

@@ -131,3 +131,16 @@ def test_none_weights_are_ones_in_layout_shape():
     layouts = [tokenize("a cat", 38), tokenize("a dog " * 50, "chunked")]
     w = NoWeighting().weights(layouts, ["a cat", "a dog " * 50])
     assert w.shape == (2, max(len(l.ids) for l in layouts)) and bool((w == 1.0).all())
+
+
+def test_weights_align_each_caption_once(monkeypatch):
+    import taco_plus.weighting.base as base
+
+    caption = "A golden retriever runs past the Eiffel Tower in Paris."
+    weighting = TfidfWeighting(TfidfStatistics({"retriever": 3.0, "paris": 2.5}, 4, "0" * 64))
+    expected = weighting.weights([tokenize(caption, 38)], [caption])
+    calls = []
+    monkeypatch.setattr(base, "align", lambda c: calls.append(c) or align(c))
+    w = weighting.weights([tokenize(caption, 38)], [caption])
+    assert calls == [caption], f"the caption was aligned {len(calls)} times"
+    assert torch.equal(w, expected) and w.max().item() > 1.0

@@ -1,6 +1,5 @@
-"""Caption sets (``captions/FORMAT.md``): the file format, sources for training and
-evaluation, converters, statistics, and GPT-4o regeneration (``regenerate``, the only part
-that uses the network). See docs/captions.md."""
+"""Caption sets (``captions/FORMAT.md``): the file format, sources, converters, statistics, and GPT-4o
+regeneration (``regenerate``, the only part that uses the network); docs/captions.md."""
 
 from taco_plus.captions.format import (FORMAT_VERSION, CaptionFormatError, CaptionSet, Provenance, build_caption_set,
                                        load_caption_set, save_caption_set)

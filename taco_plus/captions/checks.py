@@ -1,6 +1,5 @@
-"""Broken caption text. Machine captions have real defects (TACO's Kodak OFA caption of
-kodim17 ends in U+FFFD garbage); they are reported and listed under a set's ``issues``,
-and training and evaluation apply their ``bad_caption`` policy to them."""
+"""Broken caption text (TACO's Kodak OFA caption of kodim17 ends in U+FFFD garbage): reported, listed under a
+set's ``issues``; training and evaluation apply their ``bad_caption`` policy to it."""
 
 from __future__ import annotations
 
@@ -28,8 +27,7 @@ def caption_problems(text: str) -> list[str]:
 
 
 def find_problems(captions: dict[str, list[str]]) -> dict[str, list[str]]:
-    """Image id -> problems, for every image with a suspicious caption; those of the i-th
-    caption of an image with several are prefixed ``caption i:``."""
+    """Image id -> problems of its suspicious captions (``caption i:`` first when it has several)."""
     found: dict[str, list[str]] = {}
     for image_id, caps in captions.items():
         msgs = [p if len(caps) == 1 else f"caption {i}: {p}"

@@ -1,7 +1,5 @@
-"""Converters from the original caption files (TACO's OFA ``{file: caption}`` JSON, the
-official MS-COCO captions files) to caption sets. Captions are kept verbatim (reproducing
-TACO needs its exact inputs); broken ones are flagged in ``issues``, or dropped with
-``drop_bad``."""
+"""Converters from the original caption files (TACO's OFA ``{file: caption}`` JSON, the official MS-COCO
+captions files) to caption sets, captions verbatim; broken ones flagged in ``issues``, or dropped."""
 
 from __future__ import annotations
 
@@ -39,11 +37,9 @@ def _convert(original: CaptionSource, name: str, provenance: Provenance, drop_ba
     captions = {k: original.captions(k) for k in original.ids()}
     problems = find_problems(captions)
     if drop_bad and problems:
-        for image_id in problems:
-            captions[image_id] = [c for c in captions[image_id] if not caption_problems(c)]
-        dropped = sorted(i for i in problems if not captions[i])
-        for image_id in dropped:
-            del captions[image_id]
+        kept = {i: [c for c in captions[i] if not caption_problems(c)] for i in problems}
+        dropped = sorted(i for i, caps in kept.items() if not caps)
+        captions = {i: kept.get(i, caps) for i, caps in captions.items() if i not in dropped}
         found = "; ".join(f"{i}: {', '.join(p)}" for i, p in problems.items())
         provenance.notes.append(f"dropped the broken captions of {len(problems)} images ({found}), {len(dropped)} "
                                 f"of them left without any: {dropped}")

@@ -1,7 +1,5 @@
-"""The versioned caption-set file (``captions/FORMAT.md``): captions, provenance and statistics
-(words and CLIP tokens per caption; the share over TACO's 38 and CLIP's 77 tokens tells how much
-text an encoder throws away). Loading validates; errors name the file and
-the JSON path. Empty or garbled text is flagged (``checks.py``), not refused."""
+"""The versioned caption-set file (``captions/FORMAT.md``): captions, provenance and statistics.
+Loading validates, errors naming the file and the JSON path; broken text is flagged, not refused."""
 
 from __future__ import annotations
 
@@ -50,8 +48,7 @@ class Provenance:
 
 @dataclass
 class CaptionSet:
-    """An in-memory caption set: ``captions`` (image id -> captions), ``provenance``,
-    ``stats`` and ``issues`` (image id -> problems found in its captions)."""
+    """An in-memory caption set: image id -> ``captions``, ``provenance``, ``stats``, image id -> ``issues``."""
 
     name: str
     captions: dict[str, list[str]]
@@ -91,20 +88,15 @@ def caption_stats(captions: Mapping[str, Iterable[str]]) -> dict:
     if not texts:
         raise ValueError("cannot compute statistics of an empty caption set")
     tokens = [clip_token_count(t) for t in texts]
-    return {
-        "num_images": len(captions),
-        "num_captions": len(texts),
-        "words_per_caption": _summary([len(t.split()) for t in texts]),
-        "clip_tokens_per_caption": _summary(tokens),
-        "share_over_38_tokens": round(sum(t > 38 for t in tokens) / len(texts), 4),  # TACO's text length
-        "share_over_77_tokens": round(sum(t > 77 for t in tokens) / len(texts), 4),  # CLIP's context
-        "tokenizer": "open_clip SimpleTokenizer (CLIP ViT-B-32 BPE); counts include start/end of text",
-    }
+    return {"num_images": len(captions), "num_captions": len(texts),
+            "words_per_caption": _summary([len(t.split()) for t in texts]), "clip_tokens_per_caption": _summary(tokens),
+            "share_over_38_tokens": round(sum(t > 38 for t in tokens) / len(texts), 4),  # TACO's text length
+            "share_over_77_tokens": round(sum(t > 77 for t in tokens) / len(texts), 4),  # CLIP's context
+            "tokenizer": "open_clip SimpleTokenizer (CLIP ViT-B-32 BPE); counts include start/end of text"}
 
 
 def build_caption_set(name: str, captions: Mapping[str, Sequence[str] | str], provenance: Provenance,
-                      issues: Optional[Mapping[str, Sequence[str]]] = None) -> CaptionSet:
-    """A :class:`CaptionSet` with its statistics computed."""
+                      issues: Optional[Mapping[str, Sequence[str]]] = None) -> CaptionSet:  # stats computed
     caps = {k: [v] if isinstance(v, str) else list(v) for k, v in captions.items()}
     return CaptionSet(name, caps, provenance, caption_stats(caps), {k: list(v) for k, v in (issues or {}).items()})
 
@@ -117,9 +109,8 @@ def save_caption_set(caption_set: CaptionSet, path: os.PathLike | str) -> None:
 
 
 def json_bytes(data: Any, indent: Optional[int] = None) -> bytes:
-    """UTF-8 JSON text ending in a newline. A lone surrogate (``json.loads('"\\\\ud800"')``)
-    can only sit inside a JSON string, where ``backslashreplace`` writes its JSON escape
-    ``\\\\ud800``: the file reads back to the same string."""
+    """UTF-8 JSON text ending in a newline; a lone surrogate (only possible inside a JSON string)
+    is written as its JSON escape by ``backslashreplace``, so the file reads back the same."""
     text = json.dumps(data, ensure_ascii=False, indent=indent, separators=None if indent else (",", ":"))
     return (text + "\n").encode("utf-8", "backslashreplace")
 
@@ -137,7 +128,6 @@ def read_json(path: os.PathLike | str) -> Any:
 
 
 def load_caption_set(path: os.PathLike | str) -> CaptionSet:
-    """Read and validate a versioned caption set."""
     return parse_caption_set(read_json(path), path)
 
 

@@ -9,17 +9,11 @@ from typing import Iterable, Optional
 
 QUICKSTART_CAPTIONS = Path(__file__).with_name("skimage_quickstart.json")
 
-# Image id -> ``skimage.data`` function: the RGB photographs inside the scikit-image wheel.
-_SOURCES = {
-    "astronaut.png": "astronaut",  # 512x512
-    "chelsea.png": "chelsea",  # 451x300
-    "coffee.png": "coffee",  # 600x400
-    "rocket.png": "rocket",  # 640x427
-    "hubble_deep_field.png": "hubble_deep_field",  # 1000x872
-    "immunohistochemistry.png": "immunohistochemistry",  # 512x512
-    "retina.png": "retina",  # 1411x1411
-    "motorcycle_left.png": "stereo_motorcycle",  # 741x500, left image of the stereo pair
-}
+# Image id -> ``skimage.data`` function: the RGB photographs inside the scikit-image wheel, 451x300 to 1411x1411
+# (motorcycle_left: the left image of the stereo pair).
+_SOURCES = {"astronaut.png": "astronaut", "chelsea.png": "chelsea", "coffee.png": "coffee", "rocket.png": "rocket",
+            "hubble_deep_field.png": "hubble_deep_field", "immunohistochemistry.png": "immunohistochemistry",
+            "retina.png": "retina", "motorcycle_left.png": "stereo_motorcycle"}
 SKIMAGE_PHOTO_IDS = tuple(_SOURCES)
 
 

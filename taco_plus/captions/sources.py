@@ -1,6 +1,5 @@
-"""Caption sources (image id -> captions) for training and evaluation, instantiated by the
-Hydra ``captions`` group with ``_target_``. Image ids are file names relative to the image
-root (``"kodim01.png"``). Sources only read files."""
+"""Caption sources (image id -> captions; ids are file names relative to the image root) that the ``captions``
+group instantiates; they only read files."""
 
 from __future__ import annotations
 
@@ -10,6 +9,7 @@ import os
 from collections import defaultdict
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from taco_plus.captions.format import (FORMAT_NAME, CaptionFormatError, parse_caption_mapping, parse_caption_set,
                                        read_json)
@@ -23,21 +23,31 @@ class UnknownImageError(KeyError):
 
 
 def captions_fingerprint(captions: dict[str, list[str]]) -> str:
-    """sha256 of the canonical JSON of ``{image_id: [captions]}``: the same captions give the
-    same fingerprint in any file format. Fitted artefacts store it."""
+    """sha256 of the canonical JSON of ``{image_id: [captions]}``: the same in any file format."""
     canonical = json.dumps(captions, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     # surrogatepass: a lone surrogate (a broken caption, flagged elsewhere) must not crash hashing
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class CaptionSource:
-    """Read-only mapping from image id to its captions; subclasses set ``path``, ``name`` and
-    ``_captions`` (image id -> non-empty list), and may list ``uncaptioned`` images."""
+    """Read-only mapping from image id to its captions, read from the JSON file ``path``: subclasses parse it in
+    ``_read`` into ``name`` and ``_captions`` (image id -> non-empty list), and may list ``uncaptioned`` images."""
 
     path: Path
     name: str
     _captions: dict[str, list[str]]
     uncaptioned: list[str] = []
+
+    def __init__(self, path: os.PathLike | str) -> None:
+        self.path = Path(path)
+        self._read(read_json(self.path))
+
+    @classmethod
+    def parsed(cls, path: os.PathLike | str, data: Any) -> "CaptionSource":  # the JSON of path, already read
+        source = cls.__new__(cls)
+        source.path = Path(path)
+        source._read(data)
+        return source
 
     def ids(self) -> list[str]:
         """Image ids with at least one caption, in a stable order."""
@@ -64,12 +74,9 @@ class CaptionSource:
 
 
 class CaptionSetSource(CaptionSource):
-    """Captions from a versioned caption set or a plain ``{"file.png": "caption" | [captions]}``
-    JSON such as TACO's ``kodak_ofa.json``; ``caption_set`` is None for a plain file."""
+    """Captions from a caption set, or a plain ``{"file.png": caption(s)}`` JSON (``caption_set`` None)."""
 
-    def __init__(self, path: os.PathLike | str) -> None:
-        self.path = Path(path)
-        data = read_json(self.path)
+    def _read(self, data: Any) -> None:
         versioned = isinstance(data, dict) and data.get("format") == FORMAT_NAME
         self.caption_set = parse_caption_set(data, self.path) if versioned else None
         self.name = self.caption_set.name if self.caption_set else self.path.stem
@@ -80,10 +87,11 @@ class CocoCaptionsSource(CaptionSource):
     """Captions from an official MS-COCO ``captions_{train,val}2014.json`` (or 2017), keyed by image
     file name, ordered by annotation id and stripped; images listed without any are ``uncaptioned``."""
 
-    def __init__(self, annotations_json: os.PathLike | str) -> None:
-        self.path = Path(annotations_json)
+    def __init__(self, annotations_json: os.PathLike | str) -> None:  # the captions configs' keyword
+        super().__init__(annotations_json)
+
+    def _read(self, data: Any) -> None:
         self.name = self.path.stem
-        data = read_json(self.path)
         if not (isinstance(data, dict) and isinstance(data.get("images"), list)
                 and isinstance(data.get("annotations"), list)):
             raise CaptionFormatError(self.path, 'not a COCO captions file: needs "images" and "annotations" arrays')
@@ -103,9 +111,9 @@ class CocoCaptionsSource(CaptionSource):
 
 
 def open_caption_source(path: os.PathLike | str) -> CaptionSource:
-    """The source of a caption file: a COCO captions file (told by its keys) or a caption set."""
+    """The source of a COCO captions file (told by its keys) or a caption set, parsing the file once."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"caption file not found: {path}")
     data = read_json(path)
     coco = isinstance(data, dict) and "annotations" in data and "images" in data
-    return CocoCaptionsSource(path) if coco else CaptionSetSource(path)
+    return (CocoCaptionsSource if coco else CaptionSetSource).parsed(path, data)

@@ -57,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     regenerate.set_defaults(func=_regenerate)
 
 
-def _convert(args: argparse.Namespace) -> int:
+def _convert(args: argparse.Namespace) -> None:
     from taco_plus.captions.convert import convert_coco, convert_ofa
     from taco_plus.captions.format import save_caption_set
 
@@ -73,13 +73,11 @@ def _convert(args: argparse.Namespace) -> int:
     lines = [f"{cs.name}: {len(cs.captions)} images, {cs.stats['num_captions']} captions", *cs.provenance.notes]
     lines += [f"suspicious caption (kept, flagged in issues): {i}: {'; '.join(p)}" for i, p in cs.issues.items()]
     if missing := cs.provenance.missing_images:
-        more = " ..." if len(missing) > 5 else ""
-        lines.append(f"{len(missing)} images without captions: {', '.join(missing[:5])}{more}")
+        lines.append(f"{len(missing)} images without captions: {', '.join(missing[:5])}{' ...' * (len(missing) > 5)}")
     print("\n".join(lines + [f"wrote {args.out}"]))
-    return 0
 
 
-def _stats(args: argparse.Namespace) -> int:
+def _stats(args: argparse.Namespace) -> None:
     from taco_plus.captions.checks import find_problems
     from taco_plus.captions.format import CaptionFormatError, caption_stats
     from taco_plus.captions.sources import open_caption_source
@@ -89,10 +87,9 @@ def _stats(args: argparse.Namespace) -> int:
     except CaptionFormatError as err:
         raise CLIError(str(err)) from None
     captions = {i: source.captions(i) for i in source.ids()}
-    stats = caption_stats(captions)
-    coco = not hasattr(source, "caption_set")
-    stored = None if coco else source.caption_set
-    kind = "COCO captions file" if coco else f"caption set {stored.name!r}" if stored else "plain caption file"
+    stats, stored = caption_stats(captions), getattr(source, "caption_set", None)
+    kind = f"caption set {stored.name!r}" if stored else "plain caption file" if hasattr(source, "caption_set") \
+        else "COCO captions file"
     print(f"{args.path}: {kind}; fingerprint {source.fingerprint[:16]}\n"
           f"images: {stats['num_images']}  captions: {stats['num_captions']}")
     for label, s in (("words per caption:      ", stats["words_per_caption"]),
@@ -104,14 +101,12 @@ def _stats(args: argparse.Namespace) -> int:
         print("warning: the statistics stored in the file differ from the recomputed ones", file=sys.stderr)
     for image_id, problems in find_problems(captions).items():
         print(f"suspicious caption: {image_id}: {'; '.join(problems)}")
-    return 0
 
 
-def _export(args: argparse.Namespace) -> int:
+def _export(args: argparse.Namespace) -> None:
     from taco_plus.captions.skimage_photos import export_skimage_photos
 
     print(*export_skimage_photos(args.out_dir), sep="\n")
-    return 0
 
 
 def _regenerate(args: argparse.Namespace) -> int:

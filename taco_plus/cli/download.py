@@ -1,6 +1,5 @@
-"""``taco-plus download``: the pretrained weights and data evaluation reads, each fetched by its
-library's own downloader into the cache that library reads, checked, resumable
-(docs/evaluation.md, "Getting the weights and data")."""
+"""``taco-plus download``: the pretrained weights and data evaluation reads, each fetched by its library's own
+downloader into the cache that library reads (docs/evaluation.md, "Getting the weights and data")."""
 
 from __future__ import annotations
 
@@ -83,8 +82,7 @@ def _torch_hub(url: str, path: Path) -> None:
 
 
 def _fetch(url: str, path: Path, check: Callable[[Path], None] = lambda path: None) -> Path:
-    """Download ``url`` to ``path`` with a progress bar; an interrupted ``path.part`` is resumed
-    with an HTTP range request. The size is checked against the server's, then ``check(part)``."""
+    """Downloads ``url`` to ``path``, resuming a ``path.part`` (HTTP range), checking the size and ``check``."""
     from tqdm.auto import tqdm
 
     if path.is_file():
@@ -144,7 +142,7 @@ def _coco_captions(folder: Path) -> None:
     archive.unlink()
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> None:
     targets = dict.fromkeys(t for name in args.targets for t in (ALL if name == "all" else [name]))
     for target in targets:
         item = plan(target)
@@ -158,7 +156,6 @@ def run(args: argparse.Namespace) -> int:
             offline = os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
             raise CLIError(f"{target}: {err}" + (" (HF_HUB_OFFLINE is set: unset it to download)" * offline)) from None
         print(f"{target:14} done: {item.where}")
-    return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -1,14 +1,5 @@
-"""Images in a folder paired with captions from a :class:`CaptionSource`, and training crops.
-
-Image ids are paths relative to the image folder, the keys of every caption source. Pairing
-is checked once, at construction; every problem is counted and logged with examples, and
-each kind has a policy (docs/training.md#data): image without caption, caption (or listed
-name) without image, empty/garbage caption (:func:`taco_plus.captions.checks.caption_problems`;
-of several captions the bad ones are dropped, the policy applies when none is left), and
-unreadable file. An unreadable file is met only when decoded: under ``skip`` training fills
-its slot with the next readable image (batches keep their size; a resumed run sees the same
-substitutes), evaluation gets an item with an ``"error"``; ``strict`` raises.
-"""
+"""Images in a folder (ids: paths relative to it) paired with captions from a :class:`CaptionSource`, checked once
+and each problem handled by its policy (docs/training.md, "Data"), and training crops."""
 
 from __future__ import annotations
 
@@ -35,14 +26,9 @@ from taco_plus.images import ImageReadError, load_image
 
 logger = logging.getLogger(__name__)
 
-POLICIES = {
-    "small_images": ("upscale", "reflect"),
-    "caption_choice": ("random", "first"),
-    "missing_caption": ("error", "skip", "empty"),
-    "bad_caption": ("error", "skip", "empty", "keep"),
-    "missing_image": ("error", "warn"),
-    "bad_image": ("skip", "strict"),
-}
+POLICIES = {"small_images": ("upscale", "reflect"), "caption_choice": ("random", "first"),
+            "missing_caption": ("error", "skip", "empty"), "bad_caption": ("error", "skip", "empty", "keep"),
+            "missing_image": ("error", "warn"), "bad_image": ("skip", "strict")}
 _EXAMPLES = 5
 
 
@@ -54,12 +40,8 @@ BadImageError = ImageReadError  # an image file that cannot be decoded (the name
 
 
 def fit_to_crop(x: Tensor, size: int, policy: str = "upscale") -> Tensor:
-    """Makes a (3, H, W) image at least ``size`` on both sides (unchanged if it is).
-
-    ``"upscale"``: bicubic (antialiased) until the shorter side is ``size``, aspect kept;
-    ``"reflect"``: mirror padding bottom/right. Upscaling is the default: the codec learns
-    from every pixel, and mirrored seams are a structure no photo has (docs/training.md).
-    """
+    """Makes a (3, H, W) image at least ``size`` on both sides: ``"upscale"`` (bicubic, antialiased,
+    aspect kept) or ``"reflect"`` (mirror padding bottom/right); docs/training.md, "Data"."""
     h, w = x.shape[-2:]
     if h >= size and w >= size:
         return x
@@ -101,23 +83,19 @@ class PairingReport:
 
     def lines(self) -> list[str]:
         """Human-readable summary lines (counts with a few examples)."""
+        n = _EXAMPLES
 
         def ex(ids: Sequence[str]) -> str:
-            return ", ".join(ids[:_EXAMPLES]) + (f", ... (+{len(ids) - _EXAMPLES})" if len(ids) > _EXAMPLES else "")
+            return ", ".join(ids[:n]) + (f", ... (+{len(ids) - n})" if len(ids) > n else "")
 
-        out = [f"{self.kept} of {self.images} images kept"]
-        if self.without_caption:
-            out.append(f"{len(self.without_caption)} images have no caption: {ex(self.without_caption)}")
-        if self.without_image:
-            out.append(f"{len(self.without_image)} captioned or listed ids have no image file: {ex(self.without_image)}")
-        if self.bad_captions:
-            shown = [f"{k} ({'; '.join(v)})" for k, v in list(self.bad_captions.items())[:_EXAMPLES]]
-            out.append(f"{len(self.bad_captions)} images have empty/garbage captions: {', '.join(shown)}")
-        if self.too_small:
-            out.append(f"{len(self.too_small)} images are below the minimum side: {ex(self.too_small)}")
-        if self.unreadable:
-            out.append(f"{len(self.unreadable)} unreadable images skipped: {ex(self.unreadable)}")
-        return out
+        found = [(self.without_caption, "images have no caption", ex(self.without_caption)),
+                 (self.without_image, "captioned or listed ids have no image file", ex(self.without_image)),
+                 (self.bad_captions, "images have empty/garbage captions",
+                  ", ".join(f"{k} ({'; '.join(v)})" for k, v in list(self.bad_captions.items())[:n])),
+                 (self.too_small, "images are below the minimum side", ex(self.too_small)),
+                 (self.unreadable, "unreadable images skipped", ex(self.unreadable))]
+        return [f"{self.kept} of {self.images} images kept"] + [f"{len(ids)} {what}: {shown}"
+                                                                for ids, what, shown in found if ids]
 
 
 def _json_list(path: os.PathLike | str, what: str, names: bool = True) -> list[str]:
@@ -130,18 +108,15 @@ def _json_list(path: os.PathLike | str, what: str, names: bool = True) -> list[s
         raise DatasetPairingError(f"{path}: not a JSON list ({str(err)[:100]})") from err
     if not isinstance(items, list) or not all(isinstance(n, str) and n for n in items):
         raise DatasetPairingError(f"{path}: must be a JSON list of non-empty strings ({what})")
-    bad = [n for n in items if names and (Path(n).is_absolute() or ".." in Path(n).parts)]
-    if bad:
+    if bad := [n for n in items if names and (Path(n).is_absolute() or ".." in Path(n).parts)]:
         raise DatasetPairingError(f"{path}: names must be relative paths inside the image folder, got {bad[:3]}")
     return items
 
 
 def read_image_list(path: os.PathLike | str) -> list[str]:
-    """A JSON list of image names relative to the image folder (TACO's
-    ``mscoco_30k_list.json``), checked: strings, relative, no duplicates; sorted."""
+    """A JSON list of relative image names (TACO's ``mscoco_30k_list.json``), checked and sorted."""
     names = _json_list(path, "image list")
-    dup = sorted(n for n, count in Counter(names).items() if count > 1)
-    if dup:
+    if dup := sorted(n for n, count in Counter(names).items() if count > 1):
         raise DatasetPairingError(f"{path}: {len(dup)} names appear twice, e.g. {dup[:3]}")
     return sorted(names)
 
@@ -160,40 +135,16 @@ class ListedCaptions(CaptionSource):
 
 
 class CaptionedImageDataset(Dataset):
-    """Captioned images as ``{"image": (3, H, W) in [0, 1], "caption", "captions", "id"}``.
+    """Captioned images as ``{"image": (3, H, W) in [0, 1], "caption", "captions", "id"}``: random square
+    ``crop_size`` crops (None: full images), a caption drawn per epoch (``"random"``) or the ``"first"``,
+    policies and filters of docs/training.md, "Data"; ``replace_bad``: an unreadable image's slot gets the
+    next readable one (training), else the item carries ``"error"``; ``limit``: the first images only."""
 
-    Args:
-        image_dir: folder of images; ids are paths relative to it.
-        captions: caption source keyed by those ids.
-        crop_size: random square crop (training); None gives full images (evaluation).
-        small_images: ``"upscale"`` or ``"reflect"`` images smaller than the crop.
-        caption_choice: ``"random"`` (one of the image's captions per epoch, seeded) or ``"first"``.
-        missing_caption, bad_caption, missing_image, bad_image: the policies (module docstring).
-        replace_bad: fill a skipped image's slot with the next readable image (training);
-            otherwise the item carries ``"error"`` (evaluation).
-        image_list: a JSON list (file) of the image names to use, or the names (default: every image file).
-        min_side: drop images whose shorter side is below this (TACO: 256); reads headers.
-        seed: base seed of crops and caption draws.
-        limit: keep only the first ``limit`` paired images (sorted by id).
-    """
-
-    def __init__(
-        self,
-        image_dir: os.PathLike | str,
-        captions: CaptionSource,
-        crop_size: Optional[int] = None,
-        small_images: str = "upscale",
-        caption_choice: str = "random",
-        missing_caption: str = "skip",
-        bad_caption: str = "skip",
-        missing_image: str = "warn",
-        bad_image: str = "skip",
-        replace_bad: bool = False,
-        image_list: Optional[os.PathLike | str | Sequence[str]] = None,
-        min_side: int = 0,
-        seed: int = 0,
-        limit: Optional[int] = None,
-    ) -> None:
+    def __init__(self, image_dir: os.PathLike | str, captions: CaptionSource, crop_size: Optional[int] = None,
+                 small_images: str = "upscale", caption_choice: str = "random", missing_caption: str = "skip",
+                 bad_caption: str = "skip", missing_image: str = "warn", bad_image: str = "skip",
+                 replace_bad: bool = False, image_list: Optional[os.PathLike | str | Sequence[str]] = None,
+                 min_side: int = 0, seed: int = 0, limit: Optional[int] = None) -> None:
         chosen = dict(small_images=small_images, caption_choice=caption_choice, missing_caption=missing_caption,
                       bad_caption=bad_caption, missing_image=missing_image, bad_image=bad_image)
         for name, value in chosen.items():
@@ -205,8 +156,7 @@ class CaptionedImageDataset(Dataset):
         self.crop_size, self.small_images, self.caption_choice = crop_size, small_images, caption_choice
         self.bad_image, self.replace_bad, self.seed, self.epoch = bad_image, replace_bad, seed, 0
         self.report = PairingReport()
-        self.entries = self._pair(captions, missing_caption, bad_caption, missing_image, image_list, min_side)
-        self.entries = self.entries[:limit]
+        self.entries = self._pair(captions, missing_caption, bad_caption, missing_image, image_list, min_side)[:limit]
         self.report.kept = len(self.entries)
         name = getattr(captions, "name", type(captions).__name__)
         summary, *problems = self.report.lines()
@@ -274,8 +224,7 @@ class CaptionedImageDataset(Dataset):
                 kept.append((image_id, caps))
         return kept
 
-    def set_epoch(self, epoch: int) -> None:
-        """Selects the epoch whose crops and caption draws ``__getitem__`` returns."""
+    def set_epoch(self, epoch: int) -> None:  # the epoch whose crops and caption draws items have
         self.epoch = epoch
 
     def __len__(self) -> int:
@@ -307,10 +256,8 @@ class CaptionedImageDataset(Dataset):
             raise BadImageError(f"no readable image in {self.image_dir}: {len(self.entries)} files failed")
         if self.crop_size is not None:
             x = random_crop(x, self.crop_size, generator, self.small_images)
-        if self.caption_choice == "random" and len(caps) > 1:
-            caption = caps[int(torch.randint(len(caps), (), generator=generator))]
-        else:
-            caption = caps[0]
+        draw = self.caption_choice == "random" and len(caps) > 1
+        caption = caps[int(torch.randint(len(caps), (), generator=generator))] if draw else caps[0]
         item = {"image": x.contiguous(), "caption": caption, "captions": caps, "id": image_id}
         if replaced:
             item["bad_images"] = replaced

@@ -1,9 +1,5 @@
-"""The ``data`` config group: a folder of images + a caption source -> loaders.
-
-One object per option holds everything about a run's data: the trainer asks it for a
-training loader (random crops, seeded caption draws, resumable sharded order), the
-evaluator for an evaluation dataset (full images, first caption).
-"""
+"""The ``data`` config group: a folder of images + a caption source -> the trainer's loader (random
+crops, seeded caption draws, resumable sharded order) and the evaluator's dataset (full images)."""
 
 from __future__ import annotations
 
@@ -26,9 +22,8 @@ class ResumableSampler(DistributedSampler):
     """A ``DistributedSampler`` (epoch ``e`` permuted from ``seed + e``, one shard per rank,
     the remainder dropped) that can start in the middle of an epoch: exact resume."""
 
-    def __init__(
-        self, dataset: Dataset, num_replicas: int = 1, rank: int = 0, shuffle: bool = True, seed: int = 0
-    ) -> None:
+    def __init__(self, dataset: Dataset, num_replicas: int = 1, rank: int = 0, shuffle: bool = True,
+                 seed: int = 0) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=True)
         self.start = 0
 
@@ -47,17 +42,13 @@ class ResumableSampler(DistributedSampler):
 
 
 def collate_items(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Stacks images (B, 3, H, W) of one size (training crops; evaluation uses batch 1);
-    captions and ids stay lists; ``"bad_images"`` lists the unreadable files skipped."""
+    """Stacks images (B, 3, H, W) of one size; captions, ids and unreadable files skipped stay lists."""
     sizes = {tuple(item["image"].shape) for item in items}
     if len(sizes) > 1:
         raise ValueError(f"images of one batch differ in size {sorted(sizes)}: use crops or batch size 1")
-    return {
-        "image": torch.stack([item["image"] for item in items]),
-        "caption": [item["caption"] for item in items],
-        "id": [item["id"] for item in items],
-        "bad_images": [path for item in items for path in item.get("bad_images", ())],
-    }
+    return {"image": torch.stack([item["image"] for item in items]), "caption": [item["caption"] for item in items],
+            "id": [item["id"] for item in items],
+            "bad_images": [path for item in items for path in item.get("bad_images", ())]}
 
 
 class TrainLoader(DataLoader):
@@ -79,12 +70,8 @@ class TrainLoader(DataLoader):
 
 
 class CaptionedImageData:
-    """Images in ``image_dir`` captioned by ``captions``: the ``data`` group's keys
-    (:class:`taco_plus.config.schema.DataConfig`; the dataset arguments are
-    :class:`CaptionedImageDataset`'s). ``batch_size`` is per process; ``fid_patch_size`` is
-    the evaluation's FID protocol for this set (256 px patches, or None: whole images).
-    ``name_list`` + ``caption_list`` (TACO's published training lists, :class:`ListedCaptions`)
-    replace ``captions`` and select the listed images."""
+    """Images in ``image_dir`` captioned by ``captions`` (or TACO's ``name_list`` + ``caption_list``), with
+    :class:`CaptionedImageDataset`'s arguments; ``batch_size`` per process (docs/training.md, "Data")."""
 
     def __init__(self, image_dir: os.PathLike | str, captions: CaptionSource, crop_size: int = 256,
                  small_images: str = "upscale", min_side: int = 0, batch_size: int = 8, num_workers: int = 4,
@@ -101,16 +88,11 @@ class CaptionedImageData:
         self.lists = None if name_list is None else (name_list, caption_list)
         self.image_dir = Path(image_dir)
         self.captions = captions if name_list is None else ListedCaptions(name_list, caption_list)
-        self.crop_size = crop_size
-        self.small_images = small_images
-        self.min_side = min_side
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.train_caption = train_caption
+        self.crop_size, self.small_images, self.min_side, self.limit = crop_size, small_images, min_side, limit
+        self.batch_size, self.num_workers, self.train_caption = batch_size, num_workers, train_caption
+        self.fid_patch_size = fid_patch_size
         self.policies = dict(missing_caption=missing_caption, bad_caption=bad_caption, missing_image=missing_image,
                              bad_image=bad_image, image_list=self.captions.ids() if self.lists else image_list)
-        self.fid_patch_size = fid_patch_size
-        self.limit = limit
 
     def describe(self) -> str:
         """Which images and captions training uses, for the run config."""
@@ -130,35 +112,21 @@ class CaptionedImageData:
                                      limit=self.limit, replace_bad=True, **self.policies)
 
     def eval_dataset(self) -> CaptionedImageDataset:
-        """Full images with their first caption (all of them in ``"captions"``); an
-        unreadable image gives an item with ``"error"``."""
-        return CaptionedImageDataset(
-            self.image_dir, self.captions, crop_size=None, caption_choice="first", limit=self.limit, **self.policies
-        )
+        """Full images with their first caption (all in ``"captions"``); an unreadable one: ``"error"``."""
+        return CaptionedImageDataset(self.image_dir, self.captions, crop_size=None, caption_choice="first",
+                                     limit=self.limit, **self.policies)
 
-    def train_loader(
-        self, dataset: CaptionedImageDataset, seed: int = 0, rank: int = 0, world_size: int = 1
-    ) -> tuple[TrainLoader, ResumableSampler]:
-        """Loader over ``rank``'s shard; call ``sampler.set_epoch(e, start)`` (and
-        ``dataset.set_epoch(e)``) before iterating each epoch."""
+    def train_loader(self, dataset: CaptionedImageDataset, seed: int = 0, rank: int = 0,
+                     world_size: int = 1) -> tuple[TrainLoader, ResumableSampler]:
+        """Loader over ``rank``'s shard; each epoch, call ``sampler.set_epoch(e, start)``, ``dataset.set_epoch(e)``."""
         sampler = ResumableSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
         if sampler.num_samples < self.batch_size:
-            raise ValueError(
-                f"{len(dataset)} training images over {world_size} process(es) give "
-                f"{sampler.num_samples} per process, fewer than one batch of {self.batch_size}"
-            )
-        loader = TrainLoader(
-            dataset,
-            batch_size=self.batch_size,
-            sampler=sampler,
-            num_workers=self.num_workers,
-            collate_fn=collate_items,
-            drop_last=True,
-            pin_memory=torch.cuda.is_available(),
-            # A private generator: creating an iterator must not consume the global RNG,
-            # or a resumed run would draw different training noise (exact resume).
-            generator=torch.Generator().manual_seed(seed),
-        )
+            raise ValueError(f"{len(dataset)} training images over {world_size} process(es) give "
+                             f"{sampler.num_samples} per process, fewer than one batch of {self.batch_size}")
+        # A private generator: creating an iterator must not consume the global RNG (exact resume).
+        loader = TrainLoader(dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
+                             collate_fn=collate_items, drop_last=True, pin_memory=torch.cuda.is_available(),
+                             generator=torch.Generator().manual_seed(seed))
         return loader, sampler
 
     def __repr__(self) -> str:
@@ -166,8 +134,7 @@ class CaptionedImageData:
 
 
 class SkimagePhotosData(CaptionedImageData):
-    """scikit-image's bundled photographs, exported to ``image_dir`` when missing: real
-    photos on any machine, no download (the offline quickstart)."""
+    """scikit-image's bundled photographs, exported to ``image_dir`` when missing (the offline quickstart)."""
 
     def __init__(self, image_dir: os.PathLike | str, captions: CaptionSource, **kwargs) -> None:
         from taco_plus.captions.skimage_photos import SKIMAGE_PHOTO_IDS, export_skimage_photos

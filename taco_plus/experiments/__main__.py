@@ -1,6 +1,5 @@
 """``python -m taco_plus.experiments``: the ablation study's command line (docs/experiments.md). Subcommands:
-``list``, ``show NAME``, ``run NAME... | --all``, ``record RUN_DIR --name NAME``, ``compare NAME...``, ``report``.
-"""
+``list``, ``show NAME``, ``run NAME... | --all``, ``record RUN_DIR --name NAME``, ``compare NAME...``, ``report``."""
 
 from __future__ import annotations
 
@@ -18,15 +17,14 @@ from taco_plus.experiments.record import RESULTS_DIR
 from taco_plus.experiments.registry import RUNS_DIR, STAGES
 
 
-def _list(args: Any) -> int:
+def _list(args: Any) -> None:
     from taco_plus.experiments.registry import load_runs
     from taco_plus.experiments.report import runs_frame
 
     print(runs_frame(*load_runs(), args.results).to_markdown(index=False, tablefmt="simple"))
-    return 0
 
 
-def _show(args: Any) -> int:
+def _show(args: Any) -> None:
     from taco_plus.experiments.jobs import jobs_command
     from taco_plus.experiments.registry import creates, load_run
 
@@ -37,7 +35,6 @@ def _show(args: Any) -> int:
     for command in run.prepare:
         print(f"[ -e {shlex.quote(creates(command))} ] || {command}" if creates(command) else command)
     print(shlex.join(jobs_command([(run.name, v, run.cfg.trainer.seed) for v in run.lambdas], args.runs_dir)))
-    return 0
 
 
 def _run(args: Any) -> int:
@@ -74,17 +71,15 @@ def _run(args: Any) -> int:
     return subprocess.call([sys.executable, *command[1:]])
 
 
-def _record(args: Any) -> int:
+def _record(args: Any) -> None:
     from taco_plus.experiments.record import record_run
 
-    path = record_run(args.run_dir, args.name, args.results, title=args.title, dataset=args.dataset,
-                      caption_set=args.caption_set, force=args.force,
-                      command="python -m taco_plus.experiments " + " ".join(sys.argv[1:]))
+    path = record_run(args.run_dir, args.name, args.results, title=args.title, dataset=args.dataset, force=args.force,
+                      caption_set=args.caption_set, command="python -m taco_plus.experiments " + " ".join(sys.argv[1:]))
     print(f"recorded {args.name!r} in {path}")
-    return 0
 
 
-def _compare(args: Any) -> int:
+def _compare(args: Any) -> None:
     from taco_plus.experiments.compare import compare, render
     from taco_plus.results.plot import plot_rd
 
@@ -94,15 +89,13 @@ def _compare(args: Any) -> int:
     print(render(points, args.format, caption="Rate points"))
     if args.plot:
         print(f"wrote {plot_rd([dict(c.results, name=c.label) for c in curves], args.plot, references=args.reference)}")
-    return 0
 
 
-def _report(args: Any) -> int:
+def _report(args: Any) -> None:
     from taco_plus.experiments.report import build_report
 
     for path in build_report(args.results, args.out):
         print(f"wrote {path}")
-    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,7 +1,5 @@
-"""Comparison of runs, reference curves and results files, as pandas tables: each run's BD-rate against its
-declared base (seed means ± the spread over seed pairs; "not comparable" and why when images, captions or
-metric conventions differ) and the rate points (mean ± standard deviation over seeds); docs/experiments.md.
-"""
+"""Comparison of runs, reference curves and results files as pandas tables: BD-rates against the declared bases
+(or why not comparable) and the rate points, seed means ± spread (docs/experiments.md, "Comparisons")."""
 
 from __future__ import annotations
 
@@ -101,9 +99,8 @@ def bd_rate_cell(anchor: Curve, test: Curve, metric: str, method: str = "pchip")
 
 
 def summary_table(curves: Sequence[Curve], anchors: dict, method: str = "pchip") -> tuple[pd.DataFrame, list[str]]:
-    """One row per curve: what it is compared with (``anchors[name]``: a Curve, None for an anchor,
-    or the name of a base that is not recorded), seeds, rate points, bpp range, the BD-rate cell
-    per quality metric (LPIPS: one column per convention), mean coding times; and the cells' notes."""
+    """One row per curve against ``anchors[name]`` (a Curve, None for an anchor, or a base not recorded): seeds,
+    points, bpp range, BD-rate per quality metric (LPIPS per convention), coding times; and the cells' notes."""
     rows, notes, panels = [], {}, quality_panels([x.results for x in curves])
     for c in curves:
         anchor, r = anchors[c.name], c.results["results"]
@@ -180,9 +177,8 @@ def render(frame: pd.DataFrame, form: str = "text", notes: Sequence[str] = (), c
 
 def compare(names: Sequence[str], root: Path = RESULTS_DIR, anchor: Optional[str] = None, method: str = "pchip",
             labels: Optional[dict[str, str]] = None) -> tuple[list[Curve], pd.DataFrame, list[str], pd.DataFrame]:
-    """Resolves ``names`` and compares each with ``anchor`` if given, else a registered run with its
-    declared base (an anchor run with nothing) and any other curve with the first name; returns
-    (curves, summary, its notes, points)."""
+    """Compares each of ``names`` with ``anchor``, else (a registered run) its declared base or (other curves) the
+    first name; returns (curves, summary, its notes, points)."""
     labels = labels or {}
     curves = [resolve(n, root, labels.get(n)) for n in names]
     known: dict[str, Any] = {c.name: c for c in curves}

@@ -1,7 +1,5 @@
-"""The study as jobs of a Hydra launcher, one per (run, λ, seed): train (``trainer.resume=auto``: a requeued
-job continues), evaluate, record the point into the results registry. Under submitit the evaluation is a
-job of its own, submitted once training succeeded; pre-emption requeues either (docs/experiments.md).
-"""
+"""The study as jobs of a Hydra launcher, one per (run, λ, seed): train (resumable), evaluate (under submitit a job
+of its own), record the point into the results registry (docs/experiments.md, "Running the study")."""
 
 from __future__ import annotations
 
@@ -55,8 +53,7 @@ class Evaluation:
 
 
 def submit_evaluation(evaluation: Evaluation, launcher: Any) -> None:
-    """Submits ``evaluation`` as one task with the training job's launcher parameters (a local job is
-    awaited: submitit cancels it with its handle)."""
+    """Submits ``evaluation`` with the training job's launcher parameters (a local job is awaited)."""
     import submitit
 
     params = {**OmegaConf.to_container(launcher, resolve=True), "tasks_per_node": 1, "nodes": 1,
@@ -75,7 +72,7 @@ def submit_evaluation(evaluation: Evaluation, launcher: Any) -> None:
 def main(cfg: Any) -> None:
     """One job, ``+job=RUN/λ/SEED``, with what :func:`jobs_command` and ``run`` add (defaults below)."""
     from taco_plus.train import train
-    from taco_plus.train.preemption import TrainingInterrupted
+    from taco_plus.train.preemption import TrainingInterrupted, exit_by_signal
 
     cfg = OmegaConf.merge({"runs_dir": RUNS_DIR, "results": str(RESULTS_DIR), "stages": ["train", "eval"], "train": [],
                            "eval": [], "force": False}, cfg)  # train, eval: overrides added to every job's
@@ -89,7 +86,7 @@ def main(cfg: Any) -> None:
             train(train_cfg, Path(cfg.runs_dir) / name / label)
         except TrainingInterrupted as stop:  # the signal's default action; submitit's handler requeues instead
             print(f"taco-plus train: {stop}", file=sys.stderr)
-            stop.exit()
+            exit_by_signal(stop.signum)
     if {"eval", "record"} & set(cfg.stages) and int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", 0))) == 0:
         evaluation = Evaluation(name, label, [*run.meta.eval, *cfg.eval], cfg.runs_dir, cfg.results, cfg.force)
         launcher = HydraConfig.get().launcher  # under submitit a job of its own, else here and now
@@ -107,8 +104,7 @@ def jobs_command(jobs: Iterable[tuple[str, float, int]], runs_dir: str = RUNS_DI
 
 def job_table(runs: Sequence[Run], lambdas: Sequence[float] = (), seeds: Sequence[int] = (), runs_dir: str = RUNS_DIR,
               results: Path = RESULTS_DIR, force: bool = False, launcher_args: Sequence[str] = ()) -> pd.DataFrame:
-    """One row per (run, λ, seed): GPUs per job, the step time ``bench.train_step --record`` measured,
-    and what is left to do (nothing for a recorded point, unless ``force``)."""
+    """One row per (run, λ, seed): GPUs per job, the recorded step time, and what is left to do."""
     gpus = {k: int(v) for k, _, v in (a.partition("=") for a in launcher_args) if k in ("gpus_per_node", "nodes")}
     bench = Path(results) / "bench" / "train_step.csv"
     steps = pd.read_csv(bench) if bench.is_file() else pd.DataFrame(columns=["variant", "precision", "compile"])

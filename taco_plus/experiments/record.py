@@ -1,7 +1,5 @@
-"""The results registry (``experiments/results/<run>/``): :func:`record_run` copies an evaluation
-folder, or a ``-m`` sweep of them merged into one curve, with its configs and ``provenance.json``
-(refusing a point whose captions cannot be identified); layout and fields: docs/experiments.md.
-"""
+"""The results registry (``experiments/results/<run>/``): :func:`record_run` copies evaluation folders with their
+configs and provenance, merged into one curve (docs/experiments.md, "The results registry")."""
 
 from __future__ import annotations
 
@@ -38,21 +36,19 @@ class MissingResultError(FileNotFoundError):
     """A file a table, figure or comparison is made from is missing; the message names it."""
 
 
-def require(path: Path, made_by: str = "python -m taco_plus.experiments record") -> Path:
+def require(path: Path, made_by: str = "python -m taco_plus.experiments record") -> Path:  # the path, existing
     if not Path(path).is_file():
         raise MissingResultError(f"missing result file: {path}; it is written by `{made_by}`")
     return Path(path)
 
 
-def relative(path: str | os.PathLike) -> str:
-    """``path`` relative to the working directory (the checkout), POSIX style."""
+def relative(path: str | os.PathLike) -> str:  # relative to the working directory (the checkout), POSIX style
     return Path(os.path.relpath(Path(path).resolve())).as_posix()
 
 
 @dataclass
 class RecordedRun:
-    """A run of the results registry: its RD curve (the mean over seeds at each rate point) and
-    provenance (one entry per rate point and seed)."""
+    """A run of the results registry: its RD curve (seed means) and provenance (per rate point and seed)."""
 
     name: str
     path: Path
@@ -85,8 +81,7 @@ class RecordedRun:
         return [require(self.path / rel) for rel in sorted(self.provenance.get("files", {}))]
 
 
-def recorded(root: Path = RESULTS_DIR) -> list[str]:
-    """Names of the runs recorded in ``root``, sorted."""
+def recorded(root: Path = RESULTS_DIR) -> list[str]:  # names of the runs recorded in root, sorted
     return sorted(p.name for p in Path(root).glob("*")
                   if p.is_dir() and p.name not in RESERVED and not p.name.startswith("."))
 
@@ -111,8 +106,7 @@ def _yaml(path: Path) -> Any:
 
 
 def _caption_set(folder: Path, results: dict, configs: dict[str, Optional[dict]], caption_set: Optional[Path]) -> dict:
-    """Where a point's captions came from and their fingerprint: its results, ``--caption-set``,
-    or the ``captions`` node of its evaluation or training config."""
+    """A point's caption set and fingerprint: from its results, ``--caption-set`` or its configs."""
     from hydra.utils import instantiate
 
     from taco_plus.captions.sources import open_caption_source
@@ -191,9 +185,7 @@ def record_run(source: str | Path, name: str, root: Path = RESULTS_DIR, *, title
                dataset: Optional[str] = None, caption_set: Optional[str | Path] = None, force: bool = False,
                command: Optional[str] = None) -> Path:
     """Adds the evaluation folder ``source`` (or a sweep folder of them) to run ``name`` of the registry ``root``
-    (concurrent recordings take turns); returns its folder. ``title`` names the curve, ``dataset`` overrides
-    Hydra's ``data`` choice, ``caption_set`` is the points' caption file when their results do not record its
-    fingerprint, ``force`` replaces points already recorded, ``command`` goes into the provenance."""
+    (concurrent recordings take turns); returns its folder. The arguments are ``record``'s options."""
     if not re.fullmatch(r"[a-z0-9][a-z0-9_]*", name) or name in RESERVED:
         raise RecordError(f"run name must be lower-case letters, digits and '_' and not one of {RESERVED}: {name!r}")
     source, root = Path(source), Path(root)

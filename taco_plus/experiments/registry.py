@@ -1,7 +1,5 @@
-"""The registered runs: the experiment files ``taco_plus/configs/experiment/*.yaml``, each a delta on
-its base with a ``meta`` node and its rate points as a Hydra sweep; what a run needs, changes and runs
-is derived from the composed config (docs/experiments.md). Running them: :mod:`.jobs`.
-"""
+"""The registered runs, ``taco_plus/configs/experiment/*.yaml``: what each needs, changes and runs, derived from
+its composed config (docs/experiments.md, "A run is an experiment file"); running them: :mod:`.jobs`."""
 
 from __future__ import annotations
 
@@ -28,9 +26,8 @@ def lambda_label(lmbda: float) -> str:
 
 @dataclass(frozen=True)
 class Run:
-    """One registered run: its name (the file stem), title, base run (None for an anchor), the
-    groups/keys it changes, rate points, evaluation overrides, prepare commands (resolved), what
-    it needs beyond this machine, and the composed training config (hydra node included)."""
+    """One registered run: name (the file stem), title, base (None for an anchor), declared changes, rate points,
+    evaluation overrides, prepare commands, what it needs beyond this machine, and its composed config."""
 
     name: str
     title: str
@@ -62,8 +59,7 @@ def creates(command: str) -> Optional[str]:
 
 
 def declared(name: str) -> tuple[Optional[str], tuple[str, ...]]:
-    """The base run (the experiment ``name``'s defaults list includes) and its declared changes,
-    read from its file without composing; (None, ()) for a name that is not registered."""
+    """The base run and declared changes of ``name``, read without composing ((None, ()) if unregistered)."""
     path = EXPERIMENT_DIR / f"{name}.yaml"
     data = (yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None) or {}
     bases = [d.removeprefix("/experiment/") for d in data.get("defaults") or [] if isinstance(d, str) and d != "_self_"]
@@ -73,19 +69,16 @@ def declared(name: str) -> tuple[Optional[str], tuple[str, ...]]:
 def load_run(name: str, overrides: Sequence[str] = ()) -> Run:
     """Composes ``experiment=name`` (plus ``overrides``) into a :class:`Run`."""
     if not (EXPERIMENT_DIR / f"{name}.yaml").is_file():
-        known = ", ".join(run_names())
-        raise KeyError(f"no registered run {name!r} (no {EXPERIMENT_DIR / name}.yaml); known: {known}")
+        raise KeyError(f"no registered run {name!r} (no {EXPERIMENT_DIR / name}.yaml); known: {', '.join(run_names())}")
     cfg = compose([f"experiment={name}", *overrides], return_hydra_config=True)
     if cfg.name != name:
         raise ValueError(f"experiment/{name}.yaml sets name={cfg.name!r}: a run's name is its file name")
     sweep = cfg.hydra.sweeper.params or {}
     lambdas = str(sweep["loss.lmbda"]).split(",") if "loss.lmbda" in sweep else [cfg.loss.lmbda]
     prepare = tuple(cfg.meta.prepare)
-    needs = ["GPU training"] if cfg.trainer.device != "cpu" else []
-    if cfg.trainer.init_from is not None:
-        needs.append("the released TACO checkpoints")
-    if any(c.startswith("taco-plus captions regenerate") for c in prepare):
-        needs.append("the OpenAI API (caption regeneration)")
+    regenerates = any(c.startswith("taco-plus captions regenerate") for c in prepare)
+    needs = [what for what, needed in (("GPU training", cfg.trainer.device != "cpu"), ("the released TACO checkpoints",
+             cfg.trainer.init_from is not None), ("the OpenAI API (caption regeneration)", regenerates)) if needed]
     return Run(name, cfg.meta.title or name, declared(name)[0], tuple(cfg.meta.changes), tuple(map(float, lambdas)),
                tuple(cfg.meta.eval), prepare, tuple(needs), cfg)
 

@@ -1,7 +1,5 @@
-"""The paper's generated tables and figures (``paper/generated/``) from the two registries, for ``make paper``:
-every source is checked before anything is written, a run without results is a "not run: <needs>" row, every
-number is a mean over seeds with its spread, and the output is deterministic (docs/experiments.md).
-"""
+"""The paper's generated tables and figures (``paper/generated/``) from the two registries, checked before anything
+is written, seed means with their spread, deterministic (docs/experiments.md, "The report")."""
 
 from __future__ import annotations
 

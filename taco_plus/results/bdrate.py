@@ -1,8 +1,5 @@
-"""Bjøntegaard delta rate (BD-rate) between two RD curves (G. Bjøntegaard, VCEG-M33, 2001): log-rate
-interpolated as a function of the (monotonic) quality metric, integrated over the interval both curves
-share; ``exp(mean difference) − 1``, negative when the test curve needs fewer bits. ``"pchip"``: piecewise
-cubic Hermite, as the JVET CTC spreadsheet (VCEG-AL22), from 2 points; ``"cubic"``: the original, 4+.
-"""
+"""Bjøntegaard delta rate (G. Bjøntegaard, VCEG-M33, 2001) in ``"pchip"`` (JVET CTC, VCEG-AL22) or the
+original ``"cubic"`` interpolation (docs/evaluation.md, "BD-rate")."""
 
 from __future__ import annotations
 
@@ -40,13 +37,8 @@ def _integral(metric: np.ndarray, log_rate: np.ndarray, lo: float, hi: float, me
     return float(PchipInterpolator(metric, log_rate).integrate(lo, hi))
 
 
-def bd_rate(
-    rate_anchor: Sequence[float],
-    metric_anchor: Sequence[float],
-    rate_test: Sequence[float],
-    metric_test: Sequence[float],
-    method: str = "pchip",
-) -> float:
+def bd_rate(rate_anchor: Sequence[float], metric_anchor: Sequence[float], rate_test: Sequence[float],
+            metric_test: Sequence[float], method: str = "pchip") -> float:
     """BD-rate in percent of the test curve (rates in bpp, quality values) against the anchor."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -54,9 +46,7 @@ def bd_rate(
     m_t, r_t = _prepare(rate_test, metric_test, method, "test")
     lo, hi = max(m_a[0], m_t[0]), min(m_a[-1], m_t[-1])
     if lo >= hi:
-        raise ValueError(
-            f"the curves share no metric interval (anchor {m_a[0]:.4g}..{m_a[-1]:.4g}, "
-            f"test {m_t[0]:.4g}..{m_t[-1]:.4g})"
-        )
+        raise ValueError(f"the curves share no metric interval (anchor {m_a[0]:.4g}..{m_a[-1]:.4g}, "
+                         f"test {m_t[0]:.4g}..{m_t[-1]:.4g})")
     mean_diff = (_integral(m_t, r_t, lo, hi, method) - _integral(m_a, r_a, lo, hi, method)) / (hi - lo)
     return float((np.exp(mean_diff) - 1.0) * 100.0)

@@ -1,7 +1,5 @@
-"""Rate-distortion results files in CompressAI's JSON format (one curve: ``name``, ``description``,
-``results`` with one value per rate point in every list, taco-plus's ``meta``; uncomputable values are
-``null``, never ``NaN``), and the shipped reference curves ``reference/*.json`` (docs/evaluation.md).
-"""
+"""Rate-distortion results files in CompressAI's JSON format (``null``, never ``NaN``, for an uncomputable value)
+and the shipped reference curves ``reference/*.json`` (docs/evaluation.md, "Output files")."""
 
 from __future__ import annotations
 
@@ -32,9 +30,7 @@ def make_results(name: str, results: Mapping[str, Sequence[Optional[float]]], de
                  meta: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
     """Builds and validates a results dict."""
     out = {"name": name, "description": description, "results": {k: list(v) for k, v in results.items()}}
-    if meta is not None:
-        out["meta"] = dict(meta)
-    return validate(out)
+    return validate(out if meta is None else {**out, "meta": dict(meta)})
 
 
 def validate(data: Any, source: str = "results") -> dict[str, Any]:
@@ -95,9 +91,8 @@ def curve(data: Mapping[str, Any], metric: str) -> tuple[np.ndarray, np.ndarray]
 
 def merge_results(sources: Iterable[Mapping[str, Any]], name: str, description: str = "",
                   groups: Optional[Sequence[str]] = None) -> dict[str, Any]:
-    """One curve sorted by bpp from results (one per λ and seed): the metrics every source has, averaged over a
-    group's sources (``groups``: one label per source, e.g. the seeds of a λ; default each point alone), with
-    ``meta.labels``, ``meta.seeds`` (count), ``meta.spread`` (standard deviation) and the sources' ``meta.points``."""
+    """One curve sorted by bpp from results (one per λ and seed): the metrics every source has, averaged over each
+    of ``groups`` (default: each point alone), with ``meta`` labels, seeds, spread and points (docs/experiments.md)."""
     import pandas as pd
 
     sources = [validate(dict(s)) for s in sources]
@@ -114,7 +109,6 @@ def merge_results(sources: Iterable[Mapping[str, Any]], name: str, description: 
                             by.size()[mean.index].tolist(), "spread": by.std(ddof=1).loc[mean.index].to_dict("list")}
     if groups is not None:
         meta["labels"] = list(mean.index)
-    dropped = sorted({k for s in sources for k in s["results"]} - set(keys))
-    if dropped:
+    if dropped := sorted({k for s in sources for k in s["results"]} - set(keys)):
         meta["dropped_metrics"] = dropped  # not present in every source
     return _clean(make_results(name, mean.to_dict("list"), description, meta))

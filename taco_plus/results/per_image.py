@@ -1,6 +1,5 @@
 """``per_image.csv``, one row per evaluated image (an empty cell: not computed; ``nan``: does not
-apply), and its summary into one rate point. Columns: docs/evaluation.md, "Output files".
-"""
+apply), and its summary into one rate point. Columns: docs/evaluation.md, "Output files"."""
 
 from __future__ import annotations
 
@@ -69,12 +68,9 @@ def _value(key: str, cell: str) -> Any:
 
 
 def summarize(rows: Sequence[Mapping[str, Any]]) -> tuple[dict[str, list], dict[str, int]]:
-    """One rate point from per-image rows, as CompressAI does: the mean of each per-image metric
-    over the images where it is finite (mean PSNR in dB, not PSNR of the mean MSE).
-
-    Returns the ``results`` lists (one value each; metrics nobody computed left out) and the
-    number of images behind each value.
-    """
+    """One rate point from per-image rows, as CompressAI does: the mean of each per-image metric over the
+    images where it is finite (mean PSNR in dB, not PSNR of the mean MSE). Returns the ``results`` lists
+    (one value each; metrics nobody computed left out) and the number of images behind each value."""
     if not rows:
         raise ValueError("no images were evaluated")
     results, counts = {}, {}

@@ -1,10 +1,7 @@
-"""Rate-distortion plots in CompressAI's conventions (bpp against PSNR [dB], MS-SSIM in dB, markers on lines):
-one panel per quality metric, LPIPS one per convention (never two on one axis); results solid, reference
-curves dashed, seed means with error bars of one standard deviation, a lone point labelled in place; the
-legend outside the panels::
+"""Rate-distortion plots in CompressAI's conventions, one panel per quality metric (LPIPS one per
+convention), seed spreads as error bars (docs/evaluation.md, "RD plots")::
 
-    python -m taco_plus.results.plot a.json b.json --metric psnr-rgb --reference elic_paper -o rd_psnr.png
-"""
+    python -m taco_plus.results.plot a.json b.json --metric psnr-rgb --reference elic_paper -o rd_psnr.png"""
 
 from __future__ import annotations
 
@@ -54,9 +51,8 @@ def _series(data: Mapping[str, Any], metric: str) -> list[tuple]:
 def plot_rd(sources: Sequence[str | Path | Mapping[str, Any]], out: str | Path,
             metrics: Optional[str | Sequence[str]] = None, references: Sequence[str] = (),
             title: Optional[str] = None, ylabels: Mapping[str, str] = {}) -> Path:
-    """Draws each metric against bpp into the PNG ``out`` (default: every quality metric a curve has):
-    ``sources`` (results files or dicts, legend = their ``name``) solid, the shipped reference curves
-    named in ``references`` (``"all"``: every one with the metrics) dashed; ``ylabels`` names axes."""
+    """Draws each metric (default: every quality metric a curve has) against bpp into the PNG ``out``: ``sources``
+    (results files or dicts) solid, the reference curves named in ``references`` (or ``"all"``) dashed."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only; no display on servers and CI
@@ -106,8 +102,7 @@ def plot_rd(sources: Sequence[str | Path | Mapping[str, Any]], out: str | Path,
         fig.delaxes(ax)  # no empty panel
     fig.legend(handles.values(), handles, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
     fig.suptitle(title or ", ".join(label for _, _, label in panels) + " vs rate")
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    (out := Path(out)).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=150)
     plt.close(fig)
     return out

@@ -24,8 +24,7 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 
 def git_commit(repo: str | os.PathLike = PACKAGE_DIR) -> Optional[str]:
-    """``HEAD`` of the checkout holding the code (``+dirty`` if modified), or None when the
-    package is not in a git checkout (an installed wheel) or git is missing."""
+    """``HEAD`` of the checkout holding the code (``+dirty`` if modified); None for a wheel or without git."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=10,
                               check=True).stdout.strip()

@@ -1,6 +1,5 @@
-"""Caption sensitivity: does the text change what TACO codes? The same model codes every image
-with its real caption, an empty one and another image's (a fixed derangement); the table gives the
-means per mode and the mean per-image differences from the real caption (docs/evaluation.md)."""
+"""Caption sensitivity: the same model codes every image with its real caption, an empty one and another
+image's; the table gives each mode's means and mean differences from the real caption (docs/evaluation.md)."""
 
 from __future__ import annotations
 
@@ -44,9 +43,8 @@ def sensitivity_table(rows_by_mode: Mapping[str, Sequence[Mapping[str, Any]]],
             raise ValueError(f"{mode!r} and {baseline!r} cover different images "
                              f"(e.g. {sorted(set(frame.index) ^ set(base.index))[:5]})")
         diff = frame.astype(float) - base.astype(float).loc[frame.index]  # paired by image id
-        entry: dict[str, Any] = {"caption": mode, "images": len(frame)}
-        entry.update({m: _mean(frame[m]) for m in METRICS})
-        entry.update({f"delta_{m}": _mean(diff[m]) for m in METRICS})
+        entry: dict[str, Any] = {"caption": mode, "images": len(frame), **{m: _mean(frame[m]) for m in METRICS},
+                                 **{f"delta_{m}": _mean(diff[m]) for m in METRICS}}
         base_bpp = _mean(base["bpp"])
         entry["delta_bpp_pct"] = None if entry["delta_bpp"] is None or not base_bpp \
             else 100.0 * entry["delta_bpp"] / base_bpp
@@ -56,8 +54,7 @@ def sensitivity_table(rows_by_mode: Mapping[str, Sequence[Mapping[str, Any]]],
 
 def write_sensitivity(table: Sequence[Mapping[str, Any]], out_dir: str | Path) -> tuple[Path, Path]:
     """Writes ``sensitivity.md`` (GitHub markdown) and ``sensitivity.csv`` in ``out_dir``."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir := Path(out_dir)).mkdir(parents=True, exist_ok=True)
     frame = pd.DataFrame(list(table), columns=TABLE_COLUMNS)
     md, csv_path = out_dir / "sensitivity.md", out_dir / "sensitivity.csv"
     md.write_text(frame.to_markdown(index=False, floatfmt=".5g", missingval="—") + "\n", encoding="utf-8")

@@ -1,27 +1,10 @@
-"""CLIP text features for TACO's text adapter (docs/text.md): :func:`load_clip` (where the
-weights come from), :func:`tokenize` (the token layout contract), :class:`ClipTextEncoder`
-(per-token features and mask), :func:`tiny_clip` (the untrained model of tests and demos)."""
+"""CLIP text features for TACO's text adapter (docs/text.md): :func:`load_clip`, :func:`tokenize` (the token
+layout), :class:`ClipTextEncoder` (per-token features and mask), :func:`tiny_clip` (untrained, for tests)."""
 
-from taco_plus.text.clip_loading import (
-    ClipWeightsUnavailableError,
-    clip_source,
-    load_clip,
-    register_model_configs,
-    tiny_clip,
-)
+from taco_plus.text.clip_loading import (ClipWeightsUnavailableError, clip_source, load_clip, register_model_configs,
+                                         tiny_clip)
 from taco_plus.text.encoder import ClipTextEncoder, TextFeatures
 from taco_plus.text.tokenizer import TokenizedCaption, bpe_ids, bpe_words, tokenize
 
-__all__ = [
-    "ClipTextEncoder",
-    "ClipWeightsUnavailableError",
-    "TextFeatures",
-    "TokenizedCaption",
-    "bpe_ids",
-    "bpe_words",
-    "clip_source",
-    "load_clip",
-    "register_model_configs",
-    "tiny_clip",
-    "tokenize",
-]
+__all__ = ["ClipTextEncoder", "ClipWeightsUnavailableError", "TextFeatures", "TokenizedCaption", "bpe_ids", "bpe_words",
+           "clip_source", "load_clip", "register_model_configs", "tiny_clip", "tokenize"]

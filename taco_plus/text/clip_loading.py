@@ -1,11 +1,5 @@
-"""Loading frozen open_clip models: one place for where CLIP weights come from.
-
-Used by the text encoder, the joint CLIP loss and the CLIP score. ``pretrained`` is an
-open_clip tag (fetched through the Hugging Face hub, which answers from its cache; with
-``HF_HUB_OFFLINE=1`` a missing file fails at once with :class:`ClipWeightsUnavailableError`
-saying what to download and where), a local weights file or folder, or None for a
-random-init UNTRAINED model (tests, offline demos). The rules are in docs/text.md.
-"""
+"""Loading frozen open_clip models: the one place where the CLIP weights of the text encoder, the
+joint loss and the CLIP score come from (docs/text.md, "Where the weights come from")."""
 
 from __future__ import annotations
 
@@ -55,8 +49,7 @@ class ClipSource:
 
 
 class _OnceFilter(logging.Filter):
-    """Drops repeats of open_clip's INFO lines (logged on the root logger): the text encoder
-    and the joint loss each create a CLIP model, and the log tells it once."""
+    """Drops repeats of open_clip's INFO lines (the text encoder and the joint loss each create a CLIP)."""
 
     seen: set = set()
 
@@ -68,44 +61,20 @@ class _OnceFilter(logging.Filter):
         return not repeat
 
 
-def register_model_configs() -> None:
-    """Registers the project's open_clip configs (``model_configs/*.json``) once."""
+def register_model_configs() -> None:  # the project's open_clip configs, model_configs/*.json, once
     if not {p.stem for p in MODEL_CONFIG_DIR.glob("*.json")} <= set(open_clip.list_models()):
         open_clip.add_model_config(MODEL_CONFIG_DIR)
 
 
-def clip_source(model: nn.Module) -> Optional[ClipSource]:
-    """The :class:`ClipSource` recorded by :func:`load_clip`, or None."""
+def clip_source(model: nn.Module) -> Optional[ClipSource]:  # recorded by load_clip, or None
     return getattr(model, "taco_source", None)
 
 
-def is_longclip(model_name: str) -> bool:
-    """Whether an open_clip architecture has Long-CLIP's 248 text positions (loaded by :mod:`.longclip`)."""
-    text_cfg = (open_clip.get_model_config(model_name) or {}).get("text_cfg", {})
-    return text_cfg.get("context_length") == LONG_CONTEXT_LENGTH
-
-
-def load_clip(
-    model_name: str = "ViT-B-32",
-    pretrained: Optional[str] = "openai",
-    device: Union[str, torch.device] = "cpu",
-    *,
-    quick_gelu: Optional[bool] = None,
-    cache_dir: Optional[str] = None,
-    seed: int = 0,
-) -> nn.Module:
-    """Loads a frozen open_clip model (eval mode, no parameter requires grad).
-
-    Args:
-        model_name: open_clip architecture (``"ViT-B-32"``, ``"taco-tiny-clip"``, ``"LongCLIP-B"``), or
-            an ``"hf-hub:org/repo"`` / ``"local-dir:/path"`` id (``pretrained`` then ignored).
-        pretrained: tag, weights file, folder, or None/``"random"``; for Long-CLIP: ``"release"``,
-            a release file or a Hugging Face folder (docs/text.md).
-        quick_gelu: force QuickGELU on or off; None takes it from the tag, the folder's
-            ``open_clip_config.json``, or the architecture.
-        cache_dir: Hugging Face / open_clip cache directory.
-        seed: initialisation seed of a random-init model (independent of the global RNG).
-    """
+def load_clip(model_name: str = "ViT-B-32", pretrained: Optional[str] = "openai",
+              device: Union[str, torch.device] = "cpu", *, quick_gelu: Optional[bool] = None,
+              cache_dir: Optional[str] = None, seed: int = 0) -> nn.Module:
+    """Loads a frozen open_clip model with the weights ``pretrained`` names: a tag, weights file, folder, or
+    None/``"random"`` (random init from ``seed``); docs/text.md, "Where the weights come from"."""
     register_model_configs()
     if not any(isinstance(f, _OnceFilter) for f in logging.getLogger().filters):
         logging.getLogger().addFilter(_OnceFilter())
@@ -132,7 +101,8 @@ def load_clip(
             torch.manual_seed(seed)
             model = open_clip.create_model(model_name, pretrained=None, **kwargs)
         source = ClipSource(model_name, None, seed=seed)
-    elif is_longclip(model_name):  # a Long-CLIP release file or Hugging Face folder (taco_plus.text.longclip)
+    elif open_clip.get_model_config(model_name).get("text_cfg", {}).get("context_length") == LONG_CONTEXT_LENGTH:
+        # Long-CLIP's 248 text positions: a release file or Hugging Face folder (taco_plus.text.longclip)
         from taco_plus.text.longclip import load_longclip
 
         model, checkpoint = load_longclip(model_name, pretrained, kwargs)
@@ -149,8 +119,7 @@ def load_clip(
 
 
 def tiny_clip(seed: int = 0, device: Union[str, torch.device] = "cpu") -> nn.Module:
-    """The frozen, random-init ``taco-tiny-clip`` (width 64, 2 layers; same weights for the
-    same seed in every process): tests and the offline demo; its features mean nothing."""
+    """The frozen, random-init ``taco-tiny-clip`` of tests and the offline demo: its features mean nothing."""
     return load_clip(TINY_CLIP_NAME, pretrained=None, device=device, seed=seed)
 
 
@@ -184,10 +153,8 @@ def _load_local(model_name: str, path: Path, kwargs: dict[str, Any]) -> tuple[nn
 def _load_tag(model_name: str, tag: str, kwargs: dict[str, Any]) -> nn.Module:
     cfg = open_clip.get_pretrained_cfg(model_name, tag)
     if not cfg:
-        raise ValueError(
-            f"pretrained={tag!r} is neither an existing file or folder nor an open_clip tag for "
-            f"{model_name!r}; tags: {open_clip.list_pretrained_tags_by_model(model_name)}"
-        )
+        raise ValueError(f"pretrained={tag!r} is neither an existing file or folder nor an open_clip tag for "
+                         f"{model_name!r}; tags: {open_clip.list_pretrained_tags_by_model(model_name)}")
     quick_gelu = kwargs.get("quick_gelu", cfg.get("quick_gelu", False))
     if quick_gelu and "quick_gelu" not in kwargs:  # the tag's activation (open_clip only warns)
         kwargs = {**kwargs, "force_quick_gelu": True}
@@ -212,12 +179,10 @@ def _create(model_name: str, tag: Optional[str], kwargs: dict[str, Any], hint: s
 def _hub_hint(repo: str, what: str, quick_gelu: bool = False) -> str:
     """Where to get a hub repo's weights, and how to point ``load_clip`` at them."""
     cache = "models--" + repo.replace("/", "--")
-    return (
-        f"CLIP weights for {what} are not on this machine and cannot be downloaded now "
-        f"(HF_HUB_OFFLINE=1, or no network). On a machine with internet access run\n"
-        f"    hf download {repo} {HUB_WEIGHTS[0]} open_clip_config.json --local-dir /path/to/clip\n"
-        f"copy the folder here and pass pretrained='/path/to/clip' (model_name='local-dir:/path/to/clip' for an "
-        f"hf-hub: id); a file alone: pretrained='/path/to/clip/{HUB_WEIGHTS[0]}'"
-        f"{', quick_gelu=True' if quick_gelu else ''} (older repos hold {HUB_WEIGHTS[1]}). Or download without "
-        f"--local-dir and copy ~/.cache/huggingface/hub/{cache} into this machine's Hugging Face cache."
-    )
+    return (f"CLIP weights for {what} are not on this machine and cannot be downloaded now "
+            f"(HF_HUB_OFFLINE=1, or no network). On a machine with internet access run\n"
+            f"    hf download {repo} {HUB_WEIGHTS[0]} open_clip_config.json --local-dir /path/to/clip\n"
+            f"copy the folder here and pass pretrained='/path/to/clip' (model_name='local-dir:/path/to/clip' for an "
+            f"hf-hub: id); a file alone: pretrained='/path/to/clip/{HUB_WEIGHTS[0]}'"
+            f"{', quick_gelu=True' if quick_gelu else ''} (older repos hold {HUB_WEIGHTS[1]}). Or download without "
+            f"--local-dir and copy ~/.cache/huggingface/hub/{cache} into this machine's Hugging Face cache.")

@@ -1,14 +1,5 @@
-"""Long-CLIP weights as an open_clip ``CLIP`` with 248 text positions.
-
-Zhang et al., "Long-CLIP: Unlocking the Long-Text Capability of CLIP", ECCV 2024, keep OpenAI
-CLIP's architecture (QuickGELU, 64-wide heads) and stretch its 77 text positions to 248. The
-release files (``longclip-B.pt``, ``longclip-L.pt``: OpenAI-style state dicts) hold two
-tables, ``positional_embedding`` and ``positional_embedding_res``, which the Long-CLIP model
-adds under 0/1 masks: rows below 20 from the first, the others from the second, i.e. one
-248-row table. :func:`load_longclip` builds that table and loads the rest unchanged, strictly,
-into the registered architecture (``model_configs/LongCLIP-{B,L}.json``); a Hugging Face
-``CLIPModel`` folder with 248 positions is renamed into open_clip's keys. docs/text.md.
-"""
+"""Long-CLIP weights (Zhang et al., "Long-CLIP: Unlocking the Long-Text Capability of CLIP", ECCV 2024) as an
+open_clip ``CLIP`` with 248 text positions, from a release file or a Hugging Face folder (docs/text.md)."""
 
 from __future__ import annotations
 
@@ -31,17 +22,17 @@ RELEASE = "release"  # pretrained tag: the released checkpoint, from the Hugging
 RELEASES = {"LongCLIP-B": ("BeichenZhang/LongCLIP-B", "longclip-B.pt", "longclip-b"),
             "LongCLIP-L": ("BeichenZhang/LongCLIP-L", "longclip-L.pt", "longclip-l")}
 # transformers' CLIPModel key pieces -> open_clip's, applied in order
-HF_RENAMES = (
-    (r"^text_model\.embeddings\.token_embedding", "token_embedding"),
-    (r"^text_model\.embeddings\.position_embedding\.weight", "positional_embedding"),
-    (r"^text_model\.final_layer_norm", "ln_final"), (r"^text_model\.encoder\.layers", "transformer.resblocks"),
-    (r"^vision_model\.embeddings\.class_embedding", "visual.class_embedding"),
-    (r"^vision_model\.embeddings\.patch_embedding", "visual.conv1"),
-    (r"^vision_model\.embeddings\.position_embedding\.weight", "visual.positional_embedding"),
-    (r"^vision_model\.pre_layrnorm", "visual.ln_pre"), (r"^vision_model\.post_layernorm", "visual.ln_post"),
-    (r"^vision_model\.encoder\.layers", "visual.transformer.resblocks"), (r"\.self_attn\.out_proj", ".attn.out_proj"),
-    (r"\.layer_norm1", ".ln_1"), (r"\.layer_norm2", ".ln_2"), (r"\.fc1", ".c_fc"), (r"\.fc2", ".c_proj"),
-)
+HF_RENAMES = ((r"^text_model\.embeddings\.token_embedding", "token_embedding"),
+              (r"^text_model\.embeddings\.position_embedding\.weight", "positional_embedding"),
+              (r"^text_model\.final_layer_norm", "ln_final"),
+              (r"^text_model\.encoder\.layers", "transformer.resblocks"),
+              (r"^vision_model\.embeddings\.class_embedding", "visual.class_embedding"),
+              (r"^vision_model\.embeddings\.patch_embedding", "visual.conv1"),
+              (r"^vision_model\.embeddings\.position_embedding\.weight", "visual.positional_embedding"),
+              (r"^vision_model\.pre_layrnorm", "visual.ln_pre"), (r"^vision_model\.post_layernorm", "visual.ln_post"),
+              (r"^vision_model\.encoder\.layers", "visual.transformer.resblocks"),
+              (r"\.self_attn\.out_proj", ".attn.out_proj"), (r"\.layer_norm1", ".ln_1"), (r"\.layer_norm2", ".ln_2"),
+              (r"\.fc1", ".c_fc"), (r"\.fc2", ".c_proj"))
 
 
 def weights_hint(model_name: str) -> str:
@@ -52,8 +43,7 @@ def weights_hint(model_name: str) -> str:
 
 
 def longclip_weights(model_name: str, pretrained: str, cache_dir: str | None = None) -> Path:
-    """The file or folder ``pretrained`` names: a path, or ``"release"``: the released checkpoint
-    from the Hugging Face cache (downloaded when online; ``HF_HUB_OFFLINE=1`` reads the cache only)."""
+    """The file or folder ``pretrained`` names: a path, or ``"release"``: the released one (Hugging Face cache)."""
     if pretrained != RELEASE:
         if not os.path.exists(pretrained):
             raise FileNotFoundError(f"Long-CLIP weights: no such file or folder: {pretrained}. "
@@ -84,8 +74,7 @@ def from_release(state: dict[str, Tensor], path: Path) -> dict[str, Tensor]:
 
 
 def from_hugging_face(folder: Path) -> dict[str, Tensor]:
-    """A transformers ``CLIPModel`` folder (``config.json``, ``model.safetensors`` or
-    ``pytorch_model.bin``) with 248 text positions, in open_clip's key names."""
+    """A transformers ``CLIPModel`` folder with 248 text positions, in open_clip's key names."""
     config_file = folder / "config.json"
     config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
     text, vision = config.get("text_config", {}), config.get("vision_config", {})
@@ -117,8 +106,7 @@ def from_hugging_face(folder: Path) -> dict[str, Tensor]:
 
 
 def load_longclip(model_name: str, pretrained: str, kwargs: dict[str, Any]) -> tuple[nn.Module, str]:
-    """``model_name``'s open_clip model with the Long-CLIP weights ``pretrained`` names (see
-    :func:`longclip_weights`): a release file or a Hugging Face folder; returns it and the path."""
+    """``model_name``'s open_clip model with the Long-CLIP weights ``pretrained`` names, and their path."""
     path = longclip_weights(model_name, pretrained, kwargs.get("cache_dir"))
     try:
         state = from_hugging_face(path) if path.is_dir() else \

@@ -1,11 +1,5 @@
-"""Caption tokenization for the CLIP text tower, with an explicit token layout.
-
-The layout is a contract (docs/text.md): token weightings map per-word weights onto exactly
-these positions, and the adapter receives features in exactly this order. ``bpe_ids`` is
-open_clip's BPE with the cleaning of Hugging Face's ``CLIPTokenizer`` (the TACO
-reference's); ``tokenize`` places the pieces at a fixed length (38, 77, 248: ``[SOT, pieces,
-EOT, pad...]``, EOT kept when cut) or ``"chunked"`` (75-piece windows, nothing dropped).
-"""
+"""Caption tokenization: open_clip's BPE with the cleaning of Hugging Face's ``CLIPTokenizer`` (the reference's),
+in the token layout that weightings and the adapter share (docs/text.md, "The token layout contract")."""
 
 from __future__ import annotations
 
@@ -39,8 +33,7 @@ def hf_clean(text: str) -> str:
 
 @functools.lru_cache(maxsize=1)
 def simple_tokenizer() -> SimpleTokenizer:
-    """open_clip's BPE tokenizer (vocabulary shipped with open_clip), cleaning captions as
-    the reference's Hugging Face tokenizer does."""
+    """open_clip's BPE tokenizer, cleaning captions as the reference's Hugging Face tokenizer does."""
     tok = SimpleTokenizer()
     tok.clean_fn = hf_clean
     return tok
@@ -58,9 +51,8 @@ def bpe_ids(text: str) -> List[int]:
 
 
 def bpe_words(text: str) -> List[Tuple[str, int, int]]:
-    """``(word, start, end)`` per word as CLIP's regex splits the cleaned caption
-    (punctuation runs are words too), with ``bpe_ids(text)[start:end]`` its pieces: the
-    ranges tile ``bpe_ids(text)``, so a word-level weighting weights every piece."""
+    """``(word, start, end)`` per word of CLIP's regex split, ``bpe_ids(text)[start:end]`` its pieces: the ranges
+    tile ``bpe_ids(text)``, so a word-level weighting weights every piece."""
     tok = simple_tokenizer()
     cleaned = tok.clean_fn(_check_text(text))
     words, start = [], 0
@@ -89,13 +81,9 @@ class TokenizedCaption:
 
 def check_policy(max_tokens: object, pad: object) -> None:
     """Raises a clear error for an unknown caption-length or padding policy."""
-    if max_tokens != "chunked" and not (
-        isinstance(max_tokens, int) and not isinstance(max_tokens, bool) and 2 <= max_tokens <= LONG_CONTEXT_LENGTH
-    ):
-        raise ValueError(
-            f"max_tokens must be an int in [2, {LONG_CONTEXT_LENGTH}] (38 as in TACO, 77 for CLIP, 248 for "
-            f"Long-CLIP; at most the text tower's positions) or 'chunked', got {max_tokens!r}"
-        )
+    if max_tokens != "chunked" and not (type(max_tokens) is int and 2 <= max_tokens <= LONG_CONTEXT_LENGTH):
+        raise ValueError(f"max_tokens must be an int in [2, {LONG_CONTEXT_LENGTH}] (38 as in TACO, 77 for CLIP, 248 "
+                         f"for Long-CLIP; at most the text tower's positions) or 'chunked', got {max_tokens!r}")
     if pad not in PAD_IDS:
         raise ValueError(f"pad must be one of {sorted(PAD_IDS)}, got {pad!r}")
 
@@ -114,15 +102,11 @@ def layout_from_pieces(pieces: List[int], max_tokens: MaxTokens = 38, pad: PadPo
         return TokenizedCaption(ids, [True] * len(ids), piece_index, chunks, truncated=0)
 
     kept = min(len(pieces), max_tokens - 2)
-    n_real = kept + 2
-    n_pad = max_tokens - n_real
-    return TokenizedCaption(
-        ids=[SOT_ID, *pieces[:kept], EOT_ID] + [PAD_IDS[pad]] * n_pad,
-        mask=[True] * n_real + [False] * n_pad,
-        piece_index=[-1, *range(kept), -1] + [-1] * n_pad,
-        chunks=[(0, n_real)],
-        truncated=len(pieces) - kept,
-    )
+    n_pad = max_tokens - kept - 2
+    return TokenizedCaption(ids=[SOT_ID, *pieces[:kept], EOT_ID] + [PAD_IDS[pad]] * n_pad,
+                            mask=[True] * (kept + 2) + [False] * n_pad,
+                            piece_index=[-1, *range(kept), -1] + [-1] * n_pad, chunks=[(0, kept + 2)],
+                            truncated=len(pieces) - kept)
 
 
 def tokenize(text: str, max_tokens: MaxTokens = 38, pad: PadPolicy = "eot") -> TokenizedCaption:

@@ -1,7 +1,5 @@
-"""Hydra entry point: ``python -m taco_plus.train [group=option ...] [key=value ...]``
-(``-m`` for an experiment's rate points; ``torchrun --nproc_per_node=K -m taco_plus.train``
-for DDP). User errors (exit status 2) and stop signals end it with one line (docs/training.md).
-"""
+"""Hydra entry point ``python -m taco_plus.train [group=option ...] [key=value ...]`` (``-m``, torchrun); user
+errors (exit status 2) and stop signals end it with one line (docs/training.md)."""
 
 from __future__ import annotations
 
@@ -17,18 +15,7 @@ from taco_plus.train.preemption import TrainingInterrupted, exit_by_signal
 from taco_plus.train.run import train
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Errors that are the user's to fix (``OSError``: missing files, a full disk; ``ValueError``:
-    every bad-input error of the package, damaged or refused checkpoints included)."""
-    from taco_plus.losses import LpipsBackboneUnavailableError
-    from taco_plus.text import ClipWeightsUnavailableError
-    from taco_plus.train.trainer import NonFiniteLossError
-
-    return OSError, ValueError, LpipsBackboneUnavailableError, ClipWeightsUnavailableError, NonFiniteLossError
-
-
-def one_line(err: BaseException) -> str:
-    """The error's message; a data-loader worker's (which quotes the worker's traceback): its last line."""
+def one_line(err: BaseException) -> str:  # a data-loader worker's error quotes a traceback: its last line
     text = str(err).strip()
     return text.splitlines()[-1].partition(": ")[2] or text if "DataLoader worker" in text else text
 
@@ -46,8 +33,14 @@ def main(cfg: DictConfig) -> None:
               "(trainer.resume=auto continues from the last one)", file=sys.stderr)
         exit_by_signal(2)
     except Exception as err:  # a user error, or a component's constructor refusing for one
+        from taco_plus.losses import LpipsBackboneUnavailableError
+        from taco_plus.text import ClipWeightsUnavailableError
+        from taco_plus.train.trainer import NonFiniteLossError
+
+        # OSError: missing files, a full disk; ValueError: every bad-input error of the package
+        user = OSError, ValueError, LpipsBackboneUnavailableError, ClipWeightsUnavailableError, NonFiniteLossError
         cause = err.__cause__ if isinstance(err, InstantiationException) else err
-        if not isinstance(cause, _user_errors()):
+        if not isinstance(cause, user):
             raise
         print(f"taco-plus train: error: {one_line(cause)}", file=sys.stderr)
         sys.exit(2)

@@ -1,7 +1,5 @@
-"""Training logs: ``train_log.csv`` (one row per logged step: the mean of each term since
-the previous row) and TensorBoard scalars. A resumed run first drops what was logged past
-the step it resumes from, so each step has one row (docs/training.md).
-"""
+"""Training logs: ``train_log.csv`` (the mean of each term per logged step) and TensorBoard scalars; a resumed
+run first drops what was logged past its step (docs/training.md, "The loop")."""
 
 from __future__ import annotations
 
@@ -23,13 +21,9 @@ class MetricLog:
     ``enabled``: ranks > 0); rows and scalars logged after ``start_step`` are dropped."""
 
     def __init__(self, run_dir: Path, tensorboard: bool = True, enabled: bool = True, start_step: int = 0) -> None:
-        self.enabled = enabled
-        self.path = Path(run_dir) / "train_log.csv"
-        self.rows: list[dict[str, float]] = []
+        self.enabled, self.path, self.rows = enabled, Path(run_dir) / "train_log.csv", []
         self._sums: dict[str, float] = defaultdict(float)
-        self._count = 0
-        self._start = time.perf_counter()
-        self._writer = None
+        self._count, self._start, self._writer = 0, time.perf_counter(), None
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -42,12 +36,9 @@ class MetricLog:
 
     def _truncate(self, start_step: int) -> None:
         """Keeps the header and the rows of steps <= ``start_step`` (atomically)."""
-        rows = []
         if self.path.exists() and not self.path.is_file():
             return  # a device or pipe the user chose: append to it as it is
-        if self.path.is_file():
-            with self.path.open(newline="") as f:
-                rows = list(csv.reader(f))
+        rows = list(csv.reader(self.path.read_text().splitlines())) if self.path.is_file() else []
         kept = [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) <= start_step]
         if rows and rows[0] == list(CSV_COLUMNS) and len(kept) == len(rows) - 1:
             return  # nothing to drop
@@ -55,8 +46,7 @@ class MetricLog:
         csv.writer(text).writerows([CSV_COLUMNS, *kept])
         atomic_write(self.path, text.getvalue())
 
-    def accumulate(self, terms: Mapping[str, float]) -> None:
-        """Adds one step's terms (plain floats)."""
+    def accumulate(self, terms: Mapping[str, float]) -> None:  # one step's terms (plain floats)
         for key, value in terms.items():
             self._sums[key] += value
         self._count += 1
@@ -67,8 +57,7 @@ class MetricLog:
             return None
         means = {k: v / self._count for k, v in self._sums.items()}
         row = {"step": step, "epoch": epoch, **means, "lr": lr, "time": time.perf_counter() - self._start}
-        self._sums.clear()
-        self._count = 0
+        self._sums, self._count = defaultdict(float), 0
         self.rows.append(row)
         if not self.enabled:
             return row
@@ -90,7 +79,5 @@ class MetricLog:
             self._writer = None
 
 
-def _cell(value: Optional[float]) -> str:
-    if value is None:
-        return ""
-    return str(value) if isinstance(value, int) else f"{value:.6g}"  # nan, inf as such
+def _cell(value: Optional[float]) -> str:  # nan, inf as such
+    return "" if value is None else str(value) if isinstance(value, int) else f"{value:.6g}"

@@ -1,15 +1,5 @@
-"""Stopping a run on a signal at a step boundary, with a checkpoint, so it can be requeued.
-
-SLURM pre-emption and ``scancel`` send SIGTERM to every process of the job, ``sbatch
---signal`` a chosen signal, submitit SIGUSR2. :class:`StopSignals` only records them during
-training (no I/O in a handler); at the next step boundary the trainer writes ``last.pt``
-(every rank agrees on the step) and hands the signal to what handled it before: the default
-action ends the process by that signal (:class:`TrainingInterrupted`; Ctrl-C's SIGINT too,
-whose default Python handler would raise ``KeyboardInterrupt``), a Python handler (submitit's
-requeue) is called, an ignored signal stays ignored. A second SIGINT before the boundary
-raises ``KeyboardInterrupt`` at once. Data-loader workers ignore
-these signals: a torch worker killed by SLURM's SIGTERM would fail the step (docs/training.md).
-"""
+"""Stopping a run on a signal at a step boundary with a checkpoint, then handing the signal to what handled it
+before (docs/training.md, "Resuming and fine-tuning": Signals)."""
 
 from __future__ import annotations
 
@@ -24,23 +14,18 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-UNCATCHABLE = ("SIGKILL", "SIGSTOP")
-
 
 def parse_signals(names: Sequence[str]) -> list[signal.Signals]:
     """``["SIGTERM", "SIGUSR1"]`` -> signals; unknown or uncatchable names raise ``ValueError``."""
-    out = []
-    for name in names:
-        sig = getattr(signal.Signals, str(name).upper(), None)
-        if sig is None or sig.name in UNCATCHABLE:
+    signals = [getattr(signal.Signals, str(name).upper(), None) for name in names]
+    for name, sig in zip(names, signals):
+        if sig is None or sig.name in ("SIGKILL", "SIGSTOP"):
             raise ValueError(f"trainer.stop_signals: {name!r} is not a signal the trainer can catch")
-        out.append(sig)
-    return out
+    return signals
 
 
 class IgnoreInWorkers:
-    """A data-loader ``worker_init_fn`` that makes workers ignore ``signals`` (they still
-    end with their loader, or when the trainer is gone)."""
+    """A data-loader ``worker_init_fn``: workers ignore ``signals`` (they end with their loader)."""
 
     def __init__(self, signals: Sequence[signal.Signals]) -> None:
         self.signals = [int(s) for s in signals]  # plain ints: picklable for spawned workers
@@ -55,10 +40,9 @@ class TrainingInterrupted(Exception):
 
     def __init__(self, signum: int, step: int, checkpoint: Optional[Path]) -> None:
         self.signum, self.step, self.checkpoint = signum, step, checkpoint
-        super().__init__(
-            f"stopped by {signal.Signals(signum).name} after step {step}; checkpoint {checkpoint} "
-            "(continue with trainer.resume=auto)"
-        )
+        super().__init__(f"stopped by {signal.Signals(signum).name} after step {step}; checkpoint {checkpoint} "
+                         "(continue with trainer.resume=auto)")
+
 
 def exit_by_signal(signum: int) -> NoReturn:
     """Ends the process as the signal's default action would (killed by SIGTERM: 143 in a
@@ -72,9 +56,7 @@ class StopSignals:
     """Records ``signals`` during training and hands them over at a step boundary."""
 
     def __init__(self, signals: Sequence[signal.Signals]) -> None:
-        self.signals = list(signals)
-        self.received: Optional[int] = None
-        self._previous: dict[int, object] = {}
+        self.signals, self.received, self._previous = list(signals), None, {}  # _previous: signal -> handler
 
     def _record(self, signum: int, frame) -> None:
         if self.received == signum == signal.SIGINT:  # Ctrl-C twice: now
@@ -88,11 +70,9 @@ class StopSignals:
                 logger.warning("training outside the main thread: stop signals keep their handlers")
             return self
         for sig in self.signals:
-            previous = signal.getsignal(sig)
-            if previous == signal.SIG_IGN:
-                continue
-            self._previous[sig] = previous
-            signal.signal(sig, self._record)
+            if (previous := signal.getsignal(sig)) != signal.SIG_IGN:
+                self._previous[sig] = previous
+                signal.signal(sig, self._record)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -101,8 +81,7 @@ class StopSignals:
         self._previous.clear()
 
     def requested(self, distributed: bool, device: torch.device) -> int:
-        """The signal to stop for (0 for none), the same on every rank (one tiny
-        all-reduce per step when distributed)."""
+        """The signal to stop for (0 for none), the same on every rank (one tiny all-reduce when distributed)."""
         if not distributed:
             return self.received or 0
         signum = torch.tensor([self.received or 0], dtype=torch.int32, device=device)
@@ -110,15 +89,11 @@ class StopSignals:
         return int(signum.item())
 
     def hand_over(self, signum: int, step: int, checkpoint: Optional[Path]) -> None:
-        """Gives the signal to its previous handler once ``checkpoint`` is written: raises
-        :class:`TrainingInterrupted` for the default action, or calls a Python handler, which
-        may exit (submitit requeues) or return (training continues)."""
-        self.received = None
-        previous = self._previous.get(signum)
-        name = signal.Signals(signum).name
-        if callable(previous) and previous is not signal.default_int_handler:
-            logger.warning("%s: checkpoint of step %d written to %s; calling the previous handler",
-                           name, step, checkpoint)
-            previous(signum, None)
-            return
-        raise TrainingInterrupted(signum, step, checkpoint)
+        """Gives the signal to its previous handler once ``checkpoint`` is written: the default action raises
+        :class:`TrainingInterrupted`; a Python handler is called (submitit's requeue exits)."""
+        self.received, previous = None, self._previous.get(signum)
+        if not callable(previous) or previous is signal.default_int_handler:
+            raise TrainingInterrupted(signum, step, checkpoint)
+        logger.warning("%s: checkpoint of step %d written to %s; calling the previous handler",
+                       signal.Signals(signum).name, step, checkpoint)
+        previous(signum, None)

@@ -1,7 +1,5 @@
-"""What a resumed run changes: every setting that differs from the run config stored in the
-checkpoint is recorded in the run config and logged; a change to what the model learns from
-(loss, data, captions, text features, token weights, model) stops the resume unless
-``trainer.allow_resume_changes=true`` (docs/training.md#resuming-and-fine-tuning)."""
+"""What a resumed run changes from the run config stored in the checkpoint: recorded and logged, or,
+for what the model learns from, refused (docs/training.md, "Resuming and fine-tuning")."""
 
 from __future__ import annotations
 
@@ -24,9 +22,8 @@ def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def resume_changes(old: Optional[Mapping], new: Mapping, step: int, allow: bool, path: Any) -> list[dict]:
-    """The run's ``resume_changes``: the checkpoint's, plus ``{"step", "changes": {key: [checkpoint
-    value, this run's value]}}`` when this resume changes settings (logged); raises ``ValueError``
-    for a change in :data:`STOPPING` unless ``allow``. A key the checkpoint lacks counts only when set."""
+    """The run's ``resume_changes``: the checkpoint's, plus ``{"step", "changes": {key: [old, new]}}`` (logged);
+    a change in :data:`STOPPING` raises ``ValueError`` unless ``allow``. A key the checkpoint lacks counts if set."""
     a, b = _flat(old or {}), _flat(new)
     changes = {k: [a.get(k), b.get(k)] for k in sorted(a.keys() | b.keys())
                if a.get(k) != b.get(k) and (k in a or b.get(k) is not None)
@@ -42,8 +39,7 @@ def resume_changes(old: Optional[Mapping], new: Mapping, step: int, allow: bool,
 
 
 def write_run_config(run_dir: Path, config: Mapping[str, Any]) -> None:
-    """``run_dir/config.yaml``: the resolved run config, with the data training used
-    (``training_data``) and the settings changed at each resume (``resume_changes``)."""
+    """``run_dir/config.yaml``: the resolved run config, ``training_data`` and ``resume_changes`` included."""
     import yaml
 
     (Path(run_dir) / "config.yaml").write_text(yaml.safe_dump(dict(config), sort_keys=False, allow_unicode=True))

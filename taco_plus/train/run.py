@@ -1,10 +1,5 @@
-"""``train(cfg)``: builds every component of a composed config and trains.
-
-The plain function behind ``python -m taco_plus.train`` (tests and the quickstart call it).
-Components come from their config groups with ``_target_``: nothing here branches on
-which option was chosen. With ``WORLD_SIZE > 1`` (``torchrun``, or a multi-task SLURM job
-through submitit) it joins the process group first (NCCL on GPUs, Gloo on CPUs).
-"""
+"""``train(cfg)``, the function behind ``python -m taco_plus.train``: builds each component from its group's
+``_target_`` and trains; with ``WORLD_SIZE > 1`` (torchrun, submitit tasks) it joins the process group first."""
 
 from __future__ import annotations
 
@@ -28,8 +23,7 @@ from taco_plus.train.trainer import Components, DistContext, Trainer, TrainResul
 logger = logging.getLogger(__name__)
 
 
-def seed_everything(seed: int) -> None:
-    """Seeds Python's ``random``, numpy and torch (CPU and every CUDA device)."""
+def seed_everything(seed: int) -> None:  # Python's random, numpy and torch (CPU and every CUDA device)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -65,8 +59,7 @@ def build_loss(loss_cfg: DictConfig):
 
 
 def build_weighting(weighting_cfg: Optional[DictConfig], captions):
-    """The token weighting (None when the option has no ``_target_``), checked against the
-    caption set in use when it was fitted on one."""
+    """The token weighting (None without ``_target_``), checked against the caption set in use."""
     if weighting_cfg is None or weighting_cfg.get("_target_") is None:
         return None
     weighting = instantiate(weighting_cfg, _convert_="all")
@@ -76,9 +69,8 @@ def build_weighting(weighting_cfg: Optional[DictConfig], captions):
 
 
 def check_caption_lengths(cfg: DictConfig, captions, sample: int = 50_000) -> None:
-    """Real-token lengths of the training captions (an even sample of at most ``sample``) against
-    the caption summary's k: logged and kept as ``attention.caption_tokens`` in the run config, with
-    a note when most captions have at most k; a k not below the longest one fails (docs/attention.md)."""
+    """Real-token lengths of (a sample of) the training captions against the caption summary's k, logged and kept
+    as ``attention.caption_tokens``; a k not below the longest caption fails (docs/attention.md)."""
     if cfg.attention.get("caption_summary") is None or not hasattr(captions, "ids"):
         return
     texts = [c for i in captions.ids() for c in captions.captions(i)]
@@ -120,27 +112,16 @@ def build_components(cfg: DictConfig) -> Components:
     for part in (text_encoder, getattr(loss, "lpips", None), getattr(loss, "joint", None)):
         if part is not None:
             logger.info("%s", part.describe() if hasattr(part, "describe") else part.extra_repr())
+    optim = {k: instantiate(cfg.optim[k], _convert_="all") for k in ("optimizer", "aux_optimizer", "scheduler")}
     return Components(
-        model=model,
-        text_encoder=text_encoder,
-        weighting=weighting,
-        data=data,
-        loss=loss,
-        optimizer=instantiate(cfg.optim.optimizer, _convert_="all"),
-        aux_optimizer=instantiate(cfg.optim.aux_optimizer, _convert_="all"),
-        scheduler=instantiate(cfg.optim.scheduler, _convert_="all"),
-        scheduler_unit=cfg.optim.scheduler_unit,
-        clip_max_norm=float(cfg.optim.clip_max_norm),
-        model_config=to_container(cfg.model),
-        text_encoder_config=to_container(cfg.text_encoder),
-        weighting_config=to_container(cfg.weighting) if weighting is not None else None,
-        config=to_container(cfg),
-    )
+        model=model, text_encoder=text_encoder, weighting=weighting, data=data, loss=loss, **optim,
+        scheduler_unit=cfg.optim.scheduler_unit, clip_max_norm=float(cfg.optim.clip_max_norm),
+        model_config=to_container(cfg.model), text_encoder_config=to_container(cfg.text_encoder),
+        weighting_config=to_container(cfg.weighting) if weighting is not None else None, config=to_container(cfg))
 
 
 def train(cfg: DictConfig, run_dir: Optional[str | os.PathLike] = None) -> TrainResult:
-    """Trains the codec described by a composed ``train`` config into ``run_dir``
-    (default ``cfg.run_dir``); the final checkpoint's path is in the result on rank 0."""
+    """Trains the codec of a composed ``train`` config into ``run_dir`` (default ``cfg.run_dir``)."""
     to_container(cfg)  # resolves every interpolation: an invalid combination fails before anything is built
     run_dir = run_dir or cfg.get("run_dir")
     if not run_dir:

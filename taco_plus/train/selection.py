@@ -1,7 +1,5 @@
-"""Opt-in TEST-SET SELECTION, as TACO's official script does: after every epoch, code a folder
-of test images (real files, decoded again) and keep the checkpoint with the best mean metric.
-Results reported on the images that chose the checkpoint are optimistic; by default
-(``trainer.test_set_selection.image_dir=null``) the final epoch is kept (docs/training.md)."""
+"""Opt-in TEST-SET SELECTION, as TACO's official script does: code test images after every epoch and
+keep the checkpoint with the best mean metric (optimistic; docs/training.md, "Test-set selection")."""
 
 from __future__ import annotations
 
@@ -19,8 +17,7 @@ HIGHER_IS_BETTER = {"psnr": True, "ms_ssim": True, "bpp": False, "lpips": False}
 
 
 class TestSetSelection:
-    """Keeps ``checkpoints/best_on_test_set.pt``: the epoch with the best mean ``metric`` on the
-    images of ``image_dir``, each with its first caption in the caption file ``captions``."""
+    """Keeps ``checkpoints/best_on_test_set.pt``: the epoch with the best mean ``metric`` on ``image_dir``."""
 
     def __init__(self, image_dir: str, captions: str, metric: str = "psnr") -> None:
         from taco_plus.captions.sources import open_caption_source

@@ -1,11 +1,5 @@
-"""Character spans of CLIP's BPE pieces in the *original* caption.
-
-:func:`align` reruns the tokenizer's steps (``taco_plus.text.tokenizer``: cleaning, the
-word regex, byte-level BPE) recording each regex match's span in the cleaned text and the
-bytes each piece covers, then maps cleaned positions back to the caption as written with
-a :class:`difflib.SequenceMatcher` alignment (cleaning only edits locally). Why and which
-cases it handles: docs/weighting.md, "From words to CLIP tokens".
-"""
+"""Character spans of CLIP's BPE pieces in the *original* caption: the tokenizer's steps rerun, cleaned positions
+mapped back by a :class:`difflib.SequenceMatcher` alignment (docs/weighting.md, "From words to CLIP tokens")."""
 
 from __future__ import annotations
 
@@ -23,9 +17,8 @@ _NON_SPACE = re.compile(r"\S+")
 
 @dataclass(frozen=True)
 class Piece:
-    """One CLIP BPE piece of a caption: its open_clip id, its decoded text (part of a
-    multi-byte character decodes to U+FFFD) and its span ``[start, end)`` in the original
-    caption (empty only for text the cleaner inserted)."""
+    """One CLIP BPE piece of a caption: its open_clip id, decoded text (U+FFFD for part of a character) and
+    span ``[start, end)`` in the original caption (empty only for text the cleaner inserted)."""
 
     id: int
     text: str
@@ -48,7 +41,7 @@ def cleaned_to_original(original: str, cleaned: str) -> list[tuple[int, int]]:
         return sources[i0], sources[i1 - 1] + 1
 
     # Fast path: usually cleaning only lower-cases and collapses whitespace.
-    words = [m for m in _NON_SPACE.finditer(lowered)]
+    words = list(_NON_SPACE.finditer(lowered))
     if " ".join(m.group() for m in words) == cleaned:
         spans = []
         for wi, m in enumerate(words):
@@ -79,9 +72,8 @@ def cleaned_to_original(original: str, cleaned: str) -> list[tuple[int, int]]:
 
 @lru_cache(maxsize=65536)
 def align(caption: str) -> tuple[Piece, ...]:
-    """CLIP BPE pieces of ``caption`` (ids equal to ``bpe_ids(caption)``, tested) with their
-    character spans in it; none for a blank caption. Cached: training sees the same captions
-    every epoch."""
+    """CLIP BPE pieces of ``caption`` (ids equal to ``bpe_ids(caption)``) with their character spans in it;
+    cached: training sees the same captions every epoch."""
     if not isinstance(caption, str):
         raise TypeError(f"caption must be a str, got {type(caption).__name__}")
     tok = simple_tokenizer()
@@ -90,10 +82,7 @@ def align(caption: str) -> tuple[Piece, ...]:
     pieces: list[Piece] = []
     for match in tok.pat.finditer(cleaned):
         word = match.group()
-        # Byte index -> character index within the regex match.
-        char_of_byte: list[int] = []
-        for ci, ch in enumerate(word):
-            char_of_byte.extend([ci] * len(ch.encode("utf-8")))
+        char_of_byte = [ci for ci, ch in enumerate(word) for _ in ch.encode("utf-8")]  # byte -> character in the match
         byte_word = "".join(tok.byte_encoder[b] for b in word.encode("utf-8"))
         byte_pos = 0
         for piece in tok.bpe(byte_word).split(" "):
@@ -101,8 +90,7 @@ def align(caption: str) -> tuple[Piece, ...]:
             if byte_pos + n_bytes > len(char_of_byte):  # special token: one piece, whole match
                 c0, c1 = 0, len(word)
             else:
-                c0 = char_of_byte[byte_pos]
-                c1 = char_of_byte[byte_pos + n_bytes - 1] + 1
+                c0, c1 = char_of_byte[byte_pos], char_of_byte[byte_pos + n_bytes - 1] + 1
             byte_pos += n_bytes
             # Cleaned span [start + c0, start + c1) -> union of its original spans.
             orig = [spans[match.start() + c] for c in range(c0, c1)]
@@ -116,7 +104,6 @@ def align(caption: str) -> tuple[Piece, ...]:
                     end -= 1
             else:
                 start = end = orig[0][0]
-            token_id = tok.encoder[piece]
-            text = tok.decode([token_id]).removesuffix(" ")  # decode writes "</w>" as a space
-            pieces.append(Piece(token_id, text, start, end))
+            token_id = tok.encoder[piece]  # decode writes "</w>" as a space
+            pieces.append(Piece(token_id, tok.decode([token_id]).removesuffix(" "), start, end))
     return tuple(pieces)

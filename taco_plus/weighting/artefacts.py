@@ -1,6 +1,5 @@
-"""Fitted weighting artefacts: JSON files stamped with the fingerprint of the caption set
-they were fitted on, loaded and never silently refitted (house rule 10). JSON, not pickle:
-inspectable and safe to load. File layout: docs/weighting.md, "Artefacts"."""
+"""Fitted weighting artefacts: JSON files (inspectable, safe to load) stamped with the fingerprint of
+the caption set they were fitted on, loaded and never silently refitted (docs/weighting.md, "Artefacts")."""
 
 from __future__ import annotations
 
@@ -26,21 +25,19 @@ class FingerprintMismatchError(ArtefactError):
 
 def check_fingerprint(kind: str, fitted: str, expected: Optional[str], allow_mismatch: bool = False,
                       source: str = "") -> None:
-    """Raises :class:`FingerprintMismatchError` unless the ``fitted`` fingerprint is the
-    ``expected`` one (None: nothing to check) or ``allow_mismatch``."""
+    """Raises :class:`FingerprintMismatchError` unless ``fitted`` is ``expected`` (or None) or ``allow_mismatch``."""
     if expected is None or expected == fitted or allow_mismatch:
         return
-    raise FingerprintMismatchError(
-        f"{kind} artefact was fitted on caption set {fitted[:16]}… ({source or 'unknown source'}), but the "
-        f"captions in use have fingerprint {expected[:16]}…. Refit it with `taco-plus weights fit --weighting "
-        f"{kind} --captions SET --out FILE`, or set allow_fingerprint_mismatch=true to use it anyway."
-    )
+    source = source or "unknown source"
+    raise FingerprintMismatchError(f"{kind} artefact was fitted on caption set {fitted[:16]}… ({source}), but the "
+                                   f"captions in use have fingerprint {expected[:16]}…. Refit it with `taco-plus "
+                                   f"weights fit --weighting {kind} --captions SET --out FILE`, or set "
+                                   "allow_fingerprint_mismatch=true to use it anyway.")
 
 
 def save_artefact(path: PathLike, kind: str, caption_set: dict[str, Any], payload: dict[str, Any],
                   **versions: str) -> None:
-    """Writes an artefact atomically. ``caption_set``: its ``fingerprint``, ``source`` and
-    ``num_captions``; ``versions``: the libraries it was fitted with."""
+    """Writes an artefact atomically; ``versions``: the libraries it was fitted with."""
     document = {"format": f"taco-plus/weighting/{kind}", "format_version": FORMAT_VERSION,
                 "caption_set": caption_set, "created_with": {"taco_plus": __version__, **versions},
                 "payload": payload}
@@ -49,8 +46,7 @@ def save_artefact(path: PathLike, kind: str, caption_set: dict[str, Any], payloa
 
 def load_artefact(path: PathLike, kind: str, expected_fingerprint: Optional[str] = None,
                   allow_mismatch: bool = False) -> dict[str, Any]:
-    """Reads an artefact of ``kind`` (``tfidf``, ``ner``), checks its format and its caption-set
-    fingerprint against ``expected_fingerprint`` (None: no check); returns the document."""
+    """Reads an artefact of ``kind`` (``tfidf``, ``ner``), checking its format and fingerprint; the document."""
     if not Path(path).is_file():
         raise ArtefactError(f"{kind} artefact not found: {path}. Build it with "
                             f"`taco-plus weights fit --weighting {kind} --captions SET.json --out {path}`.")
@@ -68,6 +64,5 @@ def load_artefact(path: PathLike, kind: str, expected_fingerprint: Optional[str]
     if not isinstance(meta, dict) or not isinstance(meta.get("fingerprint"), str) \
             or not isinstance(document.get("payload"), dict):
         raise ArtefactError(f"{path} lacks a caption-set fingerprint or payload")
-    source = str(meta.get("source", ""))
-    check_fingerprint(kind, meta["fingerprint"], expected_fingerprint, allow_mismatch, source)
+    check_fingerprint(kind, meta["fingerprint"], expected_fingerprint, allow_mismatch, str(meta.get("source", "")))
     return document

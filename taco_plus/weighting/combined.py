@@ -15,8 +15,7 @@ from taco_plus.weighting.tfidf import TfidfStatistics, TfidfWeighting
 
 
 class NoWeighting(TokenWeighting):
-    """Every token weighs exactly 1.0: ``log 1 = 0``, so the model's output equals the one
-    without weights (tested). ``max_weight`` is kept for a uniform config; unused."""
+    """Every token weighs exactly 1.0 (``log 1 = 0``: the unweighted model); ``max_weight`` unused."""
 
     def __init__(self, max_weight: float = 1.0) -> None:
         super().__init__(max(float(max_weight), 1.0))
@@ -24,37 +23,18 @@ class NoWeighting(TokenWeighting):
     def word_weights(self, captions: Sequence[str]) -> list[list[WordWeight]]:
         return [[] for _ in captions]
 
-    def weights(self, layouts: Sequence[Any], captions: Sequence[str]) -> Tensor:
-        # Nothing to align: ones in the layouts' shape.
+    def weights(self, layouts: Sequence[Any], captions: Sequence[str]) -> Tensor:  # nothing to align
         return torch.ones(len(layouts), max((len(layout.ids) for layout in layouts), default=0))
 
 
 class TfidfNerWeighting(TokenWeighting):
-    """``w = min(max_weight, max(w_tfidf, w_ner))``: the maximum, not a product, so an entity
-    keeps its weight however common its words ("Two" is a stop word but a CARDINAL) and a
-    distinctive common noun keeps its tf-idf weight. Both parts score spans of the caption and
-    a piece takes the largest weight of the spans it overlaps: combining is concatenating.
+    """``w = min(max_weight, max(w_tfidf, w_ner))`` (docs/weighting.md, "tfidf_ner"): the parts' scored spans
+    concatenated; arguments as :class:`TfidfWeighting`'s and :class:`NerWeighting`'s."""
 
-    Args:
-        tfidf_artefact: TF-IDF artefact path (or :class:`TfidfStatistics`).
-        pipeline, entity_weight, label_weights: as for :class:`NerWeighting`.
-        max_weight: upper bound of every weight (shared by both parts).
-        ner_cache: NER cache artefact path (optional).
-        caption_set: caption file in use; checked against both artefacts.
-        allow_fingerprint_mismatch: accept artefacts fitted on another caption set.
-    """
-
-    def __init__(
-        self,
-        tfidf_artefact: PathLike | TfidfStatistics,
-        pipeline: str = PIPELINE,
-        max_weight: float = 1.5,
-        entity_weight: Optional[float] = None,
-        label_weights: Optional[Mapping[str, float]] = None,
-        ner_cache: Optional[PathLike] = None,
-        caption_set: Optional[PathLike] = None,
-        allow_fingerprint_mismatch: bool = False,
-    ) -> None:
+    def __init__(self, tfidf_artefact: PathLike | TfidfStatistics, pipeline: str = PIPELINE, max_weight: float = 1.5,
+                 entity_weight: Optional[float] = None, label_weights: Optional[Mapping[str, float]] = None,
+                 ner_cache: Optional[PathLike] = None, caption_set: Optional[PathLike] = None,
+                 allow_fingerprint_mismatch: bool = False) -> None:
         super().__init__(max_weight)
         self.tfidf = TfidfWeighting(tfidf_artefact, max_weight, caption_set, allow_fingerprint_mismatch)
         self.ner = NerWeighting(pipeline, max_weight, entity_weight, label_weights, ner_cache, caption_set,

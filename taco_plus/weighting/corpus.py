@@ -14,8 +14,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 @dataclass(frozen=True)
 class CaptionCorpus:
-    """Every caption of a caption file in source order (COCO: 5 per image; one TF-IDF
-    document each), the file's caption-set fingerprint, and where it was read from."""
+    """Every caption of a caption file in source order (one TF-IDF document each), its fingerprint and source."""
 
     captions: tuple[str, ...]
     fingerprint: str

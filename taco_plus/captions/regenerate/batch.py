@@ -1,6 +1,5 @@
-"""Batch mode: request files in the OpenAI Batch API format (which ``vllm run-batch`` reads too),
-each uploaded and its batch created as soon as it is written, both ids journaled at once; then
-polled, downloaded and merged, rejected answers going into the next round. Nothing is sent twice."""
+"""Batch mode: request files in the OpenAI Batch API format (``vllm run-batch`` reads it too), uploaded,
+polled, downloaded and merged, each id journaled at once (docs/captions.md, "What a run does")."""
 
 from __future__ import annotations
 
@@ -18,16 +17,15 @@ TERMINAL = {"completed", "failed", "expired", "cancelled"}
 
 
 def write_request_files(items: Iterable[tuple[str, dict]], directory: Path, prefix: str, max_requests: int,
-                        max_bytes: int, on_oversize: Callable[[str, int], None]) -> Iterator[tuple[Path, list[str]]]:
-    """Write ``(custom_id, body)`` requests to ``<prefix>-000.jsonl``, ``-001``, ... and yield
-    ``(path, ids)`` as each file completes (one file open at a time, no request held in memory).
-    A request over ``max_bytes`` is skipped with ``on_oversize(custom_id, size)``."""
+                        max_bytes: int, on_oversize: Callable[[str, str], None]) -> Iterator[tuple[Path, list[str]]]:
+    """Writes ``(custom_id, body)`` requests to ``<prefix>-000.jsonl``, ``-001``, ..., yielding ``(path, ids)`` as
+    each file completes; a request over ``max_bytes`` is skipped with ``on_oversize(custom_id, why)``."""
     Path(directory).mkdir(parents=True, exist_ok=True)
     fh, ids, count = None, [], 0
     for custom_id, body in items:
         line = json_bytes({"custom_id": custom_id, "method": "POST", "url": ENDPOINT, "body": body})
         if len(line) > max_bytes:
-            on_oversize(custom_id, len(line))
+            on_oversize(custom_id, f"request is {len(line)} bytes, over the batch file limit")
             continue
         if fh is not None and (len(ids) >= max_requests or fh.tell() + len(line) > max_bytes):
             fh.close()
@@ -72,8 +70,7 @@ class BatchRunner(Runner):
 
     mode = "batch"
 
-    def run(self, jobs: list[Job]) -> None:
-        """Caption every job not yet in the journal (see the module docstring)."""
+    def run(self, jobs: list[Job]) -> None:  # every job not yet in the journal
         import openai
 
         try:  # the SDK has retried what a retry can fix
@@ -95,7 +92,7 @@ class BatchRunner(Runner):
             requests = ((j.image_id, body) for j in pending if (body := self.request(j)) is not None)
             prefix = f"requests-{utc_now().replace(':', '')[:17]}-r{round_index}"
             for path, ids in write_request_files(requests, self.cfg.batch_dir, prefix, self.cfg.batch_max_requests,
-                                                 self.cfg.batch_max_bytes, on_oversize=self._oversize):
+                                                 self.cfg.batch_max_bytes, on_oversize=self.fail):
                 with open(path, "rb") as fh:
                     file_id = self.client.files.create(file=fh, purpose="batch").id
                 self.journal.append({"type": "upload", "file_id": file_id, "file": path.name, "image_ids": ids,
@@ -105,9 +102,6 @@ class BatchRunner(Runner):
             if not self.journal.open_batches():
                 break
             self._wait_and_merge(last_round=round_index == rounds - 1)
-
-    def _oversize(self, image_id: str, size: int) -> None:
-        self.fail(image_id, f"request is {size} bytes, over the batch file limit")
 
     def _create_batch(self, file_id: str, look_for_existing: bool = False) -> None:
         batch = None

@@ -1,8 +1,5 @@
-"""What a regeneration run asks: its settings (each field of :class:`RegenerateConfig` is also
-the option ``--field-name`` of ``taco-plus captions regenerate``; the field's metadata holds
-its help and ``add_argument`` keywords) and the prompt template. Templates are versioned text
-files in ``taco_plus/captions/prompts/`` (format in docs/captions.md); a file's sha256 goes
-into the journal and the caption set."""
+"""A regeneration run's settings (each field of :class:`RegenerateConfig` is the option ``--field-name``
+of ``taco-plus captions regenerate``) and its prompt template (docs/captions.md, "Prompt templates")."""
 
 from __future__ import annotations
 
@@ -25,16 +22,14 @@ class RegenerateError(ValueError):
 
 
 def option(*default: Any, **argparse_kwargs: Any) -> Any:
-    """A field with ``default`` (if given) whose metadata are keywords of ``add_argument``, plus
-    ``flags`` (default ``--field-name``) and ``group``: it and the fields after it form a group
-    of the ``--help`` text."""
+    """A field with ``default`` (if given) and ``add_argument`` keywords, plus ``flags`` (default
+    ``--field-name``) and ``group`` (it and the fields after it form a group of ``--help``)."""
     return field(default=default[0], metadata=argparse_kwargs) if default else field(metadata=argparse_kwargs)
 
 
 @dataclass
 class RegenerateConfig:
-    """Everything that defines a regeneration run. The journal (``<out stem>.journal.jsonl``)
-    and the batch folder (``<out stem>.batch/``) sit beside ``out``."""
+    """Everything that defines a regeneration run; its journal and batch folder sit beside ``out``."""
 
     out: Path = option(group="what to caption", type=Path, required=True, help="caption set to write")
     image_root: Path = option(type=Path, required=True, flags=("--images", "--image-root"), metavar="DIR",
@@ -84,10 +79,8 @@ class RegenerateConfig:
         bad += [f"{n} must be positive" for n in ("timeout", "image_timeout") if getattr(self, n) <= 0]
         bad += [f"{f.name} must be a finite number" for f in fields(self) if f.type == "float"
                 and not math.isfinite(getattr(self, f.name))]
-        if self.temperature < 0 or self.temperature > 2:
-            bad.append("temperature must be between 0 and 2")
-        if self.limit is not None and self.limit < 1:
-            bad.append("limit must be at least 1")
+        bad += ["temperature must be between 0 and 2"] * (self.temperature < 0 or self.temperature > 2)
+        bad += ["limit must be at least 1"] * (self.limit is not None and self.limit < 1)
         try:  # an unparsable URL would end in a traceback inside httpx
             url = urlsplit(self.base_url or "http://localhost")
             url.port
@@ -103,15 +96,14 @@ class RegenerateConfig:
         return Path(self.journal) if self.journal else self.out.with_name(self.out.stem + ".journal.jsonl")
 
     @property
-    def batch_dir(self) -> Path:
-        """Batch request files and downloaded results."""
+    def batch_dir(self) -> Path:  # batch request files and downloaded results
         return self.out.with_name(self.out.stem + ".batch")
 
 
 @dataclass(frozen=True)
 class PromptTemplate:
-    """A parsed prompt file: ``sha256`` of its bytes, header ``meta``, ``body`` (sent with
-    every image) and ``context`` (appended with the original caption, or None)."""
+    """A parsed prompt file: ``sha256`` of its bytes, header ``meta``, ``body`` (sent with every
+    image) and ``context`` (appended with the original caption, or None)."""
 
     path: Path
     sha256: str
@@ -128,14 +120,10 @@ class PromptTemplate:
             raise RegenerateError(f"{self.path}: needs a target length (--target-words)")
         return target
 
-    def expected_words(self, target_words: Optional[int] = None) -> int:
-        """Typical answer length in words, for cost estimates."""
-        if self.uses_target_words():
-            return int(self._target(target_words))
-        return int(self.meta.get("expected_words", 150))
+    def expected_words(self, target_words: Optional[int] = None) -> int:  # for cost estimates
+        return int(self._target(target_words) if self.uses_target_words() else self.meta.get("expected_words", 150))
 
     def render(self, original_caption: Optional[str] = None, target_words: Optional[int] = None) -> str:
-        """The prompt text for one image."""
         target = self._target(target_words)
         text = self.body.format(target_words=target)
         if original_caption is None:
@@ -160,8 +148,7 @@ def load_prompt(name_or_path: os.PathLike | str | None = None) -> PromptTemplate
     if not path.exists():
         raise FileNotFoundError(f"prompt file not found: {path} (the bundled prompts are in {PROMPTS_DIR}, "
                                 "shipped with the package)")
-    raw = path.read_bytes()
-    header, sep, rest = raw.decode("utf-8").partition("\n---\n")
+    header, sep, rest = (raw := path.read_bytes()).decode("utf-8").partition("\n---\n")
     if not sep:
         raise RegenerateError(f"{path}: missing the '---' line that ends the header")
     meta = {}

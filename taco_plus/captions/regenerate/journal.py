@@ -1,7 +1,5 @@
-"""The run journal: an append-only JSONL file that makes regeneration resumable. A record
-counts once ``write`` has handed it to the OS, so even ``kill -9`` loses only the requests in
-flight; ``fsync`` at least once a second bounds what an OS crash loses. A half-written last
-line is cut off on reopening; any other bad line is an error."""
+"""The run journal: an append-only JSONL file that makes regeneration resumable; a half-written last
+line is cut off on reopening, any other bad line is an error (docs/captions.md, "Journal")."""
 
 from __future__ import annotations
 
@@ -24,10 +22,8 @@ class Journal:
 
     def __init__(self, fh=None) -> None:
         self._fh, self._synced, self.header = fh, time.monotonic(), None
-        self.captions: dict[str, dict] = {}  # image id -> caption record (the first one)
-        self.failures: dict[str, dict] = {}  # image id -> last failure record
-        self.uploads: dict[str, dict] = {}  # input file id -> upload record
-        self.batches: dict[str, dict] = {}  # batch id -> batch record
+        # image id -> caption record (the first one), -> last failure; input file id -> upload; batch id -> batch
+        self.captions, self.failures, self.uploads, self.batches = {}, {}, {}, {}
         self.finished_batches: set[str] = set()
 
     def apply(self, record: dict) -> None:

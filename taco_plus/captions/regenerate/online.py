@@ -1,7 +1,5 @@
-"""Online mode: ``concurrency`` workers post chat completions through ``openai.AsyncOpenAI``,
-which retries each HTTP request; rejected answers are asked again, each image has
-``image_timeout`` seconds in all, and what the SDK gave up on either skips the image or stops
-the run. HTTP hooks print every retry as it starts; the bar shows the longest wait."""
+"""Online mode: ``concurrency`` workers post chat completions through ``openai.AsyncOpenAI`` (which
+retries each HTTP request), within ``image_timeout`` seconds per image (docs/captions.md, "What a run does")."""
 
 from __future__ import annotations
 
@@ -17,8 +15,8 @@ from taco_plus.captions.regenerate.runner import (UNREADABLE, FatalAPIError, Job
 
 @dataclass
 class _Flight:
-    """An image being captioned: when it and its current HTTP attempt started, attempts so far,
-    what ended the previous one (``fresh``: the next request is a new question, not a retry)."""
+    """An image being captioned: when it and its HTTP attempt started, attempts so far, what ended the
+    previous one (``fresh``: the next request is a new question, not a retry)."""
 
     image_id: str
     started: float
@@ -33,20 +31,18 @@ _flight: contextvars.ContextVar = contextvars.ContextVar("taco_plus_caption_flig
 
 
 class OnlineRunner(Runner):
-    """Captions images with concurrent chat-completion requests (see the module docstring)."""
+    """Captions images with concurrent chat-completion requests."""
 
-    def run(self, jobs: list[Job]) -> None:
-        """Caption every job; returns when each is journaled as captioned or failed."""
+    def run(self, jobs: list[Job]) -> None:  # returns when each job is journaled as captioned or failed
         asyncio.run(self._run(jobs))
 
     async def _run(self, jobs: list[Job]) -> None:
         import openai
 
         hooks = {"request": [self._on_request], "response": [self._on_response]}
-        self.client = openai.AsyncOpenAI(
-            api_key=self.api_key, base_url=self.cfg.base_url, timeout=self.cfg.timeout,
-            max_retries=self.cfg.max_attempts - 1, http_client=openai.DefaultAsyncHttpxClient(event_hooks=hooks),
-        )
+        self.client = openai.AsyncOpenAI(api_key=self.api_key, base_url=self.cfg.base_url, timeout=self.cfg.timeout,
+                                         max_retries=self.cfg.max_attempts - 1,
+                                         http_client=openai.DefaultAsyncHttpxClient(event_hooks=hooks))
         self._flights: dict[str, _Flight] = {}
         queue = iter(jobs)
 
@@ -71,9 +67,8 @@ class OnlineRunner(Runner):
         try:
             await asyncio.wait_for(self._ask(job, flight), self.cfg.image_timeout)
         except asyncio.TimeoutError:
-            last = flight.last_error or "no answer"
-            self.fail(job.image_id, f"no caption within --image-timeout {self.cfg.image_timeout:g} s "
-                      f"({flight.attempts} attempts; last: {last})", attempts=flight.attempts)
+            self.fail(job.image_id, f"no caption within --image-timeout {self.cfg.image_timeout:g} s ({flight.attempts} "
+                      f"attempts; last: {flight.last_error or 'no answer'})", attempts=flight.attempts)
         finally:
             del self._flights[job.image_id]
 
@@ -104,9 +99,7 @@ class OnlineRunner(Runner):
         self.fail(job.image_id, f"{problem} ({answers} answers rejected)", attempts=flight.attempts)
 
     async def _post(self, body: dict) -> bytes:
-        """The chat completion's body, read up to 1 MiB + 64 bytes per ``max_tokens``: a server
-        ignoring ``max_tokens`` cannot fill the memory. ``client.post`` sends the body as built
-        (``create()`` would re-validate it field by field); the raw-response header streams it."""
+        """The chat completion's body, read up to 1 MiB + 64 bytes per ``max_tokens``; sent as built."""
         import openai
 
         limit, data = (1 << 20) + 64 * self.cfg.max_tokens, bytearray()
@@ -144,8 +137,7 @@ class OnlineRunner(Runner):
 
     # -- HTTP hooks: they see every attempt, the SDK's retries included ---------------
     async def _on_request(self, request) -> None:
-        flight = _flight.get()
-        if flight is None:
+        if (flight := _flight.get()) is None:
             return
         now = time.monotonic()
         flight.attempts += 1
@@ -156,8 +148,7 @@ class OnlineRunner(Runner):
         flight.since, flight.last_error, flight.fresh = now, "", False
 
     async def _on_response(self, response) -> None:
-        flight = _flight.get()
-        if flight is not None and response.status_code >= 400:
+        if (flight := _flight.get()) is not None and response.status_code >= 400:
             flight.last_error = f"HTTP {response.status_code}"
 
     async def _tick(self) -> None:

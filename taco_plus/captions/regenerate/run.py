@@ -1,7 +1,5 @@
-"""``regenerate(cfg)``: collect the images, open (or resume) the journal, caption what is missing
-(online, through the Batch API, or from result files made elsewhere), write the caption set
-from the journal. A dry run estimates tokens and cost from the image headers alone, by the
-rules of docs/captions.md, and needs no key and no network."""
+"""``regenerate(cfg)``: collect the images, open (or resume) the journal, caption what is missing, write the
+caption set from the journal; or estimate the cost from the image headers (docs/captions.md)."""
 
 from __future__ import annotations
 
@@ -27,8 +25,7 @@ PRICES_FILE = Path(__file__).with_name("prices.json")
 
 @dataclass
 class RegenerateReport:
-    """What a run did (``out``: the caption set written, if any; ``missing``: image id -> why),
-    or for a dry run the cost ``estimate`` (see :func:`plan`) and the ``request_files`` written."""
+    """What a run did (``missing``: image id -> why), or a dry run's ``estimate`` and ``request_files``."""
 
     out: Optional[Path]
     journal: Path
@@ -49,23 +46,22 @@ class RegenerateReport:
                      f"captioned in {self.journal})", f"requests:              {e['requests']:,}",
                      f"input tokens (est.):   {e['input_tokens']:,}",
                      f"output tokens (est.):  {e['output_tokens']:,} expected, at most {e['max_output_tokens']:,}"]
-            if not e["usd"]:
-                lines.append(f"cost: no price for model {e['model']!r} (add it to a --prices file)")
-            for mode, (expected, most) in e["usd"].items():
-                lines.append(f"cost {mode:6} ({e['model']}): ${expected:,.2f} expected, at most ${most:,.2f}")
+            usd = [f"cost {mode:6} ({e['model']}): ${expected:,.2f} expected, at most ${most:,.2f}"
+                   for mode, (expected, most) in e["usd"].items()]
+            lines += usd or [f"cost: no price for model {e['model']!r} (add it to a --prices file)"]
             lines += [f"batch request files: {files}"] + [f"skipped {i}: {why}" for i, why in self.missing.items()]
             return "\n".join(lines)
         lines = [f"captioned {self.captioned}/{self.total} images ({self.already_done} from earlier runs); "
                  f"{self.retried} retries; tokens this run: {self.prompt_tokens:,} in, {self.completion_tokens:,} out",
                  f"caption set: {self.out}" if self.out else "caption set: not written (no captions yet)"]
         if self.missing:
-            lines.append(f"{len(self.missing)} images without a caption (re-run with --resume to retry them):")
-            lines += [f"  {image_id}: {reason}" for image_id, reason in self.missing.items()]
+            lines += [f"{len(self.missing)} images without a caption (re-run with --resume to retry them):",
+                      *(f"  {image_id}: {reason}" for image_id, reason in self.missing.items())]
         return "\n".join(lines)
 
 
 def regenerate(cfg: RegenerateConfig) -> RegenerateReport:
-    """Run caption regeneration as configured by ``cfg`` (see the module docstring)."""
+    """Runs caption regeneration as configured by ``cfg`` (see the module docstring)."""
     prompt = load_prompt(cfg.prompt)
     all_jobs = collect_jobs(cfg)
     signature = request_signature(cfg, prompt, all_jobs)
@@ -119,9 +115,7 @@ def regenerate(cfg: RegenerateConfig) -> RegenerateReport:
 
 
 def image_tokens(width: int, height: int, detail: str, base_tokens: int = 85, tile_tokens: int = 170) -> int:
-    """Input tokens billed for one image: ``base_tokens`` at ``detail="low"``; otherwise (``"auto"``
-    counted as ``"high"``, an upper bound) ``tile_tokens`` more per 512-px tile of the image
-    scaled to fit 2048x2048, then to a shortest side of 768 (both only shrink, rounding down)."""
+    """Input tokens billed for one image, by OpenAI's rule for gpt-4o (docs/captions.md, "Dry run and cost")."""
     if detail == "low":
         return base_tokens
     w, h = width, height
@@ -146,8 +140,7 @@ def load_prices(path: Optional[Path] = None) -> dict:
 
 
 def plan(cfg: RegenerateConfig, prompt: PromptTemplate, jobs: list[Job]) -> RegenerateReport:
-    """The dry run of ``jobs`` not captioned yet (see the module docstring); no journal written.
-    The ``estimate``: requests, tokens, and ``usd[mode] = [expected, at most]`` for a priced model."""
+    """The dry run of ``jobs`` not captioned yet: requests, tokens, ``usd[mode] = [expected, at most]``."""
     from PIL import Image
 
     todo = [j for j in jobs if j.image_id not in read_journal(cfg.journal_path).captions]
@@ -176,7 +169,7 @@ def plan(cfg: RegenerateConfig, prompt: PromptTemplate, jobs: list[Job]) -> Rege
             old.unlink()
         files = [path for path, _ in write_request_files(
             bodies(), cfg.batch_dir, "requests", cfg.batch_max_requests, cfg.batch_max_bytes,
-            on_oversize=lambda i, n: skipped.__setitem__(i, f"request is {n} bytes, over the batch file limit"))]
+            on_oversize=skipped.__setitem__)]
     prices = load_prices(cfg.prices)
     price = prices["models"].get(cfg.model)
     tiles = (price or {}).get("image_base_tokens", 85), (price or {}).get("image_tile_tokens", 170)

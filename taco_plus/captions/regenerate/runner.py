@@ -1,6 +1,5 @@
-"""What online and batch runs share: the request built for each image (the same body online
-and in Batch API files), the judging of each answer, journaling, progress, and the API key's
-secrecy."""
+"""What online and batch runs share: the request built for each image (the same body online and in
+Batch API files), the judging of each answer, journaling, progress, and the API key's secrecy."""
 
 from __future__ import annotations
 
@@ -25,17 +24,12 @@ UNREADABLE = (OSError, ValueError, Image.DecompressionBombError)  # what PIL rai
 EXIF_ORIENTATION = 0x0112
 JPEG_QUALITY = 90  # of the images that are re-encoded
 # Typical opening of a model declining a request ("I'm sorry, I can't help with that.").
-_REFUSAL_START = re.compile(
-    r"^\W*(i['’]m sorry|i am sorry|sorry\b|i can(?:no|['’])t\b|i can not\b|i['’]m unable|"
-    r"i am unable|i['’]m not able|i won['’]t\b|unfortunately,? i\b|as an ai\b)",
-    re.IGNORECASE,
-)
+_REFUSAL_START = re.compile(r"^\W*(i['’]m sorry|i am sorry|sorry\b|i can(?:no|['’])t\b|i can not\b|"
+                            r"i['’]m unable|i am unable|i['’]m not able|i won['’]t\b|unfortunately,? i\b|as an ai\b)",
+                            re.IGNORECASE)
 # Only unambiguous refusals: a caption may legitimately say "I cannot identify the brand".
-_REFUSAL_ANYWHERE = re.compile(
-    r"\bi (?:can(?:no|['’])t|am unable to|['’]m unable to) (?:help|assist|comply) with\b", re.IGNORECASE
-)
-
-
+_REFUSAL_ANYWHERE = re.compile(r"\bi (?:can(?:no|['’])t|am unable to|['’]m unable to) (?:help|assist|comply) "
+                               r"with\b", re.IGNORECASE)
 _BEARER = re.compile(r"Bearer\s+[\w.~+/=-]+", re.IGNORECASE)
 
 
@@ -85,8 +79,7 @@ def prompt_text(job: Job, cfg: RegenerateConfig, prompt: PromptTemplate) -> str:
 
 
 def build_request(job: Job, cfg: RegenerateConfig, prompt: PromptTemplate) -> dict:
-    """The chat-completions body for ``job``: one user message with the prompt and the image.
-    ``max_tokens`` is what gpt-4o, vLLM and Ollama all accept."""
+    """The chat-completions body for ``job``: one user message with the prompt and the image."""
     with Image.open(job.path) as img:
         if (img.format == "JPEG" and img.mode in ("RGB", "L") and max(img.size) <= cfg.max_side
                 and img.getexif().get(EXIF_ORIENTATION, 1) == 1):
@@ -138,13 +131,12 @@ def answer_problem(answer: Answer, min_words: int, max_tokens: Optional[int] = N
 
 
 def request_signature(cfg: RegenerateConfig, prompt: PromptTemplate, jobs: list[Job]) -> dict:
-    """Settings that change the answers, with the fingerprint of the ``jobs``' original captions
-    if they are given as context; a resumed run must keep them."""
+    """The settings that change the answers (with the given originals' fingerprint): a resume keeps them."""
     originals = {j.image_id: [j.original] for j in jobs if j.original} if cfg.with_original else {}
     target = cfg.target_words if prompt.uses_target_words() else None
+    fingerprint = captions_fingerprint(originals) if originals else None
     return {"model": cfg.model, "prompt_sha256": prompt.sha256, "target_words": target,
-            "with_original": cfg.with_original,
-            "originals_sha256": captions_fingerprint(originals) if originals else None,
+            "with_original": cfg.with_original, "originals_sha256": fingerprint,
             **{k: getattr(cfg, k) for k in ("temperature", "max_tokens", "detail", "max_side")},
             "jpeg_quality": JPEG_QUALITY, "min_words": cfg.min_words}
 
@@ -152,17 +144,15 @@ def request_signature(cfg: RegenerateConfig, prompt: PromptTemplate, jobs: list[
 def read_api_key(env_name: str) -> str:
     """The API key from the environment (never from the command line or a file)."""
     if not (key := os.environ.get(env_name, "").strip()):
-        raise RegenerateError(
-            f"no API key: the environment variable {env_name} is not set. Export your OpenAI key there; for a "
-            f"local server that ignores keys (vLLM, Ollama) any value works, e.g. {env_name}=local. "
-            "--dry-run, --write-requests and --results need no key.")
+        raise RegenerateError(f"no API key: the environment variable {env_name} is not set. Export your OpenAI key "
+                              f"there; for a local server that ignores keys (vLLM, Ollama) any value works, e.g. "
+                              f"{env_name}=local. --dry-run, --write-requests and --results need no key.")
     return key
 
 
 def redact(text: object, key: Optional[str]) -> str:
-    """``text`` with ``key`` and any ``Bearer <token>`` replaced by ``[redacted]`` (some servers
-    echo the key, in errors or answers). Keys under 8 characters are placeholders for local
-    servers, not secrets."""
+    """``text`` with ``key`` and any ``Bearer <token>`` replaced by ``[redacted]`` (some servers echo the key);
+    keys under 8 characters are placeholders for local servers, not secrets."""
     text = _BEARER.sub("Bearer [redacted]", str(text))
     return text.replace(key, "[redacted]") if key and len(key) >= 8 else text
 
@@ -172,13 +162,11 @@ def public_base_url(base_url: Optional[str]) -> Optional[str]:
     if not base_url:
         return None
     parts = urlsplit(base_url)
-    host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+    return urlunsplit((parts.scheme, (parts.hostname or "") + f":{parts.port}" * bool(parts.port), parts.path, "", ""))
 
 
 class Runner:
-    """Builds requests, judges answers, journals captions and failures and counts them;
-    ``total`` is the length of the progress bar, ``api_key`` None when no server is asked."""
+    """Builds requests, judges answers, journals and counts captions and failures (``total``: the bar's)."""
 
     mode = "online"
 
@@ -193,8 +181,7 @@ class Runner:
         self.bar = tqdm(total=total, desc=f"captions ({self.mode})", unit="img", dynamic_ncols=True,
                         file=sys.stderr, disable=not cfg.progress)
 
-    def request(self, job: Job) -> Optional[dict]:
-        """The request body, or None (the failure journaled) for an unreadable image."""
+    def request(self, job: Job) -> Optional[dict]:  # None (the failure journaled) for an unreadable image
         try:
             return build_request(job, self.cfg, self.prompt)
         except UNREADABLE as err:
@@ -212,8 +199,7 @@ class Runner:
             self.show(advance=1)
         return problem
 
-    def fail(self, image_id: str, reason: str, final: bool = True, **extra) -> None:
-        """Journal a failure; ``final``: no further attempt in this run."""
+    def fail(self, image_id: str, reason: str, final: bool = True, **extra) -> None:  # final: no retry in this run
         if image_id in self.given_up:
             return
         self._append({"type": "failure", "image_id": image_id, "reason": reason, "mode": self.mode,
@@ -225,13 +211,11 @@ class Runner:
         else:
             self.retry()
 
-    def _append(self, record: dict) -> None:
-        """Journal ``record`` with the key scrubbed from every text the server chose."""
+    def _append(self, record: dict) -> None:  # the key scrubbed from every text the server chose
         self.journal.append({k: redact(v, self.api_key) if isinstance(v, str) and k != "image_id" else v
                              for k, v in record.items()})
 
-    def retry(self, message: Optional[str] = None) -> None:
-        """Count a retry; ``message`` is printed above the bar as it happens."""
+    def retry(self, message: Optional[str] = None) -> None:  # counted; message printed above the bar
         self.retried += 1
         if message and not self.bar.disable:
             self.bar.write(redact(message, self.api_key), file=sys.stderr)
