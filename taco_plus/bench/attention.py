@@ -20,10 +20,11 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from taco_plus.bench import measure, report
+from taco_plus.bench import measure
 from taco_plus.config import CONFIG_DIR
 from taco_plus.models.adapter import Extractor, Injector
 from taco_plus.models.transforms import AnalysisTransform
+from taco_plus.results import attention_bench as report
 
 TOKENS = (38, 77, 154, 248, 308, 616, 1232, 2464)  # 248: Long-CLIP's whole context (text_encoder=longclip_b)
 SIZES = ((256, 256), (768, 512), (2048, 1365))

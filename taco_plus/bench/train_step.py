@@ -1,5 +1,5 @@
 """Training-step benchmark: steps/s and peak memory of the whole TACO training step
-(``Trainer._step`` on the components of ``experiment=taco_baseline``) for every ``attention``
+(``Trainer.step`` on the components of ``experiment=taco_baseline``) for every ``attention``
 option and the ELIC baseline, fp32/bf16, eager/compiled, beside the loader's images/s.
 What each column means and how it is measured: docs/training.md, "GPU step time"::
 
@@ -85,7 +85,6 @@ def step_runner(cfg, variant: str, device: torch.device) -> tuple[Callable[..., 
     from hydra.utils import instantiate
 
     from taco_plus.train.run import build_components, seed_everything
-    from taco_plus.train.trainer import DistContext, _Progress
 
     seed_everything(int(cfg.trainer.seed))
     parts = build_components(cfg)
@@ -102,9 +101,7 @@ def step_runner(cfg, variant: str, device: torch.device) -> tuple[Callable[..., 
         trainer = instantiate(cfg.trainer, precision=precision)
         codec = torch.compile(model) if compiled else model
         net = (lambda x, *text: codec(x)) if variant == BASELINE else codec  # ELIC takes no text
-        ctx, progress = DistContext(), _Progress()
-        return lambda: trainer._step(batch, parts, net, model, optimizer, aux_optimizer, device, ctx,
-                                     progress, None)
+        return lambda: trainer.step(batch, parts, model, (optimizer, aux_optimizer), net)
 
     return make, sum(p.numel() for p in main_params)
 
@@ -196,7 +193,7 @@ def run_benchmark(
             gc.collect()
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-            torch._dynamo.reset()
+            torch.compiler.reset()
     return pd.DataFrame(rows), loader_df
 
 
@@ -212,7 +209,8 @@ def loader_csv_path(csv: Path) -> Path:
 def record(steps_df: pd.DataFrame, loader_df: pd.DataFrame, out_dir: Path, notes: Sequence[str]) -> Path:
     """Writes a GPU run into the results registry: ``train_step.csv``,
     ``train_step_loader.csv`` and ``train_step.provenance.json`` (command, GPU, versions)."""
-    from taco_plus.results.provenance import environment, file_sha256
+    from taco_plus.atomic import file_sha256
+    from taco_plus.results.provenance import environment
 
     csv = Path(out_dir) / "train_step.csv"
     write_csv(steps_df, csv)

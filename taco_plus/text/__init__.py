@@ -9,10 +9,11 @@ from taco_plus.text.clip_loading import (
     register_model_configs,
     tiny_clip,
 )
-from taco_plus.text.encoder import ClipTextEncoder, TextFeatures
+from taco_plus.text.encoder import ClipEmbedding, ClipTextEncoder, TextFeatures, text_inputs
 from taco_plus.text.tokenizer import TokenizedCaption, bpe_ids, bpe_words, tokenize
 
 __all__ = [
+    "ClipEmbedding",
     "ClipTextEncoder",
     "ClipWeightsUnavailableError",
     "TextFeatures",
@@ -23,5 +24,6 @@ __all__ = [
     "load_clip",
     "register_model_configs",
     "tiny_clip",
+    "text_inputs",
     "tokenize",
 ]

@@ -11,10 +11,12 @@ pad rule (pads attend to the real tokens only, as in Hugging Face) is in docs/te
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Union
+from typing import Any, Callable, List, Optional, Sequence, Union
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+from torchvision.transforms.v2 import functional as TF
 
 from taco_plus.text.clip_loading import clip_source, load_clip
 from taco_plus.text.tokenizer import (
@@ -242,3 +244,71 @@ class ClipTextEncoder(nn.Module):
         eot = torch.tensor([layout.chunks[0][1] - 1 for layout in features.layouts], device=features.tokens.device)
         pooled = features.tokens[torch.arange(len(eot), device=eot.device), eot]  # (B, width)
         return self.tower.project(pooled)
+
+
+@torch.no_grad()
+def text_inputs(text_encoder: ClipTextEncoder, weighting: Any, captions: Sequence[str],
+                device: Optional[torch.device] = None) -> tuple[Tensor, Tensor, Optional[Tensor], Tensor]:
+    """The one caption -> model input step of training, evaluation and the codec: ``(tokens (B, L, D),
+    mask (B, L), weights (B, L) or None, lengths (B,))`` on ``device`` for ``model(x, *inputs)``; the
+    lengths keep the padding of unequal captions unattended. ``weighting``: a token weighting or None."""
+    text = text_encoder(captions)
+    tokens, mask, weights = text.tokens, text.mask, None
+    if weighting is not None:
+        tokens, mask, weights = weighting.model_inputs(text, captions)
+    return tuple(None if t is None else t.to(device) for t in (tokens, mask, weights, text.lengths))
+
+
+class ClipEmbedding(nn.Module):
+    """L2-normalised CLIP embeddings (B, D) of images and captions from a frozen open_clip model ``clip``:
+    the one path of the joint loss and the CLIP score.
+
+    Images (B, 3, H, W) in [0, 1]: short side resized, centre crop, the model's normalisation; bilinear
+    (TACO's joint loss, differentiable) or, with ``eval_transform``, open_clip's evaluation transform
+    (bicubic, clamped to [0, 1]). Captions: :func:`tokenize`'s layout cut to ``context_length`` tokens
+    (None: the model's), zero-padded to the model's context; :meth:`cut` sees what the cut drops.
+    """
+
+    def __init__(self, clip: nn.Module, context_length: Optional[int] = None, eval_transform: bool = False) -> None:
+        super().__init__()
+        import open_clip
+
+        self.clip = clip.eval().requires_grad_(False)
+        self.full_context = int(getattr(clip, "context_length", CONTEXT_LENGTH))
+        if context_length is not None and not 2 <= context_length <= self.full_context:
+            raise ValueError(f"context_length must lie in [2, {self.full_context}], got {context_length}")
+        self.context_length, self.eval_transform = context_length or self.full_context, eval_transform
+        cfg = open_clip.get_model_preprocess_cfg(clip)
+        size = cfg.get("size", 224)
+        self.image_size = (size, size) if isinstance(size, int) else tuple(size)
+        self.mean = list(cfg.get("mean") or open_clip.OPENAI_DATASET_MEAN)
+        self.std = list(cfg.get("std") or open_clip.OPENAI_DATASET_STD)
+
+    def train(self, mode: bool = True) -> "ClipEmbedding":
+        super().train(mode)
+        self.clip.eval()  # frozen towers
+        return self
+
+    def preprocess(self, x: Tensor) -> Tensor:
+        """(B, 3, H, W) in [0, 1] -> (B, 3, S, S) CLIP input."""
+        mode = TF.InterpolationMode.BICUBIC if self.eval_transform else TF.InterpolationMode.BILINEAR
+        x = TF.center_crop(TF.resize(x, [min(self.image_size)], interpolation=mode, antialias=True), list(self.image_size))
+        mean, std = (torch.tensor(v, device=x.device).view(3, 1, 1) for v in (self.mean, self.std))  # fp32
+        return ((x.clamp(0.0, 1.0) if self.eval_transform else x) - mean) / std
+
+    def image_embedding(self, x: Tensor) -> Tensor:
+        """(B, D); differentiable in ``x``."""
+        return F.normalize(self.clip.encode_image(self.preprocess(x)), dim=-1)
+
+    @torch.no_grad()
+    def text_embedding(self, captions: Sequence[str]) -> Tensor:
+        """(B, D) of ``captions`` cut to ``context_length`` tokens (end-of-text kept)."""
+        layouts = [tokenize(c, self.context_length, pad="zero") for c in captions]
+        self.cut(captions, layouts)
+        # encode_text adds all positional embeddings: pad with 0 after the EOT; the causal mask keeps
+        # those positions out of the pooled (EOT) state.
+        tokens = torch.tensor([t.ids + [0] * (self.full_context - len(t)) for t in layouts])
+        return F.normalize(self.clip.encode_text(tokens.to(next(self.clip.parameters()).device)), dim=-1)
+
+    def cut(self, captions: Sequence[str], layouts: Sequence[TokenizedCaption]) -> None:
+        """Called with each batch's layouts (``layout.truncated``: BPE pieces cut); reports nothing here."""

@@ -26,6 +26,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from taco_plus.atomic import write_error
 from taco_plus.checkpoint import FORMAT, read_checkpoint, save_codec
+from taco_plus.distributed import DistContext, resolve_device
+from taco_plus.text import text_inputs
 from taco_plus.train.metrics_log import MetricLog
 from taco_plus.train.preemption import IgnoreInWorkers, StopSignals, parse_signals
 from taco_plus.train.resume import resume_changes, write_run_config
@@ -36,31 +38,6 @@ logger = logging.getLogger(__name__)
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; the run stopped before updating the weights."""
-
-
-@dataclass(frozen=True)
-class DistContext:
-    """This process's place in a ``torchrun`` job (rank 0 of 1 when not distributed)."""
-
-    rank: int = 0
-    local_rank: int = 0
-    world_size: int = 1
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def resolve_device(name: str, ctx: DistContext = DistContext()) -> torch.device:
-    """``"auto"`` -> CUDA when available, else the CPU; under torchrun, this rank's GPU."""
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available (use cpu)")
-    return torch.device("cuda", ctx.local_rank) if device.type == "cuda" and ctx.distributed else device
 
 
 @dataclass
@@ -96,7 +73,9 @@ class TrainResult:
 
 
 @dataclass
-class _Progress:
+class Progress:
+    """Where a run is; checkpoints store it."""
+
     step: int = 0  # optimiser steps done
     epoch: int = 0  # current epoch
     batch_in_epoch: int = 0  # batches of the current epoch already consumed
@@ -124,17 +103,6 @@ def restore_rng(state: Mapping[str, Any]) -> None:
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-@torch.no_grad()
-def text_inputs(text_encoder: nn.Module, weighting: Any, captions: list[str], device: torch.device) -> tuple:
-    """``(tokens, mask, weights or None, lengths)`` of a batch of captions, on ``device``, for
-    ``model(x, *inputs)``: the lengths keep the padding of unequal captions unattended."""
-    text = text_encoder(captions)
-    tokens, mask, weights = text.tokens, text.mask, None
-    if weighting is not None:
-        tokens, mask, weights = weighting.model_inputs(text, captions)
-    return tuple(None if t is None else t.to(device) for t in (tokens, mask, weights, text.lengths))
 
 
 def load_initial_weights(model: nn.Module, path: str | Path) -> None:
@@ -236,7 +204,7 @@ class Trainer:
         steps_per_epoch = sampler.num_samples // parts.data.batch_size
         total = self.max_steps if self.max_steps is not None else self.epochs * steps_per_epoch
 
-        progress = self._restore(resume_path, parts, model, states, ctx) if resume_path else _Progress()
+        progress = self._restore(resume_path, parts, model, states, ctx) if resume_path else Progress()
         if resume_path and ctx.is_main and (parts.config or {}).get("resume_changes"):
             write_run_config(run_dir, parts.config)
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
@@ -274,8 +242,7 @@ class Trainer:
                     sampler.set_epoch(progress.epoch, progress.batch_in_epoch * parts.data.batch_size)
                     dataset.set_epoch(progress.epoch)
                     for batch in loader:
-                        terms = self._step(batch, parts, net, model, optimizer, aux_optimizer, device, ctx,
-                                           progress, last_path)
+                        terms = self.step(batch, parts, model, (optimizer, aux_optimizer), net, ctx, progress, last_path)
                         progress.step += 1
                         progress.batch_in_epoch += 1
                         if self.selection and ctx.is_main and progress.batch_in_epoch == steps_per_epoch:
@@ -307,10 +274,15 @@ class Trainer:
         final = self._save(ckpt_dir / "final.pt", parts, model, states, progress, ctx, final=True)
         return TrainResult(run_dir, final if ctx.is_main else None, progress.step, progress.epoch, log.rows)
 
-    def _step(self, batch, parts, net, model, optimizer, aux_optimizer, device, ctx, progress,
-              last_path) -> dict[str, float]:
-        x = batch["image"].to(device, non_blocking=True)
-        captions = batch["caption"]
+    def step(self, batch: Mapping[str, Any], parts: Components, model: nn.Module, optimizers: tuple, net=None,
+             ctx: DistContext = DistContext(), progress: Optional[Progress] = None,
+             last_path: Optional[Path] = None) -> dict[str, float]:
+        """One training step of ``model`` on ``batch`` (``{"image", "caption"}``) with ``optimizers`` (codec,
+        auxiliary); ``net`` runs the forward pass (``model`` wrapped in DDP or compiled; default ``model``).
+        ``progress`` and ``last_path`` only name where a non-finite loss stopped. Returns the loss terms."""
+        device, progress = next(model.parameters()).device, progress or Progress()
+        (optimizer, aux_optimizer), net = optimizers, model if net is None else net
+        x, captions = batch["image"].to(device, non_blocking=True), batch["caption"]
         text = text_inputs(parts.text_encoder, parts.weighting, captions, device)
         optimizer.zero_grad(set_to_none=True)
         aux_optimizer.zero_grad(set_to_none=True)
@@ -337,7 +309,7 @@ class Trainer:
         aux_optimizer.step()
         return {**{k: float(v.detach()) for k, v in terms.items()}, "aux": float(aux.detach())}
 
-    def _save(self, path: Path, parts: Components, model: nn.Module, states: dict, progress: _Progress,
+    def _save(self, path: Path, parts: Components, model: nn.Module, states: dict, progress: Progress,
               ctx: DistContext, final: bool = False) -> Path:
         rng = [capture_rng()]
         if ctx.distributed:  # every rank's streams, in rank order
@@ -363,7 +335,7 @@ class Trainer:
             raise FileNotFoundError(f"trainer.resume: checkpoint not found: {self.resume}")
         return None if self.resume is None else Path(self.resume)
 
-    def _restore(self, path: Path, parts: Components, model: nn.Module, states: dict, ctx: DistContext) -> _Progress:
+    def _restore(self, path: Path, parts: Components, model: nn.Module, states: dict, ctx: DistContext) -> Progress:
         ckpt = read_checkpoint(path)
         if ckpt.get("format") != FORMAT or "optimizer" not in ckpt:
             raise ValueError(f"{path} is not a taco-plus training checkpoint (use trainer.init_from for weights only)")
@@ -383,4 +355,4 @@ class Trainer:
                            len(ckpt["rng"]), ctx.world_size)
             torch.manual_seed(self.seed + ctx.rank + int(ckpt["step"]))
         logger.info("resumed from %s at step %d (epoch %d)", path, ckpt["step"], ckpt["epoch"])
-        return _Progress(int(ckpt["step"]), int(ckpt["epoch"]), int(ckpt["batch_in_epoch"]))
+        return Progress(int(ckpt["step"]), int(ckpt["epoch"]), int(ckpt["batch_in_epoch"]))

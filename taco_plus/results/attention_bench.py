@@ -1,4 +1,5 @@
-"""Conclusions and plot computed from the attention benchmark's rows (docs/attention.md)."""
+"""Conclusions and plot computed from the attention benchmark's rows (docs/attention.md; written by
+:mod:`taco_plus.bench.attention`, read by the paper report)."""
 
 from __future__ import annotations
 
