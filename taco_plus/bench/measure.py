@@ -23,11 +23,6 @@ os.environ.setdefault("KINETO_LOG_LEVEL", "5")
 CLOCKS = ("wall", "cpu")
 
 
-def default_device() -> torch.device:
-    """The GPU when one is present, the CPU otherwise."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def time_ms(fn: Callable[[], object], device: torch.device, clock: str = "wall") -> float:
     """Wall time (with CUDA synchronisation) or process CPU time (``clock="cpu"``) of one call, in ms."""
     if clock == "cpu" and device.type != "cpu":

@@ -1,8 +1,6 @@
-"""Coding one image: the caption policy (which of its captions the encoder gets), real bitstreams,
-the per-image metrics; the entropy coding between the two halves is :mod:`taco_plus.evaluate.workers`'.
-``oracle_lpips`` keeps the lowest-LPIPS of every caption's reconstruction, as
-TACO's COCO-30k script intends: it needs the original, so it is an ORACLE, labelled in every output
-(docs/evaluation.md, "MS-COCO 30k"). Bitstreams: ``<id>.tacoz``, or ``<id>.<k>.tacoz`` per caption.
+"""Coding one image: the caption policy (which of its captions the encoder gets), real bitstreams (``<id>.tacoz``,
+or ``<id>.<k>.tacoz`` per caption), the per-image metrics. ``oracle_lpips`` keeps the lowest-LPIPS caption's
+reconstruction (TACO's COCO-30k script): it needs the original, an ORACLE labelled in every output (docs/evaluation.md).
 """
 
 from __future__ import annotations

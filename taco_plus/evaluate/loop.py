@@ -66,24 +66,12 @@ def evaluate_dataset(codec: TacoCodec, dataset: Iterable[Mapping[str, Any]], out
                      caption_mode: str = "real", caption_policy: str = "first", resume: bool = True,
                      coding_workers: int | ProcessPoolExecutor = 0, description: str = "",
                      meta: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
-    """Evaluates ``codec`` on ``dataset``; writes ``per_image.csv`` and ``results.json`` in ``out_dir``
-    and returns the results (one rate point). Options and outputs: docs/evaluation.md.
-
-    Args:
-        codec: a :class:`~taco_plus.codec.TacoCodec`.
-        dataset: items ``{"image": (3, H, W) in [0, 1], "caption": str, "id": str}``, optionally with
-            ``"captions"`` (all of the image's); an item with ``"error"``, or an image out of the codec's range,
-            is unreadable (reported, counted in ``meta.unreadable_images``, skipped).
-        out_dir: output folder, a journal: with ``resume`` an evaluation there (same settings) continues.
-        name: curve name in the results file (an oracle's gets ``-oracle_lpips``).
-        lpips / clip / fid: ``taco_plus.losses.build_lpips(...)``, :class:`~taco_plus.metrics.ClipScore`,
-            a fresh :class:`~taco_plus.metrics.FidAccumulator`, or None.
-        caption_mode: the encoder's caption, ``"real"``, ``"empty"`` or ``"other"`` (the next image's
-            in sorted id order); the CLIP score always uses the real one.
-        caption_policy: which real captions are coded, ``"first"``, ``"all"`` or ``"oracle_lpips"``.
-        coding_workers: CPU processes entropy-coding beside the network (0: inline; same results), or a
-            :func:`~taco_plus.evaluate.workers.coding_pool`. Under ``torch.distributed`` each rank evaluates
-            every ``world_size``-th image into ``out_dir/shards/<rank>-of-<world_size>/``; rank 0 writes the files.
+    """Evaluates ``codec`` on ``dataset`` (items ``{"image": (3, H, W) in [0, 1], "caption", "id"}``, optionally
+    ``"captions"``; an item with ``"error"`` is an unreadable image); writes ``per_image.csv`` (a journal: with
+    ``resume`` an evaluation there with the same settings continues) and ``results.json`` in ``out_dir`` and
+    returns the results (one rate point). ``coding_workers``: a count or a :func:`~.workers.coding_pool`.
+    Under ``torch.distributed`` each rank evaluates every ``world_size``-th image into
+    ``out_dir/shards/<rank>-of-<world_size>/`` and rank 0 writes the files. Arguments: docs/evaluation.md.
     """
     if caption_mode not in CAPTION_MODES:
         raise ValueError(f"caption_mode must be one of {CAPTION_MODES}, got {caption_mode!r}")

@@ -1,12 +1,8 @@
-"""TACO's joint image-text loss on frozen CLIP towers (Lee et al., ICML 2024, Eq. 5).
-
-``L_joint = CLIPcontrastive(t, e(x_hat)) + beta * ||e(x_hat) - e(x)||_2`` with L2-normalised
-CLIP embeddings, the temperature held at exp(2.6592), the norm over the whole batch (not
-squared, not averaged), captions cut to ``context_length`` tokens (cuts counted and logged);
-details in docs/training.md#loss. Under ``torch.distributed`` every term is over the
-*global* batch: the embeddings of all ranks are gathered with gradients (open_clip's
-``gather_with_grad``), so each rank holds the single-process loss, and DDP's average of the
-all-gather's summed gradients is exactly the single-process gradient.
+"""TACO's joint image-text loss on frozen CLIP towers (Lee et al., ICML 2024, Eq. 5; docs/training.md#loss):
+``L_joint = CLIPcontrastive(t, e(x_hat)) + beta * ||e(x_hat) - e(x)||_2`` with L2-normalised CLIP embeddings,
+the temperature held at exp(2.6592), the norm over the whole batch (not squared, not averaged). Under
+``torch.distributed`` every term is over the *global* batch: the embeddings of all ranks are gathered with
+gradients (open_clip's ``gather_with_grad``), so DDP's average gradient is exactly the single-process one.
 """
 
 from __future__ import annotations
@@ -91,8 +87,4 @@ class ClipJointLoss(ClipEmbedding):
         return {"joint": contrastive + self.beta * distance, "contrastive": contrastive, "embedding_distance": distance}
 
     def extra_repr(self) -> str:
-        from taco_plus.text import clip_source
-
-        source = clip_source(self.clip)
-        return (f"{source.describe() if source else self.model_name}, beta={self.beta}, "
-                f"captions cut to {self.context_length} tokens")
+        return f"{self.source_name(self.model_name)}, beta={self.beta}, captions cut to {self.context_length} tokens"

@@ -1,9 +1,7 @@
 """CLIP score of a reconstruction against its caption: ``100 · max(cos(e_I(x̂), e_T(caption)), 0)``
-(torchmetrics' ``CLIPScore`` convention; Hessel et al., 2021, "CLIPScore: A Reference-free
-Evaluation Metric for Image Captioning", weight the same cosine by 2.5). It asks whether the
-decoded image still shows what the caption says: the semantic fidelity TACO's text guidance targets.
-Captions are tokenized as the codec's text encoder tokenizes them (:mod:`taco_plus.text.tokenizer`: the
-reference's cleaning), to the CLIP model's context length; a longer caption is cut there, and said so.
+(torchmetrics' ``CLIPScore`` convention; Hessel et al., 2021, weight the same cosine by 2.5): does the
+decoded image still show what the caption says? Captions are tokenized as the codec's text encoder
+tokenizes them, to the CLIP model's context length; a longer caption is cut there, and said so.
 """
 
 from __future__ import annotations
@@ -36,12 +34,11 @@ class ClipScore(ClipEmbedding):
     def load(cls, model_name: str = "ViT-B-32", pretrained: Optional[str] = "openai", device: str = "cpu") -> "ClipScore":
         """Through :func:`taco_plus.text.clip_loading.load_clip`, which fails fast, saying what to
         download, when the weights are not on the machine."""
-        from taco_plus.text.clip_loading import clip_source, load_clip
+        from taco_plus.text.clip_loading import load_clip
 
-        model = load_clip(model_name, pretrained, device)
-        source = clip_source(model)
-        name = source.describe() if source is not None else f"{model_name} pretrained={pretrained!r}"
-        return cls(model, name=name)
+        score = cls(load_clip(model_name, pretrained, device))
+        score.name = score.source_name(f"{model_name} pretrained={pretrained!r}")
+        return score
 
     def cut(self, captions: Sequence[str], layouts) -> None:
         for caption, layout in ((c, t) for c, t in zip(captions, layouts) if t.truncated):

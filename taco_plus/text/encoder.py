@@ -1,11 +1,11 @@
-"""The frozen CLIP text encoder that guides TACO's analysis transform.
+"""The frozen CLIP text encoder that guides TACO's analysis transform, and the CLIP embeddings.
 
-Lee et al., "Neural Image Compression with Text-guided Encoding for both Pixel-level and
-Perceptual Fidelity", ICML 2024, feed the adapter the per-token hidden states of CLIP
-ViT-B/32's text tower (Hugging Face's ``last_hidden_state``) for captions padded or cut to
-38 tokens. :class:`ClipTextEncoder` computes the same states with open_clip, in the token
-layout of :mod:`taco_plus.text.tokenizer`, plus a chunked policy for long captions. The
-pad rule (pads attend to the real tokens only, as in Hugging Face) is in docs/text.md.
+TACO (Lee et al., ICML 2024) feeds the adapter the per-token hidden states of CLIP ViT-B/32's text
+tower (Hugging Face's ``last_hidden_state``) for captions padded or cut to 38 tokens.
+:class:`ClipTextEncoder` computes the same states with open_clip, in the token layout of
+:mod:`taco_plus.text.tokenizer`, plus a chunked policy for long captions; the pad rule is in
+docs/text.md. :func:`text_inputs` turns captions into the model's inputs; :class:`ClipEmbedding`
+is the joint loss's and the CLIP score's embedding path.
 """
 
 from __future__ import annotations
@@ -19,35 +19,18 @@ from torch import Tensor, nn
 from torchvision.transforms.v2 import functional as TF
 
 from taco_plus.text.clip_loading import clip_source, load_clip
-from taco_plus.text.tokenizer import (
-    CONTEXT_LENGTH,
-    PAD_IDS,
-    VOCAB_SIZE,
-    MaxTokens,
-    PadPolicy,
-    TokenizedCaption,
-    check_policy,
-    tokenize,
-)
+from taco_plus.text.tokenizer import (CONTEXT_LENGTH, PAD_IDS, VOCAB_SIZE, MaxTokens, PadPolicy, TokenizedCaption,
+                                      check_policy, tokenize)
 
 
 @dataclass
 class TextFeatures:
-    """Per-token CLIP text features of a batch of captions.
+    """Per-token CLIP text features of a batch of captions."""
 
-    Args:
-        tokens: (B, L, width) final-layer states after ``ln_final``. With a fixed
-            ``max_tokens``, ``L = max_tokens``, pad positions included; chunked rows are
-            right-padded with zeros to the longest layout.
-        mask: (B, L) bool, True on real tokens (SOT, pieces, EOT).
-        layouts: the token layout of each caption (position -> BPE piece).
-        num_sequences: how many text-tower sequences were run for the batch.
-    """
-
-    tokens: Tensor
-    mask: Tensor
-    layouts: List[TokenizedCaption]
-    num_sequences: int
+    tokens: Tensor  # (B, L, width) ln_final states; L = max_tokens (pads included), or chunked rows zero-padded
+    mask: Tensor  # (B, L) bool, True on real tokens (SOT, pieces, EOT)
+    layouts: List[TokenizedCaption]  # each caption's token layout (position -> BPE piece)
+    num_sequences: int  # text-tower sequences run for the batch
 
     @property
     def lengths(self) -> Tensor:
@@ -102,36 +85,22 @@ class TextTower:
 
 
 class ClipTextEncoder(nn.Module):
-    """Frozen open_clip text tower returning per-token features.
-
-    The CLIP model is deliberately *not* a submodule: its weights come from ``pretrained``,
-    not from codec checkpoints (official ones hold none and load strictly), the optimiser
-    never sees them, a parent's ``.train()`` never reaches them, and the joint loss can
-    share the same model. ``.to()`` and casts still move it.
+    """Frozen open_clip text tower returning per-token features. The CLIP model is *not* a submodule:
+    its weights come from ``pretrained``, not from codec checkpoints, the optimiser and a parent's
+    ``.train()`` never reach it, the joint loss can share it; ``.to()`` and casts still move it.
 
     Args:
         model_name, pretrained, device, quick_gelu, cache_dir, seed: see :func:`load_clip`.
         max_tokens: 38 (TACO), 77, 248 (Long-CLIP towers), or ``"chunked"``.
-        pad: pad id for fixed lengths: ``"eot"`` (49407, what official TACO checkpoints
-            saw) or ``"zero"`` (open_clip's 0).
-        sequence_batch: at most this many sequences per text-tower pass (memory bound for
-            very long chunked captions).
+        pad: pad id for fixed lengths: ``"eot"`` (49407, official TACO's) or ``"zero"`` (open_clip's).
+        sequence_batch: at most this many sequences per text-tower pass (memory bound).
         clip_model: an already-loaded open_clip model instead of loading one.
     """
 
-    def __init__(
-        self,
-        model_name: str = "ViT-B-32",
-        pretrained: Optional[str] = "openai",
-        max_tokens: MaxTokens = 38,
-        pad: PadPolicy = "eot",
-        device: Union[str, torch.device] = "cpu",
-        quick_gelu: Optional[bool] = None,
-        cache_dir: Optional[str] = None,
-        seed: int = 0,
-        sequence_batch: int = 256,
-        clip_model: Optional[nn.Module] = None,
-    ) -> None:
+    def __init__(self, model_name: str = "ViT-B-32", pretrained: Optional[str] = "openai", max_tokens: MaxTokens = 38,
+                 pad: PadPolicy = "eot", device: Union[str, torch.device] = "cpu", quick_gelu: Optional[bool] = None,
+                 cache_dir: Optional[str] = None, seed: int = 0, sequence_batch: int = 256,
+                 clip_model: Optional[nn.Module] = None) -> None:
         super().__init__()
         check_policy(max_tokens, pad)
         if sequence_batch < 1:
@@ -148,9 +117,8 @@ class ClipTextEncoder(nn.Module):
         self.max_tokens, self.pad, self.sequence_batch = max_tokens, pad, sequence_batch
 
     @classmethod
-    def from_model(
-        cls, clip_model: nn.Module, max_tokens: MaxTokens = 38, pad: PadPolicy = "eot", **kwargs
-    ) -> "ClipTextEncoder":
+    def from_model(cls, clip_model: nn.Module, max_tokens: MaxTokens = 38, pad: PadPolicy = "eot",
+                   **kwargs) -> "ClipTextEncoder":
         """Wraps an already-loaded open_clip model (e.g. the one the joint loss uses)."""
         return cls(max_tokens=max_tokens, pad=pad, clip_model=clip_model, **kwargs)
 
@@ -288,6 +256,11 @@ class ClipEmbedding(nn.Module):
         super().train(mode)
         self.clip.eval()  # frozen towers
         return self
+
+    def source_name(self, fallback: str) -> str:
+        """Where the CLIP weights come from (:func:`clip_source`), else ``fallback``."""
+        source = clip_source(self.clip)
+        return source.describe() if source is not None else fallback
 
     def preprocess(self, x: Tensor) -> Tensor:
         """(B, 3, H, W) in [0, 1] -> (B, 3, S, S) CLIP input."""

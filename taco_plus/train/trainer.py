@@ -1,12 +1,6 @@
-"""The training loop (the ``trainer`` config group): TACO's recipe, resumable.
-
-One step, as TACO's official loop: captions -> frozen text features (+ token weights) ->
-codec forward -> loss terms; the loss is back-propagated, the gradients of every parameter
-(the ``.quantiles`` included) are clipped, the codec's Adam steps; then the auxiliary loss
-is computed, back-propagated and its Adam steps. Checkpoints carry the whole training state
-(optimisers, scheduler, step, position in the epoch, every rank's RNG states), so a resumed
-run ends bitwise equal to an uninterrupted one; stop signals, NaN stops and full disks:
-docs/training.md.
+"""The training loop (the ``trainer`` config group): TACO's recipe, one :meth:`Trainer.step` as its official
+loop; checkpoints carry the whole training state (optimisers, scheduler, position, every rank's RNG states),
+so a resumed run ends bitwise equal to an uninterrupted one. Stop signals, NaN stops, full disks: docs/training.md.
 """
 
 from __future__ import annotations
@@ -14,7 +8,7 @@ from __future__ import annotations
 import logging
 import random
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
@@ -23,6 +17,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
 
 from taco_plus.atomic import write_error
 from taco_plus.checkpoint import FORMAT, read_checkpoint, save_codec
@@ -106,12 +101,9 @@ def restore_rng(state: Mapping[str, Any]) -> None:
 
 
 def load_initial_weights(model: nn.Module, path: str | Path) -> None:
-    """Loads an official TACO or taco-plus checkpoint into ``model`` for fine-tuning.
-
-    The backbone must match exactly; adapter tensors (``model.is_adapter_key``) may differ
-    (a Linformer adapter from an official full-attention checkpoint): the model's missing
-    ones keep their initialisation, the checkpoint's extra ones are ignored; both are logged.
-    """
+    """Loads an official TACO or taco-plus checkpoint into ``model`` for fine-tuning. The backbone must
+    match exactly; adapter tensors (``model.is_adapter_key``) may differ (a Linformer adapter from an
+    official full-attention checkpoint): missing ones keep their initialisation, extra ones are ignored."""
     from taco_plus.models.official import normalise_state_dict
 
     checkpoint = read_checkpoint(path)
@@ -124,9 +116,8 @@ def load_initial_weights(model: nn.Module, path: str | Path) -> None:
     missing = [k for k in result.missing_keys if not model.is_adapter_key(k)]
     unexpected = [k for k in result.unexpected_keys if not model.is_adapter_key(k)]
     if missing or unexpected:
-        raise ValueError(f"{path} does not fit this model outside the text adapter: missing {missing[:5]}"
-                         f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
-                         f"{'...' if len(unexpected) > 5 else ''}")
+        keys = [f"{k[:5]}{'...' if len(k) > 5 else ''}" for k in (missing, unexpected)]
+        raise ValueError(f"{path} does not fit this model outside the text adapter: missing {keys[0]}, unexpected {keys[1]}")
     logger.info("initialised from %s checkpoint %s", "official TACO" if official else "taco-plus", path)
     if result.missing_keys:
         logger.warning("%d adapter tensors not in %s keep their initialisation, e.g. %s",
@@ -182,10 +173,8 @@ class Trainer:
 
     def fit(self, parts: Components, run_dir: Path, ctx: Optional[DistContext] = None) -> TrainResult:
         """Trains ``parts.model``; checkpoints go to ``run_dir/checkpoints``, logs to ``run_dir``."""
-        ctx = ctx or DistContext()
-        run_dir = Path(run_dir)
-        ckpt_dir = run_dir / "checkpoints"
-        device = resolve_device(self.device, ctx)
+        ctx, run_dir = ctx or DistContext(), Path(run_dir)
+        ckpt_dir, device = run_dir / "checkpoints", resolve_device(self.device, ctx)
         model = parts.model.to(device)
         parts.text_encoder.to(device)
         parts.loss.to(device)
@@ -210,11 +199,8 @@ class Trainer:
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
             if ctx.distributed else model
         log = MetricLog(run_dir, self.tensorboard and ctx.is_main, enabled=ctx.is_main, start_step=progress.step)
-        bar = None
-        if self.progress_bar and ctx.is_main:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=total, initial=progress.step, desc="train", unit="step", dynamic_ncols=True)
+        bar = tqdm(total=total, initial=progress.step, desc="train", unit="step", dynamic_ncols=True) \
+            if self.progress_bar and ctx.is_main else None
         last_path, saved_step = resume_path, progress.step if resume_path else None
         logger.info("training %d steps (%d per epoch, %d process(es)), run folder %s",
                     total, steps_per_epoch, ctx.world_size, run_dir)
@@ -230,8 +216,7 @@ class Trainer:
             with StopSignals(self.stop_signals) as stop:
                 while progress.step < total:
                     if progress.batch_in_epoch >= steps_per_epoch:  # epoch boundary
-                        progress.epoch += 1
-                        progress.batch_in_epoch = 0
+                        progress.epoch, progress.batch_in_epoch = progress.epoch + 1, 0
                         if parts.scheduler_unit == "epoch":
                             with warnings.catch_warnings():  # right after a resume no step was taken yet
                                 warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
@@ -243,8 +228,7 @@ class Trainer:
                     dataset.set_epoch(progress.epoch)
                     for batch in loader:
                         terms = self.step(batch, parts, model, (optimizer, aux_optimizer), net, ctx, progress, last_path)
-                        progress.step += 1
-                        progress.batch_in_epoch += 1
+                        progress.step, progress.batch_in_epoch = progress.step + 1, progress.batch_in_epoch + 1
                         if self.selection and ctx.is_main and progress.batch_in_epoch == steps_per_epoch:
                             self.selection.after_epoch(ckpt_dir, model, parts, progress.epoch, progress.step)
                         if parts.scheduler_unit == "step":
@@ -318,8 +302,7 @@ class Trainer:
         if ctx.is_main:
             try:
                 save_codec(path, model, parts.model_config, parts.text_encoder_config, parts.weighting_config,
-                           **{k: v.state_dict() for k, v in states.items()}, step=progress.step,
-                           epoch=progress.epoch, batch_in_epoch=progress.batch_in_epoch, rng=rng,
+                           **{k: v.state_dict() for k, v in states.items()}, **asdict(progress), rng=rng,
                            world_size=ctx.world_size, seed=self.seed, final=final, config=parts.config)
             except OSError as err:  # disk full, quota, read-only: the previous file is intact
                 kept = f"{path} still holds the previous one" if path.exists() else "none was written yet"
@@ -351,8 +334,8 @@ class Trainer:
         if len(ckpt["rng"]) == ctx.world_size:
             restore_rng(ckpt["rng"][ctx.rank])
         else:  # a different number of processes: data order holds, noise streams restart
-            logger.warning("resuming %d-process state with %d processes: RNG streams reseeded",
-                           len(ckpt["rng"]), ctx.world_size)
+            logger.warning("resuming %d-process state with %d processes: RNG streams reseeded", len(ckpt["rng"]),
+                           ctx.world_size)
             torch.manual_seed(self.seed + ctx.rank + int(ckpt["step"]))
         logger.info("resumed from %s at step %d (epoch %d)", path, ckpt["step"], ckpt["epoch"])
-        return Progress(int(ckpt["step"]), int(ckpt["epoch"]), int(ckpt["batch_in_epoch"]))
+        return Progress(**{k: int(ckpt[k]) for k in asdict(Progress())})
