@@ -1,11 +1,8 @@
 """Adapter attention efficiency: every ``attention`` option over caption length and image size.
-
-Times TACO's text adapter (``part=adapter``) and the whole g_a (``part=encoder``) at official
-sizes with random weights; columns, methods and conclusions: docs/attention.md, "Benchmark"::
+TACO's text adapter (``part=adapter``) and the whole g_a (``part=encoder``) at official sizes with random
+weights; columns, methods and conclusions: docs/attention.md, "Benchmark"::
 
     python -m taco_plus.bench.attention --quick
-    python -m taco_plus.bench.attention --variants full,linformer --tokens 38,77,248,2464 \\
-        --sizes 256x256,768x512 --repeat 5 --csv out.csv --plot out.png
 """
 
 from __future__ import annotations

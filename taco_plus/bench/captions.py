@@ -1,9 +1,5 @@
-"""Online caption-regeneration throughput against a loopback server with a fixed latency:
-marginal captions/s and CPU ms per caption of client and server (docs/captions.md).
-
-    python -m taco_plus.bench.captions [--latency 0.2] [--concurrency 1 8 32] [--rounds 6]
-                                       [--images DIR] [--repeat 1]
-"""
+"""Online caption-regeneration throughput against a loopback server with a fixed latency: marginal captions/s
+and CPU ms per caption of client and server (docs/captions.md): ``python -m taco_plus.bench.captions``."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""The text adapter's codec overhead: TACO (official sizes, random weights, random 38-token caption
-features) against CompressAI's ``Elic2022Official`` (He et al., CVPR 2022; same widths and channel
-groups), encode / decode / g_a time on the same Kodak images; method and caveats: docs/attention.md,
-"Benchmark: python -m taco_plus.bench.codec"::
+"""The text adapter's codec overhead: TACO vs CompressAI's ELIC, encode and decode time.
+TACO (official sizes, random weights, random 38-token caption features) against ``Elic2022Official`` (He et
+al., CVPR 2022; same widths and channel groups) on the same Kodak images; method and caveats:
+docs/attention.md, "Benchmark: python -m taco_plus.bench.codec"::
 
     python -m taco_plus.bench.codec --images 3 --repeat 3
     python -m taco_plus.bench.codec --image kodim23.png --clock cpu --threads 1 --repeat 7

@@ -1,8 +1,6 @@
 """Evaluation throughput with 0, 1, 2... coding workers, and our rANS decoder against CompressAI's.
-
-A random-init TACO (``--model``; random CLIP ViT-B/32 text tower) evaluated by ``evaluate_dataset`` (real files,
-PSNR, MS-SSIM) once per worker count: images/s, network / coding / metrics seconds, wall / max(network, coding);
-then ns per symbol of ``RansStream`` and ``compressai.ans.RansDecoder`` on one y stream (docs/evaluation.md)::
+A random-init TACO through ``evaluate_dataset`` per worker count, then both decoders on one y stream
+(docs/evaluation.md, "Coding workers")::
 
     python -m taco_plus.bench.evaluate --images 8 --workers 0,1,2 [--device cuda --model taco]
 """

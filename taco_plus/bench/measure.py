@@ -1,8 +1,5 @@
-"""Measurement primitives of the benchmarks: time, peak memory, FLOPs.
-
-How each is measured, and why (process CPU time on shared machines, the profiler's
-allocation events for CPU memory): docs/attention.md, "Benchmark".
-"""
+"""Measurement primitives of the benchmarks: time, peak memory, FLOPs; how and why (process CPU time on shared
+machines, the profiler's allocation events for CPU memory): docs/attention.md, "Benchmark"."""
 
 from __future__ import annotations
 

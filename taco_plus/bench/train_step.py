@@ -1,6 +1,6 @@
-"""Training-step benchmark: steps/s and peak memory of ``Trainer.step`` on the components of
-``experiment=taco_baseline`` for every ``attention`` option and the ELIC baseline, fp32/bf16,
-eager/compiled, beside the loader's images/s; columns and method: docs/training.md, "GPU step time"::
+"""Training-step benchmark: steps/s and peak memory of the whole TACO training step.
+``Trainer.step`` on the components of ``experiment=taco_baseline`` for every ``attention`` option and the ELIC
+baseline, fp32/bf16, eager/compiled, beside the loader's images/s; docs/training.md, "GPU step time"::
 
     python -m taco_plus.bench.train_step --data DIR --split train2017 [Hydra overrides]
     make bench-gpu                                                      # the prepared GPU run

@@ -1,11 +1,7 @@
-"""LPIPS (Zhang et al., "The Unreasonable Effectiveness of Deep Features as a Perceptual
-Metric", CVPR 2018) for images in [0, 1], via the ``lpips`` package.
-
-The metric expects [-1, 1]; TACO's code (and so the paper's numbers) fed [0, 1]:
-``convention="correct"`` maps the range, ``"reference"`` reproduces TACO's. The backbone
-comes from torchvision's download cache: offline without it, construction fails at once
-saying which file to put where. ``pretrained=False`` is a RANDOM-backbone stand-in (tests,
-the offline demo), labelled as such, never a real LPIPS.
+"""LPIPS (Zhang et al., CVPR 2018) for images in [0, 1], via the ``lpips`` package. The metric expects [-1, 1];
+TACO's code (and so the paper's numbers) fed [0, 1]: ``convention="correct"`` maps the range, ``"reference"``
+reproduces TACO's. The backbone comes from torchvision's download cache (offline without it, construction says
+which file to put where); ``pretrained=False`` is a RANDOM-backbone stand-in, labelled as such.
 """
 
 from __future__ import annotations

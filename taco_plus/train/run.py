@@ -21,9 +21,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
 from taco_plus.config import to_container
+from taco_plus.distributed import init_distributed
 from taco_plus.text.tokenizer import real_lengths
 from taco_plus.train.resume import write_run_config
-from taco_plus.distributed import init_distributed
 from taco_plus.train.trainer import Components, Trainer, TrainResult
 
 logger = logging.getLogger(__name__)

@@ -199,8 +199,8 @@ class Trainer:
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
             if ctx.distributed else model
         log = MetricLog(run_dir, self.tensorboard and ctx.is_main, enabled=ctx.is_main, start_step=progress.step)
-        bar = tqdm(total=total, initial=progress.step, desc="train", unit="step", dynamic_ncols=True) \
-            if self.progress_bar and ctx.is_main else None
+        bar = tqdm(total=total, initial=progress.step, desc="train", unit="step", dynamic_ncols=True,
+                   disable=not (self.progress_bar and ctx.is_main))
         last_path, saved_step = resume_path, progress.step if resume_path else None
         logger.info("training %d steps (%d per epoch, %d process(es)), run folder %s",
                     total, steps_per_epoch, ctx.world_size, run_dir)
@@ -236,14 +236,12 @@ class Trainer:
                         log.accumulate(terms)
                         if progress.step % self.log_every == 0 or progress.step == total:
                             row = log.flush(progress.step, progress.epoch, optimizer.param_groups[0]["lr"])
-                            if bar is not None and row is not None:
+                            if row is not None:
                                 bar.set_postfix(loss=f"{row['loss']:.4g}", bpp=f"{row['bpp']:.4g}")
-                        if bar is not None:
-                            bar.update(1)
+                        bar.update(1)
                         if progress.step % self.checkpoint_every == 0:
                             last_path = save_last()
-                        signum = stop.requested(ctx.distributed, device)
-                        if signum:  # step boundary: checkpoint, then the signal's own outcome
+                        if signum := stop.requested(ctx.distributed, device):  # checkpoint, then the signal's outcome
                             if saved_step != progress.step:
                                 last_path = save_last()
                             stop.hand_over(signum, progress.step, last_path)
@@ -251,8 +249,7 @@ class Trainer:
                             break
         finally:
             log.close()
-            if bar is not None:
-                bar.close()
+            bar.close()
 
         model.update(force=True)  # entropy-coder CDFs: final.pt codes real bitstreams
         final = self._save(ckpt_dir / "final.pt", parts, model, states, progress, ctx, final=True)
