@@ -84,3 +84,12 @@ def atomic_write(path: Union[str, os.PathLike], data: Union[bytes, memoryview, s
 def write_error(err: OSError, what: str) -> OSError:
     """``err`` (same errno) saying ``what`` could not be written: ``[Errno 28] {what}: No space left...``."""
     return OSError(f"{what}: {err}") if err.errno is None else OSError(err.errno, f"{what}: {err.strerror}")
+
+
+def file_sha256(path: Union[str, os.PathLike], chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file (what provenance records of the files a result came from)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()

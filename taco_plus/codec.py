@@ -18,6 +18,7 @@ from torch import Tensor
 from taco_plus.checkpoint import LoadedCodec, instantiate_stored
 from taco_plus.coding.bitstream import DEFAULT_MAX_PIXELS, Payload, model_fingerprint, pack, unpack
 from taco_plus.images import crop, pad_to_multiple
+from taco_plus.text.encoder import text_inputs
 
 
 def run_on_one_thread(model: torch.nn.Module) -> None:
@@ -100,14 +101,9 @@ class TacoCodec:
     def weighting(self):
         return instantiate_stored(self.loaded.weighting_config, "weighting_config")
 
-    @torch.no_grad()
     def encode_text(self, caption: str) -> tuple[Tensor, Tensor, Optional[Tensor]]:
-        """Caption -> (features (1, L, D), mask (1, L), weights (1, L) or None)."""
-        features = self.text_encoder([caption])
-        tokens, mask, weights = features.tokens, features.mask, None
-        if self.weighting is not None:
-            tokens, mask, weights = self.weighting.model_inputs(features, [caption])
-        return tokens.to(self.device), mask.to(self.device), None if weights is None else weights.to(self.device)
+        """Caption -> (features (1, L, D), mask (1, L), weights (1, L) or None): :func:`taco_plus.text.text_inputs`."""
+        return text_inputs(self.text_encoder, self.weighting, [caption], self.device)[:3]
 
     @torch.no_grad()
     @deterministic()

@@ -14,8 +14,8 @@ from hydra.utils import instantiate
 
 from taco_plus.config import compose
 from taco_plus.experiments.registry import declared, run_names
+from taco_plus.text import text_inputs
 from taco_plus.train.run import build_model, build_weighting
-from taco_plus.train.trainer import text_inputs
 from taco_plus.weighting import TfidfStatistics, load_corpus
 
 RUNS = run_names()

@@ -8,7 +8,8 @@ import math
 import pandas as pd
 import pytest
 
-from taco_plus.bench import attention, codec, report
+from taco_plus.bench import attention, codec
+from taco_plus.results import attention_bench as report
 from tests.conftest import shared_path
 
 

@@ -213,7 +213,7 @@ def test_run_from_eval_config_with_checkpoint(tmp_path, dataset):
     from taco_plus.checkpoint import save_codec
     from taco_plus.config import compose
     from taco_plus.evaluate import run
-    from taco_plus.results.provenance import file_sha256
+    from taco_plus.atomic import file_sha256
 
     model = tiny_model()
     model_config = {"_target_": "taco_plus.models.TACO", "N": 32, "M": 64, "slice_ch": [4, 4, 8, 16, 32],

@@ -12,7 +12,7 @@ import torch
 
 from taco_plus.data import BadImageError, CaptionedImageData, DatasetPairingError
 from taco_plus.evaluate import evaluate_dataset
-from taco_plus.evaluation import EvaluationJournal, EvaluationMismatchError
+from taco_plus.evaluate import EvaluationJournal, EvaluationMismatchError
 from taco_plus.images import save_png
 from taco_plus.results.format import load_results
 from taco_plus.results.per_image import read_per_image_csv

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from taco_plus.evaluate import evaluate_dataset
-from taco_plus.evaluation.coding import code_job, coding_pool, decode_network, encode_network
+from taco_plus.evaluate.workers import code_job, coding_pool, decode_network, encode_network
 from taco_plus.results.format import load_results
 from taco_plus.results.per_image import read_per_image_csv
 from tests.conftest import REPO_ROOT

@@ -11,13 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
+from taco_plus.atomic import file_sha256
 from taco_plus.experiments import __main__ as cli
 from taco_plus.experiments.compare import compare, render, resolve
 from taco_plus.experiments.record import MissingResultError, RecordError, load_recorded, record_run
 from taco_plus.results.bdrate import bd_rate
 from taco_plus.results.format import load_results
 from taco_plus.results.plot import plot_rd
-from taco_plus.results.provenance import file_sha256
 from tests.fixtures.registry.make_runs import FINGERPRINT, make_eval_point, make_sweep, make_train_run
 
 

@@ -319,13 +319,13 @@ def test_ddp_on_cpu_in_rank_0s_run_folder(tiny_data, tmp_path):
 
 
 def test_step_is_the_official_loop(tiny_data):
-    """Trainer._step equals TACO's train_one_epoch step by step (train.py of the official code): the main
+    """Trainer.step equals TACO's train_one_epoch step by step (train.py of the official code): the main
     loss's backward, clip_grad_norm_ over model.parameters() (quantiles included), the codec's Adam step,
     THEN aux_loss from the updated entropy bottleneck, its backward and step. Bitwise, after 3 steps."""
     import copy
 
     from taco_plus.train import build_components
-    from taco_plus.train.trainer import DistContext, Trainer, _Progress
+    from taco_plus.train.trainer import Trainer
 
     torch.manual_seed(0)
     parts = build_components(compose(tiny_overrides(tiny_data, "loss=rd", "optim.clip_max_norm=0.05")))
@@ -340,7 +340,7 @@ def test_step_is_the_official_loop(tiny_data):
     batches = [b for b, _ in zip(loader, range(3))]
     for i, batch in enumerate(batches):
         torch.manual_seed(i)  # the same noise (entropy bottleneck) in both
-        trainer._step(batch, parts, models[0], models[0], *opts[0], torch.device("cpu"), DistContext(), _Progress(), None)
+        trainer.step(batch, parts, models[0], opts[0])
         torch.manual_seed(i)
         model, (optimizer, aux_optimizer) = models[1], opts[1]  # the official loop, verbatim
         text = parts.text_encoder(batch["caption"])

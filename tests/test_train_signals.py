@@ -290,14 +290,14 @@ def test_second_ctrl_c_stops_at_once(tiny_data, tmp_path):  # noqa: F811
 import os, signal, sys, time
 from taco_plus.train import trainer
 from taco_plus.train.__main__ import main
-step = trainer.Trainer._step
+step = trainer.Trainer.step
 def twice(self, batch, parts, *args):
     if args[-2].step == 1:  # progress: step 2 is running
         for _ in range(2):
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.5)  # the handler runs here
     return step(self, batch, parts, *args)
-trainer.Trainer._step = twice
+trainer.Trainer.step = twice
 sys.argv = ["taco_plus.train", *{overrides!r}]
 main()
 """

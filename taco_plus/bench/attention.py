@@ -1,11 +1,8 @@
 """Adapter attention efficiency: every ``attention`` option over caption length and image size.
-
-Times TACO's text adapter (``part=adapter``) and the whole g_a (``part=encoder``) at official
-sizes with random weights; columns, methods and conclusions: docs/attention.md, "Benchmark"::
+TACO's text adapter (``part=adapter``) and the whole g_a (``part=encoder``) at official sizes with random
+weights; columns, methods and conclusions: docs/attention.md, "Benchmark"::
 
     python -m taco_plus.bench.attention --quick
-    python -m taco_plus.bench.attention --variants full,linformer --tokens 38,77,248,2464 \\
-        --sizes 256x256,768x512 --repeat 5 --csv out.csv --plot out.png
 """
 
 from __future__ import annotations
@@ -20,24 +17,23 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from taco_plus.bench import measure, report
+from taco_plus.bench import measure
 from taco_plus.config import CONFIG_DIR
+from taco_plus.distributed import resolve_device
 from taco_plus.models.adapter import Extractor, Injector
 from taco_plus.models.transforms import AnalysisTransform
+from taco_plus.results import attention_bench as report
 
 TOKENS = (38, 77, 154, 248, 308, 616, 1232, 2464)  # 248: Long-CLIP's whole context (text_encoder=longclip_b)
 SIZES = ((256, 256), (768, 512), (2048, 1365))
 QUICK = dict(tokens=(38, 77, 248, 308, 1232, 2464), sizes=((256, 256), (768, 512)), repeat=3)
 OFFICIAL_DIMS = dict(N=192, M=320, text_dim=512, num_heads=8)
-COLUMNS = [
-    "variant", "tokens", "height", "width", "image_tokens", "part", "fwd_ms", "fwd_bwd_ms",
-    "peak_mb", "fwd_bwd_peak_mb", "gflops", "device", "clock",
-]  # fmt: skip
-# One printed line per measurement, as it comes.
-LINE = ("{variant:<16} {tokens:>6} {size:>10} {part:<8} {fwd_ms:>10.1f} {fwd_bwd_ms:>11.1f} {peak_mb:>9.1f} "
-        "{fwd_bwd_peak_mb:>15.1f} {gflops:>9.2f}")
-HEADER = (f"{'variant':<16} {'tokens':>6} {'size':>10} {'part':<8} {'fwd_ms':>10} {'fwd_bwd_ms':>11} "
-          f"{'peak_mb':>9} {'fwd_bwd_peak_mb':>15} {'gflops':>9}")
+COLUMNS = ["variant", "tokens", "height", "width", "image_tokens", "part", "fwd_ms", "fwd_bwd_ms", "peak_mb",
+           "fwd_bwd_peak_mb", "gflops", "device", "clock"]
+# One printed line per measurement, as it comes: (column, alignment and width, number format).
+PRINTED = (("variant", "<16", ""), ("tokens", ">6", ""), ("size", ">10", ""), ("part", "<8", ""), ("fwd_ms", ">10", ".1f"),
+           ("fwd_bwd_ms", ">11", ".1f"), ("peak_mb", ">9", ".1f"), ("fwd_bwd_peak_mb", ">15", ".1f"), ("gflops", ">9", ".2f"))
+LINE, HEADER = (" ".join(f"{{{n}:{w}{f}}}" for n, w, f in PRINTED), " ".join(f"{n:{w}}" for n, w, _ in PRINTED))
 
 
 def attention_options(config_dir: Path = CONFIG_DIR) -> list[str]:
@@ -45,14 +41,9 @@ def attention_options(config_dir: Path = CONFIG_DIR) -> list[str]:
     return sorted(p.stem for p in (Path(config_dir) / "attention").glob("*.yaml"))
 
 
-def attention_factories(
-    variant: str, config_dir: Path = CONFIG_DIR
-) -> tuple[Callable, Callable, Optional[Callable]]:
-    """(injector, extractor, caption_summary) factories of the option ``attention=<variant>``.
-
-    Composed as training composes it, with chunked captions, so a caption summary
-    covers ``attention.max_len`` tokens (2,464) and keeps its configured k.
-    """
+def attention_factories(variant: str, config_dir: Path = CONFIG_DIR) -> tuple[Callable, Callable, Optional[Callable]]:
+    """(injector, extractor, caption_summary) factories of the option ``attention=<variant>``, composed as
+    training composes it with chunked captions (a caption summary covers 2,464 tokens, keeps its k)."""
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
@@ -95,10 +86,8 @@ def case_inputs(part: str, tokens: int, height: int, width: int, dims: dict[str,
     return [torch.randn(1, n, h // s, w // s, device=device) for s in (4, 8)] + [text]
 
 
-def run_case(
-    modules: dict[str, nn.Module], inputs: list[Tensor], repeat: int, warmup: int, train: bool,
-    device: torch.device, clock: str = "wall",
-) -> dict[str, dict[str, float]]:
+def run_case(modules: dict[str, nn.Module], inputs: list[Tensor], repeat: int, warmup: int, train: bool,
+             device: torch.device, clock: str = "wall") -> dict[str, dict[str, float]]:
     """Medians for every variant on the same inputs, variants interleaved inside each repeat."""
 
     def fwd(m: nn.Module) -> None:
@@ -125,37 +114,29 @@ def run_case(
     return results
 
 
-def run_benchmark(
-    variants: Sequence[str], tokens: Sequence[int], sizes: Sequence[tuple[int, int]],
-    train_sizes: Sequence[tuple[int, int]] = ((256, 256),), repeat: int = 3, warmup: int = 1,
-    dims: dict[str, int] = OFFICIAL_DIMS, device: Optional[torch.device] = None, config_dir: Path = CONFIG_DIR,
-    clock: str = "wall", log: Callable[[str], None] = print,
-) -> pd.DataFrame:
+def run_benchmark(variants: Sequence[str], tokens: Sequence[int], sizes: Sequence[tuple[int, int]],
+                  train_sizes: Sequence[tuple[int, int]] = ((256, 256),), repeat: int = 3, warmup: int = 1,
+                  dims: dict[str, int] = OFFICIAL_DIMS, device: Optional[torch.device] = None,
+                  config_dir: Path = CONFIG_DIR, clock: str = "wall", log: Callable[[str], None] = print) -> pd.DataFrame:
     """Runs the grid; one row (:data:`COLUMNS`) per variant, caption length, image size and part."""
-    device = device or measure.default_device()
+    device = device or resolve_device("auto")
     encoders: dict[str, AnalysisTransform] = {}
     for v in variants:
         torch.manual_seed(0)
-        injector, extractor, summary = attention_factories(v, config_dir)
-        encoders[v] = AnalysisTransform(
-            dims["N"], dims["M"], dims["text_dim"], dims["num_heads"], injector, extractor, summary
-        ).to(device)
+        encoders[v] = AnalysisTransform(dims["N"], dims["M"], dims["text_dim"], dims["num_heads"],
+                                        *attention_factories(v, config_dir)).to(device)
     rows, train_sizes = [], set(map(tuple, train_sizes))
     for width, height in sizes:
         for n_tokens in tokens:
             for part in report.PARTS:
                 modules = {v: g if part == "encoder" else AdapterPath(g) for v, g in encoders.items()}
                 inputs = case_inputs(part, n_tokens, height, width, dims, device)
-                train = (width, height) in train_sizes
-                results = run_case(modules, inputs, repeat, warmup, train, device, clock)
+                results = run_case(modules, inputs, repeat, warmup, (width, height) in train_sizes, device, clock)
                 for v in variants:
-                    row = dict(
-                        variant=v, tokens=n_tokens, height=height, width=width,
-                        image_tokens=(padded(height) // 8) * (padded(width) // 8), part=part,
-                        fwd_bwd_ms=float("nan"), fwd_bwd_peak_mb=float("nan"), device=str(device), clock=clock,
-                    ) | results[v]  # fmt: skip
-                    rows.append(row)
-                    log(LINE.format(**row, size=f"{width}x{height}"))
+                    rows.append(dict(variant=v, tokens=n_tokens, height=height, width=width, part=part,
+                                     image_tokens=(padded(height) // 8) * (padded(width) // 8), fwd_bwd_ms=float("nan"),
+                                     fwd_bwd_peak_mb=float("nan"), device=str(device), clock=clock) | results[v])
+                    log(LINE.format(**rows[-1], size=f"{width}x{height}"))
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -194,12 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokens", type=parse_list(positive_int), default=None, help=f"default {TOKENS}")
     p.add_argument("--sizes", type=parse_list(parse_size), default=None, help=f"WxH list, default {SIZES}")
     p.add_argument("--train-sizes", type=parse_list(parse_size), default=[(256, 256)],
-                   help="sizes at which forward+backward is timed (training crops)")  # fmt: skip
+                   help="sizes at which forward+backward is timed (training crops)")
     p.add_argument("--repeat", type=positive_int, default=None, help="timed runs per figure (median), default 5")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--quick", action="store_true", help=f"smaller grid: {QUICK}")
-    p.add_argument("--dims", type=parse_dims, default=OFFICIAL_DIMS,
-                   help="N,M,TEXT_DIM,HEADS (default: official 192,320,512,8)")  # fmt: skip
+    p.add_argument("--dims", type=parse_dims, default=OFFICIAL_DIMS, help="N,M,TEXT_DIM,HEADS (default: official 192,320,512,8)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     p.add_argument("--clock", choices=measure.CLOCKS, default="wall",
                    help="wall time, or process CPU time (CPU only; for machines shared with other jobs)")
@@ -214,9 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     grid = QUICK if args.quick else dict(tokens=TOKENS, sizes=SIZES, repeat=5)
-    tokens, sizes, repeat = (args.tokens or grid["tokens"], args.sizes or grid["sizes"],
-                             args.repeat or grid["repeat"])
-    device = torch.device(args.device) if args.device else measure.default_device()
+    tokens, sizes, repeat = args.tokens or grid["tokens"], args.sizes or grid["sizes"], args.repeat or grid["repeat"]
+    device = resolve_device(args.device or "auto")
     # Process CPU time of several threads counts OpenMP's spin-waiting too, which grows
     # with contention: with --clock cpu measure one thread unless told otherwise.
     threads = args.threads or (1 if args.clock == "cpu" else None)
@@ -224,15 +203,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         torch.set_num_threads(threads)
     memory = ("torch.cuda.max_memory_allocated growth" if device.type == "cuda"
               else "peak of torch.profiler CPU allocation events (running sum of allocs - frees)")
-    cpu = platform.processor() or platform.machine()
-    conditions = f"device={device} ({cpu}, {torch.get_num_threads()} threads), clock={args.clock}"
-    print(f"# {conditions}, repeat={repeat}, "
-          f"dims={args.dims}, memory: {memory}, FLOPs: FlopCounterMode (forward)")
+    conditions = f"device={device} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads), " \
+                 f"clock={args.clock}"
+    print(f"# {conditions}, repeat={repeat}, dims={args.dims}, memory: {memory}, FLOPs: FlopCounterMode (forward)")
     print(HEADER)
     try:
         variants = args.variants or attention_options(args.config_dir)
-        rows = run_benchmark(variants, tokens, sizes, args.train_sizes, repeat, args.warmup,
-                             args.dims, device, args.config_dir, args.clock)  # fmt: skip
+        rows = run_benchmark(variants, tokens, sizes, args.train_sizes, repeat, args.warmup, args.dims, device,
+                             args.config_dir, args.clock)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

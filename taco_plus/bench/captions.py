@@ -1,9 +1,5 @@
-"""Online caption-regeneration throughput against a loopback server with a fixed latency:
-marginal captions/s and CPU ms per caption of client and server (docs/captions.md).
-
-    python -m taco_plus.bench.captions [--latency 0.2] [--concurrency 1 8 32] [--rounds 6]
-                                       [--images DIR] [--repeat 1]
-"""
+"""Online caption-regeneration throughput against a loopback server with a fixed latency: marginal captions/s
+and CPU ms per caption of client and server (docs/captions.md): ``python -m taco_plus.bench.captions``."""
 
 from __future__ import annotations
 
@@ -25,7 +21,7 @@ from PIL import Image
 
 from taco_plus.captions.regenerate import RegenerateConfig, regenerate
 
-DEFAULT_IMAGES = Path(os.environ.get("TACO_DATA", "../shared/data")) / "coco_mini"
+DEFAULT_IMAGES = Path(os.environ.get("TACO_DATA", "data")) / "coco_mini"
 CAPTION = ("A test photograph of {}x{} pixels with soft daylight from the left, a textured wooden surface, "
            "muted green and brown tones, fine grain, sharp edges in the foreground and a gently blurred "
            "background behind the subject, seen at eye level.")
@@ -67,8 +63,7 @@ def _serve(latency: float, cpu, url) -> None:
 
 def measure(concurrency: int, rounds: int, latency: float, workdir: Path, repeat: int = 1) -> dict:
     """Marginal captions/s and CPU ms per caption at ``concurrency`` (median of ``repeat``)."""
-    small = max(10, 2 * concurrency)
-    large = small + rounds * concurrency
+    small, large = max(10, 2 * concurrency), max(10, 2 * concurrency) + rounds * concurrency
     spawn = mp.get_context("spawn")  # the server in its own process: it does not share the client's GIL
     server_cpu, url = spawn.Value("d", 0.0), spawn.Queue()
     server = spawn.Process(target=_serve, args=(latency, server_cpu, url), daemon=True)
@@ -116,9 +111,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         for i in range(max(max(10, 2 * c) + args.rounds * c for c in args.concurrency)):
             shutil.copyfile(files[i % len(files)], Path(tmp) / "images" / f"img{i:05d}.jpg")
         rows = pd.DataFrame([measure(c, args.rounds, args.latency, Path(tmp), args.repeat) for c in args.concurrency])
-    formats = {"seconds": "{:.2f}".format, "efficiency": "{:.0%}".format}
-    print(f"online throughput (marginal), server latency {args.latency * 1000:.0f} ms per request\n"
-          + rows.to_string(index=False, float_format="{:.1f}".format, formatters=formats))
+    print(f"online throughput (marginal), server latency {args.latency * 1000:.0f} ms per request\n" + rows.to_string(
+        index=False, float_format="{:.1f}".format, formatters={"seconds": "{:.2f}".format, "efficiency": "{:.0%}".format}))
 
 
 if __name__ == "__main__":

@@ -1,43 +1,29 @@
 """The text adapter's codec overhead: TACO vs CompressAI's ELIC, encode and decode time.
-
-TACO (Lee et al., ICML 2024) claims its text adapter adds about 10% to the codec's
-compute. This measures it on real images: TACO at official sizes (N=192, M=320;
-``--widths`` for others) and ``compressai.models.Elic2022Official`` (He et al.,
-CVPR 2022) with the same widths and channel groups, both randomly
-initialised with CDF tables built (``update()``), on the same Kodak images zero-padded
-to a multiple of 64::
+TACO (official sizes, random weights, random 38-token caption features) against ``Elic2022Official`` (He et
+al., CVPR 2022; same widths and channel groups) on the same Kodak images; method and caveats:
+docs/attention.md, "Benchmark: python -m taco_plus.bench.codec"::
 
     python -m taco_plus.bench.codec --images 3 --repeat 3
     python -m taco_plus.bench.codec --image kodim23.png --clock cpu --threads 1 --repeat 7
-
-TACO gets random 38-token caption features of width 512 (the CLIP text tower is not
-timed: it runs once per caption and its weights may be absent offline). Per image
-and model: ``encode`` = ``compress`` to real bitstrings, ``decode`` = ``decompress``,
-``g_a`` = the analysis transform alone (TACO's carries the adapter, ELIC's has none;
-TACO's also runs in-place layers, so its ratio is not quite the
-adapter's cost alone). Medians of ``--repeat`` runs, models interleaved within each repeat. The
-ratios printed at the end are TACO / ELIC medians over images. On a shared machine use
-``--clock cpu`` (one thread's process CPU time).
-
-Random weights put many latents in the rANS coder's escape path, so bitstreams are
-longer and entropy coding slower than with trained weights, for both models alike.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import platform
 import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+import pandas as pd
 import torch
 from compressai.models import Elic2022Official
+from torch import Tensor, nn
 
 from taco_plus.bench import measure
 from taco_plus.bench.attention import parse_size, positive_int
+from taco_plus.distributed import resolve_device
 from taco_plus.images import load_image, pad_to_multiple
 from taco_plus.models import TACO
 
@@ -46,22 +32,15 @@ COLUMNS = ["image", "model", "height", "width", "encode_ms", "decode_ms", "g_a_m
 
 def kodak_images(folder: Path, count: int, names: Sequence[str] = ()) -> list[Path]:
     """The first ``count`` PNGs of ``folder`` (sorted), or the named ones."""
-    paths = sorted(Path(folder).glob("*.png"))
-    if not paths:
-        raise FileNotFoundError(
-            f"no PNG images in {folder}: download Kodak (`taco-plus download kodak`) or pass --kodak DIR"
-        )
-    if names:
-        missing = [n for n in names if not (Path(folder) / n).is_file()]
-        if missing:
-            raise FileNotFoundError(f"not in {folder}: {', '.join(missing)}")
-        return [Path(folder) / n for n in names]
-    return paths[:count]
+    if not (paths := sorted(Path(folder).glob("*.png"))):
+        raise FileNotFoundError(f"no PNG images in {folder}: download Kodak (`taco-plus download kodak`) "
+                                "or pass --kodak DIR")
+    if missing := [n for n in names if not (Path(folder) / n).is_file()]:
+        raise FileNotFoundError(f"not in {folder}: {', '.join(missing)}")
+    return [Path(folder) / n for n in names] if names else paths[:count]
 
 
-def build_models(
-    device: torch.device, tokens: int, N: int = 192, M: int = 320
-) -> tuple[dict[str, torch.nn.Module], torch.Tensor]:
+def build_models(device: torch.device, tokens: int, N: int = 192, M: int = 320) -> tuple[dict[str, nn.Module], Tensor]:
     """TACO and ELIC (same N, M and channel groups), random init, CDFs built; caption features."""
     if M <= 128 or N % 8:
         raise ValueError(f"need M > 128 (ELIC's groups 16,16,32,64,M-128) and N divisible by 8, got N={N}, M={M}")
@@ -74,95 +53,57 @@ def build_models(
     return models, text
 
 
-def bench_image(
-    models: dict[str, torch.nn.Module],
-    text: torch.Tensor,
-    x: torch.Tensor,
-    repeat: int,
-    device: torch.device,
-    clock: str = "wall",
-) -> dict[str, dict[str, float]]:
+def bench_image(models: dict[str, nn.Module], text: Tensor, x: Tensor, repeat: int, device: torch.device,
+                clock: str = "wall") -> dict[str, dict[str, float]]:
     """Median encode / decode / g_a times (ms) and bitstream size per model for one image."""
-
-    def args(name: str) -> tuple:
-        return (x, text) if name == "taco" else (x,)
-
-    times: dict[str, dict[str, list[float]]] = {n: {"encode": [], "decode": [], "g_a": []} for n in models}
+    times = {n: {"encode": [], "decode": [], "g_a": []} for n in models}
     sizes: dict[str, int] = {}
     for _ in range(repeat):
         for name, m in models.items():
-            out: dict[str, Any] = {}
-            # compressai's ELIC compress() is not no_grad-decorated (its in-place latent
-            # writes fail under autograd); inference never needs gradients anyway.
+            args, out = (x, text) if name == "taco" else (x,), {}
+            # compressai's ELIC compress() is not no_grad-decorated (its in-place latent writes fail under autograd).
             with torch.no_grad():
-                times[name]["encode"].append(
-                    measure.time_ms(lambda: out.update(m.compress(*args(name))), device, clock)
-                )
+                times[name]["encode"].append(measure.time_ms(lambda: out.update(m.compress(*args)), device, clock))
                 sizes[name] = sum(len(s) for strings in out["strings"] for s in strings)
-                times[name]["decode"].append(
-                    measure.time_ms(lambda: m.decompress(out["strings"], out["shape"]), device, clock)
-                )
-                times[name]["g_a"].append(measure.time_ms(lambda: m.g_a(*args(name)), device, clock))
-    return {
-        n: {f"{k}_ms": measure.median(v) for k, v in t.items()} | {"bytes": sizes[n]} for n, t in times.items()
-    }
+                times[name]["decode"].append(measure.time_ms(lambda: m.decompress(out["strings"], out["shape"]),
+                                                             device, clock))
+                times[name]["g_a"].append(measure.time_ms(lambda: m.g_a(*args), device, clock))
+    return {n: {f"{k}_ms": measure.median(v) for k, v in t.items()} | {"bytes": sizes[n]} for n, t in times.items()}
 
 
-def run_benchmark(
-    image_paths: Sequence[Path],
-    repeat: int = 3,
-    tokens: int = 38,
-    crop: Optional[tuple[int, int]] = None,
-    device: Optional[torch.device] = None,
-    widths: tuple[int, int] = (192, 320),
-    clock: str = "wall",
-    log=print,
-) -> list[dict[str, Any]]:
+def run_benchmark(image_paths: Sequence[Path], repeat: int = 3, tokens: int = 38, crop: Optional[tuple[int, int]] = None,
+                  device: Optional[torch.device] = None, widths: tuple[int, int] = (192, 320), clock: str = "wall",
+                  log=print) -> list[dict[str, Any]]:
     """One row per (image, model); see :data:`COLUMNS`."""
-    device = device or measure.default_device()
+    device = device or resolve_device("auto")
     models, text = build_models(device, tokens, *widths)
     rows = []
     for path in image_paths:
         x = load_image(path)  # (3, H, W) in [0, 1]
-        if crop is not None:
-            x = x[:, : crop[1], : crop[0]]
+        x = x if crop is None else x[:, : crop[1], : crop[0]]
         height, width = x.shape[-2:]
         x = pad_to_multiple(x[None], 64).to(device)
-        # Warm-up: first calls allocate buffers and pick kernels.
-        bench_image(models, text, x, 1, device, clock)
+        bench_image(models, text, x, 1, device, clock)  # warm-up: first calls allocate buffers and pick kernels
         for name, r in bench_image(models, text, x, repeat, device, clock).items():
-            row = dict(image=path.name, model=name, height=height, width=width, device=str(device), clock=clock, **r)
-            row["bpp"] = 8 * r["bytes"] / (height * width)
-            rows.append(row)
-            log(
-                f"{row['image']:<12} {name:<5} {width}x{height}  encode {r['encode_ms']:9.1f} ms  "
-                f"decode {r['decode_ms']:9.1f} ms  g_a {r['g_a_ms']:9.1f} ms  {r['bytes']:>8} B"
-            )
+            rows.append(dict(image=path.name, model=name, height=height, width=width, device=str(device), clock=clock,
+                             **r, bpp=8 * r["bytes"] / (height * width)))
+            log(f"{path.name:<12} {name:<5} {width}x{height}  encode {r['encode_ms']:9.1f} ms  decode "
+                f"{r['decode_ms']:9.1f} ms  g_a {r['g_a_ms']:9.1f} ms  {r['bytes']:>8} B")
     return rows
 
 
 def summary(rows: Sequence[dict[str, Any]]) -> list[str]:
     """TACO / ELIC ratios of the per-image medians, and the adapter's overhead."""
-    by_model: dict[str, dict[str, list[float]]] = {}
-    for r in rows:
-        for key in ("encode_ms", "decode_ms", "g_a_ms", "bytes"):
-            by_model.setdefault(r["model"], {}).setdefault(key, []).append(r[key])
+    med = pd.DataFrame(rows).groupby("model")[["encode_ms", "decode_ms", "g_a_ms", "bytes"]].median()
+    taco, elic = med.loc["taco"], med.loc["elic"]
     lines = ["", f"{'median over images':<20} {'TACO ms':>10} {'ELIC ms':>10} {'TACO/ELIC':>10}"]
-    for key, label in (("encode_ms", "encode"), ("decode_ms", "decode"), ("g_a_ms", "g_a only")):
-        taco, elic = measure.median(by_model["taco"][key]), measure.median(by_model["elic"][key])
-        lines.append(f"{label:<20} {taco:>10.1f} {elic:>10.1f} {taco / elic:>10.3f}")
-    enc = measure.median(by_model["taco"]["encode_ms"]) / measure.median(by_model["elic"]["encode_ms"])
-    g_a = measure.median(by_model["taco"]["g_a_ms"]) / measure.median(by_model["elic"]["g_a_ms"])
-    lines.append(
-        f"TACO vs ELIC: encode {100 * (enc - 1):+.1f}%, analysis transform {100 * (g_a - 1):+.1f}% "
-        "(adapter included; TACO's paper: the adapter costs about +10%)"
-    )
-    lines.append(
-        f"median bitstream: TACO {measure.median(by_model['taco']['bytes']):.0f} B, "
-        f"ELIC {measure.median(by_model['elic']['bytes']):.0f} B (random weights: entropy-coding time "
-        "follows the bitstream size)"
-    )
-    return lines
+    lines += [f"{label:<20} {taco[k]:>10.1f} {elic[k]:>10.1f} {taco[k] / elic[k]:>10.3f}"
+              for k, label in (("encode_ms", "encode"), ("decode_ms", "decode"), ("g_a_ms", "g_a only"))]
+    enc, g_a = (taco[k] / elic[k] - 1 for k in ("encode_ms", "g_a_ms"))
+    return lines + [f"TACO vs ELIC: encode {100 * enc:+.1f}%, analysis transform {100 * g_a:+.1f}% (adapter included; "
+                    "TACO's paper: the adapter costs about +10%)",
+                    f"median bitstream: TACO {taco['bytes']:.0f} B, ELIC {elic['bytes']:.0f} B (random weights: "
+                    "entropy-coding time follows the bitstream size)"]
 
 
 def parse_widths(text: str) -> tuple[int, int]:
@@ -195,16 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    device = torch.device(args.device) if args.device else measure.default_device()
+    device = resolve_device(args.device or "auto")
     # Process CPU time of several threads counts OpenMP's spin-waiting too, which grows
     # with contention: with --clock cpu measure one thread unless told otherwise.
     threads = args.threads or (1 if args.clock == "cpu" else None)
     if threads:
         torch.set_num_threads(threads)
-    print(
-        f"# device={device} ({platform.machine()}, {torch.get_num_threads()} threads), clock={args.clock}, "
-        f"repeat={args.repeat}, N,M={args.widths}"
-    )
+    print(f"# device={device} ({platform.machine()}, {torch.get_num_threads()} threads), clock={args.clock}, "
+          f"repeat={args.repeat}, N,M={args.widths}")
     try:
         paths = kodak_images(args.kodak, args.images, args.image)
         rows = run_benchmark(paths, args.repeat, args.tokens, args.crop, device, args.widths, args.clock)
@@ -212,10 +151,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     args.csv.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.csv, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    pd.DataFrame(rows, columns=COLUMNS).to_csv(args.csv, index=False)
     print("\n".join(summary(rows)))
     print(f"\nwrote {args.csv}")
     return 0

@@ -1,8 +1,6 @@
 """Evaluation throughput with 0, 1, 2... coding workers, and our rANS decoder against CompressAI's.
-
-A random-init TACO (``--model``; random CLIP ViT-B/32 text tower) evaluated by ``evaluate_dataset`` (real files,
-PSNR, MS-SSIM) once per worker count: images/s, network / coding / metrics seconds, wall / max(network, coding);
-then ns per symbol of ``RansStream`` and ``compressai.ans.RansDecoder`` on one y stream (docs/evaluation.md)::
+A random-init TACO through ``evaluate_dataset`` per worker count, then both decoders on one y stream
+(docs/evaluation.md, "Coding workers")::
 
     python -m taco_plus.bench.evaluate --images 8 --workers 0,1,2 [--device cuda --model taco]
 """
@@ -10,6 +8,7 @@ then ns per symbol of ``RansStream`` and ``compressai.ans.RansDecoder`` on one y
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import tempfile
@@ -24,11 +23,11 @@ from taco_plus.codec import TacoCodec
 from taco_plus.coding.bitstream import unpack
 from taco_plus.coding.rans import RansStream
 from taco_plus.evaluate import evaluate_dataset
-from taco_plus.evaluation.coding import code_job, coding_pool, encode_network
+from taco_plus.evaluate.workers import code_job, coding_pool, encode_network
 from taco_plus.images import load_image
 from taco_plus.models import TACO
 
-DEFAULT_COCO = Path(__file__).resolve().parents[3] / "shared" / "data" / "coco_mini" / "val2017"
+DEFAULT_COCO = Path(os.environ.get("TACO_DATA", "data")) / "coco_mini" / "val2017"
 MODELS = {"tiny": (32, 64, (4, 4, 8, 16, 32)), "small": (64, 128, (8, 8, 16, 32, 64)), "taco": (192, 320, (16, 16, 32, 64, 192))}
 
 
@@ -49,7 +48,7 @@ def rans_ns_per_symbol(codec, x, repeat: int = 7) -> tuple[int, float, float]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m taco_plus.bench.evaluate", description=__doc__.split("\n")[0])
     p.add_argument("--images", type=int, default=8, help="first N images of the folder (sorted)")
-    p.add_argument("--folder", type=Path, default=DEFAULT_COCO, help="JPEG/PNG images (default: the shared COCO subset)")
+    p.add_argument("--folder", type=Path, default=DEFAULT_COCO, help="JPEG/PNG images (default: $TACO_DATA/coco_mini/val2017)")
     p.add_argument("--workers", default="0,1,2", help="comma-separated coding worker counts")
     p.add_argument("--model", choices=MODELS, default="small")
     p.add_argument("--device", default="cpu")

@@ -1,8 +1,5 @@
-"""Measurement primitives of the benchmarks: time, peak memory, FLOPs.
-
-How each is measured, and why (process CPU time on shared machines, the profiler's
-allocation events for CPU memory): docs/attention.md, "Benchmark".
-"""
+"""Measurement primitives of the benchmarks: time, peak memory, FLOPs; how and why (process CPU time on shared
+machines, the profiler's allocation events for CPU memory): docs/attention.md, "Benchmark"."""
 
 from __future__ import annotations
 
@@ -21,11 +18,6 @@ from torch.utils.flop_counter import FlopCounterMode
 os.environ.setdefault("KINETO_LOG_LEVEL", "5")
 
 CLOCKS = ("wall", "cpu")
-
-
-def default_device() -> torch.device:
-    """The GPU when one is present, the CPU otherwise."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def time_ms(fn: Callable[[], object], device: torch.device, clock: str = "wall") -> float:

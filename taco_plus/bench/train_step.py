@@ -1,7 +1,6 @@
-"""Training-step benchmark: steps/s and peak memory of the whole TACO training step
-(``Trainer._step`` on the components of ``experiment=taco_baseline``) for every ``attention``
-option and the ELIC baseline, fp32/bf16, eager/compiled, beside the loader's images/s.
-What each column means and how it is measured: docs/training.md, "GPU step time"::
+"""Training-step benchmark: steps/s and peak memory of the whole TACO training step.
+``Trainer.step`` on the components of ``experiment=taco_baseline`` for every ``attention`` option and the ELIC
+baseline, fp32/bf16, eager/compiled, beside the loader's images/s; docs/training.md, "GPU step time"::
 
     python -m taco_plus.bench.train_step --data DIR --split train2017 [Hydra overrides]
     make bench-gpu                                                      # the prepared GPU run
@@ -29,6 +28,7 @@ from torch.utils.data import ConcatDataset
 from taco_plus.bench import measure
 from taco_plus.bench.attention import attention_options, parse_list, positive_int
 from taco_plus.config import compose
+from taco_plus.distributed import resolve_device
 
 BASELINE = "elic"
 PRECISIONS = ("fp32", "bf16")
@@ -64,9 +64,8 @@ def _loader(data: Any, dataset: Any, workers: int, seed: int = 0):
 
 
 def loader_images_per_s(data: Any, dataset: Any, workers: int, batches: int) -> float:
-    """Steady images/s of the training loader: ``batches`` batches timed after the first
-    one and the ``2 * workers`` its workers prefetch meanwhile (the dataset is repeated
-    so that no epoch ends, and no worker restarts, inside the measurement)."""
+    """Steady images/s of the training loader: ``batches`` batches timed after the first one and the
+    ``2 * workers`` prefetched meanwhile (the dataset repeated: no epoch ends inside the measurement)."""
     skip = 1 + 2 * workers  # DataLoader's prefetch_factor is 2 per worker
     repeats = math.ceil((skip + batches) * data.batch_size / len(dataset))
     batches_it = _loader(data, ConcatDataset([dataset] * repeats), workers)
@@ -85,7 +84,6 @@ def step_runner(cfg, variant: str, device: torch.device) -> tuple[Callable[..., 
     from hydra.utils import instantiate
 
     from taco_plus.train.run import build_components, seed_everything
-    from taco_plus.train.trainer import DistContext, _Progress
 
     seed_everything(int(cfg.trainer.seed))
     parts = build_components(cfg)
@@ -102,16 +100,12 @@ def step_runner(cfg, variant: str, device: torch.device) -> tuple[Callable[..., 
         trainer = instantiate(cfg.trainer, precision=precision)
         codec = torch.compile(model) if compiled else model
         net = (lambda x, *text: codec(x)) if variant == BASELINE else codec  # ELIC takes no text
-        ctx, progress = DistContext(), _Progress()
-        return lambda: trainer._step(batch, parts, net, model, optimizer, aux_optimizer, device, ctx,
-                                     progress, None)
+        return lambda: trainer.step(batch, parts, model, (optimizer, aux_optimizer), net)
 
     return make, sum(p.numel() for p in main_params)
 
 
-def time_step(
-    step: Callable[[], Any], warmup: int, steps: int, device: torch.device, clock: str
-) -> dict[str, float]:
+def time_step(step: Callable[[], Any], warmup: int, steps: int, device: torch.device, clock: str) -> dict[str, float]:
     """First-step seconds, median step time, steps/s and peak memory of one configuration."""
     first_s = measure.time_ms(step, device) / 1e3
     for _ in range(warmup - 1):
@@ -120,10 +114,8 @@ def time_step(
         torch.cuda.reset_peak_memory_stats(device)
     # The step reads its loss terms back (float()), so timing each step adds no synchronisation.
     step_ms = measure.median([measure.time_ms(step, device, clock) for _ in range(steps)])
-    if device.type == "cuda":  # absolute: weights, optimiser states, frozen towers, activations
-        peak_mb = torch.cuda.max_memory_allocated(device) / 2**20
-    else:
-        peak_mb = measure.peak_memory_mb(step, device)
+    # On a GPU absolute: weights, optimiser states, frozen towers, activations.
+    peak_mb = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else measure.peak_memory_mb(step, device)
     return dict(steps_per_s=1e3 / step_ms, step_ms=step_ms, first_step_s=first_s, peak_mb=peak_mb)
 
 
@@ -141,18 +133,16 @@ def parse_compile(spec: str, variants: Sequence[str], precisions: Sequence[str])
     return pairs
 
 
-def run_benchmark(
-    variants: Sequence[str], precisions: Sequence[str], compiled: set[tuple[str, str]], data_dir: Path,
-    split: str, workers: Sequence[int], steps: int = 20, warmup: int = 3, load_batches: int = 50,
-    device: Optional[torch.device] = None, clock: str = "wall", overrides: Sequence[str] = (),
-    csv: Optional[Path] = None, log: Callable[[str], None] = print,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Steps table (one row per variant x precision x compile) and loader table (one row
-    per worker count). With ``csv``, the steps table is rewritten after every row."""
+def run_benchmark(variants: Sequence[str], precisions: Sequence[str], compiled: set[tuple[str, str]], data_dir: Path,
+                  split: str, workers: Sequence[int], steps: int = 20, warmup: int = 3, load_batches: int = 50,
+                  device: Optional[torch.device] = None, clock: str = "wall", overrides: Sequence[str] = (),
+                  csv: Optional[Path] = None, log: Callable[[str], None] = print) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Steps table (one row per variant x precision x compile) and loader table (one row per worker count).
+    With ``csv``, the steps table is rewritten after every row."""
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    device = device or measure.default_device()
+    device = device or resolve_device("auto")
     configs = {v: compose_variant(v, data_dir, split, overrides) for v in variants}  # fail early
     cfg = configs[variants[0]]
     data = instantiate(cfg.data, _convert_="all")
@@ -183,8 +173,7 @@ def run_benchmark(
             for precision in todo:
                 r = time_step(make(batch, precision, use_compile), warmup, steps, device, clock)
                 images_per_s = r["steps_per_s"] * B
-                keeping_up = [w for w in sorted(loader) if loader[w] >= images_per_s]
-                min_workers = keeping_up[0] if keeping_up else math.nan
+                min_workers = min((w for w in loader if loader[w] >= images_per_s), default=math.nan)
                 rows.append(dict(variant=variant, precision=precision, compile=use_compile, **r,
                                  images_per_s=images_per_s, min_workers=min_workers, params_m=params / 1e6,
                                  batch=B, crop=H, device=str(device), clock=clock))
@@ -196,7 +185,7 @@ def run_benchmark(
             gc.collect()
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-            torch._dynamo.reset()
+            torch.compiler.reset()
     return pd.DataFrame(rows), loader_df
 
 
@@ -210,9 +199,10 @@ def loader_csv_path(csv: Path) -> Path:
 
 
 def record(steps_df: pd.DataFrame, loader_df: pd.DataFrame, out_dir: Path, notes: Sequence[str]) -> Path:
-    """Writes a GPU run into the results registry: ``train_step.csv``,
-    ``train_step_loader.csv`` and ``train_step.provenance.json`` (command, GPU, versions)."""
-    from taco_plus.results.provenance import environment, file_sha256
+    """Writes a GPU run into the results registry: ``train_step.csv``, ``train_step_loader.csv`` and
+    ``train_step.provenance.json`` (command, GPU, versions)."""
+    from taco_plus.atomic import file_sha256
+    from taco_plus.results.provenance import environment
 
     csv = Path(out_dir) / "train_step.csv"
     write_csv(steps_df, csv)
@@ -248,8 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     p.add_argument("--csv", type=Path, default=Path("outputs/bench/train_step.csv"),
                    help="steps table; the loader table goes beside it (*_loader.csv)")
-    p.add_argument("--record", action="store_true",
-                   help="also write the tables into the results registry (GPU runs only)")
+    p.add_argument("--record", action="store_true", help="also write the tables into the results registry (GPU runs only)")
     return p
 
 
@@ -258,7 +247,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from omegaconf.errors import OmegaConfBaseException
 
     args = build_parser().parse_args(argv)
-    device = torch.device(args.device) if args.device else measure.default_device()
+    device = resolve_device(args.device or "auto")
     try:
         if args.record and device.type != "cuda":
             raise ValueError(f"--record keeps GPU measurements only; this run is on {device}")
@@ -286,19 +275,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             notes.append(line)  # the setup lines go into the registry's provenance
 
     try:
-        steps_df, loader_df = run_benchmark(
-            args.variants, args.precisions, compiled, args.data, args.split, args.workers, args.steps,
-            args.warmup, args.load_batches, device, args.clock, args.overrides, args.csv, log,
-        )
+        steps_df, loader_df = run_benchmark(args.variants, args.precisions, compiled, args.data, args.split, args.workers,
+                                            args.steps, args.warmup, args.load_batches, device, args.clock,
+                                            args.overrides, args.csv, log)
     except (FileNotFoundError, ValueError, HydraException, OmegaConfBaseException) as err:
         print(f"error: {err}", file=sys.stderr)  # bad data folder, variant or override
         return 2
     write_csv(steps_df, args.csv)
     write_csv(loader_df, loader_csv_path(args.csv))
-    print()
-    print(steps_df.drop(columns=["device", "clock"]).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    slow = steps_df[steps_df.min_workers.isna()]
-    behind = [f"{r.variant}/{r.precision}/compile={r.compile}" for r in slow.itertuples()]
+    print("\n" + steps_df.drop(columns=["device", "clock"]).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    behind = [f"{r.variant}/{r.precision}/compile={r.compile}" for r in steps_df[steps_df.min_workers.isna()].itertuples()]
     kept = f"not with: {', '.join(behind)}" if behind else f"all of them at {int(steps_df.min_workers.max())}"
     print(f"\nloading keeps up with {len(steps_df) - len(behind)} of {len(steps_df)} steps at some measured "
           f"worker count (min_workers); {kept}")

@@ -59,13 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         t0 = time.perf_counter()
         NerWeighting().save_cache(ner, corpus)
         cache_s = time.perf_counter() - t0
-        rows = {
-            "tfidf": lambda: TfidfWeighting(tfidf),
-            "ner": lambda: NerWeighting(),
-            "tfidf_ner": lambda: TfidfNerWeighting(tfidf),
-            "ner (cache)": lambda: NerWeighting(cache=ner),
-            "tfidf_ner (cache)": lambda: TfidfNerWeighting(tfidf, ner_cache=ner),
-        }
+        rows = {"tfidf": lambda: TfidfWeighting(tfidf), "ner": lambda: NerWeighting(),
+                "tfidf_ner": lambda: TfidfNerWeighting(tfidf), "ner (cache)": lambda: NerWeighting(cache=ner),
+                "tfidf_ner (cache)": lambda: TfidfNerWeighting(tfidf, ner_cache=ner)}
         print(f"{len(corpus.captions)} captions from {len(paths)} file(s); max_tokens={max_tokens}, "
               f"batch {args.batch_size}")
         print(f"tf-idf fit: {fit_s:.2f} s ({len(stats.idf)} terms); NER cache build: {cache_s:.2f} s")

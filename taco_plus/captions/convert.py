@@ -7,10 +7,10 @@ import os
 from pathlib import Path
 from typing import Optional
 
+from taco_plus.atomic import file_sha256
 from taco_plus.captions.checks import caption_problems, find_problems
 from taco_plus.captions.format import CaptionSet, Provenance, build_caption_set
 from taco_plus.captions.sources import CaptionSetSource, CaptionSource, CocoCaptionsSource
-from taco_plus.results.provenance import file_sha256
 
 OFA_SOURCE = "OFA captions released with TACO (github.com/effl-lab/TACO, materials/)"
 COCO_SOURCE = "MS-COCO human captions (cocodataset.org, annotations_trainval2014.zip or 2017)"

@@ -26,7 +26,7 @@ DECODED_SUFFIX = ".decoded.png"
 def _load(args: argparse.Namespace, text_weights: str | None = None):
     from taco_plus.checkpoint import load_codec
     from taco_plus.codec import TacoCodec
-    from taco_plus.train.trainer import resolve_device
+    from taco_plus.distributed import resolve_device
 
     try:
         device = resolve_device(args.device or "auto")

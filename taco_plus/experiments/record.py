@@ -17,9 +17,10 @@ from typing import Any, Optional
 
 import yaml
 
+from taco_plus.atomic import file_sha256
 from taco_plus.results.format import load_results, merge_results, save_results
 from taco_plus.results.per_image import read_per_image_csv
-from taco_plus.results.provenance import file_sha256, git_commit
+from taco_plus.results.provenance import git_commit
 
 logger = logging.getLogger(__name__)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from taco_plus.atomic import file_sha256
 from taco_plus.experiments.compare import MISSING, compare, latex_table, render
 from taco_plus.experiments.compare import latex_escape as _latex
 from taco_plus.experiments.record import RESULTS_DIR, load_recorded, recorded, relative, require
@@ -16,7 +17,6 @@ from taco_plus.results.format import curve, list_references, load_curve, load_re
 from taco_plus.results.per_image import read_per_image_csv
 from taco_plus.results.plot import convention, plot_rd
 from taco_plus.results.sensitivity import CAPTION_MODES, METRICS
-from taco_plus.results.provenance import file_sha256
 
 GENERATED_DIR = Path("paper/generated")
 BENCH_COMMAND = "python -m taco_plus.bench.attention --csv experiments/results/bench/attention.csv"
@@ -136,7 +136,7 @@ def sensitivity_section(root: Path, out: Path) -> str:
 
 
 def attention_section(csv_path: Path, out: Path) -> str:
-    from taco_plus.bench import report as bench_report
+    from taco_plus.results import attention_bench as bench_report
 
     rows = pd.read_csv(csv_path)
     adapter = rows[rows.part == "adapter"].assign(image=lambda d: d.width.astype(str) + "×" + d.height.astype(str))

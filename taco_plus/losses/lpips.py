@@ -1,11 +1,7 @@
-"""LPIPS (Zhang et al., "The Unreasonable Effectiveness of Deep Features as a Perceptual
-Metric", CVPR 2018) for images in [0, 1], via the ``lpips`` package.
-
-The metric expects [-1, 1]; TACO's code (and so the paper's numbers) fed [0, 1]:
-``convention="correct"`` maps the range, ``"reference"`` reproduces TACO's. The backbone
-comes from torchvision's download cache: offline without it, construction fails at once
-saying which file to put where. ``pretrained=False`` is a RANDOM-backbone stand-in (tests,
-the offline demo), labelled as such, never a real LPIPS.
+"""LPIPS (Zhang et al., CVPR 2018) for images in [0, 1], via the ``lpips`` package. The metric expects [-1, 1];
+TACO's code (and so the paper's numbers) fed [0, 1]: ``convention="correct"`` maps the range, ``"reference"``
+reproduces TACO's. The backbone comes from torchvision's download cache (offline without it, construction says
+which file to put where); ``pretrained=False`` is a RANDOM-backbone stand-in, labelled as such.
 """
 
 from __future__ import annotations
@@ -20,11 +16,7 @@ from torch import Tensor, nn
 
 CONVENTIONS = ("correct", "reference")
 # torchvision weights each lpips backbone downloads on first use.
-BACKBONE_FILES = {
-    "alex": "alexnet-owt-7be5be79.pth",
-    "vgg": "vgg16-397923af.pth",
-    "squeeze": "squeezenet1_1-b8a52dc0.pth",
-}
+BACKBONE_FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth", "squeeze": "squeezenet1_1-b8a52dc0.pth"}
 
 
 class LpipsBackboneUnavailableError(RuntimeError):
@@ -54,12 +46,9 @@ class LpipsDistance(nn.Module):
         if convention not in CONVENTIONS:
             raise ValueError(f"LPIPS convention must be one of {CONVENTIONS}, got {convention!r}")
         path = backbone_path(net)
-        hint = (
-            f"LPIPS({net}) needs the torchvision backbone weights {path.name}: `taco-plus download lpips` "
-            f"fetches AlexNet's; or download https://download.pytorch.org/models/{path.name} to {path} "
-            f"(set $TORCH_HOME to use another cache folder), or use the random-backbone "
-            f"stand-in (pretrained=false, not a real LPIPS)"
-        )
+        hint = (f"LPIPS({net}) needs the torchvision backbone weights {path.name}: `taco-plus download lpips` fetches "
+                f"AlexNet's; or download https://download.pytorch.org/models/{path.name} to {path} (set $TORCH_HOME to use "
+                "another cache folder), or use the random-backbone stand-in (pretrained=false, not a real LPIPS)")
         offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes")
         if pretrained and not path.is_file() and offline:
             raise LpipsBackboneUnavailableError(f"offline and not cached: {hint}")
@@ -90,7 +79,6 @@ class LpipsDistance(nn.Module):
 
     def extra_repr(self) -> str:
         return self.describe()
-
 
 
 build_lpips = LpipsDistance  # the name configs, the evaluator and the docs use

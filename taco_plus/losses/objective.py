@@ -31,14 +31,8 @@ class TacoLoss(nn.Module):
         joint: :class:`ClipJointLoss`; required when ``k_j > 0``.
     """
 
-    def __init__(
-        self,
-        lmbda: float = 0.0016,
-        k_p: float = 3.5,
-        k_j: float = 0.0025,
-        lpips: Optional[nn.Module] = None,
-        joint: Optional[nn.Module] = None,
-    ) -> None:
+    def __init__(self, lmbda: float = 0.0016, k_p: float = 3.5, k_j: float = 0.0025, lpips: Optional[nn.Module] = None,
+                 joint: Optional[nn.Module] = None) -> None:
         super().__init__()
         for name, value in (("lmbda", lmbda), ("k_p", k_p), ("k_j", k_j)):
             if not (math.isfinite(value) and value >= 0):
@@ -52,21 +46,12 @@ class TacoLoss(nn.Module):
         self.joint = joint if k_j > 0 else None
 
     def forward(self, output: Mapping, x: Tensor, captions: Optional[Sequence[str]] = None) -> dict[str, Tensor]:
-        """Terms of one batch.
-
-        Args:
-            output: the model's ``{"x_hat", "likelihoods": {"y", "z"}}``.
-            x: the target batch (B, 3, H, W) in [0, 1].
-            captions: the B captions (needed by the joint term).
-
-        Returns:
-            ``loss``, ``bpp``, ``mse``, and when computed ``lpips``, ``joint``,
-            ``contrastive``, ``embedding_distance`` (scalar tensors).
-        """
+        """Terms (scalars) of one batch: ``loss``, ``bpp``, ``mse``, and when computed ``lpips``, ``joint``,
+        ``contrastive``, ``embedding_distance``; ``output`` is the model's ``{"x_hat", "likelihoods"}``, ``x`` the
+        target (B, 3, H, W) in [0, 1], ``captions`` the B captions (the joint term's)."""
         B, _, H, W = x.shape
         x_hat = output["x_hat"].float()
-        terms = {"bpp": bpp_from_likelihoods(output["likelihoods"], B * H * W)}
-        terms["mse"] = torch.mean((x_hat - x) ** 2)
+        terms = {"bpp": bpp_from_likelihoods(output["likelihoods"], B * H * W), "mse": torch.mean((x_hat - x) ** 2)}
         loss = terms["bpp"] + self.lmbda * 255**2 * terms["mse"]
         if self.lpips is not None:
             terms["lpips"] = self.lpips(x_hat, x).mean()

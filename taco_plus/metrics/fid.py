@@ -66,11 +66,9 @@ class FidAccumulator:
         network), on ``device``; :class:`FidUnavailable` when the file is absent or not plain tensors."""
         path = Path(weights) if weights else fid_weights_path()
         if not path.is_file():
-            raise FidUnavailable(
-                f"FID Inception weights not found at {path}: run `taco-plus download fid` (or download "
-                f"{FID_WEIGHTS_URL} to that path, set metrics.fid.weights=PATH or TORCH_HOME), or evaluate without "
-                "FID: metrics.fid.enabled=false"
-            )
+            raise FidUnavailable(f"FID Inception weights not found at {path}: run `taco-plus download fid` (or download "
+                                 f"{FID_WEIGHTS_URL} to that path, set metrics.fid.weights=PATH or TORCH_HOME), or "
+                                 "evaluate without FID: metrics.fid.enabled=false")
         try:  # a weights file is data: refuse pickled code before the library reads it
             torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:

@@ -3,7 +3,6 @@ and device, so that every curve can be traced back and re-run."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 import subprocess
@@ -12,15 +11,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def git_commit(repo: str | os.PathLike = PACKAGE_DIR) -> Optional[str]:

@@ -1,51 +1,36 @@
-"""The frozen CLIP text encoder that guides TACO's analysis transform.
+"""The frozen CLIP text encoder that guides TACO's analysis transform, and the CLIP embeddings.
 
-Lee et al., "Neural Image Compression with Text-guided Encoding for both Pixel-level and
-Perceptual Fidelity", ICML 2024, feed the adapter the per-token hidden states of CLIP
-ViT-B/32's text tower (Hugging Face's ``last_hidden_state``) for captions padded or cut to
-38 tokens. :class:`ClipTextEncoder` computes the same states with open_clip, in the token
-layout of :mod:`taco_plus.text.tokenizer`, plus a chunked policy for long captions. The
-pad rule (pads attend to the real tokens only, as in Hugging Face) is in docs/text.md.
+TACO (Lee et al., ICML 2024) feeds the adapter the per-token hidden states of CLIP ViT-B/32's text
+tower (Hugging Face's ``last_hidden_state``) for captions padded or cut to 38 tokens.
+:class:`ClipTextEncoder` computes the same states with open_clip, in the token layout of
+:mod:`taco_plus.text.tokenizer`, plus a chunked policy for long captions; the pad rule is in
+docs/text.md. :func:`text_inputs` turns captions into the model's inputs; :class:`ClipEmbedding`
+is the joint loss's and the CLIP score's embedding path.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Union
+from typing import Any, Callable, List, Optional, Sequence, Union
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+from torchvision.transforms.v2 import functional as TF
 
 from taco_plus.text.clip_loading import clip_source, load_clip
-from taco_plus.text.tokenizer import (
-    CONTEXT_LENGTH,
-    PAD_IDS,
-    VOCAB_SIZE,
-    MaxTokens,
-    PadPolicy,
-    TokenizedCaption,
-    check_policy,
-    tokenize,
-)
+from taco_plus.text.tokenizer import (CONTEXT_LENGTH, PAD_IDS, VOCAB_SIZE, MaxTokens, PadPolicy, TokenizedCaption,
+                                      check_policy, tokenize)
 
 
 @dataclass
 class TextFeatures:
-    """Per-token CLIP text features of a batch of captions.
+    """Per-token CLIP text features of a batch of captions."""
 
-    Args:
-        tokens: (B, L, width) final-layer states after ``ln_final``. With a fixed
-            ``max_tokens``, ``L = max_tokens``, pad positions included; chunked rows are
-            right-padded with zeros to the longest layout.
-        mask: (B, L) bool, True on real tokens (SOT, pieces, EOT).
-        layouts: the token layout of each caption (position -> BPE piece).
-        num_sequences: how many text-tower sequences were run for the batch.
-    """
-
-    tokens: Tensor
-    mask: Tensor
-    layouts: List[TokenizedCaption]
-    num_sequences: int
+    tokens: Tensor  # (B, L, width) ln_final states; L = max_tokens (pads included), or chunked rows zero-padded
+    mask: Tensor  # (B, L) bool, True on real tokens (SOT, pieces, EOT)
+    layouts: List[TokenizedCaption]  # each caption's token layout (position -> BPE piece)
+    num_sequences: int  # text-tower sequences run for the batch
 
     @property
     def lengths(self) -> Tensor:
@@ -100,36 +85,22 @@ class TextTower:
 
 
 class ClipTextEncoder(nn.Module):
-    """Frozen open_clip text tower returning per-token features.
-
-    The CLIP model is deliberately *not* a submodule: its weights come from ``pretrained``,
-    not from codec checkpoints (official ones hold none and load strictly), the optimiser
-    never sees them, a parent's ``.train()`` never reaches them, and the joint loss can
-    share the same model. ``.to()`` and casts still move it.
+    """Frozen open_clip text tower returning per-token features. The CLIP model is *not* a submodule:
+    its weights come from ``pretrained``, not from codec checkpoints, the optimiser and a parent's
+    ``.train()`` never reach it, the joint loss can share it; ``.to()`` and casts still move it.
 
     Args:
         model_name, pretrained, device, quick_gelu, cache_dir, seed: see :func:`load_clip`.
         max_tokens: 38 (TACO), 77, 248 (Long-CLIP towers), or ``"chunked"``.
-        pad: pad id for fixed lengths: ``"eot"`` (49407, what official TACO checkpoints
-            saw) or ``"zero"`` (open_clip's 0).
-        sequence_batch: at most this many sequences per text-tower pass (memory bound for
-            very long chunked captions).
+        pad: pad id for fixed lengths: ``"eot"`` (49407, official TACO's) or ``"zero"`` (open_clip's).
+        sequence_batch: at most this many sequences per text-tower pass (memory bound).
         clip_model: an already-loaded open_clip model instead of loading one.
     """
 
-    def __init__(
-        self,
-        model_name: str = "ViT-B-32",
-        pretrained: Optional[str] = "openai",
-        max_tokens: MaxTokens = 38,
-        pad: PadPolicy = "eot",
-        device: Union[str, torch.device] = "cpu",
-        quick_gelu: Optional[bool] = None,
-        cache_dir: Optional[str] = None,
-        seed: int = 0,
-        sequence_batch: int = 256,
-        clip_model: Optional[nn.Module] = None,
-    ) -> None:
+    def __init__(self, model_name: str = "ViT-B-32", pretrained: Optional[str] = "openai", max_tokens: MaxTokens = 38,
+                 pad: PadPolicy = "eot", device: Union[str, torch.device] = "cpu", quick_gelu: Optional[bool] = None,
+                 cache_dir: Optional[str] = None, seed: int = 0, sequence_batch: int = 256,
+                 clip_model: Optional[nn.Module] = None) -> None:
         super().__init__()
         check_policy(max_tokens, pad)
         if sequence_batch < 1:
@@ -146,9 +117,8 @@ class ClipTextEncoder(nn.Module):
         self.max_tokens, self.pad, self.sequence_batch = max_tokens, pad, sequence_batch
 
     @classmethod
-    def from_model(
-        cls, clip_model: nn.Module, max_tokens: MaxTokens = 38, pad: PadPolicy = "eot", **kwargs
-    ) -> "ClipTextEncoder":
+    def from_model(cls, clip_model: nn.Module, max_tokens: MaxTokens = 38, pad: PadPolicy = "eot",
+                   **kwargs) -> "ClipTextEncoder":
         """Wraps an already-loaded open_clip model (e.g. the one the joint loss uses)."""
         return cls(max_tokens=max_tokens, pad=pad, clip_model=clip_model, **kwargs)
 
@@ -242,3 +212,76 @@ class ClipTextEncoder(nn.Module):
         eot = torch.tensor([layout.chunks[0][1] - 1 for layout in features.layouts], device=features.tokens.device)
         pooled = features.tokens[torch.arange(len(eot), device=eot.device), eot]  # (B, width)
         return self.tower.project(pooled)
+
+
+@torch.no_grad()
+def text_inputs(text_encoder: ClipTextEncoder, weighting: Any, captions: Sequence[str],
+                device: Optional[torch.device] = None) -> tuple[Tensor, Tensor, Optional[Tensor], Tensor]:
+    """The one caption -> model input step of training, evaluation and the codec: ``(tokens (B, L, D),
+    mask (B, L), weights (B, L) or None, lengths (B,))`` on ``device`` for ``model(x, *inputs)``; the
+    lengths keep the padding of unequal captions unattended. ``weighting``: a token weighting or None."""
+    text = text_encoder(captions)
+    tokens, mask, weights = text.tokens, text.mask, None
+    if weighting is not None:
+        tokens, mask, weights = weighting.model_inputs(text, captions)
+    return tuple(None if t is None else t.to(device) for t in (tokens, mask, weights, text.lengths))
+
+
+class ClipEmbedding(nn.Module):
+    """L2-normalised CLIP embeddings (B, D) of images and captions from a frozen open_clip model ``clip``:
+    the one path of the joint loss and the CLIP score.
+
+    Images (B, 3, H, W) in [0, 1]: short side resized, centre crop, the model's normalisation; bilinear
+    (TACO's joint loss, differentiable) or, with ``eval_transform``, open_clip's evaluation transform
+    (bicubic, clamped to [0, 1]). Captions: :func:`tokenize`'s layout cut to ``context_length`` tokens
+    (None: the model's), zero-padded to the model's context; :meth:`cut` sees what the cut drops.
+    """
+
+    def __init__(self, clip: nn.Module, context_length: Optional[int] = None, eval_transform: bool = False) -> None:
+        super().__init__()
+        import open_clip
+
+        self.clip = clip.eval().requires_grad_(False)
+        self.full_context = int(getattr(clip, "context_length", CONTEXT_LENGTH))
+        if context_length is not None and not 2 <= context_length <= self.full_context:
+            raise ValueError(f"context_length must lie in [2, {self.full_context}], got {context_length}")
+        self.context_length, self.eval_transform = context_length or self.full_context, eval_transform
+        cfg = open_clip.get_model_preprocess_cfg(clip)
+        size = cfg.get("size", 224)
+        self.image_size = (size, size) if isinstance(size, int) else tuple(size)
+        self.mean = list(cfg.get("mean") or open_clip.OPENAI_DATASET_MEAN)
+        self.std = list(cfg.get("std") or open_clip.OPENAI_DATASET_STD)
+
+    def train(self, mode: bool = True) -> "ClipEmbedding":
+        super().train(mode)
+        self.clip.eval()  # frozen towers
+        return self
+
+    def source_name(self, fallback: str) -> str:
+        """Where the CLIP weights come from (:func:`clip_source`), else ``fallback``."""
+        source = clip_source(self.clip)
+        return source.describe() if source is not None else fallback
+
+    def preprocess(self, x: Tensor) -> Tensor:
+        """(B, 3, H, W) in [0, 1] -> (B, 3, S, S) CLIP input."""
+        mode = TF.InterpolationMode.BICUBIC if self.eval_transform else TF.InterpolationMode.BILINEAR
+        x = TF.center_crop(TF.resize(x, [min(self.image_size)], interpolation=mode, antialias=True), list(self.image_size))
+        mean, std = (torch.tensor(v, device=x.device).view(3, 1, 1) for v in (self.mean, self.std))  # fp32
+        return ((x.clamp(0.0, 1.0) if self.eval_transform else x) - mean) / std
+
+    def image_embedding(self, x: Tensor) -> Tensor:
+        """(B, D); differentiable in ``x``."""
+        return F.normalize(self.clip.encode_image(self.preprocess(x)), dim=-1)
+
+    @torch.no_grad()
+    def text_embedding(self, captions: Sequence[str]) -> Tensor:
+        """(B, D) of ``captions`` cut to ``context_length`` tokens (end-of-text kept)."""
+        layouts = [tokenize(c, self.context_length, pad="zero") for c in captions]
+        self.cut(captions, layouts)
+        # encode_text adds all positional embeddings: pad with 0 after the EOT; the causal mask keeps
+        # those positions out of the pooled (EOT) state.
+        tokens = torch.tensor([t.ids + [0] * (self.full_context - len(t)) for t in layouts])
+        return F.normalize(self.clip.encode_text(tokens.to(next(self.clip.parameters()).device)), dim=-1)
+
+    def cut(self, captions: Sequence[str], layouts: Sequence[TokenizedCaption]) -> None:
+        """Called with each batch's layouts (``layout.truncated``: BPE pieces cut); reports nothing here."""

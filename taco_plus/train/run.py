@@ -16,9 +16,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
 from taco_plus.config import to_container
+from taco_plus.distributed import init_distributed
 from taco_plus.text.tokenizer import real_lengths
 from taco_plus.train.resume import write_run_config
-from taco_plus.train.trainer import Components, DistContext, Trainer, TrainResult
+from taco_plus.train.trainer import Components, Trainer, TrainResult
 
 logger = logging.getLogger(__name__)
 
@@ -27,24 +28,6 @@ def seed_everything(seed: int) -> None:  # Python's random, numpy and torch (CPU
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def init_distributed() -> DistContext:
-    """Joins the process group when launched with ``WORLD_SIZE > 1``."""
-    if "WORLD_SIZE" not in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1 \
-            and "SLURM_PROCID" in os.environ:  # hydra-submitit-launcher with tasks_per_node > 1
-        from submitit.helpers import TorchDistributedEnvironment
-
-        TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return DistContext()
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():
-        if torch.cuda.is_available():
-            torch.cuda.set_device(local_rank)
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return DistContext(rank, local_rank, world_size)
 
 
 def build_loss(loss_cfg: DictConfig):

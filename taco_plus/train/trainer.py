@@ -1,12 +1,6 @@
-"""The training loop (the ``trainer`` config group): TACO's recipe, resumable.
-
-One step, as TACO's official loop: captions -> frozen text features (+ token weights) ->
-codec forward -> loss terms; the loss is back-propagated, the gradients of every parameter
-(the ``.quantiles`` included) are clipped, the codec's Adam steps; then the auxiliary loss
-is computed, back-propagated and its Adam steps. Checkpoints carry the whole training state
-(optimisers, scheduler, step, position in the epoch, every rank's RNG states), so a resumed
-run ends bitwise equal to an uninterrupted one; stop signals, NaN stops and full disks:
-docs/training.md.
+"""The training loop (the ``trainer`` config group): TACO's recipe, one :meth:`Trainer.step` as its official
+loop; checkpoints carry the whole training state (optimisers, scheduler, position, every rank's RNG states),
+so a resumed run ends bitwise equal to an uninterrupted one. Stop signals, NaN stops, full disks: docs/training.md.
 """
 
 from __future__ import annotations
@@ -14,7 +8,7 @@ from __future__ import annotations
 import logging
 import random
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
@@ -23,9 +17,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
 
 from taco_plus.atomic import write_error
 from taco_plus.checkpoint import FORMAT, read_checkpoint, save_codec
+from taco_plus.distributed import DistContext, resolve_device
+from taco_plus.text import text_inputs
 from taco_plus.train.metrics_log import MetricLog
 from taco_plus.train.preemption import IgnoreInWorkers, StopSignals, parse_signals
 from taco_plus.train.resume import resume_changes, write_run_config
@@ -36,31 +33,6 @@ logger = logging.getLogger(__name__)
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; the run stopped before updating the weights."""
-
-
-@dataclass(frozen=True)
-class DistContext:
-    """This process's place in a ``torchrun`` job (rank 0 of 1 when not distributed)."""
-
-    rank: int = 0
-    local_rank: int = 0
-    world_size: int = 1
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def resolve_device(name: str, ctx: DistContext = DistContext()) -> torch.device:
-    """``"auto"`` -> CUDA when available, else the CPU; under torchrun, this rank's GPU."""
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available (use cpu)")
-    return torch.device("cuda", ctx.local_rank) if device.type == "cuda" and ctx.distributed else device
 
 
 @dataclass
@@ -96,7 +68,9 @@ class TrainResult:
 
 
 @dataclass
-class _Progress:
+class Progress:
+    """Where a run is; checkpoints store it."""
+
     step: int = 0  # optimiser steps done
     epoch: int = 0  # current epoch
     batch_in_epoch: int = 0  # batches of the current epoch already consumed
@@ -126,24 +100,10 @@ def restore_rng(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-@torch.no_grad()
-def text_inputs(text_encoder: nn.Module, weighting: Any, captions: list[str], device: torch.device) -> tuple:
-    """``(tokens, mask, weights or None, lengths)`` of a batch of captions, on ``device``, for
-    ``model(x, *inputs)``: the lengths keep the padding of unequal captions unattended."""
-    text = text_encoder(captions)
-    tokens, mask, weights = text.tokens, text.mask, None
-    if weighting is not None:
-        tokens, mask, weights = weighting.model_inputs(text, captions)
-    return tuple(None if t is None else t.to(device) for t in (tokens, mask, weights, text.lengths))
-
-
 def load_initial_weights(model: nn.Module, path: str | Path) -> None:
-    """Loads an official TACO or taco-plus checkpoint into ``model`` for fine-tuning.
-
-    The backbone must match exactly; adapter tensors (``model.is_adapter_key``) may differ
-    (a Linformer adapter from an official full-attention checkpoint): the model's missing
-    ones keep their initialisation, the checkpoint's extra ones are ignored; both are logged.
-    """
+    """Loads an official TACO or taco-plus checkpoint into ``model`` for fine-tuning. The backbone must
+    match exactly; adapter tensors (``model.is_adapter_key``) may differ (a Linformer adapter from an
+    official full-attention checkpoint): missing ones keep their initialisation, extra ones are ignored."""
     from taco_plus.models.official import normalise_state_dict
 
     checkpoint = read_checkpoint(path)
@@ -156,9 +116,8 @@ def load_initial_weights(model: nn.Module, path: str | Path) -> None:
     missing = [k for k in result.missing_keys if not model.is_adapter_key(k)]
     unexpected = [k for k in result.unexpected_keys if not model.is_adapter_key(k)]
     if missing or unexpected:
-        raise ValueError(f"{path} does not fit this model outside the text adapter: missing {missing[:5]}"
-                         f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
-                         f"{'...' if len(unexpected) > 5 else ''}")
+        keys = [f"{k[:5]}{'...' if len(k) > 5 else ''}" for k in (missing, unexpected)]
+        raise ValueError(f"{path} does not fit this model outside the text adapter: missing {keys[0]}, unexpected {keys[1]}")
     logger.info("initialised from %s checkpoint %s", "official TACO" if official else "taco-plus", path)
     if result.missing_keys:
         logger.warning("%d adapter tensors not in %s keep their initialisation, e.g. %s",
@@ -214,10 +173,8 @@ class Trainer:
 
     def fit(self, parts: Components, run_dir: Path, ctx: Optional[DistContext] = None) -> TrainResult:
         """Trains ``parts.model``; checkpoints go to ``run_dir/checkpoints``, logs to ``run_dir``."""
-        ctx = ctx or DistContext()
-        run_dir = Path(run_dir)
-        ckpt_dir = run_dir / "checkpoints"
-        device = resolve_device(self.device, ctx)
+        ctx, run_dir = ctx or DistContext(), Path(run_dir)
+        ckpt_dir, device = run_dir / "checkpoints", resolve_device(self.device, ctx)
         model = parts.model.to(device)
         parts.text_encoder.to(device)
         parts.loss.to(device)
@@ -236,17 +193,14 @@ class Trainer:
         steps_per_epoch = sampler.num_samples // parts.data.batch_size
         total = self.max_steps if self.max_steps is not None else self.epochs * steps_per_epoch
 
-        progress = self._restore(resume_path, parts, model, states, ctx) if resume_path else _Progress()
+        progress = self._restore(resume_path, parts, model, states, ctx) if resume_path else Progress()
         if resume_path and ctx.is_main and (parts.config or {}).get("resume_changes"):
             write_run_config(run_dir, parts.config)
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
             if ctx.distributed else model
         log = MetricLog(run_dir, self.tensorboard and ctx.is_main, enabled=ctx.is_main, start_step=progress.step)
-        bar = None
-        if self.progress_bar and ctx.is_main:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=total, initial=progress.step, desc="train", unit="step", dynamic_ncols=True)
+        bar = tqdm(total=total, initial=progress.step, desc="train", unit="step", dynamic_ncols=True,
+                   disable=not (self.progress_bar and ctx.is_main))
         last_path, saved_step = resume_path, progress.step if resume_path else None
         logger.info("training %d steps (%d per epoch, %d process(es)), run folder %s",
                     total, steps_per_epoch, ctx.world_size, run_dir)
@@ -262,8 +216,7 @@ class Trainer:
             with StopSignals(self.stop_signals) as stop:
                 while progress.step < total:
                     if progress.batch_in_epoch >= steps_per_epoch:  # epoch boundary
-                        progress.epoch += 1
-                        progress.batch_in_epoch = 0
+                        progress.epoch, progress.batch_in_epoch = progress.epoch + 1, 0
                         if parts.scheduler_unit == "epoch":
                             with warnings.catch_warnings():  # right after a resume no step was taken yet
                                 warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
@@ -274,10 +227,8 @@ class Trainer:
                     sampler.set_epoch(progress.epoch, progress.batch_in_epoch * parts.data.batch_size)
                     dataset.set_epoch(progress.epoch)
                     for batch in loader:
-                        terms = self._step(batch, parts, net, model, optimizer, aux_optimizer, device, ctx,
-                                           progress, last_path)
-                        progress.step += 1
-                        progress.batch_in_epoch += 1
+                        terms = self.step(batch, parts, model, (optimizer, aux_optimizer), net, ctx, progress, last_path)
+                        progress.step, progress.batch_in_epoch = progress.step + 1, progress.batch_in_epoch + 1
                         if self.selection and ctx.is_main and progress.batch_in_epoch == steps_per_epoch:
                             self.selection.after_epoch(ckpt_dir, model, parts, progress.epoch, progress.step)
                         if parts.scheduler_unit == "step":
@@ -285,14 +236,12 @@ class Trainer:
                         log.accumulate(terms)
                         if progress.step % self.log_every == 0 or progress.step == total:
                             row = log.flush(progress.step, progress.epoch, optimizer.param_groups[0]["lr"])
-                            if bar is not None and row is not None:
+                            if row is not None:
                                 bar.set_postfix(loss=f"{row['loss']:.4g}", bpp=f"{row['bpp']:.4g}")
-                        if bar is not None:
-                            bar.update(1)
+                        bar.update(1)
                         if progress.step % self.checkpoint_every == 0:
                             last_path = save_last()
-                        signum = stop.requested(ctx.distributed, device)
-                        if signum:  # step boundary: checkpoint, then the signal's own outcome
+                        if signum := stop.requested(ctx.distributed, device):  # checkpoint, then the signal's outcome
                             if saved_step != progress.step:
                                 last_path = save_last()
                             stop.hand_over(signum, progress.step, last_path)
@@ -300,17 +249,21 @@ class Trainer:
                             break
         finally:
             log.close()
-            if bar is not None:
-                bar.close()
+            bar.close()
 
         model.update(force=True)  # entropy-coder CDFs: final.pt codes real bitstreams
         final = self._save(ckpt_dir / "final.pt", parts, model, states, progress, ctx, final=True)
         return TrainResult(run_dir, final if ctx.is_main else None, progress.step, progress.epoch, log.rows)
 
-    def _step(self, batch, parts, net, model, optimizer, aux_optimizer, device, ctx, progress,
-              last_path) -> dict[str, float]:
-        x = batch["image"].to(device, non_blocking=True)
-        captions = batch["caption"]
+    def step(self, batch: Mapping[str, Any], parts: Components, model: nn.Module, optimizers: tuple, net=None,
+             ctx: DistContext = DistContext(), progress: Optional[Progress] = None,
+             last_path: Optional[Path] = None) -> dict[str, float]:
+        """One training step of ``model`` on ``batch`` (``{"image", "caption"}``) with ``optimizers`` (codec,
+        auxiliary); ``net`` runs the forward pass (``model`` wrapped in DDP or compiled; default ``model``).
+        ``progress`` and ``last_path`` only name where a non-finite loss stopped. Returns the loss terms."""
+        device, progress = next(model.parameters()).device, progress or Progress()
+        (optimizer, aux_optimizer), net = optimizers, model if net is None else net
+        x, captions = batch["image"].to(device, non_blocking=True), batch["caption"]
         text = text_inputs(parts.text_encoder, parts.weighting, captions, device)
         optimizer.zero_grad(set_to_none=True)
         aux_optimizer.zero_grad(set_to_none=True)
@@ -337,7 +290,7 @@ class Trainer:
         aux_optimizer.step()
         return {**{k: float(v.detach()) for k, v in terms.items()}, "aux": float(aux.detach())}
 
-    def _save(self, path: Path, parts: Components, model: nn.Module, states: dict, progress: _Progress,
+    def _save(self, path: Path, parts: Components, model: nn.Module, states: dict, progress: Progress,
               ctx: DistContext, final: bool = False) -> Path:
         rng = [capture_rng()]
         if ctx.distributed:  # every rank's streams, in rank order
@@ -346,8 +299,7 @@ class Trainer:
         if ctx.is_main:
             try:
                 save_codec(path, model, parts.model_config, parts.text_encoder_config, parts.weighting_config,
-                           **{k: v.state_dict() for k, v in states.items()}, step=progress.step,
-                           epoch=progress.epoch, batch_in_epoch=progress.batch_in_epoch, rng=rng,
+                           **{k: v.state_dict() for k, v in states.items()}, **asdict(progress), rng=rng,
                            world_size=ctx.world_size, seed=self.seed, final=final, config=parts.config)
             except OSError as err:  # disk full, quota, read-only: the previous file is intact
                 kept = f"{path} still holds the previous one" if path.exists() else "none was written yet"
@@ -363,7 +315,7 @@ class Trainer:
             raise FileNotFoundError(f"trainer.resume: checkpoint not found: {self.resume}")
         return None if self.resume is None else Path(self.resume)
 
-    def _restore(self, path: Path, parts: Components, model: nn.Module, states: dict, ctx: DistContext) -> _Progress:
+    def _restore(self, path: Path, parts: Components, model: nn.Module, states: dict, ctx: DistContext) -> Progress:
         ckpt = read_checkpoint(path)
         if ckpt.get("format") != FORMAT or "optimizer" not in ckpt:
             raise ValueError(f"{path} is not a taco-plus training checkpoint (use trainer.init_from for weights only)")
@@ -379,8 +331,8 @@ class Trainer:
         if len(ckpt["rng"]) == ctx.world_size:
             restore_rng(ckpt["rng"][ctx.rank])
         else:  # a different number of processes: data order holds, noise streams restart
-            logger.warning("resuming %d-process state with %d processes: RNG streams reseeded",
-                           len(ckpt["rng"]), ctx.world_size)
+            logger.warning("resuming %d-process state with %d processes: RNG streams reseeded", len(ckpt["rng"]),
+                           ctx.world_size)
             torch.manual_seed(self.seed + ctx.rank + int(ckpt["step"]))
         logger.info("resumed from %s at step %d (epoch %d)", path, ckpt["step"], ckpt["epoch"])
-        return _Progress(int(ckpt["step"]), int(ckpt["epoch"]), int(ckpt["batch_in_epoch"]))
+        return Progress(**{k: int(ckpt[k]) for k in asdict(Progress())})

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional
 
+from taco_plus.atomic import file_sha256
 from taco_plus.captions.checks import find_problems
 from taco_plus.captions.format import Provenance, build_caption_set, save_caption_set
 from taco_plus.captions.regenerate.batch import BatchRunner, parse_results, write_request_files
@@ -17,7 +18,6 @@ from taco_plus.captions.regenerate.journal import open_journal, read_journal
 from taco_plus.captions.regenerate.online import OnlineRunner
 from taco_plus.captions.regenerate.runner import (UNREADABLE, Job, build_request, collect_jobs, prompt_text,
                                                   public_base_url, read_api_key, request_signature)
-from taco_plus.results.provenance import file_sha256
 
 SOURCE = "regenerated with taco-plus captions regenerate"
 PRICES_FILE = Path(__file__).with_name("prices.json")

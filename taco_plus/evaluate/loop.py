@@ -1,9 +1,6 @@
-"""Evaluation of a TACO codec on a captioned image set with real bitstreams: ``per_image.csv`` (written
-as images finish: a stopped run resumes) and ``results.json`` (CompressAI format); docs/evaluation.md::
-
-    python -m taco_plus.evaluate checkpoint=ckpt.pt data=kodak captions=kodak_ofa [caption_sensitivity=true]
-    python -m taco_plus.evaluate checkpoint=ckpt.pt data=coco30k out_dir=runs/coco30k   # rerun to resume
-"""
+"""The evaluation loop (docs/evaluation.md): :func:`evaluate_dataset` codes every image with real bitstreams,
+journals ``per_image.csv`` as images finish (a stopped run resumes) and writes ``results.json`` (CompressAI
+format); :func:`caption_sensitivity` repeats it with empty and other images' captions."""
 
 from __future__ import annotations
 
@@ -13,36 +10,23 @@ import logging
 import time
 from collections import Counter, deque
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
-import hydra
-import torch
 import torch.distributed as dist
-from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
-from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from taco_plus.checkpoint import LoadedCodec, build_model, load_codec
-from taco_plus.codec import TacoCodec
 from taco_plus.coding.bitstream import MAX_SIDE
-from taco_plus.config import CONFIG_PATH, to_container
-from taco_plus.evaluation import EvaluationJournal, EvaluationMismatchError, check_policy, encode_image, finish_image, \
-    policy_label, progress_bar
-from taco_plus.evaluation.coding import coding_pool, default_workers, submit
-from taco_plus.evaluation.journal import UNREADABLE_FILE
-from taco_plus.evaluation.schema import EvalConfig  # noqa: F401  (registers eval_schema)
+from taco_plus.codec import TacoCodec
+from taco_plus.evaluate.caption_policy import check_policy, encode_image, finish_image, policy_label
+from taco_plus.evaluate.journal import UNREADABLE_FILE, EvaluationJournal, progress_bar
+from taco_plus.evaluate.workers import coding_pool, submit
 from taco_plus.images import ImageReadError
-from taco_plus.losses.lpips import LpipsBackboneUnavailableError, build_lpips
 from taco_plus.metrics import MS_SSIM_MIN_SIDE, ClipScore, FidAccumulator, FidUnavailable
 from taco_plus.results.format import make_results, save_results
 from taco_plus.results.per_image import read_per_image_csv, summarize, write_per_image_csv
-from taco_plus.results.provenance import environment, file_sha256
+from taco_plus.results.provenance import environment
 from taco_plus.results.sensitivity import CAPTION_MODES, derangement, sensitivity_table, write_sensitivity
-from taco_plus.text.clip_loading import ClipWeightsUnavailableError
-from taco_plus.train.trainer import resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -82,24 +66,12 @@ def evaluate_dataset(codec: TacoCodec, dataset: Iterable[Mapping[str, Any]], out
                      caption_mode: str = "real", caption_policy: str = "first", resume: bool = True,
                      coding_workers: int | ProcessPoolExecutor = 0, description: str = "",
                      meta: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
-    """Evaluates ``codec`` on ``dataset``; writes ``per_image.csv`` and ``results.json`` in ``out_dir``
-    and returns the results (one rate point). Options and outputs: docs/evaluation.md.
-
-    Args:
-        codec: a :class:`~taco_plus.codec.TacoCodec`.
-        dataset: items ``{"image": (3, H, W) in [0, 1], "caption": str, "id": str}``, optionally with
-            ``"captions"`` (all of the image's); an item with ``"error"``, or an image out of the codec's range,
-            is unreadable (reported, counted in ``meta.unreadable_images``, skipped).
-        out_dir: output folder, a journal: with ``resume`` an evaluation there (same settings) continues.
-        name: curve name in the results file (an oracle's gets ``-oracle_lpips``).
-        lpips / clip / fid: ``taco_plus.losses.build_lpips(...)``, :class:`~taco_plus.metrics.ClipScore`,
-            a fresh :class:`~taco_plus.metrics.FidAccumulator`, or None.
-        caption_mode: the encoder's caption, ``"real"``, ``"empty"`` or ``"other"`` (the next image's
-            in sorted id order); the CLIP score always uses the real one.
-        caption_policy: which real captions are coded, ``"first"``, ``"all"`` or ``"oracle_lpips"``.
-        coding_workers: CPU processes entropy-coding beside the network (0: inline; same results), or a
-            :func:`~taco_plus.evaluation.coding.coding_pool`. Under ``torch.distributed`` each rank evaluates
-            every ``world_size``-th image into ``out_dir/shards/<rank>-of-<world_size>/``; rank 0 writes the files.
+    """Evaluates ``codec`` on ``dataset`` (items ``{"image": (3, H, W) in [0, 1], "caption", "id"}``, optionally
+    ``"captions"``; an item with ``"error"`` is an unreadable image); writes ``per_image.csv`` (a journal: with
+    ``resume`` an evaluation there with the same settings continues) and ``results.json`` in ``out_dir`` and
+    returns the results (one rate point). ``coding_workers``: a count or a :func:`~.workers.coding_pool`.
+    Under ``torch.distributed`` each rank evaluates every ``world_size``-th image into
+    ``out_dir/shards/<rank>-of-<world_size>/`` and rank 0 writes the files. Arguments: docs/evaluation.md.
     """
     if caption_mode not in CAPTION_MODES:
         raise ValueError(f"caption_mode must be one of {CAPTION_MODES}, got {caption_mode!r}")
@@ -249,95 +221,3 @@ def caption_sensitivity(codec: TacoCodec, dataset: Iterable[Mapping[str, Any]], 
         md, _ = write_sensitivity(table, out_dir)
         logger.info("caption sensitivity table:\n%s", md.read_text(encoding="utf-8"))
     return table
-
-
-def build_codec(cfg: DictConfig, device: torch.device) -> tuple[TacoCodec, dict[str, Any]]:
-    """The codec of ``cfg.checkpoint`` (or a random-init one from the groups) and its provenance."""
-    if cfg.checkpoint:
-        loaded = load_codec(cfg.checkpoint)
-        meta = {"checkpoint": str(Path(cfg.checkpoint).resolve()), "checkpoint_sha256": file_sha256(cfg.checkpoint),
-                "checkpoint_format": loaded.source}
-    else:
-        logger.warning("no checkpoint given: evaluating a RANDOM-INIT model (smoke run; numbers are meaningless)")
-        model = build_model(to_container(cfg.model)).eval()
-        loaded = LoadedCodec(model, to_container(cfg.text_encoder), to_container(cfg.weighting), "random-init")
-        model.update(force=True)
-        meta = {"checkpoint": None, "random_init": True}
-    if cfg.text_weights:
-        loaded.text_encoder_config = {**loaded.text_encoder_config, "pretrained": cfg.text_weights}
-    loaded.model.to(device)
-    codec = TacoCodec(loaded)
-    codec.text_encoder.to(device)  # built now: fails fast when its weights are missing
-    meta.update(model_fingerprint=codec.fingerprint.hex(), text_encoder=loaded.text_encoder_config,
-                weighting=loaded.weighting_config)
-    return codec, meta
-
-
-def build_metrics(cfg: DictConfig, device: torch.device) -> tuple[Any, Optional[ClipScore], Optional[FidAccumulator], dict]:
-    """LPIPS, CLIP score and FID from ``cfg.metrics``; each fails at once, saying what to
-    download, when its weights are not on the machine."""
-    lpips = clip = fid = None
-    skipped = {} if cfg.fid.enabled else {"fid": "disabled (metrics.fid.enabled=false)"}
-    if cfg.fid.enabled:
-        fid = FidAccumulator.inception(cfg.fid.weights, cfg.fid.patch_size, device, cfg.fid.shifted_patches)
-    if cfg.lpips is not None:
-        try:
-            lpips = build_lpips(cfg.lpips.net, cfg.lpips.convention, cfg.lpips.pretrained).to(device)
-        except LpipsBackboneUnavailableError as err:
-            raise LpipsBackboneUnavailableError(f"{err}\n(or evaluate without LPIPS: metrics.lpips=null)") from err
-    if cfg.clip_score is not None:
-        try:
-            clip = ClipScore.load(cfg.clip_score.model_name, cfg.clip_score.pretrained, device)
-        except ClipWeightsUnavailableError as err:
-            raise ClipWeightsUnavailableError(f"{err}\n(or evaluate without it: metrics.clip_score=null)") from err
-    return lpips, clip, fid, skipped
-
-
-def run(cfg: DictConfig) -> dict[str, Any]:
-    """Evaluates as configured; returns the results dict (also in ``out_dir/results.json``). Under torchrun
-    each process evaluates its share of the images (:func:`evaluate_dataset`)."""
-    from taco_plus.train.run import init_distributed
-
-    ctx = init_distributed()
-    device = resolve_device(cfg.device, ctx)
-    if not cfg.out_dir and (ctx.distributed or not HydraConfig.initialized()):
-        raise ValueError("out_dir is required " + ("for a sharded evaluation" if ctx.distributed else "outside a Hydra run"))
-    out_dir = Path(cfg.out_dir or HydraConfig.get().runtime.output_dir)
-    lpips, clip, fid, skipped = build_metrics(cfg.metrics, device)  # first: missing weights fail at once
-    codec, codec_meta = build_codec(cfg, device)
-    data = instantiate(cfg.data, _convert_="all")
-    dataset = data.eval_dataset() if hasattr(data, "eval_dataset") else data
-    captions = getattr(data, "captions", None)
-    meta = {**codec_meta, "dataset": repr(data),
-            "dataset_report": dataset.report.lines() if hasattr(dataset, "report") else None,
-            "caption_set": {"source": repr(captions), "fingerprint": getattr(captions, "fingerprint", None)},
-            "config": to_container(cfg), "skipped": skipped}
-    workers = default_workers(codec.device) if cfg.coding_workers is None else cfg.coding_workers
-    with coding_pool(codec, workers) or nullcontext() as pool:
-        results = evaluate_dataset(codec, dataset, out_dir, name=cfg.name, lpips=lpips, clip=clip, fid=fid,
-                                   ms_ssim_enabled=cfg.metrics.ms_ssim, save_bitstreams=cfg.save_bitstreams,
-                                   caption_mode=cfg.caption_mode, caption_policy=cfg.caption_policy, resume=cfg.resume,
-                                   coding_workers=pool or 0, meta=meta)
-        if ctx.is_main:
-            logger.info("%s: %s -> %s", cfg.name, {k: v[0] for k, v in results["results"].items()}, out_dir / "results.json")
-        if cfg.caption_sensitivity:  # the real captions were just coded (policy first): their rows serve
-            real = out_dir if (cfg.caption_mode, cfg.caption_policy) == ("real", "first") else None
-            caption_sensitivity(codec, dataset, out_dir / "sensitivity", name=cfg.name, lpips=lpips, clip=clip,
-                                resume=cfg.resume, coding_workers=pool or 0, real=real, meta=meta)
-    return results
-
-
-@hydra.main(config_path=CONFIG_PATH, config_name="eval", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    from taco_plus.data import BadImageError, DatasetPairingError
-
-    try:
-        run(cfg)
-    except (FileNotFoundError, ValueError, LpipsBackboneUnavailableError, ClipWeightsUnavailableError, FidUnavailable,
-            DatasetPairingError, BadImageError, EvaluationMismatchError) as err:
-        logger.error("%s", err)  # what is missing and where to put it; no traceback needed
-        raise SystemExit(2) from err
-
-
-if __name__ == "__main__":
-    main()

@@ -1,8 +1,6 @@
-"""Coding one image: the caption policy (which of its captions the encoder gets), real bitstreams,
-the per-image metrics; the entropy coding between the two halves is :mod:`taco_plus.evaluation.coding`'s.
-``oracle_lpips`` keeps the lowest-LPIPS of every caption's reconstruction, as
-TACO's COCO-30k script intends: it needs the original, so it is an ORACLE, labelled in every output
-(docs/evaluation.md, "MS-COCO 30k"). Bitstreams: ``<id>.tacoz``, or ``<id>.<k>.tacoz`` per caption.
+"""Coding one image: the caption policy (which of its captions the encoder gets), real bitstreams (``<id>.tacoz``,
+or ``<id>.<k>.tacoz`` per caption), the per-image metrics. ``oracle_lpips`` keeps the lowest-LPIPS caption's
+reconstruction (TACO's COCO-30k script): it needs the original, an ORACLE labelled in every output (docs/evaluation.md).
 """
 
 from __future__ import annotations
@@ -17,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from taco_plus.codec import TacoCodec
-from taco_plus.evaluation.coding import Coded, CodingJob, decode_network, encode_network
+from taco_plus.evaluate.workers import Coded, CodingJob, decode_network, encode_network
 from taco_plus.images import to_uint8
 from taco_plus.losses.lpips import CONVENTIONS
 from taco_plus.metrics import ClipScore, ms_ssim, psnr

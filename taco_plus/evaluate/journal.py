@@ -1,8 +1,6 @@
-"""The evaluation's output folder as a journal, so that a long evaluation can stop and resume:
-``eval_state.json`` (the settings; resuming with others is refused), ``per_image.csv`` (a line
-fsync'd per finished image), ``unreadable.jsonl`` (images skipped, not read again) and
-``fid_state.pt`` (FID sums and the rows they cover); docs/evaluation.md. Damaged lines are dropped
-with their file and line named (their images are coded again), or the resume stops saying so.
+"""The evaluation's output folder as a journal, so that a long evaluation can stop and resume (docs/evaluation.md):
+``eval_state.json`` (the settings), ``per_image.csv`` (a line fsync'd per image), ``unreadable.jsonl`` and
+``fid_state.pt`` (FID sums and the rows they cover). Damaged lines are dropped, named (their images are coded again).
 """
 
 from __future__ import annotations
@@ -136,9 +134,7 @@ class EvaluationJournal:
         self._skips.close()
 
 
-class _LogLines:
-    """A file for tqdm that writes its lines to the log (a batch job has no terminal)."""
-
+class _LogLines:  # a file for tqdm that writes its lines to the log (a batch job has no terminal)
     def write(self, text: str) -> None:
         if text.strip():
             logger.info("%s", text.strip())

@@ -1,8 +1,7 @@
 """Entropy coding off the network's critical path (docs/evaluation.md, "Coding workers"): ``TacoCodec.encode``
-and ``decode`` split at the rANS coding of y. The network passes stay on the device (:func:`encode_network`,
-:func:`decode_network`); :func:`code_job` (rANS encoding, the file written and read back, rANS decoding of y)
-runs in CPU processes meanwhile. The decoder's network checks that its table indexes are those the worker
-decoded with, so its image is ``TacoCodec.decode``'s bit for bit (else the file is decoded serially)."""
+and ``decode`` split at the rANS coding of y; the network passes stay on the device (:func:`encode_network`,
+:func:`decode_network`) while :func:`code_job` (rANS encoding, the file written and read back, rANS decoding)
+runs in CPU processes. The decoder checks the worker's table indexes, so its image is ``TacoCodec.decode``'s."""
 
 from __future__ import annotations
 

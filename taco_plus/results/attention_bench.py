@@ -1,4 +1,5 @@
-"""Conclusions and plot computed from the attention benchmark's rows (docs/attention.md)."""
+"""Conclusions and plot computed from the attention benchmark's rows (docs/attention.md; written by
+:mod:`taco_plus.bench.attention`, read by the paper report)."""
 
 from __future__ import annotations
 
@@ -26,9 +27,8 @@ def conclusions(rows: Rows) -> list[str]:
     """For each image size: full attention's growth with caption length; for every other
     variant its cost at the longest caption relative to 77 tokens and its crossover with
     full attention (time and FLOPs); every variant's adapter share of the g_a time."""
-    df = pd.DataFrame(rows)
     out = ["Conclusions (computed from the measurements above; adapter = Injector + Extractor + Injector):"]
-    for (w, h), size in df.groupby(["width", "height"], sort=False):
+    for (w, h), size in pd.DataFrame(rows).groupby(["width", "height"], sort=False):
         label = f"[{w}x{h}]"
         adapter, encoder = (size[size.part == p].pivot(index="tokens", columns="variant") for p in PARTS)
         ms, flops = adapter["fwd_ms"], adapter["gflops"]  # (tokens, variant)
@@ -54,10 +54,8 @@ def conclusions(rows: Rows) -> list[str]:
                            if n is None else f"cheaper at every measured length ({n} tokens and up)" if n == lo
                            else f"cheaper from {n} tokens on"))
         share = 100 * ms / encoder["fwd_ms"]
-        for variant in share:
-            shares = ", ".join(f"{n}: {v:.0f}%" for n, v in share[variant].dropna().items())
-            if shares:
-                out.append(f"{label} adapter share of g_a time, {variant}: {shares}")
+        out += [f"{label} adapter share of g_a time, {variant}: " + ", ".join(f"{n}: {v:.0f}%" for n, v in values.items())
+                for variant, values in ((v, share[v].dropna()) for v in share) if len(values)]
     return out
 
 

@@ -1,0 +1,3 @@
+from taco_plus.evaluate import main
+
+main()
