@@ -33,7 +33,6 @@ from taco_plus.evaluation import EvaluationJournal, EvaluationMismatchError, che
     policy_label, progress_bar
 from taco_plus.evaluation.coding import coding_pool, default_workers, submit
 from taco_plus.evaluation.journal import UNREADABLE_FILE
-from taco_plus.evaluation.schema import EvalConfig  # noqa: F401  (registers eval_schema)
 from taco_plus.images import ImageReadError
 from taco_plus.losses.lpips import LpipsBackboneUnavailableError, build_lpips
 from taco_plus.metrics import MS_SSIM_MIN_SIDE, ClipScore, FidAccumulator, FidUnavailable

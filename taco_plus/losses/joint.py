@@ -62,6 +62,7 @@ class ClipJointLoss(nn.Module):
         beta: float = 40.0,
         logit_scale: float = 2.6592,
         context_length: Optional[int] = 38,
+        *,
         clip_model: Optional[nn.Module] = None,
     ) -> None:
         super().__init__()

@@ -123,6 +123,7 @@ class ClipTextEncoder(nn.Module):
         pretrained: Optional[str] = "openai",
         max_tokens: MaxTokens = 38,
         pad: PadPolicy = "eot",
+        *,  # not config keys (a checkpoint must not choose them): set by code
         device: Union[str, torch.device] = "cpu",
         quick_gelu: Optional[bool] = None,
         cache_dir: Optional[str] = None,
