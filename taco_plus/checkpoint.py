@@ -75,33 +75,23 @@ def _walk(node: Any, path: str) -> Iterator[tuple[str, Any]]:
             stack.extend((f"{path}[{i}]", v) for i, v in enumerate(node))
 
 
-def _schema_nodes(groups: tuple[str, ...] = CHECKPOINT_GROUPS) -> list[Any]:
-    from hydra.core.config_store import ConfigStore
-
-    import taco_plus.config  # noqa: F401  (registers the schemas)
-
-    return [entry.node for group in groups for entry in ConfigStore.instance().repo.get(group, {}).values()]
-
-
 @lru_cache(maxsize=None)
 def allowed_targets(groups: tuple[str, ...] = CHECKPOINT_GROUPS) -> frozenset[str]:
-    """Every ``_target_`` named by an option file or a schema of ``groups``."""
+    """Every ``_target_`` that an option file of ``groups`` names, or that the schemas
+    (``/schema/<path>``) its defaults list names hold (docs/training.md)."""
     from omegaconf import OmegaConf
 
-    from taco_plus.config import CONFIG_DIR
+    from taco_plus import config
 
-    files = [OmegaConf.load(p) for group in groups for p in sorted((CONFIG_DIR / group).rglob("*.yaml"))]
+    files = [OmegaConf.load(p) for group in groups for p in sorted((config.CONFIG_DIR / group).rglob("*.yaml"))]
+    schemas = [OmegaConf.structured(config.schema(entry.split("@")[0][len("/schema/"):])) for file in files
+               for entry in file.get("defaults", []) if isinstance(entry, str) and entry.startswith("/schema/")]
     return frozenset(
         node["_target_"]
-        for root in (*files, *_schema_nodes(groups))
+        for root in (*files, *schemas)
         for _, node in _walk(OmegaConf.to_container(root, resolve=False), "")
         if isinstance(node, Mapping) and isinstance(node.get("_target_"), str)
     )
-
-
-@lru_cache(maxsize=1)
-def _schemas() -> dict[str, Any]:
-    return {node["_target_"]: node for node in _schema_nodes() if "_target_" in node}
 
 
 def check_stored_config(config: Any, what: str, source: str = "checkpoint", optional: bool = False) -> None:
@@ -109,6 +99,8 @@ def check_stored_config(config: Any, what: str, source: str = "checkpoint", opti
     ``optional``) only builds taco-plus components. ``what`` and ``source`` name it in messages."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
+
+    from taco_plus.config import schema
 
     if config is None and optional:
         return
@@ -141,17 +133,16 @@ def check_stored_config(config: Any, what: str, source: str = "checkpoint", opti
                 f"name only the classes of the {', '.join(CHECKPOINT_GROUPS)} config groups: "
                 f"{', '.join(sorted(allowed_targets()))}"
             )
-        if target in _schemas():
-            given = {k: v for k, v in node.items() if k not in HYDRA_KEYS}
-            try:
-                typed = OmegaConf.to_container(OmegaConf.merge(_schemas()[target], given))
-            except (OmegaConfBaseException, ValueError, TypeError) as err:
-                reason = str(err).splitlines()[0]
-                raise UntrustedConfigError(f"{refuse} {path} does not fit the schema of {target}: {reason}") from err
-            for key, value in given.items():  # what the merge converted ("32" -> 32) is refused, not converted
-                if not isinstance(value, Mapping) and (type(typed[key]) is not type(value) or typed[key] != value):
-                    raise UntrustedConfigError(f"{refuse} {path}.{key} = {value!r:.80} is a {type(value).__name__}, "
-                                               f"not the {type(typed[key]).__name__} the schema of {target} holds")
+        given = {k: v for k, v in node.items() if k not in HYDRA_KEYS}
+        try:  # the schema of its constructor: every key known, of its type
+            typed = OmegaConf.to_container(OmegaConf.merge(schema(target), given))
+        except (OmegaConfBaseException, ValueError, TypeError) as err:
+            reason = str(err).splitlines()[0]
+            raise UntrustedConfigError(f"{refuse} {path} does not fit the schema of {target}: {reason}") from err
+        for key, value in given.items():  # what the merge converted ("32" -> 32) is refused, not converted
+            if not isinstance(value, Mapping) and (type(typed[key]) is not type(value) or typed[key] != value):
+                raise UntrustedConfigError(f"{refuse} {path}.{key} = {value!r:.80} is a {type(value).__name__}, "
+                                           f"not the {type(typed[key]).__name__} the schema of {target} holds")
 
 
 def _load_error(err: BaseException, path: Any) -> CheckpointError:
