@@ -162,7 +162,8 @@ def test_misspelt_attention_key_fails_at_composition(override):
 
 def test_option_file_with_a_misspelt_key_fails(tmp_path):
     (tmp_path / "attention").mkdir()
-    (tmp_path / "attention" / "typo.yaml").write_text("defaults:\n  - schema_attention\n  - _self_\n\nextractr: {}\n")
+    (tmp_path / "attention" / "typo.yaml").write_text(
+        "defaults:\n  - /schema/taco_plus.config.AttentionConfig@_here_\n  - _self_\n\nextractr: {}\n")
     with pytest.raises(ConfigCompositionException, match="extractr"):
         compose([f"hydra.searchpath=[file://{tmp_path}]", "attention=typo"])
 
