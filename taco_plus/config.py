@@ -90,16 +90,7 @@ def schema(path: str) -> type:
     obj = get_object(path)
     if dataclasses.is_dataclass(obj):
         return obj
-    node = dataclasses.make_dataclass(path.rpartition(".")[2], [("_target_", str, path), *_fields(obj)])
-    # Pickled by reference (submitit jobs receive Hydra's state): this module's __getattr__ rebuilds it.
-    node.__module__, node.__qualname__ = __name__, "schema__" + path.replace(".", "__")
-    return node
-
-
-def __getattr__(name: str) -> Any:
-    if name.startswith("schema__"):
-        return schema(name[len("schema__"):].replace("__", "."))
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return dataclasses.make_dataclass(path.rpartition(".")[2], [("_target_", str, path), *_fields(obj)])
 
 
 class SchemaGroup(dict):

@@ -120,3 +120,24 @@ def test_any_constructor_argument_can_be_set_and_nothing_else(override, ok):
         return
     key, value = override.split("=")
     assert str(OmegaConf.select(compose([override]), key)) == value
+
+
+def test_schemas_travel_to_another_process():
+    """hydra-submitit-launcher pickles Hydra's state (the ConfigStore, its lazy schema group) and
+    the job's config: the schemas built from signatures unpickle in a fresh process."""
+    import subprocess
+    import sys
+
+    from hydra.core.singleton import Singleton
+
+    cloudpickle = pytest.importorskip("cloudpickle")  # submitit's pickler
+
+    from tests.conftest import REPO_ROOT
+
+    cfg = compose(["experiment=weighting_tfidf"])
+    code = ("import pickle, sys; from hydra.core.singleton import Singleton; state, cfg = pickle.load(sys.stdin.buffer); "
+            "Singleton.set_state(state); print(type(cfg.weighting).__name__, cfg.weighting._metadata.object_type.__name__,"
+            " cfg.trainer.epochs)")
+    out = subprocess.run([sys.executable, "-c", code], input=cloudpickle.dumps((Singleton.get_state(), cfg)),
+                         capture_output=True, cwd=REPO_ROOT, env={**__import__("os").environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert out.returncode == 0 and out.stdout.decode().split() == ["DictConfig", "TfidfWeighting", "50"], out.stderr[-2000:]
