@@ -79,9 +79,8 @@ class TrainLoader(DataLoader):
 
 
 class CaptionedImageData:
-    """Images in ``image_dir`` captioned by ``captions``: the ``data`` group's keys
-    (:class:`taco_plus.config.schema.DataConfig`; the dataset arguments are
-    :class:`CaptionedImageDataset`'s). ``batch_size`` is per process; ``fid_patch_size`` is
+    """Images in ``image_dir`` captioned by ``captions``: the ``data`` group's keys (the dataset
+    arguments are :class:`CaptionedImageDataset`'s). ``batch_size`` is per process; ``fid_patch_size`` is
     the evaluation's FID protocol for this set (256 px patches, or None: whole images).
     ``name_list`` + ``caption_list`` (TACO's published training lists, :class:`ListedCaptions`)
     replace ``captions`` and select the listed images."""
