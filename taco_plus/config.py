@@ -1,10 +1,7 @@
-"""Hydra configuration: schemas from constructors, the resolvers and a ``compose`` helper.
+"""Hydra configuration: schemas from constructors, the resolvers and ``compose``.
 
-The option files live in ``configs/`` (shipped as ``taco_plus.configs``, ``pkg://taco_plus.configs``).
-Each starts its defaults list with ``/schema/<dotted path>@_here_``: the structured config of that
-object, built on first use by :func:`schema` (a class's or function's signature, or one of the
-dataclasses below), so a misspelt key or a wrong type fails at composition (docs/training.md).
-"""
+Option files (``configs/``, shipped as ``taco_plus.configs``) start their defaults list with
+``/schema/<dotted path>@_here_``, built on first use by :func:`schema` (docs/training.md, "Schemas")."""
 
 from __future__ import annotations
 
@@ -35,7 +32,6 @@ if CONFIG_DIR.parent != PACKAGE_DIR and CONFIG_MODULE not in sys.modules:  # a c
     _spec = importlib.util.spec_from_file_location(CONFIG_MODULE, CONFIG_DIR / "__init__.py",
                                                    submodule_search_locations=[str(CONFIG_DIR)])
     sys.modules[CONFIG_MODULE] = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(sys.modules[CONFIG_MODULE])
 
 
 # ------------------------------------------------------------ schemas from signatures
@@ -99,7 +95,10 @@ class SchemaGroup(dict):
 
     def __contains__(self, name: object) -> bool:
         if isinstance(name, str) and name.endswith(".yaml") and not super().__contains__(name):
-            node = ConfigNode(name, OmegaConf.structured(schema(name[:-5])), "schema", None, "taco_plus")
+            try:
+                node = ConfigNode(name, OmegaConf.structured(schema(name[:-5])), "schema", None, "taco_plus")
+            except ImportError:  # not an importable path: Hydra says it could not load schema/<path>
+                return False
             for group in (self, ConfigStore.instance().repo["schema"]):  # Hydra composes from a deep copy
                 group.setdefault(name, node)
         return super().__contains__(name)
@@ -140,9 +139,7 @@ def caption_max_len(max_tokens: Any, chunked_max_len: int, k: int, allow: bool) 
 
 
 @dataclass
-class AdamConfig:
-    """A ``torch.optim`` optimiser, called later with the parameters."""
-
+class AdamConfig:  # a torch.optim optimiser, called later with the parameters
     _target_: str = "torch.optim.Adam"
     _partial_: bool = True
     lr: float = 1e-4
@@ -152,9 +149,7 @@ class AdamConfig:
 
 
 @dataclass
-class MultiStepLRConfig:
-    """``torch.optim.lr_scheduler.MultiStepLR``, called later with the optimiser."""
-
+class MultiStepLRConfig:  # called later with the optimiser
     _target_: str = "torch.optim.lr_scheduler.MultiStepLR"
     _partial_: bool = True
     milestones: List[int] = field(default_factory=lambda: [45, 48])
@@ -162,9 +157,7 @@ class MultiStepLRConfig:
 
 
 @dataclass
-class OptimConfig:
-    """Adam for the codec, a second Adam for the entropy-bottleneck quantiles."""
-
+class OptimConfig:  # Adam for the codec, a second Adam for the entropy-bottleneck quantiles
     optimizer: AdamConfig = field(default_factory=AdamConfig)
     aux_optimizer: AdamConfig = field(default_factory=lambda: AdamConfig(lr=1e-3))
     scheduler: MultiStepLRConfig = field(default_factory=MultiStepLRConfig)
@@ -173,20 +166,15 @@ class OptimConfig:
 
 
 @dataclass
-class RunMeta:
-    """What a registered run is (``experiment/<name>.yaml``; docs/experiments.md): ``changes``
-    lists the groups and dotted keys in which it differs from its base experiment."""
-
+class RunMeta:  # what a registered run is (experiment/<name>.yaml; docs/experiments.md)
     title: str = ""
-    changes: List[str] = field(default_factory=list)
+    changes: List[str] = field(default_factory=list)  # the groups and keys that differ from its base experiment
     eval: List[str] = field(default_factory=lambda: ["caption_sensitivity=true"])  # evaluate overrides
     prepare: List[str] = field(default_factory=list)  # one-off commands; skipped when their --out exists
 
 
 @dataclass
-class ComponentGroups:
-    """The config groups that training and evaluation share."""
-
+class ComponentGroups:  # the config groups that training and evaluation share
     model: Any = MISSING
     text_encoder: Any = MISSING
     attention: Any = MISSING
@@ -196,9 +184,7 @@ class ComponentGroups:
 
 
 @dataclass
-class TrainConfig(ComponentGroups):
-    """``train.yaml``."""
-
+class TrainConfig(ComponentGroups):  # train.yaml
     loss: Any = MISSING
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: Any = MISSING
@@ -230,9 +216,7 @@ class MetricsConfig:
 
 
 @dataclass
-class EvalConfig(ComponentGroups):
-    """``eval.yaml`` (docs/evaluation.md)."""
-
+class EvalConfig(ComponentGroups):  # eval.yaml (docs/evaluation.md)
     name: str = "eval"
     checkpoint: Optional[str] = None  # null: random-init model from the groups (smoke runs only)
     text_weights: Optional[str] = None  # local CLIP weights for the checkpoint's text encoder
@@ -249,8 +233,7 @@ class EvalConfig(ComponentGroups):
 
 # ------------------------------------------------------------------ resolvers
 def clip_text_width(model_name: str) -> int:
-    """``${clip_text_width:NAME}``: the token width of an open_clip text tower, read from
-    its architecture config (no weights), so that ``model.text_dim`` follows the encoder."""
+    """``${clip_text_width:NAME}``: an open_clip text tower's width, from its architecture config."""
     import open_clip
 
     from taco_plus.text import register_model_configs
@@ -298,10 +281,8 @@ register_configs()
 
 def compose(overrides: Sequence[str] = (), config_name: Optional[str] = "train",
             return_hydra_config: bool = False) -> DictConfig:
-    """Composes ``<config_name>.yaml`` (``train``, ``eval``; None: only the overrides'
-    groups) with command-line style overrides, as ``python -m taco_plus.train <overrides>``
-    does (the ``hydra`` node only with ``return_hydra_config``); inside a Hydra app, through its
-    search path (the study's jobs)."""
+    """``<config_name>.yaml`` (``train``, ``eval``; None: only the overrides' groups) composed with
+    command-line overrides, as ``python -m taco_plus.train`` does; inside a Hydra app, through its search path."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra

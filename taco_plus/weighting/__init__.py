@@ -9,8 +9,6 @@ from taco_plus.weighting.corpus import CaptionCorpus, load_corpus
 from taco_plus.weighting.ner import NerWeighting, PipelineNotInstalledError
 from taco_plus.weighting.tfidf import TfidfEmbeddingScale, TfidfStatistics, TfidfWeighting
 
-__all__ = [
-    "ArtefactError", "CaptionCorpus", "FingerprintMismatchError", "NerWeighting", "NoWeighting", "Piece",
-    "PipelineNotInstalledError", "TfidfEmbeddingScale", "TfidfNerWeighting", "TfidfStatistics",
-    "TfidfWeighting", "TokenRow", "TokenWeighting", "WordWeight", "align", "load_corpus",
-]
+__all__ = ["ArtefactError", "CaptionCorpus", "FingerprintMismatchError", "NerWeighting", "NoWeighting", "Piece",
+           "PipelineNotInstalledError", "TfidfEmbeddingScale", "TfidfNerWeighting", "TfidfStatistics", "TfidfWeighting",
+           "TokenRow", "TokenWeighting", "WordWeight", "align", "load_corpus"]
