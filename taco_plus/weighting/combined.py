@@ -43,17 +43,10 @@ class TfidfNerWeighting(TokenWeighting):
         allow_fingerprint_mismatch: accept artefacts fitted on another caption set.
     """
 
-    def __init__(
-        self,
-        tfidf_artefact: PathLike | TfidfStatistics,
-        pipeline: str = PIPELINE,
-        max_weight: float = 1.5,
-        entity_weight: Optional[float] = None,
-        label_weights: Optional[Mapping[str, float]] = None,
-        ner_cache: Optional[PathLike] = None,
-        caption_set: Optional[PathLike] = None,
-        allow_fingerprint_mismatch: bool = False,
-    ) -> None:
+    def __init__(self, tfidf_artefact: PathLike | TfidfStatistics, pipeline: str = PIPELINE, max_weight: float = 1.5,
+                 entity_weight: Optional[float] = None, label_weights: Optional[Mapping[str, float]] = None,
+                 ner_cache: Optional[PathLike] = None, caption_set: Optional[PathLike] = None,
+                 allow_fingerprint_mismatch: bool = False) -> None:
         super().__init__(max_weight)
         self.tfidf = TfidfWeighting(tfidf_artefact, max_weight, caption_set, allow_fingerprint_mismatch)
         self.ner = NerWeighting(pipeline, max_weight, entity_weight, label_weights, ner_cache, caption_set,

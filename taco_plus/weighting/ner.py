@@ -90,16 +90,9 @@ class NerWeighting(TokenWeighting):
         allow_fingerprint_mismatch: use a cache built on another caption set.
     """
 
-    def __init__(
-        self,
-        pipeline: str = PIPELINE,
-        max_weight: float = 1.5,
-        entity_weight: Optional[float] = None,
-        label_weights: Optional[Mapping[str, float]] = None,
-        cache: Optional[PathLike] = None,
-        caption_set: Optional[PathLike] = None,
-        allow_fingerprint_mismatch: bool = False,
-    ) -> None:
+    def __init__(self, pipeline: str = PIPELINE, max_weight: float = 1.5, entity_weight: Optional[float] = None,
+                 label_weights: Optional[Mapping[str, float]] = None, cache: Optional[PathLike] = None,
+                 caption_set: Optional[PathLike] = None, allow_fingerprint_mismatch: bool = False) -> None:
         super().__init__(max_weight)
         entity_weight = self.max_weight if entity_weight is None else entity_weight
         self.entity_weight = self._check(entity_weight, "entity_weight")
