@@ -71,12 +71,12 @@ def allowed_targets(groups: tuple[str, ...] = CHECKPOINT_GROUPS) -> frozenset[st
     """Every ``_target_`` that the option files of ``groups``, or the schemas they name, hold."""
     from omegaconf import OmegaConf
 
-    from taco_plus import config
+    from taco_plus.config import CONFIG_DIR, schema
 
-    files = [OmegaConf.load(p) for group in groups for p in sorted((config.CONFIG_DIR / group).rglob("*.yaml"))]
-    schemas = [OmegaConf.structured(config.schema(entry.split("@")[0][len("/schema/"):])) for file in files
-               for entry in file.get("defaults", []) if isinstance(entry, str) and entry.startswith("/schema/")]
-    nodes = (n for root in (*files, *schemas) for _, n in _walk(OmegaConf.to_container(root, resolve=False), ""))
+    files = [OmegaConf.load(p) for group in groups for p in sorted((CONFIG_DIR / group).rglob("*.yaml"))]
+    named = [OmegaConf.structured(schema(entry.split("@")[0][len("/schema/"):])) for file in files
+             for entry in file.get("defaults", []) if isinstance(entry, str) and entry.startswith("/schema/")]
+    nodes = (n for root in (*files, *named) for _, n in _walk(OmegaConf.to_container(root, resolve=False), ""))
     return frozenset(n["_target_"] for n in nodes if isinstance(n, Mapping) and isinstance(n.get("_target_"), str))
 
 
