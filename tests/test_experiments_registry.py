@@ -1,4 +1,4 @@
-"""The registered runs (taco_plus/configs/experiment): the baseline is the paper, each run differs
+"""The registered runs (configs/experiment): the baseline is the paper, each run differs
 from its base only where it says, every run trains and evaluates, and the CLI prints real commands."""
 
 from __future__ import annotations

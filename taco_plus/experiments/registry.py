@@ -1,4 +1,4 @@
-"""The registered runs: the experiment files ``taco_plus/configs/experiment/*.yaml``, each a delta on
+"""The registered runs: the experiment files ``configs/experiment/*.yaml``, each a delta on
 its base with a ``meta`` node and its rate points as a Hydra sweep; what a run needs, changes and runs
 is derived from the composed config (docs/experiments.md). Running them: :mod:`.jobs`.
 """
