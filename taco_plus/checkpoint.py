@@ -71,7 +71,7 @@ def allowed_targets(groups: tuple[str, ...] = CHECKPOINT_GROUPS) -> frozenset[st
     """Every ``_target_`` that the option files of ``groups``, or the schemas they name, hold."""
     from omegaconf import OmegaConf
 
-    from taco_plus.config import CONFIG_DIR, schema
+    from taco_plus.schemas import CONFIG_DIR, schema
 
     files = [OmegaConf.load(p) for group in groups for p in sorted((CONFIG_DIR / group).rglob("*.yaml"))]
     named = [OmegaConf.structured(schema(entry.split("@")[0][len("/schema/"):])) for file in files
@@ -86,7 +86,7 @@ def check_stored_config(config: Any, what: str, source: str = "checkpoint", opti
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from taco_plus.config import schema
+    from taco_plus.schemas import schema
 
     if config is None and optional:
         return

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from taco_plus.bitstream import MAX_SIDE
 from taco_plus.checkpoint import LoadedCodec, build_model, load_codec
 from taco_plus.codec import TacoCodec
-from taco_plus.config import CONFIG_PATH, to_container
+from taco_plus.schemas import CONFIG_PATH, to_container
 from taco_plus.evaluation import EvaluationJournal, EvaluationMismatchError, check_policy, encode_image, finish_image, \
     policy_label, progress_bar
 from taco_plus.evaluation.coding import coding_pool, default_workers, submit

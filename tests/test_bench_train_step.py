@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from taco_plus.bench import train_step
-from taco_plus.config import CONFIG_DIR
+from taco_plus.schemas import CONFIG_DIR
 from taco_plus.results.provenance import file_sha256
 from tests.conftest import shared_path
 

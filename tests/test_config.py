@@ -6,7 +6,7 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from taco_plus.config import CONFIG_DIR, compose, schema, to_container
+from taco_plus.schemas import CONFIG_DIR, compose, schema, to_container
 
 GROUPS = ("model", "text_encoder", "attention", "weighting", "captions", "data", "loss", "optim", "trainer")
 
@@ -95,7 +95,7 @@ def test_experiment_value_overrides_win_over_the_experiment():
 @pytest.mark.parametrize("group", GROUPS)
 def test_option_files_hold_only_what_differs_from_the_defaults(group):
     """An option naming a schema (``/schema/<path>``: a constructor's signature, or a dataclass of
-    taco_plus.config) sets only keys of that schema, each to a value other than its default."""
+    taco_plus.schemas) sets only keys of that schema, each to a value other than its default."""
     for option in _options(group):
         node = OmegaConf.load(CONFIG_DIR / group / f"{option}.yaml")
         entries = [e for e in node.pop("defaults") if isinstance(e, str) and e.startswith("/schema/")]

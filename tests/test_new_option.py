@@ -15,11 +15,11 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
 
-from taco_plus import config
+from taco_plus import schemas
 from taco_plus.checkpoint import UntrustedConfigError, allowed_targets, build_model, check_stored_config, load_codec, \
     save_codec
 from taco_plus.cli import main
-from taco_plus.config import compose, to_container
+from taco_plus.schemas import compose, to_container
 
 MODULE = '''
 import re
@@ -63,7 +63,7 @@ class PrefixedCaptions(CaptionSetSource):
 OPTIONS = {
     "weighting/long_words.yaml": "defaults:\n  - /schema/throwaway_options.LongWordWeighting@_here_\n  - _self_\n\n"
                                  "min_length: 5\n",
-    "attention/tempered.yaml": "defaults:\n  - /schema/taco_plus.config.AttentionConfig@_here_\n  - _self_\n\n"
+    "attention/tempered.yaml": "defaults:\n  - /schema/taco_plus.schemas.AttentionConfig@_here_\n  - _self_\n\n"
                                "injector:\n  _target_: throwaway_options.TemperedCrossAttention\n  _partial_: true\n"
                                "  gain: 0.5\n",
     "captions/prefixed.yaml": "defaults:\n  - /schema/throwaway_options.PrefixedCaptions@_here_\n  - _self_\n\n"
@@ -78,10 +78,10 @@ def project(tmp_path, monkeypatch):
     (tmp_path / "modules" / "throwaway_options.py").write_text(MODULE)
     monkeypatch.syspath_prepend(str(tmp_path / "modules"))
     configs = tmp_path / "configs"
-    shutil.copytree(config.CONFIG_DIR, configs, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(schemas.CONFIG_DIR, configs, ignore=shutil.ignore_patterns("__pycache__"))
     for name, text in OPTIONS.items():
         (configs / name).write_text(text)
-    monkeypatch.setattr(config, "CONFIG_DIR", configs)
+    monkeypatch.setattr(schemas, "CONFIG_DIR", configs)
     allowed_targets.cache_clear()
     yield tmp_path
     allowed_targets.cache_clear()
@@ -122,8 +122,8 @@ def test_new_attention_option(project):
     assert tempered and all(m.gain == 0.5 for m in tempered)
     assert "throwaway_options.TemperedCrossAttention" in allowed_targets(("attention",))
 
-    assert "tempered" in attention_options(config.CONFIG_DIR)
-    injector, extractor, summary = attention_factories("tempered", config.CONFIG_DIR)
+    assert "tempered" in attention_options(schemas.CONFIG_DIR)
+    injector, extractor, summary = attention_factories("tempered", schemas.CONFIG_DIR)
     assert type(injector(64, 4)).__name__ == "TemperedCrossAttention" and summary is None
 
 

@@ -24,7 +24,7 @@ from PIL import Image
 import taco_plus
 from taco_plus.checkpoint import build_model, save_codec
 from taco_plus.cli import main
-from taco_plus.config import compose, to_container
+from taco_plus.schemas import compose, to_container
 assert taco_plus.__file__.startswith(sys.argv[1]), taco_plus.__file__  # the installed copy, not the checkout
 cfg = compose(["model=tiny", "text_encoder=tiny"])
 save_codec("tiny.pt", build_model(to_container(cfg.model)).eval(), to_container(cfg.model),

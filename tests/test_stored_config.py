@@ -14,7 +14,7 @@ from PIL import Image
 from taco_plus.checkpoint import (CHECKPOINT_GROUPS, FORMAT, FORMAT_VERSION, UntrustedConfigError, _walk,
                                   allowed_targets, load_codec, save_codec)
 from taco_plus.cli import main as cli_main
-from taco_plus.config import compose, options
+from taco_plus.schemas import compose, options
 from tests.test_codec import TINY_MODEL, TINY_TEXT, make_model
 
 VICTIM_TEXT = "precious data\n"

@@ -12,9 +12,9 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from taco_plus.captions.sources import CaptionSetSource
-from taco_plus.config import CONFIG_DIR as CONFIGS
-from taco_plus.config import compose as project_compose
-from taco_plus.config import options, register_configs, schema
+from taco_plus.schemas import CONFIG_DIR as CONFIGS
+from taco_plus.schemas import compose as project_compose
+from taco_plus.schemas import options, register_configs, schema
 from taco_plus.weighting import (
     FingerprintMismatchError,
     NerWeighting,

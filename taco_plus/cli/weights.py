@@ -23,7 +23,7 @@ def _max_tokens(value: str) -> Any:
 def _build_weighting(args: argparse.Namespace, kind: str) -> Any:
     """The option ``weighting=<kind>`` composed as training composes it, the flags set on it."""
     from taco_plus.checkpoint import instantiate_stored
-    from taco_plus.config import compose, to_container
+    from taco_plus.schemas import compose, to_container
 
     node = compose([f"+weighting={kind}"], config_name=None).weighting
     for flag, keys in FLAG_KEYS.items():
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any) -> None:
-    from taco_plus.config import options
+    from taco_plus.schemas import options
 
     p = subparsers.add_parser(
         "weights", help="inspect a caption's token weights, or fit a tf-idf/NER artefact",

@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from taco_plus.config import CONFIG_DIR, compose
+from taco_plus.schemas import CONFIG_DIR, compose
 
 EXPERIMENT_DIR = CONFIG_DIR / "experiment"
 RUNS_DIR = "runs/experiments"
