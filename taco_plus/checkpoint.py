@@ -1,20 +1,11 @@
-"""Codec checkpoints: taco-plus's own format and official TACO checkpoints.
+"""Codec checkpoints: taco-plus's own format and official TACO checkpoints (docs/training.md).
 
-A taco-plus checkpoint is a ``torch.save``'d dict of plain containers and tensors:
-``format``, ``format_version``, the resolved Hydra nodes ``model_config``,
-``text_encoder_config`` and ``weighting_config``, ``state_dict``, and the training state
-when the trainer wrote it (docs/training.md). Anything else with TACO's keys is an official
-checkpoint and gets the official text pipeline.
-
-A checkpoint is data. ``weights_only=True`` stops its pickle from running code, but its
-configs go to Hydra's ``instantiate``, which imports and calls whatever ``_target_`` names.
-:func:`check_stored_config` refuses, before anything is built, a config whose ``_target_``s
-(at any depth) are not named by an option or schema of :data:`CHECKPOINT_GROUPS` (a new
-option's classes are loadable, nothing else), whose root is of another group, that holds an
-interpolation (``oc.decode`` could build a new ``_target_``), that does not fit a schema
-exactly (an unknown key such as ``cache_dir``; ``"32"`` for an int), or whose model sizes
-are out of range. :func:`check_weights` then compares the weights with the model built on
-the meta device, which allocates nothing (a config announcing 8 TB costs nothing).
+A taco-plus checkpoint is a ``torch.save``'d dict of plain containers and tensors: ``format``,
+``format_version``, the resolved nodes ``model_config``, ``text_encoder_config`` and
+``weighting_config``, ``state_dict`` and the trainer's state; anything else with TACO's keys is an
+official checkpoint. A checkpoint is data: :func:`check_stored_config` refuses, before anything is
+built, a stored config that ``instantiate`` would turn into foreign code or that does not fit its
+constructor's schema; :func:`check_weights` compares the weights with the model built on the meta device.
 """
 
 from __future__ import annotations
@@ -75,33 +66,18 @@ def _walk(node: Any, path: str) -> Iterator[tuple[str, Any]]:
             stack.extend((f"{path}[{i}]", v) for i, v in enumerate(node))
 
 
-def _schema_nodes(groups: tuple[str, ...] = CHECKPOINT_GROUPS) -> list[Any]:
-    from hydra.core.config_store import ConfigStore
-
-    import taco_plus.config  # noqa: F401  (registers the schemas)
-
-    return [entry.node for group in groups for entry in ConfigStore.instance().repo.get(group, {}).values()]
-
-
 @lru_cache(maxsize=None)
 def allowed_targets(groups: tuple[str, ...] = CHECKPOINT_GROUPS) -> frozenset[str]:
-    """Every ``_target_`` named by an option file or a schema of ``groups``."""
+    """Every ``_target_`` that the option files of ``groups``, or the schemas they name, hold."""
     from omegaconf import OmegaConf
 
-    from taco_plus.config import CONFIG_DIR
+    from taco_plus.schemas import CONFIG_DIR, schema
 
     files = [OmegaConf.load(p) for group in groups for p in sorted((CONFIG_DIR / group).rglob("*.yaml"))]
-    return frozenset(
-        node["_target_"]
-        for root in (*files, *_schema_nodes(groups))
-        for _, node in _walk(OmegaConf.to_container(root, resolve=False), "")
-        if isinstance(node, Mapping) and isinstance(node.get("_target_"), str)
-    )
-
-
-@lru_cache(maxsize=1)
-def _schemas() -> dict[str, Any]:
-    return {node["_target_"]: node for node in _schema_nodes() if "_target_" in node}
+    named = [OmegaConf.structured(schema(entry.split("@")[0][len("/schema/"):])) for file in files
+             for entry in file.get("defaults", []) if isinstance(entry, str) and entry.startswith("/schema/")]
+    nodes = (n for root in (*files, *named) for _, n in _walk(OmegaConf.to_container(root, resolve=False), ""))
+    return frozenset(n["_target_"] for n in nodes if isinstance(n, Mapping) and isinstance(n.get("_target_"), str))
 
 
 def check_stored_config(config: Any, what: str, source: str = "checkpoint", optional: bool = False) -> None:
@@ -109,6 +85,8 @@ def check_stored_config(config: Any, what: str, source: str = "checkpoint", opti
     ``optional``) only builds taco-plus components. ``what`` and ``source`` name it in messages."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
+
+    from taco_plus.schemas import schema
 
     if config is None and optional:
         return
@@ -141,17 +119,16 @@ def check_stored_config(config: Any, what: str, source: str = "checkpoint", opti
                 f"name only the classes of the {', '.join(CHECKPOINT_GROUPS)} config groups: "
                 f"{', '.join(sorted(allowed_targets()))}"
             )
-        if target in _schemas():
-            given = {k: v for k, v in node.items() if k not in HYDRA_KEYS}
-            try:
-                typed = OmegaConf.to_container(OmegaConf.merge(_schemas()[target], given))
-            except (OmegaConfBaseException, ValueError, TypeError) as err:
-                reason = str(err).splitlines()[0]
-                raise UntrustedConfigError(f"{refuse} {path} does not fit the schema of {target}: {reason}") from err
-            for key, value in given.items():  # what the merge converted ("32" -> 32) is refused, not converted
-                if not isinstance(value, Mapping) and (type(typed[key]) is not type(value) or typed[key] != value):
-                    raise UntrustedConfigError(f"{refuse} {path}.{key} = {value!r:.80} is a {type(value).__name__}, "
-                                               f"not the {type(typed[key]).__name__} the schema of {target} holds")
+        given = {k: v for k, v in node.items() if k not in HYDRA_KEYS}
+        try:  # the schema of its constructor: every key known, of its type
+            typed = OmegaConf.to_container(OmegaConf.merge(schema(target), given))
+        except (OmegaConfBaseException, ValueError, TypeError) as err:
+            reason = str(err).splitlines()[0]
+            raise UntrustedConfigError(f"{refuse} {path} does not fit the schema of {target}: {reason}") from err
+        for key, value in given.items():  # what the merge converted ("32" -> 32) is refused, not converted
+            if not isinstance(value, Mapping) and (type(typed[key]) is not type(value) or typed[key] != value):
+                raise UntrustedConfigError(f"{refuse} {path}.{key} = {value!r:.80} is a {type(value).__name__}, "
+                                           f"not the {type(typed[key]).__name__} the schema of {target} holds")
 
 
 def _load_error(err: BaseException, path: Any) -> CheckpointError:
@@ -183,26 +160,17 @@ def instantiate_stored(config: Optional[Mapping[str, Any]], what: str = "stored 
 
 # --------------------------------------------------------------------- files
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to ``path`` atomically, after removing a killed writer's temporary.
-
-    Serialised in memory first: torch's C++ writer swallows the ``OSError`` of a failed
-    write (a full disk) and fails later with "unexpected pos"; written as bytes, the
-    ``OSError`` (ENOSPC, EFBIG) reaches the caller.
-    """
+    """``torch.save`` to ``path`` atomically, after removing a killed writer's temporary. Serialised in
+    memory first: torch's C++ writer swallows the ``OSError`` of a full disk (ENOSPC, EFBIG)."""
     remove_stale_temporaries(path)
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     atomic_write(path, buffer.getbuffer())
 
 
-def save_codec(
-    path: str | os.PathLike,
-    model: torch.nn.Module,
-    model_config: Mapping[str, Any],
-    text_encoder_config: Mapping[str, Any],
-    weighting_config: Optional[Mapping[str, Any]] = None,
-    **extra: Any,
-) -> None:
+def save_codec(path: str | os.PathLike, model: torch.nn.Module, model_config: Mapping[str, Any],
+               text_encoder_config: Mapping[str, Any], weighting_config: Optional[Mapping[str, Any]] = None,
+               **extra: Any) -> None:
     """Writes a taco-plus checkpoint atomically. Configs must be plain containers."""
     atomic_save({"format": FORMAT, "format_version": FORMAT_VERSION, "model_config": dict(model_config),
                  "text_encoder_config": dict(text_encoder_config),

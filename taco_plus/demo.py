@@ -89,7 +89,7 @@ def run_demo(run_dir: Path, overrides: Sequence[str] = (), steps: Optional[int] 
 
     from taco_plus.checkpoint import load_codec
     from taco_plus.codec import TacoCodec
-    from taco_plus.config import compose
+    from taco_plus.schemas import compose
     from taco_plus.evaluate import evaluate_dataset
     from taco_plus.results.format import save_results
     from taco_plus.results.plot import plot_rd

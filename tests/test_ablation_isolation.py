@@ -12,7 +12,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from taco_plus.config import compose
+from taco_plus.schemas import compose
 from taco_plus.experiments.registry import declared, run_names
 from taco_plus.text import text_inputs
 from taco_plus.train.run import build_model, build_weighting

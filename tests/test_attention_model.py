@@ -12,7 +12,7 @@ from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 
 from taco_plus.checkpoint import build_model, load_codec, read_checkpoint, save_codec
-from taco_plus.config import CONFIG_DIR, compose, to_container
+from taco_plus.schemas import CONFIG_DIR, compose, to_container
 from taco_plus.models import TACO
 from taco_plus.text import ClipTextEncoder
 from taco_plus.text.tokenizer import tokenize
@@ -162,7 +162,8 @@ def test_misspelt_attention_key_fails_at_composition(override):
 
 def test_option_file_with_a_misspelt_key_fails(tmp_path):
     (tmp_path / "attention").mkdir()
-    (tmp_path / "attention" / "typo.yaml").write_text("defaults:\n  - schema_attention\n  - _self_\n\nextractr: {}\n")
+    (tmp_path / "attention" / "typo.yaml").write_text(
+        "defaults:\n  - /schema/taco_plus.schemas.AttentionConfig@_here_\n  - _self_\n\nextractr: {}\n")
     with pytest.raises(ConfigCompositionException, match="extractr"):
         compose([f"hydra.searchpath=[file://{tmp_path}]", "attention=typo"])
 

@@ -14,7 +14,7 @@ import pytest
 
 from taco_plus.atomic import file_sha256
 from taco_plus.bench import train_step
-from taco_plus.config import CONFIG_DIR
+from taco_plus.schemas import CONFIG_DIR
 from tests.conftest import shared_path
 
 # The baseline and the most composite option (caption summary + pooled image side); the

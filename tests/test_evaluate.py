@@ -211,7 +211,7 @@ def _folder(tmp_path, dataset, n=2):
 
 def test_run_from_eval_config_with_checkpoint(tmp_path, dataset):
     from taco_plus.checkpoint import save_codec
-    from taco_plus.config import compose
+    from taco_plus.schemas import compose
     from taco_plus.evaluate import run
     from taco_plus.atomic import file_sha256
 
@@ -243,7 +243,7 @@ def test_run_from_eval_config_with_checkpoint(tmp_path, dataset):
 
 
 def test_run_without_checkpoint_is_a_labelled_random_init_smoke(tmp_path, dataset):
-    from taco_plus.config import compose
+    from taco_plus.schemas import compose
     from taco_plus.evaluate import run
 
     overrides = _folder(tmp_path, dataset) + [

@@ -208,7 +208,7 @@ def test_unreadable_images_are_reported_and_skipped_in_evaluation(tmp_path, code
 
 def test_coco30k_config_on_the_shared_coco_subset(tmp_path, caplog):
     from taco_plus.checkpoint import save_codec
-    from taco_plus.config import compose
+    from taco_plus.schemas import compose
     from taco_plus.evaluate import run
 
     root = shared_path("data", "coco_mini")

@@ -66,7 +66,7 @@ def test_decoding_from_the_worker_equals_the_codec_and_falls_back_when_tables_di
 def test_caption_sensitivity_reuses_the_real_run(tmp_path, dataset, monkeypatch):  # noqa: F811
     # Today's evaluation with caption_sensitivity=true codes each image three times (real, empty,
     # other), not four: the sensitivity table takes the real rows from the run itself.
-    from taco_plus.config import compose
+    from taco_plus.schemas import compose
     from taco_plus.evaluate import run
     from taco_plus.models import TACO
     from tests.test_evaluate import _folder
@@ -108,7 +108,7 @@ def _cli(tmp_path, dataset, out, extra=()):  # noqa: F811
 @pytest.mark.slow
 def test_two_gloo_processes_write_what_one_process_writes(tmp_path, dataset):  # noqa: F811
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    from taco_plus.config import compose
+    from taco_plus.schemas import compose
     from taco_plus.evaluate import run
 
     one, two = tmp_path / "one", tmp_path / "two"

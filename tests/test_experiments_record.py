@@ -210,7 +210,7 @@ def test_compare_cli_and_unknown_names(tmp_path, results, capsys):
 def test_real_evaluation_folder_records(tmp_path, results):
     """A folder written by the real evaluator (tiny random-init model) records as it is."""
     import taco_plus.evaluate as evaluate
-    from taco_plus.config import compose
+    from taco_plus.schemas import compose
 
     torch.manual_seed(0)
     (tmp_path / "images").mkdir()

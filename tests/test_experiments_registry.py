@@ -1,4 +1,4 @@
-"""The registered runs (taco_plus/configs/experiment): the baseline is the paper, each run differs
+"""The registered runs (configs/experiment): the baseline is the paper, each run differs
 from its base only where it says, every run trains and evaluates, and the CLI prints real commands."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf, open_dict
 
-from taco_plus.config import compose
+from taco_plus.schemas import compose
 from taco_plus.experiments import __main__ as cli
 from taco_plus.experiments.jobs import job_table
 from taco_plus.experiments.registry import creates, load_run, run_names

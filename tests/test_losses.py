@@ -236,7 +236,7 @@ def test_joint_loss_over_two_processes_equals_one_process(tmp_path):
 
 
 def test_joint_loss_cut_is_counted_logged_and_77_for_long_captions(joint_tiny, caplog):
-    from taco_plus.config import compose
+    from taco_plus.schemas import compose
     from taco_plus.text import bpe_ids
 
     long = GLOBAL_CAPTIONS[-1]

@@ -1,4 +1,4 @@
-"""The package works installed from its wheel, outside this checkout: configs ship inside it
+"""The package works installed from its wheel, outside this checkout: configs/ ships inside it
 (``pkg://taco_plus.configs``), and no code looks for the repository or its neighbours."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from PIL import Image
 import taco_plus
 from taco_plus.checkpoint import build_model, save_codec
 from taco_plus.cli import main
-from taco_plus.config import compose, to_container
+from taco_plus.schemas import compose, to_container
 assert taco_plus.__file__.startswith(sys.argv[1]), taco_plus.__file__  # the installed copy, not the checkout
 cfg = compose(["model=tiny", "text_encoder=tiny"])
 save_codec("tiny.pt", build_model(to_container(cfg.model)).eval(), to_container(cfg.model),
@@ -53,8 +53,9 @@ def _run(args: list[str], cwd: Path, env: dict) -> str:
 @pytest.mark.slow
 def test_wheel_installed_outside_the_checkout_composes_and_codes(tmp_path):
     source = tmp_path / "src"  # a clean copy: no stale build/ folder can leak into the wheel
-    shutil.copytree(REPO_ROOT / "taco_plus", source / "taco_plus", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "README.md"):
+    for folder in ("taco_plus", "configs"):  # configs/ ships as taco_plus.configs
+        shutil.copytree(REPO_ROOT / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "setup.py", "README.md"):
         shutil.copy2(REPO_ROOT / name, source / name)
     _run(["-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "dist")],
          tmp_path, dict(os.environ))
@@ -62,6 +63,7 @@ def test_wheel_installed_outside_the_checkout_composes_and_codes(tmp_path):
     wheel = next((tmp_path / "dist").glob("taco_plus-*.whl"))
     with zipfile.ZipFile(wheel) as z:
         assert "taco_plus/py.typed" in z.namelist()  # PEP 561: type checkers read the hints
+        assert {"taco_plus/configs/train.yaml", "taco_plus/configs/weighting/tfidf.yaml"} <= set(z.namelist())
     _run(["-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)], tmp_path, dict(os.environ))
 
     elsewhere = tmp_path / "elsewhere"  # neither the checkout nor its ../shared

@@ -8,11 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 
-from taco_plus.checkpoint import FORMAT, FORMAT_VERSION, UntrustedConfigError, allowed_targets, load_codec, save_codec
+from taco_plus.checkpoint import (CHECKPOINT_GROUPS, FORMAT, FORMAT_VERSION, UntrustedConfigError, _walk,
+                                  allowed_targets, load_codec, save_codec)
 from taco_plus.cli import main as cli_main
-from taco_plus.config import CONFIG_DIR
+from taco_plus.schemas import compose, options
 from tests.test_codec import TINY_MODEL, TINY_TEXT, make_model
 
 VICTIM_TEXT = "precious data\n"
@@ -74,6 +76,12 @@ def hostile_configs(victim, copy):
         # An allowed class with a key its schema lacks (where weights would be downloaded).
         ("key outside the schema", TINY_MODEL, {**TINY_TEXT, "cache_dir": str(victim.parent / "downloads")},
          None, "Key 'cache_dir' not in"),
+        # The schemas are the constructors' signatures, nested factories' included.
+        ("weighting key outside the schema", TINY_MODEL, TINY_TEXT,
+         {"_target_": "taco_plus.weighting.NoWeighting", "max_wieght": 2.0}, "Key 'max_wieght' not in"),
+        ("string in a nested factory", {**TINY_MODEL, "extractor_attention": {
+            "_target_": "taco_plus.models.attention.PooledLinformerCrossAttention", "_partial_": True, "k": "8"}},
+         TINY_TEXT, None, "model_config.extractor_attention.k = '8' is a str, not the int"),
     ]
 
 
@@ -111,14 +119,16 @@ def test_cli_refuses_hostile_checkpoints(command, case, state_dict, victim, tmp_
     assert victim.read_text() == VICTIM_TEXT and not copy.exists()
 
 
-def test_allow_list_follows_the_config_groups(tmp_path):
+def test_allow_list_follows_the_config_groups():
     allowed = allowed_targets()
-    # Every option of the checkpoint groups is in; other groups' classes and foreign code are not.
-    for option in ("attention/linformer_text.yaml", "attention/linformer_image.yaml", "weighting/tfidf.yaml"):
-        text = (CONFIG_DIR / option).read_text()
-        targets = [line.split(":", 1)[1].strip() for line in text.splitlines() if "_target_:" in line]
-        assert targets and all(t in allowed for t in targets), option
-    assert {"taco_plus.models.TACO", "taco_plus.text.ClipTextEncoder"} <= allowed
+    # Every class an option of the checkpoint groups builds is in; other groups' classes and foreign code are not.
+    for group in CHECKPOINT_GROUPS:
+        for option in options(group):
+            node = OmegaConf.to_container(compose([f"{group}={option}"])[group], resolve=False)
+            targets = {n["_target_"] for _, n in _walk(node, "") if isinstance(n, dict) and "_target_" in n}
+            assert targets and targets <= allowed, (group, option, targets - allowed)
+    assert {"taco_plus.models.TACO", "taco_plus.text.ClipTextEncoder", "taco_plus.weighting.TfidfEmbeddingScale",
+            "taco_plus.models.attention.PooledLinformerCrossAttention"} <= allowed
     assert not any(t.startswith(("builtins.", "os.", "torch.", "taco_plus.data")) for t in allowed)
 
 

@@ -19,7 +19,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from taco_plus.config import compose, to_container
+from taco_plus.schemas import compose, to_container
 from taco_plus.losses import ClipJointLoss
 from taco_plus.text import ClipTextEncoder, ClipWeightsUnavailableError, bpe_ids, load_clip, tokenize
 from taco_plus.text.longclip import longclip_weights

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from taco_plus.checkpoint import load_codec, read_checkpoint
-from taco_plus.config import compose
+from taco_plus.schemas import compose
 from taco_plus.losses import TacoLoss
 from taco_plus.train import NonFiniteLossError, train
 from tests.conftest import shared_path

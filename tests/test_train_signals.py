@@ -103,7 +103,7 @@ class RequeueableTraining:
         self.max_steps = max_steps
 
     def __call__(self, overrides: list[str], run_dir: str, pids: str) -> int:
-        from taco_plus.config import compose
+        from taco_plus.schemas import compose
         from taco_plus.train import train
 
         with open(pids, "a") as f:

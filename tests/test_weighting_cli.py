@@ -115,7 +115,3 @@ def test_registering_the_command_stays_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
-    from taco_plus.cli.weights import DEFAULT_PIPELINE
-    from taco_plus.weighting.schema import PIPELINE
-
-    assert DEFAULT_PIPELINE == PIPELINE

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-from omegaconf.errors import ConfigKeyError
 
 from taco_plus.captions.sources import CaptionSetSource
-from taco_plus.config import register_configs
+from taco_plus.schemas import CONFIG_DIR as CONFIGS
+from taco_plus.schemas import compose as project_compose
+from taco_plus.schemas import options, register_configs, schema
 from taco_plus.weighting import (
     FingerprintMismatchError,
     NerWeighting,
@@ -24,9 +25,7 @@ from taco_plus.weighting import (
     TfidfWeighting,
     load_corpus,
 )
-from taco_plus.weighting.schema import OPTION_SCHEMAS
 
-CONFIGS = Path(__file__).resolve().parents[1] / "taco_plus" / "configs"
 EXPERIMENTS = ["weighting_tfidf", "weighting_ner", "weighting_tfidf_ner"]
 # A stand-in primary config holding only what the weighting group refers to, so these
 # tests exercise this group's files whatever the rest of configs/ looks like.
@@ -41,14 +40,15 @@ name: train
 """
 
 
-@pytest.mark.parametrize("option", sorted(OPTION_SCHEMAS))
-def test_option_matches_its_schema(option):
-    node = OmegaConf.load(CONFIGS / "weighting" / f"{option}.yaml")
-    assert list(node.pop("defaults")) == [f"schema_weighting_{option}", "_self_"]
-    merged = OmegaConf.merge(OmegaConf.structured(OPTION_SCHEMAS[option]), node)
-    assert set(node) == set(merged)  # every schema key is spelt out in the yaml
-    with pytest.raises(ConfigKeyError):
-        OmegaConf.merge(merged, {"max_wieght": 2.0})
+@pytest.mark.parametrize("option", options("weighting"))
+def test_option_is_its_constructor(option):
+    """The option's keys are its class's arguments: a misspelt key fails, any argument can be set."""
+    (entry, _) = OmegaConf.load(CONFIGS / "weighting" / f"{option}.yaml").defaults
+    target = entry.removeprefix("/schema/").removesuffix("@_here_")
+    assert target.startswith("taco_plus.weighting.") and schema(target)._target_ == target
+    with pytest.raises(ConfigCompositionException, match="max_wieght"):
+        project_compose([f"weighting={option}", "weighting.max_wieght=2"])
+    assert project_compose([f"weighting={option}", "weighting.max_weight=2"]).weighting.max_weight == 2
 
 
 @pytest.fixture
@@ -119,10 +119,6 @@ def test_artefact_of_other_captions_is_refused(config_dir, fitted, tmp_path):
 
 
 def test_project_config_composes_each_experiment():
-    if not (CONFIGS / "train.yaml").is_file():
-        pytest.skip("configs/train.yaml is not written yet")
-    from taco_plus.config import compose as project_compose
-
     for name in EXPERIMENTS:
         cfg = project_compose([f"experiment={name}"])
         assert cfg.name == name and cfg.weighting._target_.startswith("taco_plus.weighting.")
@@ -136,7 +132,5 @@ def test_embedding_scale_control_replaces_the_tfidf_of_an_experiment(config_dir,
                                   f"weighting.artefact={artefact}"])  # fmt: skip
     weighting = instantiate(cfg.weighting)
     assert type(weighting) is TfidfEmbeddingScale and weighting.max_weight == 1.5
-    default = compose_in(config_dir, ["weighting=tfidf_embedding_scale"]).weighting
-    assert {k: v for k, v in default.items() if k != "_target_"} == {
-        k: v for k, v in OmegaConf.load(CONFIGS / "weighting" / "tfidf.yaml").items() if k not in ("_target_", "defaults")
-    }
+    default, tfidf = (compose_in(config_dir, [f"weighting={o}"]).weighting for o in ("tfidf_embedding_scale", "tfidf"))
+    assert {k: v for k, v in default.items() if k != "_target_"} == {k: v for k, v in tfidf.items() if k != "_target_"}

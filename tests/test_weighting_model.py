@@ -14,7 +14,7 @@ import torch
 from hydra.utils import instantiate
 
 from taco_plus.checkpoint import build_model
-from taco_plus.config import CONFIG_DIR, compose, to_container
+from taco_plus.schemas import CONFIG_DIR, compose, to_container
 from taco_plus.experiments.registry import run_names
 from taco_plus.models import TACO
 from taco_plus.models.adapter import Injector

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from taco_plus.bench import measure
-from taco_plus.config import CONFIG_DIR
+from taco_plus.schemas import CONFIG_DIR
 from taco_plus.distributed import resolve_device
 from taco_plus.models.adapter import Extractor, Injector
 from taco_plus.models.transforms import AnalysisTransform

@@ -27,7 +27,7 @@ from torch.utils.data import ConcatDataset
 
 from taco_plus.bench import measure
 from taco_plus.bench.attention import attention_options, parse_list, positive_int
-from taco_plus.config import compose
+from taco_plus.schemas import compose
 from taco_plus.distributed import resolve_device
 
 BASELINE = "elic"

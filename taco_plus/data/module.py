@@ -70,8 +70,11 @@ class TrainLoader(DataLoader):
 
 
 class CaptionedImageData:
-    """Images in ``image_dir`` captioned by ``captions`` (or TACO's ``name_list`` + ``caption_list``), with
-    :class:`CaptionedImageDataset`'s arguments; ``batch_size`` per process (docs/training.md, "Data")."""
+    """Images in ``image_dir`` captioned by ``captions``: the ``data`` group's keys (the dataset
+    arguments are :class:`CaptionedImageDataset`'s). ``batch_size`` is per process; ``fid_patch_size`` is
+    the evaluation's FID protocol for this set (256 px patches, or None: whole images).
+    ``name_list`` + ``caption_list`` (TACO's published training lists, :class:`ListedCaptions`)
+    replace ``captions`` and select the listed images."""
 
     def __init__(self, image_dir: os.PathLike | str, captions: CaptionSource, crop_size: int = 256,
                  small_images: str = "upscale", min_side: int = 0, batch_size: int = 8, num_workers: int = 4,

@@ -23,12 +23,11 @@ from omegaconf import DictConfig
 from taco_plus.atomic import file_sha256
 from taco_plus.checkpoint import LoadedCodec, build_model, load_codec
 from taco_plus.codec import TacoCodec
-from taco_plus.config import CONFIG_PATH, to_container
+from taco_plus.schemas import CONFIG_PATH, to_container
 from taco_plus.distributed import init_distributed, resolve_device
 from taco_plus.evaluate.journal import EvaluationJournal, EvaluationMismatchError
 from taco_plus.evaluate.loop import caption_sensitivity, evaluate_dataset
 from taco_plus.evaluate.workers import coding_pool, default_workers
-from taco_plus.evaluation.schema import EvalConfig  # noqa: F401  (registers eval_schema)
 from taco_plus.losses.lpips import LpipsBackboneUnavailableError, build_lpips
 from taco_plus.metrics import ClipScore, FidAccumulator, FidUnavailable
 from taco_plus.text.clip_loading import ClipWeightsUnavailableError

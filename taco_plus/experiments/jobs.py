@@ -15,7 +15,7 @@ import pandas as pd
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from taco_plus.config import CONFIG_PATH, compose
+from taco_plus.schemas import CONFIG_PATH, compose
 from taco_plus.experiments.record import RESULTS_DIR, record_run
 from taco_plus.experiments.registry import RUNS_DIR, Run, eval_dataset, lambda_label
 

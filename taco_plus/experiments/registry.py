@@ -1,4 +1,4 @@
-"""The registered runs, ``taco_plus/configs/experiment/*.yaml``: what each needs, changes and runs, derived from
+"""The registered runs, ``configs/experiment/*.yaml``: what each needs, changes and runs, derived from
 its composed config (docs/experiments.md, "A run is an experiment file"); running them: :mod:`.jobs`."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from taco_plus.config import CONFIG_DIR, compose
+from taco_plus.schemas import CONFIG_DIR, compose
 
 EXPERIMENT_DIR = CONFIG_DIR / "experiment"
 RUNS_DIR = "runs/experiments"

@@ -178,7 +178,7 @@ def build_report(results: Path = RESULTS_DIR, out: Path = GENERATED_DIR) -> list
         groups.setdefault(load_recorded(name, root).dataset, []).append(name)
     texts = {
         "runs.tex": latex_table(runs_frame(runs, broken, root), "The registered runs "
-                                "(taco_plus/configs/experiment/*.yaml); commands: python -m taco_plus.experiments show "
+                                "(configs/experiment/*.yaml); commands: python -m taco_plus.experiments show "
                                 "NAME", "tab:runs", "p{3.6cm}p{2.4cm}p{4.4cm}rp{4cm}").replace("[H]", "[tbp]"),
         "results.tex": "\n".join(dataset_section(d, names, runs, root, out) for d, names in groups.items()),
         "linformer.tex": linformer_table(runs, root),

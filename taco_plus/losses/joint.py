@@ -51,7 +51,7 @@ class ClipJointLoss(ClipEmbedding):
     """
 
     def __init__(self, model_name: str = "ViT-B-32", pretrained: Optional[str] = "openai", beta: float = 40.0,
-                 logit_scale: float = 2.6592, context_length: Optional[int] = 38,
+                 logit_scale: float = 2.6592, context_length: Optional[int] = 38, *,
                  clip_model: Optional[nn.Module] = None) -> None:
         from taco_plus.text import load_clip
 

@@ -98,7 +98,8 @@ class ClipTextEncoder(nn.Module):
     """
 
     def __init__(self, model_name: str = "ViT-B-32", pretrained: Optional[str] = "openai", max_tokens: MaxTokens = 38,
-                 pad: PadPolicy = "eot", device: Union[str, torch.device] = "cpu", quick_gelu: Optional[bool] = None,
+                 pad: PadPolicy = "eot", *,  # not config keys (a checkpoint must not choose them): set by code
+                 device: Union[str, torch.device] = "cpu", quick_gelu: Optional[bool] = None,
                  cache_dir: Optional[str] = None, seed: int = 0, sequence_batch: int = 256,
                  clip_model: Optional[nn.Module] = None) -> None:
         super().__init__()

@@ -10,7 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
-from taco_plus.config import CONFIG_PATH  # importing it registers the schemas
+from taco_plus.schemas import CONFIG_PATH  # importing it installs the schemas and resolvers
 from taco_plus.train.preemption import TrainingInterrupted, exit_by_signal
 from taco_plus.train.run import train
 

@@ -15,7 +15,7 @@ import torch.distributed as dist
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
-from taco_plus.config import to_container
+from taco_plus.schemas import to_container
 from taco_plus.distributed import init_distributed
 from taco_plus.text.tokenizer import real_lengths
 from taco_plus.train.resume import write_run_config

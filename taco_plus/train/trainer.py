@@ -128,8 +128,7 @@ def load_initial_weights(model: nn.Module, path: str | Path) -> None:
 
 
 class Trainer:
-    """TACO training loop; the arguments are the ``trainer`` config group's keys
-    (:class:`taco_plus.config.schema.TrainerConfig`, docs/training.md)."""
+    """TACO training loop; its arguments are the ``trainer`` config group's keys (docs/training.md)."""
 
     def __init__(self, epochs: int = 50, max_steps: Optional[int] = None, device: str = "auto",
                  precision: str = "fp32", seed: int = 0, trainable: str = "all", init_from: Optional[str] = None,

