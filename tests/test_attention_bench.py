@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -156,3 +157,16 @@ def test_attention_figure_one_colour_per_option_one_style_per_size(tmp_path, mon
             assert lines[f"full, {size}"].get_linestyle() == lines[f"linformer, {size}"].get_linestyle()
         assert lines["full, 256×256"].get_color() != lines["linformer, 256×256"].get_color()
         assert lines["full, 256×256"].get_linestyle() != lines["full, 768×512"].get_linestyle()
+
+
+def test_docs_measurements_are_the_recorded_csv(tmp_path):
+    """docs/attention.md's measurement block is what the recorded CSV generates; a drifted row changes it."""
+    root, csv = Path(__file__).resolve().parents[1], Path("experiments/results/bench/attention.csv")
+    copy = tmp_path / "attention.md"
+    copy.write_text((root / "docs/attention.md").read_text(encoding="utf-8"), encoding="utf-8")
+    assert not report.update_doc(csv, copy, root), \
+        f"docs/attention.md differs from {csv}: python -m taco_plus.results.attention_bench {csv} docs/attention.md"
+    rows = pd.read_csv(root / csv)
+    before = report.doc_tables(rows, "")
+    rows.loc[0, "fwd_ms"] *= 2
+    assert report.doc_tables(rows, "") != before

@@ -1,23 +1,6 @@
-"""The ``.tacoz`` file format: a checked container for one compressed image.
-
-Layout (all integers big-endian)::
-
-    offset  size  field
-    0       4     magic  b"TACZ"
-    4       1     format version (1)
-    5       1     flags (reserved, 0)
-    6       4     original height H (>= 1)
-    10      4     original width W (>= 1)
-    14      16    model fingerprint: first 16 bytes of SHA-256 over the model's state dict
-    30      4     length of the y string
-    34      4     length of the z string
-    38      ...   y string, z string (rANS streams of compressai's coders)
-    end-4   4     CRC-32 of every preceding byte
-
-The latent shape is not stored: z is (ceil(H/64), ceil(W/64)). :func:`unpack` checks magic, version, sizes,
-lengths, CRC, fingerprint and the pixel limit (2^25: 8K UHD fits) before anything is decoded or allocated;
-what the string decoder guarantees beyond that: docs/coding.md.
-"""
+"""The ``.tacoz`` file format: a checked container for one compressed image (layout: docs/coding.md, "The file").
+:func:`unpack` checks magic, version, sizes, lengths, CRC, fingerprint and the pixel limit (2^25: 8K UHD fits)
+before anything is decoded or allocated."""
 
 from __future__ import annotations
 

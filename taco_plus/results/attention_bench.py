@@ -89,3 +89,35 @@ def plot(rows: Rows, path: Path, conditions: str = "") -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=150)
     plt.close(fig)
+
+
+DOC_BEGIN, DOC_END = "<!-- measurements: generated from {csv} -->", "<!-- end of measurements -->"
+
+
+def doc_tables(rows: Rows, conditions: str) -> str:
+    """The docs' measurement block: per image size, adapter forward ms and GFLOPs by caption length, then the
+    :func:`conclusions`; ``conditions`` (date, device, threads) heads it."""
+    adapter, out = pd.DataFrame(rows).query("part == 'adapter'"), [f"Measured {conditions}.", ""]
+    for (w, h), size in adapter.groupby(["width", "height"], sort=False):
+        table, lengths = size.pivot(index="variant", columns="tokens"), sorted(size.tokens.unique())
+        out += [f"| {w}×{h} | " + " | ".join(f"{n:,} tokens" for n in lengths) + " |", "|---" * (len(lengths) + 1) + "|"]
+        out += [f"| `{v}` | " + " | ".join(f"{table.at[v, ('fwd_ms', n)]:,.0f} ms, {table.at[v, ('gflops', n)]:.3g}"
+                                          for n in lengths) + " |" for v in table.index] + [""]
+    return "\n".join(out + [f"- {line}" for line in conclusions(rows)[1:]])
+
+
+def update_doc(csv: Path, doc: Path, root: Path = Path(".")) -> bool:
+    """Rewrites ``doc``'s measurement block from ``root/csv`` (and the benchmark log beside it); True if it changed."""
+    log = (root / csv).with_suffix(".log")
+    conditions = log.read_text(encoding="utf-8").splitlines()[0].lstrip("# ").split(", dims=")[0] if log.is_file() else ""
+    text, begin = doc.read_text(encoding="utf-8"), DOC_BEGIN.format(csv=csv.as_posix())
+    head, rest = text.split(begin, 1)
+    new = f"{head}{begin}\n{doc_tables(pd.read_csv(root / csv), conditions)}\n{DOC_END}{rest.split(DOC_END, 1)[1]}"
+    doc.write_text(new, encoding="utf-8")
+    return new != text
+
+
+if __name__ == "__main__":  # python -m taco_plus.results.attention_bench CSV DOC (make -C paper measurements)
+    import sys
+
+    print("updated" if update_doc(Path(sys.argv[1]), Path(sys.argv[2])) else "unchanged", sys.argv[2])

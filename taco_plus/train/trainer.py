@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import random
+import traceback
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -246,6 +247,9 @@ class Trainer:
                             stop.hand_over(signum, progress.step, last_path)
                         if progress.step >= total:
                             break
+        except BaseException as err:  # data-loader workers ignore stop signals: free their iterator now (its
+            traceback.clear_frames(err.__traceback__)  # frames hold it), not at exit, where SIGTERM is ignored
+            raise
         finally:
             log.close()
             bar.close()

@@ -20,10 +20,6 @@ class FullCrossAttention(CrossAttention):
     official TACO checkpoints, which use ``nn.MultiheadAttention``, load unchanged.
     Cost is O(Lq·Lk·D): linear in caption length for the Injector (image queries,
     text keys) and in image tokens for the Extractor (text queries, image keys).
-
-    Args:
-        dim: feature width.
-        num_heads: number of heads.
     """
 
     def __init__(self, dim: int, num_heads: int = 8) -> None:

@@ -1,17 +1,5 @@
-"""Linformer-style cross-attention with a resolution-independent, content-based projection (docs/attention.md).
-
-For the Extractor, whose keys/values are the H/8 x W/8 image tokens. Linformer's learned ``(seq_len, k)``
-projection indexes positions (rows past a training crop's 1,024 tokens would never be trained); here it is
-computed from content with the same parameters at every length (Perceiver pooling, Jaegle et al., ICML 2021,
-used as Linformer's ``E``)::
-
-    A = softmax_over_tokens(X P^T / sqrt(D))       X (B, Lk, D), P (k, D) learned, A (B, Lk, k)
-    X_bar = A^T X                                  (B, k, D): k convex mixtures of tokens
-    out = Attn(Q = query W_q, K = X_bar W_k, V = X_bar W_v) W_o
-
-Mask and weights act in the pooling softmax: padded tokens get ``-inf`` (contents zeroed first), token
-``j``'s pooling mass is scaled by ``w_j`` (``+ log w_j``).
-"""
+"""Linformer-style cross-attention with a resolution-independent, content-based projection (Perceiver pooling,
+Jaegle et al., ICML 2021, used as Linformer's ``E``): the Extractor's image side (docs/attention.md)."""
 
 from __future__ import annotations
 
@@ -32,11 +20,7 @@ class PooledLinformerCrossAttention(CrossAttention):
     ``to_v`` without bias, ``to_out``); the positional ``proj_k``/``proj_v`` are
     replaced by ``pool_queries`` (k, D).
 
-    Args:
-        dim: feature width of queries and context.
-        num_heads: attention heads; must divide ``dim``.
-        k: number of summaries the context is pooled to.
-        dropout: dropout on the attention probabilities (training only).
+    ``k``: summaries the context is pooled to; ``dropout`` on the attention probabilities (training only).
     """
 
     def __init__(self, dim: int, num_heads: int = 8, k: int = 64, dropout: float = 0.0) -> None:

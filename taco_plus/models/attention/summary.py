@@ -1,13 +1,5 @@
-"""The caption projected once along its length: the text side of the Linformer ablation (docs/attention.md).
-
-Wang et al., "Linformer: Self-Attention with Linear Complexity", arXiv 2006.04768. :class:`CaptionSummary`
-applies Linformer's learned ``(max_len, k)`` projection ``E`` once, at the adapter's entry: the caption's L
-token features become ``k`` summaries ``E^T X`` (B, k, D) that all three adapter blocks work on (inside
-attention, exactly Linformer with shared key/value projections: tested against the ``linformer`` package).
-Padded tokens are removed (zero features, zero rows; the j-th real token uses row j of ``E``); token weights
-scale token j's row by ``sqrt(w_j / mean(w))`` over the caption's real tokens. A caption longer than
-``max_len`` (the text encoder's longest) raises.
-"""
+"""The caption projected once along its length (Wang et al., "Linformer", arXiv 2006.04768): the text side of
+the Linformer ablation. Padding, token weights and caption length: docs/attention.md, "CaptionSummary"."""
 
 from __future__ import annotations
 
