@@ -204,7 +204,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         torch.set_num_threads(threads)
     memory = ("torch.cuda.max_memory_allocated growth" if device.type == "cuda"
               else "peak of torch.profiler CPU allocation events (running sum of allocs - frees)")
-    conditions = f"{datetime.date.today()}, device={device} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads), " \
+    conditions = f"{datetime.date.today()}, device={device} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} thread(s)), " \
                  f"clock={args.clock}"
     print(f"# {conditions}, repeat={repeat}, dims={args.dims}, memory: {memory}, FLOPs: FlopCounterMode (forward)")
     print(HEADER)

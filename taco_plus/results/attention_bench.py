@@ -80,7 +80,7 @@ def plot(rows: Rows, path: Path, conditions: str = "") -> None:
     for ax, ylabel in zip(axes, ("adapter forward time [ms]", "adapter forward GFLOPs")):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-        ax.set_xticks(lengths, [str(n) for n in lengths])
+        ax.set_xticks(lengths, [str(n) for n in lengths], rotation=45, fontsize=8)
         ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.set(xlabel="caption length [tokens]", ylabel=ylabel)
         ax.grid(True, which="both", alpha=0.3)
