@@ -1,6 +1,6 @@
-"""Training on a tiny config: exact resume, atomic checkpoints, NaN stop, adapter-only
-fine-tuning, official initialisation, logs, DDP and sweeps (every registered run: test_experiments_registry; bad input: test_train_entry;
-signals, full disks and a torchrun job: test_train_signals)."""
+"""Training on a tiny config: exact resume, atomic checkpoints, NaN stop, adapter-only fine-tuning,
+official initialisation, logs, DDP and sweeps (every registered run: test_experiments_registry; bad input:
+test_train_entry; signals, full disks and a torchrun job: test_train_signals)."""
 
 from __future__ import annotations
 
